@@ -1,0 +1,46 @@
+// Storage dtypes of tensors in files, one table row each, and scalar conversions to f32.
+// Contract: conversions are exact (every f16/bf16/fp8 value is representable in f32).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string_view>
+
+namespace qf {
+
+enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3, kF8E5M2, kI8, kI32, kU8, kF64, kI16, kI64 };
+
+struct DTypeInfo {
+  DType dtype;
+  std::string_view safetensors_name;  // as in a safetensors header ("F32", "BF16", ...)
+  size_t bytes;                       // bytes per element
+  bool is_float;
+};
+
+const DTypeInfo& Info(DType t);
+std::optional<DType> DTypeFromSafetensorsName(std::string_view name);
+inline std::string_view Name(DType t) { return Info(t).safetensors_name; }
+
+inline float F32FromBits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline uint32_t BitsFromF32(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+inline float BF16ToF32(uint16_t h) { return F32FromBits(uint32_t(h) << 16); }
+float F16ToF32(uint16_t h);
+float F8E4M3ToF32(uint8_t v);  // OCP E4M3FN: bias 7, no inf, S.1111.111 = NaN
+float F8E5M2ToF32(uint8_t v);  // OCP E5M2: bias 15, IEEE-like inf/NaN
+
+// Converts n elements of a float dtype at src to f32. Returns false for non-float dtypes.
+bool ConvertToF32(DType t, const std::byte* src, size_t n, float* dst);
+
+}  // namespace qf

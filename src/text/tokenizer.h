@@ -1,0 +1,40 @@
+// Tokenizers: SentencePiece tokenizer.model (libsentencepiece) and Hugging Face tokenizer.json
+// (byte-level BPE: GPT-2 / Llama-3 / Qwen2 pre-tokenizers; SentencePiece-style BPE with byte
+// fallback), behind one interface.
+// Contract: Encode never adds BOS unless asked; ids are exact against the reference tokenizers.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace qf::text {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  // Encodes text as it is (special-token strings in the text are matched as added tokens
+  // for tokenizer.json; the SentencePiece tokenizer treats text literally).
+  virtual std::vector<int32_t> Encode(std::string_view text, bool add_bos) const = 0;
+  // The text piece of one token, as bytes to print when streaming (byte-fallback tokens give
+  // their raw byte; the SentencePiece "▁" becomes a space).
+  virtual std::string DecodeToken(int32_t id) const = 0;
+  virtual std::string Decode(const std::vector<int32_t>& ids) const = 0;
+  virtual int32_t vocab_size() const = 0;
+  virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
+  virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
+  virtual std::string kind() const = 0;  // "sentencepiece", "bpe-bytelevel", "bpe-spm"
+};
+
+// Loads tokenizer.model (preferred when present) or tokenizer.json from a model folder,
+// or the file itself when `path` is a file.
+Result<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::filesystem::path& path);
+Result<std::unique_ptr<Tokenizer>> LoadSentencePiece(const std::filesystem::path& file);
+Result<std::unique_ptr<Tokenizer>> LoadHfTokenizerJson(const std::filesystem::path& file);
+
+}  // namespace qf::text

@@ -1,0 +1,17 @@
+// Shared helpers for tests: where the repository, the bundled model and ../shared data live.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace qf::testing {
+
+std::filesystem::path RepoDir();      // the source tree
+std::filesystem::path SharedDir();    // ../shared beside the repository
+std::filesystem::path BundledModel(); // models/llama-27m in the repository
+std::filesystem::path TempDir();      // a fresh, per-process scratch folder
+std::string QforgeBinary();           // build/qforge of this build
+// Runs a shell command; returns its exit status and fills `output` with stdout+stderr.
+int RunCommand(const std::string& cmd, std::string* output);
+
+}  // namespace qf::testing

@@ -1,0 +1,3 @@
+// qforge CLI entry point (placeholder until commands land).
+#include <cstdio>
+int main() { std::puts("qforge"); return 0; }
