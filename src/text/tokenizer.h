@@ -22,17 +22,27 @@ class Tokenizer {
   // for tokenizer.json; the SentencePiece tokenizer treats text literally).
   virtual std::vector<int32_t> Encode(std::string_view text, bool add_bos) const = 0;
   // The text piece of one token, as bytes to print when streaming (byte-fallback tokens give
-  // their raw byte; the SentencePiece "▁" becomes a space).
+  // their raw byte; the SentencePiece "▁" becomes a space). Special/control tokens (BOS, EOS,
+  // chat markers flagged special) and ids out of range give "".
   virtual std::string DecodeToken(int32_t id) const = 0;
+  // The text of `ids`: their DecodeTokens joined, less the leading space that the SentencePiece
+  // dummy prefix put there.
   virtual std::string Decode(const std::vector<int32_t>& ids) const = 0;
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
   virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
-  virtual std::string kind() const = 0;  // "sentencepiece", "bpe-bytelevel", "bpe-spm"
+  // "sentencepiece", "bpe-bytelevel", "bpe-spm" (metaspace BPE, byte fallback), or "bpe".
+  virtual std::string kind() const = 0;
 };
 
 // Loads tokenizer.model (preferred when present) or tokenizer.json from a model folder,
-// or the file itself when `path` is a file.
+// or the file itself when `path` is a file (by extension: .model or .json).
+// tokenizer.json: model type BPE; normalizers NFC, Prepend, Replace, Sequence; pre-tokenizers
+// Split, ByteLevel, Metaspace, Digits, Whitespace(Split), Punctuation, Sequence; bos/eos from a
+// sibling tokenizer_config.json (NAME.tokenizer.json -> NAME.tokenizer_config.json), else the
+// post-processor template, else well-known names. Metaspace prepends "▁" even to text that
+// starts with a space, as sentencepiece does (HF tokenizers does not; only that first token
+// can differ), so that a converted tokenizer.json matches its tokenizer.model.
 Result<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::filesystem::path& path);
 Result<std::unique_ptr<Tokenizer>> LoadSentencePiece(const std::filesystem::path& file);
 Result<std::unique_ptr<Tokenizer>> LoadHfTokenizerJson(const std::filesystem::path& file);

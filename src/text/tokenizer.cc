@@ -1,0 +1,27 @@
+// LoadTokenizer: picks the tokenizer file of a model folder (tokenizer.model first, then
+// tokenizer.json) or loads a file by its extension. Errors name the path.
+#include "text/tokenizer.h"
+
+#include <system_error>
+
+namespace qf::text {
+
+Result<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    if (std::filesystem::exists(path / "tokenizer.model", ec)) {
+      return LoadSentencePiece(path / "tokenizer.model");
+    }
+    if (std::filesystem::exists(path / "tokenizer.json", ec)) {
+      return LoadHfTokenizerJson(path / "tokenizer.json");
+    }
+    return Err("{}: no tokenizer.model or tokenizer.json in this folder", path.string());
+  }
+  if (!std::filesystem::exists(path, ec)) return Err("{}: no such file", path.string());
+  const std::string ext = path.extension().string();
+  if (ext == ".model") return LoadSentencePiece(path);
+  if (ext == ".json") return LoadHfTokenizerJson(path);
+  return Err("{}: unknown tokenizer file type '{}' (expected .model or .json)", path.string(), ext);
+}
+
+}  // namespace qf::text
