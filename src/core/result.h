@@ -85,7 +85,7 @@ class [[nodiscard]] Status {
   } while (0)
 
 // QF_ASSIGN(auto x, ExprReturningResult()); declares/assigns x or returns the error.
-#define QF_ASSIGN(lhs, expr) QF_ASSIGN_IMPL(QF_CONCAT(qf_result_, __LINE__), lhs, expr)
+#define QF_ASSIGN(lhs, expr) QF_ASSIGN_IMPL(QF_CONCAT(qf_result_, __COUNTER__), lhs, expr)
 #define QF_ASSIGN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                   \
   if (!tmp.ok()) return tmp.error();   \

@@ -1,0 +1,45 @@
+// fp32 building blocks of the decoder forward pass. Shapes use M = tokens (rows),
+// N = output features, K = input features; all matrices row-major.
+// Contract: *Ref functions are the plain-loop references; the others may use BLAS/OpenMP and
+// are tested against them.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace qf::kernels {
+
+// Y[M,N] = X[M,K] · W[N,K]ᵀ (+ bias[N] when non-null). Parallel BLAS sgemm.
+void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+              int64_t k);
+void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m,
+                 int64_t n, int64_t k);
+
+// out[M,D] = x[M,D] / rms(x row) * weight[D]; rms = sqrt(mean(x²) + eps).
+void RmsNorm(const float* x, const float* weight, float* out, int64_t m, int64_t d, float eps);
+
+// In place on x[M, heads*head_dim]: rotate-half RoPE (pairs i and i + head_dim/2) for the
+// token at position pos0 + row, with cos/sin tables [positions, head_dim/2].
+void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, const float* cos,
+          const float* sin);
+
+// gate[M,F] = silu(gate) * up, in place.
+void SiluMul(float* gate, const float* up, int64_t m, int64_t f);
+
+// Causal grouped-query attention of M new queries at positions pos0.. against the first
+// pos0+M cached keys/values. q[M, H*D], k/v cache [T, Hkv*D], out[M, H*D].
+// window > 0 limits each query to the last `window` keys (sliding-window attention).
+void Attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t m,
+               int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window);
+void AttentionRef(const float* q, const float* k_cache, const float* v_cache, float* out,
+                  int64_t m, int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                  int64_t window);
+
+// Row-wise log-sum-exp in double precision (for exact perplexity/KL).
+double LogSumExp(const float* x, int64_t n);
+
+// Threads used by OpenMP regions and BLAS.
+void SetThreads(int threads);
+int Threads();
+
+}  // namespace qf::kernels

@@ -1,0 +1,79 @@
+// Model configuration (from a Hugging Face config.json) and the per-family table:
+// which architectures qforge runs, their optional parts and their tensor names.
+// Contract: ParseHfConfig validates every dimension and names the file and field on error.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "core/result.h"
+
+namespace qf::model {
+
+// Tensor names of one decoder family, "{}" = layer index.
+struct TensorNames {
+  const char* embed;
+  const char* final_norm;
+  const char* lm_head;
+  const char* attn_norm;
+  const char* q, *k, *v, *o;
+  const char* q_bias, *k_bias, *v_bias;
+  const char* q_norm, *k_norm;  // per-head RMSNorm weights (Qwen3)
+  const char* ffn_norm;
+  const char* gate, *up, *down;
+};
+
+// One row per supported architecture.
+struct FamilyInfo {
+  std::string_view architecture;  // config.json "architectures"[0]
+  std::string_view name;          // short family name ("llama", "qwen2", ...)
+  bool qkv_bias;                  // q/k/v projections always carry a bias
+  bool qk_norm;                   // RMSNorm on each head of q and k before RoPE
+  const TensorNames* names;
+};
+
+const FamilyInfo* FindFamily(std::string_view architecture);
+std::string SupportedArchitectures();  // comma-separated, for error messages
+
+struct RopeScaling {
+  enum class Type { kNone, kLinear, kLlama3 } type = Type::kNone;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;    // llama3
+  double high_freq_factor = 4.0;   // llama3
+  int64_t original_max_position = 8192;  // llama3
+};
+
+struct ModelConfig {
+  const FamilyInfo* family = nullptr;
+  int64_t vocab_size = 0;
+  int64_t hidden = 0;        // model width (embedding length)
+  int64_t intermediate = 0;  // SwiGLU width
+  int64_t layers = 0;
+  int64_t heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;      // explicit in config.json or hidden / heads
+  int64_t max_position = 0;  // context length
+  double rms_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_embeddings = false;
+  bool qkv_bias = false;     // family default or attention_bias
+  int64_t sliding_window = 0;  // 0 = full attention
+  int64_t bos_id = -1;
+  int64_t eos_id = -1;
+  std::string torch_dtype;
+
+  int64_t q_dim() const { return heads * head_dim; }
+  int64_t kv_dim() const { return kv_heads * head_dim; }
+};
+
+// Parses config.json text; `source` names the file in errors.
+Result<ModelConfig> ParseHfConfig(std::string_view json_text, const std::string& source);
+Result<ModelConfig> LoadHfConfig(const std::filesystem::path& model_dir);
+
+// Expands a "{}" layer pattern.
+std::string LayerTensorName(const char* pattern, int64_t layer);
+
+}  // namespace qf::model

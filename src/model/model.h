@@ -1,0 +1,75 @@
+// A decoder-only transformer (Llama/Mistral/Qwen2/Qwen3 families) in fp32 on the CPU:
+// weights, KV cache and the one forward pass all families share.
+// Legend: M new tokens, T cached tokens, H hidden, F intermediate, V vocabulary,
+// Hq/Hkv query/key-value heads of D dims. All matrices row-major.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "model/config.h"
+
+namespace qf::model {
+
+// y = x · Wᵀ (+ b). fp32 today; quantized variants plug in here.
+struct Linear {
+  std::vector<float> weight;  // [N, K]
+  std::vector<float> bias;    // [N] or empty
+  int64_t n = 0, k = 0;
+
+  void Apply(const float* x, float* y, int64_t m) const;  // x[M,K] -> y[M,N]
+};
+
+struct Layer {
+  std::vector<float> attn_norm;  // [H]
+  Linear q, k, v, o;             // q [Hq·D, H], k/v [Hkv·D, H], o [H, Hq·D]
+  std::vector<float> q_norm;     // [D] (Qwen3) or empty
+  std::vector<float> k_norm;     // [D] (Qwen3) or empty
+  std::vector<float> ffn_norm;   // [H]
+  Linear gate, up, down;         // gate/up [F, H], down [H, F]
+};
+
+// Keys/values of the tokens seen so far, plus the RoPE tables for `capacity` positions.
+struct KVCache {
+  int64_t capacity = 0;
+  int64_t len = 0;
+  std::vector<std::vector<float>> k, v;  // per layer [capacity, Hkv·D]
+  std::vector<float> cos, sin;           // [capacity, D/2]
+
+  void Clear() { len = 0; }
+};
+
+class Model {
+ public:
+  // Loads a Hugging Face model folder (config.json + safetensors), converting weights to fp32.
+  // Validates every tensor's presence, shape and finiteness.
+  static Result<Model> Load(const std::filesystem::path& dir);
+
+  const ModelConfig& config() const { return config_; }
+  const std::filesystem::path& path() const { return path_; }
+  uint64_t file_bytes() const { return file_bytes_; }
+  int64_t parameter_count() const { return params_; }
+
+  KVCache NewCache(int64_t capacity) const;
+
+  // Runs `tokens` at positions cache.len.. and appends them to the cache. Writes logits
+  // [M, V] for every token when all_logits, else only the last token's [V].
+  Status Forward(std::span<const int32_t> tokens, KVCache& cache, float* logits,
+                 bool all_logits) const;
+
+ private:
+  ModelConfig config_;
+  std::filesystem::path path_;
+  uint64_t file_bytes_ = 0;
+  int64_t params_ = 0;
+  std::vector<float> embed_;       // [V, H]
+  std::vector<float> final_norm_;  // [H]
+  Linear lm_head_;                 // [V, H]; a copy of embed_ when tied
+  std::vector<Layer> layers_;
+};
+
+}  // namespace qf::model

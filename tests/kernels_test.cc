@@ -1,0 +1,90 @@
+// Fast fp32 kernels against their plain-loop references, on random inputs with derived
+// tolerances (K · eps · |x|·|w| bounds), for awkward sizes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/ops.h"
+
+namespace qf::kernels {
+namespace {
+
+std::vector<float> Random(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+TEST(Kernels, MatMulMatchesReference) {
+  SetThreads(2);
+  for (auto [m, n, k] : {std::tuple{1, 7, 13}, {5, 64, 100}, {37, 129, 172}, {64, 512, 512}}) {
+    const uint64_t seed = uint64_t(m * 1000 + n);
+    auto x = Random(size_t(m * k), seed), w = Random(size_t(n * k), seed + 1), b = Random(size_t(n), seed + 2);
+    std::vector<float> y(size_t(m * n)), r(size_t(m * n));
+    MatMulNT(x.data(), w.data(), b.data(), y.data(), m, n, k);
+    MatMulNTRef(x.data(), w.data(), b.data(), r.data(), m, n, k);
+    // fp32 accumulation error bound ~ k · eps · sqrt-ish growth; use k · eps · 4 on unit normals.
+    const double tol = double(k) * 1.2e-7 * 4.0 * 4.0;
+    for (size_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(y[i], r[i], tol) << "m=" << m << " n=" << n << " k=" << k << " i=" << i << " seed=" << seed;
+  }
+}
+
+TEST(Kernels, AttentionMatchesReference) {
+  SetThreads(2);
+  struct Case { int64_t m, pos0, heads, kv_heads, dim, window; };
+  for (const Case c : {Case{1, 9, 4, 2, 8, 0}, Case{70, 0, 8, 4, 64, 0}, Case{130, 3, 6, 3, 16, 0},
+                       Case{100, 0, 4, 1, 8, 17}, Case{1, 40, 2, 2, 8, 5}}) {
+    const int64_t t = c.pos0 + c.m;
+    auto q = Random(size_t(c.m * c.heads * c.dim), 1);
+    auto k = Random(size_t(t * c.kv_heads * c.dim), 2);
+    auto v = Random(size_t(t * c.kv_heads * c.dim), 3);
+    std::vector<float> out(q.size()), ref(q.size());
+    Attention(q.data(), k.data(), v.data(), out.data(), c.m, c.pos0, c.heads, c.kv_heads, c.dim, c.window);
+    AttentionRef(q.data(), k.data(), v.data(), ref.data(), c.m, c.pos0, c.heads, c.kv_heads, c.dim, c.window);
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_NEAR(out[i], ref[i], 2e-5 * std::sqrt(double(c.dim)))
+          << "m=" << c.m << " pos0=" << c.pos0 << " window=" << c.window << " i=" << i;
+  }
+}
+
+TEST(Kernels, RmsNormAndRope) {
+  auto x = Random(3 * 16, 5), w = Random(16, 6);
+  std::vector<float> out(x.size());
+  RmsNorm(x.data(), w.data(), out.data(), 3, 16, 1e-5f);
+  for (int r = 0; r < 3; ++r) {
+    double ss = 0;
+    for (int j = 0; j < 16; ++j) ss += double(x[r * 16 + j]) * x[r * 16 + j];
+    const double inv = 1.0 / std::sqrt(ss / 16 + 1e-5);
+    for (int j = 0; j < 16; ++j) EXPECT_NEAR(out[r * 16 + j], x[r * 16 + j] * inv * w[j], 1e-5);
+  }
+  // RoPE is a rotation: it keeps each (i, i + D/2) pair's norm and rotates by pos · freq.
+  const int64_t D = 8, half = 4;
+  std::vector<float> cs(3 * half), sn(3 * half);
+  for (int p = 0; p < 3; ++p)
+    for (int i = 0; i < half; ++i) cs[p * half + i] = std::cos(0.3f * p * (i + 1)), sn[p * half + i] = std::sin(0.3f * p * (i + 1));
+  auto v = Random(2 * D, 7), orig = v;
+  Rope(v.data(), 1, 2, D, 2, cs.data(), sn.data());
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < half; ++i) {
+      const float a = orig[h * D + i], b = orig[h * D + i + half];
+      const float c = cs[2 * half + i], s = sn[2 * half + i];
+      EXPECT_NEAR(v[h * D + i], a * c - b * s, 1e-6);
+      EXPECT_NEAR(v[h * D + i + half], b * c + a * s, 1e-6);
+    }
+}
+
+TEST(Kernels, LogSumExpIsStable) {
+  std::vector<float> x = {1000.0f, 1000.0f, -1000.0f};
+  EXPECT_NEAR(LogSumExp(x.data(), 3), 1000.0 + std::log(2.0), 1e-9);
+  std::vector<float> y = {0.1f, -0.3f, 2.0f, 0.0f};
+  double s = 0;
+  for (float v : y) s += std::exp(double(v));
+  EXPECT_NEAR(LogSumExp(y.data(), 4), std::log(s), 1e-6);
+}
+
+}  // namespace
+}  // namespace qf::kernels
