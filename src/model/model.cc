@@ -137,6 +137,15 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
   return m;
 }
 
+double FlopsPerToken(const ModelConfig& c, int64_t ctx) {
+  const double per_layer_linear =
+      double(c.hidden) * double(c.q_dim() + 2 * c.kv_dim()) + double(c.q_dim()) * double(c.hidden) +
+      3.0 * double(c.hidden) * double(c.intermediate);
+  const double linear = double(c.layers) * per_layer_linear + double(c.hidden) * double(c.vocab_size);
+  const double attention = double(c.layers) * 2.0 * double(c.q_dim()) * double(ctx + 1) / 2.0;
+  return 2.0 * (linear + attention);
+}
+
 KVCache Model::NewCache(int64_t capacity) const {
   const ModelConfig& c = config_;
   KVCache kv;

@@ -43,6 +43,10 @@ struct KVCache {
   void Clear() { len = 0; }
 };
 
+// Multiply-add FLOPs (2 per MAC) per token of a full causal window of ctx tokens: every
+// linear including lm_head, plus QKᵀ and PV over the (ctx + 1) / 2 keys seen on average.
+double FlopsPerToken(const ModelConfig& c, int64_t ctx);
+
 class Model {
  public:
   // Loads a Hugging Face model folder (config.json + safetensors), converting weights to fp32.
