@@ -74,6 +74,22 @@ TEST(Cli, PplJsonHasFieldsAndMatchesWindowRule) {
   EXPECT_GT(j["tokens_per_second"].get<double>(), 0.0);
 }
 
+// The headline figure: the whole WikiText-2 test file at ctx 512 gives PyTorch's exact fp32
+// perplexity (reference.json) within 0.05%. About 2-3 minutes on 2 cores.
+TEST(Cli, PplFullWikitextMatchesReference) {
+  std::ifstream in(qf::testing::BundledModel() / "reference/reference.json");
+  const auto ref = nlohmann::json::parse(in)["wikitext2_test"];
+  std::string out;
+  ASSERT_EQ(RunCommand(Q() + " ppl " + Bundled() + " --text " + Wiki() + " --ctx 512 --json", &out), 0) << out;
+  const auto j = nlohmann::json::parse(out.substr(out.find('{')));
+  EXPECT_EQ(j["windows"], ref["windows"]);
+  EXPECT_EQ(j["scored_tokens"], ref["scored_tokens"]);
+  const double want = ref["ppl"].get<double>();
+  EXPECT_NEAR(j["ppl"].get<double>(), want, want * 5e-4) << out;
+  std::printf("ppl %.4f (reference %.3f), %.0f tokens/s\n", j["ppl"].get<double>(), want,
+              j["tokens_per_second"].get<double>());
+}
+
 TEST(Cli, KldOfAModelWithItselfIsZero) {
   std::string out;
   ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + Bundled() + " --text " + Wiki() +

@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
+#include <hwy/targets.h>
+
+#include "kernels/cpu/vec_math.h"
 #include "kernels/ops.h"
 
 namespace qf::kernels {
@@ -84,6 +88,54 @@ TEST(Kernels, LogSumExpIsStable) {
   double s = 0;
   for (float v : y) s += std::exp(double(v));
   EXPECT_NEAR(LogSumExp(y.data(), 4), std::log(s), 1e-6);
+}
+
+// Runs `body` once per SIMD target compiled into the binary that this CPU supports.
+template <class Fn>
+void ForEachTarget(Fn body) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    body();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+TEST(VecMath, MatchesReferenceOnEveryTarget) {
+  std::printf("targets:");
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) std::printf(" %s", hwy::TargetName(t));
+  std::printf("\n");
+  EXPECT_GE(hwy::SupportedAndGeneratedTargets().size(), 1u);
+  ForEachTarget([] {
+  for (int64_t n : {1, 7, 16, 33, 255, 256, 257, 1000, 8192}) {
+    auto x = Random(size_t(n), uint64_t(n));
+    for (auto& v : x) v *= 6.0f;  // logits-like spread, exp arguments down to about -50
+    EXPECT_EQ(MaxValue(x.data(), n), MaxValueRef(x.data(), n)) << "n=" << n;
+    const float shift = MaxValueRef(x.data(), n);
+    std::vector<float> e(x.size()), er(x.size());
+    const double s = ExpShiftSum(x.data(), e.data(), n, shift);
+    const double sr = ExpShiftSumRef(x.data(), er.data(), n, shift);
+    EXPECT_NEAR(s, sr, sr * 1e-6) << "n=" << n;
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(e[size_t(i)], er[size_t(i)], 4 * 6e-8 * er[size_t(i)] + 1e-30) << "n=" << n << " i=" << i;
+    auto g = Random(size_t(n), uint64_t(n) + 1), u = Random(size_t(n), uint64_t(n) + 2);
+    for (auto& v : g) v *= 8.0f;
+    auto gr = g;
+    SiluMulVec(g.data(), u.data(), n);
+    SiluMulRef(gr.data(), u.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(g[size_t(i)], gr[size_t(i)], 1e-6 * (std::abs(gr[size_t(i)]) + 1e-3)) << "n=" << n << " i=" << i;
+  }
+  });
+}
+
+TEST(VecMath, ExpUnderflowsToZeroNotNan) {
+  std::vector<float> x = {0.0f, -200.0f, -1e30f, -std::numeric_limits<float>::infinity()};
+  std::vector<float> e(x.size());
+  const double s = ExpShiftSum(x.data(), e.data(), int64_t(x.size()), 0.0f);
+  EXPECT_EQ(s, 1.0);
+  EXPECT_EQ(e[1], 0.0f);
+  EXPECT_EQ(e[3], 0.0f);
 }
 
 }  // namespace

@@ -11,6 +11,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/vec_math.h"
+
 extern "C" void openblas_set_num_threads(int);
 
 namespace qf::kernels {
@@ -81,26 +83,16 @@ void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, co
 }
 
 void SiluMul(float* gate, const float* up, int64_t m, int64_t f) {
-  const int64_t n = m * f;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+#pragma omp parallel for if (m * f > 65536)
+  for (int64_t i = 0; i < m; ++i) SiluMulVec(gate + i * f, up + i * f, f);
 }
 
 namespace {
 
 // Softmax over row[0, len) in place, with entries at index >= len treated as masked.
 void SoftmaxRow(float* row, int64_t begin, int64_t len) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t j = begin; j < len; ++j) mx = std::max(mx, row[j]);
-  float sum = 0.0f;
-  for (int64_t j = begin; j < len; ++j) {
-    row[j] = std::exp(row[j] - mx);
-    sum += row[j];
-  }
-  const float inv = 1.0f / sum;
+  const float mx = MaxValue(row + begin, len - begin);
+  const float inv = float(1.0 / ExpShiftSum(row + begin, row + begin, len - begin, mx));
   for (int64_t j = 0; j < begin; ++j) row[j] = 0.0f;
   for (int64_t j = begin; j < len; ++j) row[j] *= inv;
 }
@@ -178,11 +170,8 @@ void AttentionRef(const float* q, const float* k_cache, const float* v_cache, fl
 }
 
 double LogSumExp(const float* x, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, x[j]);
-  double sum = 0.0;
-  for (int64_t j = 0; j < n; ++j) sum += std::exp(x[j] - mx);
-  return double(mx) + std::log(sum);
+  const float mx = MaxValue(x, n);
+  return double(mx) + std::log(ExpShiftSum(x, nullptr, n, mx));
 }
 
 }  // namespace qf::kernels

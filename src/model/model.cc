@@ -179,8 +179,16 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
 
   const int64_t H = c.hidden, F = c.intermediate, D = c.head_dim;
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), pos0 = cache.len;
-  std::vector<float> x(size_t(m * H)), h(size_t(m * H)), q(size_t(m * qd)), att(size_t(m * qd));
-  std::vector<float> g(size_t(m * F)), u(size_t(m * F));
+  auto grow = [](std::vector<float>& v, int64_t n) -> std::vector<float>& {
+    if (int64_t(v.size()) < n) v.resize(size_t(n));
+    return v;
+  };
+  std::vector<float>& x = grow(cache.x, m * H);
+  std::vector<float>& h = grow(cache.h, m * H);
+  std::vector<float>& q = grow(cache.q, m * qd);
+  std::vector<float>& att = grow(cache.att, m * qd);
+  std::vector<float>& g = grow(cache.g, m * F);
+  std::vector<float>& u = grow(cache.u, m * F);
   for (int64_t i = 0; i < m; ++i)
     std::copy_n(embed_.data() + int64_t(tokens[size_t(i)]) * H, H, x.data() + i * H);
 

@@ -39,6 +39,8 @@ struct KVCache {
   int64_t len = 0;
   std::vector<std::vector<float>> k, v;  // per layer [capacity, Hkv·D]
   std::vector<float> cos, sin;           // [capacity, D/2]
+  // Activation buffers reused across Forward calls (grown on demand, never re-zeroed).
+  std::vector<float> x, h, q, att, g, u;  // [M, H] x2, [M, Hq·D] x2, [M, F] x2
 
   void Clear() { len = 0; }
 };
