@@ -35,6 +35,18 @@ TEST(DType, BF16IsTopHalfOfF32) {
   }
 }
 
+// Regression: with memcpy-based bit casts GCC 12.2 compiled this truncation away.
+__attribute__((noinline)) float TruncateToBF16If(float v, int which) {
+  if (which == 2) return BF16ToF32(uint16_t(BitsFromF32(v) >> 16));
+  return v;
+}
+
+TEST(DType, BF16TruncationSurvivesOptimisation) {
+  volatile float in = -0.067242131f;
+  EXPECT_EQ(BitsFromF32(TruncateToBF16If(in, 2)), 0xbd890000u);
+  EXPECT_EQ(BitsFromF32(TruncateToBF16If(in, 1)), 0xbd89b63eu);
+}
+
 TEST(DType, F8E4M3Exhaustive) {
   // Every code: value = (-1)^s * 2^(e-7) * (1 + m/8), subnormal 2^-6 * m/8, 0x7f/0xff NaN.
   for (int v = 0; v < 256; ++v) {

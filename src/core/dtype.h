@@ -2,6 +2,7 @@
 // Contract: conversions are exact (every f16/bf16/fp8 value is representable in f32).
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -24,18 +25,20 @@ const DTypeInfo& Info(DType t);
 std::optional<DType> DTypeFromSafetensorsName(std::string_view name);
 inline std::string_view Name(DType t) { return Info(t).safetensors_name; }
 
-inline float F32FromBits(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-inline uint32_t BitsFromF32(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  return b;
-}
+inline float F32FromBits(uint32_t bits) { return std::bit_cast<float>(bits); }
+inline uint32_t BitsFromF32(float f) { return std::bit_cast<uint32_t>(f); }
 
-inline float BF16ToF32(uint16_t h) { return F32FromBits(uint32_t(h) << 16); }
+// The empty asm keeps the shifted bits in a general register. Without it, Debian 12's
+// g++ 12.2 at -O1/-O2 miscompiles `c ? BF16ToF32(uint16_t(BitsFromF32(v) >> 16)) : v`
+// into `v` (the x86 splitter for `and 0xffff0000` on a value living in an SSE register
+// loses the write); tests/dtype_test.cc guards it.
+inline float BF16ToF32(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+#if defined(__GNUC__) && !defined(__clang__)
+  asm("" : "+r"(bits));
+#endif
+  return F32FromBits(bits);
+}
 float F16ToF32(uint16_t h);
 float F8E4M3ToF32(uint8_t v);  // OCP E4M3FN: bias 7, no inf, S.1111.111 = NaN
 float F8E5M2ToF32(uint8_t v);  // OCP E5M2: bias 15, IEEE-like inf/NaN

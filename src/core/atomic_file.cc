@@ -1,0 +1,51 @@
+// Temporary-then-rename file writing (POSIX).
+#include "core/atomic_file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace qf {
+
+Result<AtomicFile> AtomicFile::Create(const std::filesystem::path& path) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp-" + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return Err("{}: cannot create: {}", path.string(), std::strerror(errno));
+  return AtomicFile(path, tmp, f);
+}
+
+AtomicFile::AtomicFile(AtomicFile&& o) noexcept
+    : path_(std::move(o.path_)), tmp_(std::move(o.tmp_)), file_(std::exchange(o.file_, nullptr)),
+      committed_(o.committed_) {}
+
+AtomicFile::~AtomicFile() {
+  if (file_) std::fclose(file_);
+  if (!committed_ && !tmp_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(tmp_, ec);
+  }
+}
+
+Status AtomicFile::Write(std::span<const std::byte> bytes) {
+  if (!file_) return Err("{}: write after close", path_.string());
+  if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size())
+    return Err("{}: write failed: {}", path_.string(), std::strerror(errno));
+  return Status::Ok();
+}
+
+Status AtomicFile::Commit() {
+  if (!file_) return Err("{}: already closed", path_.string());
+  const bool flushed = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
+  const int close_rc = std::fclose(file_);
+  file_ = nullptr;
+  if (!flushed || close_rc != 0) return Err("{}: write failed: {}", path_.string(), std::strerror(errno));
+  std::error_code ec;
+  std::filesystem::rename(tmp_, path_, ec);
+  if (ec) return Err("{}: cannot rename from {}: {}", path_.string(), tmp_.string(), ec.message());
+  committed_ = true;
+  return Status::Ok();
+}
+
+}  // namespace qf

@@ -1,0 +1,290 @@
+// Every supported family on small random checkpoints written here (F32/BF16/F16, single and
+// sharded files): qforge's forward pass against an independent double-precision reference
+// written from the Hugging Face modeling code (q/k/v bias, q/k RMSNorm, sliding window,
+// Llama-3 RoPE scaling, tied embeddings, GQA).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numbers>
+#include <random>
+
+#include "io/safetensors_writer.h"
+#include "kernels/ops.h"
+#include "model/model.h"
+#include "test_util.h"
+
+namespace qf::model {
+namespace {
+
+namespace fs = std::filesystem;
+using Vec = std::vector<double>;
+
+struct Spec {
+  std::string arch;
+  int64_t vocab = 40, hidden = 24, inter = 36, layers = 2, heads = 4, kv_heads = 2, head_dim = 6;
+  bool bias = false, qk_norm = false, tied = false, llama3_rope = false;
+  int64_t window = 0;
+  DType dtype = DType::kF32;
+  bool sharded = false;
+};
+
+struct Weights {
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> t;
+  const std::vector<float>& operator()(const std::string& n) const { return t.at(n).second; }
+};
+
+uint16_t ToHalfBits(float f, DType dt) {
+  if (dt == DType::kBF16) return uint16_t(BitsFromF32(f) >> 16);  // exact: values pre-rounded
+  // f16 of a value that Representable() made exact: no rounding needed.
+  const uint32_t b = BitsFromF32(f);
+  const uint32_t sign = (b >> 16) & 0x8000;
+  const int exp = int((b >> 23) & 0xff) - 127 + 15;
+  if ((b & 0x7fffffff) == 0) return uint16_t(sign);
+  return uint16_t(sign | (uint32_t(exp) << 10) | ((b >> 13) & 0x3ff));
+}
+
+// Rounds to what the storage dtype can hold, so the reference sees the same weights:
+// bf16 by truncation; f16 to multiples of 2^-8 below 4 in magnitude (exact in f16).
+float Representable(float v, DType dt) {
+  if (dt == DType::kBF16) return BF16ToF32(uint16_t(BitsFromF32(v) >> 16));
+  if (dt == DType::kF16) return std::ldexp(std::round(std::ldexp(std::clamp(v, -3.9f, 3.9f), 8)), -8);
+  return v;
+}
+
+fs::path WriteModel(const Spec& s, const std::string& name, Weights* w) {
+  std::mt19937_64 rng(std::hash<std::string>{}(name));
+  std::normal_distribution<float> nd(0.0f, 0.3f);
+  auto add = [&](const std::string& n, std::vector<int64_t> shape, float center = 0.0f) {
+    int64_t numel = 1;
+    for (auto d : shape) numel *= d;
+    std::vector<float> v(static_cast<size_t>(numel));
+    for (auto& x : v) x = Representable(center + nd(rng), s.dtype);
+    w->t[n] = {shape, v};
+  };
+  const int64_t qd = s.heads * s.head_dim, kvd = s.kv_heads * s.head_dim;
+  add("model.embed_tokens.weight", {s.vocab, s.hidden});
+  add("model.norm.weight", {s.hidden}, 1.0f);
+  if (!s.tied) add("lm_head.weight", {s.vocab, s.hidden});
+  for (int64_t l = 0; l < s.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {s.hidden}, 1.0f);
+    add(p + "post_attention_layernorm.weight", {s.hidden}, 1.0f);
+    add(p + "self_attn.q_proj.weight", {qd, s.hidden});
+    add(p + "self_attn.k_proj.weight", {kvd, s.hidden});
+    add(p + "self_attn.v_proj.weight", {kvd, s.hidden});
+    add(p + "self_attn.o_proj.weight", {s.hidden, qd});
+    if (s.bias) {
+      add(p + "self_attn.q_proj.bias", {qd});
+      add(p + "self_attn.k_proj.bias", {kvd});
+      add(p + "self_attn.v_proj.bias", {kvd});
+    }
+    if (s.qk_norm) {
+      add(p + "self_attn.q_norm.weight", {s.head_dim}, 1.0f);
+      add(p + "self_attn.k_norm.weight", {s.head_dim}, 1.0f);
+    }
+    add(p + "mlp.gate_proj.weight", {s.inter, s.hidden});
+    add(p + "mlp.up_proj.weight", {s.inter, s.hidden});
+    add(p + "mlp.down_proj.weight", {s.hidden, s.inter});
+  }
+  const fs::path dir = qf::testing::TempDir() / name;
+  fs::create_directories(dir);
+  nlohmann::json cfg = {{"architectures", {s.arch}},       {"vocab_size", s.vocab},
+                        {"hidden_size", s.hidden},        {"intermediate_size", s.inter},
+                        {"num_hidden_layers", s.layers},  {"num_attention_heads", s.heads},
+                        {"num_key_value_heads", s.kv_heads}, {"head_dim", s.head_dim},
+                        {"max_position_embeddings", 64},  {"rms_norm_eps", 1e-5},
+                        {"rope_theta", 500.0},            {"tie_word_embeddings", s.tied},
+                        {"hidden_act", "silu"}};
+  if (s.window) cfg["sliding_window"] = s.window;
+  if (s.llama3_rope)
+    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 16}};
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+
+  // Encode in the storage dtype; split across two shards when asked.
+  std::vector<std::vector<std::byte>> bufs;
+  std::vector<io::TensorToWrite> shard[2];
+  nlohmann::json weight_map;
+  int i = 0;
+  for (const auto& [n, sv] : w->t) {
+    const auto& v = sv.second;
+    std::vector<std::byte> b;
+    if (s.dtype == DType::kF32) {
+      b.resize(v.size() * 4);
+      std::memcpy(b.data(), v.data(), b.size());
+    } else {
+      b.resize(v.size() * 2);
+      for (size_t k = 0; k < v.size(); ++k) {
+        const uint16_t h = ToHalfBits(v[k], s.dtype);
+        std::memcpy(b.data() + 2 * k, &h, 2);
+      }
+    }
+    bufs.push_back(std::move(b));
+    const int which = s.sharded ? (i++ % 2) : 0;
+    shard[which].push_back({n, s.dtype, sv.first, bufs.back()});
+    weight_map[n] = which ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors";
+  }
+  if (s.sharded) {
+    EXPECT_TRUE(io::WriteSafetensors(dir / "model-00001-of-00002.safetensors", shard[0]).ok());
+    EXPECT_TRUE(io::WriteSafetensors(dir / "model-00002-of-00002.safetensors", shard[1]).ok());
+    std::ofstream(dir / "model.safetensors.index.json")
+        << nlohmann::json{{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}}.dump();
+  } else {
+    EXPECT_TRUE(io::WriteSafetensors(dir / "model.safetensors", shard[0]).ok());
+  }
+  return dir;
+}
+
+// ---- independent reference forward (double precision, no cache) ----
+
+Vec MatVec(const std::vector<float>& w, const Vec& x, int64_t n, const std::vector<float>* b) {
+  const int64_t k = int64_t(x.size());
+  Vec y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    double acc = b ? (*b)[size_t(i)] : 0.0;
+    for (int64_t j = 0; j < k; ++j) acc += double(w[size_t(i * k + j)]) * x[size_t(j)];
+    y[size_t(i)] = acc;
+  }
+  return y;
+}
+
+Vec Rms(const Vec& x, const std::vector<float>& w, size_t off = 0, size_t n = 0) {
+  if (!n) n = x.size();
+  double ss = 0;
+  for (size_t i = 0; i < n; ++i) ss += x[off + i] * x[off + i];
+  const double inv = 1.0 / std::sqrt(ss / double(n) + 1e-5);
+  Vec y(n);
+  for (size_t i = 0; i < n; ++i) y[i] = x[off + i] * inv * w[i];
+  return y;
+}
+
+double InvFreq(const Spec& s, int64_t i) {
+  double f = std::pow(500.0, -double(2 * i) / double(s.head_dim));
+  if (!s.llama3_rope) return f;
+  const double wavelen = 2 * std::numbers::pi / f, lo = 16.0 / 1.0, hi = 16.0 / 4.0;
+  if (wavelen < hi) return f;
+  if (wavelen > lo) return f / 8.0;
+  const double smooth = (16.0 / wavelen - 1.0) / (4.0 - 1.0);
+  return (1 - smooth) * f / 8.0 + smooth * f;
+}
+
+void RopeRef(const Spec& s, Vec& v, int64_t heads, int64_t pos) {
+  const int64_t half = s.head_dim / 2;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = double(float(pos) * float(InvFreq(s, i)));
+      double& x1 = v[size_t(h * s.head_dim + i)];
+      double& x2 = v[size_t(h * s.head_dim + i + half)];
+      const double r1 = x1 * std::cos(a) - x2 * std::sin(a), r2 = x2 * std::cos(a) + x1 * std::sin(a);
+      x1 = r1, x2 = r2;
+    }
+}
+
+std::vector<Vec> ReferenceLogits(const Spec& s, const Weights& W, const std::vector<int32_t>& ids) {
+  const int64_t T = int64_t(ids.size()), H = s.hidden, D = s.head_dim;
+  std::vector<Vec> x(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    const auto& e = W("model.embed_tokens.weight");
+    x[size_t(t)].assign(e.begin() + ids[size_t(t)] * H, e.begin() + (ids[size_t(t)] + 1) * H);
+  }
+  for (int64_t l = 0; l < s.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    auto opt = [&](const std::string& n) { return s.bias ? &W(p + n) : nullptr; };
+    std::vector<Vec> q(static_cast<size_t>(T)), k(static_cast<size_t>(T)), v(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      const Vec h = Rms(x[size_t(t)], W(p + "input_layernorm.weight"));
+      q[size_t(t)] = MatVec(W(p + "self_attn.q_proj.weight"), h, s.heads * D, opt("self_attn.q_proj.bias"));
+      k[size_t(t)] = MatVec(W(p + "self_attn.k_proj.weight"), h, s.kv_heads * D, opt("self_attn.k_proj.bias"));
+      v[size_t(t)] = MatVec(W(p + "self_attn.v_proj.weight"), h, s.kv_heads * D, opt("self_attn.v_proj.bias"));
+      if (s.qk_norm) {
+        for (int64_t hh = 0; hh < s.heads; ++hh) {
+          const Vec r = Rms(q[size_t(t)], W(p + "self_attn.q_norm.weight"), size_t(hh * D), size_t(D));
+          std::copy(r.begin(), r.end(), q[size_t(t)].begin() + hh * D);
+        }
+        for (int64_t hh = 0; hh < s.kv_heads; ++hh) {
+          const Vec r = Rms(k[size_t(t)], W(p + "self_attn.k_norm.weight"), size_t(hh * D), size_t(D));
+          std::copy(r.begin(), r.end(), k[size_t(t)].begin() + hh * D);
+        }
+      }
+      RopeRef(s, q[size_t(t)], s.heads, t);
+      RopeRef(s, k[size_t(t)], s.kv_heads, t);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      Vec att(size_t(s.heads * D), 0.0);
+      for (int64_t hh = 0; hh < s.heads; ++hh) {
+        const int64_t kh = hh / (s.heads / s.kv_heads);
+        const int64_t first = s.window ? std::max<int64_t>(0, t - s.window + 1) : 0;
+        Vec sc;
+        double mx = -1e300;
+        for (int64_t j = first; j <= t; ++j) {
+          double d = 0;
+          for (int64_t c = 0; c < D; ++c) d += q[size_t(t)][size_t(hh * D + c)] * k[size_t(j)][size_t(kh * D + c)];
+          sc.push_back(d / std::sqrt(double(D)));
+          mx = std::max(mx, sc.back());
+        }
+        double sum = 0;
+        for (auto& e : sc) sum += (e = std::exp(e - mx));
+        for (int64_t j = first; j <= t; ++j)
+          for (int64_t c = 0; c < D; ++c)
+            att[size_t(hh * D + c)] += sc[size_t(j - first)] / sum * v[size_t(j)][size_t(kh * D + c)];
+      }
+      const Vec o = MatVec(W(p + "self_attn.o_proj.weight"), att, H, nullptr);
+      for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const Vec h = Rms(x[size_t(t)], W(p + "post_attention_layernorm.weight"));
+      Vec g = MatVec(W(p + "mlp.gate_proj.weight"), h, s.inter, nullptr);
+      const Vec u = MatVec(W(p + "mlp.up_proj.weight"), h, s.inter, nullptr);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+      const Vec d = MatVec(W(p + "mlp.down_proj.weight"), g, H, nullptr);
+      for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += d[size_t(i)];
+    }
+  }
+  std::vector<Vec> logits;
+  const auto& head = W(s.tied ? "model.embed_tokens.weight" : "lm_head.weight");
+  for (int64_t t = 0; t < T; ++t) logits.push_back(MatVec(head, Rms(x[size_t(t)], W("model.norm.weight")), s.vocab, nullptr));
+  return logits;
+}
+
+class Families : public ::testing::TestWithParam<Spec> {};
+
+TEST_P(Families, ForwardMatchesIndependentReference) {
+  const Spec& s = GetParam();
+  kernels::SetThreads(2);
+  Weights w;
+  const std::string name = s.arch + (s.sharded ? "_sharded" : "") + "_" + std::string(Name(s.dtype)) +
+                           (s.window ? "_window" : "") + (s.llama3_rope ? "_llama3" : "");
+  const fs::path dir = WriteModel(s, name, &w);
+  auto m = Model::Load(dir);
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  EXPECT_EQ(m->config().family->architecture, s.arch);
+  const std::vector<int32_t> ids = {1, 5, 9, 33, 2, 17, 8, 8, 39, 0, 21, 4, 11, 30};
+  const auto ref = ReferenceLogits(s, w, ids);
+  std::vector<float> got(ids.size() * size_t(s.vocab));
+  KVCache cache = m->NewCache(int64_t(ids.size()));
+  ASSERT_TRUE(m->Forward(ids, cache, got.data(), true).ok());
+  double worst = 0;
+  for (size_t t = 0; t < ids.size(); ++t)
+    for (int64_t j = 0; j < s.vocab; ++j)
+      worst = std::max(worst, std::abs(double(got[t * size_t(s.vocab) + size_t(j)]) - ref[t][size_t(j)]));
+  EXPECT_LT(worst, 2e-4) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, Families,
+    ::testing::Values(
+        Spec{.arch = "LlamaForCausalLM"},
+        Spec{.arch = "LlamaForCausalLM", .llama3_rope = true, .dtype = DType::kBF16, .sharded = true},
+        Spec{.arch = "MistralForCausalLM", .window = 4, .dtype = DType::kF16},
+        Spec{.arch = "Qwen2ForCausalLM", .bias = true, .tied = true},
+        Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true, .dtype = DType::kBF16},
+        Spec{.arch = "LlamaForCausalLM", .dtype = DType::kBF16},
+        Spec{.arch = "LlamaForCausalLM", .llama3_rope = true},
+        Spec{.arch = "LlamaForCausalLM", .sharded = true},
+        Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true}));
+
+}  // namespace
+}  // namespace qf::model
