@@ -1,0 +1,42 @@
+// compressed-tensors "pack-quantized" int32 packing of integer codes (weight_packed along K,
+// weight_zero_point along N). Contract: bit-identical to pack_to_int32 / unpack_from_int32 of
+// neuralmagic/compressed-tensors compressors/quantized_compressors/pack_quantized.py.
+//
+// Layout: PackFactor(b) = floor(32 / b) values per int32 (16, 10, 8, 4 for b = 2, 3, 4, 8),
+// value i of a run at bits [i*b, i*b + b) of word i / PackFactor: lowest index in the lowest
+// bits; no value straddles two words, so b = 3 uses 30 bits per word and leaves the top two 0;
+// the last word of a row (column) is zero-padded. compressed-tensors quantizes to signed
+// s in [-2^(b-1), 2^(b-1) - 1] and stores s + 2^(b-1), which is exactly qforge's unsigned code
+// (the symmetric zero 2^(b-1) is stored as signed 0; an asymmetric zero z as z - 2^(b-1)).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/result.h"
+
+namespace qf {
+
+inline int PackFactor(int bits) { return 32 / bits; }
+inline int64_t PackedLength(int64_t n, int bits) {
+  return (n + PackFactor(bits) - 1) / PackFactor(bits);
+}
+// compressed-tensors' signed value of an unsigned code, and back.
+inline int SignedFromCode(int code, int bits) { return code - (1 << (bits - 1)); }
+inline int CodeFromSigned(int value, int bits) { return value + (1 << (bits - 1)); }
+
+// weight_packed: codes[rows, cols] (each < 2^bits) -> int32 [rows, PackedLength(cols)].
+std::vector<int32_t> PackAlongCols(std::span<const uint8_t> codes, int64_t rows, int64_t cols,
+                                   int bits);
+// Inverse; packed must hold rows * PackedLength(cols) words. Padding bits are ignored.
+Result<std::vector<uint8_t>> UnpackAlongCols(std::span<const int32_t> packed, int64_t rows,
+                                             int64_t cols, int bits);
+
+// weight_zero_point: zeros[rows, cols] (each in [0, 2^bits)) -> int32 [PackedLength(rows), cols].
+std::vector<int32_t> PackAlongRows(std::span<const int32_t> values, int64_t rows, int64_t cols,
+                                   int bits);
+Result<std::vector<int32_t>> UnpackAlongRows(std::span<const int32_t> packed, int64_t rows,
+                                             int64_t cols, int bits);
+
+}  // namespace qf

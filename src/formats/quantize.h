@@ -1,0 +1,53 @@
+// Whole-matrix round-to-nearest through a Grid: W[N, K] -> codes + parameters, and back.
+// Contract: Dequantize(Quantize(W)) == QuantizeDequantize(W) bit for bit; one Grid::Fit per
+// parameter set, then plain per-element loops (no virtual calls).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "formats/grid.h"
+#include "formats/scheme.h"
+
+namespace qf {
+
+struct QuantizedTensor {
+  QuantScheme scheme;          // the scheme applied (after any group -> channel fallback)
+  std::string fallback;        // why `scheme` differs from the one asked for; empty if not
+  int64_t rows = 0;            // N
+  int64_t cols = 0;            // K
+  std::vector<uint8_t> codes;  // [N, K]: unsigned 0..maxq for ints, raw fp8 bytes
+  std::vector<float> scales;   // [N, K/G] group, [N] channel, [1] tensor
+  std::vector<int32_t> zeros;  // shape of scales: 0..maxq, asymmetric ints only; else empty
+
+  int64_t group_size() const { return ColumnsPerParam(scheme, cols); }  // G, or K
+  int64_t groups() const { return cols / group_size(); }                // sets per row
+  // Parameters covering W[row, col].
+  GroupParams Params(int64_t row, int64_t col) const;
+};
+
+// Rounds W[n, k] (row-major, w.size() == n * k) to `scheme`. Group schemes whose G does not
+// divide k fall back to per-channel (see ResolveScheme; the reason is in `fallback`).
+// options.importance, if given, has k entries.
+Result<QuantizedTensor> Quantize(std::span<const float> w, int64_t n, int64_t k,
+                                 const QuantScheme& scheme, const FitOptions& options = {});
+
+// Checks shapes and code ranges (a QuantizedTensor may come from a file).
+Status Validate(const QuantizedTensor& q);
+
+// W'[N, K] = scale * (code - zero) per element (fp8: decoded byte * scale).
+Result<std::vector<float>> Dequantize(const QuantizedTensor& q);
+
+// Fake quantization: the fp32 values Quantize + Dequantize would give, without the codes.
+struct FakeQuantized {
+  std::vector<float> weights;  // [N, K]
+  QuantScheme scheme;          // as QuantizedTensor::scheme
+  std::string fallback;        // as QuantizedTensor::fallback
+};
+Result<FakeQuantized> QuantizeDequantize(std::span<const float> w, int64_t n, int64_t k,
+                                         const QuantScheme& scheme, const FitOptions& options = {});
+
+}  // namespace qf
