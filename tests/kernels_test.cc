@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/vec_math.h"
 #include "kernels/ops.h"
+#include "kernels/qgemm.h"
 
 namespace qf::kernels {
 namespace {
@@ -79,6 +80,30 @@ TEST(Kernels, RmsNormAndRope) {
       EXPECT_NEAR(v[h * D + i], a * c - b * s, 1e-6);
       EXPECT_NEAR(v[h * D + i + half], b * c + a * s, 1e-6);
     }
+}
+
+// The tiled dequantize+sgemm kernel equals dequantize-everything + reference GEMM, for every
+// row of the scheme table (ints of every width/granularity/symmetry, fp8), odd M and N.
+TEST(Kernels, QuantizedMatMulMatchesReferenceForEveryScheme) {
+  SetThreads(2);
+  const int64_t m = 5, n = 131, k = 256;
+  const auto w = Random(size_t(n * k), 11), x = Random(size_t(m * k), 12), b = Random(size_t(n), 13);
+  for (const QuantScheme& s : SchemeTable()) {
+    auto q = Quantize(w, n, k, s);
+    ASSERT_TRUE(q.ok()) << s.name << ": " << q.error().message();
+    std::vector<float> y(size_t(m * n)), r(size_t(m * n));
+    MatMulDequantNT(x.data(), *q, b.data(), y.data(), m);
+    MatMulDequantNTRef(x.data(), *q, b.data(), r.data(), m);
+    auto deq = Dequantize(*q);
+    ASSERT_TRUE(deq.ok());
+    std::vector<float> full(size_t(m * n));
+    MatMulNTRef(x.data(), deq->data(), b.data(), full.data(), m, n, k);  // formats' own decode
+    const double tol = double(k) * 1.2e-7 * 16.0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      ASSERT_NEAR(y[i], r[i], tol) << s.name << " i=" << i;
+      ASSERT_NEAR(r[i], full[i], tol) << s.name << " i=" << i;
+    }
+  }
 }
 
 TEST(Kernels, LogSumExpIsStable) {

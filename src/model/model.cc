@@ -10,11 +10,17 @@
 
 #include "io/safetensors.h"
 #include "kernels/ops.h"
+#include "kernels/qgemm.h"
 
 namespace qf::model {
 
 void Linear::Apply(const float* x, float* y, int64_t m) const {
-  kernels::MatMulNT(x, weight.data(), bias.empty() ? nullptr : bias.data(), y, m, n, k);
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (quant) {
+    kernels::MatMulDequantNT(x, *quant, b, y, m);
+  } else {
+    kernels::MatMulNT(x, weight.data(), b, y, m, n, k);
+  }
 }
 
 namespace {
@@ -25,9 +31,10 @@ std::string ShapeString(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
-// Reads one tensor as fp32, checking its shape and that every value is finite.
-Result<std::vector<float>> ReadF32(const io::TensorStore& store, const std::string& name,
-                                   const std::vector<int64_t>& shape) {
+}  // namespace
+
+Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std::string& name,
+                                         const std::vector<int64_t>& shape) {
   const io::TensorInfo* t = store.Find(name);
   if (!t) return Err("{}: missing tensor '{}'", store.files().front().string(), name);
   if (t->shape != shape)
@@ -53,6 +60,13 @@ Result<std::vector<float>> ReadF32(const io::TensorStore& store, const std::stri
                *bad, bad - out.begin());
   }
   return out;
+}
+
+namespace {
+
+Result<std::vector<float>> ReadF32(const io::TensorStore& store, const std::string& name,
+                                   const std::vector<int64_t>& shape) {
+  return ReadTensorF32(store, name, shape);
 }
 
 Result<Linear> ReadLinear(const io::TensorStore& store, const char* weight_pattern,

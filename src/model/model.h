@@ -6,23 +6,34 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/result.h"
+#include "formats/quantize.h"
 #include "model/config.h"
+
+namespace qf::io {
+class TensorStore;
+}
 
 namespace qf::model {
 
-// y = x · Wᵀ (+ b). fp32 today; quantized variants plug in here.
+// y = x · Wᵀ (+ b), with W either fp32 or quantized (dequantized tile by tile in the kernel).
 struct Linear {
-  std::vector<float> weight;  // [N, K]
-  std::vector<float> bias;    // [N] or empty
+  std::vector<float> weight;                     // [N, K] when not quantized, else empty
+  std::shared_ptr<const QuantizedTensor> quant;  // codes [N, K] + scales/zeros, or null
+  std::vector<float> bias;                       // [N] or empty
   int64_t n = 0, k = 0;
 
   void Apply(const float* x, float* y, int64_t m) const;  // x[M,K] -> y[M,N]
 };
+
+// Reads one tensor of a store as fp32, checking its shape and that every value is finite.
+Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std::string& name,
+                                         const std::vector<int64_t>& shape);
 
 struct Layer {
   std::vector<float> attn_norm;  // [H]

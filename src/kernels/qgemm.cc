@@ -1,0 +1,82 @@
+// Tile-wise dequantize + sgemm for quantized linears (see qgemm.h).
+#include "kernels/qgemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "core/dtype.h"
+#include "kernels/ops.h"
+
+namespace qf::kernels {
+namespace {
+
+// Output rows dequantized per tile: 64 rows × K floats stays in L2 for K up to ~8k.
+constexpr int64_t kRowTile = 64;
+
+const std::array<float, 256>& Fp8Table(QuantKind kind) {
+  static const auto make = [](bool e4m3) {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[size_t(i)] = e4m3 ? F8E4M3ToF32(uint8_t(i)) : F8E5M2ToF32(uint8_t(i));
+    return t;
+  };
+  static const std::array<float, 256> e4m3 = make(true), e5m2 = make(false);
+  return kind == QuantKind::kFp8E4M3 ? e4m3 : e5m2;
+}
+
+}  // namespace
+
+void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out) {
+  const int64_t K = w.cols, G = w.group_size(), groups = w.groups();
+  const bool per_tensor = w.scheme.granularity == Granularity::kTensor;
+  const bool has_zero = !w.zeros.empty();
+  const float* lut = w.scheme.is_int() ? nullptr : Fp8Table(w.scheme.kind).data();
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* codes = w.codes.data() + r * K;
+    float* o = out + (r - r0) * K;
+    for (int64_t g = 0; g < groups; ++g) {
+      const size_t p = per_tensor ? 0 : size_t(r * groups + g);
+      const float scale = w.scales[p];
+      const uint8_t* c = codes + g * G;
+      float* og = o + g * G;
+      if (lut) {
+        for (int64_t j = 0; j < G; ++j) og[j] = lut[c[j]] * scale;
+      } else {
+        const float zero = float(has_zero ? w.zeros[p] : (1 << (w.scheme.bits - 1)));
+        for (int64_t j = 0; j < G; ++j) og[j] = scale * (float(c[j]) - zero);
+      }
+    }
+  }
+}
+
+void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias, float* y,
+                     int64_t m) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
+#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
+  {
+    std::vector<float> buf(static_cast<size_t>(kRowTile * K));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
+      DequantizeRows(w, r0, r1, buf.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(r1 - r0), int(K), 1.0f, x,
+                  int(K), buf.data(), int(K), 0.0f, y + r0, int(N));
+      if (bias)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
+    }
+  }
+}
+
+void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* bias, float* y,
+                        int64_t m) {
+  std::vector<float> full(static_cast<size_t>(w.rows * w.cols));
+  DequantizeRows(w, 0, w.rows, full.data());
+  MatMulNTRef(x, full.data(), bias, y, m, w.rows, w.cols);
+}
+
+}  // namespace qf::kernels
