@@ -9,7 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libsentencepiece-dev libpcre2-dev
   libopenblas-openmp-dev liblapacke-dev libhwy-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev jq
 )
 
 missing=()

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "io/compressed_tensors.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
@@ -69,12 +70,23 @@ Result<std::vector<float>> ReadF32(const io::TensorStore& store, const std::stri
   return ReadTensorF32(store, name, shape);
 }
 
-Result<Linear> ReadLinear(const io::TensorStore& store, const char* weight_pattern,
-                          const char* bias_pattern, int64_t layer, int64_t n, int64_t k) {
+// A linear's weight: quantized when the checkpoint's quantization_config covers it (kept as
+// codes + parameters), else fp32.
+Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTensorsConfig* qcfg,
+                          const char* weight_pattern, const char* bias_pattern, int64_t layer,
+                          int64_t n, int64_t k) {
   Linear lin;
   lin.n = n;
   lin.k = k;
-  QF_ASSIGN(lin.weight, ReadF32(store, LayerTensorName(weight_pattern, layer), {n, k}));
+  const std::string weight = LayerTensorName(weight_pattern, layer);
+  if (qcfg) {
+    const std::string module = weight.substr(0, weight.size() - std::string(".weight").size());
+    QF_ASSIGN(std::optional<QuantizedTensor> q, io::ReadQuantizedLinear(store, *qcfg, module, n, k));
+    if (q) lin.quant = std::make_shared<const QuantizedTensor>(std::move(*q));
+  }
+  if (!lin.quant) {
+    QF_ASSIGN(lin.weight, ReadF32(store, weight, {n, k}));
+  }
   if (bias_pattern) {
     QF_ASSIGN(lin.bias, ReadF32(store, LayerTensorName(bias_pattern, layer), {n}));
   }
@@ -109,6 +121,29 @@ std::vector<double> InverseFrequencies(const ModelConfig& c) {
 
 }  // namespace
 
+Result<Layer> ReadLayer(const io::TensorStore& store, const ModelConfig& c, int64_t l,
+                        const io::CompressedTensorsConfig* qc) {
+  const TensorNames& nm = *c.family->names;
+  const char* qb = c.qkv_bias ? nm.q_bias : nullptr;
+  const char* kb = c.qkv_bias ? nm.k_bias : nullptr;
+  const char* vb = c.qkv_bias ? nm.v_bias : nullptr;
+  Layer L;
+  QF_ASSIGN(L.attn_norm, ReadF32(store, LayerTensorName(nm.attn_norm, l), {c.hidden}));
+  QF_ASSIGN(L.q, ReadLinear(store, qc, nm.q, qb, l, c.q_dim(), c.hidden));
+  QF_ASSIGN(L.k, ReadLinear(store, qc, nm.k, kb, l, c.kv_dim(), c.hidden));
+  QF_ASSIGN(L.v, ReadLinear(store, qc, nm.v, vb, l, c.kv_dim(), c.hidden));
+  QF_ASSIGN(L.o, ReadLinear(store, qc, nm.o, nullptr, l, c.hidden, c.q_dim()));
+  if (c.family->qk_norm) {
+    QF_ASSIGN(L.q_norm, ReadF32(store, LayerTensorName(nm.q_norm, l), {c.head_dim}));
+    QF_ASSIGN(L.k_norm, ReadF32(store, LayerTensorName(nm.k_norm, l), {c.head_dim}));
+  }
+  QF_ASSIGN(L.ffn_norm, ReadF32(store, LayerTensorName(nm.ffn_norm, l), {c.hidden}));
+  QF_ASSIGN(L.gate, ReadLinear(store, qc, nm.gate, nullptr, l, c.intermediate, c.hidden));
+  QF_ASSIGN(L.up, ReadLinear(store, qc, nm.up, nullptr, l, c.intermediate, c.hidden));
+  QF_ASSIGN(L.down, ReadLinear(store, qc, nm.down, nullptr, l, c.hidden, c.intermediate));
+  return L;
+}
+
 Result<Model> Model::Load(const std::filesystem::path& dir) {
   Model m;
   m.path_ = dir;
@@ -127,24 +162,10 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
   } else {
     QF_ASSIGN(m.lm_head_.weight, ReadF32(store, nm.lm_head, {c.vocab_size, c.hidden}));
   }
-  const char* qb = c.qkv_bias ? nm.q_bias : nullptr;
-  const char* kb = c.qkv_bias ? nm.k_bias : nullptr;
-  const char* vb = c.qkv_bias ? nm.v_bias : nullptr;
+  QF_ASSIGN(std::optional<io::CompressedTensorsConfig> qcfg, io::LoadQuantizationConfig(dir));
+  const io::CompressedTensorsConfig* qc = qcfg ? &*qcfg : nullptr;
   for (int64_t l = 0; l < c.layers; ++l) {
-    Layer L;
-    QF_ASSIGN(L.attn_norm, ReadF32(store, LayerTensorName(nm.attn_norm, l), {c.hidden}));
-    QF_ASSIGN(L.q, ReadLinear(store, nm.q, qb, l, c.q_dim(), c.hidden));
-    QF_ASSIGN(L.k, ReadLinear(store, nm.k, kb, l, c.kv_dim(), c.hidden));
-    QF_ASSIGN(L.v, ReadLinear(store, nm.v, vb, l, c.kv_dim(), c.hidden));
-    QF_ASSIGN(L.o, ReadLinear(store, nm.o, nullptr, l, c.hidden, c.q_dim()));
-    if (c.family->qk_norm) {
-      QF_ASSIGN(L.q_norm, ReadF32(store, LayerTensorName(nm.q_norm, l), {c.head_dim}));
-      QF_ASSIGN(L.k_norm, ReadF32(store, LayerTensorName(nm.k_norm, l), {c.head_dim}));
-    }
-    QF_ASSIGN(L.ffn_norm, ReadF32(store, LayerTensorName(nm.ffn_norm, l), {c.hidden}));
-    QF_ASSIGN(L.gate, ReadLinear(store, nm.gate, nullptr, l, c.intermediate, c.hidden));
-    QF_ASSIGN(L.up, ReadLinear(store, nm.up, nullptr, l, c.intermediate, c.hidden));
-    QF_ASSIGN(L.down, ReadLinear(store, nm.down, nullptr, l, c.hidden, c.intermediate));
+    QF_ASSIGN(Layer L, ReadLayer(store, c, l, qc));
     m.layers_.push_back(std::move(L));
   }
   for (const auto& t : store.tensors()) m.params_ += t.numel();
@@ -160,24 +181,77 @@ double FlopsPerToken(const ModelConfig& c, int64_t ctx) {
   return 2.0 * (linear + attention);
 }
 
+void RopeTables(const ModelConfig& c, int64_t positions, std::vector<float>* cos,
+                std::vector<float>* sin) {
+  const std::vector<double> inv = InverseFrequencies(c);
+  const int64_t half = c.head_dim / 2;
+  cos->resize(size_t(positions * half));
+  sin->resize(size_t(positions * half));
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      // HF computes the angle in fp32; match its rounding so logits agree to ~1e-6.
+      const float angle = float(p) * float(inv[size_t(i)]);
+      (*cos)[size_t(p * half + i)] = std::cos(angle);
+      (*sin)[size_t(p * half + i)] = std::sin(angle);
+    }
+}
+
 KVCache Model::NewCache(int64_t capacity) const {
   const ModelConfig& c = config_;
   KVCache kv;
   kv.capacity = capacity;
   kv.k.assign(size_t(c.layers), std::vector<float>(size_t(capacity * c.kv_dim())));
   kv.v.assign(size_t(c.layers), std::vector<float>(size_t(capacity * c.kv_dim())));
-  const std::vector<double> inv = InverseFrequencies(c);
-  const int64_t half = c.head_dim / 2;
-  kv.cos.resize(size_t(capacity * half));
-  kv.sin.resize(size_t(capacity * half));
-  for (int64_t p = 0; p < capacity; ++p)
-    for (int64_t i = 0; i < half; ++i) {
-      // HF computes the angle in fp32; match its rounding so logits agree to ~1e-6.
-      const float angle = float(p) * float(inv[size_t(i)]);
-      kv.cos[size_t(p * half + i)] = std::cos(angle);
-      kv.sin[size_t(p * half + i)] = std::sin(angle);
-    }
+  RopeTables(c, capacity, &kv.cos, &kv.sin);
   return kv;
+}
+
+void AttnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m) {
+  kernels::RmsNorm(x, L.attn_norm.data(), h, m, c.hidden, float(c.rms_eps));
+}
+
+void Attend(const ModelConfig& c, const Layer& L, const float* h, float* q, float* att, int64_t m,
+            int64_t pos0, float* k_cache, float* v_cache, const float* cos, const float* sin) {
+  const int64_t D = c.head_dim, kvd = c.kv_dim();
+  const float eps = float(c.rms_eps);
+  float* kc = k_cache + pos0 * kvd;
+  float* vc = v_cache + pos0 * kvd;
+  L.q.Apply(h, q, m);
+  L.k.Apply(h, kc, m);
+  L.v.Apply(h, vc, m);
+  if (!L.q_norm.empty()) {
+    kernels::RmsNorm(q, L.q_norm.data(), q, m * c.heads, D, eps);
+    kernels::RmsNorm(kc, L.k_norm.data(), kc, m * c.kv_heads, D, eps);
+  }
+  kernels::Rope(q, m, c.heads, D, pos0, cos, sin);
+  kernels::Rope(kc, m, c.kv_heads, D, pos0, cos, sin);
+  kernels::Attention(q, k_cache, v_cache, att, m, pos0, c.heads, c.kv_heads, D, c.sliding_window);
+}
+
+void AddProjection(const Linear& lin, const float* in, float* tmp, float* x, int64_t m) {
+  lin.Apply(in, tmp, m);
+  const int64_t n = m * lin.n;
+  for (int64_t i = 0; i < n; ++i) x[i] += tmp[i];
+}
+
+void FfnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m) {
+  kernels::RmsNorm(x, L.ffn_norm.data(), h, m, c.hidden, float(c.rms_eps));
+}
+
+void SwiGlu(const ModelConfig& c, const Layer& L, const float* h, float* g, float* u, int64_t m) {
+  L.gate.Apply(h, g, m);
+  L.up.Apply(h, u, m);
+  kernels::SiluMul(g, u, m, c.intermediate);
+}
+
+void RunLayer(const ModelConfig& c, const Layer& L, const LayerIo& io, int64_t m, int64_t pos0,
+              float* k_cache, float* v_cache, const float* cos, const float* sin) {
+  AttnNorm(c, L, io.x, io.h, m);
+  Attend(c, L, io.h, io.q, io.att, m, pos0, k_cache, v_cache, cos, sin);
+  AddProjection(L.o, io.att, io.h, io.x, m);
+  FfnNorm(c, L, io.x, io.h, m);
+  SwiGlu(c, L, io.h, io.g, io.u, m);
+  AddProjection(L.down, io.g, io.h, io.x, m);
 }
 
 Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* logits,
@@ -206,38 +280,16 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
   for (int64_t i = 0; i < m; ++i)
     std::copy_n(embed_.data() + int64_t(tokens[size_t(i)]) * H, H, x.data() + i * H);
 
-  const float eps = float(c.rms_eps);
-  for (const Layer& L : layers_) {
-    const size_t li = size_t(&L - layers_.data());
-    float* kc = cache.k[li].data() + pos0 * kvd;
-    float* vc = cache.v[li].data() + pos0 * kvd;
-    kernels::RmsNorm(x.data(), L.attn_norm.data(), h.data(), m, H, eps);
-    L.q.Apply(h.data(), q.data(), m);
-    L.k.Apply(h.data(), kc, m);
-    L.v.Apply(h.data(), vc, m);
-    if (!L.q_norm.empty()) {
-      kernels::RmsNorm(q.data(), L.q_norm.data(), q.data(), m * c.heads, D, eps);
-      kernels::RmsNorm(kc, L.k_norm.data(), kc, m * c.kv_heads, D, eps);
-    }
-    kernels::Rope(q.data(), m, c.heads, D, pos0, cache.cos.data(), cache.sin.data());
-    kernels::Rope(kc, m, c.kv_heads, D, pos0, cache.cos.data(), cache.sin.data());
-    kernels::Attention(q.data(), cache.k[li].data(), cache.v[li].data(), att.data(), m, pos0,
-                       c.heads, c.kv_heads, D, c.sliding_window);
-    L.o.Apply(att.data(), h.data(), m);
-    for (int64_t i = 0; i < m * H; ++i) x[size_t(i)] += h[size_t(i)];
-
-    kernels::RmsNorm(x.data(), L.ffn_norm.data(), h.data(), m, H, eps);
-    L.gate.Apply(h.data(), g.data(), m);
-    L.up.Apply(h.data(), u.data(), m);
-    kernels::SiluMul(g.data(), u.data(), m, F);
-    L.down.Apply(g.data(), h.data(), m);
-    for (int64_t i = 0; i < m * H; ++i) x[size_t(i)] += h[size_t(i)];
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    LayerIo io{x.data(), h.data(), q.data(), att.data(), g.data(), u.data()};
+    RunLayer(c, layers_[li], io, m, pos0, cache.k[li].data(), cache.v[li].data(), cache.cos.data(),
+             cache.sin.data());
   }
   cache.len += m;
 
   const int64_t rows = all_logits ? m : 1;
   const float* last = x.data() + (m - rows) * H;
-  kernels::RmsNorm(last, final_norm_.data(), h.data(), rows, H, eps);
+  kernels::RmsNorm(last, final_norm_.data(), h.data(), rows, H, float(c.rms_eps));
   lm_head_.Apply(h.data(), logits, rows);
   return Status::Ok();
 }

@@ -17,6 +17,7 @@
 
 namespace qf::io {
 class TensorStore;
+struct CompressedTensorsConfig;
 }
 
 namespace qf::model {
@@ -60,6 +61,39 @@ struct KVCache {
 // linear including lm_head, plus QKᵀ and PV over the (ctx + 1) / 2 keys seen on average.
 double FlopsPerToken(const ModelConfig& c, int64_t ctx);
 
+// One decoder layer's weights from a store; linears covered by `qc` stay quantized.
+Result<Layer> ReadLayer(const io::TensorStore& store, const ModelConfig& c, int64_t layer,
+                        const io::CompressedTensorsConfig* qc);
+
+// RoPE cos/sin tables [positions, D/2] for the config's θ and scaling.
+void RopeTables(const ModelConfig& c, int64_t positions, std::vector<float>* cos,
+                std::vector<float>* sin);
+
+// The stages of one decoder layer on M tokens at positions pos0.. (x[M,H] is the residual
+// stream). Calibration drivers call them one by one to observe each linear's input and to
+// quantize a layer stage by stage; RunLayer chains them for the forward pass.
+void AttnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m);
+// q/k/v projections of h (k/v stored at rows pos0.. of the caches [T, Hkv·D]), q/k norm,
+// RoPE, attention: att[M, Hq·D]; q[M, Hq·D] is scratch.
+void Attend(const ModelConfig& c, const Layer& L, const float* h, float* q, float* att, int64_t m,
+            int64_t pos0, float* k_cache, float* v_cache, const float* cos, const float* sin);
+// x[M, N] += in · linᵀ, using tmp[M, N].
+void AddProjection(const Linear& lin, const float* in, float* tmp, float* x, int64_t m);
+void FfnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m);
+// g[M,F] = silu(gate·h) * (up·h); u[M,F] is scratch.
+void SwiGlu(const ModelConfig& c, const Layer& L, const float* h, float* g, float* u, int64_t m);
+
+struct LayerIo {
+  float* x;    // [M, H] residual stream, updated in place
+  float* h;    // [M, H] scratch
+  float* q;    // [M, Hq·D] scratch
+  float* att;  // [M, Hq·D] scratch
+  float* g;    // [M, F] scratch
+  float* u;    // [M, F] scratch
+};
+void RunLayer(const ModelConfig& c, const Layer& L, const LayerIo& io, int64_t m, int64_t pos0,
+              float* k_cache, float* v_cache, const float* cos, const float* sin);
+
 class Model {
  public:
   // Loads a Hugging Face model folder (config.json + safetensors), converting weights to fp32.
@@ -72,6 +106,8 @@ class Model {
   int64_t parameter_count() const { return params_; }
 
   KVCache NewCache(int64_t capacity) const;
+  const std::vector<Layer>& layers() const { return layers_; }
+  const std::vector<float>& embedding() const { return embed_; }  // [V, H]
 
   // Runs `tokens` at positions cache.len.. and appends them to the cache. Writes logits
   // [M, V] for every token when all_logits, else only the last token's [V].

@@ -43,5 +43,6 @@ void RegisterInfo(CLI::App& app, int* rc);
 void RegisterPpl(CLI::App& app, int* rc);
 void RegisterKld(CLI::App& app, int* rc);
 void RegisterGenerate(CLI::App& app, int* rc);
+void RegisterQuantize(CLI::App& app, int* rc);
 
 }  // namespace qf::cli

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   qf::cli::RegisterPpl(app, &rc);
   qf::cli::RegisterKld(app, &rc);
   qf::cli::RegisterGenerate(app, &rc);
+  qf::cli::RegisterQuantize(app, &rc);
   if (argc > 1 && argv[1][0] != '-') {  // name an unknown command instead of CLI11's generic text
     std::string names;
     bool known = false;

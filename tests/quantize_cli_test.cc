@@ -1,0 +1,112 @@
+// `qforge quantize` end to end: RTN reproduces the GPTQ authors' RTN perplexity on the bundled
+// model, outputs are byte-identical across runs, every command runs on the output folder,
+// awkward shapes fall back per tensor with a note, and bad flags give one-line errors.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/mmap.h"
+#include "test_util.h"
+
+namespace qf {
+namespace {
+
+namespace fs = std::filesystem;
+using qf::testing::RunCommand;
+
+std::string Q() { return qf::testing::QforgeBinary(); }
+std::string Bundled() { return qf::testing::BundledModel().string(); }
+std::string Wiki() { return (qf::testing::SharedDir() / "data/wikitext-2/wiki.test.raw").string(); }
+
+nlohmann::json Json(const std::string& out) { return nlohmann::json::parse(out.substr(out.find('{'))); }
+
+// Reference RTN figures of the GPTQ authors' code on this model (anchors/peer_gptq_llama-27m.json).
+double AnchorRtn(int bits, int group, bool sym) {
+  std::ifstream in(qf::testing::SharedDir() / "anchors/peer_gptq_llama-27m.json");
+  for (const auto& r : nlohmann::json::parse(in))
+    if (r["method"] == "rtn" && r["bits"] == bits && r["group"] == group && r["sym"] == sym)
+      return r["ppl_wikitext2"].get<double>();
+  return 0;
+}
+
+// The bar: RTN within 0.3% of the reference's RTN, on the whole WikiText-2 test file.
+TEST(QuantizeCli, RtnInt4G128AsymMatchesReferenceRtn) {
+  const fs::path out = qf::testing::TempDir() / "rtn_w4g128a";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() + " --scheme int4-g128-asym --json", &log), 0) << log;
+  const auto q = Json(log);
+  EXPECT_EQ(q["linears"].size(), 42u);
+  EXPECT_NEAR(q["bits_per_weight"].get<double>(), 4.0 + (16.0 + 4.0) / 128.0, 1e-9);
+  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + Wiki() + " --json", &log), 0) << log;
+  const double ppl = Json(log)["ppl"].get<double>(), want = AnchorRtn(4, 128, false);
+  ASSERT_GT(want, 0);
+  EXPECT_NEAR(ppl, want, want * 0.003);
+  std::printf("RTN int4-g128-asym: %.4f (reference RTN %.4f)\n", ppl, want);
+}
+
+TEST(QuantizeCli, OutputIsDeterministicAndRunsEveryCommand) {
+  const fs::path a = qf::testing::TempDir() / "det_a", b = qf::testing::TempDir() / "det_b";
+  std::string log;
+  for (const fs::path& p : {a, b})
+    ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + p.string() + " --scheme W4A16 -q", &log), 0) << log;
+  const auto fa = ReadTextFile(a / "model.safetensors"), fb = ReadTextFile(b / "model.safetensors");
+  ASSERT_TRUE(fa.ok() && fb.ok());
+  EXPECT_TRUE(*fa == *fb) << "model.safetensors differs between two runs";
+  EXPECT_EQ(*ReadTextFile(a / "config.json"), *ReadTextFile(b / "config.json"));
+
+  ASSERT_EQ(RunCommand(Q() + " info " + a.string() + " --json", &log), 0) << log;
+  EXPECT_NE(log.find("weight_packed"), std::string::npos);
+  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " + Wiki() + " --max-windows 2 --json", &log), 0) << log;
+  const auto k = Json(log);
+  EXPECT_GT(k["kld_mean"].get<double>(), 0.0);
+  EXPECT_LT(k["kld_mean"].get<double>(), 0.2);
+  EXPECT_GT(k["top1_agreement"].get<double>(), 0.8);
+  ASSERT_EQ(RunCommand(Q() + " generate " + a.string() + " -p 'Once upon a time' -n 8 --temp 0 --json", &log), 0) << log;
+  EXPECT_EQ(Json(log)["generated_ids"].size(), 8u);
+}
+
+TEST(QuantizeCli, FallsBackPerTensorOnStories260k) {
+  const fs::path out = qf::testing::TempDir() / "stories_w4";
+  const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme W4A16", &log), 0) << log;
+  EXPECT_NE(log.find("K = 64 is not a multiple of 128; using int4-channel-sym"), std::string::npos) << log;
+  EXPECT_NE(log.find("K = 172 is not a multiple of 128"), std::string::npos) << log;
+  const std::string text = (qf::testing::SharedDir() / "data/tinystories/validation_head.txt").string();
+  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text + " --max-windows 8 --ctx 256 --json", &log), 0) << log;
+  EXPECT_LT(Json(log)["ppl"].get<double>(), 50.0);
+  for (const char* scheme : {"fp8-e4m3-channel", "int8-channel-sym", "int2-g64-asym", "int3-tensor-asym"}) {
+    ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme " + scheme + " -q", &log), 0) << scheme << log;
+    ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text + " --max-windows 2 --ctx 128 -q", &log), 0) << scheme << log;
+  }
+}
+
+TEST(QuantizeCli, BadInputGivesOneLineErrors) {
+  const std::string out = (qf::testing::TempDir() / "bad_out").string();
+  struct Case {
+    std::string args, want;
+  };
+  const Case cases[] = {
+      {"--scheme int5", "--scheme"},
+      {"--scheme fp8 --group 64", "--group applies to integer schemes only"},
+      {"--scheme int4 --group 48", "--group"},
+      {"--method gptq", "not implemented yet"},
+      {"--ignore 're:(('", "bad regular expression"},
+  };
+  for (const Case& c : cases) {
+    std::string log;
+    const int rc = RunCommand(Q() + " quantize " + Bundled() + " -o " + out + " " + c.args, &log);
+    EXPECT_NE(rc, 0) << c.args;
+    EXPECT_LT(rc, 128) << c.args;
+    EXPECT_NE(log.find(c.want), std::string::npos) << c.args << ": " << log;
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+    EXPECT_FALSE(fs::exists(out)) << "half-written output for " << c.args;
+  }
+  std::string log;
+  EXPECT_NE(RunCommand(Q() + " quantize /nonexistent -o " + out + " --scheme W4A16", &log), 0);
+  EXPECT_NE(log.find("/nonexistent"), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace qf

@@ -1,0 +1,117 @@
+// `qforge quantize MODEL -o OUT --scheme SCHEME`: quantize the linears of a model and write a
+// compressed-tensors folder; prints per-tensor distortion, size, time and peak memory.
+#include <cstdio>
+#include <map>
+
+#include "common.h"
+#include "core/progress.h"
+#include "formats/scheme.h"
+#include "methods/quantize_model.h"
+
+namespace qf::cli {
+namespace {
+
+struct QuantizeArgs {
+  std::string model, out, scheme = "W4A16", method = "rtn";
+  int group = 0;
+  bool clip = false;
+  std::vector<std::string> ignore;
+  uint64_t seed = 0;
+  CommonOptions common;
+};
+
+std::string SchemeHelp() {
+  std::string s = "quantization scheme: a preset (";
+  bool first = true;
+  for (const SchemePreset& p : SchemePresets()) {
+    s += (first ? "" : ", ") + std::string(p.name);
+    first = false;
+  }
+  return s + ") or a spec like int4-g128-asym, int8-channel, fp8-e4m3-channel";
+}
+
+int RunQuantize(const QuantizeArgs& a) {
+  ApplyThreads(a.common);
+  auto scheme = ParseScheme(a.scheme);
+  if (!scheme.ok()) return Fail(scheme.error().Context("--scheme"));
+  if (a.group != 0) {
+    if (!scheme->is_int()) return Fail(Err("--group applies to integer schemes only"));
+    scheme = FindScheme(scheme->kind, scheme->bits, scheme->symmetric, Granularity::kGroup, a.group);
+    if (!scheme.ok()) return Fail(scheme.error().Context("--group"));
+  }
+  if (!std::filesystem::is_directory(a.model))
+    return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
+  methods::QuantizeOptions opt;
+  opt.scheme = *scheme;
+  opt.method = a.method;
+  opt.clip = a.clip;
+  opt.ignore = a.ignore;
+  opt.seed = a.seed;
+  std::unique_ptr<ProgressBar> pb;
+  auto r = methods::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
+    if (!pb) pb = std::make_unique<ProgressBar>("quantize layers", total, ShowProgress(a.common));
+    pb->Update(done);
+  });
+  if (pb) pb->Finish();
+  if (!r.ok()) return Fail(r.error());
+  // One note per distinct fallback, naming the first module and how many share it.
+  std::map<std::string, std::pair<std::string, int>> fallbacks;
+  for (const auto& l : r->linears) {
+    if (l.fallback.empty()) continue;
+    auto& [first, count] = fallbacks[l.fallback];
+    if (count++ == 0) first = l.module;
+  }
+  for (const auto& [why, fc] : fallbacks)
+    std::fprintf(stderr, "qforge: note: %s%s: %s\n", fc.first.c_str(),
+                 fc.second > 1 ? fmt::format(" and {} more", fc.second - 1).c_str() : "", why.c_str());
+  if (a.common.json) {
+    nlohmann::json lin = nlohmann::json::array();
+    for (const auto& l : r->linears)
+      lin.push_back({{"module", l.module}, {"scheme", l.scheme}, {"fallback", l.fallback},
+                     {"shape", {l.n, l.k}}, {"rel_mse", l.rel_mse}, {"snr_db", l.snr_db}});
+    PrintJson({{"model", a.model},
+               {"output", a.out},
+               {"scheme", std::string(scheme->name)},
+               {"method", a.method},
+               {"clip", a.clip},
+               {"linears", lin},
+               {"kept", r->kept},
+               {"quantized_params", r->quantized_params},
+               {"total_params", r->total_params},
+               {"bits_per_weight", r->bits_per_weight},
+               {"output_bytes", r->output_bytes},
+               {"seconds_quantize", r->seconds_quantize},
+               {"seconds_write", r->seconds_write},
+               {"peak_rss_bytes", r->peak_rss_bytes}});
+    return 0;
+  }
+  std::printf("%-44s %-18s %10s %8s\n", "module", "scheme", "rel MSE", "SNR dB");
+  for (const auto& l : r->linears)
+    std::printf("%-44s %-18s %10.3e %8.2f\n", l.module.c_str(), l.scheme.c_str(), l.rel_mse, l.snr_db);
+  std::printf("quantized %lld of %lld parameters at %.3f bits/weight (scales and zeros included)\n",
+              (long long)r->quantized_params, (long long)r->total_params, r->bits_per_weight);
+  std::printf("wrote %s: %.2f MiB; quantize %.2f s, write %.2f s; peak RSS %.1f MiB\n",
+              a.out.c_str(), double(r->output_bytes) / (1 << 20), r->seconds_quantize,
+              r->seconds_write, double(r->peak_rss_bytes) / (1 << 20));
+  return 0;
+}
+
+}  // namespace
+
+void RegisterQuantize(CLI::App& app, int* rc) {
+  auto a = std::make_shared<QuantizeArgs>();
+  CLI::App* cmd = app.add_subcommand("quantize", "quantize a model's linear layers (compressed-tensors output)");
+  cmd->add_option("model", a->model, "model folder")->required();
+  cmd->add_option("-o,--output", a->out, "output folder")->required();
+  cmd->add_option("--scheme", a->scheme, SchemeHelp())->capture_default_str();
+  cmd->add_option("--method", a->method, "rtn")->capture_default_str();
+  cmd->add_option("--group", a->group, "group size along the input dimension (32, 64, 128)");
+  cmd->add_flag("--clip", a->clip, "MSE clipping search per scale (RTN)");
+  cmd->add_option("--ignore", a->ignore, "modules to keep unquantized (name or re:REGEX); lm_head always")
+      ->expected(1, -1);
+  cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")->capture_default_str();
+  AddCommonOptions(cmd, &a->common);
+  cmd->callback([a, rc] { *rc = RunQuantize(*a); });
+}
+
+}  // namespace qf::cli
