@@ -1,0 +1,313 @@
+// GPTQ column sweep (see gptq.h): fp64 inverse-Hessian Cholesky through LAPACK, fp32 sweep
+// with row-parallel in-block updates and one sgemm per block for the trailing columns.
+// Contract: work is split into fixed row chunks, each computed by one thread with
+// single-threaded BLAS, so codes do not depend on the thread count.
+#include "methods/gptq.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace qf::methods {
+namespace {
+
+// Damping schedule when Cholesky fails: ×10 per retry (starting from kDampFirstRetry when the
+// caller asked for none), giving up above kDampMax (λ = mean(diag H)). With fp64 and any
+// positive damping this only happens for badly broken Hessians; GPTQModel retries likewise.
+constexpr double kDampRetryFactor = 10.0;
+constexpr double kDampFirstRetry = 0.01;
+constexpr double kDampMax = 1.0;
+
+// Rows per work item of the sweep: small enough to balance N = 128 over a few threads, large
+// enough for an efficient sgemm; [32, K] fp32 rows stay in L2.
+constexpr int64_t kRowChunk = 32;
+
+// Sweep position -> original column. kDescending: stable sort by descending diag(H) (torch's
+// argsort is unstable; ties only matter for dead columns). kGroupAware: GPTQModel's GAR with
+// the "max" group score; g = k makes it plain descending.
+std::vector<int64_t> SweepOrder(const std::vector<double>& diag, ActOrder order, int64_t g) {
+  const auto k = static_cast<int64_t>(diag.size());
+  std::vector<int64_t> perm(static_cast<size_t>(k));
+  std::iota(perm.begin(), perm.end(), int64_t{0});
+  auto by_diag = [&](int64_t a, int64_t b) {
+    return diag[static_cast<size_t>(a)] > diag[static_cast<size_t>(b)];
+  };
+  if (order == ActOrder::kOff) return perm;
+  if (order == ActOrder::kDescending) {
+    std::stable_sort(perm.begin(), perm.end(), by_diag);
+    return perm;
+  }
+  const int64_t groups = k / g;
+  std::vector<double> score(static_cast<size_t>(groups));
+  for (int64_t j = 0; j < groups; ++j) {
+    score[static_cast<size_t>(j)] =
+        *std::max_element(diag.begin() + j * g, diag.begin() + (j + 1) * g);
+  }
+  std::vector<int64_t> group_order(static_cast<size_t>(groups));
+  std::iota(group_order.begin(), group_order.end(), int64_t{0});
+  std::stable_sort(group_order.begin(), group_order.end(), [&](int64_t a, int64_t b) {
+    return score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)];
+  });
+  for (int64_t j = 0; j < groups; ++j) {
+    auto first = perm.begin() + j * g;
+    std::iota(first, first + g, group_order[static_cast<size_t>(j)] * g);
+    std::stable_sort(first, first + g, by_diag);
+  }
+  return perm;
+}
+
+// U [k, k] row-major, upper triangular (zeros below), with UᵀU = (H + λI)⁻¹ where
+// λ = damp · mean(diag H), in fp64. The reference computes it as cholesky -> cholesky_inverse
+// -> cholesky(upper). With J the reversal permutation and J(H + λI)J = RᵀR (R upper), the
+// same factor is U = J R⁻ᵀ J: upper triangular, positive diagonal, UᵀU = J R⁻¹R⁻ᵀ J. One
+// potrf and one trtri, half the flops of the chain; agrees with it to ~1e-15 relative. As
+// column-major storage, J H J is the row-major H read backwards, and U is R⁻¹ read backwards.
+Result<std::vector<float>> InverseCholeskyUpper(const std::vector<double>& h, int64_t k,
+                                                double damp, double* damp_used) {
+  double mean = 0.0;
+  for (int64_t i = 0; i < k; ++i) mean += h[static_cast<size_t>(i * k + i)];
+  mean /= static_cast<double>(k);
+  const auto lk = static_cast<lapack_int>(k);
+  std::vector<double> a(h.size());
+  for (double d = damp; d <= kDampMax; d = d > 0.0 ? d * kDampRetryFactor : kDampFirstRetry) {
+    std::reverse_copy(h.begin(), h.end(), a.begin());
+    for (int64_t i = 0; i < k; ++i) a[static_cast<size_t>(i * k + i)] += d * mean;
+    lapack_int info = 0;
+    // LAPACK runs single-threaded inside an active parallel region (OpenMP OpenBLAS). Its
+    // threaded potrf/trtri spin-wait between threads and ran 40x slower when the cores were
+    // shared with other work; one thread is also deterministic by construction.
+#pragma omp parallel
+#pragma omp single
+    {
+      info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', lk, a.data(), lk);
+      if (info == 0) info = LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'U', 'N', lk, a.data(), lk);
+    }
+    QF_CHECK(info >= 0, "LAPACK argument {} rejected", -info);
+    if (info > 0) continue;
+    std::vector<float> u(h.size(), 0.0f);
+    const double* back = a.data() + (a.size() - 1);  // back[-(i * k + j)] = U[i, j]
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = i; j < k; ++j) {
+        u[static_cast<size_t>(i * k + j)] = static_cast<float>(back[-(i * k + j)]);
+      }
+    }
+    *damp_used = d;
+    return u;
+  }
+  return Err(
+      "gptq: Hessian [{} x {}] is not positive definite even with damping {} x "
+      "mean(diag H) = {}",
+      k, k, kDampMax, kDampMax * mean);
+}
+
+Status CheckInputs(std::span<const float> w, int64_t n, int64_t k, std::span<const double> h,
+                   const GptqOptions& opt) {
+  if (w.size() != static_cast<size_t>(n * k)) {
+    return Err("gptq: weight has {} values, expected {} x {} = {}", w.size(), n, k, n * k);
+  }
+  if (h.size() != static_cast<size_t>(k * k)) {
+    return Err("gptq: Hessian has {} values, expected {} x {}", h.size(), k, k);
+  }
+  if (opt.block_size < 1) return Err("gptq: block size {} < 1", opt.block_size);
+  if (!(opt.damp >= 0.0 && opt.damp <= kDampMax)) {
+    return Err("gptq: damping {} outside [0, {}]", opt.damp, kDampMax);
+  }
+  if (!opt.fit.importance.empty() && opt.fit.importance.size() != static_cast<size_t>(k)) {
+    return Err("gptq: importance has {} entries, expected K = {}", opt.fit.importance.size(), k);
+  }
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!std::isfinite(w[i])) {
+      return Err("gptq: weight [{}, {}] is {}", static_cast<int64_t>(i) / k,
+                 static_cast<int64_t>(i) % k, w[i]);
+    }
+  }
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (!std::isfinite(h[i])) {
+      return Err("gptq: Hessian [{}, {}] is {}", static_cast<int64_t>(i) / k,
+                 static_cast<int64_t>(i) % k, h[i]);
+    }
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const double d = h[static_cast<size_t>(i * k + i)];
+    if (d < 0.0) return Err("gptq: Hessian diagonal [{}] = {} < 0", i, d);
+  }
+  return Status::Ok();
+}
+
+// Lazy-update block size: group starts must fall on the current, fully updated columns, so a
+// block holds whole groups (B multiple of G) or a group whole blocks (B divides G).
+int64_t BlockSize(int64_t requested, int64_t g, bool dynamic_groups) {
+  if (!dynamic_groups) return requested;
+  if (requested >= g) return requested - requested % g;
+  int64_t b = requested;
+  while (g % b != 0) --b;
+  return b;
+}
+
+}  // namespace
+
+Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
+                             std::span<const double> h, const QuantScheme& scheme,
+                             const GptqOptions& opt, GptqStats* stats) {
+  QF_ASSIGN(ResolvedScheme resolved, ResolveScheme(scheme, n, k));
+  QF_TRY(CheckInputs(w, n, k, h, opt));
+  const QuantScheme& s = resolved.scheme;
+  const Grid grid(s);
+  const bool grouped = s.granularity == Granularity::kGroup;
+  const int64_t g = ColumnsPerParam(s, k);  // columns per parameter set (k unless grouped)
+  const int64_t groups = k / g;             // parameter sets per row
+  const bool static_fit = grouped && (opt.static_groups || opt.act_order == ActOrder::kDescending);
+  const auto un = static_cast<size_t>(n);
+
+  std::vector<float> wk(w.begin(), w.end());  // [n, k] working copy, original order
+  std::vector<GroupParams> params(un * static_cast<size_t>(groups));  // [n, groups]
+  if (s.granularity == Granularity::kTensor) {
+    grid.Fit(wk.data(), n, k, 0, k, params, opt.fit);
+  } else if (!grouped) {
+    // Reference order: per-channel parameters come from W before dead columns are zeroed.
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t r = 0; r < n; ++r) {
+      grid.Fit(wk.data() + r * k, 1, k, 0, k, {&params[static_cast<size_t>(r)], 1}, opt.fit);
+    }
+  }
+
+  std::vector<double> hw(h.begin(), h.end());
+  int64_t dead = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    double& d = hw[static_cast<size_t>(i * k + i)];
+    if (d != 0.0) continue;
+    d = 1.0;
+    for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
+    ++dead;
+  }
+
+  if (static_fit) {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < groups; ++j) {
+        grid.Fit(wk.data() + r * k, 1, k, j * g, (j + 1) * g,
+                 {&params[static_cast<size_t>(r * groups + j)], 1}, opt.fit);
+      }
+    }
+  }
+
+  // Permute W, H and the importance into sweep order; slot[c] is the parameter set (original
+  // group) of sweep column c.
+  std::vector<double> diag(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) diag[static_cast<size_t>(i)] = hw[static_cast<size_t>(i * k + i)];
+  const std::vector<int64_t> perm = SweepOrder(diag, opt.act_order, g);
+  std::vector<int64_t> slot(static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) slot[static_cast<size_t>(c)] = perm[static_cast<size_t>(c)] / g;
+  std::vector<float> importance;
+  FitOptions fit = opt.fit;
+  if (opt.act_order != ActOrder::kOff) {
+    std::vector<float> wp(wk.size());
+    std::vector<double> hp(hw.size());
+    for (int64_t r = 0; r < n; ++r) {
+      const float* src = wk.data() + r * k;
+      float* dst = wp.data() + r * k;
+      for (int64_t c = 0; c < k; ++c) dst[c] = src[perm[static_cast<size_t>(c)]];
+    }
+    for (int64_t a = 0; a < k; ++a) {
+      const double* src = hw.data() + perm[static_cast<size_t>(a)] * k;
+      double* dst = hp.data() + a * k;
+      for (int64_t b = 0; b < k; ++b) dst[b] = src[perm[static_cast<size_t>(b)]];
+    }
+    wk = std::move(wp);
+    hw = std::move(hp);
+    if (!opt.fit.importance.empty()) {
+      importance.resize(static_cast<size_t>(k));
+      for (int64_t c = 0; c < k; ++c) {
+        importance[static_cast<size_t>(c)] =
+            opt.fit.importance[static_cast<size_t>(perm[static_cast<size_t>(c)])];
+      }
+      fit.importance = importance;
+    }
+  }
+
+  double damp_used = 0.0;
+  QF_ASSIGN(const std::vector<float> u, InverseCholeskyUpper(hw, k, opt.damp, &damp_used));
+  hw = {};
+
+  const int64_t block = BlockSize(opt.block_size, g, grouped && !static_fit);
+  QuantizedTensor q;
+  q.codes.resize(wk.size());
+  std::vector<double> row_loss(un, 0.0);
+  // Rows are independent through the whole sweep (U is shared, read-only), so each chunk of
+  // kRowChunk rows runs every block on its own: no barrier per block, the chunk's rows stay
+  // in cache, and a chunk computes the same bits whichever thread runs it.
+  const int64_t chunks = (n + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t r0 = chunk * kRowChunk;
+    const int64_t rows = std::min(kRowChunk, n - r0);
+    std::vector<float> err(static_cast<size_t>(rows * std::min(block, k)));  // [rows, nb]
+    for (int64_t i1 = 0; i1 < k; i1 += block) {
+      const int64_t i2 = std::min(i1 + block, k);
+      const int64_t nb = i2 - i1;
+      for (int64_t r = r0; r < r0 + rows; ++r) {
+        // Quantize column c, then push its error into the row's remaining block columns (the
+        // reference's W1[:, i:] -= err1 ⊗ Hinv1[i, i:]).
+        float* row = wk.data() + r * k;
+        float* e_row = err.data() + (r - r0) * nb;
+        uint8_t* code_row = q.codes.data() + r * k;
+        double loss = 0.0;
+        for (int64_t c = i1; c < i2; ++c) {
+          GroupParams& p = params[static_cast<size_t>(r * groups + slot[static_cast<size_t>(c)])];
+          if (grouped && !static_fit && c % g == 0) grid.Fit(row, 1, k, c, c + g, {&p, 1}, fit);
+          const float x = row[c];
+          const uint8_t code = grid.Encode(x, p);
+          const float d = u[static_cast<size_t>(c * k + c)];
+          const float e = (x - grid.Decode(code, p)) / d;
+          code_row[perm[static_cast<size_t>(c)]] = code;
+          e_row[c - i1] = e;
+          loss += 0.5 * static_cast<double>(e) * e;
+          const float* u_row = u.data() + c * k;
+#pragma omp simd
+          for (int64_t j = c + 1; j < i2; ++j) row[j] -= e * u_row[j];
+        }
+        row_loss[static_cast<size_t>(r)] += loss;
+      }
+      // Lazy update of the chunk's columns after the block: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:]
+      // (single-threaded BLAS inside the parallel region).
+      if (i2 < k) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+                    static_cast<int>(k - i2), static_cast<int>(nb), -1.0f, err.data(),
+                    static_cast<int>(nb), u.data() + i1 * k + i2, static_cast<int>(k), 1.0f,
+                    wk.data() + r0 * k + i2, static_cast<int>(k));
+      }
+    }
+  }
+
+  q.scheme = s;
+  q.fallback = std::move(resolved.fallback);
+  q.rows = n;
+  q.cols = k;
+  const size_t sets = s.granularity == Granularity::kTensor ? 1 : params.size();
+  const bool has_zeros = s.is_int() && !s.symmetric;
+  for (size_t i = 0; i < sets; ++i) {
+    q.scales.push_back(params[i].scale);
+    if (has_zeros) q.zeros.push_back(static_cast<int32_t>(params[i].zero));
+  }
+  if (stats) {
+    stats->loss = 0.0;
+    for (double l : row_loss) stats->loss += l;
+    stats->dead_columns = dead;
+    stats->damp = damp_used;
+  }
+  return q;
+}
+
+Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
+                             const HessianAccumulator& h, const QuantScheme& scheme,
+                             const GptqOptions& opt, GptqStats* stats) {
+  if (h.k() != k) return Err("gptq: Hessian is {} x {}, weight has K = {}", h.k(), h.k(), k);
+  if (h.samples() == 0) return Err("gptq: no calibration samples reached this layer");
+  return Gptq(w, n, k, std::span<const double>(h.matrix()), scheme, opt, stats);
+}
+
+}  // namespace qf::methods

@@ -1,0 +1,61 @@
+// GPTQ (arXiv 2210.17323): rounds W column by column through a format's Grid, feeding each
+// column's error forward through the inverse Hessian. Knows nothing of the format beyond Grid.
+// Contract: reproduces IST-DASLab/gptq fasterquant (blocks of 128, lazy sgemm updates, dead
+// columns, percdamp, act-order, static groups); output is deterministic and independent of
+// the thread count; groups are always contiguous original-order columns (no g_idx).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "core/result.h"
+#include "formats/grid.h"
+#include "formats/quantize.h"
+#include "formats/scheme.h"
+#include "methods/hessian.h"
+
+namespace qf::methods {
+
+// Column order of the sweep. For schemes without groups both orders below are plain desc_act.
+enum class ActOrder : uint8_t {
+  kOff,         // original column order
+  kDescending,  // desc_act: all columns by descending diag(H). A group then collects columns
+                // from all over the sweep, so group parameters are fitted on the original W
+                // up front (AutoGPTQ desc_act + static_groups; llm-compressor actorder=weight)
+  kGroupAware,  // GAR (GPTQModel act_group_aware): whole groups by descending max diag(H),
+                // columns by descending diag(H) inside each group; a group's columns stay
+                // consecutive, so its parameters can still be fitted when the sweep reaches it
+};
+
+struct GptqOptions {
+  int64_t block_size = 128;  // columns per lazy-update block (rounded to fit G for groups)
+  double damp = 0.01;        // percdamp: λ = damp · mean(diag H) added to the diagonal
+  ActOrder act_order = ActOrder::kOff;
+  bool static_groups = false;  // fit every group on the original W before the sweep (implied
+                               // by kDescending); otherwise when the sweep reaches the group
+  FitOptions fit;              // clip search etc. for Grid::Fit; importance has K entries
+};
+
+struct GptqStats {
+  // The reference's `Losses` sum: Σ over rows and columns of (w − q)² / (2 Hinv[i,i]²). Equals
+  // ½ Σ_rows ΔW (H + λI) ΔWᵀ with ΔW = W − Ŵ, i.e. ‖X Wᵀ − X Ŵᵀ‖² / n plus the damping term.
+  double loss = 0;
+  int64_t dead_columns = 0;  // inputs that were always 0: weight set to 0, H[i,i] to 1
+  double damp = 0;           // damping actually used (raised when Cholesky failed)
+};
+
+// Quantizes W[n, k] (row-major) with error feedback through h [k, k] (full symmetric, e.g.
+// HessianAccumulator::matrix()); codes and parameters are in original column order. Group
+// schemes whose G does not divide k fall back to per-channel (QuantizedTensor::fallback).
+// Errors: shape mismatch, non-finite W or H, bad options, H not positive definite even with
+// damping raised to 100% of mean(diag H).
+Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
+                             std::span<const double> h, const QuantScheme& scheme,
+                             const GptqOptions& opt = {}, GptqStats* stats = nullptr);
+
+// As above with the accumulated Hessian; an Error if it has seen no samples.
+Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
+                             const HessianAccumulator& h, const QuantScheme& scheme,
+                             const GptqOptions& opt = {}, GptqStats* stats = nullptr);
+
+}  // namespace qf::methods
