@@ -101,6 +101,28 @@ TEST(ModelForward, IncrementalDecodeEqualsFullPass) {
   }
 }
 
+TEST(ModelForward, BatchedStepEqualsSeparateSequences) {
+  const Model& m = Bundled();
+  const int64_t V = m.config().vocab_size;
+  const std::vector<std::vector<int32_t>> seqs = {{1, 355, 2225, 4761}, {1, 528, 7842, 7876}, {1, 6750, 704, 261}};
+  std::vector<KVCache> caches;
+  for (size_t b = 0; b < seqs.size(); ++b) caches.push_back(m.NewCache(4));
+  std::vector<float> batched(seqs.size() * size_t(V));
+  for (size_t p = 0; p < 4; ++p) {
+    std::vector<int32_t> step;
+    for (const auto& s : seqs) step.push_back(s[p]);
+    ASSERT_TRUE(m.ForwardBatchStep(step, caches, batched.data()).ok());
+  }
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    std::vector<float> single(static_cast<size_t>(V));
+    KVCache c = m.NewCache(4);
+    ASSERT_TRUE(m.Forward(seqs[b], c, single.data(), false).ok());
+    double worst = 0;
+    for (int64_t j = 0; j < V; ++j) worst = std::max(worst, double(std::abs(single[size_t(j)] - batched[b * size_t(V) + size_t(j)])));
+    EXPECT_LT(worst, 1e-4) << "sequence " << b;
+  }
+}
+
 TEST(ModelForward, RejectsOverflowAndBadTokens) {
   const Model& m = Bundled();
   std::vector<float> logits(size_t(m.config().vocab_size));

@@ -91,7 +91,8 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
       {"--scheme int5", "--scheme"},
       {"--scheme fp8 --group 64", "--group applies to integer schemes only"},
       {"--scheme int4 --group 48", "--group"},
-      {"--method gptq", "not implemented yet"},
+      {"--method awq", "not implemented yet"},
+      {"--act-order", "apply to --method gptq"},
       {"--ignore 're:(('", "bad regular expression"},
   };
   for (const Case& c : cases) {

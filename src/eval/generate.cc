@@ -10,6 +10,20 @@ namespace qf::eval {
 
 int32_t Sampler::Sample(const float* logits, int64_t vocab) {
   if (opt_.temperature <= 0.0f) return int32_t(std::max_element(logits, logits + vocab) - logits);
+  if ((opt_.top_k <= 0 || opt_.top_k >= vocab) && opt_.top_p >= 1.0f) {
+    // Plain temperature sampling: inverse CDF in id order, no sort needed.
+    const double mx = *std::max_element(logits, logits + vocab);
+    std::vector<double> p(static_cast<size_t>(vocab));
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) sum += p[size_t(i)] = std::exp((double(logits[i]) - mx) / opt_.temperature);
+    const double u = double(rng_() >> 11) * 0x1.0p-53 * sum;
+    double cum = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      cum += p[size_t(i)];
+      if (u < cum) return int32_t(i);
+    }
+    return int32_t(vocab - 1);
+  }
   std::vector<int32_t> idx(static_cast<size_t>(vocab));
   std::iota(idx.begin(), idx.end(), 0);
   // Order by logit, ties by id, so the candidate list is the same everywhere.

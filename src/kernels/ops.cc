@@ -19,6 +19,9 @@ namespace qf::kernels {
 namespace {
 int g_threads = 1;
 
+// Up to this many rows, Y = X·Wᵀ runs as one sgemv per row (W streamed once per row).
+constexpr int64_t kGemvRows = 2;
+
 // Queries per attention tile: small enough to skip most of the masked upper triangle.
 constexpr int64_t kAttnQueryTile = 64;
 }  // namespace
@@ -31,10 +34,21 @@ void SetThreads(int threads) {
 
 int Threads() { return g_threads; }
 
+void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
+            int64_t ldy) {
+  if (m <= kGemvRows) {  // decode: sgemm would repack all of W for each call
+    for (int64_t i = 0; i < m; ++i)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(k), 1.0f, w, int(k), x + i * k, 1, 0.0f,
+                  y + i * ldy, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), w,
+              int(k), 0.0f, y, int(ldy));
+}
+
 void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
               int64_t k) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), w,
-              int(k), 0.0f, y, int(n));
+  GemmNT(x, w, y, m, n, k, n);
   if (bias) {
 #pragma omp parallel for if (m * n > 65536)
     for (int64_t i = 0; i < m; ++i)

@@ -12,6 +12,8 @@ namespace qf::kernels {
 // Y[M,N] = X[M,K] · W[N,K]ᵀ (+ bias[N] when non-null). Parallel BLAS sgemm.
 void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
               int64_t k);
+// Y[M,N] (row stride ldy) = X[M,K] · W[N,K]ᵀ without bias: sgemv per row for M <= 2, else sgemm.
+void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, int64_t ldy);
 void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m,
                  int64_t n, int64_t k);
 

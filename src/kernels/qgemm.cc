@@ -63,8 +63,7 @@ void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
       DequantizeRows(w, r0, r1, buf.data());
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(r1 - r0), int(K), 1.0f, x,
-                  int(K), buf.data(), int(K), 0.0f, y + r0, int(N));
+      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
       if (bias)
         for (int64_t i = 0; i < m; ++i)
           for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];

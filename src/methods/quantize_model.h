@@ -12,13 +12,17 @@
 
 #include "core/result.h"
 #include "formats/scheme.h"
+#include "methods/calibration.h"
 
 namespace qf::methods {
 
 struct QuantizeOptions {
   QuantScheme scheme;
-  std::string method = "rtn";            // rtn (gptq, awq, smoothquant: later)
-  bool clip = false;                     // MSE clipping search per parameter set (RTN)
+  std::string method = "rtn";            // rtn | gptq (awq, smoothquant: later)
+  bool clip = false;                     // MSE clipping search per parameter set
+  bool act_order = false;                // GPTQ: columns by descending diag(H)
+  double damp = 0.01;                    // GPTQ: dampening, fraction of mean(diag H)
+  CalibrationOptions calib;              // GPTQ: calibration windows
   std::vector<std::string> ignore;       // module names, or "re:REGEX"; lm_head always kept
   uint64_t seed = 0;
 };
@@ -30,6 +34,7 @@ struct LinearReport {
   int64_t n = 0, k = 0;
   double rel_mse = 0;        // Σ(w − ŵ)² / Σw²
   double snr_db = 0;         // −10·log10(rel_mse)
+  double gptq_loss = 0;      // GPTQ objective (0 for RTN)
 };
 
 struct QuantizeReport {
@@ -39,6 +44,10 @@ struct QuantizeReport {
   int64_t total_params = 0;
   double bits_per_weight = 0;     // of quantized linears, scales and zeros included
   uint64_t output_bytes = 0;
+  int64_t calib_samples = 0, calib_tokens = 0;
+  bool calib_from_model = false;  // no --calib: windows sampled from the model itself
+  // Time breakdown: calibration data, forward passes over it, Hessians, solving/rounding, write.
+  double seconds_calib_data = 0, seconds_forward = 0, seconds_statistics = 0;
   double seconds_quantize = 0, seconds_write = 0;
   int64_t peak_rss_bytes = 0;
 };

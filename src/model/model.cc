@@ -294,4 +294,54 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
   return Status::Ok();
 }
 
+Status Model::ForwardBatchStep(std::span<const int32_t> tokens, std::vector<KVCache>& caches,
+                               float* logits) const {
+  const ModelConfig& c = config_;
+  const int64_t B = int64_t(tokens.size());
+  if (B == 0 || int64_t(caches.size()) != B) return Err("forward: {} tokens for {} caches", B, caches.size());
+  const int64_t pos = caches[0].len;
+  for (const KVCache& kv : caches)
+    if (kv.len != pos || pos + 1 > kv.capacity) return Err("forward: batched caches out of step or full");
+  for (int32_t t : tokens)
+    if (t < 0 || t >= c.vocab_size) return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
+  const int64_t H = c.hidden, F = c.intermediate, D = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
+  std::vector<float> x(static_cast<size_t>(B * H)), h(static_cast<size_t>(B * H));
+  std::vector<float> q(static_cast<size_t>(B * qd)), att(static_cast<size_t>(B * qd));
+  std::vector<float> k(static_cast<size_t>(B * kvd)), v(static_cast<size_t>(B * kvd));
+  std::vector<float> g(static_cast<size_t>(B * F)), u(static_cast<size_t>(B * F));
+  for (int64_t b = 0; b < B; ++b)
+    std::copy_n(embed_.data() + int64_t(tokens[size_t(b)]) * H, H, x.data() + b * H);
+  const float eps = float(c.rms_eps);
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const Layer& L = layers_[li];
+    AttnNorm(c, L, x.data(), h.data(), B);
+    L.q.Apply(h.data(), q.data(), B);
+    L.k.Apply(h.data(), k.data(), B);
+    L.v.Apply(h.data(), v.data(), B);
+    if (!L.q_norm.empty()) {
+      kernels::RmsNorm(q.data(), L.q_norm.data(), q.data(), B * c.heads, D, eps);
+      kernels::RmsNorm(k.data(), L.k_norm.data(), k.data(), B * c.kv_heads, D, eps);
+    }
+#pragma omp parallel for if (B > 1)
+    for (int64_t b = 0; b < B; ++b) {
+      KVCache& kv = caches[size_t(b)];
+      float* kc = kv.k[li].data() + pos * kvd;
+      std::copy_n(k.data() + b * kvd, kvd, kc);
+      std::copy_n(v.data() + b * kvd, kvd, kv.v[li].data() + pos * kvd);
+      kernels::Rope(q.data() + b * qd, 1, c.heads, D, pos, kv.cos.data(), kv.sin.data());
+      kernels::Rope(kc, 1, c.kv_heads, D, pos, kv.cos.data(), kv.sin.data());
+      kernels::Attention(q.data() + b * qd, kv.k[li].data(), kv.v[li].data(), att.data() + b * qd, 1,
+                         pos, c.heads, c.kv_heads, D, c.sliding_window);
+    }
+    AddProjection(L.o, att.data(), h.data(), x.data(), B);
+    FfnNorm(c, L, x.data(), h.data(), B);
+    SwiGlu(c, L, h.data(), g.data(), u.data(), B);
+    AddProjection(L.down, g.data(), h.data(), x.data(), B);
+  }
+  for (KVCache& kv : caches) kv.len = pos + 1;
+  kernels::RmsNorm(x.data(), final_norm_.data(), h.data(), B, H, eps);
+  lm_head_.Apply(h.data(), logits, B);
+  return Status::Ok();
+}
+
 }  // namespace qf::model

@@ -106,6 +106,12 @@ class Model {
   int64_t parameter_count() const { return params_; }
 
   KVCache NewCache(int64_t capacity) const;
+  // One decoding step for B independent sequences of equal length (caches[b].len the same for
+  // all): token b is appended to caches[b]; logits [B, V]. The linears run as one [B, ·] GEMM,
+  // so the weights are streamed once for all sequences (batched sampling, calibration).
+  Status ForwardBatchStep(std::span<const int32_t> tokens, std::vector<KVCache>& caches,
+                          float* logits) const;
+
   const std::vector<Layer>& layers() const { return layers_; }
   const std::vector<float>& embedding() const { return embed_; }  // [V, H]
 

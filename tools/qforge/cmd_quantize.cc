@@ -14,7 +14,10 @@ namespace {
 struct QuantizeArgs {
   std::string model, out, scheme = "W4A16", method = "rtn";
   int group = 0;
-  bool clip = false;
+  bool clip = false, act_order = false;
+  double damp = 0.01;
+  std::string calib;
+  int64_t nsamples = 128, seqlen = 512;
   std::vector<std::string> ignore;
   uint64_t seed = 0;
   CommonOptions common;
@@ -45,6 +48,12 @@ int RunQuantize(const QuantizeArgs& a) {
   opt.scheme = *scheme;
   opt.method = a.method;
   opt.clip = a.clip;
+  opt.act_order = a.act_order;
+  opt.damp = a.damp;
+  opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
+  if (a.method == "gptq" && a.calib.empty())
+    std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
+                 (long long)a.nsamples);
   opt.ignore = a.ignore;
   opt.seed = a.seed;
   std::unique_ptr<ProgressBar> pb;
@@ -80,6 +89,12 @@ int RunQuantize(const QuantizeArgs& a) {
                {"total_params", r->total_params},
                {"bits_per_weight", r->bits_per_weight},
                {"output_bytes", r->output_bytes},
+               {"calib_samples", r->calib_samples},
+               {"calib_tokens", r->calib_tokens},
+               {"calib_from_model", r->calib_from_model},
+               {"seconds_calib_data", r->seconds_calib_data},
+               {"seconds_forward", r->seconds_forward},
+               {"seconds_statistics", r->seconds_statistics},
                {"seconds_quantize", r->seconds_quantize},
                {"seconds_write", r->seconds_write},
                {"peak_rss_bytes", r->peak_rss_bytes}});
@@ -90,7 +105,12 @@ int RunQuantize(const QuantizeArgs& a) {
     std::printf("%-44s %-18s %10.3e %8.2f\n", l.module.c_str(), l.scheme.c_str(), l.rel_mse, l.snr_db);
   std::printf("quantized %lld of %lld parameters at %.3f bits/weight (scales and zeros included)\n",
               (long long)r->quantized_params, (long long)r->total_params, r->bits_per_weight);
-  std::printf("wrote %s: %.2f MiB; quantize %.2f s, write %.2f s; peak RSS %.1f MiB\n",
+  if (r->calib_samples)
+    std::printf("calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s\n",
+                (long long)r->calib_samples, (long long)r->calib_tokens,
+                r->calib_from_model ? " sampled from the model" : "", r->seconds_calib_data,
+                r->seconds_forward, r->seconds_statistics);
+  std::printf("wrote %s: %.2f MiB; solve/round %.2f s, write %.2f s; peak RSS %.1f MiB\n",
               a.out.c_str(), double(r->output_bytes) / (1 << 20), r->seconds_quantize,
               r->seconds_write, double(r->peak_rss_bytes) / (1 << 20));
   return 0;
@@ -104,9 +124,16 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_option("model", a->model, "model folder")->required();
   cmd->add_option("-o,--output", a->out, "output folder")->required();
   cmd->add_option("--scheme", a->scheme, SchemeHelp())->capture_default_str();
-  cmd->add_option("--method", a->method, "rtn")->capture_default_str();
+  cmd->add_option("--method", a->method, "rtn | gptq")->capture_default_str();
+  cmd->add_option("--calib", a->calib, "calibration text file (gptq); default: text sampled from the model");
+  cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--seqlen", a->seqlen, "tokens per calibration window (capped at the model's context)")
+      ->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  cmd->add_flag("--act-order", a->act_order, "gptq: quantize columns by descending Hessian diagonal");
+  cmd->add_option("--damp", a->damp, "gptq: dampening as a fraction of mean(diag H)")
+      ->capture_default_str()->check(CLI::Range(0.0, 10.0));
   cmd->add_option("--group", a->group, "group size along the input dimension (32, 64, 128)");
-  cmd->add_flag("--clip", a->clip, "MSE clipping search per scale (RTN)");
+  cmd->add_flag("--clip", a->clip, "MSE clipping search per scale");
   cmd->add_option("--ignore", a->ignore, "modules to keep unquantized (name or re:REGEX); lm_head always")
       ->expected(1, -1);
   cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")->capture_default_str();
