@@ -82,6 +82,54 @@ TEST(QuantizeCli, FallsBackPerTensorOnStories260k) {
   }
 }
 
+// GPTQ end to end on small calibration sets: deterministic bytes for a seed, lower KL
+// divergence than RTN on the same scheme, and the quantized model runs.
+TEST(QuantizeCli, GptqIsDeterministicAndBeatsRtn) {
+  const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
+  const fs::path a = qf::testing::TempDir() / "gptq_a", b = qf::testing::TempDir() / "gptq_b",
+                 r = qf::testing::TempDir() / "gptq_rtn";
+  const std::string common = " --scheme int3-g128-asym --method gptq --calib " + calib + " --nsamples 16 --seqlen 256 -q";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log), 0) << log;
+  const auto qa = Json(log);
+  EXPECT_EQ(qa["calib_samples"], 16);
+  EXPECT_EQ(qa["calib_tokens"], 16 * 256);
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0) << log;
+  EXPECT_TRUE(*ReadTextFile(a / "model.safetensors") == *ReadTextFile(b / "model.safetensors"))
+      << "GPTQ output differs between runs (2 threads vs 1)";
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + r.string() + " --scheme int3-g128-asym -q", &log), 0) << log;
+  auto kld = [&](const fs::path& p) {
+    std::string out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() + " --max-windows 16 --json -q", &out), 0) << out;
+    return Json(out)["kld_mean"].get<double>();
+  };
+  const double k_gptq = kld(a), k_rtn = kld(r);
+  std::printf("int3-g128-asym mean KLD over 16 windows: GPTQ %.5f, RTN %.5f\n", k_gptq, k_rtn);
+  EXPECT_LT(k_gptq, 0.85 * k_rtn);
+}
+
+TEST(QuantizeCli, GptqRunsOnStories260kWithModelSampledCalibration) {
+  const fs::path out = qf::testing::TempDir() / "stories_gptq";
+  const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme W4A16 --method gptq --nsamples 8 --seqlen 64 --act-order", &log), 0) << log;
+  EXPECT_NE(log.find("sampled from the model"), std::string::npos) << log;
+  const std::string text = (qf::testing::SharedDir() / "data/tinystories/validation_head.txt").string();
+  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text + " --max-windows 4 --ctx 256 --json", &log), 0) << log;
+  EXPECT_LT(Json(log)["ppl"].get<double>(), 50.0);
+}
+
+TEST(QuantizeCli, GptqCalibrationTextTooShort) {
+  const fs::path txt = qf::testing::TempDir() / "tiny_calib.txt";
+  std::ofstream(txt) << "Only a handful of words here.";
+  std::string log;
+  const fs::path out = qf::testing::TempDir() / "gptq_short";
+  EXPECT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() + " --method gptq --calib " + txt.string(), &log), 1);
+  EXPECT_NE(log.find("shorter than one window"), std::string::npos) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST(QuantizeCli, BadInputGivesOneLineErrors) {
   const std::string out = (qf::testing::TempDir() / "bad_out").string();
   struct Case {

@@ -246,7 +246,7 @@ Status RunGptq(const fs::path& src, const io::TensorStore& store, const model::M
         auto tf = Clock::now();
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
         for (int64_t i = 0; i < n; ++i)
-          in[size_t(i)] = stage(s0 + i, scratch[size_t(omp_get_thread_num())]);
+          in[size_t(i)] = stage(s0 + i, scratch[size_t(i)]);  // one buffer per window in flight
         rep.seconds_forward += Seconds(tf);
         tf = Clock::now();
         if (hess)
