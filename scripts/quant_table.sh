@@ -15,7 +15,7 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
 # scheme|method|extra flags|reference figure (same method; "ao" = theirs with act-order)
-ROWS=(${ROWS:-
+ROWS=(
   "int4-channel-asym|rtn||146.5077"
   "int4-channel-asym|gptq|--act-order|142.8197 ao"
   "int4-g128-asym|rtn||144.2149"
@@ -31,7 +31,7 @@ ROWS=(${ROWS:-
   "int8-channel-sym|rtn||140.8578"
   "fp8-e4m3-tensor|rtn||"
   "fp8-e4m3-channel|rtn||"
-})
+)
 
 echo "| scheme | method | bits/weight | file MiB | PPL | reference | $([ "${KLD:-0}" = 1 ] && echo 'mean KLD | top-1 |') quantize s | peak RSS MiB |"
 echo "|---|---|---|---|---|---|$([ "${KLD:-0}" = 1 ] && echo '---|---|')---|---|"
