@@ -15,9 +15,9 @@ namespace {
 namespace fs = std::filesystem;
 using qf::testing::RunCommand;
 
-std::string Q() { return qf::testing::QforgeBinary(); }
-std::string Bundled() { return qf::testing::BundledModel().string(); }
-std::string Wiki() { return (qf::testing::SharedDir() / "data/wikitext-2/wiki.test.raw").string(); }
+using qf::testing::Bundled;
+using qf::testing::Q;
+using qf::testing::Wiki;
 fs::path Stories() { return qf::testing::SharedDir() / "models/stories260k"; }
 
 // Copies stories260k (fp32, small) to a scratch folder the test may damage.

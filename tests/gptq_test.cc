@@ -430,10 +430,14 @@ TEST(Gptq, BeatsRtnOnCorrelatedInputs) {
   for (const char* spec : {"int4-g128-sym", "int3-channel-sym", "int2-g64-asym"}) {
     const Quality q = Measure(spec, 0.5f, kSeed + 10);
     const bool int2 = std::string_view(spec).starts_with("int2");
-    if (!int2) EXPECT_LT(q.off, 0.8 * q.rtn) << spec << " seed " << kSeed + 10;
+    if (!int2) {
+      EXPECT_LT(q.off, 0.8 * q.rtn) << spec << " seed " << kSeed + 10;
+    }
     EXPECT_LT(q.off_static, 0.8 * q.rtn) << spec << " seed " << kSeed + 10;
     EXPECT_LT(q.desc, 0.8 * q.rtn) << spec << " seed " << kSeed + 10;
-    if (!int2) EXPECT_LT(q.gar, 0.8 * q.rtn) << spec << " seed " << kSeed + 10;
+    if (!int2) {
+      EXPECT_LT(q.gar, 0.8 * q.rtn) << spec << " seed " << kSeed + 10;
+    }
   }
 }
 

@@ -14,4 +14,9 @@ std::string QforgeBinary();           // build/qforge of this build
 // Runs a shell command; returns its exit status and fills `output` with stdout+stderr.
 int RunCommand(const std::string& cmd, std::string* output);
 
+// Shorthands for CLI tests: the binary, the bundled model, the WikiText-2 test file as strings.
+inline std::string Q() { return QforgeBinary(); }
+inline std::string Bundled() { return BundledModel().string(); }
+inline std::string Wiki() { return (SharedDir() / "data/wikitext-2/wiki.test.raw").string(); }
+
 }  // namespace qf::testing
