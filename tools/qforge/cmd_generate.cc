@@ -52,6 +52,7 @@ int RunGenerate(const GenerateArgs& a) {
                {"threads", threads}});
   } else {
     std::printf("\n");
+    std::fflush(stdout);  // the text ends before the stats line, even when both are piped
     std::fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s; generation: %lld tokens, %.1f tokens/s (%d threads)\n",
                  (long long)st->prompt_tokens, pps, (long long)st->generated_tokens, gps, threads);
   }
