@@ -1,4 +1,5 @@
-// Loading Hugging Face checkpoints into fp32 and the shared decoder forward pass.
+// Loading Hugging Face checkpoints (fp32, or quantized linears of a compressed-tensors folder)
+// and the decoder forward pass, as layer stages that calibration drivers reuse.
 // Contract: Load() never trusts the file: names, shapes and finiteness are checked per tensor.
 #include "model/model.h"
 
@@ -65,11 +66,6 @@ Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std
 
 namespace {
 
-Result<std::vector<float>> ReadF32(const io::TensorStore& store, const std::string& name,
-                                   const std::vector<int64_t>& shape) {
-  return ReadTensorF32(store, name, shape);
-}
-
 // A linear's weight: quantized when the checkpoint's quantization_config covers it (kept as
 // codes + parameters), else fp32.
 Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTensorsConfig* qcfg,
@@ -85,10 +81,10 @@ Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTens
     if (q) lin.quant = std::make_shared<const QuantizedTensor>(std::move(*q));
   }
   if (!lin.quant) {
-    QF_ASSIGN(lin.weight, ReadF32(store, weight, {n, k}));
+    QF_ASSIGN(lin.weight, ReadTensorF32(store, weight, {n, k}));
   }
   if (bias_pattern) {
-    QF_ASSIGN(lin.bias, ReadF32(store, LayerTensorName(bias_pattern, layer), {n}));
+    QF_ASSIGN(lin.bias, ReadTensorF32(store, LayerTensorName(bias_pattern, layer), {n}));
   }
   return lin;
 }
@@ -128,16 +124,16 @@ Result<Layer> ReadLayer(const io::TensorStore& store, const ModelConfig& c, int6
   const char* kb = c.qkv_bias ? nm.k_bias : nullptr;
   const char* vb = c.qkv_bias ? nm.v_bias : nullptr;
   Layer L;
-  QF_ASSIGN(L.attn_norm, ReadF32(store, LayerTensorName(nm.attn_norm, l), {c.hidden}));
+  QF_ASSIGN(L.attn_norm, ReadTensorF32(store, LayerTensorName(nm.attn_norm, l), {c.hidden}));
   QF_ASSIGN(L.q, ReadLinear(store, qc, nm.q, qb, l, c.q_dim(), c.hidden));
   QF_ASSIGN(L.k, ReadLinear(store, qc, nm.k, kb, l, c.kv_dim(), c.hidden));
   QF_ASSIGN(L.v, ReadLinear(store, qc, nm.v, vb, l, c.kv_dim(), c.hidden));
   QF_ASSIGN(L.o, ReadLinear(store, qc, nm.o, nullptr, l, c.hidden, c.q_dim()));
   if (c.family->qk_norm) {
-    QF_ASSIGN(L.q_norm, ReadF32(store, LayerTensorName(nm.q_norm, l), {c.head_dim}));
-    QF_ASSIGN(L.k_norm, ReadF32(store, LayerTensorName(nm.k_norm, l), {c.head_dim}));
+    QF_ASSIGN(L.q_norm, ReadTensorF32(store, LayerTensorName(nm.q_norm, l), {c.head_dim}));
+    QF_ASSIGN(L.k_norm, ReadTensorF32(store, LayerTensorName(nm.k_norm, l), {c.head_dim}));
   }
-  QF_ASSIGN(L.ffn_norm, ReadF32(store, LayerTensorName(nm.ffn_norm, l), {c.hidden}));
+  QF_ASSIGN(L.ffn_norm, ReadTensorF32(store, LayerTensorName(nm.ffn_norm, l), {c.hidden}));
   QF_ASSIGN(L.gate, ReadLinear(store, qc, nm.gate, nullptr, l, c.intermediate, c.hidden));
   QF_ASSIGN(L.up, ReadLinear(store, qc, nm.up, nullptr, l, c.intermediate, c.hidden));
   QF_ASSIGN(L.down, ReadLinear(store, qc, nm.down, nullptr, l, c.hidden, c.intermediate));
@@ -153,14 +149,14 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
   const TensorNames& nm = *c.family->names;
   m.file_bytes_ = store.total_bytes();
 
-  QF_ASSIGN(m.embed_, ReadF32(store, nm.embed, {c.vocab_size, c.hidden}));
-  QF_ASSIGN(m.final_norm_, ReadF32(store, nm.final_norm, {c.hidden}));
+  QF_ASSIGN(m.embed_, ReadTensorF32(store, nm.embed, {c.vocab_size, c.hidden}));
+  QF_ASSIGN(m.final_norm_, ReadTensorF32(store, nm.final_norm, {c.hidden}));
   m.lm_head_.n = c.vocab_size;
   m.lm_head_.k = c.hidden;
   if (c.tie_embeddings && !store.Find(nm.lm_head)) {
     m.lm_head_.weight = m.embed_;
   } else {
-    QF_ASSIGN(m.lm_head_.weight, ReadF32(store, nm.lm_head, {c.vocab_size, c.hidden}));
+    QF_ASSIGN(m.lm_head_.weight, ReadTensorF32(store, nm.lm_head, {c.vocab_size, c.hidden}));
   }
   QF_ASSIGN(std::optional<io::CompressedTensorsConfig> qcfg, io::LoadQuantizationConfig(dir));
   const io::CompressedTensorsConfig* qc = qcfg ? &*qcfg : nullptr;
