@@ -57,6 +57,10 @@ TEST(QuantizeCli, OutputIsDeterministicAndRunsEveryCommand) {
 
   ASSERT_EQ(RunCommand(Q() + " info " + a.string() + " --json", &log), 0) << log;
   EXPECT_NE(log.find("weight_packed"), std::string::npos);
+  const auto info = Json(log);
+  EXPECT_EQ(info["parameters"], 27269632);  // logical [N, K] of quantized linears, not storage
+  EXPECT_EQ(info["quantization"]["format"], "pack-quantized");
+  EXPECT_EQ(info["quantization"]["groups"][0]["weights"]["num_bits"], 4);
   ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " + Wiki() + " --max-windows 2 --json", &log), 0) << log;
   const auto k = Json(log);
   EXPECT_GT(k["kld_mean"].get<double>(), 0.0);

@@ -1,7 +1,10 @@
 // `qforge info MODEL`: architecture, dimensions, tensors (dtype, shape), parameters, bytes.
 #include <cstdio>
+#include <cstring>
+#include <string_view>
 
 #include "common.h"
+#include "io/compressed_tensors.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 
@@ -27,8 +30,33 @@ int RunInfo(const InfoArgs& a) {
   auto store = io::TensorStore::Open(a.model);
   if (!store.ok()) return Fail(store.error());
   const model::ModelConfig& c = *cfg;
+  auto qcfg = io::LoadQuantizationConfig(a.model);
+  if (!qcfg.ok()) return Fail(qcfg.error());
+  // Model parameters, counting a quantized linear by its logical [N, K] (weight_shape), not by
+  // its packed storage; scales, zero points and input scales are metadata, not parameters.
   int64_t params = 0;
-  for (const auto& t : store->tensors()) params += t.numel();
+  auto ends_with = [](const std::string& s, std::string_view suf) {
+    return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  for (const auto& t : store->tensors()) {
+    if (ends_with(t.name, ".weight_shape") && t.numel() == 2 &&
+        (t.dtype == DType::kI64 || t.dtype == DType::kI32)) {
+      int64_t dims[2];
+      for (int i = 0; i < 2; ++i) {
+        if (t.dtype == DType::kI64) {
+          std::memcpy(&dims[i], t.data.data() + 8 * i, 8);
+        } else {
+          int32_t v;
+          std::memcpy(&v, t.data.data() + 4 * i, 4);
+          dims[i] = v;
+        }
+      }
+      params += dims[0] * dims[1];
+    } else if (!ends_with(t.name, ".weight_packed") && !ends_with(t.name, ".weight_scale") &&
+               !ends_with(t.name, ".weight_zero_point") && !ends_with(t.name, ".input_scale")) {
+      params += t.numel();
+    }
+  }
 
   nlohmann::json j;
   j["path"] = a.model;
@@ -53,6 +81,29 @@ int RunInfo(const InfoArgs& a) {
     tensors.push_back({{"name", t.name}, {"dtype", std::string(Name(t.dtype))}, {"shape", t.shape},
                        {"bytes", t.data.size()}});
   j["tensors"] = tensors;
+  std::string quant = "none";
+  if (*qcfg) {
+    const io::CompressedTensorsConfig& q = **qcfg;
+    quant = "compressed-tensors " + q.format;
+    nlohmann::json groups = nlohmann::json::array();
+    for (const auto& g : q.groups) {
+      nlohmann::json gj = {{"name", g.name}, {"targets", g.targets}, {"format", g.format}};
+      if (g.weights) gj["weights"] = g.weights->ToJson();
+      if (g.input_activations) gj["input_activations"] = g.input_activations->ToJson();
+      groups.push_back(gj);
+      if (g.weights)
+        quant += fmt::format("; {}: {}{} {}{}{}", g.name, g.weights->type, g.weights->num_bits,
+                             g.weights->strategy,
+                             g.weights->group_size && *g.weights->group_size > 0
+                                 ? fmt::format(" g{}", *g.weights->group_size)
+                                 : "",
+                             g.weights->symmetric ? " sym" : " asym");
+    }
+    j["quantization"] = {{"format", q.format}, {"groups", groups}, {"ignore", q.ignore},
+                         {"qforge", q.qforge}};
+  } else {
+    j["quantization"] = nullptr;
+  }
   if (a.common.json) {
     PrintJson(j);
     return 0;
@@ -68,6 +119,7 @@ int RunInfo(const InfoArgs& a) {
   std::printf("rope:         theta %g%s; rms_norm_eps %g; tied embeddings %s\n", c.rope_theta,
               c.rope_scaling.type == model::RopeScaling::Type::kNone ? "" : " (scaled)", c.rms_eps,
               c.tie_embeddings ? "yes" : "no");
+  std::printf("quantization: %s\n", quant.c_str());
   std::printf("tensors:      %zu in %zu file(s)\n", store->tensors().size(), store->files().size());
   for (const auto& t : store->tensors())
     std::printf("  %-52s %-8s %s\n", t.name.c_str(), std::string(Name(t.dtype)).c_str(),
