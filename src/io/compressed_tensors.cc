@@ -82,10 +82,6 @@ constexpr const char* kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json",
     "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja"};
 // clang-format on
 
-std::string ShapeText(const std::vector<int64_t>& s) {
-  return fmt::format("[{}]", fmt::join(s, ", "));
-}
-
 // ---- bit packing: dense layout (CT >= 0.18); pack.h where it is the same -----------------------
 
 int64_t DenseWords(int64_t count, int bits) { return (count * bits + 31) / 32; }
@@ -398,8 +394,8 @@ Result<const TensorInfo*> Need(const TensorStore& store, const std::string& name
                fmt::join(names, " or "));
   }
   if (t->shape != shape) {
-    return Err("{}: tensor '{}' has shape {}, expected {}", t->file, name, ShapeText(t->shape),
-               ShapeText(shape));
+    return Err("{}: tensor '{}' has shape {}, expected {}", t->file, name, ShapeString(t->shape),
+               ShapeString(shape));
   }
   return t;
 }
@@ -679,7 +675,7 @@ Result<std::optional<QuantizedTensor>> ReadQuantizedLinear(const TensorStore& st
               Need(store, module + ".weight_shape", {DType::kI32, DType::kI64}, {2}));
     if (Integers(*ws) != std::vector<int64_t>{n, k}) {
       return Err("{}: tensor '{}' holds {}, expected [{}, {}]", ws->file, ws->name,
-                 ShapeText(Integers(*ws)), n, k);
+                 ShapeString(Integers(*ws)), n, k);
     }
     QF_ASSIGN(const TensorInfo* t,
               Need(store, module + ".weight_packed", {DType::kI32}, {n, DenseWords(k, bits)}));

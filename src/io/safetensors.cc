@@ -418,4 +418,8 @@ uint64_t TensorStore::total_bytes() const {
   return n;
 }
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
 }  // namespace qf::io

@@ -28,6 +28,9 @@ struct TensorInfo {
   int64_t numel() const;
 };
 
+// "[d0, d1, ...]" for error messages and listings.
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 // Parsed header of one safetensors file (pure function of the bytes; fuzzed).
 struct SafetensorsHeader {
   std::vector<TensorInfo> tensors;              // in file order of data offsets

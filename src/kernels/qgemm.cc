@@ -8,7 +8,7 @@
 #include <array>
 #include <vector>
 
-#include "core/dtype.h"
+#include "formats/fp8.h"
 #include "kernels/ops.h"
 
 namespace qf::kernels {
@@ -17,23 +17,13 @@ namespace {
 // Output rows dequantized per tile: 64 rows × K floats stays in L2 for K up to ~8k.
 constexpr int64_t kRowTile = 64;
 
-const std::array<float, 256>& Fp8Table(QuantKind kind) {
-  static const auto make = [](bool e4m3) {
-    std::array<float, 256> t{};
-    for (int i = 0; i < 256; ++i) t[size_t(i)] = e4m3 ? F8E4M3ToF32(uint8_t(i)) : F8E5M2ToF32(uint8_t(i));
-    return t;
-  };
-  static const std::array<float, 256> e4m3 = make(true), e5m2 = make(false);
-  return kind == QuantKind::kFp8E4M3 ? e4m3 : e5m2;
-}
-
 }  // namespace
 
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out) {
   const int64_t K = w.cols, G = w.group_size(), groups = w.groups();
   const bool per_tensor = w.scheme.granularity == Granularity::kTensor;
   const bool has_zero = !w.zeros.empty();
-  const float* lut = w.scheme.is_int() ? nullptr : Fp8Table(w.scheme.kind).data();
+  const float* lut = w.scheme.is_int() ? nullptr : (w.scheme.kind == QuantKind::kFp8E4M3 ? F8E4M3Values() : F8E5M2Values()).data();
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* codes = w.codes.data() + r * K;
     float* o = out + (r - r0) * K;

@@ -25,23 +25,13 @@ void Linear::Apply(const float* x, float* y, int64_t m) const {
   }
 }
 
-namespace {
-
-std::string ShapeString(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-}  // namespace
-
 Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std::string& name,
                                          const std::vector<int64_t>& shape) {
   const io::TensorInfo* t = store.Find(name);
   if (!t) return Err("{}: missing tensor '{}'", store.files().front().string(), name);
   if (t->shape != shape)
-    return Err("{}: tensor '{}' has shape {}, expected {}", t->file, name, ShapeString(t->shape),
-               ShapeString(shape));
+    return Err("{}: tensor '{}' has shape {}, expected {}", t->file, name, io::ShapeString(t->shape),
+               io::ShapeString(shape));
   if (!Info(t->dtype).is_float)
     return Err("{}: tensor '{}' has dtype {}, expected a float type", t->file, name,
                Name(t->dtype));
@@ -261,8 +251,8 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
   for (int32_t t : tokens)
     if (t < 0 || t >= c.vocab_size) return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
 
-  const int64_t H = c.hidden, F = c.intermediate, D = c.head_dim;
-  const int64_t qd = c.q_dim(), kvd = c.kv_dim(), pos0 = cache.len;
+  const int64_t H = c.hidden, F = c.intermediate;
+  const int64_t qd = c.q_dim(), pos0 = cache.len;
   auto grow = [](std::vector<float>& v, int64_t n) -> std::vector<float>& {
     if (int64_t(v.size()) < n) v.resize(size_t(n));
     return v;

@@ -16,12 +16,6 @@ struct InfoArgs {
   CommonOptions common;
 };
 
-std::string ShapeStr(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 int RunInfo(const InfoArgs& a) {
   if (!std::filesystem::is_directory(a.model))
     return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
@@ -123,7 +117,7 @@ int RunInfo(const InfoArgs& a) {
   std::printf("tensors:      %zu in %zu file(s)\n", store->tensors().size(), store->files().size());
   for (const auto& t : store->tensors())
     std::printf("  %-52s %-8s %s\n", t.name.c_str(), std::string(Name(t.dtype)).c_str(),
-                ShapeStr(t.shape).c_str());
+                io::ShapeString(t.shape).c_str());
   std::printf("parameters:   %lld (%.2fM)\n", (long long)params, double(params) / 1e6);
   std::printf("bytes:        %llu (%.2f MiB)\n", (unsigned long long)store->total_bytes(),
               double(store->total_bytes()) / (1 << 20));
