@@ -66,6 +66,8 @@ TEST(SchemeTable, PresetsAndShortSpecs) {
       {"FP8", "fp8-e4m3-tensor"},
       {"FP8-dynamic", "fp8-e4m3-channel"},
       {"FP8_DYNAMIC", "fp8-e4m3-channel"},
+      {"W8A8", "int8-channel-sym"},
+      {"w8a8_static", "int8-channel-sym"},
       {"int4", "int4-g128-sym"},
       {"int4-asym", "int4-g128-asym"},
       {"int4-asym-g64", "int4-g64-asym"},
@@ -83,6 +85,16 @@ TEST(SchemeTable, PresetsAndShortSpecs) {
     EXPECT_EQ(s->name, want) << spec;
   }
   for (const SchemePreset& p : SchemePresets()) EXPECT_TRUE(ParseScheme(p.name).ok()) << p.name;
+  // Activation rows of the presets (parsed by PresetActivations, tests/activation_test.cc).
+  const std::pair<std::string_view, std::string_view> acts[] = {
+      {"W4A16", ""}, {"W8A16", ""}, {"W8A8", "int8-token"}, {"W8A8-static", "int8-tensor"},
+      {"FP8", "fp8-e4m3-tensor"}, {"FP8-dynamic", "fp8-e4m3-token"}};
+  for (const auto& [name, act] : acts) {
+    const SchemePreset* p = FindPreset(name);
+    ASSERT_NE(p, nullptr) << name;
+    EXPECT_EQ(p->act, act) << name;
+  }
+  EXPECT_EQ(FindPreset("int8-channel"), nullptr);
 }
 
 TEST(SchemeTable, BadSpecsAreErrors) {

@@ -57,15 +57,29 @@ constexpr QuantScheme kSchemes[] = {
     {"fp8-e5m2-channel", QuantKind::kFp8E5M2, 8, true, Granularity::kChannel, 0},
 };
 
+// Weight rows and activation rows of llm-compressor's preset_name_to_scheme (compressed-tensors
+// quantization/quant_scheme.py): W8A8 = int8 channel weights + dynamic per-token int8
+// activations; FP8 = per-tensor weights + static per-tensor activations; FP8_DYNAMIC = channel
+// weights + dynamic per-token activations. "W8A8-static" is SmoothQuant's O3 (per-tensor static).
 constexpr SchemePreset kPresets[] = {
-    {"W4A16", "int4-g128-sym", "int4 weights, groups of 128, symmetric; 16-bit activations"},
-    {"W4A16-asym", "int4-g128-asym", "int4 weights, groups of 128, with zero points"},
-    {"W3A16", "int3-g128-sym", "int3 weights, groups of 128, symmetric"},
-    {"W2A16", "int2-g64-sym", "int2 weights, groups of 64, symmetric"},
-    {"W8A16", "int8-channel-sym", "int8 weights, one scale per output row"},
-    {"FP8", "fp8-e4m3-tensor", "fp8 e4m3 weights, one scale per tensor"},
+    {"W4A16", "int4-g128-sym", "int4 weights, groups of 128, symmetric; 16-bit activations", ""},
+    {"W4A16-asym", "int4-g128-asym", "int4 weights, groups of 128, with zero points", ""},
+    {"W3A16", "int3-g128-sym", "int3 weights, groups of 128, symmetric", ""},
+    {"W2A16", "int2-g64-sym", "int2 weights, groups of 64, symmetric", ""},
+    {"W8A16", "int8-channel-sym", "int8 weights, one scale per output row", ""},
+    {"W8A8", "int8-channel-sym",
+     "int8 weights, one scale per output row; int8 activations, one scale per token at run time",
+     "int8-token"},
+    {"W8A8-static", "int8-channel-sym",
+     "int8 weights, one scale per output row; int8 activations, one calibrated scale per tensor",
+     "int8-tensor"},
+    {"FP8", "fp8-e4m3-tensor",
+     "fp8 e4m3 weights and activations, one scale per tensor (activation scale calibrated)",
+     "fp8-e4m3-tensor"},
     {"FP8-dynamic", "fp8-e4m3-channel",
-     "fp8 e4m3 weights, one scale per output row (activations per token at run time)"},
+     "fp8 e4m3 weights, one scale per output row; fp8 activations, one scale per token at run "
+     "time",
+     "fp8-e4m3-token"},
 };
 
 constexpr std::array<int, 4> kIntBits = {2, 3, 4, 8};
@@ -115,6 +129,14 @@ std::span<const QuantScheme> SchemeTable() { return kSchemes; }
 
 std::span<const SchemePreset> SchemePresets() { return kPresets; }
 
+const SchemePreset* FindPreset(std::string_view spec) {
+  const std::string norm = Normalized(spec);
+  for (const SchemePreset& p : kPresets) {
+    if (Normalized(p.name) == norm) return &p;
+  }
+  return nullptr;
+}
+
 Result<QuantScheme> FindScheme(QuantKind kind, int bits, bool symmetric, Granularity granularity,
                                int group_size) {
   if (kind == QuantKind::kInt && !Contains(kIntBits, bits)) {
@@ -141,10 +163,8 @@ Result<QuantScheme> FindScheme(QuantKind kind, int bits, bool symmetric, Granula
 }
 
 Result<QuantScheme> ParseScheme(std::string_view spec) {
+  if (const SchemePreset* p = FindPreset(spec)) return ParseScheme(p->scheme);
   const std::string norm = Normalized(spec);
-  for (const SchemePreset& p : kPresets) {
-    if (Normalized(p.name) == norm) return ParseScheme(p.scheme);
-  }
   if (norm.empty()) return Err("empty quantization scheme");
   const std::vector<std::string_view> tokens = Split(norm, '-');
 

@@ -39,17 +39,23 @@ std::span<const QuantScheme> SchemeTable();
 Result<QuantScheme> FindScheme(QuantKind kind, int bits, bool symmetric, Granularity granularity,
                                int group_size);
 
-// Named presets users know from llm-compressor ("W4A16", "FP8-dynamic", ...).
+// Named presets users know from llm-compressor ("W4A16", "W8A8", "FP8-dynamic", ...).
 struct SchemePreset {
   std::string_view name;    // matched case-insensitively, '_' and '-' alike
-  std::string_view scheme;  // canonical row name
+  std::string_view scheme;  // canonical weight row name
   std::string_view what;    // one line for --help
+  // Canonical activation row name (formats/activation.h: "int8-token", "fp8-e4m3-tensor", ...);
+  // empty: activations stay 16-bit (A16). PresetActivations() (activation.h) parses it.
+  std::string_view act;
 };
 std::span<const SchemePreset> SchemePresets();
+// The preset named `spec` (same matching as ParseScheme), or nullptr for a plain spec.
+const SchemePreset* FindPreset(std::string_view spec);
 
-// Parses a preset name or a spec: "int<b>[-<tensor|channel|g<G>>][-<sym|asym>]" (defaults
-// g128, sym) or "fp8[-<e4m3|e5m2>][-<tensor|channel>]" (defaults e4m3, tensor). Tokens after
-// the first may come in any order. Case-insensitive.
+// Parses a preset name (giving its weight row) or a spec:
+// "int<b>[-<tensor|channel|g<G>>][-<sym|asym>]" (defaults g128, sym) or
+// "fp8[-<e4m3|e5m2>][-<tensor|channel>]" (defaults e4m3, tensor). Tokens after the first may
+// come in any order. Case-insensitive.
 Result<QuantScheme> ParseScheme(std::string_view spec);
 
 // Columns covered by one parameter set of a row of W[N, k]: G for groups, k otherwise.

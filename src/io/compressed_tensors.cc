@@ -583,6 +583,40 @@ Json CtQuantArgs::ToJson() const {
   return j;
 }
 
+CtQuantArgs CtArgsFromActScheme(const ActScheme& s) {
+  CtQuantArgs a;
+  a.num_bits = 8;
+  a.type = s.kind == QuantKind::kInt ? "int" : "float";
+  a.symmetric = true;
+  a.strategy = s.dynamic ? "token" : "tensor";
+  a.dynamic = s.dynamic;
+  if (!s.dynamic) a.observer = "minmax";  // quant_args.py: dynamic args have no observer
+  return a;
+}
+
+Result<ActScheme> ActSchemeFromCt(const CtQuantArgs& a) {
+  const std::string what = fmt::format("input_activations {}{} {}{}", a.type, a.num_bits,
+                                       a.strategy, a.dynamic ? " dynamic" : " static");
+  if (a.type != "int" && a.type != "float") return Err("{}: unknown type '{}'", what, a.type);
+  if (a.num_bits != 8) return Err("{}: only 8-bit activations are supported", what);
+  if (!a.symmetric) return Err("{}: asymmetric activations are not supported", what);
+  if (a.strategy != "token" && a.strategy != "tensor") {
+    return Err("{}: activation strategy '{}' is not supported (token or tensor)", what, a.strategy);
+  }
+  if (a.strategy == "token" && !a.dynamic) {
+    return Err("{}: per-token activation scales must be dynamic", what);
+  }
+  if (a.strategy == "tensor" && a.dynamic) {
+    return Err("{}: dynamic per-tensor activations are not supported (static per tensor, or "
+               "dynamic per token)",
+               what);
+  }
+  const std::string name = fmt::format("{}-{}", a.type == "int" ? "int8" : "fp8-e4m3", a.strategy);
+  Result<ActScheme> s = ParseActScheme(name);
+  if (!s.ok()) return s.error().Context(what);
+  return s;
+}
+
 bool CompressedTensorsConfig::Ignored(const std::string& module) const {
   return std::any_of(ignore.begin(), ignore.end(),
                      [&](const std::string& t) { return MatchesName(t, module); });

@@ -32,6 +32,7 @@
 
 #include "core/dtype.h"
 #include "core/result.h"
+#include "formats/activation.h"
 #include "formats/quantize.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
@@ -62,6 +63,16 @@ struct CtSchemeGroup {
   std::optional<CtQuantArgs> output_activations;
   std::string format;  // this group's format; the config's global format when the file has none
 };
+
+// input_activations args of an activation row, as llm-compressor's presets write them: 8 bits,
+// symmetric, type "int" (int8-*) or "float" (fp8-e4m3-*); per-token rows {strategy "token",
+// dynamic true, observer none}, per-tensor rows {strategy "tensor", dynamic false, observer
+// "minmax"} (static: one input_scale per linear).
+CtQuantArgs CtArgsFromActScheme(const ActScheme& s);
+// The activation row qforge runs for input_activations args; an Error naming the field for
+// anything else: other bit widths, asymmetric, dynamic per-tensor, static per-token, channel /
+// group / block / attn_head strategies.
+Result<ActScheme> ActSchemeFromCt(const CtQuantArgs& a);
 
 // The parsed quantization_config of a config.json.
 struct CompressedTensorsConfig {

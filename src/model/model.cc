@@ -1,5 +1,6 @@
-// Loading Hugging Face checkpoints (fp32, or quantized linears of a compressed-tensors folder)
-// and the decoder forward pass, as layer stages that calibration drivers reuse.
+// Loading Hugging Face checkpoints (fp32, or quantized linears of a compressed-tensors folder,
+// with their input_activations quantization) and the decoder forward pass, as layer stages that
+// calibration drivers reuse.
 // Contract: Load() never trusts the file: names, shapes and finiteness are checked per tensor.
 #include "model/model.h"
 
@@ -18,6 +19,14 @@ namespace qf::model {
 
 void Linear::Apply(const float* x, float* y, int64_t m) const {
   const float* b = bias.empty() ? nullptr : bias.data();
+  if (act.enabled()) {
+    // Per thread: Apply is const and runs concurrently (one window per thread in ppl/kld).
+    // Grown on demand, never shrunk: at most M·max(K) floats per thread.
+    thread_local std::vector<float> xq;
+    if (xq.size() < static_cast<size_t>(m * k)) xq.resize(static_cast<size_t>(m * k));
+    QuantizeActivations(act, x, xq.data(), m, k);
+    x = xq.data();
+  }
   if (quant) {
     kernels::MatMulDequantNT(x, *quant, b, y, m);
   } else {
@@ -56,6 +65,32 @@ Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std
 
 namespace {
 
+// The input quantization of linear `module`: its config group's input_activations (none when the
+// module is ignored or in no group), with <module>.input_scale for static rows.
+Result<ActQuant> ReadActQuant(const io::TensorStore& store, const io::CompressedTensorsConfig& qcfg,
+                              const std::string& module) {
+  ActQuant act;
+  const io::CtSchemeGroup* g = qcfg.FindGroup(module);
+  if (!g) return act;
+  const std::string where = fmt::format("{}: {} ({})", qcfg.source, module, g->name);
+  if (g->output_activations) {
+    return Err("{}: output_activations quantization is not supported", where);
+  }
+  if (!g->input_activations) return act;
+  Result<ActScheme> s = io::ActSchemeFromCt(*g->input_activations);
+  if (!s.ok()) return s.error().Context(where);
+  act.scheme = *s;
+  if (!s->dynamic) {
+    QF_ASSIGN(std::optional<float> scale, io::ReadInputScale(store, module));
+    if (!scale) {
+      return Err("{}: static {} activations need tensor '{}.input_scale', which is missing", where,
+                 s->name, module);
+    }
+    act.scale = *scale;
+  }
+  return act;
+}
+
 // A linear's weight: quantized when the checkpoint's quantization_config covers it (kept as
 // codes + parameters), else fp32.
 Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTensorsConfig* qcfg,
@@ -69,6 +104,7 @@ Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTens
     const std::string module = weight.substr(0, weight.size() - std::string(".weight").size());
     QF_ASSIGN(std::optional<QuantizedTensor> q, io::ReadQuantizedLinear(store, *qcfg, module, n, k));
     if (q) lin.quant = std::make_shared<const QuantizedTensor>(std::move(*q));
+    QF_ASSIGN(lin.act, ReadActQuant(store, *qcfg, module));
   }
   if (!lin.quant) {
     QF_ASSIGN(lin.weight, ReadTensorF32(store, weight, {n, k}));

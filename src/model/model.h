@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "formats/activation.h"
 #include "formats/quantize.h"
 #include "model/config.h"
 
@@ -23,13 +24,17 @@ struct CompressedTensorsConfig;
 namespace qf::model {
 
 // y = x · Wᵀ (+ b), with W either fp32 or quantized (dequantized tile by tile in the kernel).
+// With act enabled (W8A8, FP8: the checkpoint's input_activations), x is first replaced by
+// QuantizeActivations(x), the values an int8/fp8 GEMM on the codes would see.
 struct Linear {
   std::vector<float> weight;                     // [N, K] when not quantized, else empty
   std::shared_ptr<const QuantizedTensor> quant;  // codes [N, K] + scales/zeros, or null
   std::vector<float> bias;                       // [N] or empty
+  ActQuant act;                                  // input quantization; disabled by default
   int64_t n = 0, k = 0;
 
-  void Apply(const float* x, float* y, int64_t m) const;  // x[M,K] -> y[M,N]
+  // x[M,K] -> y[M,N]. Thread-safe (const; activation buffers are per thread).
+  void Apply(const float* x, float* y, int64_t m) const;
 };
 
 // Reads one tensor of a store as fp32, checking its shape and that every value is finite.

@@ -92,6 +92,10 @@ int RunInfo(const InfoArgs& a) {
                                  ? fmt::format(" g{}", *g.weights->group_size)
                                  : "",
                              g.weights->symmetric ? " sym" : " asym");
+      if (g.input_activations)
+        quant += fmt::format(", activations {}{} {} {}", g.input_activations->type,
+                             g.input_activations->num_bits, g.input_activations->strategy,
+                             g.input_activations->dynamic ? "dynamic" : "static");
     }
     j["quantization"] = {{"format", q.format}, {"groups", groups}, {"ignore", q.ignore},
                          {"qforge", q.qforge}};
