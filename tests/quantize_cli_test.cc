@@ -143,8 +143,15 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
       {"--scheme int5", "--scheme"},
       {"--scheme fp8 --group 64", "--group applies to integer schemes only"},
       {"--scheme int4 --group 48", "--group"},
-      {"--method awq", "not implemented yet"},
-      {"--act-order", "apply to --method gptq"},
+      {"--method foo", "--method foo: unknown"},
+      {"--act-order", "--act-order applies to GPTQ methods"},
+      {"--method awq --act-order", "--act-order applies to GPTQ methods"},
+      {"--alpha 0.7", "--alpha applies to --method smoothquant"},
+      {"--method smoothquant --alpha 1.5", "--alpha"},
+      {"--calib x.txt", "needs no calibration data"},
+      {"--scheme W8A8 --calib x.txt", "needs no calibration data"},
+      {"--act int7-token", "--act"},
+      {"--method awq --calib /nonexistent.txt", "/nonexistent.txt"},
       {"--ignore 're:(('", "bad regular expression"},
   };
   for (const Case& c : cases) {
@@ -159,6 +166,65 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
   std::string log;
   EXPECT_NE(RunCommand(Q() + " quantize /nonexistent -o " + out + " --scheme W4A16", &log), 0);
   EXPECT_NE(log.find("/nonexistent"), std::string::npos) << log;
+}
+
+// AWQ and SmoothQuant end to end on the bundled model (few windows): the output loads, AWQ's
+// folded norms are written, activations are quantized at run time, both are deterministic.
+TEST(QuantizeCli, AwqBeatsRtnAndIsDeterministic) {
+  const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
+  const fs::path a = qf::testing::TempDir() / "awq_a", b = qf::testing::TempDir() / "awq_b",
+                 r = qf::testing::TempDir() / "awq_rtn";
+  const std::string common = " --scheme int3-g128-asym --method awq --calib " + calib + " --nsamples 16 --seqlen 256 -q";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log), 0) << log;
+  const auto qa = Json(log);
+  ASSERT_EQ(qa["transforms"].size(), 3u * 6u);  // attn norm, ffn norm, up -> down per layer
+  for (const auto& t : qa["transforms"]) EXPECT_LE(t["loss"].get<double>(), t["loss_plain"].get<double>());
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0) << log;
+  EXPECT_TRUE(*ReadTextFile(a / "model.safetensors") == *ReadTextFile(b / "model.safetensors"))
+      << "AWQ output differs between runs (2 threads vs 1)";
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + r.string() + " --scheme int3-g128-asym -q", &log), 0) << log;
+  auto kld = [&](const fs::path& p) {
+    std::string out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() + " --max-windows 16 --json -q", &out), 0) << out;
+    return Json(out)["kld_mean"].get<double>();
+  };
+  const double k_awq = kld(a), k_rtn = kld(r);
+  std::printf("int3-g128-asym mean KLD over 16 windows: AWQ %.5f, RTN %.5f\n", k_awq, k_rtn);
+  EXPECT_LT(k_awq, 0.9 * k_rtn);
+}
+
+TEST(QuantizeCli, SmoothQuantW8A8RunsActivationQuantization) {
+  const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
+  const fs::path sq = qf::testing::TempDir() / "sq_w8a8", fp8 = qf::testing::TempDir() / "fp8_static";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + sq.string() + " --scheme W8A8 --method smoothquant --alpha 0.6 --calib " + calib + " --nsamples 8 --seqlen 128 --json -q", &log), 0) << log;
+  const auto q = Json(log);
+  EXPECT_EQ(q["activations"], "int8-token");
+  EXPECT_EQ(q["transforms"].size(), 3u * 6u);
+  for (const auto& l : q["linears"]) EXPECT_EQ(l["activations"], "int8-token");
+  const auto cfg = nlohmann::json::parse(*ReadTextFile(sq / "config.json"));
+  const auto& qc = cfg["quantization_config"];
+  EXPECT_EQ(qc["format"], "int-quantized");
+  EXPECT_EQ(qc["config_groups"]["group_0"]["input_activations"]["strategy"], "token");
+  EXPECT_EQ(qc["qforge"]["alpha"], 0.6);
+  // Static FP8: one calibrated input_scale per linear, written and used.
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + fp8.string() + " --scheme FP8 --calib " + calib + " --nsamples 8 --seqlen 128 --json -q", &log), 0) << log;
+  for (const auto& l : Json(log)["linears"]) {
+    EXPECT_EQ(l["activations"], "fp8-e4m3-tensor");
+    EXPECT_GT(l["input_scale"].get<double>(), 0.0);
+  }
+  auto kld = [&](const fs::path& p) {
+    std::string out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() + " --max-windows 4 --json -q", &out), 0) << out;
+    return Json(out)["kld_mean"].get<double>();
+  };
+  const double k_sq = kld(sq), k_fp8 = kld(fp8);
+  std::printf("mean KLD over 4 windows: W8A8 smoothquant %.5f, FP8 static %.5f\n", k_sq, k_fp8);
+  EXPECT_GT(k_sq, 0.0);  // activations really are quantized
+  EXPECT_LT(k_sq, 0.02);
+  EXPECT_GT(k_fp8, 0.0);
+  EXPECT_LT(k_fp8, 0.02);
 }
 
 }  // namespace

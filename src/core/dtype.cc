@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 
 namespace qf {
 namespace {
@@ -89,6 +90,42 @@ bool ConvertToF32(DType t, const std::byte* src, size_t n, float* dst) {
       return true;
     case DType::kF8E5M2:
       for (size_t i = 0; i < n; ++i) dst[i] = F8E5M2ToF32(uint8_t(src[i]));
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint16_t F16BitsRne(float x) {
+  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
+  const float a = std::fabs(x);
+  if (std::isnan(a)) return sign | 0x7e00;
+  if (a >= 65520.0f) return sign | 0x7c00;  // rounds to infinity
+  int e = int(BitsFromF32(a) >> 23) - 127;  // floor(log2 a); f32 subnormals clamp below
+  if (e < -14) e = -14;
+  // Exact: scaling by a power of two; nearbyint rounds half to even in the default mode.
+  const float n = std::nearbyint(std::ldexp(a, 10 - e));
+  return sign | uint16_t((uint32_t(e + 14) << 10) + uint32_t(n));
+}
+
+uint16_t Bf16BitsRne(float x) {
+  uint32_t b = BitsFromF32(x);
+  if (std::isnan(x)) return uint16_t((b >> 16) | 0x40);  // stay NaN (quiet)
+  b += 0x7fffu + ((b >> 16) & 1u);
+  return uint16_t(b >> 16);
+}
+
+bool ConvertFromF32(DType t, const float* src, size_t n, std::byte* dst) {
+  switch (t) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return true;
+    case DType::kBF16:
+    case DType::kF16:
+      for (size_t i = 0; i < n; ++i) {
+        const uint16_t h = t == DType::kBF16 ? Bf16BitsRne(src[i]) : F16BitsRne(src[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
       return true;
     default:
       return false;

@@ -43,7 +43,14 @@ float F16ToF32(uint16_t h);
 float F8E4M3ToF32(uint8_t v);  // OCP E4M3FN: bias 7, no inf, S.1111.111 = NaN
 float F8E5M2ToF32(uint8_t v);  // OCP E5M2: bias 15, IEEE-like inf/NaN
 
+// Nearest f16 / bf16 bit patterns of x: round to nearest even, overflow to ±inf, NaN kept.
+uint16_t F16BitsRne(float x);
+uint16_t Bf16BitsRne(float x);
+
 // Converts n elements of a float dtype at src to f32. Returns false for non-float dtypes.
 bool ConvertToF32(DType t, const std::byte* src, size_t n, float* dst);
+// Converts n f32 values to F32, F16 or BF16 bytes at dst (round to nearest even). Returns false
+// for other dtypes.
+bool ConvertFromF32(DType t, const float* src, size_t n, std::byte* dst);
 
 }  // namespace qf

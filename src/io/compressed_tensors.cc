@@ -168,23 +168,6 @@ bool VersionBefore(const std::string& version, int major, int minor) {
 
 // ---- scale dtypes ------------------------------------------------------------------------------
 
-uint16_t F16BitsRne(float x) {
-  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
-  const float a = std::fabs(x);
-  if (std::isnan(a)) return sign | 0x7e00;
-  if (a >= 65520.0f) return sign | 0x7c00;  // rounds to infinity
-  int e = int(BitsFromF32(a) >> 23) - 127;  // floor(log2 a); f32 subnormals clamp below
-  if (e < -14) e = -14;
-  const float n = RoundHalfEven(std::ldexp(a, 10 - e));  // exact: scaling by a power of two
-  return sign | uint16_t((uint32_t(e + 14) << 10) + uint32_t(n));
-}
-
-uint16_t Bf16BitsRne(float x) {
-  uint32_t b = BitsFromF32(x);
-  b += 0x7fffu + ((b >> 16) & 1u);
-  return uint16_t(b >> 16);
-}
-
 // Scales (or input scales) as `dtype` bytes; each must be finite, > 0 and exact in `dtype`.
 Result<std::vector<std::byte>> EncodeScales(std::span<const float> values, DType dtype,
                                             const std::string& what) {

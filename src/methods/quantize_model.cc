@@ -5,7 +5,9 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -18,6 +20,8 @@
 #include "io/safetensors.h"
 #include "methods/gptq.h"
 #include "methods/hessian.h"
+#include "methods/observer.h"
+#include "methods/smoothing.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
@@ -104,16 +108,30 @@ struct Collected {
   std::vector<io::QuantizedLinearEntry> entries;
   std::map<std::string, bool> weight_names;  // "<module>.weight" of every quantized linear
 
+  std::map<std::string, float> input_scales;  // module -> static activation scale
+  // Tensors a transform changed (norm weights), written instead of the source's bytes.
+  std::map<std::string, std::pair<DType, std::vector<std::byte>>> replaced;
+
   void Add(const std::string& weight_name, QuantizedTensor q) {
     tensors.push_back(std::make_unique<QuantizedTensor>(std::move(q)));
     entries.push_back({ModuleOf(weight_name), tensors.back().get()});
     weight_names[weight_name] = true;
   }
+  void AddNorm(const std::string& name, const std::vector<float>& v, DType dtype);
 };
 
+// The clip search of the method's solver: GPTQ's (quant.py mse), AWQ's grid for AWQ + RTN,
+// else qforge's RTN default.
 FitOptions Fit(const QuantizeOptions& opt) {
   FitOptions fit;
-  if (opt.clip) fit.clip = opt.method == "gptq" ? ClipSearch::Gptq() : ClipSearch::Rtn();
+  if (!opt.clip) return fit;
+  if (opt.method.find("gptq") != std::string::npos) {
+    fit.clip = ClipSearch::Gptq();
+  } else if (opt.method.rfind("awq", 0) == 0) {
+    fit.clip = ClipSearch::Awq();
+  } else {
+    fit.clip = ClipSearch::Rtn();
+  }
   return fit;
 }
 
@@ -140,6 +158,7 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg,
       rep.seconds_quantize += Seconds(t0);
       QF_ASSIGN(std::vector<float> deq, Dequantize(q));
       rep.linears.push_back(Distortion(ModuleOf(name), w, q, deq));
+      if (opt.act) rep.linears.back().act = std::string(opt.act->name);  // dynamic rows only
       rep.quantized_params += n * k;
       col.Add(name, std::move(q));
     }
@@ -148,13 +167,49 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg,
   return Status::Ok();
 }
 
-// GPTQ, one decoder block at a time: the block's inputs for every calibration window are held
-// (X[S, L, H]); each group of linears that shares an input (q/k/v, o, gate/up, down) gets its
-// Hessian from the block run with the already-quantized earlier groups (true sequential), is
-// solved, and the quantized block's outputs become the next block's inputs.
-Status RunGptq(const fs::path& src, const io::TensorStore& store, const model::ModelConfig& cfg,
-               const QuantizeOptions& opt, const LayerProgress& progress, QuantizeReport& rep,
-               Collected& col) {
+// Which transform and which solver a --method names.
+struct Plan {
+  std::string transform;  // "", "awq" or "smoothquant"
+  std::string solver;     // "rtn" or "gptq"
+};
+
+Result<Plan> ParseMethod(const std::string& method) {
+  static const std::map<std::string, Plan> kMethods = {
+      {"rtn", {"", "rtn"}},
+      {"gptq", {"", "gptq"}},
+      {"awq", {"awq", "rtn"}},
+      {"awq+rtn", {"awq", "rtn"}},
+      {"awq+gptq", {"awq", "gptq"}},
+      {"smoothquant", {"smoothquant", "rtn"}},
+      {"smoothquant+rtn", {"smoothquant", "rtn"}},
+      {"smoothquant+gptq", {"smoothquant", "gptq"}},
+  };
+  const auto it = kMethods.find(method);
+  if (it == kMethods.end())
+    return Err("--method {}: unknown (rtn, gptq, awq, smoothquant, awq+gptq, smoothquant+gptq)",
+               method);
+  return it->second;
+}
+
+bool NeedsCalibration(const Plan& plan, const QuantizeOptions& opt) {
+  return !plan.transform.empty() || plan.solver == "gptq" || (opt.act && !opt.act->dynamic);
+}
+
+void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DType dtype) {
+  std::vector<std::byte> bytes(v.size() * Info(dtype).bytes);
+  ConvertFromF32(dtype, v.data(), v.size(), bytes.data());  // values are exact in dtype
+  replaced[name] = {dtype, std::move(bytes)};
+}
+
+// Calibrated methods, one decoder block at a time. The block's inputs for every calibration
+// window are held (X[S, L, H]). With a transform, one pass over the fp block observes the input
+// of each group of linears that share an input (q/k/v, o, gate/up, down), and the chosen scales
+// are folded into the block. Then each group, in order (true sequential), is observed with the
+// earlier groups already quantized, solved (RTN or GPTQ) and installed with its activation
+// quantization; the quantized block's outputs become the next block's inputs.
+Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
+                     const model::ModelConfig& cfg, const Plan& plan, const QuantizeOptions& opt,
+                     const LayerProgress& progress, QuantizeReport& rep, Collected& col) {
   const model::TensorNames& nm = *cfg.family->names;
   auto t0 = Clock::now();
   QF_ASSIGN(std::unique_ptr<text::Tokenizer> tok, text::LoadTokenizer(src));
@@ -189,11 +244,12 @@ Status RunGptq(const fs::path& src, const io::TensorStore& store, const model::M
   std::vector<float> att(static_cast<size_t>(S * L * qd));
   // Per-thread work buffers for one window.
   struct Scratch {
-    std::vector<float> h, tmp, q, kc, vc, g, u;
+    std::vector<float> x, h, tmp, q, kc, vc, g, u;
   };
   const int threads = std::max(1, omp_get_max_threads());
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
   for (Scratch& sc : scratch) {
+    if (!plan.transform.empty()) sc.x.resize(size_t(L * H));
     sc.h.resize(size_t(L * H));
     sc.tmp.resize(size_t(L * H));
     sc.q.resize(size_t(L * qd));
@@ -206,93 +262,203 @@ Status RunGptq(const fs::path& src, const io::TensorStore& store, const model::M
   gopt.damp = opt.damp;
   gopt.act_order = opt.act_order ? ActOrder::kDescending : ActOrder::kOff;
   gopt.fit = Fit(opt);
+  const FitOptions rtn_fit = Fit(opt);
+  // Norms changed by a transform are written in their own dtype when it is a 16/32-bit float.
+  DType norm_dtype = store.Find(model::LayerTensorName(nm.attn_norm, 0))->dtype;
+  if (norm_dtype != DType::kBF16 && norm_dtype != DType::kF16) norm_dtype = DType::kF32;
+
+  // What one group's input feeds: a Hessian (GPTQ, AWQ's loss) and/or channel statistics.
+  struct Observed {
+    std::optional<HessianAccumulator> hess;
+    std::optional<ChannelObserver> chan;
+    Observed(int64_t k, bool hessian, bool channels) {
+      if (hessian) hess.emplace(k);
+      if (channels) chan.emplace(k);
+    }
+    void Add(const float* in, int64_t m) {
+      if (hess) hess->Add(in, m);
+      if (chan) chan->Add(in, m);
+    }
+  };
+  auto xs = [&](int64_t s) { return x.data() + s * L * H; };
+  auto as = [&](int64_t s) { return att.data() + s * L * qd; };
+  // Runs `stage` for every window, `threads` windows at a time (one per thread, kernels
+  // single-threaded inside), then feeds the observers in window order: statistics do not
+  // depend on the thread count. `stage` returns the window's inputs to the observed groups.
+  auto observe = [&](std::span<Observed* const> obs, auto stage) {
+    std::vector<std::array<const float*, 4>> in(static_cast<size_t>(threads));
+    for (int64_t s0 = 0; s0 < S; s0 += threads) {
+      const int64_t n = std::min<int64_t>(threads, S - s0);
+      auto tf = Clock::now();
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+      for (int64_t i = 0; i < n; ++i)
+        in[size_t(i)] = stage(s0 + i, scratch[size_t(i)]);  // one buffer per window in flight
+      rep.seconds_forward += Seconds(tf);
+      tf = Clock::now();
+      for (int64_t i = 0; i < n; ++i)
+        for (size_t o = 0; o < obs.size(); ++o)
+          if (obs[o]) obs[o]->Add(in[size_t(i)][o], L);
+      rep.seconds_statistics += Seconds(tf);
+    }
+  };
 
   for (int64_t l = 0; l < cfg.layers; ++l) {
     QF_ASSIGN(model::Layer layer, model::ReadLayer(store, cfg, l, nullptr));
-    // Quantizes the linears sharing one input with its Hessian, installing the codes in `layer`
-    // so the stages after it run on the quantized weights.
-    auto solve = [&](const HessianAccumulator& hess,
+    auto module = [&](const char* pattern) { return ModuleOf(model::LayerTensorName(pattern, l)); };
+
+    if (!plan.transform.empty()) {
+      // One pass over the fp block: inputs of q/k/v, o, gate/up and down.
+      const bool awq = plan.transform == "awq";
+      const bool v_to_o = awq && layer.v.n == layer.o.k;  // AWQ's v → o (no GQA)
+      Observed o_attn(H, awq, true), o_o(qd, v_to_o, v_to_o), o_mlp(H, awq, true),
+          o_down(F, awq, true);
+      Observed* obs[4] = {&o_attn, v_to_o ? &o_o : nullptr, &o_mlp, &o_down};
+      observe(obs, [&](int64_t s, Scratch& sc) {
+        std::copy_n(xs(s), L * H, sc.x.data());
+        model::AttnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
+        std::copy_n(sc.h.data(), L * H, sc.tmp.data());
+        model::Attend(cfg, layer, sc.h.data(), sc.q.data(), as(s), L, 0, sc.kc.data(),
+                      sc.vc.data(), cos.data(), sin.data());
+        model::AddProjection(layer.o, as(s), sc.h.data(), sc.x.data(), L);
+        model::FfnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
+        model::SwiGlu(cfg, layer, sc.h.data(), sc.g.data(), sc.u.data(), L);
+        return std::array<const float*, 4>{sc.tmp.data(), as(s), sc.h.data(), sc.g.data()};
+      });
+      auto choose = [&](const std::string& input, Observed& ob,
+                        std::vector<model::Linear*> next) -> Result<std::vector<float>> {
+        TransformReport tr;
+        tr.input = input;
+        tr.method = plan.transform;
+        std::vector<const model::Linear*> cnext(next.begin(), next.end());
+        std::vector<float> s;
+        if (awq) {
+          QF_ASSIGN(AwqSearch a, AwqScales(*ob.chan, *ob.hess, cnext, opt.scheme));
+          tr.ratio = a.ratio;
+          tr.duo = a.duo;
+          tr.loss = a.loss;
+          tr.loss_plain = a.loss_plain;
+          s = std::move(a.scales);
+        } else {
+          s = SmoothQuantScales(*ob.chan, cnext, opt.alpha);
+          tr.ratio = opt.alpha;
+        }
+        tr.scale_min = *std::min_element(s.begin(), s.end());
+        tr.scale_max = *std::max_element(s.begin(), s.end());
+        rep.transforms.push_back(tr);
+        return s;
+      };
+      const auto ts = Clock::now();
+      // All scales are chosen on the fp block, then folded (AutoAWQ's order).
+      QF_ASSIGN(const auto s_attn, choose(module(nm.attn_norm), o_attn, {&layer.q, &layer.k, &layer.v}));
+      std::vector<float> s_o;
+      if (v_to_o) {
+        QF_ASSIGN(s_o, choose(module(nm.v), o_o, {&layer.o}));
+      }
+      QF_ASSIGN(const auto s_mlp, choose(module(nm.ffn_norm), o_mlp, {&layer.gate, &layer.up}));
+      QF_ASSIGN(const auto s_down, choose(module(nm.up), o_down, {&layer.down}));
+      model::Linear* attn_next[] = {&layer.q, &layer.k, &layer.v};
+      FoldIntoNorm(layer.attn_norm, attn_next, s_attn, norm_dtype);
+      model::Linear* o_next[] = {&layer.o};
+      if (v_to_o) FoldIntoRows(layer.v, o_next, s_o);
+      model::Linear* mlp_next[] = {&layer.gate, &layer.up};
+      FoldIntoNorm(layer.ffn_norm, mlp_next, s_mlp, norm_dtype);
+      model::Linear* down_next[] = {&layer.down};
+      FoldIntoRows(layer.up, down_next, s_down);
+      col.AddNorm(model::LayerTensorName(nm.attn_norm, l), layer.attn_norm, norm_dtype);
+      col.AddNorm(model::LayerTensorName(nm.ffn_norm, l), layer.ffn_norm, norm_dtype);
+      rep.seconds_quantize += Seconds(ts);
+    }
+
+    // Quantizes the linears sharing one input, installing the dequantized weights and the
+    // activation quantization in `layer` so the stages after it run quantized.
+    auto solve = [&](Observed& ob,
                      std::initializer_list<std::pair<const char*, model::Linear*>> group) -> Status {
+      ActQuant aq;
+      if (opt.act) {
+        aq.scheme = *opt.act;
+        if (!opt.act->dynamic) aq.scale = ActScaleFromAbsMax(*opt.act, ob.chan->tensor_absmax());
+      }
+      std::vector<float> importance;
+      FitOptions fit = rtn_fit;
+      if (fit.clip && ob.chan) {
+        importance = ob.chan->MeanSquare();
+        fit.importance = importance;
+      }
       for (const auto& [pattern, lin] : group) {
         const std::string name = model::LayerTensorName(pattern, l);
         QF_ASSIGN(const bool ignored, Ignored(ModuleOf(name), opt.ignore));
         if (ignored) {
           rep.kept.push_back(ModuleOf(name));
-          continue;
+          continue;  // stays fp32, without activation quantization
         }
         const auto ts = Clock::now();
         GptqStats st;
-        QF_ASSIGN(QuantizedTensor qt, Gptq(lin->weight, lin->n, lin->k, hess, opt.scheme, gopt, &st));
+        QuantizedTensor qt;
+        if (plan.solver == "gptq") {
+          QF_ASSIGN(qt, Gptq(lin->weight, lin->n, lin->k, *ob.hess, opt.scheme, gopt, &st));
+        } else {
+          QF_ASSIGN(qt, Quantize(lin->weight, lin->n, lin->k, opt.scheme, fit));
+        }
         rep.seconds_quantize += Seconds(ts);
         QF_ASSIGN(std::vector<float> deq, Dequantize(qt));
         LinearReport lr = Distortion(ModuleOf(name), lin->weight, qt, deq);
         lr.gptq_loss = st.loss;
+        if (aq.enabled()) {
+          lr.act = std::string(aq.scheme->name);
+          lr.input_scale = aq.scale;
+          if (!aq.scheme->dynamic) col.input_scales[ModuleOf(name)] = aq.scale;
+        }
         rep.linears.push_back(lr);
         rep.quantized_params += lin->n * lin->k;
         lin->weight = std::move(deq);  // later stages run on the quantized values, as fp32
+        lin->act = aq;
         col.Add(name, std::move(qt));
       }
       return Status::Ok();
     };
-    auto xs = [&](int64_t s) { return x.data() + s * L * H; };
-    auto as = [&](int64_t s) { return att.data() + s * L * qd; };
-    // Runs `stage` for every window, `threads` windows at a time (one per thread, kernels
-    // single-threaded inside), then feeds `hess` in window order: the Hessian does not depend
-    // on the thread count. `stage` returns the window's input to the observed linears.
-    auto observe = [&](HessianAccumulator* hess, auto stage) {
-      std::vector<const float*> in(static_cast<size_t>(threads));
-      for (int64_t s0 = 0; s0 < S; s0 += threads) {
-        const int64_t n = std::min<int64_t>(threads, S - s0);
-        auto tf = Clock::now();
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-        for (int64_t i = 0; i < n; ++i)
-          in[size_t(i)] = stage(s0 + i, scratch[size_t(i)]);  // one buffer per window in flight
-        rep.seconds_forward += Seconds(tf);
-        tf = Clock::now();
-        if (hess)
-          for (int64_t i = 0; i < n; ++i) hess->Add(in[size_t(i)], L);
-        rep.seconds_statistics += Seconds(tf);
-      }
-    };
+    const bool hessian = plan.solver == "gptq";
+    const bool channels = (opt.act && !opt.act->dynamic) || (plan.solver == "rtn" && opt.clip);
+    auto one = [](Observed& o) { return std::array<Observed*, 1>{&o}; };
+    auto first = [](const float* p) { return std::array<const float*, 4>{p, nullptr, nullptr, nullptr}; };
 
-    HessianAccumulator h_attn(H);
-    observe(&h_attn, [&](int64_t s, Scratch& sc) {
+    Observed o_attn(H, hessian, channels);
+    observe(one(o_attn), [&](int64_t s, Scratch& sc) {
       model::AttnNorm(cfg, layer, xs(s), sc.h.data(), L);
-      return static_cast<const float*>(sc.h.data());
+      return first(sc.h.data());
     });
-    QF_TRY(solve(h_attn, {{nm.q, &layer.q}, {nm.k, &layer.k}, {nm.v, &layer.v}}));
+    QF_TRY(solve(o_attn, {{nm.q, &layer.q}, {nm.k, &layer.k}, {nm.v, &layer.v}}));
 
-    HessianAccumulator h_o(qd);
-    observe(&h_o, [&](int64_t s, Scratch& sc) {
+    Observed o_o(qd, hessian, channels);
+    observe(one(o_o), [&](int64_t s, Scratch& sc) {
       model::AttnNorm(cfg, layer, xs(s), sc.h.data(), L);
       model::Attend(cfg, layer, sc.h.data(), sc.q.data(), as(s), L, 0, sc.kc.data(), sc.vc.data(),
                     cos.data(), sin.data());
-      return static_cast<const float*>(as(s));
+      return first(as(s));
     });
-    QF_TRY(solve(h_o, {{nm.o, &layer.o}}));
+    QF_TRY(solve(o_o, {{nm.o, &layer.o}}));
 
-    HessianAccumulator h_mlp(H);
-    observe(&h_mlp, [&](int64_t s, Scratch& sc) {
+    Observed o_mlp(H, hessian, channels);
+    observe(one(o_mlp), [&](int64_t s, Scratch& sc) {
       model::AddProjection(layer.o, as(s), sc.tmp.data(), xs(s), L);
       model::FfnNorm(cfg, layer, xs(s), sc.h.data(), L);
-      return static_cast<const float*>(sc.h.data());
+      return first(sc.h.data());
     });
-    QF_TRY(solve(h_mlp, {{nm.gate, &layer.gate}, {nm.up, &layer.up}}));
+    QF_TRY(solve(o_mlp, {{nm.gate, &layer.gate}, {nm.up, &layer.up}}));
 
-    HessianAccumulator h_down(F);
-    observe(&h_down, [&](int64_t s, Scratch& sc) {
+    Observed o_down(F, hessian, channels);
+    observe(one(o_down), [&](int64_t s, Scratch& sc) {
       model::FfnNorm(cfg, layer, xs(s), sc.h.data(), L);
       model::SwiGlu(cfg, layer, sc.h.data(), sc.g.data(), sc.u.data(), L);
-      return static_cast<const float*>(sc.g.data());
+      return first(sc.g.data());
     });
-    QF_TRY(solve(h_down, {{nm.down, &layer.down}}));
+    QF_TRY(solve(o_down, {{nm.down, &layer.down}}));
 
     // The quantized block's outputs feed the next block.
-    observe(nullptr, [&](int64_t s, Scratch& sc) {
+    observe(std::span<Observed* const>(), [&](int64_t s, Scratch& sc) {
       model::FfnNorm(cfg, layer, xs(s), sc.h.data(), L);
       model::SwiGlu(cfg, layer, sc.h.data(), sc.g.data(), sc.u.data(), L);
       model::AddProjection(layer.down, sc.g.data(), sc.tmp.data(), xs(s), L);
-      return static_cast<const float*>(nullptr);
+      return first(nullptr);
     });
     if (progress) progress(l + 1, cfg.layers);
   }
@@ -303,10 +469,12 @@ Status RunGptq(const fs::path& src, const io::TensorStore& store, const model::M
 
 Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
                                      const QuantizeOptions& opt, const LayerProgress& progress) {
-  if (opt.method != "rtn" && opt.method != "gptq")
-    return Err("--method {} is not implemented yet (available: rtn, gptq)", opt.method);
-  if (opt.method == "rtn" && (opt.act_order || !opt.calib.text_path.empty()))
-    return Err("--act-order and --calib apply to --method gptq");
+  QF_ASSIGN(const Plan plan, ParseMethod(opt.method));
+  if (opt.act_order && plan.solver != "gptq") return Err("--act-order applies to GPTQ methods");
+  if (!opt.calib.text_path.empty() && !NeedsCalibration(plan, opt))
+    return Err("--calib: {} with {} needs no calibration data", opt.method,
+               opt.act ? "dynamic activations" : "weight-only quantization");
+  if (!(opt.alpha >= 0.0 && opt.alpha <= 1.0)) return Err("--alpha must be in [0, 1]");
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   std::error_code eq_ec;
@@ -315,16 +483,21 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
 
   QuantizeReport rep;
   Collected col;
-  if (opt.method == "rtn") {
-    QF_TRY(RunRtn(store, cfg, opt, progress, rep, col));
+  if (NeedsCalibration(plan, opt)) {
+    QF_TRY(RunCalibrated(src, store, cfg, plan, opt, progress, rep, col));
   } else {
-    QF_TRY(RunGptq(src, store, cfg, opt, progress, rep, col));
+    QF_TRY(RunRtn(store, cfg, opt, progress, rep, col));
   }
 
   std::vector<io::TensorToWrite> passthrough;
   for (const io::TensorInfo& t : store.tensors()) {
     rep.total_params += t.numel();
-    if (!col.weight_names.count(t.name)) passthrough.push_back({t.name, t.dtype, t.shape, t.data});
+    if (col.weight_names.count(t.name)) continue;
+    if (const auto it = col.replaced.find(t.name); it != col.replaced.end()) {
+      passthrough.push_back({t.name, it->second.first, t.shape, it->second.second});
+    } else {
+      passthrough.push_back({t.name, t.dtype, t.shape, t.data});
+    }
   }
   double bits = 0;
   for (const auto& q : col.tensors) bits += StoredBits(*q);
@@ -333,18 +506,22 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   io::CompressedTensorsWriteOptions wopt;
   wopt.scale_dtype = "f32";  // exact fp32 scales (codes were fitted with them)
   nlohmann::json calib = nullptr;
-  if (opt.method == "gptq")
+  if (NeedsCalibration(plan, opt))
     calib = {{"text", rep.calib_from_model ? "sampled from the model" : opt.calib.text_path},
              {"nsamples", rep.calib_samples},
              {"seqlen", rep.calib_samples ? rep.calib_tokens / rep.calib_samples : 0}};
   wopt.qforge_metadata = {{"method", opt.method},
                           {"scheme", std::string(opt.scheme.name)},
                           {"clip", opt.clip},
+                          {"activations", opt.act ? nlohmann::json(std::string(opt.act->name)) : nlohmann::json(nullptr)},
+                          {"alpha", plan.transform == "smoothquant" ? nlohmann::json(opt.alpha) : nlohmann::json(nullptr)},
                           {"act_order", opt.act_order},
                           {"damp", opt.damp},
                           {"calibration", calib},
                           {"seed", opt.seed},
                           {"version", QF_VERSION}};
+  if (opt.act) wopt.input_activations = io::CtArgsFromActScheme(*opt.act);
+  wopt.input_scales = col.input_scales;
   wopt.ignore = {"lm_head"};
   for (const auto& m : rep.kept) wopt.ignore.push_back(m);
   const auto t1 = Clock::now();

@@ -1,5 +1,7 @@
-// The quantization driver: streams a model's linears one tensor at a time through a method
-// (RTN today) into a QuantizedTensor per linear, and writes a compressed-tensors folder.
+// The quantization driver: streams a model's linears through a method into a QuantizedTensor per
+// linear and writes a compressed-tensors folder. A method is an optional equivalent transform
+// (AWQ or SmoothQuant scales folded into the preceding norm/linear) followed by a solver (RTN or
+// GPTQ); weight+activation schemes add the activation row each linear applies at run time.
 // Contract: output bytes depend only on the inputs and options (deterministic); the output
 // folder appears only when everything succeeded.
 #pragma once
@@ -7,10 +9,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/result.h"
+#include "formats/activation.h"
 #include "formats/scheme.h"
 #include "methods/calibration.h"
 
@@ -18,7 +22,11 @@ namespace qf::methods {
 
 struct QuantizeOptions {
   QuantScheme scheme;
-  std::string method = "rtn";            // rtn | gptq (awq, smoothquant: later)
+  // rtn | gptq | awq | smoothquant, or transform+solver: awq+gptq, smoothquant+gptq,
+  // smoothquant+rtn (= smoothquant), awq+rtn (= awq).
+  std::string method = "rtn";
+  std::optional<ActScheme> act;          // activation row (W8A8, FP8...); none: weight-only
+  double alpha = 0.5;                    // SmoothQuant migration strength
   bool clip = false;                     // MSE clipping search per parameter set
   bool act_order = false;                // GPTQ: columns by descending diag(H)
   double damp = 0.01;                    // GPTQ: dampening, fraction of mean(diag H)
@@ -35,10 +43,23 @@ struct LinearReport {
   double rel_mse = 0;        // Σ(w − ŵ)² / Σw²
   double snr_db = 0;         // −10·log10(rel_mse)
   double gptq_loss = 0;      // GPTQ objective (0 for RTN)
+  std::string act;           // activation row applied at run time, or empty
+  float input_scale = 0;     // its calibrated static scale (static rows)
+};
+
+// The scales one transform chose for the linears reading one input.
+struct TransformReport {
+  std::string input;         // e.g. model.layers.0.input_layernorm, ...mlp.up_proj
+  std::string method;        // awq | smoothquant
+  double ratio = 0;          // AWQ's α, SmoothQuant's alpha
+  bool duo = false;          // AWQ: weight-normalised form won
+  double loss = 0, loss_plain = 0;  // AWQ: output error of the scaled / unscaled RTN
+  float scale_min = 0, scale_max = 0;
 };
 
 struct QuantizeReport {
   std::vector<LinearReport> linears;
+  std::vector<TransformReport> transforms;
   std::vector<std::string> kept;  // modules left unquantized (ignored)
   int64_t quantized_params = 0;
   int64_t total_params = 0;

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "core/progress.h"
+#include "formats/activation.h"
 #include "formats/scheme.h"
 #include "methods/quantize_model.h"
 
@@ -12,9 +13,10 @@ namespace qf::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, out, scheme = "W4A16", method = "rtn";
+  std::string model, out, scheme = "W4A16", method = "rtn", act;
+  double alpha = 0.5;
   int group = 0;
-  bool clip = false, no_clip = false, act_order = false;
+  bool clip = false, no_clip = false, act_order = false, alpha_given = false;
   double damp = 0.01;
   std::string calib;
   int64_t nsamples = 128, seqlen = 512;
@@ -47,14 +49,31 @@ int RunQuantize(const QuantizeArgs& a) {
   methods::QuantizeOptions opt;
   opt.scheme = *scheme;
   opt.method = a.method;
-  // Clip search is on by default for GPTQ (it beats the authors' plain min-max groups) and off
-  // for RTN (whose default reproduces their RTN exactly).
+  auto act = PresetActivations(a.scheme);
+  if (!act.ok()) return Fail(act.error().Context("--scheme"));
+  opt.act = *act;
+  if (!a.act.empty()) {
+    if (a.act == "none") {
+      opt.act.reset();
+    } else {
+      auto row = ParseActScheme(a.act);
+      if (!row.ok()) return Fail(row.error().Context("--act"));
+      opt.act = *row;
+    }
+  }
+  const bool smooth = a.method.rfind("smoothquant", 0) == 0;
+  if (a.alpha_given && !smooth) return Fail(Err("--alpha applies to --method smoothquant[+gptq]"));
+  opt.alpha = a.alpha;
+  // Clip search is on by default for GPTQ (it beats the authors' plain min-max groups) and AWQ
+  // (part of the method), off for RTN and SmoothQuant (whose defaults reproduce the reference).
   if (a.clip && a.no_clip) return Fail(Err("--clip and --no-clip are exclusive"));
-  opt.clip = a.clip || (a.method == "gptq" && !a.no_clip);
+  const bool clip_default = a.method.find("gptq") != std::string::npos || a.method.rfind("awq", 0) == 0;
+  opt.clip = a.clip || (clip_default && !a.no_clip);
   opt.act_order = a.act_order;
   opt.damp = a.damp;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
-  if (a.method == "gptq" && a.calib.empty())
+  const bool calibrated = a.method != "rtn" || (opt.act && !opt.act->dynamic);
+  if (calibrated && a.calib.empty())
     std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
                  (long long)a.nsamples);
   opt.ignore = a.ignore;
@@ -80,13 +99,21 @@ int RunQuantize(const QuantizeArgs& a) {
     nlohmann::json lin = nlohmann::json::array();
     for (const auto& l : r->linears)
       lin.push_back({{"module", l.module}, {"scheme", l.scheme}, {"fallback", l.fallback},
-                     {"shape", {l.n, l.k}}, {"rel_mse", l.rel_mse}, {"snr_db", l.snr_db}});
+                     {"shape", {l.n, l.k}}, {"rel_mse", l.rel_mse}, {"snr_db", l.snr_db},
+                     {"activations", l.act}, {"input_scale", l.input_scale}});
+    nlohmann::json tr = nlohmann::json::array();
+    for (const auto& t : r->transforms)
+      tr.push_back({{"input", t.input}, {"method", t.method}, {"ratio", t.ratio}, {"duo", t.duo},
+                    {"loss", t.loss}, {"loss_plain", t.loss_plain}, {"scale_min", t.scale_min},
+                    {"scale_max", t.scale_max}});
     PrintJson({{"model", a.model},
                {"output", a.out},
                {"scheme", std::string(scheme->name)},
                {"method", a.method},
+               {"activations", opt.act ? std::string(opt.act->name) : std::string()},
                {"clip", opt.clip},
                {"linears", lin},
+               {"transforms", tr},
                {"kept", r->kept},
                {"quantized_params", r->quantized_params},
                {"total_params", r->total_params},
@@ -103,13 +130,24 @@ int RunQuantize(const QuantizeArgs& a) {
                {"peak_rss_bytes", r->peak_rss_bytes}});
     return 0;
   }
-  std::printf("%-44s %-18s %10s %8s\n", "module", "scheme", "rel MSE", "SNR dB");
+  for (const auto& t : r->transforms) {
+    if (t.method == "awq")
+      std::printf("awq %-40s alpha %.2f%s  output error %.4g (RTN %.4g)  s in [%.3g, %.3g]\n",
+                  t.input.c_str(), t.ratio, t.duo ? " duo" : "    ", t.loss, t.loss_plain,
+                  t.scale_min, t.scale_max);
+    else
+      std::printf("smoothquant %-40s alpha %.2f  s in [%.3g, %.3g]\n", t.input.c_str(), t.ratio,
+                  t.scale_min, t.scale_max);
+  }
+  std::printf("%-44s %-18s %10s %8s %s\n", "module", "scheme", "rel MSE", "SNR dB", "activations");
   for (const auto& l : r->linears)
-    std::printf("%-44s %-18s %10.3e %8.2f\n", l.module.c_str(), l.scheme.c_str(), l.rel_mse, l.snr_db);
+    std::printf("%-44s %-18s %10.3e %8.2f %s\n", l.module.c_str(), l.scheme.c_str(), l.rel_mse,
+                l.snr_db,
+                l.act.empty() ? "" : (l.input_scale > 0 ? fmt::format("{} scale {:.4g}", l.act, l.input_scale) : l.act).c_str());
   std::printf("quantized %lld of %lld parameters at %.3f bits/weight (scales and zeros included)\n",
               (long long)r->quantized_params, (long long)r->total_params, r->bits_per_weight);
   if (r->calib_samples)
-    std::printf("calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s\n",
+    std::printf("calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, statistics %.2f s\n",
                 (long long)r->calib_samples, (long long)r->calib_tokens,
                 r->calib_from_model ? " sampled from the model" : "", r->seconds_calib_data,
                 r->seconds_forward, r->seconds_statistics);
@@ -127,8 +165,18 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_option("model", a->model, "model folder")->required();
   cmd->add_option("-o,--output", a->out, "output folder")->required();
   cmd->add_option("--scheme", a->scheme, SchemeHelp())->capture_default_str();
-  cmd->add_option("--method", a->method, "rtn | gptq")->capture_default_str();
-  cmd->add_option("--calib", a->calib, "calibration text file (gptq); default: text sampled from the model");
+  cmd->add_option("--method", a->method,
+                  "rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq")
+      ->capture_default_str();
+  cmd->add_option("--act", a->act,
+                  "activation quantization: int8-token | int8-tensor | fp8-token | fp8-tensor | none "
+                  "(default: the preset's, e.g. W8A8 -> int8-token)");
+  cmd->add_option("--alpha", a->alpha, "smoothquant: migration strength in [0, 1]")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0))
+      ->each([a](const std::string&) { a->alpha_given = true; });
+  cmd->add_option("--calib", a->calib,
+                  "calibration text file (gptq, awq, smoothquant, static activations); default: "
+                  "text sampled from the model");
   cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--seqlen", a->seqlen, "tokens per calibration window (capped at the model's context)")
       ->capture_default_str()->check(CLI::Range(2, 1 << 20));

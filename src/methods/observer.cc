@@ -1,0 +1,55 @@
+#include "methods/observer.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace qf::methods {
+
+ChannelObserver::ChannelObserver(int64_t k)
+    : k_(k),
+      absmax_(static_cast<size_t>(k), 0.0f),
+      abs_sum_(static_cast<size_t>(k), 0.0),
+      sq_sum_(static_cast<size_t>(k), 0.0) {}
+
+void ChannelObserver::Add(const float* x, int64_t m) {
+  // One row at a time into fp32 partials of at most 64 rows, then fp64: exact enough for a
+  // statistic and vectorizable.
+  constexpr int64_t kRows = 64;
+  std::vector<float> a(static_cast<size_t>(k_)), s(static_cast<size_t>(k_));
+  for (int64_t i0 = 0; i0 < m; i0 += kRows) {
+    std::fill(a.begin(), a.end(), 0.0f);
+    std::fill(s.begin(), s.end(), 0.0f);
+    for (int64_t i = i0; i < std::min(m, i0 + kRows); ++i) {
+      const float* row = x + i * k_;
+      for (int64_t j = 0; j < k_; ++j) {
+        const float v = std::fabs(row[j]);
+        a[j] += v;
+        s[j] += v * v;
+        absmax_[j] = std::max(absmax_[j], v);
+      }
+    }
+    for (int64_t j = 0; j < k_; ++j) {
+      abs_sum_[j] += a[j];
+      sq_sum_[j] += s[j];
+    }
+  }
+  rows_ += m;
+}
+
+float ChannelObserver::tensor_absmax() const {
+  return absmax_.empty() ? 0.0f : *std::max_element(absmax_.begin(), absmax_.end());
+}
+
+std::vector<float> ChannelObserver::MeanAbs() const {
+  std::vector<float> out(static_cast<size_t>(k_));
+  for (int64_t j = 0; j < k_; ++j) out[j] = rows_ ? float(abs_sum_[j] / double(rows_)) : 0.0f;
+  return out;
+}
+
+std::vector<float> ChannelObserver::MeanSquare() const {
+  std::vector<float> out(static_cast<size_t>(k_));
+  for (int64_t j = 0; j < k_; ++j) out[j] = rows_ ? float(sq_sum_[j] / double(rows_)) : 0.0f;
+  return out;
+}
+
+}  // namespace qf::methods
