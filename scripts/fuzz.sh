@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets with clang (ASan + UBSan, library instrumented too) and runs one.
 # Contract: exits non-zero when the build fails or the fuzzer finds a crash/leak/timeout.
 #
-# Usage: scripts/fuzz.sh [seconds=60] [target=safetensors_fuzz] [-libfuzzer_flag=value ...]
+# Usage: scripts/fuzz.sh [seconds=60] [target=safetensors_fuzz|gguf_fuzz] [-libfuzzer_flag=value ...]
 # Env:   BUILD_DIR (default build-fuzz), ARTIFACTS (default $BUILD_DIR/artifacts/<target>),
 #        JOBS (parallel fuzzing workers, default 1), CXX (default clang++).
 set -euo pipefail
@@ -26,6 +26,8 @@ build="${BUILD_DIR:-$repo/build-fuzz}"
 artifacts="${ARTIFACTS:-$build/artifacts/$target}"
 work_corpus="$build/corpus/$target"  # grows during runs; the seeds in fuzz/corpus stay untouched
 seeds="$repo/fuzz/corpus"
+# A target with its own seed folder (fuzz/corpus/gguf) uses it; safetensors' seeds lie at the top.
+[[ -d "$seeds/${target%_fuzz}" ]] && seeds="$seeds/${target%_fuzz}"
 jobs="${JOBS:-1}"
 sanitize="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
 

@@ -17,6 +17,8 @@ struct InfoArgs {
 };
 
 int RunInfo(const InfoArgs& a) {
+  if (std::filesystem::path(a.model).extension() == ".gguf")
+    return RunGgufInfo(a.model, a.common.json);
   if (!std::filesystem::is_directory(a.model))
     return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
   auto cfg = model::LoadHfConfig(a.model);
@@ -133,7 +135,7 @@ int RunInfo(const InfoArgs& a) {
 void RegisterInfo(CLI::App& app, int* rc) {
   auto args = std::make_shared<InfoArgs>();
   CLI::App* cmd = app.add_subcommand("info", "show a model's architecture, tensors and size");
-  cmd->add_option("model", args->model, "model folder")->required();
+  cmd->add_option("model", args->model, "model folder or .gguf file")->required();
   cmd->add_flag("--json", args->common.json, "print one JSON object on stdout");
   cmd->callback([args, rc] { *rc = RunInfo(*args); });
 }

@@ -44,5 +44,9 @@ void RegisterPpl(CLI::App& app, int* rc);
 void RegisterKld(CLI::App& app, int* rc);
 void RegisterGenerate(CLI::App& app, int* rc);
 void RegisterQuantize(CLI::App& app, int* rc);
+void RegisterConvert(CLI::App& app, int* rc);
+
+// `qforge info FILE.gguf` (in cmd_convert.cc): returns the exit code.
+int RunGgufInfo(const std::string& path, bool json);
 
 }  // namespace qf::cli

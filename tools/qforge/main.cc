@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   qf::cli::RegisterKld(app, &rc);
   qf::cli::RegisterGenerate(app, &rc);
   qf::cli::RegisterQuantize(app, &rc);
+  qf::cli::RegisterConvert(app, &rc);
   if (argc > 1 && argv[1][0] != '-') {  // name an unknown command instead of CLI11's generic text
     std::string names;
     bool known = false;
