@@ -149,7 +149,9 @@ void RegisterConvert(CLI::App& app, int* rc) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
   cmd->add_option("--name", a->name, "general.name (default: the folder's name)");
-  AddCommonOptions(cmd, &a->common);
+  // No --threads: conversion is a single pass over the bytes, bound by I/O.
+  cmd->add_flag("-q,--quiet", a->common.quiet, "no progress bar");
+  cmd->add_flag("--json", a->common.json, "print one JSON object on stdout");
   cmd->callback([a, rc] { *rc = RunConvert(*a); });
 }
 
