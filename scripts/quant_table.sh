@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Quantization table for the README: for each row, quantize models/llama-27m and measure the
-# WikiText-2 perplexity (ctx 512, whole file), beside the GPTQ authors' figure for the same
-# scheme (../shared/anchors/peer_gptq_llama-27m.json). KLD=1 adds mean KLD and top-1 agreement
-# against the fp model (twice the time). Usage: [KLD=1] scripts/quant_table.sh [WINDOWS=0 (all)]
+# Quantization table for the README: for each row, quantize models/llama-27m, measure the
+# WikiText-2 perplexity (ctx 512, whole file) beside the GPTQ authors' figure for the same
+# scheme (../shared/anchors/peer_gptq_llama-27m.json), and the mean KLD / top-1 agreement
+# against the fp model over the first KLD_WINDOWS (64) windows of the same file.
+# Calibrated methods use 128 x 512 tokens of ../shared/data/calib.txt, seed 0.
+# Usage: scripts/quant_table.sh [ROW-REGEX]   (only rows whose "scheme|method|flags" match)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$(nproc)" --target qforge >/dev/null
 Q=build/qforge
 MODEL=models/llama-27m
 TEXT=../shared/data/wikitext-2/wiki.test.raw
 CALIB=../shared/data/calib.txt
-WINDOWS=${1:-0}
+KLD_WINDOWS=${KLD_WINDOWS:-64}
+FILTER=${1:-.}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+FP_PPL=140.822
 
 # scheme|method|extra flags|reference figure (same method; "ao" = theirs with act-order)
 ROWS=(
@@ -20,38 +25,44 @@ ROWS=(
   "int4-channel-asym|gptq|--act-order|142.8197 ao"
   "int4-g128-asym|rtn||144.2149"
   "int4-g128-asym|gptq||142.2075 (141.5553 ao)"
+  "int4-g128-asym|awq||"
+  "int4-g128-asym|awq+gptq||"
   "int4-g128-sym|rtn||146.0377"
   "int4-g128-sym|gptq||143.1763"
+  "int4-g128-sym|awq||"
   "int3-channel-asym|rtn||154.6827"
   "int3-channel-asym|gptq|--act-order|148.4251 ao"
   "int3-g128-asym|rtn||154.9341"
   "int3-g128-asym|gptq||147.8214"
+  "int3-g128-asym|awq||"
   "int2-g64-asym|rtn||214.5396"
   "int2-g64-asym|gptq||181.7348"
-  "int8-channel-sym|rtn||140.8578"
-  "fp8-e4m3-tensor|rtn||"
-  "fp8-e4m3-channel|rtn||"
+  "W8A16|rtn||140.8578"
+  "W8A8|rtn||"
+  "W8A8|smoothquant||"
+  "W8A8|smoothquant+gptq||"
+  "FP8|rtn||"
+  "FP8-dynamic|rtn||"
 )
 
-echo "| scheme | method | bits/weight | file MiB | PPL | reference | $([ "${KLD:-0}" = 1 ] && echo 'mean KLD | top-1 |') quantize s | peak RSS MiB |"
-echo "|---|---|---|---|---|---|$([ "${KLD:-0}" = 1 ] && echo '---|---|')---|---|"
+echo "| scheme | method | bits/weight | file MiB | PPL | ΔPPL | reference | mean KLD | top-1 | quantize s | peak RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for row in "${ROWS[@]}"; do
+  grep -qE -- "$FILTER" <<< "$row" || continue
   IFS='|' read -r scheme method flags ref <<< "$row"
-  dir="$OUT/$scheme-$method"
+  dir="$OUT/row"
+  rm -rf "$dir"
   calib=""
-  [ "$method" = gptq ] && calib="--calib $CALIB"
+  case "$method|$scheme" in
+    rtn\|FP8|rtn\|W8A8-static|[!r]*) calib="--calib $CALIB" ;;
+  esac
   qj=$($Q quantize $MODEL -o "$dir" --scheme "$scheme" --method "$method" $calib $flags --json -q 2>/dev/null)
-  if [ "${KLD:-0}" = 1 ]; then
-    kj=$($Q kld $MODEL "$dir" --text $TEXT --ctx 512 --max-windows "$WINDOWS" --json -q)
-    ppl=$(jq .other_ppl.ppl <<< "$kj")
-    extra=$(printf "%.5f | %.2f%% | " "$(jq .kld_mean <<< "$kj")" "$(jq '.top1_agreement * 100' <<< "$kj")")
-  else
-    ppl=$($Q ppl "$dir" --text $TEXT --ctx 512 --max-windows "$WINDOWS" --json -q | jq .ppl)
-    extra=""
-  fi
-  printf "| %s | %s%s | %.3f | %.2f | %.3f | %s | %s%.1f | %.0f |\n" \
+  ppl=$($Q ppl "$dir" --text $TEXT --ctx 512 --json -q | jq .ppl)
+  kj=$($Q kld $MODEL "$dir" --text $TEXT --ctx 512 --max-windows "$KLD_WINDOWS" --json -q)
+  printf "| %s | %s%s | %.3f | %.2f | %.3f | %+.3f | %s | %.5f | %.2f%% | %.1f | %.0f |\n" \
     "$scheme" "$method" "${flags:+ $flags}" "$(jq .bits_per_weight <<< "$qj")" \
-    "$(jq '.output_bytes / 1048576' <<< "$qj")" "$ppl" "${ref:-–}" "$extra" \
+    "$(jq '.output_bytes / 1048576' <<< "$qj")" "$ppl" "$(jq -n "$ppl - $FP_PPL")" "${ref:-–}" \
+    "$(jq .kld_mean <<< "$kj")" "$(jq '.top1_agreement * 100' <<< "$kj")" \
     "$(jq '.seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_write' <<< "$qj")" \
     "$(jq '.peak_rss_bytes / 1048576' <<< "$qj")"
 done

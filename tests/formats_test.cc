@@ -502,10 +502,9 @@ TEST(Fp8, ScalesFollowAmax) {
 }
 
 // ---------------------------------------------------------------- compressed-tensors packing
-// Read: neuralmagic/compressed-tensors src/compressed_tensors/compressors/
-// quantized_compressors/pack_quantized.py, pack_to_int32 / unpack_from_int32 (offset
-// 1 << (b - 1), pack_factor 32 // b, value i of a run at bits b * i, zero padding) and
-// compression_param_info (weight_zero_point [ceil(N / pack_factor), groups]).
+// Read: vllm-project/compressed-tensors 0.18 compressors/pack_quantized/helpers.py,
+// pack_to_int32 / unpack_from_int32 (offset 1 << (b - 1), value i of a run at bits b * i of one
+// bit stream, ceil(n * b / 32) words, zero padding; weight_zero_point packed along dim 0).
 
 TEST(Pack, DocstringAndHandExamples) {
   // pack_to_int32 docstring, 8 bits: signed [1, 2] -> unsigned [129, 130] -> 33409.
@@ -522,14 +521,18 @@ TEST(Pack, DocstringAndHandExamples) {
   EXPECT_EQ(packed4[0], -878053264);  // stored as int32
   EXPECT_EQ(packed4[1], 0xD);
 
-  // 3 bits: 10 values per word in bits 0..29, top two bits 0; K = 11 -> 2 words.
+  // 3 bits, dense: value 10 (= 2) straddles words 0 and 1; K = 11 -> 33 bits -> 2 words.
   std::vector<uint8_t> three;
-  for (int i = 0; i < 11; ++i) three.push_back(static_cast<uint8_t>(i % 8));
-  const std::vector<int32_t> packed3 = PackAlongCols(three, 1, 11, 3);
+  for (int i = 0; i < 12; ++i) three.push_back(static_cast<uint8_t>(i % 8));
+  const std::vector<int32_t> packed3 =
+      PackAlongCols(std::span(three).first(11), 1, 11, 3);
   ASSERT_EQ(packed3.size(), 2u);
-  EXPECT_EQ(static_cast<uint32_t>(packed3[0]), 0x08FAC688u);  // sum (i % 8) << 3i, i < 10
-  EXPECT_EQ(packed3[1], 2);
-  EXPECT_EQ(PackedLength(32, 3), 4);  // ceil(32 / 10), not ceil(32 * 3 / 32) = 3
+  EXPECT_EQ(static_cast<uint32_t>(packed3[0]), 0x88FAC688u);  // sum (i % 8) << 3i mod 2^32
+  EXPECT_EQ(packed3[1], 0);
+  // 12 values: value 11 (= 3) at bits 33..35 -> word 1 = 3 << 1, plus the top bit of value 10.
+  const std::vector<int32_t> packed3b = PackAlongCols(three, 1, 12, 3);
+  EXPECT_EQ(packed3b[1], 6);
+  EXPECT_EQ(PackedLength(32, 3), 3);  // ceil(32 * 3 / 32); the pre-0.18 layout needed 4
   EXPECT_EQ(PackedLength(128, 4), 16);
   EXPECT_EQ(PackedLength(172, 2), 11);
 

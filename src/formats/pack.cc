@@ -7,76 +7,39 @@
 namespace qf {
 namespace {
 
-void CheckBits(int bits) { QF_CHECK(bits >= 1 && bits <= 8, "bits {}", bits); }
+// Runs of a row-major [rows, cols] matrix: its rows (along_cols; packed shape
+// [rows, PackedLength(cols)]) or its columns (packed shape [PackedLength(rows), cols]).
+struct Runs {
+  int64_t rows, cols;
+  int bits;
+  bool along_cols;
 
-// Validates a packed buffer before unpacking [rows, cols] packed along cols or along rows.
-Status CheckUnpack(size_t have, int64_t rows, int64_t cols, int bits, bool along_cols) {
-  if (bits < 1 || bits > 8) return Err("cannot unpack {}-bit values (1..8)", bits);
-  if (rows <= 0 || cols <= 0) return Err("cannot unpack a [{}, {}] tensor", rows, cols);
-  const int64_t want =
-      along_cols ? rows * PackedLength(cols, bits) : PackedLength(rows, bits) * cols;
-  if (have != static_cast<size_t>(want)) {
-    return Err("packed tensor has {} int32 words, expected {} for [{}, {}] at {} bits", have, want,
-               rows, cols, bits);
+  int64_t count() const { return along_cols ? rows : cols; }
+  int64_t len() const { return along_cols ? cols : rows; }
+  int64_t words() const { return PackedLength(len(), bits); }
+  size_t Value(int64_t run, int64_t i) const {
+    return static_cast<size_t>(along_cols ? run * cols + i : i * cols + run);
   }
-  return Status::Ok();
-}
-
-}  // namespace
-
-std::vector<int32_t> PackAlongCols(std::span<const uint8_t> codes, int64_t rows, int64_t cols,
-                                   int bits) {
-  CheckBits(bits);
-  QF_CHECK(codes.size() == static_cast<size_t>(rows * cols), "{} codes for [{}, {}]", codes.size(),
-           rows, cols);
-  const int pf = PackFactor(bits);
-  const int64_t words = PackedLength(cols, bits);
-  std::vector<int32_t> out(static_cast<size_t>(rows * words));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t w = 0; w < words; ++w) {
-      uint32_t word = 0;
-      for (int i = 0; i < pf && w * pf + i < cols; ++i) {
-        const uint32_t v = codes[static_cast<size_t>(r * cols + w * pf + i)];
-        QF_CHECK(v >> bits == 0, "code {} does not fit {} bits", v, bits);
-        word |= v << (i * bits);
-      }
-      out[static_cast<size_t>(r * words + w)] = std::bit_cast<int32_t>(word);
-    }
+  size_t Word(int64_t run, int64_t w) const {
+    return static_cast<size_t>(along_cols ? run * words() + w : w * cols + run);
   }
-  return out;
-}
+};
 
-Result<std::vector<uint8_t>> UnpackAlongCols(std::span<const int32_t> packed, int64_t rows,
-                                             int64_t cols, int bits) {
-  QF_TRY(CheckUnpack(packed.size(), rows, cols, bits, /*along_cols=*/true));
-  const int pf = PackFactor(bits);
-  const int64_t words = PackedLength(cols, bits);
-  const uint32_t mask = (1u << bits) - 1;
-  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const auto word = std::bit_cast<uint32_t>(packed[static_cast<size_t>(r * words + c / pf)]);
-      codes[static_cast<size_t>(r * cols + c)] =
-          static_cast<uint8_t>((word >> ((c % pf) * bits)) & mask);
-    }
-  }
-  return codes;
-}
-
-std::vector<int32_t> PackAlongRows(std::span<const int32_t> values, int64_t rows, int64_t cols,
-                                   int bits) {
-  CheckBits(bits);
-  QF_CHECK(values.size() == static_cast<size_t>(rows * cols), "{} values for [{}, {}]",
-           values.size(), rows, cols);
-  const int pf = PackFactor(bits);
-  const int64_t words = PackedLength(rows, bits);
-  std::vector<uint32_t> out(static_cast<size_t>(words * cols), 0u);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int32_t v = values[static_cast<size_t>(r * cols + c)];
-      QF_CHECK(v >= 0 && v >> bits == 0, "value {} does not fit {} bits", v, bits);
-      out[static_cast<size_t>((r / pf) * cols + c)] |= static_cast<uint32_t>(v)
-                                                       << ((r % pf) * bits);
+template <class T>
+std::vector<int32_t> Pack(std::span<const T> v, const Runs& d) {
+  QF_CHECK(d.bits >= 1 && d.bits <= 8, "bits {}", d.bits);
+  QF_CHECK(v.size() == static_cast<size_t>(d.rows * d.cols), "{} values for [{}, {}]", v.size(),
+           d.rows, d.cols);
+  std::vector<uint32_t> out(static_cast<size_t>(d.count() * d.words()), 0u);
+  for (int64_t run = 0; run < d.count(); ++run) {
+    for (int64_t i = 0; i < d.len(); ++i) {
+      const T raw = v[d.Value(run, i)];
+      QF_CHECK(raw >= 0 && raw >> d.bits == 0, "value {} does not fit {} bits", int64_t{raw}, d.bits);
+      const auto x = static_cast<uint32_t>(raw);
+      const int64_t w = i * d.bits / 32;
+      const int o = static_cast<int>(i * d.bits % 32);
+      out[d.Word(run, w)] |= x << o;
+      if (o + d.bits > 32) out[d.Word(run, w + 1)] |= x >> (32 - o);
     }
   }
   std::vector<int32_t> result(out.size());
@@ -84,20 +47,49 @@ std::vector<int32_t> PackAlongRows(std::span<const int32_t> values, int64_t rows
   return result;
 }
 
-Result<std::vector<int32_t>> UnpackAlongRows(std::span<const int32_t> packed, int64_t rows,
-                                             int64_t cols, int bits) {
-  QF_TRY(CheckUnpack(packed.size(), rows, cols, bits, /*along_cols=*/false));
-  const int pf = PackFactor(bits);
-  const uint32_t mask = (1u << bits) - 1;
-  std::vector<int32_t> values(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const auto word = std::bit_cast<uint32_t>(packed[static_cast<size_t>((r / pf) * cols + c)]);
-      values[static_cast<size_t>(r * cols + c)] =
-          static_cast<int32_t>((word >> ((r % pf) * bits)) & mask);
+template <class T>
+Result<std::vector<T>> Unpack(std::span<const int32_t> packed, const Runs& d) {
+  if (d.bits < 1 || d.bits > 8) return Err("cannot unpack {}-bit values (1..8)", d.bits);
+  if (d.rows <= 0 || d.cols <= 0) return Err("cannot unpack a [{}, {}] tensor", d.rows, d.cols);
+  const int64_t want = d.count() * d.words();
+  if (packed.size() != static_cast<size_t>(want)) {
+    return Err("packed tensor has {} int32 words, expected {} for [{}, {}] at {} bits",
+               packed.size(), want, d.rows, d.cols, d.bits);
+  }
+  std::vector<T> out(static_cast<size_t>(d.rows * d.cols));
+  const uint64_t mask = (uint64_t{1} << d.bits) - 1;
+  for (int64_t run = 0; run < d.count(); ++run) {
+    for (int64_t i = 0; i < d.len(); ++i) {
+      const int64_t w = i * d.bits / 32;
+      const int o = static_cast<int>(i * d.bits % 32);
+      uint64_t x = uint64_t{std::bit_cast<uint32_t>(packed[d.Word(run, w)])} >> o;
+      if (o + d.bits > 32) x |= uint64_t{std::bit_cast<uint32_t>(packed[d.Word(run, w + 1)])} << (32 - o);
+      out[d.Value(run, i)] = static_cast<T>(x & mask);
     }
   }
-  return values;
+  return out;
+}
+
+}  // namespace
+
+std::vector<int32_t> PackAlongCols(std::span<const uint8_t> codes, int64_t rows, int64_t cols,
+                                   int bits) {
+  return Pack(codes, {rows, cols, bits, true});
+}
+
+Result<std::vector<uint8_t>> UnpackAlongCols(std::span<const int32_t> packed, int64_t rows,
+                                             int64_t cols, int bits) {
+  return Unpack<uint8_t>(packed, {rows, cols, bits, true});
+}
+
+std::vector<int32_t> PackAlongRows(std::span<const int32_t> values, int64_t rows, int64_t cols,
+                                   int bits) {
+  return Pack(values, {rows, cols, bits, false});
+}
+
+Result<std::vector<int32_t>> UnpackAlongRows(std::span<const int32_t> packed, int64_t rows,
+                                             int64_t cols, int bits) {
+  return Unpack<int32_t>(packed, {rows, cols, bits, false});
 }
 
 }  // namespace qf

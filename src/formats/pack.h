@@ -1,13 +1,16 @@
 // compressed-tensors "pack-quantized" int32 packing of integer codes (weight_packed along K,
 // weight_zero_point along N). Contract: bit-identical to pack_to_int32 / unpack_from_int32 of
-// neuralmagic/compressed-tensors compressors/quantized_compressors/pack_quantized.py.
+// vllm-project/compressed-tensors >= 0.18.0 (compressors/pack_quantized/helpers.py).
 //
-// Layout: PackFactor(b) = floor(32 / b) values per int32 (16, 10, 8, 4 for b = 2, 3, 4, 8),
-// value i of a run at bits [i*b, i*b + b) of word i / PackFactor: lowest index in the lowest
-// bits; no value straddles two words, so b = 3 uses 30 bits per word and leaves the top two 0;
-// the last word of a row (column) is zero-padded. compressed-tensors quantizes to signed
-// s in [-2^(b-1), 2^(b-1) - 1] and stores s + 2^(b-1), which is exactly qforge's unsigned code
-// (the symmetric zero 2^(b-1) is stored as signed 0; an asymmetric zero z as z - 2^(b-1)).
+// Layout ("dense"): each run (a row of weight_packed, a column of weight_zero_point) is one
+// little-endian bit stream of 32-bit words: value i at bits [i*b, i*b + b), lowest index in the
+// lowest bits, a value may straddle two words (b = 3), the last word zero-padded;
+// PackedLength(n, b) = ceil(n * b / 32) words. For b = 1, 2, 4, 8 this is the same as the
+// floor(32 / b)-values-per-word layout of compressed-tensors <= 0.17; for b = 3 it is not (the
+// old layout left the top two bits of each word empty), so 3-bit files of older versions are
+// rejected by the reader. compressed-tensors quantizes to signed s in [-2^(b-1), 2^(b-1) - 1]
+// and stores s + 2^(b-1), which is exactly qforge's unsigned code (the symmetric zero 2^(b-1)
+// is stored as signed 0; an asymmetric zero z as z - 2^(b-1)).
 #pragma once
 
 #include <cstdint>
@@ -18,10 +21,7 @@
 
 namespace qf {
 
-inline int PackFactor(int bits) { return 32 / bits; }
-inline int64_t PackedLength(int64_t n, int bits) {
-  return (n + PackFactor(bits) - 1) / PackFactor(bits);
-}
+inline int64_t PackedLength(int64_t n, int bits) { return (n * bits + 31) / 32; }
 // compressed-tensors' signed value of an unsigned code, and back.
 inline int SignedFromCode(int code, int bits) { return code - (1 << (bits - 1)); }
 inline int CodeFromSigned(int value, int bits) { return value + (1 << (bits - 1)); }

@@ -9,8 +9,8 @@
 //   and channel strategies (a tensor-strategy zero point stays unpacked int8).
 // - CT compressors/pack_quantized/helpers.py pack_to_int32 / unpack_from_int32: value + 2^(b-1),
 //   value i of a run at bits [i*b, i*b+b) of its little-endian bit stream, ceil(count*b/32)
-//   words. Since 0.18.0 (commit 66e631f6) values straddle words ("dense"); up to 0.17 a word held
-//   floor(32/b) values (qforge formats/pack.h). Same bytes for b = 1, 2, 4, 8; for b = 3 we write
+//   words. Since 0.18.0 (commit 66e631f6) values straddle words ("dense", qforge formats/pack.h);
+//   up to 0.17 a word held floor(32/b) values. Same bytes for b = 1, 2, 4, 8; for b = 3 we write
 //   and read the dense layout and reject files whose version predates it.
 // - CT compressors/naive_quantized/base.py: naive-, int- and float-quantized store `weight` in
 //   QuantizationArgs.pytorch_dtype() (int8, or float8_e4m3fn for float 8 bits); compressors/
@@ -81,83 +81,6 @@ constexpr const char* kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
     "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja"};
 // clang-format on
-
-// ---- bit packing: dense layout (CT >= 0.18); pack.h where it is the same -----------------------
-
-int64_t DenseWords(int64_t count, int bits) { return (count * bits + 31) / 32; }
-
-// Same bits, other 32-bit integer type.
-template <class To, class V>
-std::vector<To> BitCast(const V& v) {
-  std::vector<To> out(v.size());
-  std::memcpy(out.data(), v.data(), v.size() * sizeof(To));
-  return out;
-}
-
-// Runs of a row-major [rows, cols] matrix packed densely: its rows (along_cols; packed shape
-// [rows, DenseWords(cols)]) or its columns (packed shape [DenseWords(rows), cols]).
-struct DenseRuns {
-  int64_t rows, cols;
-  int bits;
-  bool along_cols;
-
-  int64_t runs() const { return along_cols ? rows : cols; }
-  int64_t len() const { return along_cols ? cols : rows; }
-  int64_t words() const { return DenseWords(len(), bits); }
-  size_t Value(int64_t run, int64_t i) const {
-    return size_t(along_cols ? run * cols + i : i * cols + run);
-  }
-  size_t Word(int64_t run, int64_t w) const {
-    return size_t(along_cols ? run * words() + w : w * cols + run);
-  }
-};
-
-// Value i of a run at bits [i*b, i*b+b) of the run's words; it may straddle two words.
-template <class T>
-std::vector<int32_t> PackDense(const std::vector<T>& v, const DenseRuns& d) {
-  std::vector<uint32_t> out(size_t(d.runs() * d.words()), 0u);
-  for (int64_t run = 0; run < d.runs(); ++run) {
-    for (int64_t i = 0; i < d.len(); ++i) {
-      const auto x = uint32_t(v[d.Value(run, i)]);
-      QF_CHECK(x >> d.bits == 0, "value {} does not fit {} bits", x, d.bits);
-      const int64_t w = i * d.bits / 32;
-      const int o = int(i * d.bits % 32);
-      out[d.Word(run, w)] |= x << o;
-      if (o + d.bits > 32) out[d.Word(run, w + 1)] |= x >> (32 - o);
-    }
-  }
-  return BitCast<int32_t>(out);
-}
-
-template <class T>
-std::vector<T> UnpackDense(std::span<const int32_t> packed, const DenseRuns& d) {
-  const std::vector<uint32_t> p = BitCast<uint32_t>(packed);
-  std::vector<T> out(size_t(d.rows * d.cols));
-  for (int64_t run = 0; run < d.runs(); ++run) {
-    for (int64_t i = 0; i < d.len(); ++i) {
-      const int64_t w = i * d.bits / 32;
-      const int o = int(i * d.bits % 32);
-      uint64_t x = uint64_t{p[d.Word(run, w)]} >> o;
-      if (o + d.bits > 32) x |= uint64_t{p[d.Word(run, w + 1)]} << (32 - o);
-      out[d.Value(run, i)] = T(x & ((uint64_t{1} << d.bits) - 1));
-    }
-  }
-  return out;
-}
-
-// weight_packed [rows, words] of codes[rows, cols]; pack.h where it is the same layout.
-std::vector<int32_t> PackCodes(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                               int bits) {
-  if (32 % bits == 0) return PackAlongCols(codes, rows, cols, bits);
-  return PackDense(codes, {rows, cols, bits, true});
-}
-
-// weight_zero_point [words, cols] of zeros[rows, cols] (packed along dim 0).
-std::vector<int32_t> PackZeros(const std::vector<int32_t>& zeros, int64_t rows, int64_t cols,
-                               int bits) {
-  if (32 % bits == 0) return PackAlongRows(zeros, rows, cols, bits);
-  return PackDense(zeros, {rows, cols, bits, false});
-}
 
 // "0.17.1.dev3" -> true for (0, 18); empty -> false.
 bool VersionBefore(const std::string& version, int major, int minor) {
@@ -521,8 +444,8 @@ Status AppendLinear(const QuantizedLinearEntry& e, const std::string& format, DT
   const int offset = 1 << (bits - 1);
   const bool packed_zeros = q.scheme.granularity != Granularity::kTensor;
   if (format == kPackQuantized) {
-    sink->AddValues(m + ".weight_packed", DType::kI32, {n, DenseWords(k, bits)},
-                    PackCodes(q.codes, n, k, bits));
+    sink->AddValues(m + ".weight_packed", DType::kI32, {n, PackedLength(k, bits)},
+                    PackAlongCols(q.codes, n, k, bits));
     sink->AddValues(m + ".weight_shape", DType::kI64, {2}, std::vector<int64_t>{n, k});
   } else {
     std::vector<int8_t> w(q.codes.size());
@@ -532,8 +455,8 @@ Status AppendLinear(const QuantizedLinearEntry& e, const std::string& format, DT
   if (q.scheme.symmetric) return Status::Ok();
   if (format == kPackQuantized && packed_zeros) {
     const int64_t groups = q.zeros.size() / size_t(n);
-    sink->AddValues(m + ".weight_zero_point", DType::kI32, {DenseWords(n, bits), groups},
-                    PackZeros(q.zeros, n, groups, bits));
+    sink->AddValues(m + ".weight_zero_point", DType::kI32, {PackedLength(n, bits), groups},
+                    PackAlongRows(q.zeros, n, groups, bits));
   } else {
     std::vector<int8_t> z(q.zeros.size());
     for (size_t i = 0; i < z.size(); ++i) z[i] = int8_t(q.zeros[i] - offset);
@@ -695,8 +618,8 @@ Result<std::optional<QuantizedTensor>> ReadQuantizedLinear(const TensorStore& st
                  ShapeString(Integers(*ws)), n, k);
     }
     QF_ASSIGN(const TensorInfo* t,
-              Need(store, module + ".weight_packed", {DType::kI32}, {n, DenseWords(k, bits)}));
-    q.codes = UnpackDense<uint8_t>(Elements<int32_t>(*t), {n, k, bits, true});
+              Need(store, module + ".weight_packed", {DType::kI32}, {n, PackedLength(k, bits)}));
+    QF_ASSIGN(q.codes, UnpackAlongCols(Elements<int32_t>(*t), n, k, bits));
   } else {
     QF_ASSIGN(const TensorInfo* t, Need(store, module + ".weight", {DType::kI8}, {n, k}));
     QF_TRY(SignedToUnsigned(Integers(*t), bits, *t, &q.codes));
@@ -706,8 +629,8 @@ Result<std::optional<QuantizedTensor>> ReadQuantizedLinear(const TensorStore& st
     const int64_t groups = sshape.size() == 2 ? sshape[1] : 1;
     if (f == kPackQuantized && scheme.granularity != Granularity::kTensor) {
       QF_ASSIGN(const TensorInfo* t,
-                Need(store, zname, {DType::kI32}, {DenseWords(n, bits), groups}));
-      q.zeros = UnpackDense<int32_t>(Elements<int32_t>(*t), {n, groups, bits, false});
+                Need(store, zname, {DType::kI32}, {PackedLength(n, bits), groups}));
+      QF_ASSIGN(q.zeros, UnpackAlongRows(Elements<int32_t>(*t), n, groups, bits));
     } else {
       const TensorInfo* z = store.Find(zname);
       const std::vector<int64_t> zshape =
