@@ -150,6 +150,23 @@ TEST(VecMath, MatchesReferenceOnEveryTarget) {
     SiluMulRef(gr.data(), u.data(), n);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(g[size_t(i)], gr[size_t(i)], 1e-6 * (std::abs(gr[size_t(i)]) + 1e-3)) << "n=" << n << " i=" << i;
+    // Clip-search error: rounded copies with some exact zeros, with and without weights.
+    auto q = x;
+    for (int64_t i = 0; i < n; ++i) q[size_t(i)] = i % 3 == 0 ? x[size_t(i)] : std::round(x[size_t(i)]);
+    const auto wt = Random(size_t(n), uint64_t(n) + 3);
+    std::vector<float> wpos(wt.size());
+    for (size_t i = 0; i < wt.size(); ++i) wpos[i] = std::fabs(wt[i]);
+    for (const float p : {2.0f, 2.4f, 1.0f}) {
+      for (const float* w : {static_cast<const float*>(nullptr), static_cast<const float*>(wpos.data())}) {
+        const double ref = PowErrorSumRef(x.data(), q.data(), w, n, p);
+        EXPECT_NEAR(PowErrorSum(x.data(), q.data(), w, n, p), ref, 1e-5 * ref + 1e-30) << "n=" << n << " p=" << p;
+        for (const float zero : {0.0f, 7.0f, 8.0f}) {  // asym at the edge, asym inside, sym
+          const double iref = IntRoundErrorSumRef(x.data(), w, n, 0.37f, zero, 15.0f, p);
+          EXPECT_NEAR(IntRoundErrorSum(x.data(), w, n, 0.37f, zero, 15.0f, p), iref, 1e-5 * iref + 1e-30)
+              << "n=" << n << " p=" << p << " zero=" << zero;
+        }
+      }
+    }
   }
   });
 }

@@ -1,11 +1,15 @@
 // Grid fitting: min-max (GPTQ quant.py find_params) and the optional clipping search.
-// Contract: plain loops in fp32 in the reference's order of operations; the search error is
-// summed in double, so only exact ties between shrink steps can pick differently from torch.
+// Contract: plain loops in fp32 in the reference's order of operations. The search error is a
+// float sum within a row segment (as torch's fp32 sum in quant.py) and double across rows, so
+// only near-ties between shrink steps can pick differently from torch.
 #include "formats/grid.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
+
+#include "kernels/cpu/vec_math.h"
 
 namespace qf {
 
@@ -71,28 +75,6 @@ void Grid::EncodeSpan(const float* x, uint8_t* out, int64_t n, GroupParams p) co
   }
 }
 
-namespace {
-
-// Sum over the block of importance[c] * |q(x) - x|^norm, in double.
-template <class RoundFn>
-double BlockError(const float* w, int64_t rows, int64_t ld, int64_t c0, int64_t c1,
-                  std::span<const float> importance, float norm, RoundFn round) {
-  double total = 0.0;
-  const bool squared = norm == 2.0f;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = w + r * ld;
-    for (int64_t c = c0; c < c1; ++c) {
-      const float d = std::fabs(round(row[c]) - row[c]);
-      double e = squared ? static_cast<double>(d) * d : std::pow(d, norm);
-      if (!importance.empty()) e *= importance[static_cast<size_t>(c)];
-      total += e;
-    }
-  }
-  return total;
-}
-
-}  // namespace
-
 void Grid::Fit(const float* w, int64_t rows, int64_t ld, int64_t c0, int64_t c1,
                std::span<GroupParams> out, const FitOptions& options) const {
   QF_CHECK(rows >= 1 && c0 >= 0 && c0 < c1 && c1 <= ld, "rows {} cols [{}, {}) ld {}", rows, c0, c1,
@@ -117,13 +99,26 @@ void Grid::Fit(const float* w, int64_t rows, int64_t ld, int64_t c0, int64_t c1,
     if (!options.clip) return best;
     const ClipSearch& clip = *options.clip;
     const int steps = static_cast<int>(clip.max_shrink * clip.grid);
+    const float* imp = options.importance.empty() ? nullptr : options.importance.data() + c0;
+    thread_local std::vector<float> rounded;
+    rounded.resize(static_cast<size_t>(c1 - c0));
     double best_err = std::numeric_limits<double>::infinity();
     for (int i = 0; i < steps; ++i) {
       // Python: p = 1 - i / grid in double, then p * xmin on an fp32 tensor in fp32.
       const auto p = static_cast<float>(1.0 - static_cast<double>(i) / clip.grid);
       const GroupParams cand = ParamsFromNormalized(p * xmin, p * xmax);
-      const double err = BlockError(w + r0 * ld, nr, ld, c0, c1, options.importance, clip.norm,
-                                    [&](float x) { return Round(x, cand); });
+      // Σ importance[c] · |Round(x) − x|^norm over the block (vectorised; float within a row).
+      double err = 0.0;
+      for (int64_t r = r0; r < r0 + nr; ++r) {
+        const float* row = w + r * ld + c0;
+        if (is_int_) {
+          err += kernels::IntRoundErrorSum(row, imp, c1 - c0, cand.scale, cand.zero, maxq_,
+                                           clip.norm);
+        } else {
+          RoundSpan(row, rounded.data(), c1 - c0, cand);
+          err += kernels::PowErrorSum(row, rounded.data(), imp, c1 - c0, clip.norm);
+        }
+      }
       if (err < best_err) {
         best_err = err;
         best = cand;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/cpu/vec_math.h"
 
@@ -65,6 +66,76 @@ void SiluMulImpl(float* g, const float* u, int64_t n) {
   for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+// |d|^p, 0 where d = 0 (Highway's Log is not defined at 0).
+template <class D, class V>
+V PowAbs(D d, V diff, bool square, V vp) {
+  if (square) return hn::Mul(diff, diff);
+  const auto nz = hn::Gt(diff, hn::Zero(d));
+  const auto safe = hn::IfThenElse(nz, diff, hn::Set(d, 1.0f));
+  return hn::IfThenElseZero(nz, hn::Exp(d, hn::Mul(vp, hn::Log(d, safe))));
+}
+
+float PowAbsScalar(float diff, float p) {
+  return p == 2.0f ? diff * diff : (diff > 0.0f ? std::exp(p * std::log(diff)) : 0.0f);
+}
+
+// Σ w · |Q(x) − x|^p in float blocks of 256, double across; `round` maps a vector / scalar.
+template <class VecRound, class ScalarRound>
+double ErrorSum(const float* x, const float* w, int64_t n, float p, VecRound vround,
+                ScalarRound sround) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  constexpr int64_t kBlock = 256;
+  const bool square = p == 2.0f;
+  const auto vp = hn::Set(d, p);
+  double total = 0.0;
+  int64_t i = 0;
+  while (i + N <= n) {
+    const int64_t end = std::min(n, i + kBlock);
+    auto acc = hn::Zero(d);
+    for (; i + N <= end; i += N) {
+      const auto xv = hn::LoadU(d, x + i);
+      auto e = PowAbs(d, hn::Abs(hn::Sub(vround(d, xv, i), xv)), square, vp);
+      if (w) e = hn::Mul(e, hn::LoadU(d, w + i));
+      acc = hn::Add(acc, e);
+    }
+    total += double(hn::GetLane(hn::SumOfLanes(d, acc)));
+  }
+  for (; i < n; ++i) {
+    float e = PowAbsScalar(std::fabs(sround(x[i], i) - x[i]), p);
+    if (w) e *= w[i];
+    total += double(e);
+  }
+  return total;
+}
+
+double PowErrorSumImpl(const float* x, const float* q, const float* w, int64_t n, float p) {
+  return ErrorSum(
+      x, w, n, p, [q](auto d, auto, int64_t i) { return hn::LoadU(d, q + i); },
+      [q](float, int64_t i) { return q[i]; });
+}
+
+double IntRoundErrorSumImpl(const float* x, const float* w, int64_t n, float scale, float zero,
+                            float maxq, float p) {
+  const hn::ScalableTag<float> d;
+  const auto vs = hn::Set(d, scale), vz = hn::Set(d, zero), vmax = hn::Set(d, maxq);
+  const auto vzero = hn::Zero(d);
+  return ErrorSum(
+      x, w, n, p,
+      [&](auto dd, auto xv, int64_t) {
+        auto c = hn::Add(hn::Round(hn::Div(xv, vs)), vz);  // Round: to nearest, ties to even
+        c = hn::Min(hn::Max(c, vzero), vmax);
+        (void)dd;
+        return hn::Mul(vs, hn::Sub(c, vz));
+      },
+      [&](float v, int64_t) {
+        float c = std::nearbyint(v / scale) + zero;
+        c = c >= 0.0f ? c : 0.0f;
+        c = c <= maxq ? c : maxq;
+        return scale * (c - zero);
+      });
+}
+
 }  // namespace qf::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -74,12 +145,42 @@ namespace qf::kernels {
 HWY_EXPORT(MaxValueImpl);
 HWY_EXPORT(ExpShiftSumImpl);
 HWY_EXPORT(SiluMulImpl);
+HWY_EXPORT(PowErrorSumImpl);
+HWY_EXPORT(IntRoundErrorSumImpl);
 
 float MaxValue(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(MaxValueImpl)(x, n); }
 double ExpShiftSum(const float* x, float* out, int64_t n, float shift) {
   return HWY_DYNAMIC_DISPATCH(ExpShiftSumImpl)(x, out, n, shift);
 }
 void SiluMulVec(float* g, const float* u, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMulImpl)(g, u, n); }
+double PowErrorSum(const float* x, const float* q, const float* w, int64_t n, float p) {
+  return HWY_DYNAMIC_DISPATCH(PowErrorSumImpl)(x, q, w, n, p);
+}
+
+double IntRoundErrorSum(const float* x, const float* w, int64_t n, float scale, float zero,
+                        float maxq, float p) {
+  return HWY_DYNAMIC_DISPATCH(IntRoundErrorSumImpl)(x, w, n, scale, zero, maxq, p);
+}
+
+double IntRoundErrorSumRef(const float* x, const float* w, int64_t n, float scale, float zero,
+                           float maxq, float p) {
+  std::vector<float> q(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    float c = std::nearbyint(x[i] / scale) + zero;
+    c = std::min(std::max(c, 0.0f), maxq);
+    q[i] = scale * (c - zero);
+  }
+  return PowErrorSumRef(x, q.data(), w, n, p);
+}
+
+double PowErrorSumRef(const float* x, const float* q, const float* w, int64_t n, float p) {
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double diff = std::fabs(double(q[i]) - x[i]);
+    total += std::pow(diff, double(p)) * (w ? w[i] : 1.0f);
+  }
+  return total;
+}
 
 float MaxValueRef(const float* x, int64_t n) {
   float r = -std::numeric_limits<float>::infinity();

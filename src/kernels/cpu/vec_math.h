@@ -14,7 +14,18 @@ double ExpShiftSum(const float* x, float* out, int64_t n, float shift);
 // g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i].
 void SiluMulVec(float* g, const float* u, int64_t n);
 
+// Σ_i w[i] · |q[i] − x[i]|^p (w null: all 1), the clip search's error; |d|^p as d·d for p = 2,
+// else exp(p · log |d|) (0 for d = 0); summed in float within blocks of 256, then in double.
+double PowErrorSum(const float* x, const float* q, const float* w, int64_t n, float p);
+// The same error for the integer grid, rounding fused in: q[i] = scale · (c − zero) with
+// c = clamp(rne(x[i] / scale) + zero, 0, maxq), the bits formats' Grid::Round gives for finite x.
+double IntRoundErrorSum(const float* x, const float* w, int64_t n, float scale, float zero,
+                        float maxq, float p);
+
 float MaxValueRef(const float* x, int64_t n);
+double PowErrorSumRef(const float* x, const float* q, const float* w, int64_t n, float p);
+double IntRoundErrorSumRef(const float* x, const float* w, int64_t n, float scale, float zero,
+                           float maxq, float p);
 double ExpShiftSumRef(const float* x, float* out, int64_t n, float shift);
 void SiluMulRef(float* g, const float* u, int64_t n);
 
