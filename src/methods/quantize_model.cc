@@ -477,14 +477,25 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
 
 }  // namespace
 
-Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
-                                     const QuantizeOptions& opt, const LayerProgress& progress) {
+Status CheckOptions(const QuantizeOptions& opt) {
   QF_ASSIGN(const Plan plan, ParseMethod(opt.method));
   if (opt.act_order && plan.solver != "gptq") return Err("--act-order applies to GPTQ methods");
   if (!opt.calib.text_path.empty() && !NeedsCalibration(plan, opt))
     return Err("--calib: {} with {} needs no calibration data", opt.method,
                opt.act ? "dynamic activations" : "weight-only quantization");
   if (!(opt.alpha >= 0.0 && opt.alpha <= 1.0)) return Err("--alpha must be in [0, 1]");
+  return Status::Ok();
+}
+
+bool NeedsCalibration(const QuantizeOptions& opt) {
+  const auto plan = ParseMethod(opt.method);
+  return plan.ok() && NeedsCalibration(*plan, opt);
+}
+
+Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
+                                     const QuantizeOptions& opt, const LayerProgress& progress) {
+  QF_TRY(CheckOptions(opt));
+  QF_ASSIGN(const Plan plan, ParseMethod(opt.method));
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   std::error_code eq_ec;

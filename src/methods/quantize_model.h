@@ -75,6 +75,12 @@ struct QuantizeReport {
 
 using LayerProgress = std::function<void(int64_t done, int64_t total)>;
 
+// Errors for unknown methods and flags that do not apply to the method (QuantizeModel checks
+// this first; the CLI calls it before printing anything).
+Status CheckOptions(const QuantizeOptions& opt);
+// Whether the method needs calibration data (GPTQ, AWQ, SmoothQuant, static activations).
+bool NeedsCalibration(const QuantizeOptions& opt);
+
 Result<QuantizeReport> QuantizeModel(const std::filesystem::path& src,
                                      const std::filesystem::path& out,
                                      const QuantizeOptions& opt,

@@ -72,11 +72,11 @@ int RunQuantize(const QuantizeArgs& a) {
   opt.act_order = a.act_order;
   opt.damp = a.damp;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
-  const bool calibrated = a.method != "rtn" || (opt.act && !opt.act->dynamic);
-  if (calibrated && a.calib.empty())
+  opt.ignore = a.ignore;
+  if (Status st = methods::CheckOptions(opt); !st.ok()) return Fail(st.error());
+  if (methods::NeedsCalibration(opt) && a.calib.empty())
     std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
                  (long long)a.nsamples);
-  opt.ignore = a.ignore;
   opt.seed = a.seed;
   std::unique_ptr<ProgressBar> pb;
   auto r = methods::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
