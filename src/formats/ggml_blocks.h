@@ -1,0 +1,81 @@
+// ggml's quantized block formats (llama.cpp GGUF tensor types), one table row each, with a plain
+// reference encoder and decoder per type.
+// Contract: bytes bit-identical to ggml. Without an importance vector a row encodes exactly as
+// ggml_quantize_chunk(type, ..., imatrix = NULL) (the quantize_row_X_ref functions; Q8_1 and
+// Q8_K, which ggml_quantize_chunk does not take, as quantize_row_q8_1_ref /
+// quantize_row_q8_K_ref). With one (llama-imatrix's mean x^2 per input column), as
+// ggml_quantize_chunk(type, ..., imatrix) (ggml's quantize_row_X_impl with quant_weights);
+// Q8_0, Q8_1 and Q8_K ignore it as ggml does. Decoding is ggml's dequantize_row_X, float
+// operation for float operation. Sources read (facts, no code taken): ggml/src/ggml-common.h
+// (block layouts), ggml/src/ggml-quants.c, ggml/src/ggml.c (ggml_quantize_chunk) of
+// ggerganov/llama.cpp at c392e50 (Feb 2025); tests/ggml_blocks_test.cc holds digests of ggml's
+// own output for every row, with and without importance.
+//
+// Blocks, all little-endian, fp16 = IEEE half (round to nearest even on the way in):
+//   Q4_0   32 w, 18 B, 4.5 bpw     d;          x = d * (q - 8)
+//   Q4_1   32 w, 20 B, 5.0 bpw     d, m;       x = d * q + m
+//   Q5_0   32 w, 22 B, 5.5 bpw     d, qh[4];   x = d * (q - 16)
+//   Q5_1   32 w, 24 B, 6.0 bpw     d, m, qh;   x = d * q + m
+//   Q8_0   32 w, 34 B, 8.5 bpw     d;          x = d * q (int8)
+//   Q8_1   32 w, 36 B, 9.0 bpw     d, s = d * sum(q); activation partner of Q4_1/Q5_1 dots
+//   Q2_K  256 w, 84 B, 2.625 bpw  16 sub-blocks of 16, 4-bit scale and min each, fp16 d, dmin
+//   Q3_K  256 w, 110 B, 3.4375    16 sub-blocks of 16, 6-bit signed scales, fp16 d; x = d*s*(q-4)
+//   Q4_K  256 w, 144 B, 4.5       8 sub-blocks of 32, 6-bit scale and min, fp16 d, dmin
+//   Q5_K  256 w, 176 B, 5.5       as Q4_K with a fifth bit
+//   Q6_K  256 w, 210 B, 6.5625    16 sub-blocks of 16, int8 scales, fp16 d; x = d*s*(q-32)
+//   Q8_K  256 w, 292 B, 9.125     f32 d, int8 q, int16 sums of 16; activation partner of k-quants
+//   IQ4_NL 32 w, 18 B, 4.5        d; x = d * kvalues_iq4nl[q] (a fixed non-uniform 16-level grid)
+//   IQ4_XS 256 w, 136 B, 4.25     8 sub-blocks of 32 with 6-bit signed scales, same grid
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "core/result.h"
+
+namespace qf {
+
+// One row of `cols` weights (a multiple of the block size); importance is null or [cols].
+using GgmlEncodeRowFn = void (*)(const float* x, int64_t cols, const float* importance,
+                                 std::byte* out);
+using GgmlDecodeRowFn = void (*)(const std::byte* in, int64_t cols, float* out);
+
+struct GgmlBlockType {
+  std::string_view name;  // "Q4_0", "Q4_K", "IQ4_XS" (ggml's type_name, upper case)
+  int id;                 // enum ggml_type of ggml.h, as stored in GGUF tensor infos
+  int64_t block;          // weights per block: 32 or 256
+  size_t block_bytes;     // bytes per block
+  bool activation_only;   // Q8_1, Q8_K: dot-product partners, never written to model files
+  GgmlEncodeRowFn encode;
+  GgmlDecodeRowFn decode;
+  // Bits per weight, everything in the block included (4.5 for Q4_0, 2.625 for Q2_K).
+  double bits_per_weight() const { return 8.0 * double(block_bytes) / double(block); }
+};
+
+// Every row, ordered by ggml type id.
+std::span<const GgmlBlockType> GgmlBlockTypes();
+// By name, case-insensitive ("q4_k", "Q4_K"), or by ggml type id; null when not in the table.
+// (Named apart from io::FindGgmlType of io/gguf.h, which covers every GGUF tensor type.)
+const GgmlBlockType* FindGgmlBlockType(std::string_view name);
+const GgmlBlockType* FindGgmlBlockType(int id);
+
+// Bytes of rows x cols weights: rows * cols / block * block_bytes; an Error when cols is not a
+// positive multiple of the block or rows is negative.
+Result<uint64_t> GgmlRowsBytes(const GgmlBlockType& t, int64_t rows, int64_t cols);
+
+// x[rows, cols] -> out (rows * cols / block blocks, GgmlRowsBytes bytes), row after row.
+// importance: null, or [cols] non-negative weights shared by every row (llama-imatrix's
+// per-column mean of x^2). Rows run in parallel outside an OpenMP region; the bytes do not
+// depend on the thread count.
+Status QuantizeRowsGgml(const GgmlBlockType& t, const float* x, int64_t rows, int64_t cols,
+                        const float* importance, std::byte* out);
+// in (GgmlRowsBytes bytes) -> out[rows, cols].
+Status DequantizeRowsGgml(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
+                          float* out);
+// out[rows, cols] = decode(encode(x)) (the weights a GGUF of type t would hold); out may equal x.
+Status QuantizeDequantizeGgml(const GgmlBlockType& t, const float* x, int64_t rows, int64_t cols,
+                              const float* importance, float* out);
+
+}  // namespace qf

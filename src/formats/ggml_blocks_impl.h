@@ -1,0 +1,98 @@
+// Internals of formats/ggml_blocks: the scale searches ggml's quantizers share, byte helpers, and
+// the per-type row encoders/decoders the table points to (ggml_legacy.cc, ggml_kquants.cc).
+// Contract: each search repeats ggml-quants.c's float operations in the same order (same
+// association, products before sums, no fused multiply-add), so results agree to the bit.
+// qforge builds with -std=c++20 (ISO mode), where GCC does not contract a*b+c by default; a build
+// adding -ffp-contract=fast with FMA enabled would break bit-exactness (the tests catch it).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "core/dtype.h"
+
+namespace qf::ggml {
+
+inline constexpr int kQK = 256;               // weights per k-quant super-block (QK_K)
+inline constexpr float kGroupMaxEps = 1e-15f;  // below this |max| a group is all zero
+
+// ggml's nearest_int: adding 1.5 * 2^23 rounds to an integer (half to even) in the mantissa.
+// Exact for |f| <= 2^22 - 1; larger inputs give some value in [-2^22, 2^22), never UB.
+inline int NearestInt(float f) {
+  const float v = f + 12582912.f;
+  int32_t i;
+  std::memcpy(&i, &v, sizeof i);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// Little-endian fields.
+inline void PutF16(uint8_t* p, float v) {
+  const uint16_t h = F16BitsRne(v);
+  p[0] = uint8_t(h & 0xff);
+  p[1] = uint8_t(h >> 8);
+}
+inline float GetF16(const uint8_t* p) { return F16ToF32(uint16_t(p[0] | (p[1] << 8))); }
+// The f32 value a stored fp16 field holds (ggml re-reads d after storing it).
+inline float RoundF16(float v) { return F16ToF32(F16BitsRne(v)); }
+inline void PutU16(uint8_t* p, uint16_t v) {
+  p[0] = uint8_t(v & 0xff);
+  p[1] = uint8_t(v >> 8);
+}
+inline uint16_t GetU16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+inline void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+inline uint32_t GetU32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+inline uint8_t* Bytes(std::byte* p) { return reinterpret_cast<uint8_t*>(p); }
+inline const uint8_t* Bytes(const std::byte* p) { return reinterpret_cast<const uint8_t*>(p); }
+
+// ---- scale searches (ggml-quants.c's make_*_quants) ------------------------------------------
+
+// Symmetric codes L[i] in [0, 2*nmax) for x ~ scale * (L - nmax), the scale chosen among 19
+// candidate inverse scales -(nmax + 0.1 k)/max (k = -9..9) by weighted least squares.
+// Weights: qw, or x^2 when qw is null (ggml's make_qx_quants with rmse_type 1, the only kind
+// the types here use). Returns the scale (0 for an all-zero group).
+float MakeQxQuants(int n, int nmax, const float* x, int8_t* L, const float* qw);
+
+// Q3_K's reference search: codes in [0, 2*nmax), x^2 weights, then up to 5 rounds of moving
+// single codes while the weighted fit improves (make_q3_quants with do_rmse).
+float MakeQ3Quants(int n, int nmax, const float* x, int8_t* L);
+
+// Asymmetric codes L[i] in [0, nmax] for x ~ scale * L - the_min (the_min >= 0), searched over
+// nstep + 1 inverse scales (rmin + rdelta * k + nmax) / (max - min) with the weighted least
+// squares scale and min of each; error is |diff| (use_mad) or diff^2 times the weight.
+// weights must not be null. (make_qkx2_quants and make_qkx3_quants: the same for such weights.)
+float MakeQkxQuants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+                    float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
+                    bool use_mad);
+
+// Non-negative codes L[i] in [0, nmax] for x >= 0 (the sub-block scales of a super-block) under
+// importance weights qw: 9 candidate scales, then up to 5 rounds of single-code moves.
+float MakeQpQuants(int n, int nmax, const float* x, uint8_t* L, const float* qw);
+
+// ---- rows, one pair per type ---------------------------------------------------------------
+// Encoders: x[cols] (cols a multiple of the block) -> cols / block blocks; importance null or
+// [cols]. Decoders: the inverse.
+#define QF_GGML_ROW_CODEC(T)                                                              \
+  void Encode##T(const float* x, int64_t cols, const float* importance, std::byte* out); \
+  void Decode##T(const std::byte* in, int64_t cols, float* out);
+QF_GGML_ROW_CODEC(Q4_0)
+QF_GGML_ROW_CODEC(Q4_1)
+QF_GGML_ROW_CODEC(Q5_0)
+QF_GGML_ROW_CODEC(Q5_1)
+QF_GGML_ROW_CODEC(Q8_0)
+QF_GGML_ROW_CODEC(Q8_1)
+QF_GGML_ROW_CODEC(Q2_K)
+QF_GGML_ROW_CODEC(Q3_K)
+QF_GGML_ROW_CODEC(Q4_K)
+QF_GGML_ROW_CODEC(Q5_K)
+QF_GGML_ROW_CODEC(Q6_K)
+QF_GGML_ROW_CODEC(Q8_K)
+QF_GGML_ROW_CODEC(IQ4_NL)
+QF_GGML_ROW_CODEC(IQ4_XS)
+#undef QF_GGML_ROW_CODEC
+
+}  // namespace qf::ggml
