@@ -735,6 +735,16 @@ TEST(GgufConvert, ErrorsAreOneLineAndLeaveNoFile) {
 
   ExpectOneLineError(Q() + " info " + (fs::path(Bundled()) / "tokenizer.model").string() + ".gguf",
                      "cannot open");
+
+  // A quantized (compressed-tensors) checkpoint is refused by name.
+  const fs::path quant = tmp / "quantized";
+  fs::create_directories(quant);
+  std::string qcfg = ReadFile(stories / "config.json");
+  qcfg.insert(qcfg.rfind('}'),
+              R"(, "quantization_config": {"quant_method": "compressed-tensors"})");
+  std::ofstream(quant / "config.json") << qcfg;
+  ExpectOneLineError(Q() + " convert " + quant.string() + " -o " + (tmp / "q.gguf").string(),
+                     "a quantized checkpoint (quant_method 'compressed-tensors')");
 }
 
 // stories260k: tied embeddings (no output.weight), head_dim derived, fp32 source -> auto f16.
