@@ -13,6 +13,8 @@
 
 #include "io/safetensors_writer.h"
 #include "kernels/ops.h"
+#include "formats/activation.h"
+#include "methods/quantize_model.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -97,7 +99,7 @@ fs::path WriteModel(const Spec& s, const std::string& name, Weights* w) {
                         {"num_key_value_heads", s.kv_heads}, {"head_dim", s.head_dim},
                         {"max_position_embeddings", 64},  {"rms_norm_eps", 1e-5},
                         {"rope_theta", 500.0},            {"tie_word_embeddings", s.tied},
-                        {"hidden_act", "silu"}};
+                        {"hidden_act", "silu"},          {"bos_token_id", 1}};
   if (s.window) cfg["sliding_window"] = s.window;
   if (s.llama3_rope)
     cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
@@ -285,6 +287,73 @@ INSTANTIATE_TEST_SUITE_P(
         Spec{.arch = "LlamaForCausalLM", .llama3_rope = true},
         Spec{.arch = "LlamaForCausalLM", .sharded = true},
         Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true}));
+
+// The calibrated methods run unchanged on every family (biases, q/k norms, sliding window, GQA
+// and MHA, f16/bf16 storage, tied embeddings): the output loads and stays close to the fp model.
+class FamiliesQuantize : public ::testing::TestWithParam<Spec> {};
+
+TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
+  const Spec& s = GetParam();
+  kernels::SetThreads(2);
+  Weights w;
+  const std::string name = "q_" + s.arch + "_" + std::string(Name(s.dtype)) + "_kv" + std::to_string(s.kv_heads);
+  const fs::path dir = WriteModel(s, name, &w);
+  auto fp = Model::Load(dir);
+  ASSERT_TRUE(fp.ok()) << fp.error().message();
+  const std::vector<int32_t> ids = {1, 5, 9, 33, 2, 17, 8, 8, 39, 0, 21, 4, 11, 30};
+  auto logits = [&](const Model& m) {
+    std::vector<float> out(ids.size() * size_t(s.vocab));
+    KVCache cache = m.NewCache(int64_t(ids.size()));
+    EXPECT_TRUE(m.Forward(ids, cache, out.data(), true).ok());
+    return out;
+  };
+  const std::vector<float> base = logits(*fp);
+  double base_mean = 0;
+  for (float v : base) base_mean += std::abs(v) / double(base.size());
+  struct Case {
+    std::string scheme, method;
+    double max_rel;  // mean |Δlogit| / mean |logit|; a wrong fold gives O(1)
+  };
+  for (const Case& c : {Case{"W8A8", "smoothquant", 0.06}, Case{"int4-channel-asym", "awq", 0.5},
+                        Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25}}) {
+    SCOPED_TRACE(c.scheme + " " + c.method);
+    methods::QuantizeOptions opt;
+    opt.scheme = *ParseScheme(c.scheme);
+    auto act = PresetActivations(c.scheme);
+    ASSERT_TRUE(act.ok());
+    opt.act = *act;
+    opt.method = c.method;
+    opt.clip = c.method != "smoothquant";
+    opt.calib.nsamples = 4;
+    opt.calib.seqlen = 16;
+    const fs::path out = qf::testing::TempDir() / (name + "_" + c.method);
+    auto r = methods::QuantizeModel(dir, out, opt);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    EXPECT_TRUE(r->calib_from_model);
+    EXPECT_EQ(int64_t(r->linears.size()), 7 * s.layers);
+    // AWQ folds v into o only without GQA.
+    const bool v_to_o = c.method.rfind("awq", 0) == 0 && s.kv_heads == s.heads;
+    EXPECT_EQ(int64_t(r->transforms.size()), (v_to_o ? 4 : 3) * s.layers);
+    auto q = Model::Load(out);
+    ASSERT_TRUE(q.ok()) << q.error().message();
+    ASSERT_TRUE(q->layers()[0].q.quant);
+    EXPECT_EQ(q->layers()[0].q.act.enabled(), act->has_value());
+    const std::vector<float> got = logits(*q);
+    double diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) diff += std::abs(double(got[i]) - base[i]) / double(got.size());
+    std::printf("%s %s %s: mean |dlogit| / mean |logit| = %.4f\n", name.c_str(), c.scheme.c_str(),
+                c.method.c_str(), diff / base_mean);
+    EXPECT_GT(diff, 0.0);
+    EXPECT_LT(diff / base_mean, c.max_rel);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, FamiliesQuantize,
+    ::testing::Values(Spec{.arch = "LlamaForCausalLM", .kv_heads = 4, .dtype = DType::kBF16},
+                      Spec{.arch = "MistralForCausalLM", .window = 4, .dtype = DType::kF16},
+                      Spec{.arch = "Qwen2ForCausalLM", .bias = true, .tied = true},
+                      Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true, .dtype = DType::kBF16}));
 
 }  // namespace
 }  // namespace qf::model

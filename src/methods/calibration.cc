@@ -8,7 +8,7 @@
 
 namespace qf::methods {
 
-Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokenizer& tok,
+Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokenizer* tok,
                                                              const model::Model* model,
                                                              const CalibrationOptions& opt) {
   if (opt.nsamples <= 0) return Err("--nsamples must be positive, got {}", opt.nsamples);
@@ -16,8 +16,9 @@ Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokeniz
   std::vector<std::vector<int32_t>> out;
   std::mt19937_64 rng(opt.seed);  // fully specified: the same windows on every machine
   if (!opt.text_path.empty()) {
+    if (!tok) return Err("{}: a calibration text needs the model's tokenizer", opt.text_path);
     QF_ASSIGN(std::string text, ReadTextFile(opt.text_path));
-    const std::vector<int32_t> ids = tok.Encode(text, /*add_bos=*/false);
+    const std::vector<int32_t> ids = tok->Encode(text, /*add_bos=*/false);
     if (int64_t(ids.size()) < opt.seqlen)
       return Err("{}: calibration text has {} tokens, shorter than one window of {} (--seqlen)",
                  opt.text_path, ids.size(), opt.seqlen);
@@ -29,7 +30,9 @@ Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokeniz
     return out;
   }
   if (!model) return Err("no calibration text and no model to sample from");
-  if (tok.bos_id() < 0) return Err("no calibration text given and the tokenizer has no BOS to sample from");
+  const int32_t bos = tok && tok->bos_id() >= 0 ? tok->bos_id() : int32_t(model->config().bos_id);
+  if (bos < 0 || bos >= model->config().vocab_size)
+    return Err("no calibration text given and no BOS token (tokenizer or config.json) to sample from");
   // All sequences advance in lockstep, so each step is one batched forward (weights streamed
   // once per step, not once per sequence); each sequence has its own seeded sampler.
   eval::SamplingOptions so;
@@ -44,8 +47,8 @@ Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokeniz
     samplers.emplace_back(so);
     caches.push_back(model->NewCache(opt.seqlen));
   }
-  out.assign(size_t(B), std::vector<int32_t>{tok.bos_id()});
-  std::vector<int32_t> step(static_cast<size_t>(B), tok.bos_id());
+  out.assign(size_t(B), std::vector<int32_t>{bos});
+  std::vector<int32_t> step(static_cast<size_t>(B), bos);
   std::vector<float> logits(static_cast<size_t>(B * V));
   for (int64_t p = 1; p < opt.seqlen; ++p) {
     QF_TRY(model->ForwardBatchStep(step, caches, logits.data()));

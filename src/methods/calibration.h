@@ -21,9 +21,10 @@ struct CalibrationOptions {
 };
 
 // nsamples windows of seqlen tokens. From text: the file tokenized whole without BOS, window
-// starts drawn uniformly from [0, tokens − seqlen]. From the model: BOS then tokens sampled at
-// temperature 1 (top-k/p off); needs `model`.
-Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokenizer& tok,
+// starts drawn uniformly from [0, tokens − seqlen]; needs `tok`. From the model: BOS (the
+// tokenizer's, else config.json's) then tokens sampled at temperature 1 (top-k/p off); needs
+// `model`, `tok` may be null.
+Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokenizer* tok,
                                                              const model::Model* model,
                                                              const CalibrationOptions& opt);
 

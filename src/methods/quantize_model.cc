@@ -212,7 +212,13 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                      const LayerProgress& progress, QuantizeReport& rep, Collected& col) {
   const model::TensorNames& nm = *cfg.family->names;
   auto t0 = Clock::now();
-  QF_ASSIGN(std::unique_ptr<text::Tokenizer> tok, text::LoadTokenizer(src));
+  // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
+  std::unique_ptr<text::Tokenizer> tok;
+  if (!opt.calib.text_path.empty()) {
+    QF_ASSIGN(tok, text::LoadTokenizer(src));
+  } else if (auto t = text::LoadTokenizer(src); t.ok()) {
+    tok = std::move(*t);
+  }
   CalibrationOptions copt = opt.calib;
   copt.seqlen = std::min(copt.seqlen, cfg.max_position);
   std::optional<model::Model> sampler;
@@ -220,7 +226,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     QF_ASSIGN(model::Model m, model::Model::Load(src));
     sampler.emplace(std::move(m));
   }
-  QF_ASSIGN(const auto windows, CalibrationWindows(*tok, sampler ? &*sampler : nullptr, copt));
+  QF_ASSIGN(const auto windows, CalibrationWindows(tok.get(), sampler ? &*sampler : nullptr, copt));
   sampler.reset();
   rep.calib_from_model = copt.text_path.empty();
   rep.calib_samples = int64_t(windows.size());
