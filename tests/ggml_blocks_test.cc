@@ -23,6 +23,13 @@
 #include "formats/ggml_blocks.h"
 #include "io/gguf.h"
 
+// The generator must round as the C one did (no fused multiply-add, even under -march=native).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace qf {
 namespace {
 
@@ -273,20 +280,20 @@ TEST(GgmlBlocks, RoundTripErrorWithinEachTypesBound) {
   };
   constexpr Bound kBounds[] = {
       // clang-format off
-      {"Q4_0", 1.0},
-      {"Q4_1", 1.0},
-      {"Q5_0", 1.0},
-      {"Q5_1", 1.0},
-      {"Q8_0", 1.0},
-      {"Q8_1", 1.0},
-      {"Q2_K", 1.0},
-      {"Q3_K", 1.0},
-      {"Q4_K", 1.0},
-      {"Q5_K", 1.0},
-      {"Q6_K", 1.0},
-      {"Q8_K", 1.0},
-      {"IQ4_NL", 1.0},
-      {"IQ4_XS", 1.0},
+      {"Q4_0", 0.089},  // 0.0805
+      {"Q4_1", 0.083},  // 0.0747
+      {"Q5_0", 0.045},  // 0.0401
+      {"Q5_1", 0.041},  // 0.0365
+      {"Q8_0", 0.0056},  // 0.0050
+      {"Q8_1", 0.0056},  // 0.0050
+      {"Q2_K", 0.32},  // 0.2871
+      {"Q3_K", 0.16},  // 0.1438
+      {"Q4_K", 0.075},  // 0.0676
+      {"Q5_K", 0.038},  // 0.0343
+      {"Q6_K", 0.019},  // 0.0170
+      {"Q8_K", 0.0066},  // 0.0060
+      {"IQ4_NL", 0.081},  // 0.0732
+      {"IQ4_XS", 0.081},  // 0.0736
       // clang-format on
   };
   const Tensor& x = TestTensor(0);
@@ -354,6 +361,16 @@ TEST(GgmlBlocks, BadSizesAreErrors) {
   EXPECT_FALSE(DequantizeRowsGgml(q4_k, q.data(), 1, 100, y.data()).ok());
   EXPECT_FALSE(QuantizeDequantizeGgml(q4_0, x.data(), 1, 33, nullptr, y.data()).ok());
   EXPECT_TRUE(QuantizeRowsGgml(q4_0, x.data(), 0, 32, nullptr, q.data()).ok());
+  // Importance must be finite and >= 0 (zeros allowed).
+  std::vector<float> imp(256, 1.0f);
+  imp[7] = 0.0f;
+  EXPECT_TRUE(QuantizeRowsGgml(q4_k, x.data(), 2, 256, imp.data(), q.data()).ok());
+  imp[9] = -1.0f;
+  const Status neg = QuantizeRowsGgml(q4_k, x.data(), 2, 256, imp.data(), q.data());
+  ASSERT_FALSE(neg.ok());
+  EXPECT_NE(neg.error().message().find("column 9"), std::string::npos) << neg.error().message();
+  imp[9] = NAN;
+  EXPECT_FALSE(QuantizeDequantizeGgml(q4_k, x.data(), 2, 256, imp.data(), y.data()).ok());
 }
 
 // Rows run in parallel for large tensors; the bytes are those of one row at a time, and the

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cmath>
 #include <vector>
 
 #include "formats/ggml_blocks_impl.h"
@@ -48,6 +49,17 @@ bool RunParallel(int64_t rows, int64_t cols) {
   return rows > 1 && rows * cols >= kParallelWeights && !omp_in_parallel();
 }
 
+Status CheckImportance(const GgmlBlockType& t, const float* importance, int64_t cols) {
+  if (!importance) return Status::Ok();
+  for (int64_t c = 0; c < cols; ++c) {
+    if (!(importance[c] >= 0) || !std::isfinite(importance[c])) {
+      return Err("ggml {}: importance of column {} is {}; expected a finite value >= 0", t.name,
+                 c, importance[c]);
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::span<const GgmlBlockType> GgmlBlockTypes() { return kTable; }
@@ -82,6 +94,7 @@ Result<uint64_t> GgmlRowsBytes(const GgmlBlockType& t, int64_t rows, int64_t col
 Status QuantizeRowsGgml(const GgmlBlockType& t, const float* x, int64_t rows, int64_t cols,
                         const float* importance, std::byte* out) {
   QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(t, rows, cols));
+  QF_TRY(CheckImportance(t, importance, cols));
   const size_t row_bytes = size_t(bytes / uint64_t(std::max<int64_t>(rows, 1)));
 #pragma omp parallel for if (RunParallel(rows, cols)) schedule(dynamic, 4)
   for (int64_t r = 0; r < rows; ++r) {
@@ -104,6 +117,7 @@ Status DequantizeRowsGgml(const GgmlBlockType& t, const std::byte* in, int64_t r
 Status QuantizeDequantizeGgml(const GgmlBlockType& t, const float* x, int64_t rows, int64_t cols,
                               const float* importance, float* out) {
   QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(t, rows, cols));
+  QF_TRY(CheckImportance(t, importance, cols));
   const size_t row_bytes = size_t(bytes / uint64_t(std::max<int64_t>(rows, 1)));
   // One row of bytes per row in flight: the whole tensor's bytes are never held.
 #pragma omp parallel if (RunParallel(rows, cols))

@@ -66,9 +66,11 @@ const GgmlBlockType* FindGgmlBlockType(int id);
 Result<uint64_t> GgmlRowsBytes(const GgmlBlockType& t, int64_t rows, int64_t cols);
 
 // x[rows, cols] -> out (rows * cols / block blocks, GgmlRowsBytes bytes), row after row.
-// importance: null, or [cols] non-negative weights shared by every row (llama-imatrix's
-// per-column mean of x^2). Rows run in parallel outside an OpenMP region; the bytes do not
-// depend on the thread count.
+// importance: null, or [cols] finite non-negative weights shared by every row (llama-imatrix's
+// per-column mean of x^2); an Error otherwise. Zeros are taken as ggml takes them: a sub-block
+// whose importance is all zero gets a NaN scale in Q2_K, Q4_K, Q5_K and IQ4_NL and zero
+// weights in Q4_0, Q5_0, Q3_K, Q6_K and IQ4_XS, so callers should floor them first.
+// Rows run in parallel outside an OpenMP region; the bytes do not depend on the thread count.
 Status QuantizeRowsGgml(const GgmlBlockType& t, const float* x, int64_t rows, int64_t cols,
                         const float* importance, std::byte* out);
 // in (GgmlRowsBytes bytes) -> out[rows, cols].

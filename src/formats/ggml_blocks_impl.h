@@ -1,9 +1,7 @@
 // Internals of formats/ggml_blocks: the scale searches ggml's quantizers share, byte helpers, and
 // the per-type row encoders/decoders the table points to (ggml_legacy.cc, ggml_kquants.cc).
 // Contract: each search repeats ggml-quants.c's float operations in the same order (same
-// association, products before sums, no fused multiply-add), so results agree to the bit.
-// qforge builds with -std=c++20 (ISO mode), where GCC does not contract a*b+c by default; a build
-// adding -ffp-contract=fast with FMA enabled would break bit-exactness (the tests catch it).
+// association, products before sums), so results agree to the bit.
 #pragma once
 
 #include <cstddef>
@@ -11,6 +9,17 @@
 #include <cstring>
 
 #include "core/dtype.h"
+
+// No fused multiply-add below, nor in the files that include this header (include it last, so
+// other headers keep their own flags): ggml's quantizers (ggml-base) are built without -march
+// flags, so every a * b + c there rounds twice. GCC contracts by default whenever the target has
+// FMA (-march=native, x86-64-v3), clang within expressions; either changes codes and scales
+// (with -march=native and no pragma, tests/ggml_blocks_test.cc fails for most types).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace qf::ggml {
 
