@@ -4,8 +4,8 @@
 // the layout of ggml-common.h, and bad sizes.
 //
 // The digests were produced by a small C program linked against ggml-base of
-// ggerganov/llama.cpp c392e50 (built with GGML_NATIVE=OFF, -ffp-contract=off; a -march=native
-// build gave the same digests), quantizing the tensors of MakeTensor below with
+// ggerganov/llama.cpp c392e50 (built with GGML_NATIVE=OFF, -ffp-contract=off; another
+// llama.cpp build, GGML_NATIVE=ON, gave the same digests), quantizing the tensors of MakeTensor below with
 // ggml_quantize_chunk (Q8_1 / Q8_K: quantize_row_q8_1_ref / quantize_row_q8_K_ref) into a
 // zeroed buffer and dequantizing with ggml_get_type_traits(type)->to_float (Q8_K:
 // dequantize_row_q8_K; Q8_1, which ggml cannot dequantize: q * d). Only digests are kept.

@@ -1,11 +1,13 @@
 // ggml's quantized block formats (llama.cpp GGUF tensor types), one table row each, with a plain
 // reference encoder and decoder per type.
 // Contract: bytes bit-identical to ggml. Without an importance vector a row encodes exactly as
-// ggml_quantize_chunk(type, ..., imatrix = NULL) (the quantize_row_X_ref functions; Q8_1 and
-// Q8_K, which ggml_quantize_chunk does not take, as quantize_row_q8_1_ref /
-// quantize_row_q8_K_ref). With one (llama-imatrix's mean x^2 per input column), as
-// ggml_quantize_chunk(type, ..., imatrix) (ggml's quantize_row_X_impl with quant_weights);
-// Q8_0, Q8_1 and Q8_K ignore it as ggml does. Decoding is ggml's dequantize_row_X, float
+// ggml_quantize_chunk(type, ..., imatrix = NULL), which is what llama-quantize writes: the
+// quantize_row_X_ref functions, except IQ4_NL, whose _ref variant skips the scale search that
+// ggml_quantize_chunk does (IQ4_NL and IQ4_XS here search as ggml_quantize_chunk); Q8_1 and Q8_K,
+// which ggml_quantize_chunk does not take, as quantize_row_q8_1_ref / quantize_row_q8_K_ref.
+// With one (llama-imatrix's mean x^2 per input column), as ggml_quantize_chunk(type, ...,
+// imatrix) (ggml's quantize_row_X_impl with quant_weights); Q8_0, Q8_1 and Q8_K ignore it as
+// ggml does. Decoding is ggml's dequantize_row_X, float
 // operation for float operation. Sources read (facts, no code taken): ggml/src/ggml-common.h
 // (block layouts), ggml/src/ggml-quants.c, ggml/src/ggml.c (ggml_quantize_chunk) of
 // ggerganov/llama.cpp at c392e50 (Feb 2025); tests/ggml_blocks_test.cc holds digests of ggml's
