@@ -7,6 +7,8 @@
 #include "core/progress.h"
 #include "formats/activation.h"
 #include "formats/scheme.h"
+#include "formats/gguf_mix.h"
+#include "methods/quantize_gguf.h"
 #include "methods/quantize_model.h"
 
 namespace qf::cli {
@@ -17,6 +19,9 @@ struct QuantizeArgs {
   double alpha = 0.5;
   int group = 0;
   bool clip = false, no_clip = false, act_order = false, alpha_given = false;
+  bool pure = false, dry_run = false;  // GGUF
+  std::vector<std::string> tensor_types;
+  std::string output_type, token_embd_type;
   double damp = 0.01;
   std::string calib;
   int64_t nsamples = 128, seqlen = 512;
@@ -32,11 +37,85 @@ std::string SchemeHelp() {
     s += (first ? "" : ", ") + std::string(p.name);
     first = false;
   }
-  return s + ") or a spec like int4-g128-asym, int8-channel, fp8-e4m3-channel";
+  s += ") or a spec like int4-g128-asym, int8-channel, fp8-e4m3-channel; or a llama.cpp GGUF type (";
+  first = true;
+  for (const GgufMix& m : GgufMixTable()) {
+    s += (first ? "" : ", ") + std::string(m.name);
+    first = false;
+  }
+  return s + ") with -o FILE.gguf";
+}
+
+// --scheme Q4_K_M etc.: a llama.cpp GGUF file.
+int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
+  if (a.method != "rtn")
+    return Fail(Err("--method {} with GGUF types is not implemented yet (rtn with --imatrix is)", a.method));
+  if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given || !a.calib.empty() || !a.ignore.empty())
+    return Fail(Err("--group/--clip/--act-order/--act/--alpha/--calib/--ignore apply to compressed-tensors schemes, not to {}", mix.name));
+  if (!a.dry_run && std::filesystem::path(a.out).extension() != ".gguf")
+    return Fail(Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name));
+  methods::GgufQuantizeOptions opt;
+  opt.mix = &mix;
+  opt.ctx.pure = a.pure;
+  for (const std::string& t : a.tensor_types) {
+    auto o = ParseTensorTypeOverride(t);
+    if (!o.ok()) return Fail(o.error());
+    opt.ctx.overrides.push_back(std::move(*o));
+  }
+  auto type_flag = [](const std::string& flag, const std::string& v) -> Result<std::optional<std::string>> {
+    if (v.empty()) return std::optional<std::string>();
+    auto o = ParseTensorTypeOverride("x=" + v);  // validates the type name
+    if (!o.ok()) return Err("{}: unknown type '{}'", flag, v);
+    return std::optional<std::string>(o->second);
+  };
+  auto ot = type_flag("--output-tensor-type", a.output_type);
+  if (!ot.ok()) return Fail(ot.error());
+  opt.ctx.output_type = *ot;
+  auto et = type_flag("--token-embedding-type", a.token_embd_type);
+  if (!et.ok()) return Fail(et.error());
+  opt.ctx.token_embd_type = *et;
+  opt.dry_run = a.dry_run;
+  std::unique_ptr<ProgressBar> pb;
+  auto r = methods::QuantizeToGguf(a.model, a.out, opt, [&](size_t done, size_t total) {
+    if (!pb) pb = std::make_unique<ProgressBar>("quantize tensors", int64_t(total), ShowProgress(a.common));
+    pb->Update(int64_t(done));
+  });
+  if (pb) pb->Finish();
+  if (!r.ok()) return Fail(r.error());
+  for (const auto& t : r->tensors)
+    if (!t.fallback.empty()) std::fprintf(stderr, "qforge: note: %s: %s\n", t.name.c_str(), t.fallback.c_str());
+  if (a.common.json) {
+    nlohmann::json ts = nlohmann::json::array();
+    for (const auto& t : r->tensors)
+      ts.push_back({{"name", t.name}, {"type", t.type}, {"shape", t.shape}, {"bytes", t.bytes},
+                    {"fallback", t.fallback}, {"imatrix", t.used_imatrix}});
+    PrintJson({{"model", a.model}, {"output", a.out}, {"scheme", std::string(mix.name)},
+               {"method", a.method}, {"dry_run", a.dry_run}, {"tensors", ts},
+               {"quantized_params", r->quantized_params}, {"total_params", r->total_params},
+               {"bits_per_weight", r->bits_per_weight}, {"output_bytes", r->file_bytes},
+               {"seconds", r->seconds}});
+    return 0;
+  }
+  if (a.dry_run) {
+    std::printf("%-32s %-8s %-14s %12s\n", "tensor", "type", "shape", "bytes");
+    for (const auto& t : r->tensors) {
+      std::string shape;
+      for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? "x" : "") + std::to_string(t.shape[i]);
+      std::printf("%-32s %-8s %-14s %12llu\n", t.name.c_str(), t.type.c_str(), shape.c_str(), (unsigned long long)t.bytes);
+    }
+  }
+  std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
+              a.dry_run ? "would write" : "wrote", a.out.c_str(), double(r->file_bytes) / (1 << 20),
+              r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params, r->seconds);
+  return 0;
 }
 
 int RunQuantize(const QuantizeArgs& a) {
   ApplyThreads(a.common);
+  if (a.out.empty() && !a.dry_run) return Fail(Err("-o OUTPUT is required"));
+  if (const GgufMix* mix = FindGgufMix(a.scheme)) return RunQuantizeGguf(a, *mix);
+  if (a.pure || a.dry_run || !a.tensor_types.empty() || !a.output_type.empty() || !a.token_embd_type.empty())
+    return Fail(Err("--pure/--dry-run/--tensor-type/--output-tensor-type/--token-embedding-type apply to GGUF types (Q4_K_M, ...)"));
   auto scheme = ParseScheme(a.scheme);
   if (!scheme.ok()) return Fail(scheme.error().Context("--scheme"));
   if (a.group != 0) {
@@ -163,7 +242,7 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   auto a = std::make_shared<QuantizeArgs>();
   CLI::App* cmd = app.add_subcommand("quantize", "quantize a model's linear layers (compressed-tensors output)");
   cmd->add_option("model", a->model, "model folder")->required();
-  cmd->add_option("-o,--output", a->out, "output folder")->required();
+  cmd->add_option("-o,--output", a->out, "output folder (compressed-tensors) or FILE.gguf (GGUF types)");
   cmd->add_option("--scheme", a->scheme, SchemeHelp())->capture_default_str();
   cmd->add_option("--method", a->method,
                   "rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq")
@@ -188,6 +267,11 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_flag("--no-clip", a->no_clip, "plain min-max scales (default for rtn)");
   cmd->add_option("--ignore", a->ignore, "modules to keep unquantized (name or re:REGEX); lm_head always")
       ->expected(1, -1);
+  cmd->add_option("--tensor-type", a->tensor_types, "GGUF: REGEX=TYPE, the type of matching tensors (repeatable)");
+  cmd->add_option("--output-tensor-type", a->output_type, "GGUF: type of output.weight");
+  cmd->add_option("--token-embedding-type", a->token_embd_type, "GGUF: type of token_embd.weight");
+  cmd->add_flag("--pure", a->pure, "GGUF: the mix's base type for every quantized tensor");
+  cmd->add_flag("--dry-run", a->dry_run, "GGUF: print each tensor's type and the file size, write nothing");
   cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")->capture_default_str();
   AddCommonOptions(cmd, &a->common);
   cmd->callback([a, rc] { *rc = RunQuantize(*a); });

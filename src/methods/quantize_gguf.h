@@ -1,0 +1,54 @@
+// Quantizing a Hugging Face folder straight into a llama.cpp GGUF file with one of llama.cpp's
+// mixes (--scheme Q4_K_M, ...): the tensor plan and metadata of `qforge convert`, each tensor's
+// ggml type from formats/gguf_mix, its blocks from formats/ggml_blocks (optionally weighted by
+// an importance matrix per input column).
+// Contract: without an importance matrix every quantized tensor has the bytes llama-quantize
+// writes for the same weights and type (ggml_blocks is bit-exact; the types follow its rules);
+// the output is written atomically and is a pure function of the inputs.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "formats/gguf_mix.h"
+
+namespace qf::methods {
+
+struct GgufQuantizeOptions {
+  const GgufMix* mix = nullptr;
+  MixContext ctx;  // layers/gqa/tied are filled in from the model; the rest from flags
+  // GGUF tensor name -> importance per input column (mean x², llama.cpp's imatrix); empty: none.
+  std::map<std::string, std::vector<float>> imatrix;
+  std::string imatrix_file, imatrix_dataset;  // recorded as quantize.imatrix.* when given
+  int64_t imatrix_chunks = 0;
+  bool dry_run = false;  // choose types and sizes only, write nothing
+};
+
+struct GgufTensorReport {
+  std::string name;
+  std::string type;
+  std::string fallback;
+  std::vector<int64_t> shape;
+  uint64_t bytes = 0;
+  bool used_imatrix = false;
+};
+
+struct GgufQuantizeReport {
+  std::vector<GgufTensorReport> tensors;
+  uint64_t file_bytes = 0;
+  int64_t quantized_params = 0, total_params = 0;
+  double bits_per_weight = 0;  // over the quantized tensors
+  double seconds = 0;
+};
+
+Result<GgufQuantizeReport> QuantizeToGguf(const std::filesystem::path& src,
+                                          const std::filesystem::path& out,
+                                          const GgufQuantizeOptions& opt,
+                                          const std::function<void(size_t, size_t)>& progress = {});
+
+}  // namespace qf::methods

@@ -1,0 +1,148 @@
+// `qforge quantize --scheme <llama.cpp type> -o FILE.gguf`: each tensor gets the mix's type, its
+// blocks decode to the (q/k-permuted) source weights within the type's error, the metadata says
+// what llama.cpp needs, dry runs predict the size exactly, output is deterministic, bad flags
+// are one-line errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/mmap.h"
+#include "formats/ggml_blocks.h"
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "test_util.h"
+
+namespace qf {
+namespace {
+
+namespace fs = std::filesystem;
+using qf::testing::Bundled;
+using qf::testing::Q;
+using qf::testing::RunCommand;
+
+nlohmann::json Json(const std::string& s) { return nlohmann::json::parse(s.substr(s.find('{'))); }
+
+// Rows of a llama q/k weight in GGUF order: within each head, rotate-half pairs interleaved.
+std::vector<float> PermuteRows(const std::vector<float>& w, int64_t rows, int64_t cols, int64_t heads) {
+  std::vector<float> out(w.size());
+  const int64_t hd = rows / heads;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < hd / 2; ++i)
+      for (int64_t half = 0; half < 2; ++half) {
+        const int64_t src = h * hd + half * (hd / 2) + i, dst = h * hd + 2 * i + half;
+        std::copy_n(w.data() + src * cols, cols, out.data() + dst * cols);
+      }
+  return out;
+}
+
+TEST(QuantizeGguf, Q4KMFileHasTheMixTypesAndDecodesToTheWeights) {
+  const fs::path out = qf::testing::TempDir() / "q4km.gguf", again = qf::testing::TempDir() / "q4km_b.gguf";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --dry-run --json -q", &log), 0) << log;
+  const auto dry = Json(log);
+  EXPECT_FALSE(fs::exists(out));
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() + " --scheme q4_k_m --json -q", &log), 0) << log;
+  const auto rep = Json(log);
+  EXPECT_EQ(rep["output_bytes"], dry["output_bytes"]);
+  EXPECT_EQ(fs::file_size(out), rep["output_bytes"].get<uint64_t>());
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + again.string() + " --scheme Q4_K_M -t 1 -q", &log), 0) << log;
+  EXPECT_TRUE(*ReadTextFile(out) == *ReadTextFile(again)) << "GGUF output differs between runs";
+
+  auto f = io::GgufFile::Open(out);
+  ASSERT_TRUE(f.ok()) << f.error().message();
+  EXPECT_EQ(*f->GetInt("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  EXPECT_EQ(*f->GetInt("general.quantization_version"), 2);
+  EXPECT_EQ(*f->GetString("general.architecture"), "llama");
+  auto type_of = [&](const std::string& n) { return std::string(io::Info(f->FindTensor(n)->type).name); };
+  EXPECT_EQ(type_of("blk.0.attn_q.weight"), "q4_K");
+  EXPECT_EQ(type_of("blk.2.attn_v.weight"), "q6_K");
+  EXPECT_EQ(type_of("blk.5.ffn_down.weight"), "q6_K");
+  EXPECT_EQ(type_of("output.weight"), "q6_K");
+  EXPECT_EQ(type_of("blk.0.attn_norm.weight"), "f32");
+
+  // Decoded blocks against the source weights (q rows permuted as llama.cpp expects).
+  auto store = io::TensorStore::Open(qf::testing::BundledModel());
+  ASSERT_TRUE(store.ok());
+  struct Check {
+    std::string gguf, hf;
+    int64_t heads;  // > 0: q/k permutation
+    double max_rel_rmse;
+  };
+  for (const Check& c : {Check{"blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", 8, 0.08},
+                         Check{"blk.1.attn_k.weight", "model.layers.1.self_attn.k_proj.weight", 4, 0.08},
+                         Check{"blk.2.attn_v.weight", "model.layers.2.self_attn.v_proj.weight", 0, 0.02},
+                         Check{"blk.3.ffn_up.weight", "model.layers.3.mlp.up_proj.weight", 0, 0.08}}) {
+    SCOPED_TRACE(c.gguf);
+    const io::GgufTensorInfo* t = f->FindTensor(c.gguf);
+    ASSERT_NE(t, nullptr);
+    const int64_t rows = t->shape[0], cols = t->shape[1];
+    auto src = model::ReadTensorF32(*store, c.hf, {rows, cols});
+    ASSERT_TRUE(src.ok());
+    std::vector<float> w = c.heads ? PermuteRows(*src, rows, cols, c.heads) : *src;
+    const GgmlBlockType* bt = FindGgmlBlockType(io::Info(t->type).name);
+    ASSERT_NE(bt, nullptr);
+    std::vector<float> dec(w.size());
+    ASSERT_TRUE(DequantizeRowsGgml(*bt, t->data.data(), rows, cols, dec.data()).ok());
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < w.size(); ++i) err += (dec[i] - w[i]) * double(dec[i] - w[i]), ref += double(w[i]) * w[i];
+    EXPECT_LT(std::sqrt(err / ref), c.max_rel_rmse);
+    // Without the permutation the q rows would not match.
+    if (c.heads) {
+      double bad = 0;
+      for (size_t i = 0; i < w.size(); ++i) bad += (dec[i] - (*src)[i]) * double(dec[i] - (*src)[i]);
+      EXPECT_GT(bad, 10 * err);
+    }
+  }
+}
+
+TEST(QuantizeGguf, OverridesAndPure) {
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --dry-run --pure --json -q", &log), 0) << log;
+  for (const auto& t : Json(log)["tensors"]) {
+    const std::string n = t["name"];
+    if (n.find("norm") == std::string::npos) EXPECT_EQ(t["type"], "Q4_K") << n;
+  }
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_0 --dry-run --tensor-type 'ffn_down=q8_0' --output-tensor-type f16 --token-embedding-type q8_0 --json -q", &log), 0) << log;
+  for (const auto& t : Json(log)["tensors"]) {
+    const std::string n = t["name"];
+    if (n.find("ffn_down") != std::string::npos) EXPECT_EQ(t["type"], "Q8_0") << n;
+    if (n == "output.weight") EXPECT_EQ(t["type"], "F16");
+    if (n == "token_embd.weight") EXPECT_EQ(t["type"], "Q8_0");
+    if (n.find("attn_q") != std::string::npos) EXPECT_EQ(t["type"], "Q4_0") << n;
+  }
+}
+
+TEST(QuantizeGguf, FallsBackOnStories260k) {
+  const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " --scheme Q4_K_M --dry-run --json", &log), 0) << log;
+  EXPECT_NE(log.find("not a multiple of 256"), std::string::npos) << log;
+}
+
+TEST(QuantizeGguf, BadFlagsGiveOneLineErrors) {
+  const std::string out = (qf::testing::TempDir() / "bad.gguf").string();
+  struct Case {
+    std::string args, want;
+  };
+  for (const Case& c : {Case{"--scheme Q4_K_M -o " + out + " --tensor-type attn_q", "REGEX=TYPE"},
+                        Case{"--scheme Q4_K_M -o " + out + " --tensor-type 'attn_q=Q9_K'", "unknown type"},
+                        Case{"--scheme Q4_K_M -o " + out + " --output-tensor-type q7", "--output-tensor-type"},
+                        Case{"--scheme Q4_K_M -o " + out + ".dir", "must end in .gguf"},
+                        Case{"--scheme Q4_K_M -o " + out + " --group 64", "compressed-tensors schemes"},
+                        Case{"--scheme W4A16 -o " + out + " --pure", "apply to GGUF types"},
+                        Case{"--scheme Q4_K_M", "-o OUTPUT is required"}}) {
+    std::string log;
+    const int rc = RunCommand(Q() + " quantize " + Bundled() + " " + c.args, &log);
+    EXPECT_NE(rc, 0) << c.args;
+    EXPECT_LT(rc, 128) << c.args;
+    EXPECT_NE(log.find(c.want), std::string::npos) << c.args << ": " << log;
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
+}  // namespace
+}  // namespace qf
