@@ -1,7 +1,11 @@
 // `qforge ppl` and `qforge kld`: perplexity and KL divergence over windows of a text file.
+// --scoring qforge (default) or llama.cpp (llama-perplexity's chunks: BOS, second half scored);
+// kld can save the base model's log-probabilities (--save-base-logits FILE, with or without
+// OTHER) and compare against such a file later without running BASE (--base-logits FILE OTHER).
 #include <cstdio>
 
 #include "common.h"
+#include "core/mmap.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
 
@@ -9,7 +13,8 @@ namespace qf::cli {
 namespace {
 
 struct EvalArgs {
-  std::string model, other, text;
+  std::vector<std::string> models;  // ppl: MODEL; kld: BASE OTHER, BASE alone, or OTHER alone
+  std::string text, scoring = "qforge", save_base_logits, base_logits;
   eval::WindowOptions win;
   CommonOptions common;
 };
@@ -18,7 +23,33 @@ void AddWindowOptions(CLI::App* cmd, EvalArgs* a) {
   cmd->add_option("--text", a->text, "text file to score (e.g. wiki.test.raw)")->required();
   cmd->add_option("-c,--ctx", a->win.ctx, "window length in tokens")->capture_default_str();
   cmd->add_option("--max-windows", a->win.max_windows, "score at most N windows (0 = all)");
+  cmd->add_option("--scoring", a->scoring,
+                  "qforge: windows without BOS, every token after the first scored; llama.cpp: "
+                  "llama-perplexity's chunks (BOS first, second half scored)")
+      ->check(CLI::IsMember({"qforge", "llama.cpp"}))
+      ->capture_default_str();
   AddCommonOptions(cmd, &a->common);
+}
+
+// Bad flag combinations: one line, exit code 2 (as CLI11's own flag errors).
+int FailFlags(const std::string& message) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "qforge: error: %s (see --help)\n", message.c_str());
+  return 2;
+}
+
+// Tokenizes the text as the scoring mode reads it and fills the BOS of the window options.
+Result<std::vector<int32_t>> PrepareTokens(const EvalArgs& a, const std::string& model_dir,
+                                           const text::Tokenizer& tok, eval::WindowOptions* win,
+                                           bool* add_bos) {
+  win->scoring = a.scoring == "llama.cpp" ? eval::Scoring::kLlamaCpp : eval::Scoring::kQforge;
+  *add_bos = false;
+  if (win->scoring == eval::Scoring::kLlamaCpp) {
+    QF_ASSIGN(*add_bos, eval::LlamaCppAddsBos(model_dir, tok));
+  }
+  win->bos_id = *add_bos ? tok.bos_id() : -1;
+  QF_ASSIGN(std::string text, ReadTextFile(a.text));
+  return eval::TokenizeForScoring(tok, std::move(text), win->scoring, *add_bos);
 }
 
 nlohmann::json PplJson(const eval::PplResult& r) {
@@ -32,59 +63,138 @@ nlohmann::json PplJson(const eval::PplResult& r) {
           {"tokens_per_second", r.tokens_per_second}};
 }
 
+void AddScoringJson(nlohmann::json& j, const eval::WindowOptions& win, bool add_bos) {
+  j["scoring"] = eval::ScoringName(win.scoring);
+  if (win.scoring == eval::Scoring::kLlamaCpp) j["add_bos"] = add_bos;
+}
+
+const char* WindowWord(const eval::WindowOptions& win) {
+  return win.scoring == eval::Scoring::kLlamaCpp ? "chunks" : "windows";
+}
+
 int RunPpl(const EvalArgs& a) {
   const int threads = ApplyThreads(a.common);
-  auto lm = LoadModelAndTokenizer(a.model);
+  const std::string& path = a.models.at(0);
+  auto lm = LoadModelAndTokenizer(path);
   if (!lm.ok()) return Fail(lm.error());
-  auto tokens = TokenizeFile(*lm->tokenizer, a.text);
+  eval::WindowOptions win = a.win;
+  bool add_bos = false;
+  auto tokens = PrepareTokens(a, path, *lm->tokenizer, &win, &add_bos);
   if (!tokens.ok()) return Fail(tokens.error());
-  auto windows = eval::CountWindows(int64_t(tokens->size()), a.win, lm->model.config().max_position);
+  auto windows = eval::CountWindows(int64_t(tokens->size()), win, lm->model.config().max_position);
   if (!windows.ok()) return Fail(windows.error().Context(a.text));
   ProgressBar pb("ppl", *windows, ShowProgress(a.common));
-  auto r = eval::Perplexity(lm->model, *tokens, a.win,
-                            [&](int64_t d, int64_t) { pb.Update(d); });
+  auto r = eval::Perplexity(lm->model, *tokens, win, [&](int64_t d, int64_t) { pb.Update(d); });
   pb.Finish();
   if (!r.ok()) return Fail(r.error());
   if (a.common.json) {
     nlohmann::json j = PplJson(*r);
-    j["model"] = a.model;
+    j["model"] = path;
     j["text"] = a.text;
-    j["ctx"] = a.win.ctx;
+    j["ctx"] = win.ctx;
     j["text_tokens"] = tokens->size();
     j["threads"] = threads;
+    AddScoringJson(j, win, add_bos);
     PrintJson(j);
   } else {
-    std::printf("PPL = %.4f +/- %.4f  (%lld windows of %lld, %lld tokens scored)\n", r->ppl,
-                r->ppl_stderr, (long long)r->windows, (long long)a.win.ctx,
-                (long long)r->scored_tokens);
+    std::printf("PPL = %.4f +/- %.4f  (%lld %s of %lld, %lld tokens scored%s)\n", r->ppl,
+                r->ppl_stderr, (long long)r->windows, WindowWord(win), (long long)win.ctx,
+                (long long)r->scored_tokens,
+                win.scoring == eval::Scoring::kLlamaCpp ? ", llama.cpp scoring" : "");
     std::printf("%.1f tokens/s over %.2f s on %d threads\n", r->tokens_per_second, r->seconds,
                 threads);
   }
   return 0;
 }
 
-int RunKld(const EvalArgs& a) {
-  const int threads = ApplyThreads(a.common);
-  auto base = LoadModelAndTokenizer(a.model);
+// kld BASE --save-base-logits FILE: runs only BASE and writes its log-probabilities.
+int RunSaveOnly(const EvalArgs& a, int threads) {
+  const std::string& base_path = a.models[0];
+  auto base = LoadModelAndTokenizer(base_path);
   if (!base.ok()) return Fail(base.error());
-  auto other = LoadModelAndTokenizer(a.other);
+  eval::WindowOptions win = a.win;
+  bool add_bos = false;
+  auto tokens = PrepareTokens(a, base_path, *base->tokenizer, &win, &add_bos);
+  if (!tokens.ok()) return Fail(tokens.error());
+  auto windows =
+      eval::CountWindows(int64_t(tokens->size()), win, base->model.config().max_position);
+  if (!windows.ok()) return Fail(windows.error().Context(a.text));
+  ProgressBar pb("kld base", *windows, ShowProgress(a.common));
+  auto r = eval::SaveBaseLogits(base->model, *tokens, win, a.save_base_logits,
+                                [&](int64_t d, int64_t) { pb.Update(d); });
+  pb.Finish();
+  if (!r.ok()) return Fail(r.error());
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(a.save_base_logits, ec);
+  if (a.common.json) {
+    nlohmann::json j = {{"base", base_path},        {"text", a.text},
+                        {"ctx", win.ctx},           {"threads", threads},
+                        {"base_ppl", PplJson(*r)}, {"saved_base_logits", a.save_base_logits},
+                        {"saved_bytes", ec ? 0 : bytes}};
+    AddScoringJson(j, win, add_bos);
+    PrintJson(j);
+  } else {
+    std::printf("PPL base  = %.4f +/- %.4f  (%lld %s of %lld, %lld tokens scored)\n", r->ppl,
+                r->ppl_stderr, (long long)r->windows, WindowWord(win), (long long)win.ctx,
+                (long long)r->scored_tokens);
+    std::printf("base log-probabilities saved to %s (%.1f MB)\n", a.save_base_logits.c_str(),
+                ec ? 0.0 : double(bytes) / 1e6);
+  }
+  return 0;
+}
+
+int RunKld(const EvalArgs& a) {
+  const bool from_file = !a.base_logits.empty(), saving = !a.save_base_logits.empty();
+  if (from_file && saving)
+    return FailFlags("--base-logits and --save-base-logits exclude each other");
+  if (from_file && a.models.size() != 1)
+    return FailFlags("with --base-logits FILE give only OTHER, the model to compare");
+  if (!from_file && a.models.size() != 2 && !saving)
+    return FailFlags("kld needs BASE and OTHER (or BASE --save-base-logits FILE, or "
+                     "--base-logits FILE OTHER)");
+  const int threads = ApplyThreads(a.common);
+  if (!from_file && a.models.size() == 1) return RunSaveOnly(a, threads);
+
+  std::optional<eval::BaseLogitsReader> reader;
+  if (from_file) {
+    auto opened = eval::BaseLogitsReader::Open(a.base_logits);
+    if (!opened.ok()) return Fail(opened.error());
+    reader.emplace(std::move(*opened));
+  }
+  std::optional<LoadedModel> base;
+  if (!from_file) {
+    auto loaded = LoadModelAndTokenizer(a.models[0]);
+    if (!loaded.ok()) return Fail(loaded.error());
+    base.emplace(std::move(*loaded));
+  }
+  const std::string& other_path = from_file ? a.models[0] : a.models[1];
+  auto other = LoadModelAndTokenizer(other_path);
   if (!other.ok()) return Fail(other.error());
-  auto tokens = TokenizeFile(*base->tokenizer, a.text);
+  // The text is tokenized with BASE's tokenizer (OTHER's when BASE comes from a file: the
+  // file's token hash then checks that both read the text the same way).
+  const LoadedModel& tok_model = base ? *base : *other;
+  eval::WindowOptions win = a.win;
+  bool add_bos = false;
+  auto tokens = PrepareTokens(a, base ? a.models[0] : other_path, *tok_model.tokenizer, &win,
+                              &add_bos);
   if (!tokens.ok()) return Fail(tokens.error());
   const int64_t ctx_limit =
-      std::min(base->model.config().max_position, other->model.config().max_position);
-  auto windows = eval::CountWindows(int64_t(tokens->size()), a.win, ctx_limit);
+      base ? std::min(base->model.config().max_position, other->model.config().max_position)
+           : other->model.config().max_position;
+  auto windows = eval::CountWindows(int64_t(tokens->size()), win, ctx_limit);
   if (!windows.ok()) return Fail(windows.error().Context(a.text));
   ProgressBar pb("kld", *windows, ShowProgress(a.common));
-  auto r = eval::KlDivergence(base->model, other->model, *tokens, a.win,
-                              [&](int64_t d, int64_t) { pb.Update(d); });
+  auto progress = [&](int64_t d, int64_t) { pb.Update(d); };
+  auto r = reader ? eval::KlDivergence(*reader, other->model, *tokens, win, progress)
+                  : eval::KlDivergence(base->model, other->model, *tokens, win, progress,
+                                       a.save_base_logits);
   pb.Finish();
   if (!r.ok()) return Fail(r.error());
   if (a.common.json) {
-    nlohmann::json j = {{"base", a.model},
-                        {"other", a.other},
+    nlohmann::json j = {{"base", from_file ? a.base_logits : a.models[0]},
+                        {"other", other_path},
                         {"text", a.text},
-                        {"ctx", a.win.ctx},
+                        {"ctx", win.ctx},
                         {"threads", threads},
                         {"kld_mean", r->kld_mean},
                         {"kld_stderr", r->kld_stderr},
@@ -94,15 +204,21 @@ int RunKld(const EvalArgs& a) {
                         {"top1_agreement", r->top1_agreement},
                         {"base_ppl", PplJson(r->base)},
                         {"other_ppl", PplJson(r->other)}};
+    AddScoringJson(j, win, add_bos);
+    if (from_file) j["base_logits"] = a.base_logits;
+    if (saving) j["saved_base_logits"] = a.save_base_logits;
     PrintJson(j);
   } else {
-    std::printf("windows %lld of %lld tokens, %lld tokens scored\n", (long long)r->base.windows,
-                (long long)a.win.ctx, (long long)r->base.scored_tokens);
-    std::printf("PPL base  = %.4f +/- %.4f\n", r->base.ppl, r->base.ppl_stderr);
+    std::printf("%s %lld of %lld tokens, %lld tokens scored%s\n", WindowWord(win),
+                (long long)r->base.windows, (long long)win.ctx, (long long)r->base.scored_tokens,
+                win.scoring == eval::Scoring::kLlamaCpp ? ", llama.cpp scoring" : "");
+    std::printf("PPL base  = %.4f +/- %.4f%s%s\n", r->base.ppl, r->base.ppl_stderr,
+                from_file ? "  (from " : "", from_file ? (a.base_logits + ")").c_str() : "");
     std::printf("PPL other = %.4f +/- %.4f\n", r->other.ppl, r->other.ppl_stderr);
     std::printf("KLD mean = %.6f +/- %.6f, median %.6f, p99 %.6f, max %.6f\n", r->kld_mean,
                 r->kld_stderr, r->kld_median, r->kld_p99, r->kld_max);
     std::printf("top-1 agreement = %.3f%%\n", 100.0 * r->top1_agreement);
+    if (saving) std::printf("base log-probabilities saved to %s\n", a.save_base_logits.c_str());
   }
   return 0;
 }
@@ -112,7 +228,7 @@ int RunKld(const EvalArgs& a) {
 void RegisterPpl(CLI::App& app, int* rc) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand("ppl", "perplexity of a model on a text file");
-  cmd->add_option("model", a->model, "model folder")->required();
+  cmd->add_option("model", a->models, "model folder")->required()->expected(1);
   AddWindowOptions(cmd, a.get());
   cmd->callback([a, rc] { *rc = RunPpl(*a); });
 }
@@ -121,8 +237,17 @@ void RegisterKld(CLI::App& app, int* rc) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand(
       "kld", "KL divergence of OTHER's next-token distribution from BASE's, top-1 agreement");
-  cmd->add_option("base", a->model, "base model folder")->required();
-  cmd->add_option("other", a->other, "model to compare")->required();
+  cmd->add_option("models", a->models,
+                  "BASE OTHER; BASE alone with --save-base-logits; OTHER alone with "
+                  "--base-logits")
+      ->required()
+      ->expected(1, 2);
+  cmd->add_option("--save-base-logits", a->save_base_logits,
+                  "also write BASE's log-probabilities to FILE (uint16 codes, ~2 bytes per "
+                  "vocabulary entry per scored token)");
+  cmd->add_option("--base-logits", a->base_logits,
+                  "read BASE's log-probabilities from FILE (saved with --save-base-logits) "
+                  "instead of running BASE");
   AddWindowOptions(cmd, a.get());
   cmd->callback([a, rc] { *rc = RunKld(*a); });
 }
