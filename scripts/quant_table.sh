@@ -7,8 +7,7 @@
 # Usage: scripts/quant_table.sh [ROW-REGEX]   (only rows whose "scheme|method|flags" match)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$(nproc)" --target qforge >/dev/null
+TARGETS=qforge bash scripts/setup.sh >/dev/null
 Q=build/qforge
 MODEL=models/llama-27m
 TEXT=../shared/data/wikitext-2/wiki.test.raw
