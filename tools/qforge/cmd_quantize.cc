@@ -8,6 +8,7 @@
 #include "formats/activation.h"
 #include "formats/scheme.h"
 #include "formats/gguf_mix.h"
+#include "io/imatrix.h"
 #include "methods/quantize_gguf.h"
 #include "methods/quantize_model.h"
 
@@ -20,6 +21,7 @@ struct QuantizeArgs {
   int group = 0;
   bool clip = false, no_clip = false, act_order = false, alpha_given = false;
   bool pure = false, dry_run = false;  // GGUF
+  std::string imatrix;                 // GGUF
   std::vector<std::string> tensor_types;
   std::string output_type, token_embd_type;
   double damp = 0.01;
@@ -75,6 +77,14 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   if (!et.ok()) return Fail(et.error());
   opt.ctx.token_embd_type = *et;
   opt.dry_run = a.dry_run;
+  if (!a.imatrix.empty()) {  // as llama-quantize: mean x² per column, file and first dataset recorded
+    auto im = io::ReadImatrix(a.imatrix);
+    if (!im.ok()) return Fail(im.error());
+    for (const auto& [name, e] : im->entries) opt.imatrix[name] = io::Importance(e);
+    opt.imatrix_file = a.imatrix;
+    opt.imatrix_dataset = im->datasets.empty() ? std::string() : im->datasets.front();
+    opt.imatrix_chunks = im->chunk_count;
+  }
   std::unique_ptr<ProgressBar> pb;
   auto r = methods::QuantizeToGguf(a.model, a.out, opt, [&](size_t done, size_t total) {
     if (!pb) pb = std::make_unique<ProgressBar>("quantize tensors", int64_t(total), ShowProgress(a.common));
@@ -114,8 +124,8 @@ int RunQuantize(const QuantizeArgs& a) {
   ApplyThreads(a.common);
   if (a.out.empty() && !a.dry_run) return Fail(Err("-o OUTPUT is required"));
   if (const GgufMix* mix = FindGgufMix(a.scheme)) return RunQuantizeGguf(a, *mix);
-  if (a.pure || a.dry_run || !a.tensor_types.empty() || !a.output_type.empty() || !a.token_embd_type.empty())
-    return Fail(Err("--pure/--dry-run/--tensor-type/--output-tensor-type/--token-embedding-type apply to GGUF types (Q4_K_M, ...)"));
+  if (a.pure || a.dry_run || !a.tensor_types.empty() || !a.output_type.empty() || !a.token_embd_type.empty() || !a.imatrix.empty())
+    return Fail(Err("--pure/--dry-run/--tensor-type/--output-tensor-type/--token-embedding-type/--imatrix apply to GGUF types (Q4_K_M, ...)"));
   auto scheme = ParseScheme(a.scheme);
   if (!scheme.ok()) return Fail(scheme.error().Context("--scheme"));
   if (a.group != 0) {
@@ -272,6 +282,7 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_option("--token-embedding-type", a->token_embd_type, "GGUF: type of token_embd.weight");
   cmd->add_flag("--pure", a->pure, "GGUF: the mix's base type for every quantized tensor");
   cmd->add_flag("--dry-run", a->dry_run, "GGUF: print each tensor's type and the file size, write nothing");
+  cmd->add_option("--imatrix", a->imatrix, "GGUF: importance matrix (qforge imatrix / llama-imatrix, GGUF or .dat)");
   cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")->capture_default_str();
   AddCommonOptions(cmd, &a->common);
   cmd->callback([a, rc] { *rc = RunQuantize(*a); });

@@ -3,6 +3,10 @@
 
 #include "common.h"
 
+namespace qf::cli {
+void RegisterImatrix(CLI::App& app, int* rc);  // cmd_imatrix.cc
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"qforge " QF_VERSION ": quantize, run and evaluate large language models"};
   app.require_subcommand(1);
@@ -14,6 +18,7 @@ int main(int argc, char** argv) {
   qf::cli::RegisterGenerate(app, &rc);
   qf::cli::RegisterQuantize(app, &rc);
   qf::cli::RegisterConvert(app, &rc);
+  qf::cli::RegisterImatrix(app, &rc);
   if (argc > 1 && argv[1][0] != '-') {  // name an unknown command instead of CLI11's generic text
     std::string names;
     bool known = false;

@@ -1,0 +1,233 @@
+// Importance-matrix collection (see imatrix.h): the chunks run through the model's layer stages
+// one chunk per thread; each chunk's Σx² (fp64) is added to the totals in chunk order.
+#include "methods/imatrix.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "core/mmap.h"
+#include "io/gguf.h"
+#include "io/gguf_convert.h"
+#include "io/safetensors.h"
+#include "kernels/ops.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "text/tokenizer.h"
+
+namespace qf::methods {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// One observed input: where it lives in a chunk's partial sums and which GGUF tensors read it.
+struct Input {
+  int64_t offset = 0, k = 0;
+  std::vector<std::string> tensors;
+};
+
+// acc[j] += Σ_i x[i, j]² over m rows of k values.
+void AddSquares(const float* x, int64_t m, int64_t k, double* acc) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = x + i * k;
+    for (int64_t j = 0; j < k; ++j) acc[j] += double(row[j]) * double(row[j]);
+  }
+}
+
+}  // namespace
+
+Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t> tokens, int64_t ctx,
+                                                        int64_t max_chunks, int32_t bos) {
+  if (ctx < 1) return Err("imatrix: context {} (expected > 0)", ctx);
+  if (int64_t(tokens.size()) < 2 * ctx)
+    return Err("imatrix: the text tokenizes to only {} tokens; a context of {} needs at least {}",
+               tokens.size(), ctx, 2 * ctx);
+  int64_t n = int64_t(tokens.size()) / ctx;
+  if (max_chunks >= 0) n = std::min(n, max_chunks);
+  std::vector<std::vector<int32_t>> chunks(static_cast<size_t>(n));
+  for (int64_t c = 0; c < n; ++c) {
+    chunks[size_t(c)].assign(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
+    if (bos >= 0) chunks[size_t(c)][0] = bos;
+  }
+  return chunks;
+}
+
+Result<std::pair<bool, int32_t>> GgufAddsBos(const fs::path& model_dir) {
+  QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model_dir));
+  io::GgufWriter w;
+  QF_ASSIGN(const io::GgufVocabSummary vs, io::AddGgufTokenizer(model_dir, cfg, &w));
+  QF_ASSIGN(const std::vector<std::byte> bytes, w.WriteToBytes());
+  QF_ASSIGN(const io::GgufContents g, io::ParseGguf(bytes, "tokenizer metadata"));
+  // llama-vocab.cpp: the key when present, else true for SentencePiece ("llama") vocabularies and
+  // the llama-bpe pre-tokenizer (the ones qforge convert writes).
+  bool add = vs.model == "llama" || vs.pre == "llama-bpe";
+  if (const io::GgufValue* v = g.Find("tokenizer.ggml.add_bos_token"); v && v->get<bool>()) add = *v->get<bool>();
+  if (add && vs.bos < 0) return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
+  return std::pair<bool, int32_t>{add, add ? int32_t(vs.bos) : -1};
+}
+
+Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptions& opt,
+                                   ImatrixReport* report,
+                                   const std::function<void(int64_t, int64_t)>& progress) {
+  ImatrixReport rep;
+  auto t0 = Clock::now();
+  std::error_code ec;
+  if (!fs::is_directory(model_dir, ec))
+    return Err("{}: expected a model folder (config.json + *.safetensors)", model_dir.string());
+  if (opt.text_path.empty()) return Err("imatrix: no calibration text given");
+  QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model_dir));
+  QF_ASSIGN(const io::TensorStore store, io::TensorStore::Open(model_dir));
+  QF_ASSIGN(const std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
+  std::map<std::string, std::string> gguf_name;  // HF name -> GGUF name
+  for (const io::GgufTensorPlan& p : plan)
+    if (p.source) gguf_name[p.source->name] = p.name;
+  auto gguf = [&](const std::string& hf) -> Result<std::string> {
+    const auto it = gguf_name.find(hf);
+    if (it == gguf_name.end()) return Err("{}: no GGUF name for tensor '{}'", model_dir.string(), hf);
+    return it->second;
+  };
+
+  // Tokens, as llama-imatrix makes them.
+  QF_ASSIGN(const auto bos, GgufAddsBos(model_dir));
+  rep.add_bos = bos.first;
+  rep.bos = bos.second;
+  QF_ASSIGN(const std::unique_ptr<text::Tokenizer> tok, text::LoadTokenizer(model_dir));
+  QF_ASSIGN(const std::string text, ReadTextFile(opt.text_path));
+  std::vector<int32_t> tokens;
+  if (rep.add_bos) tokens.push_back(rep.bos);
+  const std::vector<int32_t> body = tok->Encode(text, /*add_bos=*/false);
+  tokens.insert(tokens.end(), body.begin(), body.end());
+  rep.text_tokens = int64_t(tokens.size());
+  auto chunks_r = ImatrixChunks(tokens, opt.ctx, opt.chunks, rep.bos);
+  if (!chunks_r.ok()) return chunks_r.error().Context(opt.text_path);
+  const std::vector<std::vector<int32_t>> chunks = std::move(*chunks_r);
+  for (const auto& c : chunks)
+    for (int32_t id : c)
+      if (id < 0 || id >= cfg.vocab_size)
+        return Err("{}: token id {} outside the model's vocabulary of {}", opt.text_path, id, cfg.vocab_size);
+  rep.chunks = int64_t(chunks.size());
+  rep.ctx = opt.ctx;
+  rep.seconds_tokenize = Seconds(t0);
+
+  // The observed inputs and their place in a chunk's partial sums.
+  const model::TensorNames& nm = *cfg.family->names;
+  const int64_t H = cfg.hidden, F = cfg.intermediate, qd = cfg.q_dim(), kvd = cfg.kv_dim();
+  const int64_t L = opt.ctx;
+  std::vector<Input> inputs;
+  int64_t width = 0;
+  auto add_input = [&](int64_t k, std::vector<std::string> tensors) {
+    inputs.push_back({width, k, std::move(tensors)});
+    width += k;
+  };
+  for (int64_t l = 0; l < cfg.layers; ++l) {
+    auto name = [&](const char* pattern) { return gguf(model::LayerTensorName(pattern, l)); };
+    QF_ASSIGN(std::string q, name(nm.q));
+    QF_ASSIGN(std::string k, name(nm.k));
+    QF_ASSIGN(std::string v, name(nm.v));
+    QF_ASSIGN(std::string o, name(nm.o));
+    QF_ASSIGN(std::string gate, name(nm.gate));
+    QF_ASSIGN(std::string up, name(nm.up));
+    QF_ASSIGN(std::string down, name(nm.down));
+    add_input(H, {q, k, v});
+    add_input(qd, {o});
+    add_input(H, {gate, up});
+    add_input(F, {down});
+  }
+  std::vector<float> final_norm;
+  const bool output = opt.process_output && !cfg.tie_embeddings && store.Find(nm.lm_head);
+  if (output) {
+    QF_ASSIGN(std::string out_name, gguf(nm.lm_head));
+    QF_ASSIGN(final_norm, model::ReadTensorF32(store, nm.final_norm, {H}));
+    add_input(H, {out_name});
+  }
+
+  QF_ASSIGN(const model::Model model, model::Model::Load(model_dir));
+  std::vector<float> cos, sin;
+  model::RopeTables(cfg, L, &cos, &sin);
+  const std::vector<float>& embed = model.embedding();
+
+  struct Scratch {
+    std::vector<float> x, h, tmp, q, att, kc, vc, g, u;
+    std::vector<double> sums;
+  };
+  const int threads = std::max(1, omp_get_max_threads());
+  const int64_t S = rep.chunks;
+  std::vector<Scratch> scratch(static_cast<size_t>(std::min<int64_t>(threads, S)));
+  for (Scratch& sc : scratch) {
+    sc.x.resize(size_t(L * H));
+    sc.h.resize(size_t(L * H));
+    sc.tmp.resize(size_t(L * H));
+    sc.q.resize(size_t(L * qd));
+    sc.att.resize(size_t(L * qd));
+    sc.kc.resize(size_t(L * kvd));
+    sc.vc.resize(size_t(L * kvd));
+    sc.g.resize(size_t(L * F));
+    sc.u.resize(size_t(L * F));
+    sc.sums.resize(size_t(width));
+  }
+  // One chunk through every layer, Σx² of each input into sc.sums.
+  auto run_chunk = [&](const std::vector<int32_t>& ids, Scratch& sc) {
+    std::fill(sc.sums.begin(), sc.sums.end(), 0.0);
+    for (int64_t i = 0; i < L; ++i)
+      std::copy_n(embed.data() + int64_t(ids[size_t(i)]) * H, H, sc.x.data() + i * H);
+    size_t in = 0;
+    auto observe = [&](const float* x) {
+      AddSquares(x, L, inputs[in].k, sc.sums.data() + inputs[in].offset);
+      ++in;
+    };
+    for (const model::Layer& layer : model.layers()) {
+      model::AttnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
+      observe(sc.h.data());
+      model::Attend(cfg, layer, sc.h.data(), sc.q.data(), sc.att.data(), L, 0, sc.kc.data(),
+                    sc.vc.data(), cos.data(), sin.data());
+      observe(sc.att.data());
+      model::AddProjection(layer.o, sc.att.data(), sc.tmp.data(), sc.x.data(), L);
+      model::FfnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
+      observe(sc.h.data());
+      model::SwiGlu(cfg, layer, sc.h.data(), sc.g.data(), sc.u.data(), L);
+      observe(sc.g.data());
+      model::AddProjection(layer.down, sc.g.data(), sc.tmp.data(), sc.x.data(), L);
+    }
+    if (output) {
+      kernels::RmsNorm(sc.x.data(), final_norm.data(), sc.h.data(), L, H, float(cfg.rms_eps));
+      observe(sc.h.data());
+    }
+  };
+
+  const auto tf = Clock::now();
+  std::vector<double> total(static_cast<size_t>(width), 0.0);
+  const int64_t nt = int64_t(scratch.size());
+  for (int64_t s0 = 0; s0 < S; s0 += nt) {
+    const int64_t n = std::min(nt, S - s0);
+#pragma omp parallel for num_threads(int(nt)) schedule(static, 1)
+    for (int64_t i = 0; i < n; ++i) run_chunk(chunks[size_t(s0 + i)], scratch[size_t(i)]);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < width; ++j) total[size_t(j)] += scratch[size_t(i)].sums[size_t(j)];
+    if (progress) progress(s0 + n, S);
+  }
+  rep.seconds_forward = Seconds(tf);
+
+  io::Imatrix m;
+  m.datasets = {opt.dataset.empty() ? opt.text_path : opt.dataset};
+  m.chunk_count = S;
+  m.chunk_size = L;
+  for (const Input& in : inputs) {
+    io::ImatrixEntry e;
+    e.sum2.resize(static_cast<size_t>(in.k));
+    for (int64_t j = 0; j < in.k; ++j) e.sum2[size_t(j)] = float(total[size_t(in.offset + j)]);
+    e.count = S * L;
+    for (const std::string& t : in.tensors) m.entries[t] = e;
+  }
+  if (report) *report = rep;
+  return m;
+}
+
+}  // namespace qf::methods
