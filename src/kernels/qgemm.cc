@@ -61,6 +61,39 @@ void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias
   }
 }
 
+void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
+  for (int64_t r = r0; r < r1; ++r)
+    w.type->decode(w.data + size_t(r) * w.row_bytes, w.cols, out + (r - r0) * w.cols);
+}
+
+void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
+#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
+  {
+    // Per thread, kept between calls (ppl runs one window per thread inside its own parallel
+    // region, where this region is serial): grown to the widest K seen, never shrunk.
+    thread_local std::vector<float> buf;
+    if (buf.size() < static_cast<size_t>(kRowTile * K)) buf.resize(static_cast<size_t>(kRowTile * K));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
+      DequantizeRows(w, r0, r1, buf.data());
+      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
+      if (bias)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
+    }
+  }
+}
+
+void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
+  std::vector<float> full(static_cast<size_t>(w.rows * w.cols));
+  const Status st = DequantizeRowsGgml(*w.type, w.data, w.rows, w.cols, full.data());
+  QF_CHECK(st.ok(), "{}", st.error().message());
+  MatMulNTRef(x, full.data(), bias, y, m, w.rows, w.cols);
+}
+
 void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* bias, float* y,
                         int64_t m) {
   std::vector<float> full(static_cast<size_t>(w.rows * w.cols));

@@ -1,13 +1,32 @@
 // GEMM on quantized weights: Y[M,N] = X[M,K] · deq(W)ᵀ (+ bias), where W is a QuantizedTensor
-// (integer codes with per-tensor/channel/group scale and zero, or FP8 bytes with scales).
+// (integer codes with per-tensor/channel/group scale and zero, or FP8 bytes with scales) or a
+// GgmlTensor (ggml blocks as a GGUF file holds them: Q4_0..Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS).
 // Contract: rows of W are dequantized tile by tile into a small fp32 buffer right before the
-// sgemm that uses them; the whole matrix is never inflated. MatMulDequantNTRef is the plain
-// reference (dequantize everything, then the reference GEMM).
+// sgemm that uses them; the whole matrix is never inflated. MatMulDequantNTRef and
+// MatMulGgmlNTRef are the plain references (dequantize everything, then the reference GEMM).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 
+#include "formats/ggml_blocks.h"
 #include "formats/quantize.h"
+
+namespace qf {
+
+// A [rows, cols] matrix of ggml blocks, each row a whole number of blocks (row_bytes bytes),
+// rows back to back at `data`. `owner` keeps the bytes alive: the GGUF file mapping, or an
+// owned copy (rows reordered at load).
+struct GgmlTensor {
+  const GgmlBlockType* type = nullptr;
+  int64_t rows = 0, cols = 0;
+  size_t row_bytes = 0;
+  const std::byte* data = nullptr;
+  std::shared_ptr<const void> owner;
+};
+
+}  // namespace qf
 
 namespace qf::kernels {
 
@@ -18,5 +37,11 @@ void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* b
 
 // Dequantizes rows [r0, r1) of w into out[(r1 - r0), K].
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out);
+
+// The same for ggml blocks: 64-row tiles decoded into a per-thread buffer before each sgemm.
+void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
+void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
+// Decodes rows [r0, r1) of w into out[(r1 - r0), K].
+void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out);
 
 }  // namespace qf::kernels

@@ -31,11 +31,32 @@ constexpr TensorNames kHfLlamaNames = {
     .down = "model.layers.{}.mlp.down_proj.weight",
 };
 
+// llama.cpp's names (llama-arch.cpp LLM_TENSOR_NAMES), the same for "llama", "qwen2", "qwen3".
+constexpr TensorNames kGgufNames = {
+    .embed = "token_embd.weight",
+    .final_norm = "output_norm.weight",
+    .lm_head = "output.weight",
+    .attn_norm = "blk.{}.attn_norm.weight",
+    .q = "blk.{}.attn_q.weight",
+    .k = "blk.{}.attn_k.weight",
+    .v = "blk.{}.attn_v.weight",
+    .o = "blk.{}.attn_output.weight",
+    .q_bias = "blk.{}.attn_q.bias",
+    .k_bias = "blk.{}.attn_k.bias",
+    .v_bias = "blk.{}.attn_v.bias",
+    .q_norm = "blk.{}.attn_q_norm.weight",
+    .k_norm = "blk.{}.attn_k_norm.weight",
+    .ffn_norm = "blk.{}.ffn_norm.weight",
+    .gate = "blk.{}.ffn_gate.weight",
+    .up = "blk.{}.ffn_up.weight",
+    .down = "blk.{}.ffn_down.weight",
+};
+
 constexpr std::array<FamilyInfo, 4> kFamilies = {{
-    {"LlamaForCausalLM", "llama", false, false, &kHfLlamaNames},
-    {"MistralForCausalLM", "mistral", false, false, &kHfLlamaNames},
-    {"Qwen2ForCausalLM", "qwen2", true, false, &kHfLlamaNames},
-    {"Qwen3ForCausalLM", "qwen3", false, true, &kHfLlamaNames},
+    {"LlamaForCausalLM", "llama", false, false, &kHfLlamaNames, "llama"},
+    {"MistralForCausalLM", "mistral", false, false, &kHfLlamaNames, "llama"},
+    {"Qwen2ForCausalLM", "qwen2", true, false, &kHfLlamaNames, "qwen2"},
+    {"Qwen3ForCausalLM", "qwen3", false, true, &kHfLlamaNames, "qwen3"},
 }};
 
 using Json = nlohmann::json;
@@ -116,6 +137,25 @@ std::string SupportedArchitectures() {
   }
   return s;
 }
+
+const FamilyInfo* FindFamilyByGgufArch(std::string_view gguf_arch) {
+  for (const auto& f : kFamilies) {
+    if (f.gguf_arch == gguf_arch) return &f;
+  }
+  return nullptr;
+}
+
+std::string SupportedGgufArchitectures() {
+  std::string s;
+  for (const auto& f : kFamilies) {
+    if (s.find(f.gguf_arch) != std::string::npos) continue;
+    if (!s.empty()) s += ", ";
+    s += f.gguf_arch;
+  }
+  return s;
+}
+
+const TensorNames& GgufTensorNames() { return kGgufNames; }
 
 std::string LayerTensorName(const char* pattern, int64_t layer) {
   std::string s(pattern);

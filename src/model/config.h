@@ -1,12 +1,15 @@
 // Model configuration (from a Hugging Face config.json) and the per-family table:
-// which architectures qforge runs, their optional parts and their tensor names.
+// which architectures qforge runs, their optional parts, their tensor names and the GGUF
+// architecture (llama.cpp's general.architecture) each one is stored as.
 // Contract: ParseHfConfig validates every dimension and names the file and field on error.
+// (GGUF metadata -> ModelConfig is model/gguf_model.h.)
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.h"
 
@@ -32,17 +35,27 @@ struct FamilyInfo {
   bool qkv_bias;                  // q/k/v projections always carry a bias
   bool qk_norm;                   // RMSNorm on each head of q and k before RoPE
   const TensorNames* names;
+  std::string_view gguf_arch;     // GGUF general.architecture ("llama" for Mistral too)
 };
 
 const FamilyInfo* FindFamily(std::string_view architecture);
 std::string SupportedArchitectures();  // comma-separated, for error messages
+// The family a GGUF general.architecture loads as (the first row with that gguf_arch:
+// "llama" -> LlamaForCausalLM), or null.
+const FamilyInfo* FindFamilyByGgufArch(std::string_view gguf_arch);
+std::string SupportedGgufArchitectures();  // comma-separated, for error messages
+// llama.cpp's tensor names (llama-arch.cpp), shared by every GGUF architecture qforge runs.
+const TensorNames& GgufTensorNames();
 
 struct RopeScaling {
-  enum class Type { kNone, kLinear, kLlama3 } type = Type::kNone;
+  // kFactors: llama.cpp's per-frequency divisors (GGUF rope_freqs.weight, which is how a
+  // converter stores Llama-3 scaling), one per rotary pair, in freq_factors.
+  enum class Type { kNone, kLinear, kLlama3, kFactors } type = Type::kNone;
   double factor = 1.0;
   double low_freq_factor = 1.0;    // llama3
   double high_freq_factor = 4.0;   // llama3
   int64_t original_max_position = 8192;  // llama3
+  std::vector<float> freq_factors;        // kFactors: [head_dim / 2]
 };
 
 struct ModelConfig {

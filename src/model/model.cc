@@ -1,6 +1,6 @@
 // Loading Hugging Face checkpoints (fp32, or quantized linears of a compressed-tensors folder,
-// with their input_activations quantization) and the decoder forward pass, as layer stages that
-// calibration drivers reuse.
+// with their input_activations quantization; GGUF files go to model/gguf_model.cc) and the
+// decoder forward pass, as layer stages that calibration drivers reuse.
 // Contract: Load() never trusts the file: names, shapes and finiteness are checked per tensor.
 #include "model/model.h"
 
@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
+#include "model/gguf_model.h"
 
 namespace qf::model {
 
@@ -27,7 +28,9 @@ void Linear::Apply(const float* x, float* y, int64_t m) const {
     QuantizeActivations(act, x, xq.data(), m, k);
     x = xq.data();
   }
-  if (quant) {
+  if (ggml) {
+    kernels::MatMulGgmlNT(x, *ggml, b, y, m);
+  } else if (quant) {
     kernels::MatMulDequantNT(x, *quant, b, y, m);
   } else {
     kernels::MatMulNT(x, weight.data(), b, y, m, n, k);
@@ -124,6 +127,8 @@ std::vector<double> InverseFrequencies(const ModelConfig& c) {
     double f = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(c.head_dim));
     if (rs.type == RopeScaling::Type::kLinear) {
       f /= rs.factor;
+    } else if (rs.type == RopeScaling::Type::kFactors) {
+      f /= double(rs.freq_factors[size_t(i)]);  // llama.cpp: theta / freq_factor
     } else if (rs.type == RopeScaling::Type::kLlama3) {
       const double wavelen = 2.0 * std::numbers::pi / f;
       const double low_wavelen = double(rs.original_max_position) / rs.low_freq_factor;
@@ -167,6 +172,7 @@ Result<Layer> ReadLayer(const io::TensorStore& store, const ModelConfig& c, int6
 }
 
 Result<Model> Model::Load(const std::filesystem::path& dir) {
+  if (IsGgufFile(dir)) return LoadGguf(dir);
   Model m;
   m.path_ = dir;
   QF_ASSIGN(m.config_, LoadHfConfig(dir));

@@ -14,6 +14,7 @@
 #include "core/result.h"
 #include "formats/activation.h"
 #include "formats/quantize.h"
+#include "kernels/qgemm.h"
 #include "model/config.h"
 
 namespace qf::io {
@@ -23,12 +24,14 @@ struct CompressedTensorsConfig;
 
 namespace qf::model {
 
-// y = x · Wᵀ (+ b), with W either fp32 or quantized (dequantized tile by tile in the kernel).
+// y = x · Wᵀ (+ b), with W either fp32, quantized (compressed-tensors codes) or ggml blocks
+// of a GGUF file (both dequantized tile by tile in the kernel).
 // With act enabled (W8A8, FP8: the checkpoint's input_activations), x is first replaced by
 // QuantizeActivations(x), the values an int8/fp8 GEMM on the codes would see.
 struct Linear {
   std::vector<float> weight;                     // [N, K] when not quantized, else empty
   std::shared_ptr<const QuantizedTensor> quant;  // codes [N, K] + scales/zeros, or null
+  std::shared_ptr<const GgmlTensor> ggml;        // ggml blocks [N, K] (GGUF), or null
   std::vector<float> bias;                       // [N] or empty
   ActQuant act;                                  // input quantization; disabled by default
   int64_t n = 0, k = 0;
@@ -101,9 +104,13 @@ void RunLayer(const ModelConfig& c, const Layer& L, const LayerIo& io, int64_t m
 
 class Model {
  public:
-  // Loads a Hugging Face model folder (config.json + safetensors), converting weights to fp32.
+  // Loads a Hugging Face model folder (config.json + safetensors), converting weights to fp32,
+  // or a GGUF file (a regular file named *.gguf or starting with the GGUF magic: LoadGguf).
   // Validates every tensor's presence, shape and finiteness.
-  static Result<Model> Load(const std::filesystem::path& dir);
+  static Result<Model> Load(const std::filesystem::path& path);
+  // A llama.cpp GGUF file (model/gguf_model.h): F32/F16/BF16 tensors as fp32, ggml block
+  // tensors kept in the file mapping and run through kernels::MatMulGgmlNT.
+  static Result<Model> LoadGguf(const std::filesystem::path& file);
 
   const ModelConfig& config() const { return config_; }
   const std::filesystem::path& path() const { return path_; }
@@ -119,6 +126,7 @@ class Model {
 
   const std::vector<Layer>& layers() const { return layers_; }
   const std::vector<float>& embedding() const { return embed_; }  // [V, H]
+  const Linear& lm_head() const { return lm_head_; }
 
   // Runs `tokens` at positions cache.len.. and appends them to the cache. Writes logits
   // [M, V] for every token when all_logits, else only the last token's [V].

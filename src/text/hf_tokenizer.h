@@ -61,6 +61,12 @@ struct HfPipeline {
   int32_t eos_id = -1;
 };
 
+// Parses the normalizer, pre_tokenizer and decoder sections of a tokenizer.json, each given as
+// JSON text ("null" for none), into `p`: vocabularies stored elsewhere (GGUF's tokenizer.ggml.*
+// arrays) describe their pipeline as the tokenizer.json it came from and reuse these parsers.
+Status ParseHfPipelineSections(std::string_view normalizer, std::string_view pre_tokenizer,
+                               std::string_view decoder, HfPipeline* p);
+
 class HfTokenizer final : public Tokenizer {
  public:
   HfTokenizer(HfPipeline pipeline, std::unique_ptr<BpeModel> model);

@@ -301,6 +301,20 @@ Result<std::unique_ptr<Tokenizer>> Build(const json& j, const std::filesystem::p
 
 }  // namespace
 
+Status ParseHfPipelineSections(std::string_view normalizer, std::string_view pre_tokenizer,
+                               std::string_view decoder, HfPipeline* p) {
+  try {
+    const json n = json::parse(normalizer), t = json::parse(pre_tokenizer),
+               d = json::parse(decoder);
+    QF_TRY(ParseNormalizer(n, p));
+    QF_TRY(ParsePreTokenizer(t, p));
+    ParseDecoder(d, p);
+  } catch (const json::exception& e) {
+    return Err("bad tokenizer pipeline description: {}", e.what());
+  }
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<Tokenizer>> LoadHfTokenizerJson(const std::filesystem::path& file) {
   QF_ASSIGN(std::string text, ReadWholeFile(file));
   json j;

@@ -1,10 +1,24 @@
 // LoadTokenizer: picks the tokenizer file of a model folder (tokenizer.model first, then
-// tokenizer.json) or loads a file by its extension. Errors name the path.
+// tokenizer.json) or loads a file by its extension (.model, .json, or the vocabulary of a
+// .gguf model). Errors name the path.
 #include "text/tokenizer.h"
 
+#include <fstream>
+#include <string_view>
 #include <system_error>
 
+#include "text/gguf_tokenizer.h"
+
 namespace qf::text {
+namespace {
+
+bool HasGgufMagic(const std::filesystem::path& path) {
+  char magic[4] = {};
+  std::ifstream in(path, std::ios::binary);
+  return in.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::filesystem::path& path) {
   std::error_code ec;
@@ -19,9 +33,10 @@ Result<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::filesystem::path& pa
   }
   if (!std::filesystem::exists(path, ec)) return Err("{}: no such file", path.string());
   const std::string ext = path.extension().string();
+  if (ext == ".gguf" || HasGgufMagic(path)) return LoadGgufTokenizer(path);
   if (ext == ".model") return LoadSentencePiece(path);
   if (ext == ".json") return LoadHfTokenizerJson(path);
-  return Err("{}: unknown tokenizer file type '{}' (expected .model or .json)", path.string(), ext);
+  return Err("{}: unknown tokenizer file type '{}' (expected .model, .json or .gguf)", path.string(), ext);
 }
 
 }  // namespace qf::text

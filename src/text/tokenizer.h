@@ -36,7 +36,8 @@ class Tokenizer {
 };
 
 // Loads tokenizer.model (preferred when present) or tokenizer.json from a model folder,
-// or the file itself when `path` is a file (by extension: .model or .json).
+// or the file itself when `path` is a file (by extension: .model, .json, or .gguf for the
+// vocabulary stored in a GGUF model, text/gguf_tokenizer.h).
 // tokenizer.json: model type BPE; normalizers NFC, Prepend, Replace, Sequence; pre-tokenizers
 // Split, ByteLevel, Metaspace, Digits, Whitespace(Split), Punctuation, Sequence; bos/eos from a
 // sibling tokenizer_config.json (NAME.tokenizer.json -> NAME.tokenizer_config.json), else the

@@ -8,6 +8,7 @@
 #include "core/mmap.h"
 #include "core/progress.h"
 #include "kernels/ops.h"
+#include "model/gguf_model.h"
 
 namespace qf::cli {
 
@@ -28,8 +29,8 @@ bool ShowProgress(const CommonOptions& opt) { return !opt.quiet && ProgressBar::
 
 Result<LoadedModel> LoadModelAndTokenizer(const std::string& path) {
   if (!std::filesystem::exists(path)) return Err("{}: no such file or folder", path);
-  if (!std::filesystem::is_directory(path))
-    return Err("{}: expected a model folder (config.json + *.safetensors)", path);
+  if (!std::filesystem::is_directory(path) && !model::IsGgufFile(path))
+    return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file", path);
   QF_ASSIGN(auto tok, text::LoadTokenizer(path));
   QF_ASSIGN(auto m, model::Model::Load(path));
   return LoadedModel{std::move(m), std::move(tok)};
