@@ -5,6 +5,7 @@
 
 namespace qf::cli {
 void RegisterImatrix(CLI::App& app, int* rc);  // cmd_imatrix.cc
+void RegisterBench(CLI::App& app, int* rc);    // cmd_bench.cc
 }
 
 int main(int argc, char** argv) {
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   qf::cli::RegisterQuantize(app, &rc);
   qf::cli::RegisterConvert(app, &rc);
   qf::cli::RegisterImatrix(app, &rc);
+  qf::cli::RegisterBench(app, &rc);
   if (argc > 1 && argv[1][0] != '-') {  // name an unknown command instead of CLI11's generic text
     std::string names;
     bool known = false;

@@ -1,0 +1,45 @@
+// `qforge bench`: runs, reports positive rates, counts the weight bytes each decoded token
+// streams, and rejects runs beyond the context. (Speed itself is measured by scripts, not here.)
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace qf {
+namespace {
+
+using qf::testing::Bundled;
+using qf::testing::Q;
+using qf::testing::RunCommand;
+
+TEST(BenchCli, ReportsRatesAndWeightBytes) {
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " bench " + Bundled() + " -p 16 -n 4 -r 1 --json", &log), 0) << log;
+  const auto j = nlohmann::json::parse(log.substr(log.find('{')));
+  EXPECT_GT(j["prefill_tokens_per_second"].get<double>(), 0.0);
+  EXPECT_GT(j["decode_tokens_per_second"].get<double>(), 0.0);
+  EXPECT_GT(j["bandwidth_bytes_per_second"].get<double>(), 1e8);
+  // llama-27m in fp32: lm_head [8192, 512] + 6 x (q, o [512, 512]; k, v [256, 512];
+  // gate, up [1536, 512]; down [512, 1536]), 4 bytes each.
+  const int64_t weights = 8192 * 512 + 6 * (2 * 512 * 512 + 2 * 256 * 512 + 3 * 1536 * 512);
+  EXPECT_EQ(j["weight_bytes_per_token"].get<int64_t>(), 4 * weights);
+  // A W4A16 folder streams codes (1 byte each here) + fp32 scales instead.
+  const std::string q4 = (qf::testing::TempDir() / "bench_w4").string();
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + q4 + " --scheme W4A16 -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " bench " + q4 + " -p 0 -n 2 -r 1 --json", &log), 0) << log;
+  const auto k = nlohmann::json::parse(log.substr(log.find('{')));
+  const int64_t linears = weights - 8192 * 512;
+  EXPECT_EQ(k["weight_bytes_per_token"].get<int64_t>(), 4 * 8192 * 512 + linears + linears / 128 * 4);
+  EXPECT_EQ(k["prefill_tokens_per_second"].get<double>(), 0.0);
+}
+
+TEST(BenchCli, RejectsRunsBeyondTheContext) {
+  std::string log;
+  EXPECT_EQ(RunCommand(Q() + " bench " + Bundled() + " -p 4096 -n 1", &log), 1) << log;
+  EXPECT_NE(log.find("beyond the model's context"), std::string::npos) << log;
+  EXPECT_NE(RunCommand(Q() + " bench /nonexistent", &log), 0);
+}
+
+}  // namespace
+}  // namespace qf
