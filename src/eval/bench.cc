@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
+#include "kernels/qgemm.h"
 
 namespace qf::eval {
 namespace {
@@ -21,7 +22,9 @@ double Seconds(Clock::time_point t0) {
 
 uint64_t LinearBytes(const model::Linear& l) {
   uint64_t b = l.bias.size() * sizeof(float);
-  if (l.quant) {
+  if (l.ggml) {
+    b += uint64_t(l.ggml->rows) * l.ggml->row_bytes;  // the blocks as mapped from the file
+  } else if (l.quant) {
     // Codes are held one byte each, scales as fp32, zeros as int32 (what MatMulDequantNT reads).
     b += l.quant->codes.size() + l.quant->scales.size() * sizeof(float) +
          l.quant->zeros.size() * sizeof(int32_t);
