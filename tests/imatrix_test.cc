@@ -314,6 +314,53 @@ TEST(Imatrix, SumsEqualADirectComputation) {
   kernels::SetThreads(2);
 }
 
+// Files llama-imatrix wrote (tests/data/imatrix/README.md): read, written back byte for byte, and
+// equal to what qforge collects on the same model, text and chunks (blk.0's q/k/v input within
+// fp32 rounding; later inputs within llama.cpp's f16 KV cache).
+TEST(Imatrix, LlamaCppWrittenFilesMatch) {
+  const fs::path dir = qf::testing::RepoDir() / "tests/data/imatrix";
+  auto g = io::ReadImatrix(dir / "stories260k.imatrix.gguf");
+  auto d = io::ReadImatrix(dir / "stories260k.imatrix.dat");
+  ASSERT_TRUE(g.ok()) << g.error().message();
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  const std::string gb = *ReadTextFile(dir / "stories260k.imatrix.gguf"), db = *ReadTextFile(dir / "stories260k.imatrix.dat");
+  auto gw = io::ImatrixGgufBytes(*g);
+  auto dw = io::ImatrixLegacyBytes(*d);
+  ASSERT_TRUE(gw.ok() && dw.ok());
+  EXPECT_TRUE(std::string(reinterpret_cast<const char*>(gw->data()), gw->size()) == gb);
+  EXPECT_TRUE(std::string(reinterpret_cast<const char*>(dw->data()), dw->size()) == db);
+  EXPECT_EQ(g->datasets, std::vector<std::string>{"st.txt"});
+  EXPECT_EQ(d->datasets, std::vector<std::string>{"st.txt"});
+  EXPECT_EQ(g->chunk_count, 4);
+  EXPECT_EQ(g->chunk_size, 128);
+  EXPECT_EQ(d->chunk_count, 4);
+
+  const fs::path text = qf::testing::TempDir() / "st.txt";
+  std::ofstream(text) << ReadTextFile(qf::testing::SharedDir() / "data/tinystories/validation_head.txt")->substr(0, 8000);
+  methods::ImatrixOptions opt;
+  opt.text_path = text.string();
+  opt.ctx = 128;
+  opt.chunks = 4;
+  auto m = methods::ComputeImatrix(qf::testing::SharedDir() / "models/stories260k", opt, nullptr);
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  ASSERT_EQ(m->entries.size(), g->entries.size());
+  EXPECT_EQ(m->entries.size(), 5u * 7u);
+  for (const auto& [name, e] : g->entries) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(m->entries.count(name));
+    const io::ImatrixEntry& ours = m->entries.at(name);
+    EXPECT_EQ(ours.count, e.count);
+    EXPECT_EQ(d->entries.at(name).count, 4);  // ncall = 512 tokens / 128
+    const auto want = io::Importance(e), got = io::Importance(ours), dat = io::Importance(d->entries.at(name));
+    ASSERT_EQ(got.size(), want.size());
+    const bool first = name.rfind("blk.0.attn_", 0) == 0 && name != "blk.0.attn_output.weight";
+    for (size_t j = 0; j < want.size(); ++j) {
+      EXPECT_NEAR(got[j], want[j], (first ? 1e-5 : 5e-3) * want[j] + 1e-7) << j;
+      EXPECT_NEAR(dat[j], want[j], 1e-6 * want[j]) << j;
+    }
+  }
+}
+
 nlohmann::json Json(const std::string& s) { return nlohmann::json::parse(s.substr(s.find('{'))); }
 
 TEST(Imatrix, CliImatrixThenQuantizeQ4KM) {

@@ -100,7 +100,8 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   rep.add_bos = bos.first;
   rep.bos = bos.second;
   QF_ASSIGN(const std::unique_ptr<text::Tokenizer> tok, text::LoadTokenizer(model_dir));
-  QF_ASSIGN(const std::string text, ReadTextFile(opt.text_path));
+  QF_ASSIGN(std::string text, ReadTextFile(opt.text_path));
+  if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama.cpp's -f does
   std::vector<int32_t> tokens;
   if (rep.add_bos) tokens.push_back(rep.bos);
   const std::vector<int32_t> body = tok->Encode(text, /*add_bos=*/false);

@@ -3,10 +3,10 @@
 // count, keyed by the GGUF tensor name `qforge convert` gives it.
 //
 // What is collected, as llama-imatrix does it (tools/imatrix/imatrix.cpp, master of 2026-08):
-// the text is tokenized whole, with BOS when the GGUF vocabulary adds one
-// (tokenizer.ggml.add_bos_token); cut into chunks of ctx tokens from the start (the tail dropped,
-// at most `chunks` of them, at least 2·ctx tokens needed); the first token of each chunk is
-// replaced by BOS; each chunk runs from position 0 and every one of its tokens counts, for every
+// the text (less one trailing newline, as llama.cpp's -f reads it) is tokenized whole, with BOS
+// when the GGUF vocabulary adds one (tokenizer.ggml.add_bos_token); cut into chunks of ctx
+// tokens from the start (the tail dropped, at most `chunks` of them, at least 2·ctx tokens
+// needed); the first token of each chunk is replaced by BOS; each chunk runs from position 0 and every one of its tokens counts, for every
 // blk.* linear (attn_q/attn_k/attn_v share the attn_norm output, ffn_gate/ffn_up the ffn_norm
 // output), and for output.weight only with process_output (llama-imatrix --process-output;
 // nothing when the embeddings are tied, as llama.cpp then multiplies by token_embd.weight).
