@@ -42,6 +42,8 @@ int RunImatrix(const ImatrixArgs& a) {
   });
   if (pb) pb->Finish();
   if (!m.ok()) return Fail(m.error());
+  if (a.process_output && !m->entries.count("output.weight"))
+    std::fprintf(stderr, "qforge: note: tied embeddings: llama.cpp multiplies by token_embd.weight and collects nothing for the output\n");
   const Status st = a.legacy ? io::WriteImatrixLegacy(*m, a.out) : io::WriteImatrixGguf(*m, a.out);
   if (!st.ok()) return Fail(st.error().Context(a.out));
   const double tps = rep.seconds_forward > 0 ? double(rep.chunks * rep.ctx) / rep.seconds_forward : 0.0;
