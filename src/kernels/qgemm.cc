@@ -66,18 +66,34 @@ void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
     w.type->decode(w.data + size_t(r) * w.row_bytes, w.cols, out + (r - r0) * w.cols);
 }
 
+// Rows per tile of MatMulGgmlNT. Each sgemm call packs all of X again, so with many tokens
+// (prefill, ppl windows) narrow tiles cost more than the decoding: tiles then grow up to
+// kTileFloats weights (4 MiB per thread, whatever the model size), while staying at least one
+// tile per thread. Few tokens (generation) keep 64-row tiles, which spread over the threads.
+constexpr int64_t kTileFloats = int64_t(1) << 20;
+
+int64_t GgmlTileRows(int64_t m, int64_t n, int64_t k, int threads) {
+  if (m < 16) return kRowTile;
+  auto round_up = [](int64_t v) { return (v + kRowTile - 1) / kRowTile * kRowTile; };
+  int64_t rows = std::max(kRowTile, kTileFloats / k / kRowTile * kRowTile);
+  rows = std::min(rows, round_up((n + threads - 1) / threads));
+  return std::max(rows, kRowTile);
+}
+
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols;
-  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
-#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
+  const bool nested = omp_in_parallel();
+  const int64_t tile = GgmlTileRows(m, N, K, nested ? 1 : omp_get_max_threads());
+  const int64_t tiles = (N + tile - 1) / tile;
+#pragma omp parallel if (tiles > 1 && !nested)
   {
     // Per thread, kept between calls (ppl runs one window per thread inside its own parallel
-    // region, where this region is serial): grown to the widest K seen, never shrunk.
+    // region, where this region is serial): grown to the largest tile seen, never shrunk.
     thread_local std::vector<float> buf;
-    if (buf.size() < static_cast<size_t>(kRowTile * K)) buf.resize(static_cast<size_t>(kRowTile * K));
+    if (buf.size() < static_cast<size_t>(tile * K)) buf.resize(static_cast<size_t>(tile * K));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
+      const int64_t r0 = t * tile, r1 = std::min(N, r0 + tile);
       DequantizeRows(w, r0, r1, buf.data());
       GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
       if (bias)

@@ -38,7 +38,8 @@ void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* b
 // Dequantizes rows [r0, r1) of w into out[(r1 - r0), K].
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out);
 
-// The same for ggml blocks: 64-row tiles decoded into a per-thread buffer before each sgemm.
+// The same for ggml blocks: tiles of rows decoded into a per-thread buffer before each sgemm
+// (64 rows for a few tokens; for many, up to 4 MiB of fp32 weights per tile).
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 // Decodes rows [r0, r1) of w into out[(r1 - r0), K].
