@@ -103,15 +103,25 @@ TEST(QuantizeGguf, OverridesAndPure) {
   ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --dry-run --pure --json -q", &log), 0) << log;
   for (const auto& t : Json(log)["tensors"]) {
     const std::string n = t["name"];
-    if (n.find("norm") == std::string::npos) EXPECT_EQ(t["type"], "Q4_K") << n;
+    if (n.find("norm") == std::string::npos) {
+      EXPECT_EQ(t["type"], "Q4_K") << n;
+    }
   }
   ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_0 --dry-run --tensor-type 'ffn_down=q8_0' --output-tensor-type f16 --token-embedding-type q8_0 --json -q", &log), 0) << log;
   for (const auto& t : Json(log)["tensors"]) {
     const std::string n = t["name"];
-    if (n.find("ffn_down") != std::string::npos) EXPECT_EQ(t["type"], "Q8_0") << n;
-    if (n == "output.weight") EXPECT_EQ(t["type"], "F16");
-    if (n == "token_embd.weight") EXPECT_EQ(t["type"], "Q8_0");
-    if (n.find("attn_q") != std::string::npos) EXPECT_EQ(t["type"], "Q4_0") << n;
+    if (n.find("ffn_down") != std::string::npos) {
+      EXPECT_EQ(t["type"], "Q8_0") << n;
+    }
+    if (n == "output.weight") {
+      EXPECT_EQ(t["type"], "F16");
+    }
+    if (n == "token_embd.weight") {
+      EXPECT_EQ(t["type"], "Q8_0");
+    }
+    if (n.find("attn_q") != std::string::npos) {
+      EXPECT_EQ(t["type"], "Q4_0") << n;
+    }
   }
 }
 
