@@ -65,6 +65,20 @@ const GgmlTypeInfo& Info(GgmlType t);
 // whole number of blocks, a dimension is negative, or the size overflows.
 Result<uint64_t> GgmlTensorBytes(GgmlType t, const std::vector<int64_t>& shape);
 
+// tokenizer.ggml.token_type values (gguf-py TokenType, llama.cpp's llama_token_type), written
+// by the converter and read by the GGUF tokenizer.
+namespace gguf_token {
+enum Type : int32_t {
+  kUndefined = 0,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
+};
+}  // namespace gguf_token
+
 // GGUF metadata value types (gguf_type).
 enum class GgufType : uint32_t {
   kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8,

@@ -23,15 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-// gguf-py TokenType.
-enum TokenType : int32_t {
-  kNormal = 1,
-  kUnknown = 2,
-  kControl = 3,
-  kUserDefined = 4,
-  kUnused = 5,
-  kByte = 6,
-};
+using namespace gguf_token;  // token types (io/gguf.h)
 
 constexpr std::string_view kMetaSpace = "\xE2\x96\x81";  // U+2581 "▁"
 

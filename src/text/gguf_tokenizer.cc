@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/gguf.h"
 #include "text/bpe_model.h"
 #include "text/hf_tokenizer.h"
 #include "text/unicode_util.h"
@@ -18,16 +19,7 @@
 namespace qf::text {
 namespace {
 
-// gguf-py TokenType / llama_token_type.
-enum TokenType : int32_t {
-  kUndefined = 0,
-  kNormal = 1,
-  kUnknown = 2,
-  kControl = 3,
-  kUserDefined = 4,
-  kUnused = 5,
-  kByte = 6,
-};
+using namespace io::gguf_token;  // token types (io/gguf.h)
 
 constexpr std::string_view kMetaSpace = "\xE2\x96\x81";        // U+2581 "▁"
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";      // U+FFFD
