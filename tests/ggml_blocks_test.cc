@@ -540,5 +540,78 @@ TEST(GgmlBlocks, HandMadeKQuantBlocks) {
   }
 }
 
+// Codes inside blocks (GgmlCodeFormat): for every model type and test tensor, with and without
+// importance, the lattice and the codes read back reproduce the decoder float for float; writing
+// the codes back gives the same bytes; any codes written into a fitted block decode to their
+// lattice values; Nearest is the closest level.
+TEST(GgmlBlocks, CodesAndLatticeMatchTheDecoder) {
+  Lcg rng{12345};
+  for (const GgmlBlockType& t : GgmlBlockTypes()) {
+    SCOPED_TRACE(std::string(t.name));
+    if (t.activation_only) {
+      EXPECT_EQ(t.codes, nullptr);
+      continue;
+    }
+    ASSERT_NE(t.codes, nullptr);
+    const GgmlCodeFormat& f = *t.codes;
+    const int levels = 1 << f.bits;
+    const size_t B = static_cast<size_t>(t.block);
+    for (int ti = 0; ti < 4; ++ti) {
+      const Tensor& ten = TestTensor(ti);
+      if (ten.cols % t.block != 0) continue;
+      for (bool imp : {false, true}) {
+        const int64_t blocks = ten.cols / t.block;
+        std::vector<std::byte> q(static_cast<size_t>(blocks) * t.block_bytes);
+        std::vector<float> dec(static_cast<size_t>(ten.cols)), lat_dec(B);
+        std::vector<GgmlLattice> lat(B);
+        std::vector<uint8_t> codes(B), codes2(B);
+        for (int64_t r = 0; r < ten.rows; ++r) {
+          t.encode(ten.x.data() + r * ten.cols, ten.cols, imp ? ten.importance.data() : nullptr,
+                   q.data());
+          t.decode(q.data(), ten.cols, dec.data());
+          for (int64_t b = 0; b < blocks; ++b) {
+            std::byte* blk = q.data() + b * t.block_bytes;
+            f.lattice(blk, lat.data());
+            GgmlGetCodes(t, blk, codes.data());
+            for (size_t i = 0; i < B; ++i) {
+              ASSERT_LT(codes[i], levels);
+              const float want = dec[size_t(b) * B + i];
+              const float got = f.Value(lat[i], codes[i]);
+              if (!std::isnan(want) || !std::isnan(got)) {
+                ASSERT_EQ(got, want) << "row " << r << " weight " << i;
+              }
+            }
+            std::vector<std::byte> copy(blk, blk + t.block_bytes);
+            std::vector<std::byte> wiped = copy;
+            for (size_t i = 0; i < B; ++i) codes2[i] = uint8_t(levels - 1 - codes[i]);
+            GgmlSetCodes(t, codes2.data(), wiped.data());  // other codes first, then back
+            GgmlSetCodes(t, codes.data(), wiped.data());
+            ASSERT_EQ(wiped, copy);
+            // Random codes into the fitted block decode to their lattice values.
+            for (size_t i = 0; i < B; ++i) codes2[i] = uint8_t(rng.U() * float(levels));
+            GgmlSetCodes(t, codes2.data(), wiped.data());
+            t.decode(wiped.data(), t.block, lat_dec.data());
+            for (size_t i = 0; i < B; ++i) {
+              const float got = f.Value(lat[i], codes2[i]);
+              if (!std::isnan(lat_dec[i]) || !std::isnan(got)) {
+                ASSERT_EQ(got, lat_dec[i]);
+              }
+            }
+            // Nearest: no level is closer to the weight.
+            for (size_t i = 0; i < B; ++i) {
+              const float x = ten.x[size_t(r * ten.cols) + size_t(b) * B + i];
+              if (!(lat[i].scale != 0.f) || !std::isfinite(lat[i].scale)) continue;
+              const int c = f.Nearest(lat[i], x);
+              const float e = std::fabs(f.Value(lat[i], c) - x);
+              for (int o = 0; o < levels; ++o)
+                ASSERT_LE(e, std::fabs(f.Value(lat[i], o) - x) * (1 + 1e-6f) + 1e-30f);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace qf

@@ -22,6 +22,7 @@ namespace {
 
 using methods::ActOrder;
 using methods::Gptq;
+using methods::GptqGgml;
 using methods::GptqOptions;
 using methods::GptqStats;
 using methods::HessianAccumulator;
@@ -439,6 +440,95 @@ TEST(Gptq, BeatsRtnOnCorrelatedInputs) {
       EXPECT_LT(q.gar, 0.8 * q.rtn) << spec << " seed " << kSeed + 10;
     }
   }
+}
+
+// ------------------------------------------------------------------ ggml block grids
+
+std::vector<float> DequantGgml(const GgmlBlockType& t, const std::vector<std::byte>& q, int64_t n,
+                               int64_t k) {
+  std::vector<float> out(static_cast<size_t>(n * k));
+  QF_CHECK(DequantizeRowsGgml(t, q.data(), n, k, out.data()).ok(), "dequantize");
+  return out;
+}
+
+// With an identity Hessian no error is fed forward, so every block is fitted on the original
+// weights with unit importance, exactly as the type's own encoder fits it, and each weight is
+// rounded to the nearest value of that block: the headers equal the encoder's and the squared
+// error is no larger, block by block.
+TEST(GptqGgml, IdentityHessianKeepsTheEncodersFitAndRoundsToNearest) {
+  const int64_t n = 8, k = 512;
+  const std::vector<float> w = RandomWeights(n, k, kSeed + 40);
+  std::vector<double> h(static_cast<size_t>(k * k), 0.0);
+  for (int64_t i = 0; i < k; ++i) h[static_cast<size_t>(i * k + i)] = 1.0;
+  const std::vector<float> ones(static_cast<size_t>(k), 1.0f);
+  for (const GgmlBlockType& t : GgmlBlockTypes()) {
+    if (!t.codes) continue;
+    SCOPED_TRACE(std::string(t.name));
+    GptqOptions opt;
+    opt.damp = 0.0;
+    auto g = GptqGgml(w, n, k, h, t, {}, opt);
+    ASSERT_TRUE(g.ok()) << g.error().message();
+    // The encoder on each block alone (legacy types take sigma2 over the row they are given).
+    const int64_t rows = n * k / t.block;
+    std::vector<std::byte> ref(static_cast<size_t>(rows) * t.block_bytes);
+    ASSERT_TRUE(QuantizeRowsGgml(t, w.data(), rows, t.block, ones.data(), ref.data()).ok());
+    const std::vector<float> dg = DequantGgml(t, *g, n, k), dr = DequantGgml(t, ref, n, k);
+    std::vector<GgmlLattice> lg(static_cast<size_t>(t.block)), lr(lg.size());
+    for (int64_t b = 0; b < rows; ++b) {
+      t.codes->lattice(g->data() + b * t.block_bytes, lg.data());
+      t.codes->lattice(ref.data() + b * t.block_bytes, lr.data());
+      double eg = 0, er = 0;
+      for (int64_t i = 0; i < t.block; ++i) {
+        ASSERT_EQ(lg[size_t(i)].scale, lr[size_t(i)].scale) << "block " << b;
+        ASSERT_EQ(lg[size_t(i)].offset, lr[size_t(i)].offset) << "block " << b;
+        const size_t at = static_cast<size_t>(b * t.block + i);
+        eg += double(dg[at] - w[at]) * (dg[at] - w[at]);
+        er += double(dr[at] - w[at]) * (dr[at] - w[at]);
+      }
+      EXPECT_LE(eg, er * (1 + 1e-6)) << "block " << b;
+    }
+  }
+}
+
+// On correlated inputs the block-grid GPTQ must lower the held-out output error clearly against
+// the encoder alone, given the same importance (diag H, what an importance matrix holds).
+TEST(GptqGgml, BeatsTheImportanceWeightedEncoderOnCorrelatedInputs) {
+  const int64_t n = 64, k = 512, m = 8192;
+  const std::vector<float> w = RandomWeights(n, k, kSeed + 41);
+  const std::vector<float> x = CorrelatedInputs(m, k, kSeed + 42, kSeed + 43, 0.5f);
+  const std::vector<float> held = CorrelatedInputs(m / 2, k, kSeed + 42, kSeed + 44, 0.5f);
+  const HessianAccumulator h = HessianOf(x, k);
+  std::vector<float> diag(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) diag[size_t(i)] = float(h.matrix()[size_t(i * k + i)]);
+  for (const char* name : {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q8_0", "IQ4_XS"}) {
+    const GgmlBlockType& t = *FindGgmlBlockType(name);
+    std::vector<std::byte> plain(GgmlRowsBytes(t, n, k).value());
+    ASSERT_TRUE(QuantizeRowsGgml(t, w.data(), n, k, diag.data(), plain.data()).ok());
+    auto g = GptqGgml(w, n, k, std::span<const double>(h.matrix()), t);
+    ASSERT_TRUE(g.ok()) << g.error().message();
+    const double e_plain = OutputError(held, w, DequantGgml(t, plain, n, k), n, k);
+    const double e_gptq = OutputError(held, w, DequantGgml(t, *g, n, k), n, k);
+    std::printf("%-6s held-out output error: encoder+importance %.4g | gptq %.4g (%.2fx)\n", name,
+                e_plain, e_gptq, e_plain / e_gptq);
+    EXPECT_LT(e_gptq, 0.8 * e_plain) << name;
+  }
+}
+
+TEST(GptqGgml, BadInputsAreErrors) {
+  const int64_t n = 4, k = 256;
+  const std::vector<float> w = RandomWeights(n, k, kSeed);
+  std::vector<double> h(static_cast<size_t>(k * k), 0.0);
+  for (int64_t i = 0; i < k; ++i) h[static_cast<size_t>(i * k + i)] = 1.0;
+  EXPECT_FALSE(GptqGgml(w, n, k, h, *FindGgmlBlockType("Q8_K")).ok());  // activation type
+  const std::vector<float> w2 = RandomWeights(n, 96, kSeed);
+  std::vector<double> h2(96 * 96, 0.0);
+  for (int64_t i = 0; i < 96; ++i) h2[static_cast<size_t>(i * 96 + i)] = 1.0;
+  EXPECT_FALSE(GptqGgml(w2, n, 96, h2, *FindGgmlBlockType("Q4_K")).ok());  // 96 % 256
+  GptqOptions ao;
+  ao.act_order = ActOrder::kDescending;
+  EXPECT_FALSE(GptqGgml(w, n, k, h, *FindGgmlBlockType("Q4_K"), {}, ao).ok());
+  const std::vector<float> short_imp(10, 1.0f);
+  EXPECT_FALSE(GptqGgml(w, n, k, h, *FindGgmlBlockType("Q4_K"), short_imp).ok());
 }
 
 // With very unequal input scales, quantizing the large columns first (act-order) must not be

@@ -17,22 +17,36 @@ namespace {
 
 using namespace ggml;
 
+// Code formats: bits, zero, grid, flip, layout, lattice.
+constexpr GgmlCodeFormat kCodesQ4_0{4, 8, nullptr, 0, FieldsQ4_0, LatticeQ4_0};
+constexpr GgmlCodeFormat kCodesQ4_1{4, 0, nullptr, 0, FieldsQ4_1, LatticeQ4_1};
+constexpr GgmlCodeFormat kCodesQ5_0{5, 16, nullptr, 0, FieldsQ5_0, LatticeQ5_0};
+constexpr GgmlCodeFormat kCodesQ5_1{5, 0, nullptr, 0, FieldsQ5_1, LatticeQ5_1};
+constexpr GgmlCodeFormat kCodesQ8_0{8, 128, nullptr, 0x80, FieldsQ8_0, LatticeQ8_0};
+constexpr GgmlCodeFormat kCodesQ2_K{2, 0, nullptr, 0, FieldsQ2_K, LatticeQ2_K};
+constexpr GgmlCodeFormat kCodesQ3_K{3, 4, nullptr, 0, FieldsQ3_K, LatticeQ3_K};
+constexpr GgmlCodeFormat kCodesQ4_K{4, 0, nullptr, 0, FieldsQ4_K, LatticeQ4_K};
+constexpr GgmlCodeFormat kCodesQ5_K{5, 0, nullptr, 0, FieldsQ5_K, LatticeQ5_K};
+constexpr GgmlCodeFormat kCodesQ6_K{6, 32, nullptr, 0, FieldsQ6_K, LatticeQ6_K};
+const GgmlCodeFormat kCodesIQ4_NL{4, 0, kValuesIq4nl, 0, FieldsIQ4_NL, LatticeIQ4_NL};
+const GgmlCodeFormat kCodesIQ4_XS{4, 0, kValuesIq4nl, 0, FieldsIQ4_XS, LatticeIQ4_XS};
+
 // Ordered by ggml type id (ggml.h enum ggml_type); block bytes as ggml-common.h's structs.
-constexpr std::array<GgmlBlockType, 14> kTable = {{
-    {"Q4_0", 2, 32, 18, false, EncodeQ4_0, DecodeQ4_0},
-    {"Q4_1", 3, 32, 20, false, EncodeQ4_1, DecodeQ4_1},
-    {"Q5_0", 6, 32, 22, false, EncodeQ5_0, DecodeQ5_0},
-    {"Q5_1", 7, 32, 24, false, EncodeQ5_1, DecodeQ5_1},
-    {"Q8_0", 8, 32, 34, false, EncodeQ8_0, DecodeQ8_0},
-    {"Q8_1", 9, 32, 36, true, EncodeQ8_1, DecodeQ8_1},
-    {"Q2_K", 10, 256, 84, false, EncodeQ2_K, DecodeQ2_K},
-    {"Q3_K", 11, 256, 110, false, EncodeQ3_K, DecodeQ3_K},
-    {"Q4_K", 12, 256, 144, false, EncodeQ4_K, DecodeQ4_K},
-    {"Q5_K", 13, 256, 176, false, EncodeQ5_K, DecodeQ5_K},
-    {"Q6_K", 14, 256, 210, false, EncodeQ6_K, DecodeQ6_K},
-    {"Q8_K", 15, 256, 292, true, EncodeQ8_K, DecodeQ8_K},
-    {"IQ4_NL", 20, 32, 18, false, EncodeIQ4_NL, DecodeIQ4_NL},
-    {"IQ4_XS", 23, 256, 136, false, EncodeIQ4_XS, DecodeIQ4_XS},
+const std::array<GgmlBlockType, 14> kTable = {{
+    {"Q4_0", 2, 32, 18, false, EncodeQ4_0, DecodeQ4_0, &kCodesQ4_0},
+    {"Q4_1", 3, 32, 20, false, EncodeQ4_1, DecodeQ4_1, &kCodesQ4_1},
+    {"Q5_0", 6, 32, 22, false, EncodeQ5_0, DecodeQ5_0, &kCodesQ5_0},
+    {"Q5_1", 7, 32, 24, false, EncodeQ5_1, DecodeQ5_1, &kCodesQ5_1},
+    {"Q8_0", 8, 32, 34, false, EncodeQ8_0, DecodeQ8_0, &kCodesQ8_0},
+    {"Q8_1", 9, 32, 36, true, EncodeQ8_1, DecodeQ8_1, nullptr},
+    {"Q2_K", 10, 256, 84, false, EncodeQ2_K, DecodeQ2_K, &kCodesQ2_K},
+    {"Q3_K", 11, 256, 110, false, EncodeQ3_K, DecodeQ3_K, &kCodesQ3_K},
+    {"Q4_K", 12, 256, 144, false, EncodeQ4_K, DecodeQ4_K, &kCodesQ4_K},
+    {"Q5_K", 13, 256, 176, false, EncodeQ5_K, DecodeQ5_K, &kCodesQ5_K},
+    {"Q6_K", 14, 256, 210, false, EncodeQ6_K, DecodeQ6_K, &kCodesQ6_K},
+    {"Q8_K", 15, 256, 292, true, EncodeQ8_K, DecodeQ8_K, nullptr},
+    {"IQ4_NL", 20, 32, 18, false, EncodeIQ4_NL, DecodeIQ4_NL, &kCodesIQ4_NL},
+    {"IQ4_XS", 23, 256, 136, false, EncodeIQ4_XS, DecodeIQ4_XS, &kCodesIQ4_XS},
 }};
 
 bool EqualsNoCase(std::string_view a, std::string_view b) {
@@ -61,6 +75,48 @@ Status CheckImportance(const GgmlBlockType& t, const float* importance, int64_t 
 }
 
 }  // namespace
+
+int GgmlCodeFormat::Nearest(GgmlLattice l, float x) const {
+  const int top = (1 << bits) - 1;
+  const float t = (x - l.offset) / l.scale;  // in level units
+  if (!std::isfinite(t)) return lut ? 0 : std::clamp(zero, 0, top);  // zero or NaN scale
+  if (!lut) {
+    const float c = std::nearbyint(t) + float(zero);
+    return c <= 0.f ? 0 : c >= float(top) ? top : int(c);
+  }
+  int best = 0;
+  for (int c = 1; c <= top; ++c)
+    if (std::fabs(float(lut[c]) - t) < std::fabs(float(lut[best]) - t)) best = c;
+  return best;
+}
+
+void GgmlGetCodes(const GgmlBlockType& t, const std::byte* block, uint8_t* codes) {
+  const auto* b = reinterpret_cast<const uint8_t*>(block);
+  GgmlCodeField f[2];
+  for (int i = 0; i < int(t.block); ++i) {
+    const int nf = t.codes->fields(i, f);
+    int code = 0, at = 0;
+    for (int j = 0; j < nf; ++j) {
+      code |= ((b[f[j].byte] >> f[j].shift) & ((1 << f[j].width) - 1)) << at;
+      at += f[j].width;
+    }
+    codes[i] = uint8_t(code ^ t.codes->flip);
+  }
+}
+
+void GgmlSetCodes(const GgmlBlockType& t, const uint8_t* codes, std::byte* block) {
+  auto* b = reinterpret_cast<uint8_t*>(block);
+  GgmlCodeField f[2];
+  for (int i = 0; i < int(t.block); ++i) {
+    const int nf = t.codes->fields(i, f);
+    int code = codes[i] ^ t.codes->flip;
+    for (int j = 0; j < nf; ++j) {
+      const int mask = ((1 << f[j].width) - 1) << f[j].shift;
+      b[f[j].byte] = uint8_t((b[f[j].byte] & ~mask) | ((code << f[j].shift) & mask));
+      code >>= f[j].width;
+    }
+  }
+}
 
 std::span<const GgmlBlockType> GgmlBlockTypes() { return kTable; }
 

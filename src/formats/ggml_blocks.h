@@ -39,6 +39,34 @@
 
 namespace qf {
 
+// ---- codes inside a block: what a method needs to round weights to a fitted block itself ----
+// Weight i of a block decodes to lattice[i].scale * level(code_i) + lattice[i].offset, where the
+// lattice depends only on the block's header (fp16 scales, sub-block scales and mins) and code_i
+// only on weight i's code bits: level(code) = code - zero on uniform grids, lut[code] on the
+// non-uniform IQ4 grid. (Equal to the type's decoder, float for float.)
+struct GgmlLattice {
+  float scale = 0, offset = 0;
+};
+struct GgmlCodeField {  // bits [shift, shift + width) of byte `byte` of the block
+  uint16_t byte;
+  uint8_t shift, width;
+};
+struct GgmlCodeFormat {
+  int bits;           // codes 0 .. 2^bits - 1
+  int zero;           // uniform grids: level = code - zero
+  const int8_t* lut;  // non-uniform grids: level = lut[code], ascending; null otherwise
+  uint8_t flip;       // the stored bits are code ^ flip (Q8_0's two's complement int8)
+  // Where weight i's code lives: 1 or 2 fields, low bits first; returns the count.
+  int (*fields)(int i, GgmlCodeField* f);
+  // The lattice of every weight of one block ([block] entries).
+  void (*lattice)(const std::byte* block, GgmlLattice* out);
+
+  float Level(int code) const { return lut ? float(lut[code]) : float(code - zero); }
+  float Value(GgmlLattice l, int code) const { return l.scale * Level(code) + l.offset; }
+  // The code whose value is nearest x (a fixed code when the scale is 0 or not finite).
+  int Nearest(GgmlLattice l, float x) const;
+};
+
 // One row of `cols` weights (a multiple of the block size); importance is null or [cols].
 using GgmlEncodeRowFn = void (*)(const float* x, int64_t cols, const float* importance,
                                  std::byte* out);
@@ -52,9 +80,15 @@ struct GgmlBlockType {
   bool activation_only;   // Q8_1, Q8_K: dot-product partners, never written to model files
   GgmlEncodeRowFn encode;
   GgmlDecodeRowFn decode;
+  const GgmlCodeFormat* codes;  // null for the activation-only rows
   // Bits per weight, everything in the block included (4.5 for Q4_0, 2.625 for Q2_K).
   double bits_per_weight() const { return 8.0 * double(block_bytes) / double(block); }
 };
+
+// The codes of one block -> codes[block]; and back into a block whose header is set (the code
+// bits are replaced, the rest of the block is kept). t.codes must not be null.
+void GgmlGetCodes(const GgmlBlockType& t, const std::byte* block, uint8_t* codes);
+void GgmlSetCodes(const GgmlBlockType& t, const uint8_t* codes, std::byte* block);
 
 // Every row, ordered by ggml type id.
 std::span<const GgmlBlockType> GgmlBlockTypes();

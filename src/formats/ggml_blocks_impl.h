@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "formats/ggml_blocks.h"
 
 // No fused multiply-add below, nor in the files that include this header (include it last, so
 // other headers keep their own flags): ggml's quantizers (ggml-base) are built without -march
@@ -103,5 +104,24 @@ QF_GGML_ROW_CODEC(Q8_K)
 QF_GGML_ROW_CODEC(IQ4_NL)
 QF_GGML_ROW_CODEC(IQ4_XS)
 #undef QF_GGML_ROW_CODEC
+
+// Code layouts and lattices of the model types (see GgmlCodeFormat), beside each decoder.
+#define QF_GGML_CODES(T)                         \
+  int Fields##T(int i, GgmlCodeField* f);         \
+  void Lattice##T(const std::byte* block, GgmlLattice* out);
+QF_GGML_CODES(Q4_0)
+QF_GGML_CODES(Q4_1)
+QF_GGML_CODES(Q5_0)
+QF_GGML_CODES(Q5_1)
+QF_GGML_CODES(Q8_0)
+QF_GGML_CODES(Q2_K)
+QF_GGML_CODES(Q3_K)
+QF_GGML_CODES(Q4_K)
+QF_GGML_CODES(Q5_K)
+QF_GGML_CODES(Q6_K)
+QF_GGML_CODES(IQ4_NL)
+QF_GGML_CODES(IQ4_XS)
+#undef QF_GGML_CODES
+extern const int8_t kValuesIq4nl[16];  // IQ4's grid
 
 }  // namespace qf::ggml

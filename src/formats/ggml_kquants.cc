@@ -160,6 +160,20 @@ void DecodeQ2_K(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+// Weight w: 2 bits of qs as PackTwoBits; sub-block w / 16: x = d * sc * q - dmin * m.
+int FieldsQ2_K(int w, GgmlCodeField* f) {
+  f[0] = {uint16_t(16 + 32 * (w / 128) + w % 32), uint8_t(2 * ((w % 128) / 32)), 2};
+  return 1;
+}
+void LatticeQ2_K(const std::byte* block, GgmlLattice* out) {
+  const uint8_t* b = Bytes(block);
+  const float d = GetF16(b + 80), min = GetF16(b + 82);
+  for (int w = 0; w < kQK; ++w) {
+    const uint8_t s = b[w / 16];
+    out[w] = {d * float(s & 0xF), -(min * float(s >> 4))};
+  }
+}
+
 // ---- Q3_K: hmask[32], qs[64], scales[12], d. x = d * s * (q - 4), q in [0, 7] ------------------
 // (low 2 bits in qs as Q2_K; the third bit of weight w in hmask[w % 32], bit w / 32).
 
@@ -247,6 +261,19 @@ void DecodeQ3_K(const std::byte* in, int64_t cols, float* out) {
       }
     }
   }
+}
+
+// Weight w: low 2 bits as Q2_K (qs at 32), third bit in hmask; code = low | high << 2 and
+// x = d * s * (code - 4) (a set high bit means no -4).
+int FieldsQ3_K(int w, GgmlCodeField* f) {
+  f[0] = {uint16_t(32 + 32 * (w / 128) + w % 32), uint8_t(2 * ((w % 128) / 32)), 2};
+  f[1] = {uint16_t(w % 32), uint8_t(w / 32), 1};
+  return 2;
+}
+void LatticeQ3_K(const std::byte* block, GgmlLattice* out) {
+  const uint8_t* b = Bytes(block);
+  const float d_all = GetF16(b + 108);
+  for (int w = 0; w < kQK; ++w) out[w] = {d_all * float(ScaleQ3(w / 16, b + 96)), 0.f};
 }
 
 // ---- Q4_K / Q5_K: d, dmin, scales[12] (6-bit scale and min per 32), [qh[32]], qs[128] ---------
@@ -351,6 +378,23 @@ void DecodeQ4_K(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+// Weight w: nibble of byte 16 + 32 (w / 64) + w % 32 (low for the first 32 of each 64).
+int FieldsQ4_K(int w, GgmlCodeField* f) {
+  f[0] = {uint16_t(16 + 32 * (w / 64) + w % 32), uint8_t(4 * ((w / 32) % 2)), 4};
+  return 1;
+}
+// Sub-block w / 32 of a Q4_K / Q5_K block: x = d * sc * q - dmin * m.
+void LatticeQ4_K(const std::byte* block, GgmlLattice* out) {
+  const uint8_t* b = Bytes(block);
+  const float d = GetF16(b), min = GetF16(b + 2);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    GetScaleMinK4(j, b + 4, &sc, &m);
+    const GgmlLattice l{d * float(sc), -(min * float(m))};
+    for (int i = 0; i < 32; ++i) out[32 * j + i] = l;
+  }
+}
+
 void EncodeQ5_K(const float* x, int64_t cols, const float* importance, std::byte* out) {
   uint8_t* y = Bytes(out);
   for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, y += 176) {
@@ -396,6 +440,14 @@ void DecodeQ5_K(const std::byte* in, int64_t cols, float* out) {
     }
   }
 }
+
+// Weight w: low nibble as Q4_K after qh (qs at 48), fifth bit w / 32 of qh[w % 32].
+int FieldsQ5_K(int w, GgmlCodeField* f) {
+  f[0] = {uint16_t(48 + 32 * (w / 64) + w % 32), uint8_t(4 * ((w / 32) % 2)), 4};
+  f[1] = {uint16_t(16 + w % 32), uint8_t(w / 32), 1};
+  return 2;
+}
+void LatticeQ5_K(const std::byte* block, GgmlLattice* out) { LatticeQ4_K(block, out); }
 
 // ---- Q6_K: ql[128], qh[64], scales[16] (int8), d. x = d * s * (q - 32), q in [0, 63] ----------
 // With importance ggml weights the sub-block fit by the importance alone (no sigma term).
@@ -467,6 +519,21 @@ void DecodeQ6_K(const std::byte* in, int64_t cols, float* out) {
       }
     }
   }
+}
+
+// Weight w (half n = w / 128, quarter c = (w % 128) / 32, l = w % 32): low nibble of
+// ql[64 n + 32 (c % 2) + l] (high nibble for c >= 2), top 2 bits at 2c of qh[32 n + l];
+// sub-block w / 16: x = d * sc * (q - 32).
+int FieldsQ6_K(int w, GgmlCodeField* f) {
+  const int n = w / 128, c = (w % 128) / 32, l = w % 32;
+  f[0] = {uint16_t(64 * n + 32 * (c % 2) + l), uint8_t(4 * (c / 2)), 4};
+  f[1] = {uint16_t(128 + 32 * n + l), uint8_t(2 * c), 2};
+  return 2;
+}
+void LatticeQ6_K(const std::byte* block, GgmlLattice* out) {
+  const uint8_t* b = Bytes(block);
+  const float d = GetF16(b + 208);
+  for (int w = 0; w < kQK; ++w) out[w] = {d * float(int8_t(b[192 + w / 16])), 0.f};
 }
 
 // ---- Q8_K: d (f32), qs[256] (int8), bsums[16] (int16 sums of 16 codes) ------------------------

@@ -128,6 +128,16 @@ void DecodeQ4_0(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+// Weight i: nibble i % 16 of qs (low for i < 16); x = d * (q - 8).
+int FieldsQ4_0(int i, GgmlCodeField* f) {
+  f[0] = {uint16_t(2 + i % 16), uint8_t(4 * (i / 16)), 4};
+  return 1;
+}
+void LatticeQ4_0(const std::byte* block, GgmlLattice* out) {
+  const float d = GetF16(Bytes(block));
+  for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
+}
+
 // ---- Q4_1: d, m; x = d * q + m ---------------------------------------------------------------
 
 void EncodeQ4_1(const float* x, int64_t cols, const float* importance, std::byte* out) {
@@ -163,6 +173,15 @@ void DecodeQ4_1(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+int FieldsQ4_1(int i, GgmlCodeField* f) {
+  f[0] = {uint16_t(4 + i % 16), uint8_t(4 * (i / 16)), 4};
+  return 1;
+}
+void LatticeQ4_1(const std::byte* block, GgmlLattice* out) {
+  const float d = GetF16(Bytes(block)), m = GetF16(Bytes(block) + 2);
+  for (int i = 0; i < kQ; ++i) out[i] = {d, m};
+}
+
 // ---- Q5_0: d, qh[4]; x = d * (q - 16) -------------------------------------------------------
 
 void EncodeQ5_0(const float* x, int64_t cols, const float* importance, std::byte* out) {
@@ -194,6 +213,17 @@ void DecodeQ5_0(const std::byte* in, int64_t cols, float* out) {
     UnpackFiveBits(b + 2, b + 6, L);
     for (int j = 0; j < kQ; ++j) out[j] = float(L[j] - 16) * d;
   }
+}
+
+// Weight i: low nibble as Q4_0 after qh, fifth bit = bit i of qh.
+int FieldsQ5_0(int i, GgmlCodeField* f) {
+  f[0] = {uint16_t(6 + i % 16), uint8_t(4 * (i / 16)), 4};
+  f[1] = {uint16_t(2 + i / 8), uint8_t(i % 8), 1};
+  return 2;
+}
+void LatticeQ5_0(const std::byte* block, GgmlLattice* out) {
+  const float d = GetF16(Bytes(block));
+  for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
 }
 
 // ---- Q5_1: d, m, qh[4]; x = d * q + m -------------------------------------------------------
@@ -230,6 +260,16 @@ void DecodeQ5_1(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+int FieldsQ5_1(int i, GgmlCodeField* f) {
+  f[0] = {uint16_t(8 + i % 16), uint8_t(4 * (i / 16)), 4};
+  f[1] = {uint16_t(4 + i / 8), uint8_t(i % 8), 1};
+  return 2;
+}
+void LatticeQ5_1(const std::byte* block, GgmlLattice* out) {
+  const float d = GetF16(Bytes(block)), m = GetF16(Bytes(block) + 2);
+  for (int i = 0; i < kQ; ++i) out[i] = {d, m};
+}
+
 // ---- Q8_0: d; x = d * q (int8). Importance is ignored, as in ggml. ---------------------------
 
 namespace {
@@ -261,6 +301,16 @@ void DecodeQ8_0(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+// Weight i: byte 2 + i, an int8 (code ^ 0x80).
+int FieldsQ8_0(int i, GgmlCodeField* f) {
+  f[0] = {uint16_t(2 + i), 0, 8};
+  return 1;
+}
+void LatticeQ8_0(const std::byte* block, GgmlLattice* out) {
+  const float d = GetF16(Bytes(block));
+  for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
+}
+
 // ---- Q8_1: d, s = d * sum(q); x = d * q. The activation side of Q4_1/Q5_1 dot products. ------
 
 void EncodeQ8_1(const float* x, int64_t cols, const float*, std::byte* out) {
@@ -287,10 +337,11 @@ void DecodeQ8_1(const std::byte* in, int64_t cols, float* out) {
 
 // ---- IQ4_NL / IQ4_XS: codes index a fixed non-uniform grid ----------------------------------
 
+const int8_t kValuesIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                 1,    13,   25,  38,  53,  69,  89,  113};
+
 namespace {
 
-constexpr int8_t kValuesIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                     1,    13,   25,  38,  53,  69,  89,  113};
 // Tries of the scale search around the extreme-value scale (ggml_quantize_chunk uses 7 with and
 // without importance; only quantize_row_iq4_nl_ref, which writes no files, uses none).
 constexpr int kIq4Tries = 7;
@@ -429,6 +480,9 @@ void DecodeIQ4_NL(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+int FieldsIQ4_NL(int i, GgmlCodeField* f) { return FieldsQ4_0(i, f); }
+void LatticeIQ4_NL(const std::byte* block, GgmlLattice* out) { LatticeQ4_0(block, out); }
+
 // IQ4_XS block: d (fp16), scales_h (u16: 2 high bits per sub-block), scales_l[4] (4 low bits per
 // sub-block, even sub-blocks in the low nibble), qs[128]. Sub-block scale = d * (ls - 32).
 void EncodeIQ4_XS(const float* x, int64_t cols, const float* importance, std::byte* out) {
@@ -453,6 +507,22 @@ void DecodeIQ4_XS(const std::byte* in, int64_t cols, float* out) {
         out[j + 16] = dl * float(kValuesIq4nl[qs[j] >> 4]);
       }
     }
+  }
+}
+
+// Weight i: sub-block i / 32's 16 bytes of qs, nibble as IQ4_NL; scale d * (ls - 32).
+int FieldsIQ4_XS(int i, GgmlCodeField* f) {
+  f[0] = {uint16_t(8 + 16 * (i / 32) + i % 16), uint8_t(4 * ((i % 32) / 16)), 4};
+  return 1;
+}
+void LatticeIQ4_XS(const std::byte* block, GgmlLattice* out) {
+  const uint8_t* b = Bytes(block);
+  const float d = GetF16(b);
+  const uint16_t scales_h = GetU16(b + 2);
+  for (int ib = 0; ib < kQK / 32; ++ib) {
+    const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xf) | (((scales_h >> 2 * ib) & 3) << 4);
+    const float dl = d * float(ls - 32);
+    for (int j = 0; j < 32; ++j) out[32 * ib + j] = {dl, 0.f};
   }
 }
 

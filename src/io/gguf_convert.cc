@@ -645,6 +645,15 @@ Result<std::vector<GgufTensorPlan>> PlanGgufTensors(const model::ModelConfig& cf
   return plan;
 }
 
+int64_t GgufSourceRow(const GgufTensorPlan& p, int64_t r, int64_t rows) {
+  if (p.permute_heads <= 0) return r;
+  // ggml's RoPE rotates adjacent pairs (2i, 2i+1) of a head; Hugging Face's rotate-half pairs
+  // (i, i + head/2). Output row 2i+j of a head takes input row j*head/2 + i.
+  const int64_t head = rows / p.permute_heads;
+  const int64_t hd = r / head, rem = r % head;
+  return hd * head + (rem % 2) * (head / 2) + rem / 2;
+}
+
 Status FillGgufFloatTensor(const GgufTensorPlan& p, GgmlType type, std::span<std::byte> out) {
   if (type != GgmlType::kF32 && type != GgmlType::kF16 && type != GgmlType::kBF16)
     return Err("cannot write {} as {}", p.name, Info(type).name);
@@ -667,8 +676,7 @@ Status FillGgufFloatTensor(const GgufTensorPlan& p, GgmlType type, std::span<std
   const int64_t rows = cols == 0 ? 0 : numel / cols;
   if (out.size() != size_t(numel) * out_size || src.data.size() != size_t(numel) * in_size)
     return Err("{}: size mismatch", p.name);
-  const int64_t head = p.permute_heads > 0 ? rows / p.permute_heads : 0;
-  if (p.permute_heads > 0 && (rows % p.permute_heads != 0 || head % 2 != 0))
+  if (p.permute_heads > 0 && (rows % p.permute_heads != 0 || (rows / p.permute_heads) % 2 != 0))
     return Err("{}: {} rows do not split into {} heads of even size", p.name, rows,
                p.permute_heads);
   const DType out_dtype = type == GgmlType::kF32   ? DType::kF32
@@ -676,13 +684,7 @@ Status FillGgufFloatTensor(const GgufTensorPlan& p, GgmlType type, std::span<std
                                                    : DType::kBF16;
   std::vector<float> row(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
-    int64_t s = r;
-    if (head > 0) {
-      // ggml's RoPE rotates adjacent pairs (2i, 2i+1) of a head; Hugging Face's rotate-half
-      // pairs (i, i + head/2). Output row 2i+j of a head takes input row j*head/2 + i.
-      const int64_t hd = r / head, rem = r % head;
-      s = hd * head + (rem % 2) * (head / 2) + rem / 2;
-    }
+    const int64_t s = GgufSourceRow(p, r, rows);
     const std::byte* in = src.data.data() + size_t(s * cols) * in_size;
     std::byte* o = out.data() + size_t(r * cols) * out_size;
     if (SameStorage(dt, type)) {

@@ -64,6 +64,9 @@ struct GgufTensorPlan {
 // output), checking shapes against the config; unknown tensors are an Error.
 Result<std::vector<GgufTensorPlan>> PlanGgufTensors(const model::ModelConfig& cfg,
                                                     const TensorStore& store);
+// The source (Hugging Face) row of output row r of a tensor of `rows` rows: r itself unless
+// the plan permutes heads (rows must split into p.permute_heads heads of even size).
+int64_t GgufSourceRow(const GgufTensorPlan& p, int64_t r, int64_t rows);
 // Writes the plan's values for `p` as `type` (F32, F16 or BF16) into `out` (row-major, with
 // the permutation applied). `out` has exactly the tensor's byte size.
 Status FillGgufFloatTensor(const GgufTensorPlan& p, GgmlType type, std::span<std::byte> out);

@@ -148,6 +148,64 @@ int64_t BlockSize(int64_t requested, int64_t g, bool dynamic_groups) {
   return b;
 }
 
+// The column sweep over W [n, k] (already in sweep order), U the upper inverse-Cholesky factor,
+// lazy-update blocks of `block` columns. The rounder decides each column's code and value:
+// rounder.ForChunk(r0, rows) gives a per-chunk object whose Column(r, row, c) returns
+// {code, value} for sweep column c of row r (row = the row's current, error-updated weights).
+// Codes land at codes[r * k + perm[c]] (original order). Returns the GPTQ loss.
+template <class Rounder>
+double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<float>& u,
+             const std::vector<int64_t>& perm, int64_t block, Rounder& rounder, uint8_t* codes) {
+  std::vector<double> row_loss(static_cast<size_t>(n), 0.0);
+  // Rows are independent through the whole sweep (U is shared, read-only), so each chunk of
+  // kRowChunk rows runs every block on its own: no barrier per block, the chunk's rows stay
+  // in cache, and a chunk computes the same bits whichever thread runs it.
+  const int64_t chunks = (n + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t r0 = chunk * kRowChunk;
+    const int64_t rows = std::min(kRowChunk, n - r0);
+    auto rc = rounder.ForChunk(r0, rows);
+    std::vector<float> err(static_cast<size_t>(rows * std::min(block, k)));  // [rows, nb]
+    for (int64_t i1 = 0; i1 < k; i1 += block) {
+      const int64_t i2 = std::min(i1 + block, k);
+      const int64_t nb = i2 - i1;
+      for (int64_t r = r0; r < r0 + rows; ++r) {
+        // Quantize column c, then push its error into the row's remaining block columns (the
+        // reference's W1[:, i:] -= err1 ⊗ Hinv1[i, i:]).
+        float* row = wk.data() + r * k;
+        float* e_row = err.data() + (r - r0) * nb;
+        uint8_t* code_row = codes + r * k;
+        double loss = 0.0;
+        for (int64_t c = i1; c < i2; ++c) {
+          const float x = row[c];
+          const auto [code, value] = rc.Column(r, row, c);
+          const float d = u[static_cast<size_t>(c * k + c)];
+          const float e = (x - value) / d;
+          code_row[perm[static_cast<size_t>(c)]] = code;
+          e_row[c - i1] = e;
+          loss += 0.5 * static_cast<double>(e) * e;
+          const float* u_row = u.data() + c * k;
+#pragma omp simd
+          for (int64_t j = c + 1; j < i2; ++j) row[j] -= e * u_row[j];
+        }
+        row_loss[static_cast<size_t>(r)] += loss;
+      }
+      // Lazy update of the chunk's columns after the block: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:]
+      // (single-threaded BLAS inside the parallel region).
+      if (i2 < k) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+                    static_cast<int>(k - i2), static_cast<int>(nb), -1.0f, err.data(),
+                    static_cast<int>(nb), u.data() + i1 * k + i2, static_cast<int>(k), 1.0f,
+                    wk.data() + r0 * k + i2, static_cast<int>(k));
+      }
+    }
+  }
+  double loss = 0.0;
+  for (double l : row_loss) loss += l;
+  return loss;
+}
+
 }  // namespace
 
 Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
@@ -236,52 +294,26 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
   const int64_t block = BlockSize(opt.block_size, g, grouped && !static_fit);
   QuantizedTensor q;
   q.codes.resize(wk.size());
-  std::vector<double> row_loss(un, 0.0);
-  // Rows are independent through the whole sweep (U is shared, read-only), so each chunk of
-  // kRowChunk rows runs every block on its own: no barrier per block, the chunk's rows stay
-  // in cache, and a chunk computes the same bits whichever thread runs it.
-  const int64_t chunks = (n + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const int64_t r0 = chunk * kRowChunk;
-    const int64_t rows = std::min(kRowChunk, n - r0);
-    std::vector<float> err(static_cast<size_t>(rows * std::min(block, k)));  // [rows, nb]
-    for (int64_t i1 = 0; i1 < k; i1 += block) {
-      const int64_t i2 = std::min(i1 + block, k);
-      const int64_t nb = i2 - i1;
-      for (int64_t r = r0; r < r0 + rows; ++r) {
-        // Quantize column c, then push its error into the row's remaining block columns (the
-        // reference's W1[:, i:] -= err1 ⊗ Hinv1[i, i:]).
-        float* row = wk.data() + r * k;
-        float* e_row = err.data() + (r - r0) * nb;
-        uint8_t* code_row = q.codes.data() + r * k;
-        double loss = 0.0;
-        for (int64_t c = i1; c < i2; ++c) {
-          GroupParams& p = params[static_cast<size_t>(r * groups + slot[static_cast<size_t>(c)])];
-          if (grouped && !static_fit && c % g == 0) grid.Fit(row, 1, k, c, c + g, {&p, 1}, fit);
-          const float x = row[c];
-          const uint8_t code = grid.Encode(x, p);
-          const float d = u[static_cast<size_t>(c * k + c)];
-          const float e = (x - grid.Decode(code, p)) / d;
-          code_row[perm[static_cast<size_t>(c)]] = code;
-          e_row[c - i1] = e;
-          loss += 0.5 * static_cast<double>(e) * e;
-          const float* u_row = u.data() + c * k;
-#pragma omp simd
-          for (int64_t j = c + 1; j < i2; ++j) row[j] -= e * u_row[j];
-        }
-        row_loss[static_cast<size_t>(r)] += loss;
+  // Group parameters: fitted when the sweep reaches a group unless fitted up front.
+  struct GridRounder {
+    const Grid& grid;
+    std::vector<GroupParams>& params;
+    const std::vector<int64_t>& slot;
+    const FitOptions& fit;
+    int64_t k, g, groups;
+    bool refit;
+    struct Chunk {
+      GridRounder& o;
+      std::pair<uint8_t, float> Column(int64_t r, float* row, int64_t c) {
+        GroupParams& p = o.params[static_cast<size_t>(r * o.groups + o.slot[static_cast<size_t>(c)])];
+        if (o.refit && c % o.g == 0) o.grid.Fit(row, 1, o.k, c, c + o.g, {&p, 1}, o.fit);
+        const uint8_t code = o.grid.Encode(row[c], p);
+        return {code, o.grid.Decode(code, p)};
       }
-      // Lazy update of the chunk's columns after the block: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:]
-      // (single-threaded BLAS inside the parallel region).
-      if (i2 < k) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                    static_cast<int>(k - i2), static_cast<int>(nb), -1.0f, err.data(),
-                    static_cast<int>(nb), u.data() + i1 * k + i2, static_cast<int>(k), 1.0f,
-                    wk.data() + r0 * k + i2, static_cast<int>(k));
-      }
-    }
-  }
+    };
+    Chunk ForChunk(int64_t, int64_t) { return Chunk{*this}; }
+  } rounder{grid, params, slot, fit, k, g, groups, grouped && !static_fit};
+  const double loss = Sweep(wk, n, k, u, perm, block, rounder, q.codes.data());
 
   q.scheme = s;
   q.fallback = std::move(resolved.fallback);
@@ -294,12 +326,99 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
     if (has_zeros) q.zeros.push_back(static_cast<int32_t>(params[i].zero));
   }
   if (stats) {
-    stats->loss = 0.0;
-    for (double l : row_loss) stats->loss += l;
+    stats->loss = loss;
     stats->dead_columns = dead;
     stats->damp = damp_used;
   }
   return q;
+}
+
+Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int64_t k,
+                                        std::span<const double> h, const GgmlBlockType& t,
+                                        std::span<const float> importance, const GptqOptions& opt,
+                                        GptqStats* stats) {
+  if (!t.codes) return Err("gptq: ggml {} is not a weight type", t.name);
+  QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(t, n, k));
+  QF_TRY(CheckInputs(w, n, k, h, opt));
+  if (opt.act_order != ActOrder::kOff)
+    return Err("gptq: act-order is not supported with ggml block types");
+  if (!importance.empty() && importance.size() != static_cast<size_t>(k))
+    return Err("gptq: importance has {} entries, expected K = {}", importance.size(), k);
+  std::vector<float> imp(importance.begin(), importance.end());
+  if (imp.empty()) {
+    // diag(H), floored: ggml's importance paths give NaN scales to all-zero sub-blocks.
+    double mean = 0.0;
+    for (int64_t i = 0; i < k; ++i) mean += h[static_cast<size_t>(i * k + i)];
+    mean /= static_cast<double>(k);
+    const double floor = mean > 0.0 ? mean * 1e-6 : 1.0;
+    imp.resize(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i)
+      imp[static_cast<size_t>(i)] = static_cast<float>(std::max(h[static_cast<size_t>(i * k + i)], floor));
+  }
+
+  std::vector<float> wk(w.begin(), w.end());
+  std::vector<double> hw(h.begin(), h.end());
+  int64_t dead = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    double& d = hw[static_cast<size_t>(i * k + i)];
+    if (d != 0.0) continue;
+    d = 1.0;
+    for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
+    ++dead;
+  }
+  double damp_used = 0.0;
+  QF_ASSIGN(const std::vector<float> u, InverseCholeskyUpper(hw, k, opt.damp, &damp_used));
+  hw = {};
+  std::vector<int64_t> perm(static_cast<size_t>(k));
+  std::iota(perm.begin(), perm.end(), int64_t{0});
+
+  // A block is fitted by the type's own encoder when the sweep reaches it (its columns are
+  // then fully updated: the lazy-update block divides it or is a multiple of it), and every
+  // column is rounded to the nearest point of the fitted block's lattice.
+  const int64_t B = t.block;
+  const size_t row_bytes = static_cast<size_t>(bytes / static_cast<uint64_t>(std::max<int64_t>(n, 1)));
+  std::vector<std::byte> out(static_cast<size_t>(bytes));
+  struct BlockRounder {
+    const GgmlBlockType& t;
+    const float* imp;
+    std::byte* out;
+    size_t row_bytes;
+    struct Chunk {
+      const BlockRounder& o;
+      int64_t r0;
+      std::vector<GgmlLattice> lat;  // [rows, block] of each row's current block
+      std::pair<uint8_t, float> Column(int64_t r, float* row, int64_t c) {
+        const int64_t B = o.t.block, j = c % B;
+        GgmlLattice* l = lat.data() + (r - r0) * B;
+        if (j == 0) {
+          std::byte* blk = o.out + static_cast<size_t>(r) * o.row_bytes + static_cast<size_t>(c / B) * o.t.block_bytes;
+          o.t.encode(row + c, B, o.imp + c, blk);
+          o.t.codes->lattice(blk, l);
+        }
+        const int code = o.t.codes->Nearest(l[j], row[c]);
+        return {static_cast<uint8_t>(code), o.t.codes->Value(l[j], code)};
+      }
+    };
+    Chunk ForChunk(int64_t r0, int64_t rows) const {
+      return Chunk{*this, r0, std::vector<GgmlLattice>(static_cast<size_t>(rows * t.block))};
+    }
+  } rounder{t, imp.data(), out.data(), row_bytes};
+  const int64_t block = BlockSize(opt.block_size, B, true);
+  std::vector<uint8_t> codes(wk.size());
+  const double loss = Sweep(wk, n, k, u, perm, block, rounder, codes.data());
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t b = 0; b < k / B; ++b) {
+      GgmlSetCodes(t, codes.data() + r * k + b * B,
+                   out.data() + static_cast<size_t>(r) * row_bytes + static_cast<size_t>(b) * t.block_bytes);
+    }
+  }
+  if (stats) {
+    stats->loss = loss;
+    stats->dead_columns = dead;
+    stats->damp = damp_used;
+  }
+  return out;
 }
 
 Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,

@@ -5,10 +5,13 @@
 // the thread count; groups are always contiguous original-order columns (no g_idx).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "core/result.h"
+#include "formats/ggml_blocks.h"
 #include "formats/grid.h"
 #include "formats/quantize.h"
 #include "formats/scheme.h"
@@ -52,6 +55,17 @@ struct GptqStats {
 Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
                              std::span<const double> h, const QuantScheme& scheme,
                              const GptqOptions& opt = {}, GptqStats* stats = nullptr);
+
+// GPTQ with a ggml block type (formats/ggml_blocks) as the grid: when the sweep reaches a block
+// of a row, the type's own encoder fits it (sub-block scales and mins, quantized as the format
+// stores them) on the error-updated weights, weighted by `importance` [k] (empty: diag(H),
+// floored at 1e-6 mean(diag H)); every column is then rounded to the nearest value that block
+// can hold and its error fed forward. Returns the rows' blocks (GgmlRowsBytes(t, n, k) bytes).
+// Errors as Gptq(), plus: activation-only types, k not a multiple of the block, act-order.
+Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int64_t k,
+                                        std::span<const double> h, const GgmlBlockType& t,
+                                        std::span<const float> importance = {},
+                                        const GptqOptions& opt = {}, GptqStats* stats = nullptr);
 
 // As above with the accumulated Hessian; an Error if it has seen no samples.
 Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,

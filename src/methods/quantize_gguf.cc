@@ -1,12 +1,16 @@
 #include "methods/quantize_gguf.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 
+#include "core/dtype.h"
 #include "formats/ggml_blocks.h"
 #include "io/gguf.h"
 #include "io/gguf_convert.h"
 #include "io/safetensors.h"
+#include "methods/gptq.h"
 #include "model/config.h"
 
 namespace qf::methods {
@@ -34,6 +38,8 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                                           const std::function<void(size_t, size_t)>& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!opt.mix) return Err("no GGUF mix given");
+  if (opt.gptq && !opt.imatrix.empty())
+    return Err("--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
   std::error_code ec;
   if (!fs::is_directory(src, ec))
     return Err("{}: expected a model folder (config.json + *.safetensors)", src.string());
@@ -44,7 +50,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   MixContext ctx = opt.ctx;
   ctx.layers = cfg.layers;
   ctx.gqa = cfg.kv_heads > 0 ? cfg.heads / cfg.kv_heads : 1;
-  ctx.has_imatrix = !opt.imatrix.empty();
+  ctx.has_imatrix = !opt.imatrix.empty() || opt.gptq;  // GPTQ weighs by diag(H)
   ctx.tied_embeddings = true;
   for (const auto& p : plan)
     if (p.name == "output.weight") ctx.tied_embeddings = false;
@@ -52,18 +58,11 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     for (float v : imp)
       if (!std::isfinite(v) || v < 0) return Err("imatrix entry '{}' has a non-finite or negative value", name);
 
+  // Every tensor's type first (the GPTQ pass needs them before anything is written).
   GgufQuantizeReport rep;
-  io::GgufWriter w;
-  std::string name = (fs::absolute(src, ec).lexically_normal()).filename().string();
-  if (name.empty()) name = fs::absolute(src, ec).lexically_normal().parent_path().filename().string();
-  QF_TRY(io::AddGgufModelMetadata(cfg, name, uint32_t(opt.mix->ftype), &w));
-  QF_TRY(io::AddGgufTokenizer(src, cfg, &w));
-  if (ctx.has_imatrix) {
-    QF_TRY(w.Set("quantize.imatrix.file", io::GgufValue(opt.imatrix_file)));
-    QF_TRY(w.Set("quantize.imatrix.dataset", io::GgufValue(opt.imatrix_dataset)));
-    QF_TRY(w.Set("quantize.imatrix.entries_count", io::GgufValue(int32_t(opt.imatrix.size()))));
-    QF_TRY(w.Set("quantize.imatrix.chunks_count", io::GgufValue(int32_t(opt.imatrix_chunks))));
-  }
+  std::vector<io::GgmlType> types;
+  std::vector<const GgmlBlockType*> blocks;  // null: a float tensor
+  std::map<std::string, size_t> by_source;   // Hugging Face name -> plan index
   double qbits = 0;
   for (const io::GgufTensorPlan& p : plan) {
     const int64_t cols = p.shape.empty() ? 1 : p.shape.back();
@@ -77,7 +76,6 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     QF_ASSIGN(const uint64_t bytes, io::GgmlTensorBytes(gt, p.shape));
     GgufTensorReport tr{p.name, c.type, c.fallback, p.shape, bytes, false};
     const GgmlBlockType* bt = FindGgmlBlockType(c.type);
-    const std::vector<float>* imp = nullptr;
     if (bt) {
       rep.quantized_params += numel;
       qbits += 8.0 * double(bytes);
@@ -85,11 +83,91 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
         if (int64_t(it->second.size()) != cols)
           return Err("imatrix entry '{}' has {} values, the tensor has {} columns", p.name,
                      it->second.size(), cols);
-        imp = &it->second;
         tr.used_imatrix = true;
       }
     }
     rep.tensors.push_back(tr);
+    types.push_back(gt);
+    blocks.push_back(bt);
+    if (p.source) by_source[p.source->name] = types.size() - 1;
+  }
+  rep.bits_per_weight = rep.quantized_params ? qbits / double(rep.quantized_params) : 0.0;
+
+  // GPTQ: the solved tensors' bytes, in Hugging Face row order, by plan index.
+  std::map<size_t, std::vector<std::byte>> solved;
+  if (opt.gptq && !opt.dry_run) {
+    const auto head = by_source.find(cfg.family->names->lm_head);
+    const bool lm_head = head != by_source.end() && plan[head->second].name == "output.weight" &&
+                         blocks[head->second] != nullptr;
+    GptqOptions gopt;
+    gopt.damp = opt.damp;
+    auto solve = [&](const SolveRequest& r) -> Result<std::vector<float>> {
+      const auto it = by_source.find(r.weight_name);
+      if (it == by_source.end()) return Err("{}: not in the GGUF tensor plan", r.weight_name);
+      const size_t i = it->second;
+      std::vector<float> deq(r.weight.size());
+      if (!blocks[i]) {  // kept as a float type: run with its rounding
+        const io::GgmlType gt = types[i];
+        std::vector<std::byte> tmp(r.weight.size() * 4);
+        if (gt != io::GgmlType::kF32) {
+          const DType dt = gt == io::GgmlType::kF16 ? DType::kF16 : DType::kBF16;
+          tmp.resize(r.weight.size() * Info(dt).bytes);
+          ConvertFromF32(dt, r.weight.data(), r.weight.size(), tmp.data());
+          ConvertToF32(dt, tmp.data(), r.weight.size(), deq.data());
+        } else {
+          deq = r.weight;
+        }
+        return deq;
+      }
+      const GgmlBlockType& bt = *blocks[i];
+      GptqStats st;
+      QF_ASSIGN(std::vector<std::byte> q, GptqGgml(r.weight, r.n, r.k,
+                                                   std::span<const double>(r.hessian.matrix()),
+                                                   bt, {}, gopt, &st));
+      QF_TRY(DequantizeRowsGgml(bt, q.data(), r.n, r.k, deq.data()));
+      double err = 0, ref = 0;
+      for (size_t j = 0; j < deq.size(); ++j) {
+        err += double(r.weight[j] - deq[j]) * (r.weight[j] - deq[j]);
+        ref += double(r.weight[j]) * r.weight[j];
+      }
+      rep.tensors[i].gptq = true;
+      rep.tensors[i].rel_mse = ref > 0 ? err / ref : 0.0;
+      solved[i] = std::move(q);
+      return deq;
+    };
+    QF_ASSIGN(QuantizeReport cr, RunCalibratedSolver(src, opt.calib, opt.damp, lm_head, solve));
+    rep.calibrated = std::move(cr);
+  }
+
+  io::GgufWriter w;
+  std::string name = (fs::absolute(src, ec).lexically_normal()).filename().string();
+  if (name.empty()) name = fs::absolute(src, ec).lexically_normal().parent_path().filename().string();
+  QF_TRY(io::AddGgufModelMetadata(cfg, name, uint32_t(opt.mix->ftype), &w));
+  QF_TRY(io::AddGgufTokenizer(src, cfg, &w));
+  if (!opt.imatrix.empty()) {
+    QF_TRY(w.Set("quantize.imatrix.file", io::GgufValue(opt.imatrix_file)));
+    QF_TRY(w.Set("quantize.imatrix.dataset", io::GgufValue(opt.imatrix_dataset)));
+    QF_TRY(w.Set("quantize.imatrix.entries_count", io::GgufValue(int32_t(opt.imatrix.size()))));
+    QF_TRY(w.Set("quantize.imatrix.chunks_count", io::GgufValue(int32_t(opt.imatrix_chunks))));
+  }
+  if (opt.gptq) {
+    const QuantizeReport* cr = rep.calibrated ? &*rep.calibrated : nullptr;
+    QF_TRY(w.Set("quantize.qforge.method", io::GgufValue(std::string("gptq"))));
+    QF_TRY(w.Set("quantize.qforge.calibration",
+                 io::GgufValue(opt.calib.text_path.empty() ? std::string("sampled from the model")
+                                                           : opt.calib.text_path)));
+    QF_TRY(w.Set("quantize.qforge.samples", io::GgufValue(int32_t(cr ? cr->calib_samples : 0))));
+    QF_TRY(w.Set("quantize.qforge.seqlen",
+                 io::GgufValue(int32_t(cr && cr->calib_samples ? cr->calib_tokens / cr->calib_samples : 0))));
+    QF_TRY(w.Set("quantize.qforge.seed", io::GgufValue(int32_t(opt.calib.seed))));
+  }
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const io::GgufTensorPlan& p = plan[i];
+    const io::GgmlType gt = types[i];
+    const GgmlBlockType* bt = blocks[i];
+    const int64_t cols = p.shape.empty() ? 1 : p.shape.back();
+    int64_t numel = 1;
+    for (int64_t d : p.shape) numel *= d;
     // Dry runs add the tensors too (fills run only in Write) so that FileSize() is exact.
     if (!bt) {
       QF_TRY(w.AddTensor(p.name, gt, p.shape, [&p, gt](std::span<std::byte> o) {
@@ -97,6 +175,21 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       }));
       continue;
     }
+    if (const auto it = solved.find(i); it != solved.end()) {
+      const std::vector<std::byte>* q = &it->second;
+      QF_TRY(w.AddTensor(p.name, gt, p.shape, [&p, q, numel, cols](std::span<std::byte> o) -> Status {
+        const int64_t rows = numel / cols;
+        const size_t row_bytes = q->size() / size_t(rows);
+        if (o.size() != q->size()) return Err("{}: size mismatch", p.name);
+        for (int64_t r = 0; r < rows; ++r)
+          std::memcpy(o.data() + size_t(r) * row_bytes,
+                      q->data() + size_t(io::GgufSourceRow(p, r, rows)) * row_bytes, row_bytes);
+        return Status::Ok();
+      }));
+      continue;
+    }
+    const std::vector<float>* imp = nullptr;
+    if (const auto it = opt.imatrix.find(p.name); it != opt.imatrix.end()) imp = &it->second;
     QF_TRY(w.AddTensor(p.name, gt, p.shape, [&p, bt, imp, numel, cols](std::span<std::byte> o) -> Status {
       std::vector<float> x(static_cast<size_t>(numel));
       QF_TRY(io::FillGgufFloatTensor(p, io::GgmlType::kF32,
@@ -104,7 +197,6 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr, o.data());
     }));
   }
-  rep.bits_per_weight = rep.quantized_params ? qbits / double(rep.quantized_params) : 0.0;
   rep.file_bytes = w.FileSize();
   if (!opt.dry_run) QF_TRY(w.Write(out, progress));
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -11,11 +11,14 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/result.h"
 #include "formats/gguf_mix.h"
+#include "methods/calibration.h"
+#include "methods/quantize_model.h"
 
 namespace qf::methods {
 
@@ -27,6 +30,12 @@ struct GgufQuantizeOptions {
   std::string imatrix_file, imatrix_dataset;  // recorded as quantize.imatrix.* when given
   int64_t imatrix_chunks = 0;
   bool dry_run = false;  // choose types and sizes only, write nothing
+  // GPTQ k-quants (--method gptq): every decoder linear and the output projection are solved
+  // by methods::GptqGgml in a calibrated true-sequential pass (RunCalibratedSolver), their
+  // importance being diag(H); token_embd is encoded plainly. No imatrix then.
+  bool gptq = false;
+  CalibrationOptions calib;
+  double damp = 0.01;
 };
 
 struct GgufTensorReport {
@@ -36,6 +45,8 @@ struct GgufTensorReport {
   std::vector<int64_t> shape;
   uint64_t bytes = 0;
   bool used_imatrix = false;
+  bool gptq = false;
+  double rel_mse = 0;  // GPTQ tensors: Σ(w − ŵ)² / Σw²
 };
 
 struct GgufQuantizeReport {
@@ -44,6 +55,7 @@ struct GgufQuantizeReport {
   int64_t quantized_params = 0, total_params = 0;
   double bits_per_weight = 0;  // over the quantized tensors
   double seconds = 0;
+  std::optional<QuantizeReport> calibrated;  // the GPTQ pass (calibration, times, peak RSS)
 };
 
 Result<GgufQuantizeReport> QuantizeToGguf(const std::filesystem::path& src,

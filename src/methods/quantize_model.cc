@@ -18,6 +18,7 @@
 #include "formats/quantize.h"
 #include "io/compressed_tensors.h"
 #include "io/safetensors.h"
+#include "kernels/ops.h"
 #include "methods/gptq.h"
 #include "methods/hessian.h"
 #include "methods/observer.h"
@@ -56,14 +57,12 @@ Result<bool> Ignored(const std::string& module, const std::vector<std::string>& 
   return false;
 }
 
-LinearReport Distortion(const std::string& module, const std::vector<float>& w,
-                        const QuantizedTensor& q, const std::vector<float>& deq) {
+LinearReport Distortion(const std::string& module, const std::vector<float>& w, int64_t n,
+                        int64_t k, const std::vector<float>& deq) {
   LinearReport r;
   r.module = module;
-  r.scheme = std::string(q.scheme.name);
-  r.fallback = q.fallback;
-  r.n = q.rows;
-  r.k = q.cols;
+  r.n = n;
+  r.k = k;
   double err = 0, ref = 0;
   for (size_t i = 0; i < w.size(); ++i) {
     const double d = double(w[i]) - deq[i];
@@ -157,7 +156,9 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg,
       QF_ASSIGN(QuantizedTensor q, Quantize(w, n, k, opt.scheme, fit));
       rep.seconds_quantize += Seconds(t0);
       QF_ASSIGN(std::vector<float> deq, Dequantize(q));
-      rep.linears.push_back(Distortion(ModuleOf(name), w, q, deq));
+      rep.linears.push_back(Distortion(ModuleOf(name), w, n, k, deq));
+      rep.linears.back().scheme = std::string(q.scheme.name);
+      rep.linears.back().fallback = q.fallback;
       if (opt.act) rep.linears.back().act = std::string(opt.act->name);  // dynamic rows only
       rep.quantized_params += n * k;
       col.Add(name, std::move(q));
@@ -207,9 +208,12 @@ void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DT
 // are folded into the block. Then each group, in order (true sequential), is observed with the
 // earlier groups already quantized, solved (RTN or GPTQ) and installed with its activation
 // quantization; the quantized block's outputs become the next block's inputs.
+// With `external`, each linear goes to that solver instead (no transform; `lm_head` adds the
+// output projection at the end).
 Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                      const model::ModelConfig& cfg, const Plan& plan, const QuantizeOptions& opt,
-                     const LayerProgress& progress, QuantizeReport& rep, Collected& col) {
+                     const LayerProgress& progress, QuantizeReport& rep, Collected& col,
+                     const LinearSolver* external = nullptr, bool lm_head = false) {
   const model::TensorNames& nm = *cfg.family->names;
   auto t0 = Clock::now();
   // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
@@ -403,6 +407,15 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
           continue;  // stays fp32, without activation quantization
         }
         const auto ts = Clock::now();
+        if (external) {
+          QF_ASSIGN(std::vector<float> deq,
+                    (*external)(SolveRequest{name, lin->weight, lin->n, lin->k, *ob.hess}));
+          rep.seconds_quantize += Seconds(ts);
+          rep.linears.push_back(Distortion(ModuleOf(name), lin->weight, lin->n, lin->k, deq));
+          rep.quantized_params += lin->n * lin->k;
+          lin->weight = std::move(deq);
+          continue;
+        }
         GptqStats st;
         QuantizedTensor qt;
         if (plan.solver == "gptq") {
@@ -412,7 +425,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         rep.seconds_quantize += Seconds(ts);
         QF_ASSIGN(std::vector<float> deq, Dequantize(qt));
-        LinearReport lr = Distortion(ModuleOf(name), lin->weight, qt, deq);
+        LinearReport lr = Distortion(ModuleOf(name), lin->weight, qt.rows, qt.cols, deq);
+        lr.scheme = std::string(qt.scheme.name);
+        lr.fallback = qt.fallback;
         lr.gptq_loss = st.loss;
         if (aq.enabled()) {
           lr.act = std::string(aq.scheme->name);
@@ -478,10 +493,44 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     });
     if (progress) progress(l + 1, cfg.layers);
   }
+  if (external && lm_head) {
+    // The output projection, on the final-norm output of the quantized stack.
+    const std::string head = cfg.family->names->lm_head;
+    QF_ASSIGN(const std::vector<float> norm, model::ReadTensorF32(store, nm.final_norm, {H}));
+    QF_ASSIGN(const std::vector<float> w, model::ReadTensorF32(store, head, {cfg.vocab_size, H}));
+    Observed o_head(H, true, false);
+    observe(std::array<Observed*, 1>{&o_head}, [&](int64_t s, Scratch& sc) {
+      kernels::RmsNorm(xs(s), norm.data(), sc.h.data(), L, H, float(cfg.rms_eps));
+      return std::array<const float*, 4>{sc.h.data(), nullptr, nullptr, nullptr};
+    });
+    const auto ts = Clock::now();
+    QF_ASSIGN(std::vector<float> deq,
+              (*external)(SolveRequest{head, w, cfg.vocab_size, H, *o_head.hess}));
+    rep.seconds_quantize += Seconds(ts);
+    rep.linears.push_back(Distortion(ModuleOf(head), w, cfg.vocab_size, H, deq));
+    rep.quantized_params += cfg.vocab_size * H;
+  }
   return Status::Ok();
 }
 
 }  // namespace
+
+Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const CalibrationOptions& calib,
+                                           double damp, bool lm_head, const LinearSolver& solve,
+                                           const LayerProgress& progress) {
+  QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
+  QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
+  QuantizeOptions opt;
+  opt.method = "gptq";
+  opt.calib = calib;
+  opt.damp = damp;
+  QuantizeReport rep;
+  Collected col;
+  QF_TRY(RunCalibrated(src, store, cfg, Plan{"", "gptq"}, opt, progress, rep, col, &solve, lm_head));
+  for (const io::TensorInfo& t : store.tensors()) rep.total_params += t.numel();
+  rep.peak_rss_bytes = PeakRssBytes();
+  return rep;
+}
 
 Status CheckOptions(const QuantizeOptions& opt) {
   QF_ASSIGN(const Plan plan, ParseMethod(opt.method));

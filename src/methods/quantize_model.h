@@ -17,6 +17,7 @@
 #include "formats/activation.h"
 #include "formats/scheme.h"
 #include "methods/calibration.h"
+#include "methods/hessian.h"
 
 namespace qf::methods {
 
@@ -80,6 +81,24 @@ using LayerProgress = std::function<void(int64_t done, int64_t total)>;
 Status CheckOptions(const QuantizeOptions& opt);
 // Whether the method needs calibration data (GPTQ, AWQ, SmoothQuant, static activations).
 bool NeedsCalibration(const QuantizeOptions& opt);
+
+// A calibrated true-sequential pass whose solver the caller supplies (the GGUF writer's GPTQ
+// k-quants): each decoder linear, in GPTQ's order, is handed to `solve` with the Hessian of its
+// input over the calibration tokens (the earlier linears already solved), and `solve` returns
+// the weights the model runs with from then on (its dequantized result). With `lm_head`, the
+// output projection follows last (input: the final-norm output). The report holds calibration
+// figures, times and peak RSS; its linears have no scheme.
+struct SolveRequest {
+  const std::string& weight_name;  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
+  const std::vector<float>& weight;  // [n, k] as the model holds it (fp32)
+  int64_t n, k;
+  const HessianAccumulator& hessian;
+};
+using LinearSolver = std::function<Result<std::vector<float>>(const SolveRequest&)>;
+Result<QuantizeReport> RunCalibratedSolver(const std::filesystem::path& src,
+                                           const CalibrationOptions& calib, double damp,
+                                           bool lm_head, const LinearSolver& solve,
+                                           const LayerProgress& progress = {});
 
 Result<QuantizeReport> QuantizeModel(const std::filesystem::path& src,
                                      const std::filesystem::path& out,

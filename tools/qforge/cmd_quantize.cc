@@ -50,10 +50,15 @@ std::string SchemeHelp() {
 
 // --scheme Q4_K_M etc.: a llama.cpp GGUF file.
 int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
-  if (a.method != "rtn")
-    return Fail(Err("--method {} with GGUF types is not implemented yet (rtn with --imatrix is)", a.method));
-  if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given || !a.calib.empty() || !a.ignore.empty())
-    return Fail(Err("--group/--clip/--act-order/--act/--alpha/--calib/--ignore apply to compressed-tensors schemes, not to {}", mix.name));
+  const bool gptq = a.method == "gptq";
+  if (a.method != "rtn" && !gptq)
+    return Fail(Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)", a.method));
+  if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given || !a.ignore.empty())
+    return Fail(Err("--group/--clip/--act-order/--act/--alpha/--ignore apply to compressed-tensors schemes, not to {}", mix.name));
+  if (!gptq && !a.calib.empty())
+    return Fail(Err("--calib: {} with --method rtn needs no calibration data (an --imatrix file carries it)", mix.name));
+  if (gptq && !a.imatrix.empty())
+    return Fail(Err("--imatrix does not apply to --method gptq (its importance is the calibration Hessian)"));
   if (!a.dry_run && std::filesystem::path(a.out).extension() != ".gguf")
     return Fail(Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name));
   methods::GgufQuantizeOptions opt;
@@ -77,6 +82,12 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   if (!et.ok()) return Fail(et.error());
   opt.ctx.token_embd_type = *et;
   opt.dry_run = a.dry_run;
+  opt.gptq = gptq;
+  opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
+  opt.damp = a.damp;
+  if (gptq && a.calib.empty() && !a.dry_run)
+    std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
+                 (long long)a.nsamples);
   if (!a.imatrix.empty()) {  // as llama-quantize: mean x² per column, file and first dataset recorded
     auto im = io::ReadImatrix(a.imatrix);
     if (!im.ok()) return Fail(im.error());
@@ -98,12 +109,24 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
     nlohmann::json ts = nlohmann::json::array();
     for (const auto& t : r->tensors)
       ts.push_back({{"name", t.name}, {"type", t.type}, {"shape", t.shape}, {"bytes", t.bytes},
-                    {"fallback", t.fallback}, {"imatrix", t.used_imatrix}});
-    PrintJson({{"model", a.model}, {"output", a.out}, {"scheme", std::string(mix.name)},
-               {"method", a.method}, {"dry_run", a.dry_run}, {"tensors", ts},
-               {"quantized_params", r->quantized_params}, {"total_params", r->total_params},
-               {"bits_per_weight", r->bits_per_weight}, {"output_bytes", r->file_bytes},
-               {"seconds", r->seconds}});
+                    {"fallback", t.fallback}, {"imatrix", t.used_imatrix}, {"gptq", t.gptq},
+                    {"rel_mse", t.rel_mse}});
+    nlohmann::json j = {{"model", a.model}, {"output", a.out}, {"scheme", std::string(mix.name)},
+                        {"method", a.method}, {"dry_run", a.dry_run}, {"tensors", ts},
+                        {"quantized_params", r->quantized_params}, {"total_params", r->total_params},
+                        {"bits_per_weight", r->bits_per_weight}, {"output_bytes", r->file_bytes},
+                        {"seconds", r->seconds}};
+    if (const auto& c = r->calibrated) {
+      j["calib_samples"] = c->calib_samples;
+      j["calib_tokens"] = c->calib_tokens;
+      j["calib_from_model"] = c->calib_from_model;
+      j["seconds_calib_data"] = c->seconds_calib_data;
+      j["seconds_forward"] = c->seconds_forward;
+      j["seconds_statistics"] = c->seconds_statistics;
+      j["seconds_quantize"] = c->seconds_quantize;
+      j["peak_rss_bytes"] = c->peak_rss_bytes;
+    }
+    PrintJson(j);
     return 0;
   }
   if (a.dry_run) {
@@ -114,6 +137,13 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
       std::printf("%-32s %-8s %-14s %12llu\n", t.name.c_str(), t.type.c_str(), shape.c_str(), (unsigned long long)t.bytes);
     }
   }
+  if (const auto& c = r->calibrated)
+    std::printf("calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s, "
+                "GPTQ %.2f s; peak RSS %.0f MiB\n",
+                (long long)c->calib_samples, (long long)c->calib_tokens,
+                c->calib_from_model ? " sampled from the model" : "", c->seconds_calib_data,
+                c->seconds_forward, c->seconds_statistics, c->seconds_quantize,
+                double(c->peak_rss_bytes) / (1 << 20));
   std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
               a.dry_run ? "would write" : "wrote", a.out.c_str(), double(r->file_bytes) / (1 << 20),
               r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params, r->seconds);
