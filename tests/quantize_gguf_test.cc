@@ -125,6 +125,53 @@ TEST(QuantizeGguf, OverridesAndPure) {
   }
 }
 
+// --method gptq: the same types as the plain mix, every decoder linear and the output solved by
+// GPTQ on the blocks (token_embd encoded plainly), deterministic whatever the thread count, and
+// closer to the fp model than the plain encoder on held-out text (a small calibration set).
+TEST(QuantizeGguf, GptqKQuantsKeepTheMixAndLowerTheKld) {
+  const fs::path plain = qf::testing::TempDir() / "plain_q4km.gguf";
+  const fs::path g1 = qf::testing::TempDir() / "gptq_q4km.gguf", g2 = qf::testing::TempDir() / "gptq_q4km_b.gguf";
+  const std::string calib = " --calib " + (qf::testing::SharedDir() / "data/calib.txt").string() +
+                            " --nsamples 16 --seqlen 256";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + plain.string() + " --scheme Q4_K_M --json -q", &log), 0) << log;
+  const auto rp = Json(log);
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + g1.string() + " --scheme Q4_K_M --method gptq" + calib + " --json -q", &log), 0) << log;
+  const auto rg = Json(log);
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + g2.string() + " --scheme Q4_K_M --method gptq" + calib + " -t 1 -q", &log), 0) << log;
+  EXPECT_TRUE(*ReadTextFile(g1) == *ReadTextFile(g2)) << "GPTQ GGUF output differs between 2 threads and 1";
+  EXPECT_EQ(rg["calib_samples"], 16);
+  ASSERT_EQ(rg["tensors"].size(), rp["tensors"].size());
+  int solved = 0;
+  for (size_t i = 0; i < rg["tensors"].size(); ++i) {
+    const auto& t = rg["tensors"][i];
+    const std::string n = t["name"];
+    EXPECT_EQ(t["type"], rp["tensors"][i]["type"]) << n;
+    const bool want = n.rfind("blk.", 0) == 0 ? t["shape"].size() == 2 : n == "output.weight";
+    EXPECT_EQ(t["gptq"].get<bool>(), want) << n;
+    if (want) {
+      ++solved;
+      EXPECT_GT(t["rel_mse"].get<double>(), 0.0) << n;
+      EXPECT_LT(t["rel_mse"].get<double>(), 0.05) << n;
+    }
+  }
+  EXPECT_EQ(solved, 6 * 7 + 1);
+  auto f = io::GgufFile::Open(g1);
+  ASSERT_TRUE(f.ok()) << f.error().message();
+  EXPECT_EQ(*f->GetString("quantize.qforge.method"), "gptq");
+  EXPECT_EQ(*f->GetInt("quantize.qforge.samples"), 16);
+  // Held-out text: the first windows of WikiText-2.
+  const std::string text = (qf::testing::SharedDir() / "data/wikitext-2/wiki.test.raw").string();
+  auto kld = [&](const fs::path& m) {
+    std::string out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + m.string() + " --text " + text +
+                             " --ctx 256 --max-windows 16 --json -q", &out), 0) << out;
+    return Json(out)["kld_mean"].get<double>();
+  };
+  const double k_plain = kld(plain), k_gptq = kld(g1);
+  EXPECT_LT(k_gptq, 0.9 * k_plain) << "plain " << k_plain << " gptq " << k_gptq;
+}
+
 TEST(QuantizeGguf, FallsBackOnStories260k) {
   const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
   std::string log;
@@ -143,7 +190,10 @@ TEST(QuantizeGguf, BadFlagsGiveOneLineErrors) {
                         Case{"--scheme Q4_K_M -o " + out + ".dir", "must end in .gguf"},
                         Case{"--scheme Q4_K_M -o " + out + " --group 64", "compressed-tensors schemes"},
                         Case{"--scheme W4A16 -o " + out + " --pure", "apply to GGUF types"},
-                        Case{"--scheme Q4_K_M", "-o OUTPUT is required"}}) {
+                        Case{"--scheme Q4_K_M", "-o OUTPUT is required"},
+                        Case{"--scheme Q4_K_M -o " + out + " --method awq", "does not apply to GGUF types"},
+                        Case{"--scheme Q4_K_M -o " + out + " --calib x.txt", "needs no calibration data"},
+                        Case{"--scheme Q4_K_M -o " + out + " --method gptq --imatrix x.dat", "--imatrix does not apply"}}) {
     std::string log;
     const int rc = RunCommand(Q() + " quantize " + Bundled() + " " + c.args, &log);
     EXPECT_NE(rc, 0) << c.args;
