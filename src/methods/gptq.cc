@@ -138,6 +138,20 @@ Status CheckInputs(std::span<const float> w, int64_t n, int64_t k, std::span<con
   return Status::Ok();
 }
 
+// Dead columns (inputs that were always 0): H[i,i] = 1 and the weights of column i zeroed, as
+// the reference does. Returns their count.
+int64_t ZeroDeadColumns(std::vector<float>& wk, std::vector<double>& hw, int64_t n, int64_t k) {
+  int64_t dead = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    double& d = hw[static_cast<size_t>(i * k + i)];
+    if (d != 0.0) continue;
+    d = 1.0;
+    for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
+    ++dead;
+  }
+  return dead;
+}
+
 // Lazy-update block size: group starts must fall on the current, fully updated columns, so a
 // block holds whole groups (B multiple of G) or a group whole blocks (B divides G).
 int64_t BlockSize(int64_t requested, int64_t g, bool dynamic_groups) {
@@ -234,14 +248,7 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
   }
 
   std::vector<double> hw(h.begin(), h.end());
-  int64_t dead = 0;
-  for (int64_t i = 0; i < k; ++i) {
-    double& d = hw[static_cast<size_t>(i * k + i)];
-    if (d != 0.0) continue;
-    d = 1.0;
-    for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
-    ++dead;
-  }
+  const int64_t dead = ZeroDeadColumns(wk, hw, n, k);
 
   if (static_fit) {
 #pragma omp parallel for schedule(dynamic, 16)
@@ -358,14 +365,7 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
 
   std::vector<float> wk(w.begin(), w.end());
   std::vector<double> hw(h.begin(), h.end());
-  int64_t dead = 0;
-  for (int64_t i = 0; i < k; ++i) {
-    double& d = hw[static_cast<size_t>(i * k + i)];
-    if (d != 0.0) continue;
-    d = 1.0;
-    for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
-    ++dead;
-  }
+  const int64_t dead = ZeroDeadColumns(wk, hw, n, k);
   double damp_used = 0.0;
   QF_ASSIGN(const std::vector<float> u, InverseCholeskyUpper(hw, k, opt.damp, &damp_used));
   hw = {};
