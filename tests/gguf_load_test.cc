@@ -17,6 +17,7 @@
 #include <random>
 #include <sstream>
 
+#include "eval/perplexity.h"
 #include "formats/ggml_blocks.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
@@ -539,6 +540,13 @@ TEST_P(GgufSynthetic, TokenizerAndLogitsMatchTheFolder) {
   EXPECT_EQ((*gg_tok)->kind(), (*hf_tok)->kind());
   EXPECT_EQ((*gg_tok)->eos_id(), (*hf_tok)->eos_id());
   EXPECT_EQ((*gg_tok)->bos_id(), (*hf_tok)->bos_id());
+  {  // llama.cpp scoring adds BOS for the GGUF exactly when it does for the folder
+    auto from_gguf = eval::LlamaCppAddsBos(dir / "m.gguf", **gg_tok);
+    auto from_dir = eval::LlamaCppAddsBos(dir, **hf_tok);
+    ASSERT_TRUE(from_gguf.ok()) << from_gguf.error().message();
+    ASSERT_TRUE(from_dir.ok()) << from_dir.error().message();
+    EXPECT_EQ(*from_gguf, *from_dir) << c.vectors;
+  }
   const Vectors v = ReadVectors(testing::SharedDir() / "data/tokenizers/ggml-vocab" /
                                 (std::string("ggml-vocab-") + c.vectors + ".gguf"));
   ASSERT_GE(v.texts.size(), 40u);

@@ -4,7 +4,9 @@
 // are one-line errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -55,6 +57,22 @@ TEST(QuantizeGguf, Q4KMFileHasTheMixTypesAndDecodesToTheWeights) {
   ASSERT_TRUE(f.ok()) << f.error().message();
   EXPECT_EQ(*f->GetInt("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
   EXPECT_EQ(*f->GetInt("general.quantization_version"), 2);
+  {  // llama-quantize's tensor order: non-block tensors, then block by block, by name in each
+    std::vector<std::pair<int, std::string>> order;
+    for (const auto& t : f->tensors()) {
+      int layer = -1;
+      std::sscanf(t.name.c_str(), "blk.%d.", &layer);
+      order.emplace_back(layer, t.name);
+    }
+    EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
+    EXPECT_EQ(order.front().second, "output.weight");
+  }
+  {  // llama-quantize's key order: the two quantization keys last, after tokenizer.*
+    const auto& md = f->metadata();
+    ASSERT_GE(md.size(), 2u);
+    EXPECT_EQ(md[md.size() - 2].key, "general.quantization_version");
+    EXPECT_EQ(md[md.size() - 1].key, "general.file_type");
+  }
   EXPECT_EQ(*f->GetString("general.architecture"), "llama");
   auto type_of = [&](const std::string& n) { return std::string(io::Info(f->FindTensor(n)->type).name); };
   EXPECT_EQ(type_of("blk.0.attn_q.weight"), "q4_K");

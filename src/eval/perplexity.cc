@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "core/mmap.h"
+#include "io/gguf.h"
 #include "kernels/ops.h"
 
 namespace qf::eval {
@@ -247,6 +248,13 @@ int64_t ScoredPerWindow(const WindowOptions& opt) { return opt.ctx - 1 - FirstSc
 
 Result<bool> LlamaCppAddsBos(const std::filesystem::path& model_dir, const text::Tokenizer& tok) {
   if (tok.bos_id() < 0) return false;
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(model_dir, ec)) {  // a GGUF file: its own flag
+    QF_ASSIGN(const io::GgufFile f, io::GgufFile::Open(model_dir));
+    if (f.Find("tokenizer.ggml.add_bos_token")) return f.GetBool("tokenizer.ggml.add_bos_token");
+    QF_ASSIGN(const std::string model, f.GetString("tokenizer.ggml.model"));
+    return model == "llama";  // llama.cpp's default: SentencePiece vocabularies add BOS
+  }
   QF_ASSIGN(auto tc, ReadJsonIfPresent(model_dir / "tokenizer_config.json"));
   if (tc && tc->is_object()) {
     auto it = tc->find("add_bos_token");

@@ -499,8 +499,13 @@ std::string GgufArchitecture(const model::ModelConfig& cfg) {
   return f == "qwen2" || f == "qwen3" ? std::string(f) : "llama";  // llama, mistral
 }
 
+Status AddGgufQuantizedFileType(uint32_t file_type, GgufWriter* w) {
+  QF_TRY(w->Set("general.quantization_version", GgufValue(uint32_t{2})));
+  return w->Set("general.file_type", GgufValue(file_type));
+}
+
 Status AddGgufModelMetadata(const model::ModelConfig& cfg, const std::string& name,
-                            uint32_t file_type, GgufWriter* w) {
+                            std::optional<uint32_t> file_type, GgufWriter* w) {
   const std::string arch = GgufArchitecture(cfg);
   auto u32 = [&](const std::string& key, int64_t v) -> Status {
     QF_ASSIGN(uint32_t x, U32(v, key));
@@ -529,12 +534,12 @@ Status AddGgufModelMetadata(const model::ModelConfig& cfg, const std::string& na
     QF_TRY(u32("attention.key_length", cfg.head_dim));
     QF_TRY(u32("attention.value_length", cfg.head_dim));
   }
-  QF_TRY(w->Set("general.file_type", GgufValue(file_type)));
+  if (file_type) QF_TRY(w->Set("general.file_type", GgufValue(*file_type)));
   if (arch == "llama") {  // LlamaModel.set_gguf_parameters
     QF_TRY(u32("vocab_size", cfg.vocab_size));
     QF_TRY(u32("rope.dimension_count", cfg.head_dim));
   }
-  QF_TRY(w->Set("general.quantization_version", GgufValue(uint32_t{2})));
+  if (file_type) QF_TRY(w->Set("general.quantization_version", GgufValue(uint32_t{2})));
   return Status::Ok();
 }
 

@@ -35,9 +35,13 @@ Result<uint32_t> GgufFileType(GgmlType type);
 // "llama" for Llama and Mistral, "qwen2", "qwen3".
 std::string GgufArchitecture(const model::ModelConfig& cfg);
 
-// general.* and <arch>.* keys, in the order convert_hf_to_gguf.py writes them.
+// general.* and <arch>.* keys, in the order convert_hf_to_gguf.py writes them. Without a
+// file_type, general.file_type and general.quantization_version are left out: a quantizer adds
+// them after the tokenizer, where llama-quantize puts them (AddGgufQuantizedFileType).
 Status AddGgufModelMetadata(const model::ModelConfig& cfg, const std::string& name,
-                            uint32_t file_type, GgufWriter* w);
+                            std::optional<uint32_t> file_type, GgufWriter* w);
+// general.quantization_version (2) then general.file_type, as llama-quantize appends them.
+Status AddGgufQuantizedFileType(uint32_t file_type, GgufWriter* w);
 
 struct GgufVocabSummary {
   std::string model;  // tokenizer.ggml.model: "llama" or "gpt2"

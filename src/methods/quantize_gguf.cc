@@ -1,5 +1,6 @@
 #include "methods/quantize_gguf.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -46,6 +47,12 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   QF_ASSIGN(std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
+  // llama-quantize writes tensors in its loader's order: non-block tensors first, then block
+  // by block, by name within each (llama_model_loader's weight_name_comparer).
+  std::stable_sort(plan.begin(), plan.end(), [](const io::GgufTensorPlan& a, const io::GgufTensorPlan& b) {
+    const int64_t la = LayerOf(a.name), lb = LayerOf(b.name);
+    return la != lb ? la < lb : a.name < b.name;
+  });
 
   MixContext ctx = opt.ctx;
   ctx.layers = cfg.layers;
@@ -142,8 +149,9 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   io::GgufWriter w;
   std::string name = (fs::absolute(src, ec).lexically_normal()).filename().string();
   if (name.empty()) name = fs::absolute(src, ec).lexically_normal().parent_path().filename().string();
-  QF_TRY(io::AddGgufModelMetadata(cfg, name, uint32_t(opt.mix->ftype), &w));
+  QF_TRY(io::AddGgufModelMetadata(cfg, name, std::nullopt, &w));
   QF_TRY(io::AddGgufTokenizer(src, cfg, &w));
+  QF_TRY(io::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
   if (!opt.imatrix.empty()) {
     QF_TRY(w.Set("quantize.imatrix.file", io::GgufValue(opt.imatrix_file)));
     QF_TRY(w.Set("quantize.imatrix.dataset", io::GgufValue(opt.imatrix_dataset)));
