@@ -13,8 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LLAMA_PERPLEXITY:?set LLAMA_PERPLEXITY to a llama-perplexity binary (llama.cpp built outside the repository)}"
-TARGETS=qforge bash scripts/setup.sh >/dev/null
-Q=build/qforge
+if [[ -z "${QFORGE:-}" ]]; then TARGETS=qforge bash scripts/setup.sh >/dev/null; fi
+Q=${QFORGE:-build/qforge}  # QFORGE: an already built binary
 MODEL=models/llama-27m
 TEXT=../shared/data/wikitext-2/wiki.test.raw
 CALIB=../shared/data/calib.txt
