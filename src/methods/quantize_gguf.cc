@@ -132,17 +132,14 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                                                    std::span<const double>(r.hessian.matrix()),
                                                    bt, {}, gopt, &st));
       QF_TRY(DequantizeRowsGgml(bt, q.data(), r.n, r.k, deq.data()));
-      double err = 0, ref = 0;
-      for (size_t j = 0; j < deq.size(); ++j) {
-        err += double(r.weight[j] - deq[j]) * (r.weight[j] - deq[j]);
-        ref += double(r.weight[j]) * r.weight[j];
-      }
       rep.tensors[i].gptq = true;
-      rep.tensors[i].rel_mse = ref > 0 ? err / ref : 0.0;
       solved[i] = std::move(q);
       return deq;
     };
     QF_ASSIGN(QuantizeReport cr, RunCalibratedSolver(src, opt.calib, opt.damp, lm_head, solve));
+    for (const LinearReport& l : cr.linears)  // the pass measured each solved linear's error
+      if (const auto it = by_source.find(l.module + ".weight"); it != by_source.end())
+        rep.tensors[it->second].rel_mse = l.rel_mse;
     rep.calibrated = std::move(cr);
   }
 
