@@ -117,3 +117,24 @@ Status QuantizeDequantizeGgml(const GgmlBlockType& t, const float* x, int64_t ro
                               const float* importance, float* out);
 
 }  // namespace qf
+
+namespace qf::ggml {
+// Packed sub-block scales, for the decoders here and the kernels that run the blocks directly.
+// Q4_K / Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 scale bytes.
+inline void GetScaleMinK4(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = uint8_t((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    *m = uint8_t((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+// Q3_K: the signed scale (-32..31) of sub-block j (0..15) from the 12 scale bytes.
+inline int ScaleQ3(int j, const uint8_t* s) {
+  const int low = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+  return (low | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+}
+// IQ4_NL / IQ4_XS: the 16-level non-uniform grid.
+extern const int8_t kValuesIq4nl[16];
+}  // namespace qf::ggml

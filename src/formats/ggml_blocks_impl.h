@@ -122,6 +122,5 @@ QF_GGML_CODES(Q6_K)
 QF_GGML_CODES(IQ4_NL)
 QF_GGML_CODES(IQ4_XS)
 #undef QF_GGML_CODES
-extern const int8_t kValuesIq4nl[16];  // IQ4's grid
 
 }  // namespace qf::ggml

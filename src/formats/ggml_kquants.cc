@@ -47,15 +47,6 @@ void PackScaleMinK4(int j, uint8_t ls, uint8_t lm, uint8_t* s) {
     s[j] |= uint8_t((lm >> 4) << 6);
   }
 }
-void GetScaleMinK4(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
-  if (j < 4) {
-    *sc = s[j] & 63;
-    *m = s[j + 4] & 63;
-  } else {
-    *sc = uint8_t((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
-    *m = uint8_t((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-  }
-}
 
 // Q3_K: sixteen 6-bit scales (stored + 32) in 12 bytes: low nibbles of 0-7 in bytes 0-7, of
 // 8-15 in their high nibbles; the top 2 bits of scale j in byte 8 + j % 4 at bit 2 * (j / 4).
@@ -68,10 +59,6 @@ void PackScaleQ3(int j, int l, uint8_t* s) {
   }
   l >>= 4;
   s[j % 4 + 8] |= uint8_t(l << (2 * (j / 4)));
-}
-int ScaleQ3(int j, const uint8_t* s) {  // signed, in [-32, 31]
-  const int low = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
-  return (low | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
 }  // namespace

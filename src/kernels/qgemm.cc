@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "formats/fp8.h"
+#include "kernels/cpu/ggml_dot.h"
 #include "kernels/ops.h"
 
 namespace qf::kernels {
@@ -61,7 +62,17 @@ void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias
   }
 }
 
+namespace {
+GgmlRows RowsOf(const GgmlTensor& w, int64_t r0, int64_t r1) {
+  return {w.type, w.data + size_t(r0) * w.row_bytes, w.row_bytes, r1 - r0, w.cols};
+}
+}  // namespace
+
 void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
+  if (GgmlKernelSupports(*w.type)) {
+    GgmlDecodeRows(RowsOf(w, r0, r1), out);
+    return;
+  }
   for (int64_t r = r0; r < r1; ++r)
     w.type->decode(w.data + size_t(r) * w.row_bytes, w.cols, out + (r - r0) * w.cols);
 }
@@ -71,6 +82,11 @@ void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
 // kTileFloats weights (4 MiB per thread, whatever the model size), while staying at least one
 // tile per thread. Few tokens (generation) keep 64-row tiles, which spread over the threads.
 constexpr int64_t kTileFloats = int64_t(1) << 20;
+// Up to this many tokens the fused GEMV of kernels/cpu/ggml_dot runs instead (rows split over the
+// threads in chunks of kGemvRows): decoding the blocks costs more than the dot products until
+// the decoded weights are reused by enough tokens.
+constexpr int64_t kGemvTokens = 8;
+constexpr int64_t kGemvRows = 32;
 
 int64_t GgmlTileRows(int64_t m, int64_t n, int64_t k, int threads) {
   if (m < 16) return kRowTile;
@@ -83,6 +99,18 @@ int64_t GgmlTileRows(int64_t m, int64_t n, int64_t k, int threads) {
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols;
   const bool nested = omp_in_parallel();
+  if (m <= kGemvTokens && GgmlKernelSupports(*w.type)) {
+    const int64_t chunks = (N + kGemvRows - 1) / kGemvRows;
+#pragma omp parallel for schedule(static) if (chunks > 1 && !nested)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t r0 = c * kGemvRows, r1 = std::min(N, r0 + kGemvRows);
+      GgmlGemv(RowsOf(w, r0, r1), x, m, y + r0, N);
+      if (bias)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
+    }
+    return;
+  }
   const int64_t tile = GgmlTileRows(m, N, K, nested ? 1 : omp_get_max_threads());
   const int64_t tiles = (N + tile - 1) / tile;
 #pragma omp parallel if (tiles > 1 && !nested)

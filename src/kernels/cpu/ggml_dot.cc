@@ -1,0 +1,546 @@
+// Highway implementations of ggml_dot.h, compiled once per SIMD target (foreach_target).
+// Built with -ffp-contract=off (CMakeLists.txt): the decoders' products and sums must round
+// exactly as the reference decoders' do; the GEMV's fused multiply-adds are explicit (MulAdd).
+//
+// One decoder per type (struct B<type> below): Run(block, emit) calls
+// emit(i0, v0, i1, v1) with two vectors of N decoded weights each (N = the float lanes, capped at
+// 16 so that every sub-block of 16 or 32 weights is a whole number of vectors), v0 holding
+// weights i0 .. i0 + N - 1 of the block and v1 weights i1 .. i1 + N - 1. Pairs give the GEMV two
+// independent accumulator chains.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/ggml_dot.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/result.h"
+#include "kernels/cpu/ggml_dot.h"
+
+#ifndef QF_GGML_DOT_ONCE
+#define QF_GGML_DOT_ONCE
+#define QF_ALWAYS_INLINE __attribute__((always_inline))
+namespace qf::kernels::ggml_dot {
+
+// fp16 bits -> float, equal to core/dtype's F16ToF32 for every input (the exponent rebias is a
+// multiplication by 2^112, exact for normal and subnormal halves), inline for the block loops.
+inline float Half(const uint8_t* p) {
+  const uint32_t h = uint32_t(p[0]) | uint32_t(p[1]) << 8;
+  const uint32_t sign = (h & 0x8000u) << 16, em = h & 0x7fffu;
+  uint32_t bits;
+  if (em >= 0x7c00u) {
+    bits = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
+  } else {
+    float f;
+    const uint32_t raw = em << 13;
+    std::memcpy(&f, &raw, 4);
+    f *= 0x1p112f;
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+inline uint32_t U32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+
+// ggml type ids of ggml.h.
+enum TypeId : int {
+  kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ2_K = 10, kQ3_K = 11, kQ4_K = 12,
+  kQ5_K = 13, kQ6_K = 14, kIQ4_NL = 20, kIQ4_XS = 23
+};
+
+}  // namespace qf::kernels::ggml_dot
+#endif  // QF_GGML_DOT_ONCE
+
+HWY_BEFORE_NAMESPACE();
+namespace qf::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// fp16 -> float: F16C where the target has it (AVX2 and up), else ggml_dot::Half. Equal for
+// every input but signalling NaNs, which F16C quiets.
+HWY_INLINE float Half(const uint8_t* p) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+#else
+  return ggml_dot::Half(p);
+#endif
+}
+
+using DF = hn::CappedTag<float, 16>;
+using DI = hn::RebindToSigned<DF>;
+using DU = hn::RebindToUnsigned<DF>;
+using VF = hn::Vec<DF>;
+using VI = hn::Vec<DI>;
+
+// N bytes from p, each widened to an int32 lane.
+HWY_INLINE VI Bytes(const uint8_t* p) {
+  const hn::Rebind<uint8_t, DI> d8;
+  return hn::PromoteTo(DI(), hn::LoadU(d8, p));
+}
+HWY_INLINE VI SignedBytes(const uint8_t* p) {
+  const hn::Rebind<int8_t, DI> d8;
+  return hn::PromoteTo(DI(), hn::LoadU(d8, reinterpret_cast<const int8_t*>(p)));
+}
+HWY_INLINE VF F(VI v) { return hn::ConvertTo(DF(), v); }
+HWY_INLINE VI I(int v) { return hn::Set(DI(), v); }
+HWY_INLINE VF S(float v) { return hn::Set(DF(), v); }
+
+// IQ4's grid values of the N low (hi = false) or high nibbles at p, as int32 lanes.
+HWY_INLINE VI Iq4Values(const uint8_t* p, bool hi) {
+#if HWY_TARGET == HWY_SCALAR
+  const int q = hi ? p[0] >> 4 : p[0] & 0xF;
+  return I(ggml::kValuesIq4nl[q]);
+#else
+  const hn::Rebind<uint8_t, DI> du8;
+  const hn::Rebind<int8_t, DI> di8;
+  const hn::Full128<int8_t> d16;
+  const auto lut = hn::LoadU(d16, ggml::kValuesIq4nl);
+  auto idx = hn::LoadU(du8, p);
+  idx = hi ? hn::ShiftRight<4>(idx) : hn::And(idx, hn::Set(du8, uint8_t(0xF)));
+  const auto v = hn::TableLookupBytes(lut, hn::BitCast(di8, idx));
+  return hn::PromoteTo(DI(), v);
+#endif
+}
+
+// out[j] = d * float(v[j]) for j < kN (v: kN bytes, signed or not as V says): a super-block's
+// sub-block scales, rounded as the reference decoders round them.
+template <size_t kN, typename V>
+HWY_INLINE void Scales(float d, const V* v, float* out) {
+  const hn::CappedTag<float, kN> df;
+  const hn::Rebind<int32_t, decltype(df)> di;
+  const hn::Rebind<V, decltype(df)> dv;
+  HWY_UNROLL(4)
+  for (size_t j = 0; j < kN; j += hn::Lanes(df)) {
+    const auto q = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(dv, v + j)));
+    hn::StoreU(hn::Mul(hn::Set(df, d), q), df, out + j);
+  }
+}
+
+// ---- one decoder per type ----------------------------------------------------------------------
+
+struct BQ4_0 {  // d; x = (q - 8) * d
+  static constexpr size_t kW = 32, kB = 18;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    const VF d = S(Half(b));
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b + 2 + j);
+      emit(j, hn::Mul(F(hn::Sub(hn::And(q, I(15)), I(8))), d), j + 16,
+           hn::Mul(F(hn::Sub(hn::ShiftRight<4>(q), I(8))), d));
+    }
+  }
+};
+
+struct BQ4_1 {  // d, m; x = q * d + m
+  static constexpr size_t kW = 32, kB = 20;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    const VF d = S(Half(b)), m = S(Half(b + 2));
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b + 4 + j);
+      emit(j, hn::Add(hn::Mul(F(hn::And(q, I(15))), d), m), j + 16,
+           hn::Add(hn::Mul(F(hn::ShiftRight<4>(q)), d), m));
+    }
+  }
+};
+
+// The fifth bits of weights j .. j + N - 1 of a Q5 block: bit j of qh, moved to bit 4.
+HWY_INLINE VI FifthBits(uint32_t qh, size_t j) {
+  const DU du;
+  const auto bits = hn::And(hn::Set(du, qh) >> hn::Iota(du, uint32_t(j)), hn::Set(du, 1u));
+  return hn::BitCast(DI(), hn::ShiftLeft<4>(bits));
+}
+
+struct BQ5_0 {  // d, qh; x = (q - 16) * d
+  static constexpr size_t kW = 32, kB = 22;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    const VF d = S(Half(b));
+    const uint32_t qh = ggml_dot::U32(b + 2);
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b + 6 + j);
+      const VI lo = hn::Or(hn::And(q, I(15)), FifthBits(qh, j));
+      const VI hi = hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16));
+      emit(j, hn::Mul(F(hn::Sub(lo, I(16))), d), j + 16, hn::Mul(F(hn::Sub(hi, I(16))), d));
+    }
+  }
+};
+
+struct BQ5_1 {  // d, m, qh; x = q * d + m
+  static constexpr size_t kW = 32, kB = 24;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    const VF d = S(Half(b)), m = S(Half(b + 2));
+    const uint32_t qh = ggml_dot::U32(b + 4);
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b + 8 + j);
+      const VI lo = hn::Or(hn::And(q, I(15)), FifthBits(qh, j));
+      const VI hi = hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16));
+      emit(j, hn::Add(hn::Mul(F(lo), d), m), j + 16, hn::Add(hn::Mul(F(hi), d), m));
+    }
+  }
+};
+
+struct BQ8_0 {  // d; x = q * d, q int8
+  static constexpr size_t kW = 32, kB = 34;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    const VF d = S(Half(b));
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      emit(j, hn::Mul(F(SignedBytes(b + 2 + j)), d), j + 16,
+           hn::Mul(F(SignedBytes(b + 18 + j)), d));
+    }
+  }
+};
+
+struct BIQ4_NL {  // d; x = d * grid[q]
+  static constexpr size_t kW = 32, kB = 18;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    const VF d = S(Half(b));
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      emit(j, hn::Mul(d, F(Iq4Values(b + 2 + j, false))), j + 16,
+           hn::Mul(d, F(Iq4Values(b + 2 + j, true))));
+    }
+  }
+};
+
+struct BIQ4_XS {  // d, 6-bit sub-block scales; x = d * (ls - 32) * grid[q]
+  static constexpr size_t kW = 256, kB = 136;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    const uint32_t scales_h = uint32_t(b[2]) | uint32_t(b[3]) << 8;
+    int8_t ls[8];
+    HWY_UNROLL(8)
+    for (size_t ib = 0; ib < 8; ++ib) {
+      ls[ib] = int8_t((((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xf) | (((scales_h >> 2 * ib) & 3) << 4)) -
+                      32);
+    }
+    float dl[8];
+    Scales<8>(Half(b), ls, dl);
+    const uint8_t* qs = b + 8;
+    HWY_UNROLL(8)
+    for (size_t ib = 0; ib < 8; ++ib, qs += 16) {
+      const VF d = S(dl[ib]);
+      HWY_UNROLL(4)
+      for (size_t j = 0; j < 16; j += N) {
+        emit(32 * ib + j, hn::Mul(d, F(Iq4Values(qs + j, false))), 32 * ib + 16 + j,
+             hn::Mul(d, F(Iq4Values(qs + j, true))));
+      }
+    }
+  }
+};
+
+struct BQ2_K {  // scales (4-bit scale | min << 4) x16, qs[64], d, dmin; x = d*sc * q - dmin*m
+  static constexpr size_t kW = 256, kB = 84;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    uint8_t sc[16], mn[16];
+    HWY_UNROLL(16)
+    for (int j = 0; j < 16; ++j) {
+      sc[j] = b[j] & 0xF;
+      mn[j] = b[j] >> 4;
+    }
+    float dl[16], ml[16];
+    Scales<16>(Half(b + 80), sc, dl);
+    Scales<16>(Half(b + 82), mn, ml);
+    const uint8_t* q = b + 16;
+    HWY_UNROLL(2)
+    for (int n = 0; n < 2; ++n, q += 32) {
+      HWY_UNROLL(4)
+      for (int shift = 0; shift < 8; shift += 2) {
+        const int is = 8 * n + shift;
+        const size_t o = size_t(16 * is);
+        const VF d0 = S(dl[is]), m0 = S(ml[is]), d1 = S(dl[is + 1]), m1 = S(ml[is + 1]);
+        HWY_UNROLL(4)
+        for (size_t l = 0; l < 16; l += N) {
+          const VI q0 = hn::And(hn::ShiftRightSame(Bytes(q + l), shift), I(3));
+          const VI q1 = hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3));
+          emit(o + l, hn::Sub(hn::Mul(d0, F(q0)), m0), o + 16 + l,
+               hn::Sub(hn::Mul(d1, F(q1)), m1));
+        }
+      }
+    }
+  }
+};
+
+struct BQ3_K {  // hmask[32], qs[64], 6-bit signed scales, d; x = d*sc * (q - (high bit ? 0 : 4))
+  static constexpr size_t kW = 256, kB = 110;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    int8_t sc[16];
+    HWY_UNROLL(16)
+    for (int j = 0; j < 16; ++j) sc[j] = int8_t(ggml::ScaleQ3(j, b + 96));
+    float dl[16];
+    Scales<16>(Half(b + 108), sc, dl);
+    const uint8_t* q = b + 32;
+    HWY_UNROLL(2)
+    for (int n = 0; n < 2; ++n, q += 32) {
+      HWY_UNROLL(4)
+      for (int shift = 0; shift < 8; shift += 2) {
+        const int is = 8 * n + shift, hb = 4 * n + shift / 2;
+        const size_t o = size_t(16 * is);
+        const VF d0 = S(dl[is]), d1 = S(dl[is + 1]);
+        HWY_UNROLL(4)
+        for (size_t l = 0; l < 16; l += N) {
+          const VI lo0 = hn::And(hn::ShiftRightSame(Bytes(q + l), shift), I(3));
+          const VI lo1 = hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3));
+          const VI h0 = hn::And(hn::ShiftRightSame(Bytes(b + l), hb), I(1));
+          const VI h1 = hn::And(hn::ShiftRightSame(Bytes(b + 16 + l), hb), I(1));
+          const VI q0 = hn::Sub(hn::Or(lo0, hn::ShiftLeft<2>(h0)), I(4));
+          const VI q1 = hn::Sub(hn::Or(lo1, hn::ShiftLeft<2>(h1)), I(4));
+          emit(o + l, hn::Mul(d0, F(q0)), o + 16 + l, hn::Mul(d1, F(q1)));
+        }
+      }
+    }
+  }
+};
+
+// Q4_K / Q5_K: the 8 sub-block scales and mins times d and dmin.
+HWY_INLINE void ScalesK4(const uint8_t* b, float* dl, float* ml) {
+  uint8_t sc[8], mn[8];
+  HWY_UNROLL(8)
+  for (int j = 0; j < 8; ++j) ggml::GetScaleMinK4(j, b + 4, &sc[j], &mn[j]);
+  Scales<8>(Half(b), sc, dl);
+  Scales<8>(Half(b + 2), mn, ml);
+}
+
+struct BQ4_K {  // d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dmin*m
+  static constexpr size_t kW = 256, kB = 144;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    float dl[8], ml[8];
+    ScalesK4(b, dl, ml);
+    const uint8_t* q = b + 16;
+    HWY_UNROLL(4)
+    for (int is = 0; is < 8; is += 2, q += 32) {
+      const VF d0 = S(dl[is]), m0 = S(ml[is]), d1 = S(dl[is + 1]), m1 = S(ml[is + 1]);
+      const size_t o = size_t(32 * is);
+      HWY_UNROLL(8)
+      for (size_t l = 0; l < 32; l += N) {
+        const VI v = Bytes(q + l);
+        emit(o + l, hn::Sub(hn::Mul(d0, F(hn::And(v, I(15)))), m0), o + 32 + l,
+             hn::Sub(hn::Mul(d1, F(hn::ShiftRight<4>(v))), m1));
+      }
+    }
+  }
+};
+
+struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
+  static constexpr size_t kW = 256, kB = 176;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    float dl[8], ml[8];
+    ScalesK4(b, dl, ml);
+    const uint8_t* qh = b + 16;
+    const uint8_t* ql = b + 48;
+    HWY_UNROLL(4)
+    for (int is = 0; is < 8; is += 2, ql += 32) {
+      const VF d0 = S(dl[is]), m0 = S(ml[is]), d1 = S(dl[is + 1]), m1 = S(ml[is + 1]);
+      const size_t o = size_t(32 * is);
+      HWY_UNROLL(8)
+      for (size_t l = 0; l < 32; l += N) {
+        const VI v = Bytes(ql + l), h = Bytes(qh + l);
+        const VI q0 = hn::Or(hn::And(v, I(15)),
+                             hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, is), I(1))));
+        const VI q1 = hn::Or(hn::ShiftRight<4>(v),
+                             hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, is + 1), I(1))));
+        emit(o + l, hn::Sub(hn::Mul(d0, F(q0)), m0), o + 32 + l, hn::Sub(hn::Mul(d1, F(q1)), m1));
+      }
+    }
+  }
+};
+
+struct BQ6_K {  // ql[128], qh[64], int8 scales x16, d; x = d*sc * (q - 32)
+  static constexpr size_t kW = 256, kB = 210;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+    const size_t N = hn::Lanes(DF());
+    float dl[16];
+    Scales<16>(Half(b + 208), reinterpret_cast<const int8_t*>(b + 192), dl);
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    HWY_UNROLL(2)
+    for (size_t n = 0; n < 256; n += 128, ql += 64, qh += 32) {
+      const float* sc = dl + n / 16;
+      HWY_UNROLL(8)
+      for (size_t l = 0; l < 32; l += N) {
+        const size_t is = l / 16;
+        const VI a = Bytes(ql + l), c = Bytes(ql + 32 + l), h = Bytes(qh + l);
+        const VI q1 = hn::Sub(hn::Or(hn::And(a, I(15)), hn::ShiftLeft<4>(hn::And(h, I(3)))), I(32));
+        const VI q2 = hn::Sub(
+            hn::Or(hn::And(c, I(15)), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<2>(h), I(3)))), I(32));
+        const VI q3 = hn::Sub(
+            hn::Or(hn::ShiftRight<4>(a), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<4>(h), I(3)))),
+            I(32));
+        const VI q4 = hn::Sub(hn::Or(hn::ShiftRight<4>(c), hn::ShiftLeft<4>(hn::ShiftRight<6>(h))),
+                              I(32));
+        emit(n + l, hn::Mul(S(sc[is]), F(q1)), n + 32 + l, hn::Mul(S(sc[is + 2]), F(q2)));
+        emit(n + 64 + l, hn::Mul(S(sc[is + 4]), F(q3)), n + 96 + l, hn::Mul(S(sc[is + 6]), F(q4)));
+      }
+    }
+  }
+};
+
+// ---- drivers -----------------------------------------------------------------------------------
+
+template <class B>
+void DecodeRowsT(const GgmlRows& w, float* out) {
+  const DF df;
+  const int64_t nb = w.cols / int64_t(B::kW);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
+    float* o = out + r * w.cols;
+    for (int64_t blk = 0; blk < nb; ++blk, p += B::kB, o += B::kW) {
+      B::Run(p, [&](size_t i0, VF v0, size_t i1, VF v1) HWY_ATTR QF_ALWAYS_INLINE {
+        hn::StoreU(v0, df, o + i0);
+        hn::StoreU(v1, df, o + i1);
+      });
+    }
+  }
+}
+
+// M tokens at a time; even and odd blocks feed two pairs of accumulators (four FMA chains).
+template <class B, int M>
+void GemvT(const GgmlRows& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
+  const DF df;
+  const int64_t K = w.cols, nb = K / int64_t(B::kW);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
+    VF a0[M], a1[M], b0[M], b1[M];
+    for (int t = 0; t < M; ++t) a0[t] = a1[t] = b0[t] = b1[t] = hn::Zero(df);
+    const float* xb = x;
+    const auto even = [&](size_t i0, VF v0, size_t i1, VF v1) HWY_ATTR QF_ALWAYS_INLINE {
+      for (int t = 0; t < M; ++t) {
+        a0[t] = hn::MulAdd(v0, hn::LoadU(df, xb + t * K + i0), a0[t]);
+        a1[t] = hn::MulAdd(v1, hn::LoadU(df, xb + t * K + i1), a1[t]);
+      }
+    };
+    const auto odd = [&](size_t i0, VF v0, size_t i1, VF v1) HWY_ATTR QF_ALWAYS_INLINE {
+      for (int t = 0; t < M; ++t) {
+        b0[t] = hn::MulAdd(v0, hn::LoadU(df, xb + B::kW + t * K + i0), b0[t]);
+        b1[t] = hn::MulAdd(v1, hn::LoadU(df, xb + B::kW + t * K + i1), b1[t]);
+      }
+    };
+    int64_t blk = 0;
+    for (; blk + 2 <= nb; blk += 2, p += 2 * B::kB, xb += 2 * B::kW) {
+      B::Run(p, even);
+      B::Run(p + B::kB, odd);
+    }
+    if (blk < nb) B::Run(p, even);
+    for (int t = 0; t < M; ++t) {
+      const VF s = hn::Add(hn::Add(a0[t], a1[t]), hn::Add(b0[t], b1[t]));
+      y[t * ldy + r] = hn::GetLane(hn::SumOfLanes(df, s));
+    }
+  }
+}
+
+template <class B>
+void GemvTokens(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= m; t += 4) GemvT<B, 4>(w, 0, w.rows, x + t * w.cols, y + t * ldy, ldy);
+  if (m - t >= 2) {
+    GemvT<B, 2>(w, 0, w.rows, x + t * w.cols, y + t * ldy, ldy);
+    t += 2;
+  }
+  if (t < m) GemvT<B, 1>(w, 0, w.rows, x + t * w.cols, y + t * ldy, ldy);
+}
+
+template <class Fn>
+bool WithBlock(int id, Fn&& fn) {
+  using namespace ggml_dot;
+  switch (id) {
+    case kQ4_0: fn(BQ4_0{}); return true;
+    case kQ4_1: fn(BQ4_1{}); return true;
+    case kQ5_0: fn(BQ5_0{}); return true;
+    case kQ5_1: fn(BQ5_1{}); return true;
+    case kQ8_0: fn(BQ8_0{}); return true;
+    case kQ2_K: fn(BQ2_K{}); return true;
+    case kQ3_K: fn(BQ3_K{}); return true;
+    case kQ4_K: fn(BQ4_K{}); return true;
+    case kQ5_K: fn(BQ5_K{}); return true;
+    case kQ6_K: fn(BQ6_K{}); return true;
+    case kIQ4_NL: fn(BIQ4_NL{}); return true;
+    case kIQ4_XS: fn(BIQ4_XS{}); return true;
+    default: return false;
+  }
+}
+
+bool SupportsImpl(int id) {
+  return WithBlock(id, [](auto b) HWY_ATTR {
+    (void)b;
+  });
+}
+
+void DecodeRowsImpl(const GgmlRows& w, float* out) {
+  const bool ok = WithBlock(w.type->id, [&](auto b) HWY_ATTR {
+    DecodeRowsT<decltype(b)>(w, out);
+  });
+  QF_CHECK(ok, "no kernel for ggml type {}", w.type->name);
+}
+
+void GemvImpl(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  const bool ok = WithBlock(w.type->id, [&](auto b) HWY_ATTR {
+    GemvTokens<decltype(b)>(w, x, m, y, ldy);
+  });
+  QF_CHECK(ok, "no kernel for ggml type {}", w.type->name);
+}
+
+}  // namespace qf::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace qf::kernels {
+HWY_EXPORT(SupportsImpl);
+HWY_EXPORT(DecodeRowsImpl);
+HWY_EXPORT(GemvImpl);
+
+bool GgmlKernelSupports(const GgmlBlockType& t) {
+  return !t.activation_only && HWY_DYNAMIC_DISPATCH(SupportsImpl)(t.id);
+}
+
+void GgmlDecodeRows(const GgmlRows& w, float* out) {
+  HWY_DYNAMIC_DISPATCH(DecodeRowsImpl)(w, out);
+}
+
+void GgmlGemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemvImpl)(w, x, m, y, ldy);
+}
+
+void GgmlGemvRef(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    w.type->decode(w.data + size_t(r) * w.row_bytes, w.cols, row.data());
+    for (int64_t t = 0; t < m; ++t) {
+      double s = 0;
+      for (int64_t k = 0; k < w.cols; ++k) s += double(row[size_t(k)]) * x[t * w.cols + k];
+      y[t * ldy + r] = float(s);
+    }
+  }
+}
+
+}  // namespace qf::kernels
+#endif  // HWY_ONCE

@@ -1,0 +1,168 @@
+// Kernels on ggml blocks (kernels/cpu/ggml_dot): on every SIMD target this binary contains and
+// this CPU runs, the decoder equals the format table's reference decoder float for float and the
+// GEMV agrees with the reference dot products; MatMulGgmlNT (which routes to them) agrees with
+// its plain reference for decoding-sized and prefill-sized token counts.
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "formats/ggml_blocks.h"
+#include "kernels/cpu/ggml_dot.h"
+#include "kernels/qgemm.h"
+
+namespace qf {
+namespace {
+
+// rows x cols weights of a type: real encodings of heavy-tailed values, then random codes written
+// into a third of the blocks (every code pattern, under the fitted headers), and a few fp16
+// scales replaced by subnormal, negative and zero ones.
+std::vector<std::byte> MakeBlocks(const GgmlBlockType& t, int64_t rows, int64_t cols,
+                                  uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::student_t_distribution<float> dist(4.f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = 0.02f * dist(rng);
+  std::vector<std::byte> out(GgmlRowsBytes(t, rows, cols).value());
+  EXPECT_TRUE(QuantizeRowsGgml(t, w.data(), rows, cols, nullptr, out.data()).ok());
+  const int64_t blocks = rows * cols / t.block;
+  std::vector<uint8_t> codes(static_cast<size_t>(t.block));
+  for (int64_t b = 0; b < blocks; b += 3) {
+    std::byte* blk = out.data() + size_t(b) * t.block_bytes;
+    for (auto& c : codes) c = uint8_t(rng() % (1u << t.codes->bits));
+    GgmlSetCodes(t, codes.data(), blk);
+  }
+  // The first fp16 of the block is d for every type but Q2_K, Q3_K, Q6_K (d at the end).
+  const size_t d_at = t.name == "Q2_K" ? 80 : t.name == "Q3_K" ? 108 : t.name == "Q6_K" ? 208 : 0;
+  const uint16_t odd[] = {0x0001, 0x83ff, 0x8000, 0x0000, 0xbc00};
+  for (int64_t b = 1, i = 0; b < blocks && i < 5; b += 7, ++i) {
+    std::byte* blk = out.data() + size_t(b) * t.block_bytes + d_at;
+    std::memcpy(blk, &odd[i], 2);
+  }
+  return out;
+}
+
+std::vector<const GgmlBlockType*> ModelTypes() {
+  std::vector<const GgmlBlockType*> out;
+  for (const auto& t : GgmlBlockTypes())
+    if (!t.activation_only) out.push_back(&t);
+  return out;
+}
+
+// Runs fn once per SIMD target compiled in and supported here, then restores the default.
+template <class Fn>
+void ForEachTarget(Fn&& fn) {
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  EXPECT_GE(targets.size(), 2u);  // at least one SIMD target beside the emulated baseline
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    fn();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+TEST(GgmlKernels, EveryModelTypeHasKernels) {
+  const auto types = ModelTypes();
+  EXPECT_EQ(types.size(), 12u);
+  for (const auto* t : types) EXPECT_TRUE(kernels::GgmlKernelSupports(*t)) << t->name;
+  EXPECT_FALSE(kernels::GgmlKernelSupports(*FindGgmlBlockType("Q8_K")));
+}
+
+TEST(GgmlKernels, DecodeEqualsTheReferenceDecoderOnEveryTarget) {
+  for (const auto* t : ModelTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 5, cols = 3 * 256;
+    const auto blocks = MakeBlocks(*t, rows, cols, 7);
+    std::vector<float> ref(static_cast<size_t>(rows * cols));
+    ASSERT_TRUE(DequantizeRowsGgml(*t, blocks.data(), rows, cols, ref.data()).ok());
+    const kernels::GgmlRows w{t, blocks.data(), size_t(cols / t->block) * t->block_bytes, rows,
+                              cols};
+    ForEachTarget([&] {
+      std::vector<float> got(ref.size(), -1.f);
+      kernels::GgmlDecodeRows(w, got.data());
+      int64_t differ = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        uint32_t a, b;
+        std::memcpy(&a, &ref[i], 4);
+        std::memcpy(&b, &got[i], 4);
+        differ += a != b;
+      }
+      EXPECT_EQ(differ, 0);
+    });
+  }
+}
+
+TEST(GgmlKernels, GemvAgreesWithTheReferenceOnEveryTarget) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  for (const auto* t : ModelTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 9, cols = 5 * 256;  // an odd block count per row for the 256 types
+    const auto blocks = MakeBlocks(*t, rows, cols, 11);
+    const kernels::GgmlRows w{t, blocks.data(), size_t(cols / t->block) * t->block_bytes, rows,
+                              cols};
+    std::vector<float> dec(static_cast<size_t>(rows * cols));
+    ASSERT_TRUE(DequantizeRowsGgml(*t, blocks.data(), rows, cols, dec.data()).ok());
+    for (int64_t m : {1, 2, 3, 4, 7}) {
+      SCOPED_TRACE(m);
+      std::vector<float> x(static_cast<size_t>(m * cols));
+      for (auto& v : x) v = nd(rng);
+      const int64_t ldy = rows + 3;
+      std::vector<float> ref(static_cast<size_t>(m * ldy), 0.f);
+      kernels::GgmlGemvRef(w, x.data(), m, ref.data(), ldy);
+      ForEachTarget([&] {
+        std::vector<float> got(ref.size(), 0.f);
+        kernels::GgmlGemv(w, x.data(), m, got.data(), ldy);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double mag = 0;  // Σ|w·x|: the scale of float rounding in the sum
+            for (int64_t k = 0; k < cols; ++k)
+              mag += std::fabs(double(dec[size_t(r * cols + k)]) * x[size_t(i * cols + k)]);
+            const float a = ref[size_t(i * ldy + r)], b = got[size_t(i * ldy + r)];
+            EXPECT_NEAR(a, b, 1e-6 * mag + 1e-30) << "token " << i << " row " << r;
+          }
+          for (int64_t r = rows; r < ldy; ++r) EXPECT_EQ(got[size_t(i * ldy + r)], 0.f);
+        }
+      });
+    }
+  }
+}
+
+TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (const char* name : {"Q4_0", "Q8_0", "Q4_K", "Q6_K", "IQ4_XS"}) {
+    SCOPED_TRACE(name);
+    const GgmlBlockType& t = *FindGgmlBlockType(name);
+    const int64_t rows = 200, cols = 512;
+    auto blocks = std::make_shared<std::vector<std::byte>>(MakeBlocks(t, rows, cols, 13));
+    GgmlTensor w;
+    w.type = &t;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = size_t(cols / t.block) * t.block_bytes;
+    w.data = blocks->data();
+    w.owner = blocks;
+    std::vector<float> bias(static_cast<size_t>(rows));
+    for (auto& v : bias) v = nd(rng);
+    for (int64_t m : {1, 3, 40}) {
+      SCOPED_TRACE(m);
+      std::vector<float> x(static_cast<size_t>(m * cols));
+      for (auto& v : x) v = nd(rng);
+      std::vector<float> ref(static_cast<size_t>(m * rows)), got(ref.size());
+      kernels::MatMulGgmlNTRef(x.data(), w, bias.data(), ref.data(), m);
+      kernels::MatMulGgmlNT(x.data(), w, bias.data(), got.data(), m);
+      double worst = 0;
+      for (size_t i = 0; i < ref.size(); ++i)
+        worst = std::max(worst, std::fabs(double(ref[i]) - got[i]) / (1.0 + std::fabs(ref[i])));
+      EXPECT_LT(worst, 1e-4);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qf
