@@ -12,7 +12,10 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/result.h"
@@ -73,12 +76,13 @@ HWY_INLINE float Half(const uint8_t* p) {
 }
 
 using DF = hn::CappedTag<float, 16>;
-using DI = hn::RebindToSigned<DF>;
-using DU = hn::RebindToUnsigned<DF>;
+using DI = hn::Rebind<int16_t, DF>;   // a block's codes: N int16 lanes
+using DU = hn::RebindToUnsigned<DI>;
+using D32 = hn::Rebind<int32_t, DF>;
 using VF = hn::Vec<DF>;
 using VI = hn::Vec<DI>;
 
-// N bytes from p, each widened to an int32 lane.
+// N bytes from p, each widened to an int16 lane.
 HWY_INLINE VI Bytes(const uint8_t* p) {
   const hn::Rebind<uint8_t, DI> d8;
   return hn::PromoteTo(DI(), hn::LoadU(d8, p));
@@ -87,11 +91,11 @@ HWY_INLINE VI SignedBytes(const uint8_t* p) {
   const hn::Rebind<int8_t, DI> d8;
   return hn::PromoteTo(DI(), hn::LoadU(d8, reinterpret_cast<const int8_t*>(p)));
 }
-HWY_INLINE VF F(VI v) { return hn::ConvertTo(DF(), v); }
-HWY_INLINE VI I(int v) { return hn::Set(DI(), v); }
+HWY_INLINE VF F(VI v) { return hn::ConvertTo(DF(), hn::PromoteTo(D32(), v)); }
+HWY_INLINE VI I(int v) { return hn::Set(DI(), int16_t(v)); }
 HWY_INLINE VF S(float v) { return hn::Set(DF(), v); }
 
-// IQ4's grid values of the N low (hi = false) or high nibbles at p, as int32 lanes.
+// IQ4's grid values of the N low (hi = false) or high nibbles at p.
 HWY_INLINE VI Iq4Values(const uint8_t* p, bool hi) {
 #if HWY_TARGET == HWY_SCALAR
   const int q = hi ? p[0] >> 4 : p[0] & 0xF;
@@ -122,109 +126,120 @@ HWY_INLINE void Scales(float d, const V* v, float* out) {
   }
 }
 
+// i1 of an emit that carries one vector.
+constexpr size_t kNone = ~size_t(0);
+
 // ---- one decoder per type ----------------------------------------------------------------------
+// Run(block, emit) calls emit(i0, q0, i1, q1, a, c): integer levels q0 of weights i0 .. i0+N-1
+// and q1 of weights i1 .. i1+N-1 of the block, both decoding to a * q - c (kMin types; a * q for
+// the others). a and c are the reference decoder's own float factors, so a * q [- c] in float is
+// its output bit for bit.
 
 struct BQ4_0 {  // d; x = (q - 8) * d
   static constexpr size_t kW = 32, kB = 18;
+  static constexpr bool kMin = false;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
-    const VF d = S(Half(b));
+    const float d = Half(b);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N) {
       const VI q = Bytes(b + 2 + j);
-      emit(j, hn::Mul(F(hn::Sub(hn::And(q, I(15)), I(8))), d), j + 16,
-           hn::Mul(F(hn::Sub(hn::ShiftRight<4>(q), I(8))), d));
+      emit(j, hn::Sub(hn::And(q, I(15)), I(8)), j + 16, hn::Sub(hn::ShiftRight<4>(q), I(8)), d,
+           0.f);
     }
   }
 };
 
 struct BQ4_1 {  // d, m; x = q * d + m
   static constexpr size_t kW = 32, kB = 20;
+  static constexpr bool kMin = true;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
-    const VF d = S(Half(b)), m = S(Half(b + 2));
+    const float d = Half(b), m = Half(b + 2);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N) {
       const VI q = Bytes(b + 4 + j);
-      emit(j, hn::Add(hn::Mul(F(hn::And(q, I(15))), d), m), j + 16,
-           hn::Add(hn::Mul(F(hn::ShiftRight<4>(q)), d), m));
+      emit(j, hn::And(q, I(15)), j + 16, hn::ShiftRight<4>(q), d, -m);
     }
   }
 };
 
-// The fifth bits of weights j .. j + N - 1 of a Q5 block: bit j of qh, moved to bit 4.
+// The fifth bits of weights j .. j + N - 1 of a Q5 block (bit j of qh), as 16 or 0.
+alignas(64) constexpr uint16_t kBit[16] = {1,     2,     4,     8,     16,    32,    64,    128,
+                                           256,   512,   1024,  2048,  4096,  8192,  16384, 32768};
 HWY_INLINE VI FifthBits(uint32_t qh, size_t j) {
   const DU du;
-  const auto bits = hn::And(hn::Set(du, qh) >> hn::Iota(du, uint32_t(j)), hn::Set(du, 1u));
-  return hn::BitCast(DI(), hn::ShiftLeft<4>(bits));
+  const uint16_t half = uint16_t(j < 16 ? qh : qh >> 16);
+  const auto set = hn::And(hn::Set(du, half), hn::LoadU(du, kBit + j % 16));
+  return hn::BitCast(DI(), hn::IfThenElseZero(hn::Ne(set, hn::Zero(du)), hn::Set(du, uint16_t(16))));
 }
 
 struct BQ5_0 {  // d, qh; x = (q - 16) * d
   static constexpr size_t kW = 32, kB = 22;
+  static constexpr bool kMin = false;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
-    const VF d = S(Half(b));
+    const float d = Half(b);
     const uint32_t qh = ggml_dot::U32(b + 2);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N) {
       const VI q = Bytes(b + 6 + j);
       const VI lo = hn::Or(hn::And(q, I(15)), FifthBits(qh, j));
       const VI hi = hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16));
-      emit(j, hn::Mul(F(hn::Sub(lo, I(16))), d), j + 16, hn::Mul(F(hn::Sub(hi, I(16))), d));
+      emit(j, hn::Sub(lo, I(16)), j + 16, hn::Sub(hi, I(16)), d, 0.f);
     }
   }
 };
 
 struct BQ5_1 {  // d, m, qh; x = q * d + m
   static constexpr size_t kW = 32, kB = 24;
+  static constexpr bool kMin = true;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
-    const VF d = S(Half(b)), m = S(Half(b + 2));
+    const float d = Half(b), m = Half(b + 2);
     const uint32_t qh = ggml_dot::U32(b + 4);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N) {
       const VI q = Bytes(b + 8 + j);
-      const VI lo = hn::Or(hn::And(q, I(15)), FifthBits(qh, j));
-      const VI hi = hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16));
-      emit(j, hn::Add(hn::Mul(F(lo), d), m), j + 16, hn::Add(hn::Mul(F(hi), d), m));
+      emit(j, hn::Or(hn::And(q, I(15)), FifthBits(qh, j)), j + 16,
+           hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16)), d, -m);
     }
   }
 };
 
 struct BQ8_0 {  // d; x = q * d, q int8
   static constexpr size_t kW = 32, kB = 34;
+  static constexpr bool kMin = false;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
-    const VF d = S(Half(b));
+    const float d = Half(b);
     HWY_UNROLL(4)
-    for (size_t j = 0; j < 16; j += N) {
-      emit(j, hn::Mul(F(SignedBytes(b + 2 + j)), d), j + 16,
-           hn::Mul(F(SignedBytes(b + 18 + j)), d));
-    }
+    for (size_t j = 0; j < 16; j += N)
+      emit(j, SignedBytes(b + 2 + j), j + 16, SignedBytes(b + 18 + j), d, 0.f);
   }
 };
 
 struct BIQ4_NL {  // d; x = d * grid[q]
   static constexpr size_t kW = 32, kB = 18;
+  static constexpr bool kMin = false;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
-    const VF d = S(Half(b));
+    const float d = Half(b);
     HWY_UNROLL(4)
-    for (size_t j = 0; j < 16; j += N) {
-      emit(j, hn::Mul(d, F(Iq4Values(b + 2 + j, false))), j + 16,
-           hn::Mul(d, F(Iq4Values(b + 2 + j, true))));
-    }
+    for (size_t j = 0; j < 16; j += N)
+      emit(j, Iq4Values(b + 2 + j, false), j + 16, Iq4Values(b + 2 + j, true), d, 0.f);
   }
 };
 
 struct BIQ4_XS {  // d, 6-bit sub-block scales; x = d * (ls - 32) * grid[q]
   static constexpr size_t kW = 256, kB = 136;
+  static constexpr bool kMin = false;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
@@ -240,18 +255,21 @@ struct BIQ4_XS {  // d, 6-bit sub-block scales; x = d * (ls - 32) * grid[q]
     const uint8_t* qs = b + 8;
     HWY_UNROLL(8)
     for (size_t ib = 0; ib < 8; ++ib, qs += 16) {
-      const VF d = S(dl[ib]);
       HWY_UNROLL(4)
       for (size_t j = 0; j < 16; j += N) {
-        emit(32 * ib + j, hn::Mul(d, F(Iq4Values(qs + j, false))), 32 * ib + 16 + j,
-             hn::Mul(d, F(Iq4Values(qs + j, true))));
+        emit(32 * ib + j, Iq4Values(qs + j, false), 32 * ib + 16 + j, Iq4Values(qs + j, true),
+             dl[ib], 0.f);
       }
     }
   }
 };
 
+// Q2_K, Q3_K, Q6_K have sub-blocks of 16: an emit pairs weights l and l + 16 of one sub-block
+// at a time for N < 16; for N = 16 the two halves of a vector pair are two sub-blocks, so those
+// emit one vector at a time (the second of the pair all zero codes).
 struct BQ2_K {  // scales (4-bit scale | min << 4) x16, qs[64], d, dmin; x = d*sc * q - dmin*m
   static constexpr size_t kW = 256, kB = 84;
+  static constexpr bool kMin = true;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
@@ -271,13 +289,12 @@ struct BQ2_K {  // scales (4-bit scale | min << 4) x16, qs[64], d, dmin; x = d*s
       for (int shift = 0; shift < 8; shift += 2) {
         const int is = 8 * n + shift;
         const size_t o = size_t(16 * is);
-        const VF d0 = S(dl[is]), m0 = S(ml[is]), d1 = S(dl[is + 1]), m1 = S(ml[is + 1]);
         HWY_UNROLL(4)
         for (size_t l = 0; l < 16; l += N) {
-          const VI q0 = hn::And(hn::ShiftRightSame(Bytes(q + l), shift), I(3));
-          const VI q1 = hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3));
-          emit(o + l, hn::Sub(hn::Mul(d0, F(q0)), m0), o + 16 + l,
-               hn::Sub(hn::Mul(d1, F(q1)), m1));
+          emit(o + l, hn::And(hn::ShiftRightSame(Bytes(q + l), shift), I(3)), kNone, hn::Zero(DI()), dl[is],
+               ml[is]);
+          emit(o + 16 + l, hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3)), kNone, hn::Zero(DI()),
+               dl[is + 1], ml[is + 1]);
         }
       }
     }
@@ -286,6 +303,7 @@ struct BQ2_K {  // scales (4-bit scale | min << 4) x16, qs[64], d, dmin; x = d*s
 
 struct BQ3_K {  // hmask[32], qs[64], 6-bit signed scales, d; x = d*sc * (q - (high bit ? 0 : 4))
   static constexpr size_t kW = 256, kB = 110;
+  static constexpr bool kMin = false;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
@@ -301,16 +319,15 @@ struct BQ3_K {  // hmask[32], qs[64], 6-bit signed scales, d; x = d*sc * (q - (h
       for (int shift = 0; shift < 8; shift += 2) {
         const int is = 8 * n + shift, hb = 4 * n + shift / 2;
         const size_t o = size_t(16 * is);
-        const VF d0 = S(dl[is]), d1 = S(dl[is + 1]);
         HWY_UNROLL(4)
         for (size_t l = 0; l < 16; l += N) {
           const VI lo0 = hn::And(hn::ShiftRightSame(Bytes(q + l), shift), I(3));
           const VI lo1 = hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3));
           const VI h0 = hn::And(hn::ShiftRightSame(Bytes(b + l), hb), I(1));
           const VI h1 = hn::And(hn::ShiftRightSame(Bytes(b + 16 + l), hb), I(1));
-          const VI q0 = hn::Sub(hn::Or(lo0, hn::ShiftLeft<2>(h0)), I(4));
-          const VI q1 = hn::Sub(hn::Or(lo1, hn::ShiftLeft<2>(h1)), I(4));
-          emit(o + l, hn::Mul(d0, F(q0)), o + 16 + l, hn::Mul(d1, F(q1)));
+          emit(o + l, hn::Sub(hn::Or(lo0, hn::ShiftLeft<2>(h0)), I(4)), kNone, hn::Zero(DI()), dl[is], 0.f);
+          emit(o + 16 + l, hn::Sub(hn::Or(lo1, hn::ShiftLeft<2>(h1)), I(4)), kNone, hn::Zero(DI()),
+               dl[is + 1], 0.f);
         }
       }
     }
@@ -328,6 +345,7 @@ HWY_INLINE void ScalesK4(const uint8_t* b, float* dl, float* ml) {
 
 struct BQ4_K {  // d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dmin*m
   static constexpr size_t kW = 256, kB = 144;
+  static constexpr bool kMin = true;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
@@ -336,13 +354,13 @@ struct BQ4_K {  // d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dm
     const uint8_t* q = b + 16;
     HWY_UNROLL(4)
     for (int is = 0; is < 8; is += 2, q += 32) {
-      const VF d0 = S(dl[is]), m0 = S(ml[is]), d1 = S(dl[is + 1]), m1 = S(ml[is + 1]);
       const size_t o = size_t(32 * is);
-      HWY_UNROLL(8)
-      for (size_t l = 0; l < 32; l += N) {
-        const VI v = Bytes(q + l);
-        emit(o + l, hn::Sub(hn::Mul(d0, F(hn::And(v, I(15)))), m0), o + 32 + l,
-             hn::Sub(hn::Mul(d1, F(hn::ShiftRight<4>(v))), m1));
+      HWY_UNROLL(4)
+      for (size_t l = 0; l < 16; l += N) {
+        const VI v0 = Bytes(q + l), v1 = Bytes(q + 16 + l);
+        emit(o + l, hn::And(v0, I(15)), o + 16 + l, hn::And(v1, I(15)), dl[is], ml[is]);
+        emit(o + 32 + l, hn::ShiftRight<4>(v0), o + 48 + l, hn::ShiftRight<4>(v1), dl[is + 1],
+             ml[is + 1]);
       }
     }
   }
@@ -350,6 +368,7 @@ struct BQ4_K {  // d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dm
 
 struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
   static constexpr size_t kW = 256, kB = 176;
+  static constexpr bool kMin = true;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
@@ -359,16 +378,18 @@ struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
     const uint8_t* ql = b + 48;
     HWY_UNROLL(4)
     for (int is = 0; is < 8; is += 2, ql += 32) {
-      const VF d0 = S(dl[is]), m0 = S(ml[is]), d1 = S(dl[is + 1]), m1 = S(ml[is + 1]);
       const size_t o = size_t(32 * is);
-      HWY_UNROLL(8)
-      for (size_t l = 0; l < 32; l += N) {
-        const VI v = Bytes(ql + l), h = Bytes(qh + l);
-        const VI q0 = hn::Or(hn::And(v, I(15)),
-                             hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, is), I(1))));
-        const VI q1 = hn::Or(hn::ShiftRight<4>(v),
-                             hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, is + 1), I(1))));
-        emit(o + l, hn::Sub(hn::Mul(d0, F(q0)), m0), o + 32 + l, hn::Sub(hn::Mul(d1, F(q1)), m1));
+      HWY_UNROLL(4)
+      for (size_t l = 0; l < 16; l += N) {
+        const VI v0 = Bytes(ql + l), v1 = Bytes(ql + 16 + l);
+        const VI h0 = Bytes(qh + l), h1 = Bytes(qh + 16 + l);
+        const auto bit = [&](VI h, int k) HWY_ATTR QF_ALWAYS_INLINE {
+          return hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, k), I(1)));
+        };
+        emit(o + l, hn::Or(hn::And(v0, I(15)), bit(h0, is)), o + 16 + l,
+             hn::Or(hn::And(v1, I(15)), bit(h1, is)), dl[is], ml[is]);
+        emit(o + 32 + l, hn::Or(hn::ShiftRight<4>(v0), bit(h0, is + 1)), o + 48 + l,
+             hn::Or(hn::ShiftRight<4>(v1), bit(h1, is + 1)), dl[is + 1], ml[is + 1]);
       }
     }
   }
@@ -376,6 +397,7 @@ struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
 
 struct BQ6_K {  // ql[128], qh[64], int8 scales x16, d; x = d*sc * (q - 32)
   static constexpr size_t kW = 256, kB = 210;
+  static constexpr bool kMin = false;
   template <class E>
   static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
     const size_t N = hn::Lanes(DF());
@@ -398,14 +420,22 @@ struct BQ6_K {  // ql[128], qh[64], int8 scales x16, d; x = d*sc * (q - 32)
             I(32));
         const VI q4 = hn::Sub(hn::Or(hn::ShiftRight<4>(c), hn::ShiftLeft<4>(hn::ShiftRight<6>(h))),
                               I(32));
-        emit(n + l, hn::Mul(S(sc[is]), F(q1)), n + 32 + l, hn::Mul(S(sc[is + 2]), F(q2)));
-        emit(n + 64 + l, hn::Mul(S(sc[is + 4]), F(q3)), n + 96 + l, hn::Mul(S(sc[is + 6]), F(q4)));
+        emit(n + l, q1, kNone, hn::Zero(DI()), sc[is], 0.f);
+        emit(n + 32 + l, q2, kNone, hn::Zero(DI()), sc[is + 2], 0.f);
+        emit(n + 64 + l, q3, kNone, hn::Zero(DI()), sc[is + 4], 0.f);
+        emit(n + 96 + l, q4, kNone, hn::Zero(DI()), sc[is + 6], 0.f);
       }
     }
   }
 };
 
 // ---- drivers -----------------------------------------------------------------------------------
+
+template <class B>
+HWY_INLINE VF Value(VI q, float a, float c) {
+  const VF v = hn::Mul(S(a), F(q));
+  return B::kMin ? hn::Sub(v, S(c)) : v;
+}
 
 template <class B>
 void DecodeRowsT(const GgmlRows& w, float* out) {
@@ -415,58 +445,158 @@ void DecodeRowsT(const GgmlRows& w, float* out) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
     float* o = out + r * w.cols;
     for (int64_t blk = 0; blk < nb; ++blk, p += B::kB, o += B::kW) {
-      B::Run(p, [&](size_t i0, VF v0, size_t i1, VF v1) HWY_ATTR QF_ALWAYS_INLINE {
-        hn::StoreU(v0, df, o + i0);
-        hn::StoreU(v1, df, o + i1);
+      B::Run(p, [&](size_t i0, VI q0, size_t i1, VI q1, float a, float c) HWY_ATTR QF_ALWAYS_INLINE {
+        hn::StoreU(Value<B>(q0, a, c), df, o + i0);
+        if (i1 != kNone) hn::StoreU(Value<B>(q1, a, c), df, o + i1);
       });
     }
   }
 }
 
-// M tokens at a time; even and odd blocks feed two pairs of accumulators (four FMA chains).
-template <class B, int M>
-void GemvT(const GgmlRows& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
-  const DF df;
-  const int64_t K = w.cols, nb = K / int64_t(B::kW);
-  for (int64_t r = r0; r < r1; ++r) {
+// Four FMA chains per token: even and odd blocks, and within a block successive vectors
+// (i0 / N), alternate between two pairs of accumulators. Acc: the accumulator vector type;
+// step(acc, t, i0, q0, i1, q1, a, c) adds one emit of token t.
+template <class B, int M, class Acc, class Step, class Finish>
+HWY_INLINE void RowLoop(const GgmlRows& w, Acc zero, const Step& step, const Finish& finish) {
+  const size_t N = hn::Lanes(DF());
+  const int64_t nb = w.cols / int64_t(B::kW);
+  for (int64_t r = 0; r < w.rows; ++r) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
-    VF a0[M], a1[M], b0[M], b1[M];
-    for (int t = 0; t < M; ++t) a0[t] = a1[t] = b0[t] = b1[t] = hn::Zero(df);
-    const float* xb = x;
-    const auto even = [&](size_t i0, VF v0, size_t i1, VF v1) HWY_ATTR QF_ALWAYS_INLINE {
-      for (int t = 0; t < M; ++t) {
-        a0[t] = hn::MulAdd(v0, hn::LoadU(df, xb + t * K + i0), a0[t]);
-        a1[t] = hn::MulAdd(v1, hn::LoadU(df, xb + t * K + i1), a1[t]);
-      }
+    Acc a0[M], a1[M];
+    float mins[M];
+    for (int t = 0; t < M; ++t) {
+      a0[t] = a1[t] = zero;
+      mins[t] = 0.f;
+    }
+    size_t base = 0;
+    const auto even = [&](size_t i0, VI q0, size_t i1, VI q1, float a, float c) HWY_ATTR
+                          QF_ALWAYS_INLINE {
+      const bool odd = (i0 / N) & 1;
+      for (int t = 0; t < M; ++t)
+        step(odd ? a1[t] : a0[t], mins[t], t, base + i0, q0, i1 == kNone ? kNone : base + i1, q1,
+             a, c);
     };
-    const auto odd = [&](size_t i0, VF v0, size_t i1, VF v1) HWY_ATTR QF_ALWAYS_INLINE {
-      for (int t = 0; t < M; ++t) {
-        b0[t] = hn::MulAdd(v0, hn::LoadU(df, xb + B::kW + t * K + i0), b0[t]);
-        b1[t] = hn::MulAdd(v1, hn::LoadU(df, xb + B::kW + t * K + i1), b1[t]);
-      }
+    const auto odd = [&](size_t i0, VI q0, size_t i1, VI q1, float a, float c) HWY_ATTR
+                         QF_ALWAYS_INLINE {
+      const bool odd = !((i0 / N) & 1);
+      for (int t = 0; t < M; ++t)
+        step(odd ? a1[t] : a0[t], mins[t], t, base + i0, q0, i1 == kNone ? kNone : base + i1, q1,
+             a, c);
     };
     int64_t blk = 0;
-    for (; blk + 2 <= nb; blk += 2, p += 2 * B::kB, xb += 2 * B::kW) {
+    for (; blk + 2 <= nb; blk += 2) {
       B::Run(p, even);
-      B::Run(p + B::kB, odd);
+      p += B::kB;
+      base += B::kW;
+      B::Run(p, odd);
+      p += B::kB;
+      base += B::kW;
     }
     if (blk < nb) B::Run(p, even);
-    for (int t = 0; t < M; ++t) {
-      const VF s = hn::Add(hn::Add(a0[t], a1[t]), hn::Add(b0[t], b1[t]));
-      y[t * ldy + r] = hn::GetLane(hn::SumOfLanes(df, s));
+    for (int t = 0; t < M; ++t) finish(r, t, hn::Add(a0[t], a1[t]), mins[t]);
+  }
+}
+
+// The float GEMV: every emit decoded to floats (as GgmlDecodeRows) and multiplied into x.
+template <class B, int M>
+void GemvFloat(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
+  const DF df;
+  const int64_t K = w.cols;
+  RowLoop<B, M>(
+      w, hn::Zero(df),
+      [&](VF& acc, float&, int t, size_t i0, VI q0, size_t i1, VI q1, float a, float c)
+          HWY_ATTR QF_ALWAYS_INLINE {
+            acc = hn::MulAdd(Value<B>(q0, a, c), hn::LoadU(df, x + t * K + i0), acc);
+            if (i1 != kNone) acc = hn::MulAdd(Value<B>(q1, a, c), hn::LoadU(df, x + t * K + i1), acc);
+          },
+      [&](int64_t r, int t, VF acc, float) HWY_ATTR {
+        y[t * ldy + r] = hn::GetLane(hn::SumOfLanes(df, acc));
+      });
+}
+
+#if HWY_TARGET != HWY_SCALAR
+// The integer GEMV: x of each token in 16-bit fixed point (one scale per token: x ≈ dx * xq,
+// |xq| <= 32767), codes times xq summed pairwise into int32 lanes (vpmaddwd), then scaled by the
+// emit's a in float; the mins' c * Σx from float sums of x over each vector's span.
+template <class B, int M>
+void GemvInt(const GgmlRows& w, const int16_t* xq, const float* dx, const float* xs, float* y,
+             int64_t ldy) {
+  const DI di;
+  const hn::Repartition<int32_t, DI> dw;
+  const hn::Repartition<float, DI> dfw;
+  const size_t N = hn::Lanes(DF());
+  const int64_t K = w.cols, G = K / int64_t(N);
+  RowLoop<B, M>(
+      w, hn::Zero(dfw),
+      [&](hn::Vec<decltype(dfw)>& acc, float& mins, int t, size_t i0, VI q0, size_t i1, VI q1,
+          float a, float c) HWY_ATTR QF_ALWAYS_INLINE {
+        auto s1 = hn::Zero(dw);
+        auto s = hn::ReorderWidenMulAccumulate(dw, q0, hn::LoadU(di, xq + t * K + i0),
+                                               hn::Zero(dw), s1);
+        if (i1 != kNone)
+          s = hn::ReorderWidenMulAccumulate(dw, q1, hn::LoadU(di, xq + t * K + i1), s, s1);
+        s = hn::RearrangeToOddPlusEven(s, s1);
+        acc = hn::MulAdd(hn::ConvertTo(dfw, s), hn::Set(dfw, a), acc);
+        if (B::kMin) mins += c * (xs[t * G + i0 / N] + (i1 != kNone ? xs[t * G + i1 / N] : 0.f));
+      },
+      [&](int64_t r, int t, hn::Vec<decltype(dfw)> acc, float mins) HWY_ATTR {
+        y[t * ldy + r] = dx[t] * hn::GetLane(hn::SumOfLanes(dfw, acc)) - mins;
+      });
+}
+#endif
+
+// x[m, K] -> xq (16-bit fixed point per token), dx, and xs (sums of each N floats); false when
+// some x is not finite (the float GEMV takes those).
+bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, float* dx, float* xs) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const int64_t G = K / int64_t(N);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * K;
+    auto vmax = hn::Zero(df);
+    for (int64_t g = 0; g < G; ++g) {
+      const VF v = hn::LoadU(df, xt + g * int64_t(N));
+      vmax = hn::Max(vmax, hn::Abs(v));
+      xs[t * G + g] = hn::GetLane(hn::SumOfLanes(df, v));
+    }
+    const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf or NaN
+    dx[t] = amax / 32767.f;
+    const float inv = amax > 0 ? 32767.f / amax : 0.f;
+    for (int64_t k = 0; k < K; ++k) {
+      const float q = std::nearbyint(xt[k] * inv);
+      xq[t * K + k] = int16_t(std::clamp(q, -32767.f, 32767.f));
     }
   }
+  return true;
+}
+
+template <class B, int M>
+void GemvM(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
+#if HWY_TARGET != HWY_SCALAR
+  const int64_t K = w.cols, G = K / int64_t(hn::Lanes(DF()));
+  thread_local std::vector<int16_t> xq;
+  thread_local std::vector<float> xs;
+  xq.resize(size_t(M * K));
+  xs.resize(size_t(M * G));
+  float dx[M];
+  if (QuantizeActivations(x, M, K, xq.data(), dx, xs.data())) {
+    GemvInt<B, M>(w, xq.data(), dx, xs.data(), y, ldy);
+    return;
+  }
+#endif
+  GemvFloat<B, M>(w, x, y, ldy);
 }
 
 template <class B>
 void GemvTokens(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   int64_t t = 0;
-  for (; t + 4 <= m; t += 4) GemvT<B, 4>(w, 0, w.rows, x + t * w.cols, y + t * ldy, ldy);
+  for (; t + 4 <= m; t += 4) GemvM<B, 4>(w, x + t * w.cols, y + t * ldy, ldy);
   if (m - t >= 2) {
-    GemvT<B, 2>(w, 0, w.rows, x + t * w.cols, y + t * ldy, ldy);
+    GemvM<B, 2>(w, x + t * w.cols, y + t * ldy, ldy);
     t += 2;
   }
-  if (t < m) GemvT<B, 1>(w, 0, w.rows, x + t * w.cols, y + t * ldy, ldy);
+  if (t < m) GemvM<B, 1>(w, x + t * w.cols, y + t * ldy, ldy);
 }
 
 template <class Fn>
