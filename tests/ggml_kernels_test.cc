@@ -72,6 +72,21 @@ TEST(GgmlKernels, EveryModelTypeHasKernels) {
   EXPECT_FALSE(kernels::GgmlKernelSupports(*FindGgmlBlockType("Q8_K")));
 }
 
+TEST(GgmlKernels, AllScalesAtOnceEqualOneAtATime) {
+  std::mt19937 rng(1);
+  for (int trial = 0; trial < 1000; ++trial) {
+    uint8_t s[12], sc[8], m[8];
+    for (auto& v : s) v = uint8_t(rng());
+    ggml::GetScalesMinsK4(s, sc, m);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t a, b;
+      ggml::GetScaleMinK4(j, s, &a, &b);
+      ASSERT_EQ(sc[j], a);
+      ASSERT_EQ(m[j], b);
+    }
+  }
+}
+
 TEST(GgmlKernels, DecodeEqualsTheReferenceDecoderOnEveryTarget) {
   for (const auto* t : ModelTypes()) {
     SCOPED_TRACE(std::string(t->name));

@@ -130,6 +130,21 @@ inline void GetScaleMinK4(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
     *m = uint8_t((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
   }
 }
+// All 8 at once (sc[j], m[j] for j = 0..7), four bytes at a time.
+inline void GetScalesMinsK4(const uint8_t* s, uint8_t* sc, uint8_t* m) {
+  const auto word = [&](int i) {
+    return uint32_t(s[4 * i]) | uint32_t(s[4 * i + 1]) << 8 | uint32_t(s[4 * i + 2]) << 16 |
+           uint32_t(s[4 * i + 3]) << 24;
+  };
+  const uint32_t u0 = word(0), u1 = word(1), u2 = word(2);
+  const uint32_t out[4] = {u0 & 0x3f3f3f3fu, (u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4,
+                           u1 & 0x3f3f3f3fu,
+                           ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4};
+  for (int i = 0; i < 4; ++i) {
+    uint8_t* dst = i < 2 ? sc + 4 * i : m + 4 * (i - 2);
+    for (int k = 0; k < 4; ++k) dst[k] = uint8_t(out[i] >> (8 * k));
+  }
+}
 // Q3_K: the signed scale (-32..31) of sub-block j (0..15) from the 12 scale bytes.
 inline int ScaleQ3(int j, const uint8_t* s) {
   const int low = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;

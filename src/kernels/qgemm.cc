@@ -83,7 +83,7 @@ void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
 // tile per thread. Few tokens (generation) keep 64-row tiles, which spread over the threads.
 constexpr int64_t kTileFloats = int64_t(1) << 20;
 // Up to this many tokens the fused GEMV of kernels/cpu/ggml_dot runs instead (rows split over the
-// threads in chunks of kGemvRows): decoding the blocks costs more than the dot products until
+// threads, at least kGemvRows each): decoding the blocks costs more than the dot products until
 // the decoded weights are reused by enough tokens.
 constexpr int64_t kGemvTokens = 8;
 constexpr int64_t kGemvRows = 32;
@@ -100,10 +100,13 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
   const int64_t N = w.rows, K = w.cols;
   const bool nested = omp_in_parallel();
   if (m <= kGemvTokens && GgmlKernelSupports(*w.type)) {
-    const int64_t chunks = (N + kGemvRows - 1) / kGemvRows;
+    // One contiguous range of rows per thread: each GgmlGemv call prepares the activations once.
+    const int threads = nested ? 1 : omp_get_max_threads();
+    const int64_t per = std::max(kGemvRows, (N + threads - 1) / threads);
+    const int64_t chunks = (N + per - 1) / per;
 #pragma omp parallel for schedule(static) if (chunks > 1 && !nested)
     for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t r0 = c * kGemvRows, r1 = std::min(N, r0 + kGemvRows);
+      const int64_t r0 = c * per, r1 = std::min(N, r0 + per);
       GgmlGemv(RowsOf(w, r0, r1), x, m, y + r0, N);
       if (bias)
         for (int64_t i = 0; i < m; ++i)

@@ -1,12 +1,9 @@
 // Highway implementations of ggml_dot.h, compiled once per SIMD target (foreach_target).
 // Built with -ffp-contract=off (CMakeLists.txt): the decoders' products and sums must round
 // exactly as the reference decoders' do; the GEMV's fused multiply-adds are explicit (MulAdd).
-//
-// One decoder per type (struct B<type> below): Run(block, emit) calls
-// emit(i0, v0, i1, v1) with two vectors of N decoded weights each (N = the float lanes, capped at
-// 16 so that every sub-block of 16 or 32 weights is a whole number of vectors), v0 holding
-// weights i0 .. i0 + N - 1 of the block and v1 weights i1 .. i1 + N - 1. Pairs give the GEMV two
-// independent accumulator chains.
+// Vectors hold N = min(float lanes, 16) weights, so every sub-block (16 or 32 weights) is a whole
+// number of vectors: on AVX-512 the int16 levels fill 256-bit registers, as in llama.cpp's AVX2
+// kernels, and the float accumulators 256 or 512 bits.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/ggml_dot.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -131,9 +128,9 @@ constexpr size_t kNone = ~size_t(0);
 
 // ---- one decoder per type ----------------------------------------------------------------------
 // Run(block, emit) calls emit(i0, q0, i1, q1, a, c): integer levels q0 of weights i0 .. i0+N-1
-// and q1 of weights i1 .. i1+N-1 of the block, both decoding to a * q - c (kMin types; a * q for
-// the others). a and c are the reference decoder's own float factors, so a * q [- c] in float is
-// its output bit for bit.
+// and q1 of weights i1 .. i1+N-1 of the block (i1 = kNone: q0 alone), both decoding to a * q - c
+// (kMin types; a * q for the others). a and c are the reference decoder's own float factors, so
+// a * q [- c] in float is its output bit for bit.
 
 struct BQ4_0 {  // d; x = (q - 8) * d
   static constexpr size_t kW = 32, kB = 18;
@@ -337,8 +334,7 @@ struct BQ3_K {  // hmask[32], qs[64], 6-bit signed scales, d; x = d*sc * (q - (h
 // Q4_K / Q5_K: the 8 sub-block scales and mins times d and dmin.
 HWY_INLINE void ScalesK4(const uint8_t* b, float* dl, float* ml) {
   uint8_t sc[8], mn[8];
-  HWY_UNROLL(8)
-  for (int j = 0; j < 8; ++j) ggml::GetScaleMinK4(j, b + 4, &sc[j], &mn[j]);
+  ggml::GetScalesMinsK4(b + 4, sc, mn);
   Scales<8>(Half(b), sc, dl);
   Scales<8>(Half(b + 2), mn, ml);
 }
@@ -563,9 +559,12 @@ bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, floa
     if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf or NaN
     dx[t] = amax / 32767.f;
     const float inv = amax > 0 ? 32767.f / amax : 0.f;
-    for (int64_t k = 0; k < K; ++k) {
-      const float q = std::nearbyint(xt[k] * inv);
-      xq[t * K + k] = int16_t(std::clamp(q, -32767.f, 32767.f));
+    // |x * inv| <= 32767 up to rounding of inv: the clamp keeps xq off -32768 (which pairs
+    // with itself in vpmaddwd's one overflow case).
+    const VF vinv = S(inv), lo = S(-32767.f), hi = S(32767.f);
+    for (int64_t g = 0; g < G; ++g) {
+      const VF v = hn::Min(hn::Max(hn::Mul(hn::LoadU(df, xt + g * int64_t(N)), vinv), lo), hi);
+      hn::StoreU(hn::DemoteTo(DI(), hn::NearestInt(v)), DI(), xq + t * K + g * int64_t(N));
     }
   }
   return true;

@@ -1,13 +1,18 @@
 // Kernels that run ggml blocks directly (Highway, dispatched at run time to the best target this
-// CPU supports). Each type's block is decoded in registers, a vector of weights at a time, by one
-// decoder per type; the same decoder feeds two drivers:
-//   - GgmlGemv: y = x · Wᵀ for a few tokens (decoding), every decoded vector multiplied into
-//     the float activations as it comes out of the block (no weight buffer);
-//   - GgmlDecodeRows: rows of W decoded to fp32 (prefill tiles for the sgemm).
+// CPU supports). One decoder per type turns a block into integer levels in registers (int16
+// lanes, a vector at a time) with the block's float factors; two drivers consume them:
+//   - GgmlGemv (decoding, a few tokens): each token's activations are put once in 16-bit fixed
+//     point (x ~ dx * xq, |xq| <= 32767, one dx per token); levels times xq are summed pairwise
+//     in int32 (vpmaddwd), scaled by the sub-block factor in float, and mins use float sums of
+//     x. Error: at most Σ|w| * dx / 2 from the activations' rounding, plus float rounding of the
+//     sums (about 1e-6 of Σ|w x|); a 16-bit partner is 256 times finer than ggml's Q8_0/Q8_K
+//     activations. Tokens with a non-finite activation take the float path (levels decoded to
+//     floats and multiplied in with FMAs), as does the scalar target.
+//   - GgmlDecodeRows (prefill tiles for the sgemm): levels decoded to floats.
 // Contract: GgmlDecodeRows equals the type's reference decoder (GgmlBlockType::decode) float for
-// float on every target (same products and sums in the same order, no fused multiply-add); the
-// GEMV sums in float with fused multiply-adds and agrees with GgmlGemvRef (reference decode, then
-// a double dot product) to float rounding of Σ|w·x|.
+// float on every target (same products and sums in the same order, no FMA contraction; fp16
+// signalling NaNs come out quieted); GgmlGemv is within the bound above of GgmlGemvRef
+// (reference decode, then dot products summed in double).
 // Types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS (every
 // model-file row of the ggml format table).
 #pragma once
