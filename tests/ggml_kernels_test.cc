@@ -13,6 +13,7 @@
 #include "formats/ggml_blocks.h"
 #include "kernels/cpu/ggml_dot.h"
 #include "kernels/qgemm.h"
+#include "test_util.h"
 
 namespace qf {
 namespace {
@@ -130,20 +131,15 @@ TEST(GgmlKernels, GemvAgreesWithTheReferenceOnEveryTarget) {
       std::vector<float> ref(static_cast<size_t>(m * ldy), 0.f);
       kernels::GgmlGemvRef(w, x.data(), m, ref.data(), ldy);
       ForEachTarget([&] {
+        // The fixed-point activations' largest level on this target (0: float GEMV).
+        const int xmax = kernels::GgmlGemvActivationMax();
+        EXPECT_TRUE(xmax == 0 || xmax >= 2047) << xmax;  // at least 12 bits
         std::vector<float> got(ref.size(), 0.f);
         kernels::GgmlGemv(w, x.data(), m, got.data(), ldy);
         for (int64_t i = 0; i < m; ++i) {
           for (int64_t r = 0; r < rows; ++r) {
-            // Σ|w·x| scales float rounding in the sums; Σ|w| · dx / 2 bounds the 16-bit
-            // activations' rounding (dx = max|x| / 32767 of the token).
-            double mag = 0, wsum = 0, amax = 0;
-            for (int64_t k = 0; k < cols; ++k) {
-              const double wk = dec[size_t(r * cols + k)], xk = x[size_t(i * cols + k)];
-              mag += std::fabs(wk * xk);
-              wsum += std::fabs(wk);
-              amax = std::max(amax, std::fabs(xk));
-            }
-            const double bound = wsum * amax / 32767 / 2 + 1e-6 * mag + 1e-30;
+            const double bound = testing::GgmlGemvBound(&dec[size_t(r * cols)],
+                                                        &x[size_t(i * cols)], cols, 1e-6);
             const float a = ref[size_t(i * ldy + r)], b = got[size_t(i * ldy + r)];
             EXPECT_NEAR(a, b, bound) << "token " << i << " row " << r;
           }
@@ -178,21 +174,15 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
       std::vector<float> ref(static_cast<size_t>(m * rows)), got(ref.size());
       kernels::MatMulGgmlNTRef(x.data(), w, bias.data(), ref.data(), m);
       kernels::MatMulGgmlNT(x.data(), w, bias.data(), got.data(), m);
-      // As in the GEMV test: the 16-bit activations' rounding bound plus float rounding.
+      // As in the GEMV test, plus the bias.
       std::vector<float> dec(static_cast<size_t>(rows * cols));
       ASSERT_TRUE(DequantizeRowsGgml(t, blocks->data(), rows, cols, dec.data()).ok());
       for (int64_t i = 0; i < m; ++i) {
-        double amax = 0;
-        for (int64_t k = 0; k < cols; ++k) amax = std::max(amax, std::fabs(double(x[size_t(i * cols + k)])));
         for (int64_t r = 0; r < rows; ++r) {
-          double mag = std::fabs(bias[size_t(r)]), wsum = 0;
-          for (int64_t k = 0; k < cols; ++k) {
-            const double wk = dec[size_t(r * cols + k)];
-            mag += std::fabs(wk * x[size_t(i * cols + k)]);
-            wsum += std::fabs(wk);
-          }
-          EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
-                      wsum * amax / 32767 / 2 + 1e-5 * mag)
+          const double bound = testing::GgmlGemvBound(&dec[size_t(r * cols)],
+                                                      &x[size_t(i * cols)], cols, 1e-5) +
+                               1e-6 * std::fabs(bias[size_t(r)]);
+          EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)], bound)
               << "token " << i << " row " << r;
         }
       }

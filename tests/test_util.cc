@@ -3,9 +3,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <sys/wait.h>
+
+#include "kernels/cpu/ggml_dot.h"
 
 namespace qf::testing {
 
@@ -34,6 +38,17 @@ int RunCommand(const std::string& cmd, std::string* output) {
   while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) output->append(buf.data(), n);
   const int st = ::pclose(p);
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel) {
+  double mag = 0, wsum = 0, amax = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    mag += std::fabs(double(w[i]) * x[i]);
+    wsum += std::fabs(double(w[i]));
+    amax = std::max(amax, std::fabs(double(x[i])));
+  }
+  const int xmax = kernels::GgmlGemvActivationMax();
+  return (xmax > 0 ? wsum * amax / xmax / 2 : 0.0) + rel * mag + 1e-30;
 }
 
 }  // namespace qf::testing

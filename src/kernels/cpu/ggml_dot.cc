@@ -135,31 +135,36 @@ constexpr size_t kNone = ~size_t(0);
 struct BQ4_0 {  // d; x = (q - 8) * d
   static constexpr size_t kW = 32, kB = 18;
   static constexpr bool kMin = false;
+  static constexpr bool kSuper = false;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     const float d = Half(b);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N) {
       const VI q = Bytes(b + 2 + j);
-      emit(j, hn::Sub(hn::And(q, I(15)), I(8)), j + 16, hn::Sub(hn::ShiftRight<4>(q), I(8)), d,
-           0.f);
+      e.Emit(j, hn::Sub(hn::And(q, I(15)), I(8)), j + 16, hn::Sub(hn::ShiftRight<4>(q), I(8)), d,
+             0.f, 0);
     }
+    e.End(0.f, nullptr, 0, 0);
   }
 };
 
 struct BQ4_1 {  // d, m; x = q * d + m
   static constexpr size_t kW = 32, kB = 20;
   static constexpr bool kMin = true;
+  static constexpr bool kSuper = false;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     const float d = Half(b), m = Half(b + 2);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N) {
       const VI q = Bytes(b + 4 + j);
-      emit(j, hn::And(q, I(15)), j + 16, hn::ShiftRight<4>(q), d, -m);
+      e.Emit(j, hn::And(q, I(15)), j + 16, hn::ShiftRight<4>(q), d, -m, 0);
     }
+    const float c = -m;
+    e.End(0.f, &c, 1, 32);
   }
 };
 
@@ -176,8 +181,9 @@ HWY_INLINE VI FifthBits(uint32_t qh, size_t j) {
 struct BQ5_0 {  // d, qh; x = (q - 16) * d
   static constexpr size_t kW = 32, kB = 22;
   static constexpr bool kMin = false;
+  static constexpr bool kSuper = false;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     const float d = Half(b);
     const uint32_t qh = ggml_dot::U32(b + 2);
@@ -186,59 +192,68 @@ struct BQ5_0 {  // d, qh; x = (q - 16) * d
       const VI q = Bytes(b + 6 + j);
       const VI lo = hn::Or(hn::And(q, I(15)), FifthBits(qh, j));
       const VI hi = hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16));
-      emit(j, hn::Sub(lo, I(16)), j + 16, hn::Sub(hi, I(16)), d, 0.f);
+      e.Emit(j, hn::Sub(lo, I(16)), j + 16, hn::Sub(hi, I(16)), d, 0.f, 0);
     }
+    e.End(0.f, nullptr, 0, 0);
   }
 };
 
 struct BQ5_1 {  // d, m, qh; x = q * d + m
   static constexpr size_t kW = 32, kB = 24;
   static constexpr bool kMin = true;
+  static constexpr bool kSuper = false;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     const float d = Half(b), m = Half(b + 2);
     const uint32_t qh = ggml_dot::U32(b + 4);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N) {
       const VI q = Bytes(b + 8 + j);
-      emit(j, hn::Or(hn::And(q, I(15)), FifthBits(qh, j)), j + 16,
-           hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16)), d, -m);
+      e.Emit(j, hn::Or(hn::And(q, I(15)), FifthBits(qh, j)), j + 16,
+             hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16)), d, -m, 0);
     }
+    const float c = -m;
+    e.End(0.f, &c, 1, 32);
   }
 };
 
 struct BQ8_0 {  // d; x = q * d, q int8
   static constexpr size_t kW = 32, kB = 34;
   static constexpr bool kMin = false;
+  static constexpr bool kSuper = false;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     const float d = Half(b);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N)
-      emit(j, SignedBytes(b + 2 + j), j + 16, SignedBytes(b + 18 + j), d, 0.f);
+      e.Emit(j, SignedBytes(b + 2 + j), j + 16, SignedBytes(b + 18 + j), d, 0.f, 0);
+    e.End(0.f, nullptr, 0, 0);
   }
 };
 
 struct BIQ4_NL {  // d; x = d * grid[q]
   static constexpr size_t kW = 32, kB = 18;
   static constexpr bool kMin = false;
+  static constexpr bool kSuper = false;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     const float d = Half(b);
     HWY_UNROLL(4)
     for (size_t j = 0; j < 16; j += N)
-      emit(j, Iq4Values(b + 2 + j, false), j + 16, Iq4Values(b + 2 + j, true), d, 0.f);
+      e.Emit(j, Iq4Values(b + 2 + j, false), j + 16, Iq4Values(b + 2 + j, true), d, 0.f, 0);
+    e.End(0.f, nullptr, 0, 0);
   }
 };
 
 struct BIQ4_XS {  // d, 6-bit sub-block scales; x = d * (ls - 32) * grid[q]
   static constexpr size_t kW = 256, kB = 136;
   static constexpr bool kMin = false;
+  static constexpr bool kSuper = true;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     const uint32_t scales_h = uint32_t(b[2]) | uint32_t(b[3]) << 8;
     int8_t ls[8];
@@ -248,16 +263,18 @@ struct BIQ4_XS {  // d, 6-bit sub-block scales; x = d * (ls - 32) * grid[q]
                       32);
     }
     float dl[8];
-    Scales<8>(Half(b), ls, dl);
+    const float d = Half(b);
+    Scales<8>(d, ls, dl);
     const uint8_t* qs = b + 8;
     HWY_UNROLL(8)
     for (size_t ib = 0; ib < 8; ++ib, qs += 16) {
       HWY_UNROLL(4)
       for (size_t j = 0; j < 16; j += N) {
-        emit(32 * ib + j, Iq4Values(qs + j, false), 32 * ib + 16 + j, Iq4Values(qs + j, true),
-             dl[ib], 0.f);
+        e.Emit(32 * ib + j, Iq4Values(qs + j, false), 32 * ib + 16 + j, Iq4Values(qs + j, true),
+               dl[ib], 0.f, ls[ib]);
       }
     }
+    e.End(d, nullptr, 0, 0);
   }
 };
 
@@ -267,8 +284,9 @@ struct BIQ4_XS {  // d, 6-bit sub-block scales; x = d * (ls - 32) * grid[q]
 struct BQ2_K {  // scales (4-bit scale | min << 4) x16, qs[64], d, dmin; x = d*sc * q - dmin*m
   static constexpr size_t kW = 256, kB = 84;
   static constexpr bool kMin = true;
+  static constexpr bool kSuper = true;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     uint8_t sc[16], mn[16];
     HWY_UNROLL(16)
@@ -277,7 +295,8 @@ struct BQ2_K {  // scales (4-bit scale | min << 4) x16, qs[64], d, dmin; x = d*s
       mn[j] = b[j] >> 4;
     }
     float dl[16], ml[16];
-    Scales<16>(Half(b + 80), sc, dl);
+    const float d = Half(b + 80);
+    Scales<16>(d, sc, dl);
     Scales<16>(Half(b + 82), mn, ml);
     const uint8_t* q = b + 16;
     HWY_UNROLL(2)
@@ -288,27 +307,30 @@ struct BQ2_K {  // scales (4-bit scale | min << 4) x16, qs[64], d, dmin; x = d*s
         const size_t o = size_t(16 * is);
         HWY_UNROLL(4)
         for (size_t l = 0; l < 16; l += N) {
-          emit(o + l, hn::And(hn::ShiftRightSame(Bytes(q + l), shift), I(3)), kNone, hn::Zero(DI()), dl[is],
-               ml[is]);
-          emit(o + 16 + l, hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3)), kNone, hn::Zero(DI()),
-               dl[is + 1], ml[is + 1]);
+          e.Emit(o + l, hn::And(hn::ShiftRightSame(Bytes(q + l), shift), I(3)), kNone,
+                 hn::Zero(DI()), dl[is], ml[is], sc[is]);
+          e.Emit(o + 16 + l, hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3)), kNone,
+                 hn::Zero(DI()), dl[is + 1], ml[is + 1], sc[is + 1]);
         }
       }
     }
+    e.End(d, ml, 16, 16);
   }
 };
 
 struct BQ3_K {  // hmask[32], qs[64], 6-bit signed scales, d; x = d*sc * (q - (high bit ? 0 : 4))
   static constexpr size_t kW = 256, kB = 110;
   static constexpr bool kMin = false;
+  static constexpr bool kSuper = true;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     int8_t sc[16];
     HWY_UNROLL(16)
     for (int j = 0; j < 16; ++j) sc[j] = int8_t(ggml::ScaleQ3(j, b + 96));
     float dl[16];
-    Scales<16>(Half(b + 108), sc, dl);
+    const float d = Half(b + 108);
+    Scales<16>(d, sc, dl);
     const uint8_t* q = b + 32;
     HWY_UNROLL(2)
     for (int n = 0; n < 2; ++n, q += 32) {
@@ -322,31 +344,37 @@ struct BQ3_K {  // hmask[32], qs[64], 6-bit signed scales, d; x = d*sc * (q - (h
           const VI lo1 = hn::And(hn::ShiftRightSame(Bytes(q + 16 + l), shift), I(3));
           const VI h0 = hn::And(hn::ShiftRightSame(Bytes(b + l), hb), I(1));
           const VI h1 = hn::And(hn::ShiftRightSame(Bytes(b + 16 + l), hb), I(1));
-          emit(o + l, hn::Sub(hn::Or(lo0, hn::ShiftLeft<2>(h0)), I(4)), kNone, hn::Zero(DI()), dl[is], 0.f);
-          emit(o + 16 + l, hn::Sub(hn::Or(lo1, hn::ShiftLeft<2>(h1)), I(4)), kNone, hn::Zero(DI()),
-               dl[is + 1], 0.f);
+          e.Emit(o + l, hn::Sub(hn::Or(lo0, hn::ShiftLeft<2>(h0)), I(4)), kNone, hn::Zero(DI()),
+                 dl[is], 0.f, sc[is]);
+          e.Emit(o + 16 + l, hn::Sub(hn::Or(lo1, hn::ShiftLeft<2>(h1)), I(4)), kNone,
+                 hn::Zero(DI()), dl[is + 1], 0.f, sc[is + 1]);
         }
       }
     }
+    e.End(d, nullptr, 0, 0);
   }
 };
 
-// Q4_K / Q5_K: the 8 sub-block scales and mins times d and dmin.
-HWY_INLINE void ScalesK4(const uint8_t* b, float* dl, float* ml) {
-  uint8_t sc[8], mn[8];
+// Q4_K / Q5_K: the 8 sub-block scales and mins, and times d and dmin; returns d.
+HWY_INLINE float ScalesK4(const uint8_t* b, uint8_t* sc, float* dl, float* ml) {
+  uint8_t mn[8];
   ggml::GetScalesMinsK4(b + 4, sc, mn);
-  Scales<8>(Half(b), sc, dl);
+  const float d = Half(b);
+  Scales<8>(d, sc, dl);
   Scales<8>(Half(b + 2), mn, ml);
+  return d;
 }
 
 struct BQ4_K {  // d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dmin*m
   static constexpr size_t kW = 256, kB = 144;
   static constexpr bool kMin = true;
+  static constexpr bool kSuper = true;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     float dl[8], ml[8];
-    ScalesK4(b, dl, ml);
+    uint8_t sc[8];
+    const float d = ScalesK4(b, sc, dl, ml);
     const uint8_t* q = b + 16;
     HWY_UNROLL(4)
     for (int is = 0; is < 8; is += 2, q += 32) {
@@ -354,22 +382,25 @@ struct BQ4_K {  // d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dm
       HWY_UNROLL(4)
       for (size_t l = 0; l < 16; l += N) {
         const VI v0 = Bytes(q + l), v1 = Bytes(q + 16 + l);
-        emit(o + l, hn::And(v0, I(15)), o + 16 + l, hn::And(v1, I(15)), dl[is], ml[is]);
-        emit(o + 32 + l, hn::ShiftRight<4>(v0), o + 48 + l, hn::ShiftRight<4>(v1), dl[is + 1],
-             ml[is + 1]);
+        e.Emit(o + l, hn::And(v0, I(15)), o + 16 + l, hn::And(v1, I(15)), dl[is], ml[is], sc[is]);
+        e.Emit(o + 32 + l, hn::ShiftRight<4>(v0), o + 48 + l, hn::ShiftRight<4>(v1), dl[is + 1],
+               ml[is + 1], sc[is + 1]);
       }
     }
+    e.End(d, ml, 8, 32);
   }
 };
 
 struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
   static constexpr size_t kW = 256, kB = 176;
   static constexpr bool kMin = true;
+  static constexpr bool kSuper = true;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     float dl[8], ml[8];
-    ScalesK4(b, dl, ml);
+    uint8_t sc[8];
+    const float d = ScalesK4(b, sc, dl, ml);
     const uint8_t* qh = b + 16;
     const uint8_t* ql = b + 48;
     HWY_UNROLL(4)
@@ -382,28 +413,33 @@ struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
         const auto bit = [&](VI h, int k) HWY_ATTR QF_ALWAYS_INLINE {
           return hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, k), I(1)));
         };
-        emit(o + l, hn::Or(hn::And(v0, I(15)), bit(h0, is)), o + 16 + l,
-             hn::Or(hn::And(v1, I(15)), bit(h1, is)), dl[is], ml[is]);
-        emit(o + 32 + l, hn::Or(hn::ShiftRight<4>(v0), bit(h0, is + 1)), o + 48 + l,
-             hn::Or(hn::ShiftRight<4>(v1), bit(h1, is + 1)), dl[is + 1], ml[is + 1]);
+        e.Emit(o + l, hn::Or(hn::And(v0, I(15)), bit(h0, is)), o + 16 + l,
+               hn::Or(hn::And(v1, I(15)), bit(h1, is)), dl[is], ml[is], sc[is]);
+        e.Emit(o + 32 + l, hn::Or(hn::ShiftRight<4>(v0), bit(h0, is + 1)), o + 48 + l,
+               hn::Or(hn::ShiftRight<4>(v1), bit(h1, is + 1)), dl[is + 1], ml[is + 1], sc[is + 1]);
       }
     }
+    e.End(d, ml, 8, 32);
   }
 };
 
 struct BQ6_K {  // ql[128], qh[64], int8 scales x16, d; x = d*sc * (q - 32)
   static constexpr size_t kW = 256, kB = 210;
   static constexpr bool kMin = false;
+  static constexpr bool kSuper = true;
   template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, const E& emit) {
+  static HWY_INLINE void Run(const uint8_t* b, E& e) {
     const size_t N = hn::Lanes(DF());
     float dl[16];
-    Scales<16>(Half(b + 208), reinterpret_cast<const int8_t*>(b + 192), dl);
+    const float d = Half(b + 208);
+    const int8_t* isc = reinterpret_cast<const int8_t*>(b + 192);
+    Scales<16>(d, isc, dl);
     const uint8_t* ql = b;
     const uint8_t* qh = b + 128;
     HWY_UNROLL(2)
     for (size_t n = 0; n < 256; n += 128, ql += 64, qh += 32) {
       const float* sc = dl + n / 16;
+      const int8_t* si = isc + n / 16;
       HWY_UNROLL(8)
       for (size_t l = 0; l < 32; l += N) {
         const size_t is = l / 16;
@@ -416,12 +452,14 @@ struct BQ6_K {  // ql[128], qh[64], int8 scales x16, d; x = d*sc * (q - 32)
             I(32));
         const VI q4 = hn::Sub(hn::Or(hn::ShiftRight<4>(c), hn::ShiftLeft<4>(hn::ShiftRight<6>(h))),
                               I(32));
-        emit(n + l, q1, kNone, hn::Zero(DI()), sc[is], 0.f);
-        emit(n + 32 + l, q2, kNone, hn::Zero(DI()), sc[is + 2], 0.f);
-        emit(n + 64 + l, q3, kNone, hn::Zero(DI()), sc[is + 4], 0.f);
-        emit(n + 96 + l, q4, kNone, hn::Zero(DI()), sc[is + 6], 0.f);
+        const VI z = hn::Zero(DI());
+        e.Emit(n + l, q1, kNone, z, sc[is], 0.f, si[is]);
+        e.Emit(n + 32 + l, q2, kNone, z, sc[is + 2], 0.f, si[is + 2]);
+        e.Emit(n + 64 + l, q3, kNone, z, sc[is + 4], 0.f, si[is + 4]);
+        e.Emit(n + 96 + l, q4, kNone, z, sc[is + 6], 0.f, si[is + 6]);
       }
     }
+    e.End(d, nullptr, 0, 0);
   }
 };
 
@@ -434,134 +472,211 @@ HWY_INLINE VF Value(VI q, float a, float c) {
 }
 
 template <class B>
+struct DecodeEmitter {
+  float* o;
+  HWY_INLINE void Emit(size_t i0, VI q0, size_t i1, VI q1, float a, float c, int) const {
+    hn::StoreU(Value<B>(q0, a, c), DF(), o + i0);
+    if (i1 != kNone) hn::StoreU(Value<B>(q1, a, c), DF(), o + i1);
+  }
+  HWY_INLINE void End(float, const float*, int, int) const {}
+};
+
+template <class B>
 void DecodeRowsT(const GgmlRows& w, float* out) {
-  const DF df;
   const int64_t nb = w.cols / int64_t(B::kW);
   for (int64_t r = 0; r < w.rows; ++r) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
-    float* o = out + r * w.cols;
-    for (int64_t blk = 0; blk < nb; ++blk, p += B::kB, o += B::kW) {
-      B::Run(p, [&](size_t i0, VI q0, size_t i1, VI q1, float a, float c) HWY_ATTR QF_ALWAYS_INLINE {
-        hn::StoreU(Value<B>(q0, a, c), df, o + i0);
-        if (i1 != kNone) hn::StoreU(Value<B>(q1, a, c), df, o + i1);
-      });
-    }
+    DecodeEmitter<B> e{out + r * w.cols};
+    for (int64_t blk = 0; blk < nb; ++blk, p += B::kB, e.o += B::kW) B::Run(p, e);
   }
 }
 
-// Four FMA chains per token: even and odd blocks, and within a block successive vectors
-// (i0 / N), alternate between two pairs of accumulators. Acc: the accumulator vector type;
-// step(acc, t, i0, q0, i1, q1, a, c) adds one emit of token t.
-template <class B, int M, class Acc, class Step, class Finish>
-HWY_INLINE void RowLoop(const GgmlRows& w, Acc zero, const Step& step, const Finish& finish) {
-  const size_t N = hn::Lanes(DF());
-  const int64_t nb = w.cols / int64_t(B::kW);
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
-    Acc a0[M], a1[M];
-    float mins[M];
-    for (int t = 0; t < M; ++t) {
-      a0[t] = a1[t] = zero;
-      mins[t] = 0.f;
-    }
-    size_t base = 0;
-    const auto even = [&](size_t i0, VI q0, size_t i1, VI q1, float a, float c) HWY_ATTR
-                          QF_ALWAYS_INLINE {
-      const bool odd = (i0 / N) & 1;
-      for (int t = 0; t < M; ++t)
-        step(odd ? a1[t] : a0[t], mins[t], t, base + i0, q0, i1 == kNone ? kNone : base + i1, q1,
-             a, c);
-    };
-    const auto odd = [&](size_t i0, VI q0, size_t i1, VI q1, float a, float c) HWY_ATTR
-                         QF_ALWAYS_INLINE {
-      const bool odd = !((i0 / N) & 1);
-      for (int t = 0; t < M; ++t)
-        step(odd ? a1[t] : a0[t], mins[t], t, base + i0, q0, i1 == kNone ? kNone : base + i1, q1,
-             a, c);
-    };
-    int64_t blk = 0;
-    for (; blk + 2 <= nb; blk += 2) {
-      B::Run(p, even);
-      p += B::kB;
-      base += B::kW;
-      B::Run(p, odd);
-      p += B::kB;
-      base += B::kW;
-    }
-    if (blk < nb) B::Run(p, even);
-    for (int t = 0; t < M; ++t) finish(r, t, hn::Add(a0[t], a1[t]), mins[t]);
+// The float GEMV: levels decoded to floats (as GgmlDecodeRows) and multiplied into x with FMAs,
+// M tokens at a time, two accumulators per token alternating between successive vectors.
+template <class B, int M>
+struct FloatEmitter {
+  const float* x;  // token 0's activations at this block
+  int64_t K;
+  VF acc[2][M];
+  HWY_INLINE void Zero() {
+    for (auto& a : acc)
+      for (auto& v : a) v = hn::Zero(DF());
   }
-}
+  HWY_INLINE void Emit(size_t i0, VI q0, size_t i1, VI q1, float a, float c, int) {
+    const DF df;
+    const size_t k = (i0 / hn::Lanes(df)) & 1;
+    const VF v0 = Value<B>(q0, a, c);
+    for (int t = 0; t < M; ++t) acc[k][t] = hn::MulAdd(v0, hn::LoadU(df, x + t * K + i0), acc[k][t]);
+    if (i1 != kNone) {
+      const VF v1 = Value<B>(q1, a, c);
+      for (int t = 0; t < M; ++t)
+        acc[k ^ 1][t] = hn::MulAdd(v1, hn::LoadU(df, x + t * K + i1), acc[k ^ 1][t]);
+    }
+  }
+  HWY_INLINE void End(float, const float*, int, int) {}
+};
 
-// The float GEMV: every emit decoded to floats (as GgmlDecodeRows) and multiplied into x.
 template <class B, int M>
 void GemvFloat(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
   const DF df;
-  const int64_t K = w.cols;
-  RowLoop<B, M>(
-      w, hn::Zero(df),
-      [&](VF& acc, float&, int t, size_t i0, VI q0, size_t i1, VI q1, float a, float c)
-          HWY_ATTR QF_ALWAYS_INLINE {
-            acc = hn::MulAdd(Value<B>(q0, a, c), hn::LoadU(df, x + t * K + i0), acc);
-            if (i1 != kNone) acc = hn::MulAdd(Value<B>(q1, a, c), hn::LoadU(df, x + t * K + i1), acc);
-          },
-      [&](int64_t r, int t, VF acc, float) HWY_ATTR {
-        y[t * ldy + r] = hn::GetLane(hn::SumOfLanes(df, acc));
-      });
+  const int64_t nb = w.cols / int64_t(B::kW);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
+    FloatEmitter<B, M> e0{x, w.cols, {}}, e1{x + B::kW, w.cols, {}};
+    e0.Zero();
+    e1.Zero();
+    int64_t blk = 0;
+    for (; blk + 2 <= nb; blk += 2, p += 2 * B::kB, e0.x += 2 * B::kW, e1.x += 2 * B::kW) {
+      B::Run(p, e0);
+      B::Run(p + B::kB, e1);
+    }
+    if (blk < nb) B::Run(p, e0);
+    for (int t = 0; t < M; ++t) {
+      const VF s = hn::Add(hn::Add(e0.acc[0][t], e0.acc[1][t]), hn::Add(e1.acc[0][t], e1.acc[1][t]));
+      y[t * ldy + r] = hn::GetLane(hn::SumOfLanes(df, s));
+    }
+  }
 }
 
 #if HWY_TARGET != HWY_SCALAR
-// The integer GEMV: x of each token in 16-bit fixed point (one scale per token: x ≈ dx * xq,
-// |xq| <= 32767), codes times xq summed pairwise into int32 lanes (vpmaddwd), then scaled by the
-// emit's a in float; the mins' c * Σx from float sums of x over each vector's span.
-template <class B, int M>
-void GemvInt(const GgmlRows& w, const int16_t* xq, const float* dx, const float* xs, float* y,
-             int64_t ldy) {
-  const DI di;
-  const hn::Repartition<int32_t, DI> dw;
-  const hn::Repartition<float, DI> dfw;
-  const size_t N = hn::Lanes(DF());
-  const int64_t K = w.cols, G = K / int64_t(N);
-  RowLoop<B, M>(
-      w, hn::Zero(dfw),
-      [&](hn::Vec<decltype(dfw)>& acc, float& mins, int t, size_t i0, VI q0, size_t i1, VI q1,
-          float a, float c) HWY_ATTR QF_ALWAYS_INLINE {
-        auto s1 = hn::Zero(dw);
-        auto s = hn::ReorderWidenMulAccumulate(dw, q0, hn::LoadU(di, xq + t * K + i0),
-                                               hn::Zero(dw), s1);
-        if (i1 != kNone)
-          s = hn::ReorderWidenMulAccumulate(dw, q1, hn::LoadU(di, xq + t * K + i1), s, s1);
-        s = hn::RearrangeToOddPlusEven(s, s1);
-        acc = hn::MulAdd(hn::ConvertTo(dfw, s), hn::Set(dfw, a), acc);
-        if (B::kMin) mins += c * (xs[t * G + i0 / N] + (i1 != kNone ? xs[t * G + i1 / N] : 0.f));
-      },
-      [&](int64_t r, int t, hn::Vec<decltype(dfw)> acc, float mins) HWY_ATTR {
-        y[t * ldy + r] = dx[t] * hn::GetLane(hn::SumOfLanes(dfw, acc)) - mins;
-      });
-}
-#endif
+// Largest |xq| of the 16-bit activations: 512 N - 1 keeps every int32 lane of a super-block's
+// sums below 2^30 (|level * sub-block scale| <= 4096, 512 / N products per lane per block).
+constexpr int kXMaxPerLane = 512;
+HWY_INLINE int XMax() { return kXMaxPerLane * int(hn::Lanes(DF())) - 1; }
 
-// x[m, K] -> xq (16-bit fixed point per token), dx, and xs (sums of each N floats); false when
-// some x is not finite (the float GEMV takes those).
-bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, float* dx, float* xs) {
+// The integer GEMV: levels times xq summed pairwise into int32 lanes (vpmaddwd). Types with
+// integer sub-block scales (kSuper) multiply the levels by them (int16) and sum the whole
+// super-block in int32, scaled by d once at End; the others scale each emit's sums by a in
+// float. Mins (c) come at End as Σ c_j · Σx over each sub-block, from float sums of x.
+template <class B, int M>
+struct IntEmitter {
+  using DW = hn::Repartition<int32_t, DI>;
+  using DFW = hn::Repartition<float, DI>;
+  const int16_t* xq;   // token 0's fixed-point activations at this block
+  const float* xs16;   // token 0's sums of x over 16 weights, at this block
+  const float* xs32;   // ... over 32
+  int64_t K;
+  hn::Vec<DFW> acc[M];
+  hn::Vec<DW> iacc[2][M], iodd[2][M];
+  float mins[M];
+
+  HWY_INLINE void Zero() {
+    for (int t = 0; t < M; ++t) {
+      acc[t] = hn::Zero(DFW());
+      iacc[0][t] = iacc[1][t] = iodd[0][t] = iodd[1][t] = hn::Zero(DW());
+      mins[t] = 0.f;
+    }
+  }
+  HWY_INLINE void Advance(int64_t blocks) {
+    xq += blocks * int64_t(B::kW);
+    xs16 += blocks * int64_t(B::kW / 16);
+    xs32 += blocks * int64_t(B::kW / 32);
+  }
+
+  HWY_INLINE void Emit(size_t i0, VI q0, size_t i1, VI q1, float a, float, int sc) {
+    const DI di;
+    const DW dw;
+    const DFW dfw;
+    const size_t k = (i0 / hn::Lanes(DF())) & 1;
+    if (B::kSuper) {
+      const VI s = hn::Set(di, int16_t(sc));
+      q0 = hn::Mul(q0, s);
+      if (i1 != kNone) q1 = hn::Mul(q1, s);
+      for (int t = 0; t < M; ++t) {
+        iacc[k][t] = hn::ReorderWidenMulAccumulate(dw, q0, hn::LoadU(di, xq + t * K + i0),
+                                                   iacc[k][t], iodd[k][t]);
+        if (i1 != kNone)
+          iacc[k][t] = hn::ReorderWidenMulAccumulate(dw, q1, hn::LoadU(di, xq + t * K + i1),
+                                                     iacc[k][t], iodd[k][t]);
+      }
+    } else {
+      for (int t = 0; t < M; ++t) {
+        auto odd = hn::Zero(dw);
+        auto sum = hn::ReorderWidenMulAccumulate(dw, q0, hn::LoadU(di, xq + t * K + i0),
+                                                 hn::Zero(dw), odd);
+        if (i1 != kNone)
+          sum = hn::ReorderWidenMulAccumulate(dw, q1, hn::LoadU(di, xq + t * K + i1), sum, odd);
+        sum = hn::RearrangeToOddPlusEven(sum, odd);
+        acc[t] = hn::MulAdd(hn::ConvertTo(dfw, sum), hn::Set(dfw, a), acc[t]);
+      }
+    }
+  }
+  HWY_INLINE void End(float d, const float* c, int n, int span) {
+    const DW dw;
+    const DFW dfw;
+    if (B::kSuper) {
+      for (int t = 0; t < M; ++t) {
+        const auto sum = hn::Add(hn::RearrangeToOddPlusEven(iacc[0][t], iodd[0][t]),
+                                 hn::RearrangeToOddPlusEven(iacc[1][t], iodd[1][t]));
+        acc[t] = hn::MulAdd(hn::ConvertTo(dfw, sum), hn::Set(dfw, d), acc[t]);
+        iacc[0][t] = iacc[1][t] = iodd[0][t] = iodd[1][t] = hn::Zero(dw);
+      }
+    }
+    if (B::kMin) {
+      const float* xs = span == 16 ? xs16 : xs32;
+      const int64_t stride = K / span;
+      for (int t = 0; t < M; ++t) {
+        float m = 0.f;
+        for (int j = 0; j < n; ++j) m += c[j] * xs[t * stride + j];
+        mins[t] += m;
+      }
+    }
+  }
+};
+
+// Even and odd blocks go to two emitters (independent accumulator chains).
+template <class B, int M>
+void GemvInt(const GgmlRows& w, const int16_t* xq, const float* dx, const float* xs16,
+             const float* xs32, float* y, int64_t ldy) {
+  using E = IntEmitter<B, M>;
+  const typename E::DFW dfw;
+  const int64_t K = w.cols, nb = K / int64_t(B::kW);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
+    E e0{xq, xs16, xs32, K, {}, {}, {}, {}}, e1 = e0;
+    e0.Zero();
+    e1.Zero();
+    e1.Advance(1);
+    int64_t blk = 0;
+    for (; blk + 2 <= nb; blk += 2, p += 2 * B::kB) {
+      B::Run(p, e0);
+      B::Run(p + B::kB, e1);
+      e0.Advance(2);
+      e1.Advance(2);
+    }
+    if (blk < nb) B::Run(p, e0);
+    for (int t = 0; t < M; ++t) {
+      const float dot = hn::GetLane(hn::SumOfLanes(dfw, hn::Add(e0.acc[t], e1.acc[t])));
+      y[t * ldy + r] = dx[t] * dot - (e0.mins[t] + e1.mins[t]);
+    }
+  }
+}
+
+// x[m, K] -> xq (fixed point per token, |xq| <= XMax()), dx, and the sums of x over every 16
+// and 32 weights; false when some x is not finite (the float GEMV takes those).
+bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, float* dx,
+                         float* xs16, float* xs32) {
   const DF df;
   const size_t N = hn::Lanes(df);
   const int64_t G = K / int64_t(N);
+  const float xmax = float(XMax());
   for (int64_t t = 0; t < m; ++t) {
     const float* xt = x + t * K;
     auto vmax = hn::Zero(df);
-    for (int64_t g = 0; g < G; ++g) {
-      const VF v = hn::LoadU(df, xt + g * int64_t(N));
-      vmax = hn::Max(vmax, hn::Abs(v));
-      xs[t * G + g] = hn::GetLane(hn::SumOfLanes(df, v));
+    for (int64_t g = 0; g < G; ++g) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xt + g * int64_t(N))));
+    for (int64_t j = 0; j < K / 16; ++j) {
+      float s = 0.f;
+      for (int k = 0; k < 16; ++k) s += xt[16 * j + k];
+      xs16[t * (K / 16) + j] = s;
     }
+    for (int64_t j = 0; j < K / 32; ++j)
+      xs32[t * (K / 32) + j] = xs16[t * (K / 16) + 2 * j] + xs16[t * (K / 16) + 2 * j + 1];
     const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
     if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf or NaN
-    dx[t] = amax / 32767.f;
-    const float inv = amax > 0 ? 32767.f / amax : 0.f;
-    // |x * inv| <= 32767 up to rounding of inv: the clamp keeps xq off -32768 (which pairs
-    // with itself in vpmaddwd's one overflow case).
-    const VF vinv = S(inv), lo = S(-32767.f), hi = S(32767.f);
+    dx[t] = amax / xmax;
+    const float inv = amax > 0 ? xmax / amax : 0.f;
+    // |x * inv| <= xmax up to the rounding of inv; the clamp makes it exact.
+    const VF vinv = S(inv), lo = S(-xmax), hi = S(xmax);
     for (int64_t g = 0; g < G; ++g) {
       const VF v = hn::Min(hn::Max(hn::Mul(hn::LoadU(df, xt + g * int64_t(N)), vinv), lo), hi);
       hn::StoreU(hn::DemoteTo(DI(), hn::NearestInt(v)), DI(), xq + t * K + g * int64_t(N));
@@ -569,18 +684,21 @@ bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, floa
   }
   return true;
 }
+#endif
 
 template <class B, int M>
 void GemvM(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
 #if HWY_TARGET != HWY_SCALAR
-  const int64_t K = w.cols, G = K / int64_t(hn::Lanes(DF()));
+  const int64_t K = w.cols;
   thread_local std::vector<int16_t> xq;
   thread_local std::vector<float> xs;
   xq.resize(size_t(M * K));
-  xs.resize(size_t(M * G));
+  xs.resize(size_t(M * (K / 16 + K / 32)));
   float dx[M];
-  if (QuantizeActivations(x, M, K, xq.data(), dx, xs.data())) {
-    GemvInt<B, M>(w, xq.data(), dx, xs.data(), y, ldy);
+  float* xs16 = xs.data();
+  float* xs32 = xs.data() + M * (K / 16);
+  if (QuantizeActivations(x, M, K, xq.data(), dx, xs16, xs32)) {
+    GemvInt<B, M>(w, xq.data(), dx, xs16, xs32, y, ldy);
     return;
   }
 #endif
@@ -596,6 +714,14 @@ void GemvTokens(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t 
     t += 2;
   }
   if (t < m) GemvM<B, 1>(w, x + t * w.cols, y + t * ldy, ldy);
+}
+
+int ActivationMaxImpl() {
+#if HWY_TARGET != HWY_SCALAR
+  return XMax();
+#else
+  return 0;
+#endif
 }
 
 template <class Fn>
@@ -646,6 +772,9 @@ namespace qf::kernels {
 HWY_EXPORT(SupportsImpl);
 HWY_EXPORT(DecodeRowsImpl);
 HWY_EXPORT(GemvImpl);
+HWY_EXPORT(ActivationMaxImpl);
+
+int GgmlGemvActivationMax() { return HWY_DYNAMIC_DISPATCH(ActivationMaxImpl)(); }
 
 bool GgmlKernelSupports(const GgmlBlockType& t) {
   return !t.activation_only && HWY_DYNAMIC_DISPATCH(SupportsImpl)(t.id);

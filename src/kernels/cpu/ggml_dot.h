@@ -1,13 +1,15 @@
 // Kernels that run ggml blocks directly (Highway, dispatched at run time to the best target this
 // CPU supports). One decoder per type turns a block into integer levels in registers (int16
 // lanes, a vector at a time) with the block's float factors; two drivers consume them:
-//   - GgmlGemv (decoding, a few tokens): each token's activations are put once in 16-bit fixed
-//     point (x ~ dx * xq, |xq| <= 32767, one dx per token); levels times xq are summed pairwise
-//     in int32 (vpmaddwd), scaled by the sub-block factor in float, and mins use float sums of
-//     x. Error: at most Σ|w| * dx / 2 from the activations' rounding, plus float rounding of the
-//     sums (about 1e-6 of Σ|w x|); a 16-bit partner is 256 times finer than ggml's Q8_0/Q8_K
-//     activations. Tokens with a non-finite activation take the float path (levels decoded to
-//     floats and multiplied in with FMAs), as does the scalar target.
+//   - GgmlGemv (decoding, a few tokens): each token's activations are put once in fixed point
+//     (x ~ dx * xq, |xq| <= GgmlGemvActivationMax(): 8191 on AVX2/AVX-512, one dx per token);
+//     levels times xq are summed pairwise in int32 (vpmaddwd), k-quants' integer sub-block
+//     scales applied in int16 and a whole super-block summed in int32 before its float scale,
+//     and mins use float sums of x. Error: at most Σ|w| * dx / 2 from the activations'
+//     rounding, plus float rounding (about 1e-6 of Σ|w x|); a 14-bit partner is 64 times finer
+//     than ggml's 8-bit Q8_0/Q8_K activations. Tokens with a non-finite activation take the
+//     float path (levels decoded to floats and multiplied in with FMAs), as does the scalar
+//     target.
 //   - GgmlDecodeRows (prefill tiles for the sgemm): levels decoded to floats.
 // Contract: GgmlDecodeRows equals the type's reference decoder (GgmlBlockType::decode) float for
 // float on every target (same products and sums in the same order, no FMA contraction; fp16
@@ -39,6 +41,9 @@ bool GgmlKernelSupports(const GgmlBlockType& t);
 void GgmlDecodeRows(const GgmlRows& w, float* out);
 // y[t * ldy + r] = Σ_k decode(w)[r, k] · x[t * cols + k] for r < rows, t < m. Single-threaded.
 void GgmlGemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy);
+// The largest |xq| of GgmlGemv's fixed-point activations on the target chosen now (dx = max|x| /
+// this; 8191 with 16 float lanes, 4095 with 8, 2047 with 4), 0 where the GEMV runs in float.
+int GgmlGemvActivationMax();
 // The reference: the type's decoder, then dot products summed in double.
 void GgmlGemvRef(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy);
 
