@@ -365,34 +365,12 @@ HWY_INLINE float ScalesK4(const uint8_t* b, uint8_t* sc, float* dl, float* ml) {
   return d;
 }
 
-struct BQ4_K {  // d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dmin*m
-  static constexpr size_t kW = 256, kB = 144;
-  static constexpr bool kMin = true;
-  static constexpr bool kSuper = true;
-  template <class E>
-  static HWY_INLINE void Run(const uint8_t* b, E& e) {
-    const size_t N = hn::Lanes(DF());
-    float dl[8], ml[8];
-    uint8_t sc[8];
-    const float d = ScalesK4(b, sc, dl, ml);
-    const uint8_t* q = b + 16;
-    HWY_UNROLL(4)
-    for (int is = 0; is < 8; is += 2, q += 32) {
-      const size_t o = size_t(32 * is);
-      HWY_UNROLL(4)
-      for (size_t l = 0; l < 16; l += N) {
-        const VI v0 = Bytes(q + l), v1 = Bytes(q + 16 + l);
-        e.Emit(o + l, hn::And(v0, I(15)), o + 16 + l, hn::And(v1, I(15)), dl[is], ml[is], sc[is]);
-        e.Emit(o + 32 + l, hn::ShiftRight<4>(v0), o + 48 + l, hn::ShiftRight<4>(v1), dl[is + 1],
-               ml[is + 1], sc[is + 1]);
-      }
-    }
-    e.End(d, ml, 8, 32);
-  }
-};
-
-struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
-  static constexpr size_t kW = 256, kB = 176;
+// Q4_K: d, dmin, 6-bit scales and mins x8, qs[128]; x = d*sc * q - dmin*m. Q5_K (kFive): the
+// same with a fifth bit per weight in qh[32] (bit 2c or 2c + 1 of qh[l] for chunk c's low and
+// high nibbles), the nibbles after it.
+template <bool kFive>
+struct BQK45 {
+  static constexpr size_t kW = 256, kB = kFive ? 176 : 144;
   static constexpr bool kMin = true;
   static constexpr bool kSuper = true;
   template <class E>
@@ -402,26 +380,31 @@ struct BQ5_K {  // as Q4_K with a fifth bit per weight in qh[32]
     uint8_t sc[8];
     const float d = ScalesK4(b, sc, dl, ml);
     const uint8_t* qh = b + 16;
-    const uint8_t* ql = b + 48;
+    const uint8_t* ql = b + (kFive ? 48 : 16);
+    // Bit k of h, moved to bit 4 (zero for Q4_K).
+    const auto fifth = [&](VI h, int k) HWY_ATTR QF_ALWAYS_INLINE {
+      return kFive ? hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, k), I(1))) : hn::Zero(DI());
+    };
     HWY_UNROLL(4)
     for (int is = 0; is < 8; is += 2, ql += 32) {
       const size_t o = size_t(32 * is);
       HWY_UNROLL(4)
       for (size_t l = 0; l < 16; l += N) {
         const VI v0 = Bytes(ql + l), v1 = Bytes(ql + 16 + l);
-        const VI h0 = Bytes(qh + l), h1 = Bytes(qh + 16 + l);
-        const auto bit = [&](VI h, int k) HWY_ATTR QF_ALWAYS_INLINE {
-          return hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, k), I(1)));
-        };
-        e.Emit(o + l, hn::Or(hn::And(v0, I(15)), bit(h0, is)), o + 16 + l,
-               hn::Or(hn::And(v1, I(15)), bit(h1, is)), dl[is], ml[is], sc[is]);
-        e.Emit(o + 32 + l, hn::Or(hn::ShiftRight<4>(v0), bit(h0, is + 1)), o + 48 + l,
-               hn::Or(hn::ShiftRight<4>(v1), bit(h1, is + 1)), dl[is + 1], ml[is + 1], sc[is + 1]);
+        const VI h0 = kFive ? Bytes(qh + l) : hn::Zero(DI());
+        const VI h1 = kFive ? Bytes(qh + 16 + l) : hn::Zero(DI());
+        e.Emit(o + l, hn::Or(hn::And(v0, I(15)), fifth(h0, is)), o + 16 + l,
+               hn::Or(hn::And(v1, I(15)), fifth(h1, is)), dl[is], ml[is], sc[is]);
+        e.Emit(o + 32 + l, hn::Or(hn::ShiftRight<4>(v0), fifth(h0, is + 1)), o + 48 + l,
+               hn::Or(hn::ShiftRight<4>(v1), fifth(h1, is + 1)), dl[is + 1], ml[is + 1],
+               sc[is + 1]);
       }
     }
     e.End(d, ml, 8, 32);
   }
 };
+using BQ4_K = BQK45<false>;
+using BQ5_K = BQK45<true>;
 
 struct BQ6_K {  // ql[128], qh[64], int8 scales x16, d; x = d*sc * (q - 32)
   static constexpr size_t kW = 256, kB = 210;
