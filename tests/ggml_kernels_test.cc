@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -144,6 +145,43 @@ TEST(GgmlKernels, GemvAgreesWithTheReferenceOnEveryTarget) {
             EXPECT_NEAR(a, b, bound) << "token " << i << " row " << r;
           }
           for (int64_t r = rows; r < ldy; ++r) EXPECT_EQ(got[size_t(i * ldy + r)], 0.f);
+        }
+      });
+    }
+  }
+}
+
+// A token with a NaN (or inf) takes the float GEMV: NaN out for it, the other token as usual.
+TEST(GgmlKernels, GemvWithNonFiniteActivations) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> nd;
+  for (const char* name : {"Q4_0", "Q4_K", "Q6_K"}) {
+    SCOPED_TRACE(name);
+    const GgmlBlockType& t = *FindGgmlBlockType(name);
+    const int64_t rows = 6, cols = 512;
+    const auto blocks = MakeBlocks(t, rows, cols, 21);
+    const kernels::GgmlRows w{&t, blocks.data(), size_t(cols / t.block) * t.block_bytes, rows, cols};
+    std::vector<float> dec(static_cast<size_t>(rows * cols));
+    ASSERT_TRUE(DequantizeRowsGgml(t, blocks.data(), rows, cols, dec.data()).ok());
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+      std::vector<float> x(static_cast<size_t>(2 * cols));
+      for (auto& v : x) v = nd(rng);
+      x[5] = bad;
+      std::vector<float> ref(static_cast<size_t>(2 * rows)), got(ref.size());
+      kernels::GgmlGemvRef(w, x.data(), 2, ref.data(), rows);
+      ForEachTarget([&] {
+        kernels::GgmlGemv(w, x.data(), 2, got.data(), rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          EXPECT_FALSE(std::isfinite(got[size_t(r)])) << r;
+          // The float path's own bound: float rounding only.
+          EXPECT_NEAR(got[size_t(rows + r)], ref[size_t(rows + r)],
+                      1e-6 * [&] {
+                        double mag = 1e-30;
+                        for (int64_t k = 0; k < cols; ++k)
+                          mag += std::fabs(double(dec[size_t(r * cols + k)]) * x[size_t(cols + k)]);
+                        return mag;
+                      }())
+              << r;
         }
       });
     }

@@ -119,9 +119,10 @@ Status QuantizeDequantizeGgml(const GgmlBlockType& t, const float* x, int64_t ro
 }  // namespace qf
 
 namespace qf::ggml {
-// Packed sub-block scales, for the decoders here and the kernels that run the blocks directly.
+// Packed sub-block scales, for the decoders here and the kernels that run the blocks directly
+// (always inlined: the SIMD kernels' per-target functions would otherwise call them out of line).
 // Q4_K / Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 scale bytes.
-inline void GetScaleMinK4(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
+[[gnu::always_inline]] inline void GetScaleMinK4(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
   if (j < 4) {
     *sc = s[j] & 63;
     *m = s[j + 4] & 63;
@@ -131,7 +132,7 @@ inline void GetScaleMinK4(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
   }
 }
 // All 8 at once (sc[j], m[j] for j = 0..7), four bytes at a time.
-inline void GetScalesMinsK4(const uint8_t* s, uint8_t* sc, uint8_t* m) {
+[[gnu::always_inline]] inline void GetScalesMinsK4(const uint8_t* s, uint8_t* sc, uint8_t* m) {
   const auto word = [&](int i) {
     return uint32_t(s[4 * i]) | uint32_t(s[4 * i + 1]) << 8 | uint32_t(s[4 * i + 2]) << 16 |
            uint32_t(s[4 * i + 3]) << 24;
@@ -146,7 +147,7 @@ inline void GetScalesMinsK4(const uint8_t* s, uint8_t* sc, uint8_t* m) {
   }
 }
 // Q3_K: the signed scale (-32..31) of sub-block j (0..15) from the 12 scale bytes.
-inline int ScaleQ3(int j, const uint8_t* s) {
+[[gnu::always_inline]] inline int ScaleQ3(int j, const uint8_t* s) {
   const int low = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
   return (low | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }

@@ -645,8 +645,14 @@ bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, floa
   const float xmax = float(XMax());
   for (int64_t t = 0; t < m; ++t) {
     const float* xt = x + t * K;
-    auto vmax = hn::Zero(df);
-    for (int64_t g = 0; g < G; ++g) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xt + g * int64_t(N))));
+    // probe = Σ x * 0: NaN when some x is inf or NaN (Max drops NaNs on x86).
+    auto vmax = hn::Zero(df), probe = hn::Zero(df);
+    for (int64_t g = 0; g < G; ++g) {
+      const VF v = hn::LoadU(df, xt + g * int64_t(N));
+      vmax = hn::Max(vmax, hn::Abs(v));
+      probe = hn::MulAdd(v, hn::Zero(df), probe);
+    }
+    if (!(hn::GetLane(hn::SumOfLanes(df, probe)) == 0.f)) return false;
     for (int64_t j = 0; j < K / 16; ++j) {
       float s = 0.f;
       for (int k = 0; k < 16; ++k) s += xt[16 * j + k];
@@ -655,9 +661,9 @@ bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, floa
     for (int64_t j = 0; j < K / 32; ++j)
       xs32[t * (K / 32) + j] = xs16[t * (K / 16) + 2 * j] + xs16[t * (K / 16) + 2 * j + 1];
     const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
-    if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf or NaN
     dx[t] = amax / xmax;
     const float inv = amax > 0 ? xmax / amax : 0.f;
+    if (!(inv <= std::numeric_limits<float>::max())) return false;  // subnormal activations
     // |x * inv| <= xmax up to the rounding of inv; the clamp makes it exact.
     const VF vinv = S(inv), lo = S(-xmax), hi = S(xmax);
     for (int64_t g = 0; g < G; ++g) {
