@@ -2,7 +2,8 @@
 // (integer codes with per-tensor/channel/group scale and zero, or FP8 bytes with scales) or a
 // GgmlTensor (ggml blocks as a GGUF file holds them: Q4_0..Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS).
 // Contract: rows of W are dequantized tile by tile into a small fp32 buffer right before the
-// sgemm that uses them; the whole matrix is never inflated. MatMulDequantNTRef and
+// sgemm that uses them (ggml blocks with a few tokens: multiplied in registers instead); the
+// whole matrix is never inflated. MatMulDequantNTRef and
 // MatMulGgmlNTRef are the plain references (dequantize everything, then the reference GEMM).
 #pragma once
 
@@ -38,8 +39,11 @@ void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* b
 // Dequantizes rows [r0, r1) of w into out[(r1 - r0), K].
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out);
 
-// The same for ggml blocks: tiles of rows decoded into a per-thread buffer before each sgemm
-// (64 rows for a few tokens; for many, up to 4 MiB of fp32 weights per tile).
+// The same for ggml blocks. Up to 8 tokens (decoding): the GEMV of kernels/cpu/ggml_dot on the
+// blocks as stored, rows split over the threads (within that GEMV's error bound of the
+// reference: fixed-point activations). More tokens (prefill): tiles of rows decoded by the SIMD
+// decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of fp32 weights
+// per tile).
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 // Decodes rows [r0, r1) of w into out[(r1 - r0), K].
