@@ -18,6 +18,13 @@ namespace {
 // Output rows dequantized per tile: 64 rows × K floats stays in L2 for K up to ~8k.
 constexpr int64_t kRowTile = 64;
 
+// y[i, j] += bias[j] for the output columns [r0, r1) of y[m, N] (bias may be null).
+void AddBias(const float* bias, float* y, int64_t m, int64_t N, int64_t r0, int64_t r1) {
+  if (!bias) return;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
+}
+
 }  // namespace
 
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out) {
@@ -55,9 +62,7 @@ void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias
       const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
       DequantizeRows(w, r0, r1, buf.data());
       GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
-      if (bias)
-        for (int64_t i = 0; i < m; ++i)
-          for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
+      AddBias(bias, y, m, N, r0, r1);
     }
   }
 }
@@ -108,9 +113,7 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t r0 = c * per, r1 = std::min(N, r0 + per);
       GgmlGemv(RowsOf(w, r0, r1), x, m, y + r0, N);
-      if (bias)
-        for (int64_t i = 0; i < m; ++i)
-          for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
+      AddBias(bias, y, m, N, r0, r1);
     }
     return;
   }
@@ -127,9 +130,7 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
       const int64_t r0 = t * tile, r1 = std::min(N, r0 + tile);
       DequantizeRows(w, r0, r1, buf.data());
       GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
-      if (bias)
-        for (int64_t i = 0; i < m; ++i)
-          for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
+      AddBias(bias, y, m, N, r0, r1);
     }
   }
 }

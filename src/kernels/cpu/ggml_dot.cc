@@ -15,6 +15,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/result.h"
 #include "kernels/cpu/ggml_dot.h"
 
@@ -23,26 +24,8 @@
 #define QF_ALWAYS_INLINE __attribute__((always_inline))
 namespace qf::kernels::ggml_dot {
 
-// fp16 bits -> float, equal to core/dtype's F16ToF32 for every input (the exponent rebias is a
-// multiplication by 2^112, exact for normal and subnormal halves), inline for the block loops.
-inline float Half(const uint8_t* p) {
-  const uint32_t h = uint32_t(p[0]) | uint32_t(p[1]) << 8;
-  const uint32_t sign = (h & 0x8000u) << 16, em = h & 0x7fffu;
-  uint32_t bits;
-  if (em >= 0x7c00u) {
-    bits = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
-  } else {
-    float f;
-    const uint32_t raw = em << 13;
-    std::memcpy(&f, &raw, 4);
-    f *= 0x1p112f;
-    std::memcpy(&bits, &f, 4);
-    bits |= sign;
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
+// fp16 bits -> float where the target has no F16C: core/dtype's conversion.
+inline float Half(const uint8_t* p) { return F16ToF32(uint16_t(p[0] | p[1] << 8)); }
 inline uint32_t U32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
@@ -60,8 +43,8 @@ HWY_BEFORE_NAMESPACE();
 namespace qf::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// fp16 -> float: F16C where the target has it (AVX2 and up), else ggml_dot::Half. Equal for
-// every input but signalling NaNs, which F16C quiets.
+// fp16 -> float: F16C where the target has it (AVX2 and up), else core/dtype's F16ToF32. Equal
+// for every input but signalling NaNs, which F16C quiets.
 HWY_INLINE float Half(const uint8_t* p) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
   uint16_t h;
