@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -224,6 +225,192 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
               << "token " << i << " row " << r;
         }
       }
+    }
+  }
+}
+
+// ---- interleaved rows (GgmlInterleave: Q4_0, Q4_K) -------------------------------------------
+
+std::vector<const GgmlBlockType*> InterleavedTypes() {
+  std::vector<const GgmlBlockType*> out;
+  for (const auto* t : ModelTypes())
+    if (kernels::GgmlInterleaves(*t)) out.push_back(t);
+  return out;
+}
+
+kernels::GgmlRows Interleaved(const GgmlBlockType& t, const std::vector<std::byte>& plain,
+                              std::vector<std::byte>& buf, int64_t rows, int64_t cols) {
+  buf.assign(plain.size(), std::byte{0});
+  kernels::GgmlInterleave(t, plain.data(), rows, cols, buf.data());
+  return {&t, buf.data(), size_t(cols / t.block) * t.block_bytes, rows, cols, true};
+}
+
+TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
+  const auto types = InterleavedTypes();
+  ASSERT_EQ(types.size(), 2u);
+  EXPECT_EQ(types[0]->name, "Q4_0");
+  EXPECT_EQ(types[1]->name, "Q4_K");
+  for (const auto* t : types) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 32, cols = 512;
+    const auto plain = MakeBlocks(*t, rows, cols, 3);
+    std::vector<std::byte> inter;
+    const auto w = Interleaved(*t, plain, inter, rows, cols);
+    EXPECT_NE(inter, plain);
+    // Row 1's d (the block's first two bytes) sits beside row 0's.
+    EXPECT_EQ(std::memcmp(w.data + 2, plain.data() + w.row_bytes, 2), 0);
+    auto sorted = [](std::vector<std::byte> v) {
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    EXPECT_EQ(sorted(inter), sorted(plain));
+    std::vector<std::byte> back(plain.size());
+    kernels::GgmlDeinterleave(*t, inter.data(), rows, cols, back.data());
+    EXPECT_EQ(back, plain);
+  }
+}
+
+TEST(GgmlKernels, InterleavedDecodeEqualsTheReferenceOnEveryTarget) {
+  for (const auto* t : InterleavedTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 48, cols = 3 * 256;
+    const auto plain = MakeBlocks(*t, rows, cols, 17);
+    std::vector<float> ref(static_cast<size_t>(rows * cols));
+    ASSERT_TRUE(DequantizeRowsGgml(*t, plain.data(), rows, cols, ref.data()).ok());
+    std::vector<std::byte> inter;
+    const auto w = Interleaved(*t, plain, inter, rows, cols);
+    ForEachTarget([&] {
+      std::vector<float> got(ref.size(), -1.f);
+      kernels::GgmlDecodeRows(w, got.data());
+      EXPECT_EQ(std::memcmp(got.data(), ref.data(), ref.size() * 4), 0);
+    });
+  }
+}
+
+// x: m tokens; the interleaved GEMV against the reference on every target, within the bound.
+void ExpectInterleavedGemvWithinBound(const GgmlBlockType& t, const std::vector<std::byte>& plain,
+                                      int64_t rows, int64_t cols, const std::vector<float>& x,
+                                      int64_t m) {
+  std::vector<float> dec(static_cast<size_t>(rows * cols));
+  ASSERT_TRUE(DequantizeRowsGgml(t, plain.data(), rows, cols, dec.data()).ok());
+  std::vector<std::byte> inter;
+  const auto w = Interleaved(t, plain, inter, rows, cols);
+  const int64_t ldy = rows + 5;
+  std::vector<float> ref(static_cast<size_t>(m * ldy), 0.f);
+  kernels::GgmlGemvRef(w, x.data(), m, ref.data(), ldy);
+  ForEachTarget([&] {
+    std::vector<float> got(ref.size(), 0.f);
+    kernels::GgmlGemv(w, x.data(), m, got.data(), ldy);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const double bound =
+            testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols, 1e-6);
+        EXPECT_NEAR(ref[size_t(i * ldy + r)], got[size_t(i * ldy + r)], bound)
+            << "token " << i << " row " << r;
+      }
+      for (int64_t r = rows; r < ldy; ++r) EXPECT_EQ(got[size_t(i * ldy + r)], 0.f);
+    }
+  });
+}
+
+TEST(GgmlKernels, InterleavedGemvAgreesWithTheReferenceOnEveryTarget) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  for (const auto* t : InterleavedTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 48, cols = 5 * 256;
+    const auto plain = MakeBlocks(*t, rows, cols, 19);
+    for (int64_t m : {1, 2, 3, 4, 7}) {
+      SCOPED_TRACE(m);
+      std::vector<float> x(static_cast<size_t>(m * cols));
+      for (auto& v : x) v = nd(rng);
+      ExpectInterleavedGemvWithinBound(*t, plain, rows, cols, x, m);
+    }
+  }
+}
+
+// The integer sums' worst case: every code 15, every scale and min 63, every activation at the
+// fixed-point maximum (Q4_K's super-block sum 63 * 15 * 8191 * 256 is just under 2^31).
+TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
+  for (const auto* t : InterleavedTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 16, cols = 4 * 256;
+    auto plain = MakeBlocks(*t, rows, cols, 23);
+    const std::vector<uint8_t> codes(static_cast<size_t>(t->block), 15);
+    const uint16_t one = 0x3c00;  // fp16 1.0
+    for (int64_t b = 0; b < rows * cols / t->block; ++b) {
+      std::byte* blk = plain.data() + size_t(b) * t->block_bytes;
+      GgmlSetCodes(*t, codes.data(), blk);
+      std::memcpy(blk, &one, 2);
+      if (t->name == "Q4_K") {
+        std::memcpy(blk + 2, &one, 2);  // dmin
+        std::memset(blk + 4, 0xff, 12);  // every 6-bit scale and min 63
+      }
+    }
+    for (float sign : {1.f, -1.f}) {
+      std::vector<float> x(static_cast<size_t>(cols), sign);
+      ExpectInterleavedGemvWithinBound(*t, plain, rows, cols, x, 1);
+    }
+  }
+}
+
+TEST(GgmlKernels, InterleavedGemvWithNonFiniteActivations) {
+  for (const auto* t : InterleavedTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 32, cols = 512;
+    const auto plain = MakeBlocks(*t, rows, cols, 29);
+    std::vector<std::byte> inter;
+    const auto w = Interleaved(*t, plain, inter, rows, cols);
+    std::vector<float> x(static_cast<size_t>(2 * cols), 0.5f);
+    x[7] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> ref(static_cast<size_t>(2 * rows)), got(ref.size());
+    kernels::GgmlGemvRef(w, x.data(), 2, ref.data(), rows);
+    ForEachTarget([&] {
+      kernels::GgmlGemv(w, x.data(), 2, got.data(), rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        EXPECT_FALSE(std::isfinite(got[size_t(r)])) << r;
+        EXPECT_NEAR(got[size_t(rows + r)], ref[size_t(rows + r)],
+                    1e-5 * (1.0 + std::fabs(ref[size_t(rows + r)])))
+            << r;
+      }
+    });
+  }
+}
+
+// MatMulGgmlNT on a tensor ForKernels interleaved (decoding and prefill token counts, rows
+// split over threads in whole groups) against the plain reference; row slices decode alike.
+TEST(GgmlKernels, MatMulOnInterleavedTensors) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd;
+  for (const auto* t : InterleavedTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 208, cols = 512;
+    auto blocks = std::make_shared<std::vector<std::byte>>(MakeBlocks(*t, rows, cols, 31));
+    GgmlTensor plain{t, rows, cols, size_t(cols / t->block) * t->block_bytes, blocks->data(),
+                     blocks, false};
+    const GgmlTensor w = kernels::ForKernels(plain);
+    ASSERT_TRUE(w.interleaved);
+    EXPECT_NE(w.data, plain.data);
+    EXPECT_FALSE(kernels::ForKernels(GgmlTensor{t, 200, cols, plain.row_bytes, blocks->data(),
+                                                blocks, false})
+                     .interleaved);  // 200 rows: not whole groups
+    std::vector<float> dec(static_cast<size_t>(rows * cols)), part(static_cast<size_t>(21 * cols));
+    ASSERT_TRUE(DequantizeRowsGgml(*t, blocks->data(), rows, cols, dec.data()).ok());
+    kernels::DequantizeRows(w, 37, 58, part.data());
+    EXPECT_TRUE(std::equal(part.begin(), part.end(), dec.begin() + 37 * cols));
+    for (int64_t m : {1, 5, 40}) {
+      SCOPED_TRACE(m);
+      std::vector<float> x(static_cast<size_t>(m * cols));
+      for (auto& v : x) v = nd(rng);
+      std::vector<float> ref(static_cast<size_t>(m * rows)), got(ref.size());
+      kernels::MatMulGgmlNTRef(x.data(), plain, nullptr, ref.data(), m);
+      kernels::MatMulGgmlNT(x.data(), w, nullptr, got.data(), m);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t r = 0; r < rows; ++r)
+          EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
+                      testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols,
+                                             1e-5))
+              << "token " << i << " row " << r;
     }
   }
 }

@@ -68,12 +68,21 @@ void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias
 }
 
 namespace {
+// Rows [r0, r1) of w; for interleaved w, r0 and r1 must be multiples of 16 (or r1 = rows).
 GgmlRows RowsOf(const GgmlTensor& w, int64_t r0, int64_t r1) {
-  return {w.type, w.data + size_t(r0) * w.row_bytes, w.row_bytes, r1 - r0, w.cols};
+  return {w.type, w.data + size_t(r0) * w.row_bytes, w.row_bytes, r1 - r0, w.cols, w.interleaved};
 }
 }  // namespace
 
 void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
+  constexpr int64_t R = kGgmlInterleaveRows;
+  if (w.interleaved && (r0 % R != 0 || r1 % R != 0)) {  // decode the whole groups around them
+    const int64_t g0 = r0 / R * R, g1 = std::min(w.rows, (r1 + R - 1) / R * R);
+    std::vector<float> groups(static_cast<size_t>((g1 - g0) * w.cols));
+    GgmlDecodeRows(RowsOf(w, g0, g1), groups.data());
+    std::copy(groups.begin() + (r0 - g0) * w.cols, groups.begin() + (r1 - g0) * w.cols, out);
+    return;
+  }
   if (GgmlKernelSupports(*w.type)) {
     GgmlDecodeRows(RowsOf(w, r0, r1), out);
     return;
@@ -107,7 +116,8 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
   if (m <= kGemvTokens && GgmlKernelSupports(*w.type)) {
     // One contiguous range of rows per thread: each GgmlGemv call prepares the activations once.
     const int threads = nested ? 1 : omp_get_max_threads();
-    const int64_t per = std::max(kGemvRows, (N + threads - 1) / threads);
+    const int64_t per = (std::max(kGemvRows, (N + threads - 1) / threads) + kGgmlInterleaveRows -
+                         1) / kGgmlInterleaveRows * kGgmlInterleaveRows;
     const int64_t chunks = (N + per - 1) / per;
 #pragma omp parallel for schedule(static) if (chunks > 1 && !nested)
     for (int64_t c = 0; c < chunks; ++c) {
@@ -136,10 +146,27 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
 }
 
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
+  std::vector<std::byte> plain;
+  const std::byte* data = w.data;
+  if (w.interleaved) {
+    plain.resize(size_t(w.rows) * w.row_bytes);
+    GgmlDeinterleave(*w.type, w.data, w.rows, w.cols, plain.data());
+    data = plain.data();
+  }
   std::vector<float> full(static_cast<size_t>(w.rows * w.cols));
-  const Status st = DequantizeRowsGgml(*w.type, w.data, w.rows, w.cols, full.data());
+  const Status st = DequantizeRowsGgml(*w.type, data, w.rows, w.cols, full.data());
   QF_CHECK(st.ok(), "{}", st.error().message());
   MatMulNTRef(x, full.data(), bias, y, m, w.rows, w.cols);
+}
+
+GgmlTensor ForKernels(GgmlTensor w) {
+  if (w.interleaved || !GgmlInterleaves(*w.type) || w.rows % kGgmlInterleaveRows != 0) return w;
+  auto owned = std::make_shared<std::vector<std::byte>>(size_t(w.rows) * w.row_bytes);
+  GgmlInterleave(*w.type, w.data, w.rows, w.cols, owned->data());
+  w.data = owned->data();
+  w.owner = std::move(owned);
+  w.interleaved = true;
+  return w;
 }
 
 void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* bias, float* y,

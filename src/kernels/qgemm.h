@@ -17,14 +17,17 @@
 namespace qf {
 
 // A [rows, cols] matrix of ggml blocks, each row a whole number of blocks (row_bytes bytes),
-// rows back to back at `data`. `owner` keeps the bytes alive: the GGUF file mapping, or an
-// owned copy (rows reordered at load).
+// rows back to back at `data`, or (interleaved) in groups of 16 rows in the GEMV's compute
+// layout (kernels/cpu/ggml_dot.h GgmlInterleave: the same bytes, permuted within each group).
+// `owner` keeps the bytes alive: the GGUF file mapping, or an owned copy (rows reordered or
+// interleaved at load).
 struct GgmlTensor {
   const GgmlBlockType* type = nullptr;
   int64_t rows = 0, cols = 0;
   size_t row_bytes = 0;
   const std::byte* data = nullptr;
   std::shared_ptr<const void> owner;
+  bool interleaved = false;
 };
 
 }  // namespace qf
@@ -40,7 +43,7 @@ void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* b
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out);
 
 // The same for ggml blocks. Up to 8 tokens (decoding): the GEMV of kernels/cpu/ggml_dot on the
-// blocks as stored, rows split over the threads (within that GEMV's error bound of the
+// blocks as stored (plain or interleaved), rows split over the threads (within that GEMV's error bound of the
 // reference: fixed-point activations). More tokens (prefill): tiles of rows decoded by the SIMD
 // decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of fp32 weights
 // per tile).
@@ -48,5 +51,8 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 // Decodes rows [r0, r1) of w into out[(r1 - r0), K].
 void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out);
+// w in the GEMV's compute layout where the kernels have one for its type and its rows divide
+// into groups of 16 (an owned, interleaved copy; the old bytes are let go), else w unchanged.
+GgmlTensor ForKernels(GgmlTensor w);
 
 }  // namespace qf::kernels

@@ -155,6 +155,8 @@ class GgufReader {
         g->data = t->data.data();
         g->owner = f_;
       }
+      // The GEMV's compute layout where it has one (Q4_0, Q4_K: 16 rows interleaved).
+      *g = kernels::ForKernels(std::move(*g));
       lin.ggml = std::move(g);
     }
     if (bias) {

@@ -36,6 +36,26 @@ enum TypeId : int {
   kQ5_K = 13, kQ6_K = 14, kIQ4_NL = 20, kIQ4_XS = 23
 };
 
+// GgmlInterleave's units: from byte `from` of a block on (to the next run or the block's end),
+// units of `size` bytes. One row per interleaved type.
+struct UnitRun {
+  size_t from, size;
+};
+struct InterleaveLayout {
+  int id;
+  UnitRun runs[3];
+  int n;
+};
+constexpr InterleaveLayout kInterleaveLayouts[] = {
+    {kQ4_0, {{0, 2}}, 1},                   // d; codes in pairs (weights 2c, 2c+1 | +16)
+    {kQ4_K, {{0, 2}, {4, 1}, {16, 2}}, 3},  // d, dmin; 12 scale bytes; codes in pairs
+};
+inline const InterleaveLayout* FindInterleaveLayout(int id) {
+  for (const auto& l : kInterleaveLayouts)
+    if (l.id == id) return &l;
+  return nullptr;
+}
+
 }  // namespace qf::kernels::ggml_dot
 #endif  // QF_GGML_DOT_ONCE
 
@@ -688,6 +708,230 @@ void GemvTokens(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t 
   if (t < m) GemvM<B, 1>(w, x + t * w.cols, y + t * ldy, ldy);
 }
 
+// ---- interleaved rows (GgmlInterleave): one int32 lane per row -------------------------------
+// Each 16-row group goes through the plain kernels after restoring it in a per-thread buffer
+// (prefill tiles, non-finite activations, the scalar target); the integer GEMV below reads it as
+// laid out.
+template <class Fn>
+void ForEachRestoredGroup(const GgmlRows& w, Fn&& fn) {
+  constexpr int64_t R = kGgmlInterleaveRows;
+  QF_CHECK(w.rows % R == 0, "interleaved rows ({}) must be a multiple of {}", w.rows, R);
+  thread_local std::vector<std::byte> buf;
+  buf.resize(size_t(R) * w.row_bytes);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += R) {
+    GgmlDeinterleave(*w.type, w.data + size_t(r0) * w.row_bytes, R, w.cols, buf.data());
+    fn(GgmlRows{w.type, buf.data(), w.row_bytes, R, w.cols, false}, r0);
+  }
+}
+
+#if HWY_TARGET != HWY_SCALAR
+// kL rows per vector of int32 (or float) lanes; kG vectors per group of 16.
+using DR = hn::ScalableTag<int32_t>;
+using DR16 = hn::Repartition<int16_t, DR>;
+using DRF = hn::Repartition<float, DR>;
+using VR = hn::Vec<DR>;
+using VR16 = hn::Vec<DR16>;
+using VRF = hn::Vec<DRF>;
+constexpr size_t kL = hn::MaxLanes(DR());
+constexpr size_t kG = size_t(kGgmlInterleaveRows) / kL;
+
+// kL rows' 2-byte units of codes at p, widened to int16 lanes (row-major pairs).
+HWY_INLINE VR16 RowPairs(const uint8_t* p) {
+  return hn::PromoteTo(DR16(), hn::LoadU(hn::Rebind<uint8_t, DR16>(), p));
+}
+// The activation pair xq[0], xq[1] in every int32 lane, as int16 lanes.
+HWY_INLINE VR16 PairOf(const int16_t* xq) {
+  int32_t v;
+  std::memcpy(&v, xq, 4);
+  return hn::BitCast(DR16(), hn::Set(DR(), v));
+}
+// kL rows' fp16 at p.
+HWY_INLINE VRF RowHalves(const uint8_t* p) {
+  const hn::Rebind<hwy::float16_t, DRF> dh;
+  return hn::PromoteTo(DRF(), hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
+}
+// kL rows' bytes at p.
+HWY_INLINE VR RowBytes(const uint8_t* p) {
+  return hn::PromoteTo(DR(), hn::LoadU(hn::Rebind<uint8_t, DR>(), p));
+}
+// s[g][t] += lo * xl[t] + hi * xh[t], summed pairwise (vpmaddwd), for the kL-row vectors g.
+template <int M>
+HWY_INLINE void MulPairs(VR16 lo, VR16 hi, const VR16* xl, const VR16* xh, VR* s, VR* odd) {
+  for (int t = 0; t < M; ++t) {
+    s[t] = hn::ReorderWidenMulAccumulate(DR(), lo, xl[t], s[t], odd[t]);
+    s[t] = hn::ReorderWidenMulAccumulate(DR(), hi, xh[t], s[t], odd[t]);
+  }
+}
+
+// A block of 16 interleaved rows: acc[g][t] += Σ_k w[row][k] xq[t][k] (lane = row; float, the
+// block's scales applied). xq: token 0's activations at the block (tokens K apart); xs: token
+// 0's Σ xq over each 32 of them at the block (tokens K / 32 apart).
+struct IQ4_0 {  // [d x16][unit c = codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] for c < 8
+  static constexpr size_t kW = 32, kB = 18;
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const int16_t* xq, const int32_t* xs, int64_t K,
+                               VRF (&acc)[kG][M]) {
+    VR s[kG][M], odd[kG][M];
+    for (size_t g = 0; g < kG; ++g)
+      for (int t = 0; t < M; ++t) s[g][t] = odd[g][t] = hn::Zero(DR());
+    HWY_UNROLL(8)
+    for (size_t c = 0; c < 8; ++c) {
+      VR16 xl[M], xh[M];
+      for (int t = 0; t < M; ++t) {
+        xl[t] = PairOf(xq + t * K + 2 * c);
+        xh[t] = PairOf(xq + t * K + 16 + 2 * c);
+      }
+      for (size_t g = 0; g < kG; ++g) {
+        const VR16 v = RowPairs(p + 32 + 32 * c + 2 * kL * g);
+        MulPairs<M>(hn::And(v, hn::Set(DR16(), 15)), hn::ShiftRight<4>(v), xl, xh, s[g], odd[g]);
+      }
+    }
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g);
+      for (int t = 0; t < M; ++t) {
+        // Σ (q - 8) xq = Σ q xq - 8 Σ xq, exact in int32.
+        const VR sum = hn::Sub(hn::RearrangeToOddPlusEven(s[g][t], odd[g][t]),
+                               hn::Set(DR(), 8 * xs[t * (K / 32)]));
+        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), sum), d, acc[g][t]);
+      }
+    }
+  }
+};
+
+// [d x16][dmin x16][scale byte i x16 for i < 12][unit u = codes 2u, 2u+1 x16 for u < 64]; unit
+// 16 j + c holds weights 2c, 2c+1 of sub-blocks 2j (low nibbles) and 2j + 1 (high).
+// Integer sums per super-block: A = Σ_sub sc Σ q xq (|A| <= 63 * 15 * 8191 * 256 < 2^31), B =
+// Σ_sub m Σ xq; then acc += d A - dmin B.
+struct IQ4_K {
+  static constexpr size_t kW = 256, kB = 144;
+  // Scale and min of sub-block j for rows kL g ..: ggml's get_scale_min_k4 on 16 rows at once.
+  static HWY_INLINE void ScaleMin(const uint8_t* S, size_t j, size_t g, VR& sc, VR& m) {
+    const auto b = [&](size_t i) HWY_ATTR { return RowBytes(S + 16 * i + kL * g); };
+    const VR k63 = hn::Set(DR(), 63), k15 = hn::Set(DR(), 15);
+    if (j < 4) {
+      sc = hn::And(b(j), k63);
+      m = hn::And(b(j + 4), k63);
+    } else {
+      const VR q = b(j + 4);
+      sc = hn::Or(hn::And(q, k15), hn::ShiftLeft<4>(hn::ShiftRight<6>(b(j - 4))));
+      m = hn::Or(hn::ShiftRight<4>(q), hn::ShiftLeft<4>(hn::ShiftRight<6>(b(j))));
+    }
+  }
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const int16_t* xq, const int32_t* xs, int64_t K,
+                               VRF (&acc)[kG][M]) {
+    const uint8_t* S = p + 64;
+    const uint8_t* q = p + 256;
+    VR A[kG][M], Bm[kG][M];
+    for (size_t g = 0; g < kG; ++g)
+      for (int t = 0; t < M; ++t) A[g][t] = Bm[g][t] = hn::Zero(DR());
+    HWY_UNROLL(1)
+    for (size_t j = 0; j < 4; ++j, q += 32 * 16) {
+      VR sl[kG][M], ol[kG][M], sh[kG][M], oh[kG][M];
+      for (size_t g = 0; g < kG; ++g)
+        for (int t = 0; t < M; ++t) sl[g][t] = ol[g][t] = sh[g][t] = oh[g][t] = hn::Zero(DR());
+      HWY_UNROLL(16)
+      for (size_t c = 0; c < 16; ++c) {
+        VR16 xl[M], xh[M];
+        for (int t = 0; t < M; ++t) {
+          xl[t] = PairOf(xq + t * K + 64 * j + 2 * c);
+          xh[t] = PairOf(xq + t * K + 64 * j + 32 + 2 * c);
+        }
+        for (size_t g = 0; g < kG; ++g) {
+          const VR16 v = RowPairs(q + 32 * c + 2 * kL * g);
+          const VR16 lo = hn::And(v, hn::Set(DR16(), 15)), hi = hn::ShiftRight<4>(v);
+          for (int t = 0; t < M; ++t) {
+            sl[g][t] = hn::ReorderWidenMulAccumulate(DR(), lo, xl[t], sl[g][t], ol[g][t]);
+            sh[g][t] = hn::ReorderWidenMulAccumulate(DR(), hi, xh[t], sh[g][t], oh[g][t]);
+          }
+        }
+      }
+      for (size_t g = 0; g < kG; ++g) {
+        VR scl, ml, sch, mh;
+        ScaleMin(S, 2 * j, g, scl, ml);
+        ScaleMin(S, 2 * j + 1, g, sch, mh);
+        for (int t = 0; t < M; ++t) {
+          const int32_t* xst = xs + t * (K / 32) + 2 * j;
+          A[g][t] = hn::Add(A[g][t], hn::Add(hn::Mul(hn::RearrangeToOddPlusEven(sl[g][t], ol[g][t]), scl),
+                                             hn::Mul(hn::RearrangeToOddPlusEven(sh[g][t], oh[g][t]), sch)));
+          Bm[g][t] = hn::Add(Bm[g][t], hn::Add(hn::Mul(ml, hn::Set(DR(), xst[0])),
+                                               hn::Mul(mh, hn::Set(DR(), xst[1]))));
+        }
+      }
+    }
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g), dmin = RowHalves(p + 32 + 2 * kL * g);
+      for (int t = 0; t < M; ++t) {
+        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), A[g][t]), d, acc[g][t]);
+        acc[g][t] = hn::NegMulAdd(hn::ConvertTo(DRF(), Bm[g][t]), dmin, acc[g][t]);
+      }
+    }
+  }
+};
+
+template <class IB, int M>
+void GemvInterleavedInt(const GgmlRows& w, const int16_t* xq, const float* dx, const int32_t* xs,
+                        float* y, int64_t ldy) {
+  const int64_t K = w.cols, nb = K / int64_t(IB::kW);
+  constexpr int64_t R = kGgmlInterleaveRows;
+  for (int64_t r0 = 0; r0 < w.rows; r0 += R) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes;
+    VRF acc[kG][M];
+    for (size_t g = 0; g < kG; ++g)
+      for (int t = 0; t < M; ++t) acc[g][t] = hn::Zero(DRF());
+    for (int64_t blk = 0; blk < nb; ++blk, p += R * IB::kB)
+      IB::template Block<M>(p, xq + blk * int64_t(IB::kW), xs + blk * int64_t(IB::kW / 32), K, acc);
+    for (size_t g = 0; g < kG; ++g)
+      for (int t = 0; t < M; ++t)
+        hn::StoreU(hn::Mul(acc[g][t], hn::Set(DRF(), dx[t])), DRF(),
+                   y + t * ldy + r0 + int64_t(g * kL));
+  }
+}
+#endif
+
+// M tokens of an interleaved matrix (B: the plain layout's decoder, IB: the interleaved kernel).
+template <class B, class IB, int M>
+void GemvInterleavedM(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
+#if HWY_TARGET != HWY_SCALAR
+  const int64_t K = w.cols;
+  thread_local std::vector<int16_t> xq;
+  thread_local std::vector<float> xs;
+  thread_local std::vector<int32_t> xs_int;
+  xq.resize(size_t(M * K));
+  xs.resize(size_t(M * (K / 16 + K / 32)));
+  xs_int.resize(size_t(M * (K / 32)));
+  float dx[M];
+  if (QuantizeActivations(x, M, K, xq.data(), dx, xs.data(), xs.data() + M * (K / 16))) {
+    for (int64_t j = 0; j < M * (K / 32); ++j) {
+      int32_t s = 0;
+      for (int k = 0; k < 32; ++k) s += xq[size_t(32 * j + k)];
+      xs_int[size_t(j)] = s;
+    }
+    GemvInterleavedInt<IB, M>(w, xq.data(), dx, xs_int.data(), y, ldy);
+    return;
+  }
+#endif
+  ForEachRestoredGroup(w, [&](const GgmlRows& g, int64_t r0) HWY_ATTR {
+    GemvFloat<B, M>(g, x, y + r0, ldy);
+  });
+}
+
+template <class B, class IB>
+void GemvInterleavedTokens(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= m; t += 4) GemvInterleavedM<B, IB, 4>(w, x + t * w.cols, y + t * ldy, ldy);
+  if (m - t >= 2) {
+    GemvInterleavedM<B, IB, 2>(w, x + t * w.cols, y + t * ldy, ldy);
+    t += 2;
+  }
+  if (t < m) GemvInterleavedM<B, IB, 1>(w, x + t * w.cols, y + t * ldy, ldy);
+}
+
+#if HWY_TARGET == HWY_SCALAR
+struct IQ4_0 {};
+struct IQ4_K {};
+#endif
+
 int ActivationMaxImpl() {
 #if HWY_TARGET != HWY_SCALAR
   return XMax();
@@ -724,12 +968,26 @@ bool SupportsImpl(int id) {
 
 void DecodeRowsImpl(const GgmlRows& w, float* out) {
   const bool ok = WithBlock(w.type->id, [&](auto b) HWY_ATTR {
-    DecodeRowsT<decltype(b)>(w, out);
+    if (!w.interleaved) {
+      DecodeRowsT<decltype(b)>(w, out);
+      return;
+    }
+    ForEachRestoredGroup(w, [&](const GgmlRows& g, int64_t r0) HWY_ATTR {
+      DecodeRowsT<decltype(b)>(g, out + r0 * w.cols);
+    });
   });
   QF_CHECK(ok, "no kernel for ggml type {}", w.type->name);
 }
 
 void GemvImpl(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  if (w.interleaved) {
+    using namespace ggml_dot;
+    switch (w.type->id) {
+      case kQ4_0: GemvInterleavedTokens<BQ4_0, IQ4_0>(w, x, m, y, ldy); return;
+      case kQ4_K: GemvInterleavedTokens<BQ4_K, IQ4_K>(w, x, m, y, ldy); return;
+      default: QF_CHECK(false, "no interleaved kernel for ggml type {}", w.type->name);
+    }
+  }
   const bool ok = WithBlock(w.type->id, [&](auto b) HWY_ATTR {
     GemvTokens<decltype(b)>(w, x, m, y, ldy);
   });
@@ -760,10 +1018,68 @@ void GgmlGemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ld
   HWY_DYNAMIC_DISPATCH(GemvImpl)(w, x, m, y, ldy);
 }
 
+namespace {
+
+// GgmlInterleave (kTo) or its inverse: every unit of every block of each 16-row group moved.
+template <bool kTo>
+void PermuteUnits(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
+                  std::byte* out) {
+  const ggml_dot::InterleaveLayout* layout = ggml_dot::FindInterleaveLayout(t.id);
+  QF_CHECK(layout && rows % kGgmlInterleaveRows == 0 && cols % t.block == 0,
+           "no interleaved layout for {} rows x {} cols of {}", rows, cols, t.name);
+  constexpr size_t R = kGgmlInterleaveRows;
+  const size_t B = t.block_bytes, nb = size_t(cols / t.block), row_bytes = nb * B;
+  for (int64_t g = 0; g < rows; g += int64_t(R)) {
+    const std::byte* src = in + size_t(g) * row_bytes;
+    std::byte* dst = out + size_t(g) * row_bytes;
+    for (size_t b = 0; b < nb; ++b) {
+      for (int i = 0; i < layout->n; ++i) {
+        const size_t s = layout->runs[i].size;
+        const size_t end = i + 1 < layout->n ? layout->runs[i + 1].from : B;
+        for (size_t o = layout->runs[i].from; o < end; o += s) {
+          for (size_t r = 0; r < R; ++r) {
+            const size_t plain = r * row_bytes + b * B + o, inter = b * R * B + R * o + r * s;
+            const std::byte* from = src + (kTo ? plain : inter);
+            std::byte* to = dst + (kTo ? inter : plain);
+            if (s == 2) {
+              std::memcpy(to, from, 2);
+            } else {
+              std::memcpy(to, from, 1);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool GgmlInterleaves(const GgmlBlockType& t) {
+  return GgmlKernelSupports(t) && ggml_dot::FindInterleaveLayout(t.id) != nullptr;
+}
+
+void GgmlInterleave(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
+                    std::byte* out) {
+  PermuteUnits<true>(t, in, rows, cols, out);
+}
+
+void GgmlDeinterleave(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
+                      std::byte* out) {
+  PermuteUnits<false>(t, in, rows, cols, out);
+}
+
 void GgmlGemvRef(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  std::vector<std::byte> plain;
+  const std::byte* data = w.data;
+  if (w.interleaved) {
+    plain.resize(size_t(w.rows) * w.row_bytes);
+    GgmlDeinterleave(*w.type, w.data, w.rows, w.cols, plain.data());
+    data = plain.data();
+  }
   std::vector<float> row(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
-    w.type->decode(w.data + size_t(r) * w.row_bytes, w.cols, row.data());
+    w.type->decode(data + size_t(r) * w.row_bytes, w.cols, row.data());
     for (int64_t t = 0; t < m; ++t) {
       double s = 0;
       for (int64_t k = 0; k < w.cols; ++k) s += double(row[size_t(k)]) * x[t * w.cols + k];

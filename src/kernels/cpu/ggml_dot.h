@@ -11,6 +11,8 @@
 //     float path (levels decoded to floats and multiplied in with FMAs), as does the scalar
 //     target.
 //   - GgmlDecodeRows (prefill tiles for the sgemm): levels decoded to floats.
+// Both take interleaved rows (GgmlInterleave) of Q4_0 / Q4_K: the GEMV then runs a kernel
+// where int32 lanes are rows; the decoder and the fallbacks restore 16 rows at a time.
 // Contract: GgmlDecodeRows equals the type's reference decoder (GgmlBlockType::decode) float for
 // float on every target (same products and sums in the same order, no FMA contraction; fp16
 // signalling NaNs come out quieted); GgmlGemv is within the bound above of GgmlGemvRef
@@ -26,16 +28,35 @@
 
 namespace qf::kernels {
 
-// A [rows, cols] matrix of blocks of `type`, rows row_bytes apart from `data`.
+// A [rows, cols] matrix of blocks of `type`, rows row_bytes apart from `data`; interleaved: in
+// groups of kGgmlInterleaveRows rows laid out by GgmlInterleave (rows a multiple of 16, the
+// group of row r at data + r * row_bytes).
 struct GgmlRows {
   const GgmlBlockType* type = nullptr;
   const std::byte* data = nullptr;
   size_t row_bytes = 0;
   int64_t rows = 0, cols = 0;
+  bool interleaved = false;
 };
 
 // True when the kernels here take this type.
 bool GgmlKernelSupports(const GgmlBlockType& t);
+
+// The compute layout of the decoding GEMV for Q4_0 and Q4_K: 16 rows side by side, so that a
+// vector's int32 lanes are rows (no per-row horizontal sums, one scale vector per block). Each
+// block is cut into units (Q4_0: 9 units of 2 bytes, d then the codes; Q4_K: d and dmin of 2
+// bytes, the 12 scale bytes one by one, the codes 2 bytes at a time); the unit at byte o (size s)
+// of row r of a 16-row group goes to byte 16 o + r s of that group's block. A byte permutation
+// of each group: same size, the same bytes (GgmlDeinterleave undoes it).
+constexpr int64_t kGgmlInterleaveRows = 16;
+// True when GgmlInterleave has a layout, and the GEMV a kernel, for this type.
+bool GgmlInterleaves(const GgmlBlockType& t);
+// rows (a multiple of 16) x cols blocks of t, as in a file -> interleaved (out: the same size).
+void GgmlInterleave(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
+                    std::byte* out);
+// The inverse.
+void GgmlDeinterleave(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
+                      std::byte* out);
 
 // out[rows, cols] = decode(w).
 void GgmlDecodeRows(const GgmlRows& w, float* out);
