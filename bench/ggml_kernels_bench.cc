@@ -1,5 +1,7 @@
 // Per-type speed of the ggml block kernels (kernels/cpu/ggml_dot) on one thread: the decoding
-// GEMV (one token) and the prefill tile decoder, in ns per weight, on a [rows, cols] matrix of
+// GEMV (one token) on the blocks as in a file and, for the types that have one, on the
+// interleaved compute layout (GgmlInterleave: what a loaded model runs), and the prefill tile
+// decoder, in ns per weight, on a [rows, cols] matrix of
 // encoded random weights small enough to stay in L2 (the kernels' own cost, not memory's).
 // Usage: build/ggml_kernels_bench [rows=1536] [cols=512] [TYPE ...]
 #include <algorithm>
@@ -48,7 +50,8 @@ int main(int argc, char** argv) {
       y(static_cast<size_t>(rows)), tile(static_cast<size_t>(rows * cols));
   for (auto& v : w) v = nd(rng);
   for (auto& v : x) v = nd(rng);
-  std::printf("%-8s %10s %12s %14s\n", "type", "bytes", "gemv ns/w", "decode ns/w");
+  std::printf("%-8s %10s %12s %16s %14s\n", "type", "bytes", "gemv ns/w", "interleaved ns/w",
+              "decode ns/w");
   for (const auto& name : names) {
     const qf::GgmlBlockType* t = qf::FindGgmlBlockType(name);
     if (!t || t->activation_only) {
@@ -63,7 +66,18 @@ int main(int argc, char** argv) {
         BestSeconds(reps, [&] { qf::kernels::GgmlGemv(g, x.data(), 1, y.data(), rows); });
     const double dec = BestSeconds(reps, [&] { qf::kernels::GgmlDecodeRows(g, tile.data()); });
     const double n = double(rows * cols);
-    std::printf("%-8s %10zu %12.4f %14.4f\n", name.c_str(), b.size(), gemv / n * 1e9,
+    char il[32] = "-";
+    if (qf::kernels::GgmlInterleaves(*t) && rows % qf::kernels::kGgmlInterleaveRows == 0) {
+      std::vector<std::byte> ib(b.size());
+      qf::kernels::GgmlInterleave(*t, b.data(), rows, cols, ib.data());
+      qf::kernels::GgmlRows gi = g;
+      gi.data = ib.data();
+      gi.interleaved = true;
+      const double s =
+          BestSeconds(reps, [&] { qf::kernels::GgmlGemv(gi, x.data(), 1, y.data(), rows); });
+      std::snprintf(il, sizeof il, "%.4f", s / n * 1e9);
+    }
+    std::printf("%-8s %10zu %12.4f %16s %14.4f\n", name.c_str(), b.size(), gemv / n * 1e9, il,
                 dec / n * 1e9);
   }
   return 0;

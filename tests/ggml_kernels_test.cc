@@ -247,9 +247,11 @@ kernels::GgmlRows Interleaved(const GgmlBlockType& t, const std::vector<std::byt
 
 TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
   const auto types = InterleavedTypes();
-  ASSERT_EQ(types.size(), 2u);
+  ASSERT_EQ(types.size(), 4u);
   EXPECT_EQ(types[0]->name, "Q4_0");
-  EXPECT_EQ(types[1]->name, "Q4_K");
+  EXPECT_EQ(types[1]->name, "Q8_0");
+  EXPECT_EQ(types[2]->name, "Q4_K");
+  EXPECT_EQ(types[3]->name, "Q6_K");
   for (const auto* t : types) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 32, cols = 512;
@@ -257,8 +259,9 @@ TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
     std::vector<std::byte> inter;
     const auto w = Interleaved(*t, plain, inter, rows, cols);
     EXPECT_NE(inter, plain);
-    // Row 1's d (the block's first two bytes) sits beside row 0's.
-    EXPECT_EQ(std::memcmp(w.data + 2, plain.data() + w.row_bytes, 2), 0);
+    // The 16 rows' d come first, row 1's beside row 0's (d: the block's first fp16, Q6_K's last).
+    const size_t d_at = t->name == "Q6_K" ? 208 : 0;
+    EXPECT_EQ(std::memcmp(w.data + 2, plain.data() + w.row_bytes + d_at, 2), 0);
     auto sorted = [](std::vector<std::byte> v) {
       std::sort(v.begin(), v.end());
       return v;
@@ -329,21 +332,29 @@ TEST(GgmlKernels, InterleavedGemvAgreesWithTheReferenceOnEveryTarget) {
   }
 }
 
-// The integer sums' worst case: every code 15, every scale and min 63, every activation at the
+// The integer sums' worst case: every code and scale at its largest magnitude (Q4_0, Q4_K: 15,
+// Q6_K: 63, Q8_0: -128; Q4_K's scales and mins 63, Q6_K's -128), every activation at the
 // fixed-point maximum (Q4_K's super-block sum 63 * 15 * 8191 * 256 is just under 2^31).
 TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
   for (const auto* t : InterleavedTypes()) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 16, cols = 4 * 256;
     auto plain = MakeBlocks(*t, rows, cols, 23);
-    const std::vector<uint8_t> codes(static_cast<size_t>(t->block), 15);
+    // The largest raw code the kernels multiply (Q8_0: code 0 is level -128).
+    const uint8_t code = t->name == "Q8_0" ? 0 : uint8_t((1u << t->codes->bits) - 1);
+    const std::vector<uint8_t> codes(static_cast<size_t>(t->block), code);
     const uint16_t one = 0x3c00;  // fp16 1.0
     for (int64_t b = 0; b < rows * cols / t->block; ++b) {
       std::byte* blk = plain.data() + size_t(b) * t->block_bytes;
       GgmlSetCodes(*t, codes.data(), blk);
-      std::memcpy(blk, &one, 2);
+      if (t->name == "Q6_K") {
+        std::memcpy(blk + 208, &one, 2);
+        std::memset(blk + 192, 0x80, 16);  // int8 scales -128
+      } else {
+        std::memcpy(blk, &one, 2);
+      }
       if (t->name == "Q4_K") {
-        std::memcpy(blk + 2, &one, 2);  // dmin
+        std::memcpy(blk + 2, &one, 2);   // dmin
         std::memset(blk + 4, 0xff, 12);  // every 6-bit scale and min 63
       }
     }

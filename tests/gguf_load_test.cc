@@ -241,8 +241,9 @@ TEST(GgufLoad, Q4KmLinearsKernelEqualsReference) {
   auto check = [&](const Linear& lin) {
     ASSERT_NE(lin.ggml, nullptr);
     ++types[std::string(lin.ggml->type->name)];
-    // Loaded in the GEMV's compute layout where it has one (every Q4_K linear here: rows % 16 == 0).
-    EXPECT_EQ(lin.ggml->interleaved, lin.ggml->type->name == "Q4_K");
+    // Loaded in the GEMV's compute layout (Q4_K and Q6_K have one; every row count here is a
+    // multiple of 16).
+    EXPECT_TRUE(lin.ggml->interleaved) << lin.ggml->type->name;
     const int64_t m = 5;
     std::vector<float> x(static_cast<size_t>(m * lin.k));
     for (float& v : x) v = nd(rng);

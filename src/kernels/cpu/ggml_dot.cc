@@ -36,24 +36,40 @@ enum TypeId : int {
   kQ5_K = 13, kQ6_K = 14, kIQ4_NL = 20, kIQ4_XS = 23
 };
 
-// GgmlInterleave's units: from byte `from` of a block on (to the next run or the block's end),
-// units of `size` bytes. One row per interleaved type.
-struct UnitRun {
+// GgmlInterleave's units of a block in the order they are stored, which is the order the
+// interleaved GEMV reads them: (byte offset in the block as in a file, size). One case per
+// interleaved type; empty for the others.
+struct Unit {
   size_t from, size;
 };
-struct InterleaveLayout {
-  int id;
-  UnitRun runs[3];
-  int n;
-};
-constexpr InterleaveLayout kInterleaveLayouts[] = {
-    {kQ4_0, {{0, 2}}, 1},                   // d; codes in pairs (weights 2c, 2c+1 | +16)
-    {kQ4_K, {{0, 2}, {4, 1}, {16, 2}}, 3},  // d, dmin; 12 scale bytes; codes in pairs
-};
-inline const InterleaveLayout* FindInterleaveLayout(int id) {
-  for (const auto& l : kInterleaveLayouts)
-    if (l.id == id) return &l;
-  return nullptr;
+inline std::vector<Unit> InterleaveUnits(int id) {
+  std::vector<Unit> u;
+  const auto run = [&](size_t from, size_t to, size_t size) {
+    for (size_t o = from; o < to; o += size) u.push_back({o, size});
+  };
+  switch (id) {
+    case kQ4_0: run(0, 18, 2); break;  // d; codes in pairs (weights 2c, 2c+1 | 16 + 2c, 17 + 2c)
+    case kQ8_0: run(0, 34, 2); break;  // d; codes in pairs
+    case kQ4_K:                        // d, dmin; the 12 scale bytes; codes in pairs
+      run(0, 4, 2);
+      run(4, 16, 1);
+      run(16, 144, 2);
+      break;
+    case kQ6_K:  // d; the 16 scales; per quarter 2n + h and c < 8: ql[l], ql[l + 32], qh[l - 32n]
+      run(208, 210, 2);  //   in pairs, l = 64n + 16h + 2c
+      run(192, 208, 1);
+      for (size_t n = 0; n < 2; ++n)
+        for (size_t h = 0; h < 2; ++h)
+          for (size_t c = 0; c < 8; ++c) {
+            const size_t l = 64 * n + 16 * h + 2 * c;
+            u.push_back({l, 2});
+            u.push_back({l + 32, 2});
+            u.push_back({128 + l - 32 * n, 2});
+          }
+      break;
+    default: break;
+  }
+  return u;
 }
 
 }  // namespace qf::kernels::ggml_dot
@@ -754,57 +770,105 @@ HWY_INLINE VRF RowHalves(const uint8_t* p) {
 HWY_INLINE VR RowBytes(const uint8_t* p) {
   return hn::PromoteTo(DR(), hn::LoadU(hn::Rebind<uint8_t, DR>(), p));
 }
-// s[g][t] += lo * xl[t] + hi * xh[t], summed pairwise (vpmaddwd), for the kL-row vectors g.
-template <int M>
-HWY_INLINE void MulPairs(VR16 lo, VR16 hi, const VR16* xl, const VR16* xh, VR* s, VR* odd) {
-  for (int t = 0; t < M; ++t) {
-    s[t] = hn::ReorderWidenMulAccumulate(DR(), lo, xl[t], s[t], odd[t]);
-    s[t] = hn::ReorderWidenMulAccumulate(DR(), hi, xh[t], s[t], odd[t]);
+// Token 0's fixed-point activations at a block (tokens K apart) and their sums over each 16 and
+// 32 (tokens K / 16 and K / 32 apart).
+struct IActs {
+  const int16_t* q;
+  const int32_t* s16;
+  const int32_t* s32;
+  int64_t K;
+  // Activations k, k + 1 of token t in every int32 lane.
+  HWY_INLINE VR16 Pair(int t, size_t k) const { return PairOf(q + t * K + k); }
+  HWY_INLINE int32_t Sum16(int t, size_t j) const { return s16[t * (K / 16) + int64_t(j)]; }
+  HWY_INLINE int32_t Sum32(int t, size_t j) const { return s32[t * (K / 32) + int64_t(j)]; }
+  HWY_INLINE void Advance(size_t weights) {
+    q += weights;
+    s16 += weights / 16;
+    s32 += weights / 32;
   }
+};
+
+// s += v * x, summed pairwise into int32 lanes (vpmaddwd); odd: the other half where a target
+// keeps one (x86 does not).
+HWY_INLINE void MulPairs(VR16 v, VR16 x, VR& s, VR& odd) {
+  s = hn::ReorderWidenMulAccumulate(DR(), v, x, s, odd);
+}
+HWY_INLINE VR Total(VR s, VR odd) { return hn::RearrangeToOddPlusEven(s, odd); }
+
+template <size_t kA, int M>
+HWY_INLINE void ZeroAll(VR (&v)[kA][kG][M]) {
+  for (auto& a : v)
+    for (auto& g : a)
+      for (auto& x : g) x = hn::Zero(DR());
 }
 
-// A block of 16 interleaved rows: acc[g][t] += Σ_k w[row][k] xq[t][k] (lane = row; float, the
-// block's scales applied). xq: token 0's activations at the block (tokens K apart); xs: token
-// 0's Σ xq over each 32 of them at the block (tokens K / 32 apart).
-struct IQ4_0 {  // [d x16][unit c = codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] for c < 8
+// Block(p, x, acc): a block column of 16 interleaved rows at p; acc[g][t] += Σ_k w[row][k]
+// x[t][k] in float with the block's scales applied (lane = row, before the token's dx).
+struct IQ4_0 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] c < 8
   static constexpr size_t kW = 32, kB = 18;
   template <int M>
-  static HWY_INLINE void Block(const uint8_t* p, const int16_t* xq, const int32_t* xs, int64_t K,
-                               VRF (&acc)[kG][M]) {
-    VR s[kG][M], odd[kG][M];
-    for (size_t g = 0; g < kG; ++g)
-      for (int t = 0; t < M; ++t) s[g][t] = odd[g][t] = hn::Zero(DR());
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    VR s[2][kG][M];  // sums and odd halves
+    ZeroAll(s);
     HWY_UNROLL(8)
     for (size_t c = 0; c < 8; ++c) {
       VR16 xl[M], xh[M];
       for (int t = 0; t < M; ++t) {
-        xl[t] = PairOf(xq + t * K + 2 * c);
-        xh[t] = PairOf(xq + t * K + 16 + 2 * c);
+        xl[t] = x.Pair(t, 2 * c);
+        xh[t] = x.Pair(t, 16 + 2 * c);
       }
       for (size_t g = 0; g < kG; ++g) {
         const VR16 v = RowPairs(p + 32 + 32 * c + 2 * kL * g);
-        MulPairs<M>(hn::And(v, hn::Set(DR16(), 15)), hn::ShiftRight<4>(v), xl, xh, s[g], odd[g]);
+        const VR16 lo = hn::And(v, hn::Set(DR16(), 15)), hi = hn::ShiftRight<4>(v);
+        for (int t = 0; t < M; ++t) {
+          MulPairs(lo, xl[t], s[0][g][t], s[1][g][t]);
+          MulPairs(hi, xh[t], s[0][g][t], s[1][g][t]);
+        }
       }
     }
     for (size_t g = 0; g < kG; ++g) {
       const VRF d = RowHalves(p + 2 * kL * g);
       for (int t = 0; t < M; ++t) {
         // Σ (q - 8) xq = Σ q xq - 8 Σ xq, exact in int32.
-        const VR sum = hn::Sub(hn::RearrangeToOddPlusEven(s[g][t], odd[g][t]),
-                               hn::Set(DR(), 8 * xs[t * (K / 32)]));
+        const VR sum = hn::Sub(Total(s[0][g][t], s[1][g][t]), hn::Set(DR(), 8 * x.Sum32(t, 0)));
         acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), sum), d, acc[g][t]);
       }
     }
   }
 };
 
-// [d x16][dmin x16][scale byte i x16 for i < 12][unit u = codes 2u, 2u+1 x16 for u < 64]; unit
-// 16 j + c holds weights 2c, 2c+1 of sub-blocks 2j (low nibbles) and 2j + 1 (high).
-// Integer sums per super-block: A = Σ_sub sc Σ q xq (|A| <= 63 * 15 * 8191 * 256 < 2^31), B =
-// Σ_sub m Σ xq; then acc += d A - dmin B.
+struct IQ8_0 {  // [d x16][unit c: codes 2c, 2c+1 x16] c < 16
+  static constexpr size_t kW = 32, kB = 34;
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    const hn::Rebind<int8_t, DR16> d8;
+    VR s[2][kG][M];
+    ZeroAll(s);
+    HWY_UNROLL(16)
+    for (size_t c = 0; c < 16; ++c) {
+      VR16 xc[M];
+      for (int t = 0; t < M; ++t) xc[t] = x.Pair(t, 2 * c);
+      for (size_t g = 0; g < kG; ++g) {
+        const VR16 v = hn::PromoteTo(
+            DR16(), hn::LoadU(d8, reinterpret_cast<const int8_t*>(p + 32 + 32 * c + 2 * kL * g)));
+        for (int t = 0; t < M; ++t) MulPairs(v, xc[t], s[0][g][t], s[1][g][t]);
+      }
+    }
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g);
+      for (int t = 0; t < M; ++t)
+        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), Total(s[0][g][t], s[1][g][t])), d, acc[g][t]);
+    }
+  }
+};
+
+// [d x16][dmin x16][scale byte i x16, i < 12][unit u: codes 2u, 2u+1 x16, u < 64]; unit 16 j + c
+// holds weights 2c, 2c+1 of sub-blocks 2j (low nibbles) and 2j + 1 (high). Integer sums per
+// super-block: A = Σ_sub sc Σ q xq (|A| <= 63 * 15 * 8191 * 256 < 2^31) and B = Σ_sub m Σ xq;
+// then acc += d A - dmin B.
 struct IQ4_K {
   static constexpr size_t kW = 256, kB = 144;
-  // Scale and min of sub-block j for rows kL g ..: ggml's get_scale_min_k4 on 16 rows at once.
+  // Scale and min of sub-block j for rows kL g ..: ggml's get_scale_min_k4 on kL rows at once.
   static HWY_INLINE void ScaleMin(const uint8_t* S, size_t j, size_t g, VR& sc, VR& m) {
     const auto b = [&](size_t i) HWY_ATTR { return RowBytes(S + 16 * i + kL * g); };
     const VR k63 = hn::Set(DR(), 63), k15 = hn::Set(DR(), 15);
@@ -818,8 +882,7 @@ struct IQ4_K {
     }
   }
   template <int M>
-  static HWY_INLINE void Block(const uint8_t* p, const int16_t* xq, const int32_t* xs, int64_t K,
-                               VRF (&acc)[kG][M]) {
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
     const uint8_t* S = p + 64;
     const uint8_t* q = p + 256;
     VR A[kG][M], Bm[kG][M];
@@ -827,22 +890,21 @@ struct IQ4_K {
       for (int t = 0; t < M; ++t) A[g][t] = Bm[g][t] = hn::Zero(DR());
     HWY_UNROLL(1)
     for (size_t j = 0; j < 4; ++j, q += 32 * 16) {
-      VR sl[kG][M], ol[kG][M], sh[kG][M], oh[kG][M];
-      for (size_t g = 0; g < kG; ++g)
-        for (int t = 0; t < M; ++t) sl[g][t] = ol[g][t] = sh[g][t] = oh[g][t] = hn::Zero(DR());
-      HWY_UNROLL(16)
+      VR s[4][kG][M];  // low nibbles' sums and odd halves, then the high nibbles'
+      ZeroAll(s);
+      HWY_UNROLL(4)
       for (size_t c = 0; c < 16; ++c) {
         VR16 xl[M], xh[M];
         for (int t = 0; t < M; ++t) {
-          xl[t] = PairOf(xq + t * K + 64 * j + 2 * c);
-          xh[t] = PairOf(xq + t * K + 64 * j + 32 + 2 * c);
+          xl[t] = x.Pair(t, 64 * j + 2 * c);
+          xh[t] = x.Pair(t, 64 * j + 32 + 2 * c);
         }
         for (size_t g = 0; g < kG; ++g) {
           const VR16 v = RowPairs(q + 32 * c + 2 * kL * g);
           const VR16 lo = hn::And(v, hn::Set(DR16(), 15)), hi = hn::ShiftRight<4>(v);
           for (int t = 0; t < M; ++t) {
-            sl[g][t] = hn::ReorderWidenMulAccumulate(DR(), lo, xl[t], sl[g][t], ol[g][t]);
-            sh[g][t] = hn::ReorderWidenMulAccumulate(DR(), hi, xh[t], sh[g][t], oh[g][t]);
+            MulPairs(lo, xl[t], s[0][g][t], s[1][g][t]);
+            MulPairs(hi, xh[t], s[2][g][t], s[3][g][t]);
           }
         }
       }
@@ -851,11 +913,10 @@ struct IQ4_K {
         ScaleMin(S, 2 * j, g, scl, ml);
         ScaleMin(S, 2 * j + 1, g, sch, mh);
         for (int t = 0; t < M; ++t) {
-          const int32_t* xst = xs + t * (K / 32) + 2 * j;
-          A[g][t] = hn::Add(A[g][t], hn::Add(hn::Mul(hn::RearrangeToOddPlusEven(sl[g][t], ol[g][t]), scl),
-                                             hn::Mul(hn::RearrangeToOddPlusEven(sh[g][t], oh[g][t]), sch)));
-          Bm[g][t] = hn::Add(Bm[g][t], hn::Add(hn::Mul(ml, hn::Set(DR(), xst[0])),
-                                               hn::Mul(mh, hn::Set(DR(), xst[1]))));
+          A[g][t] = hn::Add(A[g][t], hn::Add(hn::Mul(Total(s[0][g][t], s[1][g][t]), scl),
+                                             hn::Mul(Total(s[2][g][t], s[3][g][t]), sch)));
+          Bm[g][t] = hn::Add(Bm[g][t], hn::Add(hn::Mul(ml, hn::Set(DR(), x.Sum32(t, 2 * j))),
+                                               hn::Mul(mh, hn::Set(DR(), x.Sum32(t, 2 * j + 1)))));
         }
       }
     }
@@ -869,18 +930,102 @@ struct IQ4_K {
   }
 };
 
+// [d x16][int8 scale i x16, i < 16][per quarter 2n + h and c < 8: the pairs ql[l], ql[l + 32],
+// qh[l - 32n] x16, l = 64n + 16h + 2c] (InterleaveUnits: the order read here). ql[l] holds the
+// low 4 bits of weights l (low nibble) and l + 64 (high) of half n, ql[l + 32] those of l + 32
+// and l + 96, and qh their high 2 bits (bits 0-1, 2-3, 4-5, 6-7 for l, l + 32, l + 64, l + 96).
+// Each sub-block of 16 is summed in int32 (Σ q xq - 32 Σ xq, |.| <= 32 * 8191 * 16 < 2^24: exact
+// in float), then scaled in float by d * scale.
+struct IQ6_K {
+  static constexpr size_t kW = 256, kB = 210;
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    HWY_UNROLL(1)
+    for (size_t n = 0; n < 2; ++n) {
+      HWY_UNROLL(1)
+      for (size_t h = 0; h < 2; ++h) Quarter<M>(p, p + 288 + 768 * (2 * n + h), n, h, x, acc);
+    }
+  }
+  // Weights 128 n + 32 k + 16 h + j (k < 4, j < 16): sub-blocks 8 n + 2 k + h.
+  template <int M>
+  static HWY_INLINE void Quarter(const uint8_t* p, const uint8_t* q, size_t n, size_t h,
+                                 const IActs& x, VRF (&acc)[kG][M]) {
+    const VR16 k15 = hn::Set(DR16(), 15), k48 = hn::Set(DR16(), 48);
+    const size_t o = 128 * n + 16 * h;
+    VR s0[kG][M], s1[kG][M], s2[kG][M], s3[kG][M], o0[kG][M], o1[kG][M], o2[kG][M], o3[kG][M];
+    HWY_UNROLL(4)
+    for (size_t g = 0; g < kG; ++g) {
+      HWY_UNROLL(4)
+      for (int t = 0; t < M; ++t)
+        s0[g][t] = s1[g][t] = s2[g][t] = s3[g][t] = o0[g][t] = o1[g][t] = o2[g][t] = o3[g][t] =
+            hn::Zero(DR());
+    }
+    HWY_UNROLL(2)
+    for (size_t c = 0; c < 8; ++c, q += 96) {
+      VR16 x0[M], x1[M], x2[M], x3[M];
+      HWY_UNROLL(4)
+      for (int t = 0; t < M; ++t) {
+        x0[t] = x.Pair(t, o + 2 * c);
+        x1[t] = x.Pair(t, o + 32 + 2 * c);
+        x2[t] = x.Pair(t, o + 64 + 2 * c);
+        x3[t] = x.Pair(t, o + 96 + 2 * c);
+      }
+      HWY_UNROLL(4)
+      for (size_t g = 0; g < kG; ++g) {
+        const VR16 a = RowPairs(q + 2 * kL * g);
+        const VR16 b = RowPairs(q + 32 + 2 * kL * g);
+        const VR16 hb = RowPairs(q + 64 + 2 * kL * g);
+        const VR16 q0 = hn::Or(hn::And(a, k15), hn::And(hn::ShiftLeft<4>(hb), k48));
+        const VR16 q1 = hn::Or(hn::And(b, k15), hn::And(hn::ShiftLeft<2>(hb), k48));
+        const VR16 q2 = hn::Or(hn::ShiftRight<4>(a), hn::And(hb, k48));
+        const VR16 q3 = hn::Or(hn::ShiftRight<4>(b), hn::And(hn::ShiftRight<2>(hb), k48));
+        HWY_UNROLL(4)
+        for (int t = 0; t < M; ++t) {
+          MulPairs(q0, x0[t], s0[g][t], o0[g][t]);
+          MulPairs(q1, x1[t], s1[g][t], o1[g][t]);
+          MulPairs(q2, x2[t], s2[g][t], o2[g][t]);
+          MulPairs(q3, x3[t], s3[g][t], o3[g][t]);
+        }
+      }
+    }
+    const hn::Rebind<int8_t, DR> d8;
+    const auto* sc = reinterpret_cast<const int8_t*>(p + 32);
+    HWY_UNROLL(4)
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g);
+      const auto scale = [&](size_t k) HWY_ATTR {
+        const size_t is = 8 * n + 2 * k + h;
+        return hn::Mul(
+            d, hn::ConvertTo(DRF(), hn::PromoteTo(DR(), hn::LoadU(d8, sc + 16 * is + kL * g))));
+      };
+      const VRF d0 = scale(0), d1 = scale(1), d2 = scale(2), d3 = scale(3);
+      HWY_UNROLL(4)
+      for (int t = 0; t < M; ++t) {
+        const auto sub = [&](VR v, size_t k) HWY_ATTR {
+          return hn::ConvertTo(DRF(),
+                               hn::Sub(v, hn::Set(DR(), 32 * x.Sum16(t, 8 * n + 2 * k + h))));
+        };
+        VRF a = hn::MulAdd(sub(Total(s0[g][t], o0[g][t]), 0), d0, acc[g][t]);
+        a = hn::MulAdd(sub(Total(s1[g][t], o1[g][t]), 1), d1, a);
+        a = hn::MulAdd(sub(Total(s2[g][t], o2[g][t]), 2), d2, a);
+        acc[g][t] = hn::MulAdd(sub(Total(s3[g][t], o3[g][t]), 3), d3, a);
+      }
+    }
+  }
+};
+
 template <class IB, int M>
-void GemvInterleavedInt(const GgmlRows& w, const int16_t* xq, const float* dx, const int32_t* xs,
-                        float* y, int64_t ldy) {
-  const int64_t K = w.cols, nb = K / int64_t(IB::kW);
+void GemvInterleavedInt(const GgmlRows& w, IActs x0, const float* dx, float* y, int64_t ldy) {
+  const int64_t nb = w.cols / int64_t(IB::kW);
   constexpr int64_t R = kGgmlInterleaveRows;
   for (int64_t r0 = 0; r0 < w.rows; r0 += R) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes;
     VRF acc[kG][M];
     for (size_t g = 0; g < kG; ++g)
       for (int t = 0; t < M; ++t) acc[g][t] = hn::Zero(DRF());
-    for (int64_t blk = 0; blk < nb; ++blk, p += R * IB::kB)
-      IB::template Block<M>(p, xq + blk * int64_t(IB::kW), xs + blk * int64_t(IB::kW / 32), K, acc);
+    IActs x = x0;
+    for (int64_t blk = 0; blk < nb; ++blk, p += R * IB::kB, x.Advance(IB::kW))
+      IB::template Block<M>(p, x, acc);
     for (size_t g = 0; g < kG; ++g)
       for (int t = 0; t < M; ++t)
         hn::StoreU(hn::Mul(acc[g][t], hn::Set(DRF(), dx[t])), DRF(),
@@ -896,18 +1041,21 @@ void GemvInterleavedM(const GgmlRows& w, const float* x, float* y, int64_t ldy) 
   const int64_t K = w.cols;
   thread_local std::vector<int16_t> xq;
   thread_local std::vector<float> xs;
-  thread_local std::vector<int32_t> xs_int;
+  thread_local std::vector<int32_t> xsq;
   xq.resize(size_t(M * K));
   xs.resize(size_t(M * (K / 16 + K / 32)));
-  xs_int.resize(size_t(M * (K / 32)));
+  xsq.resize(size_t(M * (K / 16 + K / 32)));
   float dx[M];
   if (QuantizeActivations(x, M, K, xq.data(), dx, xs.data(), xs.data() + M * (K / 16))) {
-    for (int64_t j = 0; j < M * (K / 32); ++j) {
+    int32_t* s16 = xsq.data();
+    int32_t* s32 = xsq.data() + M * (K / 16);
+    for (int64_t j = 0; j < M * (K / 16); ++j) {
       int32_t s = 0;
-      for (int k = 0; k < 32; ++k) s += xq[size_t(32 * j + k)];
-      xs_int[size_t(j)] = s;
+      for (int k = 0; k < 16; ++k) s += xq[size_t(16 * j + k)];
+      s16[j] = s;
+      if (j % 2 == 1) s32[j / 2] = s16[j - 1] + s;
     }
-    GemvInterleavedInt<IB, M>(w, xq.data(), dx, xs_int.data(), y, ldy);
+    GemvInterleavedInt<IB, M>(w, IActs{xq.data(), s16, s32, K}, dx, y, ldy);
     return;
   }
 #endif
@@ -929,7 +1077,9 @@ void GemvInterleavedTokens(const GgmlRows& w, const float* x, int64_t m, float* 
 
 #if HWY_TARGET == HWY_SCALAR
 struct IQ4_0 {};
+struct IQ8_0 {};
 struct IQ4_K {};
+struct IQ6_K {};
 #endif
 
 int ActivationMaxImpl() {
@@ -984,7 +1134,9 @@ void GemvImpl(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ld
     using namespace ggml_dot;
     switch (w.type->id) {
       case kQ4_0: GemvInterleavedTokens<BQ4_0, IQ4_0>(w, x, m, y, ldy); return;
+      case kQ8_0: GemvInterleavedTokens<BQ8_0, IQ8_0>(w, x, m, y, ldy); return;
       case kQ4_K: GemvInterleavedTokens<BQ4_K, IQ4_K>(w, x, m, y, ldy); return;
+      case kQ6_K: GemvInterleavedTokens<BQ6_K, IQ6_K>(w, x, m, y, ldy); return;
       default: QF_CHECK(false, "no interleaved kernel for ggml type {}", w.type->name);
     }
   }
@@ -1024,8 +1176,8 @@ namespace {
 template <bool kTo>
 void PermuteUnits(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
                   std::byte* out) {
-  const ggml_dot::InterleaveLayout* layout = ggml_dot::FindInterleaveLayout(t.id);
-  QF_CHECK(layout && rows % kGgmlInterleaveRows == 0 && cols % t.block == 0,
+  const std::vector<ggml_dot::Unit> units = ggml_dot::InterleaveUnits(t.id);
+  QF_CHECK(!units.empty() && rows % kGgmlInterleaveRows == 0 && cols % t.block == 0,
            "no interleaved layout for {} rows x {} cols of {}", rows, cols, t.name);
   constexpr size_t R = kGgmlInterleaveRows;
   const size_t B = t.block_bytes, nb = size_t(cols / t.block), row_bytes = nb * B;
@@ -1033,21 +1185,19 @@ void PermuteUnits(const GgmlBlockType& t, const std::byte* in, int64_t rows, int
     const std::byte* src = in + size_t(g) * row_bytes;
     std::byte* dst = out + size_t(g) * row_bytes;
     for (size_t b = 0; b < nb; ++b) {
-      for (int i = 0; i < layout->n; ++i) {
-        const size_t s = layout->runs[i].size;
-        const size_t end = i + 1 < layout->n ? layout->runs[i + 1].from : B;
-        for (size_t o = layout->runs[i].from; o < end; o += s) {
-          for (size_t r = 0; r < R; ++r) {
-            const size_t plain = r * row_bytes + b * B + o, inter = b * R * B + R * o + r * s;
-            const std::byte* from = src + (kTo ? plain : inter);
-            std::byte* to = dst + (kTo ? inter : plain);
-            if (s == 2) {
-              std::memcpy(to, from, 2);
-            } else {
-              std::memcpy(to, from, 1);
-            }
+      size_t at = b * R * B;  // where the 16 rows' copies of the next unit go
+      for (const ggml_dot::Unit& u : units) {
+        for (size_t r = 0; r < R; ++r) {
+          const size_t plain = r * row_bytes + b * B + u.from, inter = at + r * u.size;
+          const std::byte* from = src + (kTo ? plain : inter);
+          std::byte* to = dst + (kTo ? inter : plain);
+          if (u.size == 2) {
+            std::memcpy(to, from, 2);
+          } else {
+            std::memcpy(to, from, 1);
           }
         }
+        at += R * u.size;
       }
     }
   }
@@ -1056,7 +1206,7 @@ void PermuteUnits(const GgmlBlockType& t, const std::byte* in, int64_t rows, int
 }  // namespace
 
 bool GgmlInterleaves(const GgmlBlockType& t) {
-  return GgmlKernelSupports(t) && ggml_dot::FindInterleaveLayout(t.id) != nullptr;
+  return GgmlKernelSupports(t) && !ggml_dot::InterleaveUnits(t.id).empty();
 }
 
 void GgmlInterleave(const GgmlBlockType& t, const std::byte* in, int64_t rows, int64_t cols,
