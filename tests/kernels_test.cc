@@ -25,7 +25,9 @@ std::vector<float> Random(size_t n, uint64_t seed) {
 
 TEST(Kernels, MatMulMatchesReference) {
   SetThreads(2);
-  for (auto [m, n, k] : {std::tuple{1, 7, 13}, {5, 64, 100}, {37, 129, 172}, {64, 512, 512}}) {
+  // m <= 2: GemvRows, rows split over the threads; more: sgemm.
+  for (auto [m, n, k] :
+       {std::tuple{1, 7, 13}, {2, 301, 1000}, {5, 64, 100}, {37, 129, 172}, {64, 512, 512}}) {
     const uint64_t seed = uint64_t(m * 1000 + n);
     auto x = Random(size_t(m * k), seed), w = Random(size_t(n * k), seed + 1), b = Random(size_t(n), seed + 2);
     std::vector<float> y(size_t(m * n)), r(size_t(m * n));
@@ -168,6 +170,27 @@ TEST(VecMath, MatchesReferenceOnEveryTarget) {
       }
     }
   }
+  });
+}
+
+// Decoding's fp32 GEMV: within float rounding (k · 2^-24 · Σ|w x|, summed in 4-8 chains) of
+// the double reference, for row and column counts around the vector and unroll widths.
+TEST(VecMath, GemvRowsMatchesReferenceOnEveryTarget) {
+  ForEachTarget([] {
+    for (int64_t n : {1, 5, 130}) {
+      for (int64_t k : {1, 13, 16, 64, 100, 257, 1024}) {
+        const auto w = Random(size_t(n * k), uint64_t(n * 7 + k)), x = Random(size_t(k), uint64_t(k));
+        std::vector<float> y(static_cast<size_t>(n), -1.f), ref(static_cast<size_t>(n));
+        GemvRows(w.data(), x.data(), n, k, y.data());
+        MatMulNTRef(x.data(), w.data(), nullptr, ref.data(), 1, n, k);
+        for (int64_t r = 0; r < n; ++r) {
+          double mag = 0;
+          for (int64_t j = 0; j < k; ++j) mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(j)]);
+          ASSERT_NEAR(y[size_t(r)], ref[size_t(r)], double(k) * 6e-8 * mag + 1e-30)
+              << "n=" << n << " k=" << k << " r=" << r;
+        }
+      }
+    }
   });
 }
 

@@ -19,7 +19,7 @@ namespace qf::kernels {
 namespace {
 int g_threads = 1;
 
-// Up to this many rows, Y = X·Wᵀ runs as one sgemv per row (W streamed once per row).
+// Up to this many rows, Y = X·Wᵀ runs as one GEMV per row (W streamed once per row).
 constexpr int64_t kGemvRows = 2;
 
 // Queries per attention tile: small enough to skip most of the masked upper triangle.
@@ -37,9 +37,16 @@ int Threads() { return g_threads; }
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
             int64_t ldy) {
   if (m <= kGemvRows) {  // decode: sgemm would repack all of W for each call
-    for (int64_t i = 0; i < m; ++i)
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(k), 1.0f, w, int(k), x + i * k, 1, 0.0f,
-                  y + i * ldy, 1);
+    // One contiguous range of rows per thread (a multiple of 4, GemvRows' step).
+    const bool nested = omp_in_parallel();
+    const int threads = nested ? 1 : omp_get_max_threads();
+    const int64_t per = std::max<int64_t>(64, (n + threads - 1) / threads + 3) / 4 * 4;
+    const int64_t chunks = (n + per - 1) / per;
+#pragma omp parallel for schedule(static) if (chunks > 1 && !nested)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t r0 = c * per, r1 = std::min(n, r0 + per);
+      for (int64_t i = 0; i < m; ++i) GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
+    }
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), w,

@@ -3,6 +3,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/vec_math.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
@@ -26,6 +27,30 @@ float MaxValueImpl(const float* x, int64_t n) {
   float r = hn::GetLane(hn::MaxOfLanes(d, m));
   for (; i < n; ++i) r = std::max(r, x[i]);
   return r;
+}
+
+// Weights are read this far ahead of use (the rows follow one another in memory).
+constexpr int64_t kPrefetchFloats = 1024;
+
+void GemvRowsImpl(const float* w, const float* x, int64_t n, int64_t K, float* y) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  for (int64_t r = 0; r < n; ++r) {
+    const float* wr = w + r * K;
+    auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
+    int64_t j = 0;
+    for (; j + 4 * N <= K; j += 4 * N) {
+      hwy::Prefetch(wr + j + kPrefetchFloats);
+      a0 = hn::MulAdd(hn::LoadU(d, wr + j), hn::LoadU(d, x + j), a0);
+      a1 = hn::MulAdd(hn::LoadU(d, wr + j + N), hn::LoadU(d, x + j + N), a1);
+      a2 = hn::MulAdd(hn::LoadU(d, wr + j + 2 * N), hn::LoadU(d, x + j + 2 * N), a2);
+      a3 = hn::MulAdd(hn::LoadU(d, wr + j + 3 * N), hn::LoadU(d, x + j + 3 * N), a3);
+    }
+    for (; j + N <= K; j += N) a0 = hn::MulAdd(hn::LoadU(d, wr + j), hn::LoadU(d, x + j), a0);
+    float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+    for (; j < K; ++j) s += wr[j] * x[j];
+    y[r] = s;
+  }
 }
 
 double ExpShiftSumImpl(const float* x, float* out, int64_t n, float shift) {
@@ -143,12 +168,17 @@ HWY_AFTER_NAMESPACE();
 namespace qf::kernels {
 
 HWY_EXPORT(MaxValueImpl);
+HWY_EXPORT(GemvRowsImpl);
 HWY_EXPORT(ExpShiftSumImpl);
 HWY_EXPORT(SiluMulImpl);
 HWY_EXPORT(PowErrorSumImpl);
 HWY_EXPORT(IntRoundErrorSumImpl);
 
 float MaxValue(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(MaxValueImpl)(x, n); }
+
+void GemvRows(const float* w, const float* x, int64_t n, int64_t k, float* y) {
+  HWY_DYNAMIC_DISPATCH(GemvRowsImpl)(w, x, n, k, y);
+}
 double ExpShiftSum(const float* x, float* out, int64_t n, float shift) {
   return HWY_DYNAMIC_DISPATCH(ExpShiftSumImpl)(x, out, n, shift);
 }

@@ -22,6 +22,11 @@ double PowErrorSum(const float* x, const float* q, const float* w, int64_t n, fl
 double IntRoundErrorSum(const float* x, const float* w, int64_t n, float scale, float zero,
                         float maxq, float p);
 
+// y[r] = Σ_j w[r * k + j] · x[j] for r < n: one token against n rows of fp32 weights (decoding's
+// GEMV for float weights: 4 rows at a time, x from L1, each row's products in two float
+// accumulators, summed in float). The reference is MatMulNTRef (kernels/ops.h) with m = 1.
+void GemvRows(const float* w, const float* x, int64_t n, int64_t k, float* y);
+
 float MaxValueRef(const float* x, int64_t n);
 double PowErrorSumRef(const float* x, const float* q, const float* w, int64_t n, float p);
 double IntRoundErrorSumRef(const float* x, const float* w, int64_t n, float scale, float zero,
