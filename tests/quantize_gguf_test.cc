@@ -197,6 +197,59 @@ TEST(QuantizeGguf, FallsBackOnStories260k) {
   EXPECT_NE(log.find("not a multiple of 256"), std::string::npos) << log;
 }
 
+// A .gguf source, as llama-quantize takes it: `convert` then `quantize` of the .gguf writes the
+// very bytes `quantize` writes from the folder (metadata copied in order, file type re-set at
+// the end, tensors in the same order), with and without an importance matrix computed from the
+// .gguf itself (the same as from the folder). Quantized sources need --allow-requantize;
+// compressed-tensors schemes and GPTQ need the folder.
+TEST(QuantizeGguf, GgufSourceWritesWhatTheFolderWrites) {
+  const fs::path dir = qf::testing::TempDir();
+  const std::string f32 = (dir / "src-f32.gguf").string();
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " convert " + Bundled() + " -o " + f32 + " --outtype f32 -q", &log), 0) << log;
+  const std::string text = (dir / "calib.txt").string();
+  {
+    std::ifstream in(qf::testing::SharedDir() / "data/calib.txt");
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_GT(all.size(), 20000u);
+    std::ofstream(text) << all.substr(0, 20000);
+  }
+  const std::string im_dir = (dir / "im-dir.gguf").string(), im_gguf = (dir / "im-gguf.gguf").string();
+  for (const auto& [src, im] : {std::pair{Bundled(), im_dir}, std::pair{f32, im_gguf}})
+    ASSERT_EQ(RunCommand(Q() + " imatrix " + src + " --calib " + text + " -o " + im + " --ctx 128 --chunks 3 -q", &log), 0) << log;
+  auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(bytes(im_dir), bytes(im_gguf));  // both record `text` as their dataset
+  for (const std::string extra : {std::string(), " --imatrix " + im_dir}) {
+    SCOPED_TRACE(extra);
+    const std::string a = (dir / "from-dir.gguf").string(), b = (dir / "from-gguf.gguf").string();
+    ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M -o " + a + extra + " -q", &log), 0) << log;
+    ASSERT_EQ(RunCommand(Q() + " quantize " + f32 + " --scheme Q4_K_M -o " + b + extra + " -q", &log), 0) << log;
+    const std::string ba = bytes(a);
+    EXPECT_GT(ba.size(), 1000000u);
+    EXPECT_TRUE(ba == bytes(b));
+  }
+  // A quantized source: refused, then decoded and quantized again on request.
+  const std::string q40 = (dir / "q40.gguf").string(), re = (dir / "re.gguf").string();
+  ASSERT_EQ(RunCommand(Q() + " quantize " + f32 + " --scheme Q4_0 -o " + q40 + " -q", &log), 0) << log;
+  EXPECT_NE(RunCommand(Q() + " quantize " + q40 + " --scheme Q4_K_M -o " + re, &log), 0);
+  EXPECT_NE(log.find("--allow-requantize"), std::string::npos) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+  EXPECT_FALSE(fs::exists(re));
+  ASSERT_EQ(RunCommand(Q() + " quantize " + q40 + " --scheme Q4_K_M -o " + re + " --allow-requantize -q", &log), 0) << log;
+  auto f = io::GgufFile::Open(re);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(*f->GetInt("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  EXPECT_EQ(f->FindTensor("blk.0.attn_q.weight")->type, io::GgmlType::kQ4_K);
+  for (const std::string args : {" --scheme W4A16 -o " + (dir / "ct").string(), " --scheme Q4_K_M --method gptq -o " + re}) {
+    EXPECT_NE(RunCommand(Q() + " quantize " + f32 + args, &log), 0) << args;
+    EXPECT_NE(log.find("needs the model folder"), std::string::npos) << log;
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+  }
+}
+
 TEST(QuantizeGguf, BadFlagsGiveOneLineErrors) {
   const std::string out = (qf::testing::TempDir() / "bad.gguf").string();
   struct Case {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 
 #include "core/mmap.h"
 #include "io/gguf.h"
@@ -15,6 +16,7 @@
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "model/config.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
 
@@ -61,17 +63,31 @@ Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t>
 }
 
 Result<std::pair<bool, int32_t>> GgufAddsBos(const fs::path& model_dir) {
-  QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model_dir));
-  io::GgufWriter w;
-  QF_ASSIGN(const io::GgufVocabSummary vs, io::AddGgufTokenizer(model_dir, cfg, &w));
-  QF_ASSIGN(const std::vector<std::byte> bytes, w.WriteToBytes());
-  QF_ASSIGN(const io::GgufContents g, io::ParseGguf(bytes, "tokenizer metadata"));
+  // The tokenizer.* keys: the file's own, or those `qforge convert` writes for the folder.
+  std::optional<io::GgufFile> file;
+  std::optional<io::GgufContents> written;
+  if (model::IsGgufFile(model_dir)) {
+    QF_ASSIGN(file, io::GgufFile::Open(model_dir));
+  } else {
+    QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model_dir));
+    io::GgufWriter w;
+    QF_ASSIGN(const io::GgufVocabSummary vs, io::AddGgufTokenizer(model_dir, cfg, &w));
+    (void)vs;
+    QF_ASSIGN(const std::vector<std::byte> bytes, w.WriteToBytes());
+    QF_ASSIGN(written, io::ParseGguf(bytes, "tokenizer metadata"));
+  }
+  const auto key = [&](std::string_view k) { return file ? file->Find(k) : written->Find(k); };
+  const io::GgufValue* model = key("tokenizer.ggml.model");
+  const io::GgufValue* pre = key("tokenizer.ggml.pre");
+  const io::GgufValue* bos = key("tokenizer.ggml.bos_token_id");
   // llama-vocab.cpp: the key when present, else true for SentencePiece ("llama") vocabularies and
   // the llama-bpe pre-tokenizer (the ones qforge convert writes).
-  bool add = vs.model == "llama" || vs.pre == "llama-bpe";
-  if (const io::GgufValue* v = g.Find("tokenizer.ggml.add_bos_token"); v && v->get<bool>()) add = *v->get<bool>();
-  if (add && vs.bos < 0) return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
-  return std::pair<bool, int32_t>{add, add ? int32_t(vs.bos) : -1};
+  bool add = (model && model->get<std::string>() && *model->get<std::string>() == "llama") ||
+             (pre && pre->get<std::string>() && *pre->get<std::string>() == "llama-bpe");
+  if (const io::GgufValue* v = key("tokenizer.ggml.add_bos_token"); v && v->get<bool>()) add = *v->get<bool>();
+  const int64_t bos_id = bos && bos->ToInt() ? *bos->ToInt() : -1;
+  if (add && bos_id < 0) return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
+  return std::pair<bool, int32_t>{add, add ? int32_t(bos_id) : -1};
 }
 
 Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptions& opt,
@@ -80,18 +96,26 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   ImatrixReport rep;
   auto t0 = Clock::now();
   std::error_code ec;
-  if (!fs::is_directory(model_dir, ec))
-    return Err("{}: expected a model folder (config.json + *.safetensors)", model_dir.string());
+  const bool from_gguf = model::IsGgufFile(model_dir);
+  if (!from_gguf && !fs::is_directory(model_dir, ec))
+    return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file", model_dir.string());
   if (opt.text_path.empty()) return Err("imatrix: no calibration text given");
-  QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model_dir));
-  QF_ASSIGN(const io::TensorStore store, io::TensorStore::Open(model_dir));
-  QF_ASSIGN(const std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
-  std::map<std::string, std::string> gguf_name;  // HF name -> GGUF name
-  for (const io::GgufTensorPlan& p : plan)
-    if (p.source) gguf_name[p.source->name] = p.name;
-  auto gguf = [&](const std::string& hf) -> Result<std::string> {
-    const auto it = gguf_name.find(hf);
-    if (it == gguf_name.end()) return Err("{}: no GGUF name for tensor '{}'", model_dir.string(), hf);
+  model::ModelConfig cfg;
+  std::map<std::string, std::string> gguf_name;  // the model's tensor name -> GGUF name
+  if (from_gguf) {  // names already GGUF's
+    QF_ASSIGN(const io::GgufFile f, io::GgufFile::Open(model_dir));
+    QF_ASSIGN(cfg, model::GgufModelConfig(f));
+    for (const io::GgufTensorInfo& t : f.tensors()) gguf_name[t.name] = t.name;
+  } else {
+    QF_ASSIGN(cfg, model::LoadHfConfig(model_dir));
+    QF_ASSIGN(const io::TensorStore store, io::TensorStore::Open(model_dir));
+    QF_ASSIGN(const std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
+    for (const io::GgufTensorPlan& p : plan)
+      if (p.source) gguf_name[p.source->name] = p.name;
+  }
+  auto gguf = [&](const std::string& name) -> Result<std::string> {
+    const auto it = gguf_name.find(name);
+    if (it == gguf_name.end()) return Err("{}: no GGUF name for tensor '{}'", model_dir.string(), name);
     return it->second;
   };
 
@@ -119,7 +143,7 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   rep.seconds_tokenize = Seconds(t0);
 
   // The observed inputs and their place in a chunk's partial sums.
-  const model::TensorNames& nm = *cfg.family->names;
+  const model::TensorNames& nm = from_gguf ? model::GgufTensorNames() : *cfg.family->names;
   const int64_t H = cfg.hidden, F = cfg.intermediate, qd = cfg.q_dim(), kvd = cfg.kv_dim();
   const int64_t L = opt.ctx;
   std::vector<Input> inputs;
@@ -142,15 +166,14 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
     add_input(H, {gate, up});
     add_input(F, {down});
   }
-  std::vector<float> final_norm;
-  const bool output = opt.process_output && !cfg.tie_embeddings && store.Find(nm.lm_head);
+  const bool output = opt.process_output && !cfg.tie_embeddings && gguf_name.count(nm.lm_head);
   if (output) {
     QF_ASSIGN(std::string out_name, gguf(nm.lm_head));
-    QF_ASSIGN(final_norm, model::ReadTensorF32(store, nm.final_norm, {H}));
     add_input(H, {out_name});
   }
 
   QF_ASSIGN(const model::Model model, model::Model::Load(model_dir));
+  const std::vector<float>& final_norm = model.final_norm();
   std::vector<float> cos, sin;
   model::RopeTables(cfg, L, &cos, &sin);
   const std::vector<float>& embed = model.embedding();

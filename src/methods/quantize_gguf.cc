@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 
@@ -13,6 +14,7 @@
 #include "io/safetensors.h"
 #include "methods/gptq.h"
 #include "model/config.h"
+#include "model/gguf_model.h"
 
 namespace qf::methods {
 namespace {
@@ -32,6 +34,134 @@ Result<io::GgmlType> GgmlTypeOf(const std::string& name) {
   return t->type;
 }
 
+// The ordering llama-quantize writes tensors in: non-block tensors first, then block by block,
+// by name within each (llama_model_loader's weight_name_comparer).
+bool LoaderOrder(const std::string& a, const std::string& b) {
+  const int64_t la = LayerOf(a), lb = LayerOf(b);
+  return la != lb ? la < lb : a < b;
+}
+
+Status CheckImatrix(const GgufQuantizeOptions& opt) {
+  for (const auto& [name, imp] : opt.imatrix)
+    for (float v : imp)
+      if (!std::isfinite(v) || v < 0) return Err("imatrix entry '{}' has a non-finite or negative value", name);
+  return Status::Ok();
+}
+
+// quantize.imatrix.* as llama-quantize records them (nothing without an importance matrix).
+Status AddImatrixKeys(const GgufQuantizeOptions& opt, io::GgufWriter* w) {
+  if (opt.imatrix.empty()) return Status::Ok();
+  QF_TRY(w->Set("quantize.imatrix.file", io::GgufValue(opt.imatrix_file)));
+  QF_TRY(w->Set("quantize.imatrix.dataset", io::GgufValue(opt.imatrix_dataset)));
+  QF_TRY(w->Set("quantize.imatrix.entries_count", io::GgufValue(int32_t(opt.imatrix.size()))));
+  return w->Set("quantize.imatrix.chunks_count", io::GgufValue(int32_t(opt.imatrix_chunks)));
+}
+
+// The .gguf source (see the header).
+Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path& out,
+                                            const GgufQuantizeOptions& opt,
+                                            const std::function<void(size_t, size_t)>& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (opt.gptq)
+    return Err("{}: --method gptq needs the model folder (config.json + *.safetensors): its "
+               "calibration pass runs the fp weights", src.string());
+  QF_ASSIGN(io::GgufFile f, io::GgufFile::Open(src));
+  QF_ASSIGN(model::ModelConfig cfg, model::GgufModelConfig(f));
+  std::vector<const io::GgufTensorInfo*> tensors;
+  for (const io::GgufTensorInfo& t : f.tensors()) tensors.push_back(&t);
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [](const io::GgufTensorInfo* a, const io::GgufTensorInfo* b) {
+                     return LoaderOrder(a->name, b->name);
+                   });
+  MixContext ctx = opt.ctx;
+  ctx.layers = cfg.layers;
+  ctx.gqa = cfg.kv_heads > 0 ? cfg.heads / cfg.kv_heads : 1;
+  ctx.has_imatrix = !opt.imatrix.empty();
+  ctx.tied_embeddings = f.FindTensor("output.weight") == nullptr;
+  QF_TRY(CheckImatrix(opt));
+
+  io::GgufWriter w;
+  for (const io::GgufKv& kv : f.metadata()) {
+    if (kv.key == "general.file_type" || kv.key == "general.quantization_version" ||
+        kv.key.rfind("quantize.", 0) == 0)
+      continue;
+    QF_TRY(w.Set(kv.key, kv.value));
+  }
+  QF_TRY(io::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
+  QF_TRY(AddImatrixKeys(opt, &w));
+
+  GgufQuantizeReport rep;
+  double qbits = 0;
+  for (const io::GgufTensorInfo* t : tensors) {
+    const io::GgmlTypeInfo& from = io::Info(t->type);
+    std::string from_name(from.name);
+    std::transform(from_name.begin(), from_name.end(), from_name.begin(),
+                   [](unsigned char c) { return char(std::toupper(c)); });
+    const int64_t numel = t->numel();
+    const int64_t cols = t->shape.empty() ? 1 : t->shape.back();
+    rep.total_params += numel;
+    const GgmlBlockType* src_blocks = FindGgmlBlockType(from_name);
+    const bool src_float =
+        t->type == io::GgmlType::kF32 || t->type == io::GgmlType::kF16 || t->type == io::GgmlType::kBF16;
+    if (!src_float && !src_blocks)
+      return Err("{}: tensor '{}' has type {}, which qforge cannot read", src.string(), t->name, from.name);
+    QF_ASSIGN(TypeChoice c, ChooseGgufType(*opt.mix, t->name, int(t->shape.size()), cols,
+                                           LayerOf(t->name), ctx, src_float ? from_name : "F16"));
+    if (t->shape.size() < 2) c = {from_name, false, ""};  // norms, biases: kept as they are
+    QF_ASSIGN(const io::GgmlType gt, GgmlTypeOf(c.type));
+    QF_ASSIGN(const uint64_t bytes, io::GgmlTensorBytes(gt, t->shape));
+    GgufTensorReport tr{t->name, c.type, c.fallback, t->shape, bytes, false};
+    const GgmlBlockType* bt = FindGgmlBlockType(c.type);
+    const std::vector<float>* imp = nullptr;
+    if (bt) {
+      rep.quantized_params += numel;
+      qbits += 8.0 * double(bytes);
+      if (const auto it = opt.imatrix.find(t->name); it != opt.imatrix.end()) {
+        if (int64_t(it->second.size()) != cols)
+          return Err("imatrix entry '{}' has {} values, the tensor has {} columns", t->name,
+                     it->second.size(), cols);
+        tr.used_imatrix = true;
+        imp = &it->second;
+      }
+    }
+    if (gt == t->type) {  // unchanged: the bytes as they are
+      QF_TRY(w.AddTensor(t->name, gt, t->shape, t->data));
+      rep.tensors.push_back(tr);
+      continue;
+    }
+    if (src_blocks && !opt.allow_requantize)
+      return Err("{}: tensor '{}' is already {}; quantizing it again to {} loses more: pass "
+                 "--allow-requantize to do it anyway", src.string(), t->name, from_name, c.type);
+    const std::string name = t->name;
+    QF_TRY(w.AddTensor(t->name, gt, t->shape, [t, src_blocks, bt, gt, imp, numel, cols, name](std::span<std::byte> o) -> Status {
+      std::vector<float> x(static_cast<size_t>(numel));
+      if (src_blocks) {
+        QF_TRY(DequantizeRowsGgml(*src_blocks, t->data.data(), numel / cols, cols, x.data()));
+      } else {
+        const DType dt = t->type == io::GgmlType::kF32   ? DType::kF32
+                         : t->type == io::GgmlType::kF16 ? DType::kF16
+                                                          : DType::kBF16;
+        if (!ConvertToF32(dt, t->data.data(), size_t(numel), x.data()))
+          return Err("tensor '{}': cannot convert to f32", name);
+      }
+      for (int64_t i = 0; i < numel; ++i)
+        if (!std::isfinite(x[size_t(i)]))
+          return Err("tensor '{}' has a non-finite value ({}) at flat index {}", name, x[size_t(i)], i);
+      if (bt) return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr, o.data());
+      const DType dt = gt == io::GgmlType::kF32 ? DType::kF32 : gt == io::GgmlType::kF16 ? DType::kF16 : DType::kBF16;
+      if (o.size() != size_t(numel) * Info(dt).bytes) return Err("tensor '{}': size mismatch", name);
+      ConvertFromF32(dt, x.data(), size_t(numel), o.data());
+      return Status::Ok();
+    }));
+    rep.tensors.push_back(tr);
+  }
+  rep.bits_per_weight = rep.quantized_params ? qbits / double(rep.quantized_params) : 0.0;
+  rep.file_bytes = w.FileSize();
+  if (!opt.dry_run) QF_TRY(w.Write(out, progress));
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
 }  // namespace
 
 Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& out,
@@ -42,16 +172,16 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   if (opt.gptq && !opt.imatrix.empty())
     return Err("--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
   std::error_code ec;
+  if (model::IsGgufFile(src)) return QuantizeGgufFile(src, out, opt, progress);
   if (!fs::is_directory(src, ec))
-    return Err("{}: expected a model folder (config.json + *.safetensors)", src.string());
+    return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file", src.string());
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   QF_ASSIGN(std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
   // llama-quantize writes tensors in its loader's order: non-block tensors first, then block
   // by block, by name within each (llama_model_loader's weight_name_comparer).
   std::stable_sort(plan.begin(), plan.end(), [](const io::GgufTensorPlan& a, const io::GgufTensorPlan& b) {
-    const int64_t la = LayerOf(a.name), lb = LayerOf(b.name);
-    return la != lb ? la < lb : a.name < b.name;
+    return LoaderOrder(a.name, b.name);
   });
 
   MixContext ctx = opt.ctx;
@@ -61,9 +191,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   ctx.tied_embeddings = true;
   for (const auto& p : plan)
     if (p.name == "output.weight") ctx.tied_embeddings = false;
-  for (const auto& [name, imp] : opt.imatrix)
-    for (float v : imp)
-      if (!std::isfinite(v) || v < 0) return Err("imatrix entry '{}' has a non-finite or negative value", name);
+  QF_TRY(CheckImatrix(opt));
 
   // Every tensor's type first (the GPTQ pass needs them before anything is written).
   GgufQuantizeReport rep;
@@ -149,12 +277,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   QF_TRY(io::AddGgufModelMetadata(cfg, name, std::nullopt, &w));
   QF_TRY(io::AddGgufTokenizer(src, cfg, &w));
   QF_TRY(io::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
-  if (!opt.imatrix.empty()) {
-    QF_TRY(w.Set("quantize.imatrix.file", io::GgufValue(opt.imatrix_file)));
-    QF_TRY(w.Set("quantize.imatrix.dataset", io::GgufValue(opt.imatrix_dataset)));
-    QF_TRY(w.Set("quantize.imatrix.entries_count", io::GgufValue(int32_t(opt.imatrix.size()))));
-    QF_TRY(w.Set("quantize.imatrix.chunks_count", io::GgufValue(int32_t(opt.imatrix_chunks))));
-  }
+  QF_TRY(AddImatrixKeys(opt, &w));
   if (opt.gptq) {
     const QuantizeReport* cr = rep.calibrated ? &*rep.calibrated : nullptr;
     QF_TRY(w.Set("quantize.qforge.method", io::GgufValue(std::string("gptq"))));

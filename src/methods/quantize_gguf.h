@@ -1,7 +1,12 @@
 // Quantizing a Hugging Face folder straight into a llama.cpp GGUF file with one of llama.cpp's
 // mixes (--scheme Q4_K_M, ...): the tensor plan and metadata of `qforge convert`, each tensor's
 // ggml type from formats/gguf_mix, its blocks from formats/ggml_blocks (optionally weighted by
-// an importance matrix per input column).
+// an importance matrix per input column). The source may also be a .gguf file, as for
+// llama-quantize: its metadata is copied in order (general.quantization_version and
+// general.file_type re-set at the end, earlier quantize.* keys dropped), its tensors taken in
+// its order, float tensors read as fp32 (blocks decoded only with allow_requantize); a tensor
+// whose type stays the same is copied. So `convert` then `quantize` of the .gguf writes the
+// bytes `quantize` writes from the folder. GPTQ needs the folder (its calibration pass).
 // Contract: without an importance matrix every quantized tensor has the bytes llama-quantize
 // writes for the same weights and type (ggml_blocks is bit-exact; the types follow its rules);
 // the output is written atomically and is a pure function of the inputs.
@@ -30,6 +35,9 @@ struct GgufQuantizeOptions {
   std::string imatrix_file, imatrix_dataset;  // recorded as quantize.imatrix.* when given
   int64_t imatrix_chunks = 0;
   bool dry_run = false;  // choose types and sizes only, write nothing
+  // A .gguf source whose tensors are already ggml blocks: decode and quantize them again
+  // (llama-quantize's --allow-requantize); otherwise such a source is an error.
+  bool allow_requantize = false;
   // GPTQ k-quants (--method gptq): every decoder linear and the output projection are solved
   // by methods::GptqGgml in a calibrated true-sequential pass (RunCalibratedSolver), their
   // importance being diag(H); token_embd is encoded plainly. No imatrix then.

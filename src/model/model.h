@@ -126,6 +126,7 @@ class Model {
 
   const std::vector<Layer>& layers() const { return layers_; }
   const std::vector<float>& embedding() const { return embed_; }  // [V, H]
+  const std::vector<float>& final_norm() const { return final_norm_; }  // [H]
   const Linear& lm_head() const { return lm_head_; }
 
   // Runs `tokens` at positions cache.len.. and appends them to the cache. Writes logits

@@ -7,7 +7,9 @@
 #include "core/progress.h"
 #include "io/imatrix.h"
 #include "methods/imatrix.h"
+#include "io/gguf.h"
 #include "model/config.h"
+#include "model/gguf_model.h"
 
 namespace qf::cli {
 namespace {
@@ -24,9 +26,14 @@ int RunImatrix(const ImatrixArgs& a) {
   std::error_code ec;
   if (std::filesystem::is_directory(a.out, ec))
     return Fail(Err("{}: is a folder; -o takes the path of the imatrix file to write", a.out));
-  if (!std::filesystem::is_directory(a.model, ec))
-    return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
-  if (auto cfg = model::LoadHfConfig(a.model); cfg.ok() && a.ctx > cfg->max_position)
+  if (!model::IsGgufFile(a.model) && !std::filesystem::is_directory(a.model, ec))
+    return Fail(Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file", a.model));
+  auto config = [&]() -> Result<model::ModelConfig> {
+    if (!model::IsGgufFile(a.model)) return model::LoadHfConfig(a.model);
+    QF_ASSIGN(const io::GgufFile f, io::GgufFile::Open(a.model));
+    return model::GgufModelConfig(f);
+  };
+  if (auto cfg = config(); cfg.ok() && a.ctx > cfg->max_position)
     std::fprintf(stderr, "qforge: warning: the model was trained on only %lld context tokens (%lld specified)\n",
                  (long long)cfg->max_position, (long long)a.ctx);
   methods::ImatrixOptions opt;

@@ -11,6 +11,7 @@
 #include "io/imatrix.h"
 #include "methods/quantize_gguf.h"
 #include "methods/quantize_model.h"
+#include "model/gguf_model.h"
 
 namespace qf::cli {
 namespace {
@@ -20,7 +21,7 @@ struct QuantizeArgs {
   double alpha = 0.5;
   int group = 0;
   bool clip = false, no_clip = false, act_order = false, alpha_given = false;
-  bool pure = false, dry_run = false;  // GGUF
+  bool pure = false, dry_run = false, allow_requantize = false;  // GGUF
   std::string imatrix;                 // GGUF
   std::vector<std::string> tensor_types;
   std::string output_type, token_embd_type;
@@ -82,9 +83,13 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   if (!et.ok()) return Fail(et.error());
   opt.ctx.token_embd_type = *et;
   opt.dry_run = a.dry_run;
+  opt.allow_requantize = a.allow_requantize;
   opt.gptq = gptq;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.damp = a.damp;
+  if (gptq && model::IsGgufFile(a.model))
+    return Fail(Err("{}: --method gptq needs the model folder (config.json + *.safetensors): its "
+                    "calibration pass runs the fp weights", a.model));
   if (gptq && a.calib.empty() && !a.dry_run)
     std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
                  (long long)a.nsamples);
@@ -154,8 +159,8 @@ int RunQuantize(const QuantizeArgs& a) {
   ApplyThreads(a.common);
   if (a.out.empty() && !a.dry_run) return Fail(Err("-o OUTPUT is required"));
   if (const GgufMix* mix = FindGgufMix(a.scheme)) return RunQuantizeGguf(a, *mix);
-  if (a.pure || a.dry_run || !a.tensor_types.empty() || !a.output_type.empty() || !a.token_embd_type.empty() || !a.imatrix.empty())
-    return Fail(Err("--pure/--dry-run/--tensor-type/--output-tensor-type/--token-embedding-type/--imatrix apply to GGUF types (Q4_K_M, ...)"));
+  if (a.pure || a.dry_run || a.allow_requantize || !a.tensor_types.empty() || !a.output_type.empty() || !a.token_embd_type.empty() || !a.imatrix.empty())
+    return Fail(Err("--pure/--dry-run/--allow-requantize/--tensor-type/--output-tensor-type/--token-embedding-type/--imatrix apply to GGUF types (Q4_K_M, ...)"));
   auto scheme = ParseScheme(a.scheme);
   if (!scheme.ok()) return Fail(scheme.error().Context("--scheme"));
   if (a.group != 0) {
@@ -163,6 +168,10 @@ int RunQuantize(const QuantizeArgs& a) {
     scheme = FindScheme(scheme->kind, scheme->bits, scheme->symmetric, Granularity::kGroup, a.group);
     if (!scheme.ok()) return Fail(scheme.error().Context("--group"));
   }
+  if (model::IsGgufFile(a.model))
+    return Fail(Err("{}: a .gguf source quantizes to a GGUF type (--scheme Q4_K_M, ...); --scheme {} "
+                    "writes a compressed-tensors folder and needs the model folder",
+                    a.model, a.scheme));
   if (!std::filesystem::is_directory(a.model))
     return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
   methods::QuantizeOptions opt;
@@ -312,6 +321,8 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_option("--token-embedding-type", a->token_embd_type, "GGUF: type of token_embd.weight");
   cmd->add_flag("--pure", a->pure, "GGUF: the mix's base type for every quantized tensor");
   cmd->add_flag("--dry-run", a->dry_run, "GGUF: print each tensor's type and the file size, write nothing");
+  cmd->add_flag("--allow-requantize", a->allow_requantize,
+                "GGUF: a .gguf MODEL whose tensors are already quantized is decoded and quantized again");
   cmd->add_option("--imatrix", a->imatrix, "GGUF: importance matrix (qforge imatrix / llama-imatrix, GGUF or .dat)");
   cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")->capture_default_str();
   AddCommonOptions(cmd, &a->common);
