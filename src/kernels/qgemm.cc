@@ -146,16 +146,8 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
 }
 
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
-  std::vector<std::byte> plain;
-  const std::byte* data = w.data;
-  if (w.interleaved) {
-    plain.resize(size_t(w.rows) * w.row_bytes);
-    GgmlDeinterleave(*w.type, w.data, w.rows, w.cols, plain.data());
-    data = plain.data();
-  }
   std::vector<float> full(static_cast<size_t>(w.rows * w.cols));
-  const Status st = DequantizeRowsGgml(*w.type, data, w.rows, w.cols, full.data());
-  QF_CHECK(st.ok(), "{}", st.error().message());
+  GgmlDecodeRowsRef(RowsOf(w, 0, w.rows), full.data());
   MatMulNTRef(x, full.data(), bias, y, m, w.rows, w.cols);
 }
 

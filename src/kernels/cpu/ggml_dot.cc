@@ -1219,7 +1219,7 @@ void GgmlDeinterleave(const GgmlBlockType& t, const std::byte* in, int64_t rows,
   PermuteUnits<false>(t, in, rows, cols, out);
 }
 
-void GgmlGemvRef(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+void GgmlDecodeRowsRef(const GgmlRows& w, float* out) {
   std::vector<std::byte> plain;
   const std::byte* data = w.data;
   if (w.interleaved) {
@@ -1227,12 +1227,18 @@ void GgmlGemvRef(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t
     GgmlDeinterleave(*w.type, w.data, w.rows, w.cols, plain.data());
     data = plain.data();
   }
-  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r)
+    w.type->decode(data + size_t(r) * w.row_bytes, w.cols, out + r * w.cols);
+}
+
+void GgmlGemvRef(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  std::vector<float> dec(static_cast<size_t>(w.rows * w.cols));
+  GgmlDecodeRowsRef(w, dec.data());
   for (int64_t r = 0; r < w.rows; ++r) {
-    w.type->decode(data + size_t(r) * w.row_bytes, w.cols, row.data());
+    const float* row = dec.data() + r * w.cols;
     for (int64_t t = 0; t < m; ++t) {
       double s = 0;
-      for (int64_t k = 0; k < w.cols; ++k) s += double(row[size_t(k)]) * x[t * w.cols + k];
+      for (int64_t k = 0; k < w.cols; ++k) s += double(row[k]) * x[t * w.cols + k];
       y[t * ldy + r] = float(s);
     }
   }

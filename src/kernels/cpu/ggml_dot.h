@@ -65,7 +65,9 @@ void GgmlGemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ld
 // The largest |xq| of GgmlGemv's fixed-point activations on the target chosen now (dx = max|x| /
 // this; 8191 with 16 float lanes, 4095 with 8, 2047 with 4), 0 where the GEMV runs in float.
 int GgmlGemvActivationMax();
-// The reference: the type's decoder, then dot products summed in double.
+// The references: the type's decoder (GgmlBlockType::decode) on the rows as in a file
+// (interleaved ones restored first); then, for the GEMV, dot products summed in double.
+void GgmlDecodeRowsRef(const GgmlRows& w, float* out);
 void GgmlGemvRef(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy);
 
 }  // namespace qf::kernels
