@@ -750,6 +750,8 @@ using VR16 = hn::Vec<DR16>;
 using VRF = hn::Vec<DRF>;
 constexpr size_t kL = hn::MaxLanes(DR());
 constexpr size_t kG = size_t(kGgmlInterleaveRows) / kL;
+static_assert(kL >= 4 && kL <= size_t(kGgmlInterleaveRows) && kGgmlInterleaveRows % kL == 0,
+              "a group of 16 rows must be a whole number of int32 vectors");
 
 // kL rows' 2-byte units of codes at p, widened to int16 lanes (row-major pairs).
 HWY_INLINE VR16 RowPairs(const uint8_t* p) {
