@@ -222,7 +222,7 @@ TEST(QuantizeGguf, GgufSourceWritesWhatTheFolderWrites) {
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
   EXPECT_EQ(bytes(im_dir), bytes(im_gguf));  // both record `text` as their dataset
-  for (const std::string extra : {std::string(), " --imatrix " + im_dir}) {
+  for (const std::string& extra : {std::string(), " --imatrix " + im_dir}) {
     SCOPED_TRACE(extra);
     const std::string a = (dir / "from-dir.gguf").string(), b = (dir / "from-gguf.gguf").string();
     ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M -o " + a + extra + " -q", &log), 0) << log;
@@ -243,7 +243,7 @@ TEST(QuantizeGguf, GgufSourceWritesWhatTheFolderWrites) {
   ASSERT_TRUE(f.ok());
   EXPECT_EQ(*f->GetInt("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
   EXPECT_EQ(f->FindTensor("blk.0.attn_q.weight")->type, io::GgmlType::kQ4_K);
-  for (const std::string args : {" --scheme W4A16 -o " + (dir / "ct").string(), " --scheme Q4_K_M --method gptq -o " + re}) {
+  for (const std::string& args : {" --scheme W4A16 -o " + (dir / "ct").string(), " --scheme Q4_K_M --method gptq -o " + re}) {
     EXPECT_NE(RunCommand(Q() + " quantize " + f32 + args, &log), 0) << args;
     EXPECT_NE(log.find("needs the model folder"), std::string::npos) << log;
     EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;

@@ -432,6 +432,15 @@ const GgmlTypeInfo* FindGgmlType(std::string_view name) {
   return nullptr;
 }
 
+std::optional<DType> FloatDType(GgmlType t) {
+  switch (t) {
+    case GgmlType::kF32: return DType::kF32;
+    case GgmlType::kF16: return DType::kF16;
+    case GgmlType::kBF16: return DType::kBF16;
+    default: return std::nullopt;
+  }
+}
+
 const GgmlTypeInfo& Info(GgmlType t) {
   const GgmlTypeInfo* row = FindGgmlType(uint32_t(t));
   QF_CHECK(row != nullptr, "GgmlType {} has no table row", uint32_t(t));

@@ -29,6 +29,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/mmap.h"
 #include "core/result.h"
 
@@ -61,6 +62,8 @@ std::span<const GgmlTypeInfo> GgmlTypes();
 const GgmlTypeInfo* FindGgmlType(uint32_t id);
 const GgmlTypeInfo* FindGgmlType(std::string_view name);  // case-insensitive ("Q8_0", "f16")
 const GgmlTypeInfo& Info(GgmlType t);
+// The DType of a plain float type (F32, F16, BF16); nullopt for every other type.
+std::optional<DType> FloatDType(GgmlType t);
 // Bytes of a tensor of `shape` (row-major) in type t; an Error when the last dimension is not a
 // whole number of blocks, a dimension is negative, or the size overflows.
 Result<uint64_t> GgmlTensorBytes(GgmlType t, const std::vector<int64_t>& shape);

@@ -665,10 +665,7 @@ Status FillGgufFloatTensor(const GgufTensorPlan& p, GgmlType type, std::span<std
   const size_t out_size = Info(type).type_size;
   if (p.source == nullptr) {
     if (out.size() != p.values.size() * out_size) return Err("{}: size mismatch", p.name);
-    if (!ConvertFromF32(type == GgmlType::kF32   ? DType::kF32
-                        : type == GgmlType::kF16 ? DType::kF16
-                                                 : DType::kBF16,
-                        p.values.data(), p.values.size(), out.data()))
+    if (!ConvertFromF32(*FloatDType(type), p.values.data(), p.values.size(), out.data()))
       return Err("{}: cannot convert", p.name);
     return Status::Ok();
   }
@@ -684,9 +681,7 @@ Status FillGgufFloatTensor(const GgufTensorPlan& p, GgmlType type, std::span<std
   if (p.permute_heads > 0 && (rows % p.permute_heads != 0 || (rows / p.permute_heads) % 2 != 0))
     return Err("{}: {} rows do not split into {} heads of even size", p.name, rows,
                p.permute_heads);
-  const DType out_dtype = type == GgmlType::kF32   ? DType::kF32
-                          : type == GgmlType::kF16 ? DType::kF16
-                                                   : DType::kBF16;
+  const DType out_dtype = *FloatDType(type);
   std::vector<float> row(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t s = GgufSourceRow(p, r, rows);

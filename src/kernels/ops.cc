@@ -37,16 +37,9 @@ int Threads() { return g_threads; }
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
             int64_t ldy) {
   if (m <= kGemvRows) {  // decode: sgemm would repack all of W for each call
-    // One contiguous range of rows per thread (a multiple of 4, GemvRows' step).
-    const bool nested = omp_in_parallel();
-    const int threads = nested ? 1 : omp_get_max_threads();
-    const int64_t per = std::max<int64_t>(64, (n + threads - 1) / threads + 3) / 4 * 4;
-    const int64_t chunks = (n + per - 1) / per;
-#pragma omp parallel for schedule(static) if (chunks > 1 && !nested)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t r0 = c * per, r1 = std::min(n, r0 + per);
+    ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
       for (int64_t i = 0; i < m; ++i) GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
-    }
+    });
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), w,
@@ -61,6 +54,17 @@ void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[j];
   }
+}
+
+void ForEachThreadRows(int64_t n, int64_t min_rows, int64_t multiple,
+                       const std::function<void(int64_t, int64_t)>& fn) {
+  const bool nested = omp_in_parallel();
+  const int threads = nested ? 1 : omp_get_max_threads();
+  const int64_t per =
+      (std::max(min_rows, (n + threads - 1) / threads) + multiple - 1) / multiple * multiple;
+  const int64_t chunks = (n + per - 1) / per;
+#pragma omp parallel for schedule(static) if (chunks > 1 && !nested)
+  for (int64_t c = 0; c < chunks; ++c) fn(c * per, std::min(n, c * per + per));
 }
 
 void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 namespace qf::kernels {
@@ -12,10 +13,17 @@ namespace qf::kernels {
 // Y[M,N] = X[M,K] · W[N,K]ᵀ (+ bias[N] when non-null). Parallel BLAS sgemm.
 void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
               int64_t k);
-// Y[M,N] (row stride ldy) = X[M,K] · W[N,K]ᵀ without bias: sgemv per row for M <= 2, else sgemm.
+// Y[M,N] (row stride ldy) = X[M,K] · W[N,K]ᵀ without bias: a GEMV (vec_math GemvRows) per row
+// for M <= 2, else sgemm.
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, int64_t ldy);
 void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m,
                  int64_t n, int64_t k);
+
+// Rows [0, n) as one contiguous range per thread (the GEMVs of decoding: each range streams its
+// own weights once): fn(r0, r1) for ranges of max(min_rows, n / threads) rows rounded up to a
+// multiple of `multiple`, in an OpenMP loop (serial inside a parallel region).
+void ForEachThreadRows(int64_t n, int64_t min_rows, int64_t multiple,
+                       const std::function<void(int64_t, int64_t)>& fn);
 
 // out[M,D] = x[M,D] / rms(x row) * weight[D]; rms = sqrt(mean(x²) + eps).
 void RmsNorm(const float* x, const float* weight, float* out, int64_t m, int64_t d, float eps);

@@ -114,17 +114,11 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
   const int64_t N = w.rows, K = w.cols;
   const bool nested = omp_in_parallel();
   if (m <= kGemvTokens && GgmlKernelSupports(*w.type)) {
-    // One contiguous range of rows per thread: each GgmlGemv call prepares the activations once.
-    const int threads = nested ? 1 : omp_get_max_threads();
-    const int64_t per = (std::max(kGemvRows, (N + threads - 1) / threads) + kGgmlInterleaveRows -
-                         1) / kGgmlInterleaveRows * kGgmlInterleaveRows;
-    const int64_t chunks = (N + per - 1) / per;
-#pragma omp parallel for schedule(static) if (chunks > 1 && !nested)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t r0 = c * per, r1 = std::min(N, r0 + per);
+    // Each GgmlGemv call prepares the activations once; ranges are whole interleaved groups.
+    ForEachThreadRows(N, kGemvRows, kGgmlInterleaveRows, [&](int64_t r0, int64_t r1) {
       GgmlGemv(RowsOf(w, r0, r1), x, m, y + r0, N);
       AddBias(bias, y, m, N, r0, r1);
-    }
+    });
     return;
   }
   const int64_t tile = GgmlTileRows(m, N, K, nested ? 1 : omp_get_max_threads());

@@ -101,8 +101,7 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
     const int64_t cols = t->shape.empty() ? 1 : t->shape.back();
     rep.total_params += numel;
     const GgmlBlockType* src_blocks = FindGgmlBlockType(from_name);
-    const bool src_float =
-        t->type == io::GgmlType::kF32 || t->type == io::GgmlType::kF16 || t->type == io::GgmlType::kBF16;
+    const std::optional<DType> src_float = io::FloatDType(t->type);
     if (!src_float && !src_blocks)
       return Err("{}: tensor '{}' has type {}, which qforge cannot read", src.string(), t->name, from.name);
     QF_ASSIGN(TypeChoice c, ChooseGgufType(*opt.mix, t->name, int(t->shape.size()), cols,
@@ -137,18 +136,14 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
       std::vector<float> x(static_cast<size_t>(numel));
       if (src_blocks) {
         QF_TRY(DequantizeRowsGgml(*src_blocks, t->data.data(), numel / cols, cols, x.data()));
-      } else {
-        const DType dt = t->type == io::GgmlType::kF32   ? DType::kF32
-                         : t->type == io::GgmlType::kF16 ? DType::kF16
-                                                          : DType::kBF16;
-        if (!ConvertToF32(dt, t->data.data(), size_t(numel), x.data()))
-          return Err("tensor '{}': cannot convert to f32", name);
+      } else if (!ConvertToF32(*io::FloatDType(t->type), t->data.data(), size_t(numel), x.data())) {
+        return Err("tensor '{}': cannot convert to f32", name);
       }
       for (int64_t i = 0; i < numel; ++i)
         if (!std::isfinite(x[size_t(i)]))
           return Err("tensor '{}' has a non-finite value ({}) at flat index {}", name, x[size_t(i)], i);
       if (bt) return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr, o.data());
-      const DType dt = gt == io::GgmlType::kF32 ? DType::kF32 : gt == io::GgmlType::kF16 ? DType::kF16 : DType::kBF16;
+      const DType dt = *io::FloatDType(gt);
       if (o.size() != size_t(numel) * Info(dt).bytes) return Err("tensor '{}': size mismatch", name);
       ConvertFromF32(dt, x.data(), size_t(numel), o.data());
       return Status::Ok();
@@ -245,7 +240,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
         const io::GgmlType gt = types[i];
         std::vector<std::byte> tmp(r.weight.size() * 4);
         if (gt != io::GgmlType::kF32) {
-          const DType dt = gt == io::GgmlType::kF16 ? DType::kF16 : DType::kBF16;
+          const DType dt = *io::FloatDType(gt);
           tmp.resize(r.weight.size() * Info(dt).bytes);
           ConvertFromF32(dt, r.weight.data(), r.weight.size(), tmp.data());
           ConvertToF32(dt, tmp.data(), r.weight.size(), deq.data());

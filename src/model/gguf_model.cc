@@ -44,16 +44,6 @@ Result<double> OptFloat(const GgufFile& f, const std::string& key, double fallba
   return f.GetFloat(key);
 }
 
-// The DType of a plain float GGUF tensor type, or nullopt.
-std::optional<DType> FloatDType(GgmlType t) {
-  switch (t) {
-    case GgmlType::kF32: return DType::kF32;
-    case GgmlType::kF16: return DType::kF16;
-    case GgmlType::kBF16: return DType::kBF16;
-    default: return std::nullopt;
-  }
-}
-
 std::string RunnableTypes() {
   std::string s = "F32, F16, BF16";
   for (const GgmlBlockType& t : GgmlBlockTypes()) {

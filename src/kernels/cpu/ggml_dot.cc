@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -694,19 +695,62 @@ bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, floa
 }
 #endif
 
+#if HWY_TARGET != HWY_SCALAR
+// M tokens' activations for the integer GEMVs, in per-thread buffers: fixed point (xq, dx), float
+// sums over each 16 and 32 weights (the plain kernels' mins) and, with int_sums, integer sums of
+// xq over each 16 and 32 (the interleaved kernels). Prepare is false when some x is not finite.
+template <int M>
+struct TokenActs {
+  int16_t* xq = nullptr;
+  float dx[M];
+  float *xs16 = nullptr, *xs32 = nullptr;
+  int32_t *s16 = nullptr, *s32 = nullptr;
+
+  bool Prepare(const float* x, int64_t K, bool int_sums) {
+    thread_local std::vector<int16_t> q;
+    thread_local std::vector<float> fs;
+    thread_local std::vector<int32_t> is;
+    q.resize(size_t(M * K));
+    fs.resize(size_t(M * (K / 16 + K / 32)));
+    xq = q.data();
+    xs16 = fs.data();
+    xs32 = fs.data() + M * (K / 16);
+    if (!QuantizeActivations(x, M, K, xq, dx, xs16, xs32)) return false;
+    if (int_sums) {
+      is.resize(size_t(M * (K / 16 + K / 32)));
+      s16 = is.data();
+      s32 = is.data() + M * (K / 16);
+      for (int64_t j = 0; j < M * (K / 16); ++j) {
+        int32_t s = 0;
+        for (int k = 0; k < 16; ++k) s += xq[16 * j + k];
+        s16[j] = s;
+        if (j % 2 == 1) s32[j / 2] = s16[j - 1] + s;
+      }
+    }
+    return true;
+  }
+};
+#endif
+
+// fn(t, M) for the m tokens in runs of M = 4, then 2, then 1 (M a std::integral_constant), t the
+// run's first token.
+template <class Fn>
+HWY_INLINE void ByTokenRuns(int64_t m, Fn&& fn) {
+  int64_t t = 0;
+  for (; t + 4 <= m; t += 4) fn(t, std::integral_constant<int, 4>());
+  if (m - t >= 2) {
+    fn(t, std::integral_constant<int, 2>());
+    t += 2;
+  }
+  if (t < m) fn(t, std::integral_constant<int, 1>());
+}
+
 template <class B, int M>
 void GemvM(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
 #if HWY_TARGET != HWY_SCALAR
-  const int64_t K = w.cols;
-  thread_local std::vector<int16_t> xq;
-  thread_local std::vector<float> xs;
-  xq.resize(size_t(M * K));
-  xs.resize(size_t(M * (K / 16 + K / 32)));
-  float dx[M];
-  float* xs16 = xs.data();
-  float* xs32 = xs.data() + M * (K / 16);
-  if (QuantizeActivations(x, M, K, xq.data(), dx, xs16, xs32)) {
-    GemvInt<B, M>(w, xq.data(), dx, xs16, xs32, y, ldy);
+  TokenActs<M> a;
+  if (a.Prepare(x, w.cols, false)) {
+    GemvInt<B, M>(w, a.xq, a.dx, a.xs16, a.xs32, y, ldy);
     return;
   }
 #endif
@@ -715,13 +759,9 @@ void GemvM(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
 
 template <class B>
 void GemvTokens(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
-  int64_t t = 0;
-  for (; t + 4 <= m; t += 4) GemvM<B, 4>(w, x + t * w.cols, y + t * ldy, ldy);
-  if (m - t >= 2) {
-    GemvM<B, 2>(w, x + t * w.cols, y + t * ldy, ldy);
-    t += 2;
-  }
-  if (t < m) GemvM<B, 1>(w, x + t * w.cols, y + t * ldy, ldy);
+  ByTokenRuns(m, [&](int64_t t, auto M) HWY_ATTR {
+    GemvM<B, decltype(M)::value>(w, x + t * w.cols, y + t * ldy, ldy);
+  });
 }
 
 // ---- interleaved rows (GgmlInterleave): one int32 lane per row -------------------------------
@@ -1040,24 +1080,9 @@ void GemvInterleavedInt(const GgmlRows& w, IActs x0, const float* dx, float* y, 
 template <class B, class IB, int M>
 void GemvInterleavedM(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
 #if HWY_TARGET != HWY_SCALAR
-  const int64_t K = w.cols;
-  thread_local std::vector<int16_t> xq;
-  thread_local std::vector<float> xs;
-  thread_local std::vector<int32_t> xsq;
-  xq.resize(size_t(M * K));
-  xs.resize(size_t(M * (K / 16 + K / 32)));
-  xsq.resize(size_t(M * (K / 16 + K / 32)));
-  float dx[M];
-  if (QuantizeActivations(x, M, K, xq.data(), dx, xs.data(), xs.data() + M * (K / 16))) {
-    int32_t* s16 = xsq.data();
-    int32_t* s32 = xsq.data() + M * (K / 16);
-    for (int64_t j = 0; j < M * (K / 16); ++j) {
-      int32_t s = 0;
-      for (int k = 0; k < 16; ++k) s += xq[size_t(16 * j + k)];
-      s16[j] = s;
-      if (j % 2 == 1) s32[j / 2] = s16[j - 1] + s;
-    }
-    GemvInterleavedInt<IB, M>(w, IActs{xq.data(), s16, s32, K}, dx, y, ldy);
+  TokenActs<M> a;
+  if (a.Prepare(x, w.cols, true)) {
+    GemvInterleavedInt<IB, M>(w, IActs{a.xq, a.s16, a.s32, w.cols}, a.dx, y, ldy);
     return;
   }
 #endif
@@ -1068,13 +1093,9 @@ void GemvInterleavedM(const GgmlRows& w, const float* x, float* y, int64_t ldy) 
 
 template <class B, class IB>
 void GemvInterleavedTokens(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
-  int64_t t = 0;
-  for (; t + 4 <= m; t += 4) GemvInterleavedM<B, IB, 4>(w, x + t * w.cols, y + t * ldy, ldy);
-  if (m - t >= 2) {
-    GemvInterleavedM<B, IB, 2>(w, x + t * w.cols, y + t * ldy, ldy);
-    t += 2;
-  }
-  if (t < m) GemvInterleavedM<B, IB, 1>(w, x + t * w.cols, y + t * ldy, ldy);
+  ByTokenRuns(m, [&](int64_t t, auto M) HWY_ATTR {
+    GemvInterleavedM<B, IB, decltype(M)::value>(w, x + t * w.cols, y + t * ldy, ldy);
+  });
 }
 
 #if HWY_TARGET == HWY_SCALAR
