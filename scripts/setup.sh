@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config git
   nlohmann-json3-dev libsentencepiece-dev libpcre2-dev
-  libopenblas-openmp-dev liblapacke-dev libhwy-dev libcli11-dev libfmt-dev
+  libopenblas-openmp-dev libhwy-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev jq
+  # Not used by qforge: installed beside the OpenMP build (as numpy's dependencies do on many
+  # machines) so that blas_test's one-runtime check meets the case it guards against.
+  libopenblas0-pthread
 )
 
 missing=()

@@ -1,6 +1,8 @@
 // Temporary-then-rename file writing (POSIX).
 #include "core/atomic_file.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,6 +47,34 @@ Status AtomicFile::Commit() {
   std::filesystem::rename(tmp_, path_, ec);
   if (ec) return Err("{}: cannot rename from {}: {}", path_.string(), tmp_.string(), ec.message());
   committed_ = true;
+  return Status::Ok();
+}
+
+Status ReplaceFolder(const std::filesystem::path& tmp, const std::filesystem::path& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(out, ec)) {
+    fs::rename(tmp, out, ec);
+    if (ec) return Err("{}: cannot rename from {}: {}", out.string(), tmp.string(), ec.message());
+    return Status::Ok();
+  }
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp, ec);  // now the previous content
+    return Status::Ok();
+  }
+  if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+    return Err("{}: cannot replace: {}", out.string(), std::strerror(errno));
+  fs::path old = out;
+  old += ".old-" + std::to_string(::getpid());
+  fs::rename(out, old, ec);
+  if (ec) return Err("{}: cannot replace: {}", out.string(), ec.message());
+  fs::rename(tmp, out, ec);
+  if (ec) {
+    std::error_code back;
+    fs::rename(old, out, back);
+    return Err("{}: cannot rename from {}: {}", out.string(), tmp.string(), ec.message());
+  }
+  fs::remove_all(old, ec);
   return Status::Ok();
 }
 

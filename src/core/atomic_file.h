@@ -32,4 +32,11 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// Puts the finished folder `tmp` in place of `out` (a sibling path). When `out` exists the two
+// are swapped in one step (renameat2 RENAME_EXCHANGE) and the old content is then removed, so
+// `out` always holds either its previous complete content or the new one, even if the process
+// is killed; where the filesystem cannot swap, `out` is moved aside first (it then briefly does
+// not exist). Contract: on error `out` is left as it was and `tmp` is kept for the caller.
+Status ReplaceFolder(const std::filesystem::path& tmp, const std::filesystem::path& out);
+
 }  // namespace qf

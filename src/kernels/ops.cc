@@ -1,9 +1,9 @@
-// fp32 forward-pass kernels: BLAS GEMM, norms, RoPE, SwiGLU, attention, and their references.
-// The fast versions parallelise with OpenMP; BLAS calls inside parallel regions run on one
-// thread (OpenMP build of OpenBLAS), outside them on all.
+// fp32 forward-pass kernels: GEMM, norms, RoPE, SwiGLU, attention, and their references.
+// The fast versions parallelise with OpenMP over work splits that depend only on the shapes
+// (BLAS through kernels/blas: fixed tiles, single-threaded calls), so results do not depend on
+// the thread count.
 #include "kernels/ops.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -11,9 +11,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/blas.h"
 #include "kernels/cpu/vec_math.h"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace qf::kernels {
 namespace {
@@ -28,8 +27,8 @@ constexpr int64_t kAttnQueryTile = 64;
 
 void SetThreads(int threads) {
   g_threads = std::max(1, threads);
+  // OpenBLAS's OpenMP build follows OpenMP's count; kernels/blas keeps each call on one thread.
   omp_set_num_threads(g_threads);
-  openblas_set_num_threads(g_threads);
 }
 
 int Threads() { return g_threads; }
@@ -42,8 +41,7 @@ void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int6
     });
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), w,
-              int(k), 0.0f, y, int(ldy));
+  Sgemm(Trans::kNo, Trans::kYes, m, n, k, 1.0f, x, k, w, k, 0.0f, y, ldy);
 }
 
 void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
@@ -145,8 +143,8 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
         const float* qh = q + r0 * q_stride + h * head_dim;
         const float* kh = k_cache + first * kv_stride + (h / group) * head_dim;
         const float* vh = v_cache + first * kv_stride + (h / group) * head_dim;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(span), int(head_dim),
-                    scale, qh, int(q_stride), kh, int(kv_stride), 0.0f, scores.data(), int(span));
+        Sgemm(Trans::kNo, Trans::kYes, rows, span, head_dim, scale, qh, q_stride, kh, kv_stride,
+              0.0f, scores.data(), span);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t pos = pos0 + r0 + r;
           const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) - first : 0;
@@ -154,9 +152,8 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
           SoftmaxRow(row, lo, pos + 1 - first);
           for (int64_t j = pos + 1 - first; j < span; ++j) row[j] = 0.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(head_dim), int(span),
-                    1.0f, scores.data(), int(span), vh, int(kv_stride), 0.0f,
-                    out + r0 * q_stride + h * head_dim, int(q_stride));
+        Sgemm(Trans::kNo, Trans::kNo, rows, head_dim, span, 1.0f, scores.data(), span, vh,
+              kv_stride, 0.0f, out + r0 * q_stride + h * head_dim, q_stride);
       }
     }
   }

@@ -10,11 +10,11 @@
 
 namespace qf::kernels {
 
-// Y[M,N] = X[M,K] · W[N,K]ᵀ (+ bias[N] when non-null). Parallel BLAS sgemm.
+// Y[M,N] = X[M,K] · W[N,K]ᵀ (+ bias[N] when non-null): GemmNT, then the bias.
 void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
               int64_t k);
 // Y[M,N] (row stride ldy) = X[M,K] · W[N,K]ᵀ without bias: a GEMV (vec_math GemvRows) per row
-// for M <= 2, else sgemm.
+// for M <= 2, else kernels/blas Sgemm (fixed tiles).
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, int64_t ldy);
 void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m,
                  int64_t n, int64_t k);
@@ -48,7 +48,7 @@ void AttentionRef(const float* q, const float* k_cache, const float* v_cache, fl
 // Row-wise log-sum-exp in double precision (for exact perplexity/KL).
 double LogSumExp(const float* x, int64_t n);
 
-// Threads used by OpenMP regions and BLAS.
+// Threads used by OpenMP regions (each BLAS call itself runs on one thread: kernels/blas.h).
 void SetThreads(int threads);
 int Threads();
 

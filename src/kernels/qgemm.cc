@@ -1,7 +1,6 @@
 // Tile-wise dequantize + sgemm for quantized linears (see qgemm.h).
 #include "kernels/qgemm.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -93,20 +92,23 @@ void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
 
 // Rows per tile of MatMulGgmlNT. Each sgemm call packs all of X again, so with many tokens
 // (prefill, ppl windows) narrow tiles cost more than the decoding: tiles then grow up to
-// kTileFloats weights (4 MiB per thread, whatever the model size), while staying at least one
-// tile per thread. Few tokens (generation) keep 64-row tiles, which spread over the threads.
+// kTileFloats weights (4 MiB, whatever the model size), while the rows still split into at
+// least kMinTiles tiles for the threads to share. Few tokens (generation) keep 64-row tiles.
+// The tile depends on the shape only, never on the thread count: its rows are one sgemm's
+// output columns, so every thread count computes the same bits.
 constexpr int64_t kTileFloats = int64_t(1) << 20;
+constexpr int64_t kMinTiles = 4;
 // Up to this many tokens the fused GEMV of kernels/cpu/ggml_dot runs instead (rows split over the
 // threads, at least kGemvRows each): decoding the blocks costs more than the dot products until
 // the decoded weights are reused by enough tokens.
 constexpr int64_t kGemvTokens = 8;
 constexpr int64_t kGemvRows = 32;
 
-int64_t GgmlTileRows(int64_t m, int64_t n, int64_t k, int threads) {
+int64_t GgmlTileRows(int64_t m, int64_t n, int64_t k) {
   if (m < 16) return kRowTile;
   auto round_up = [](int64_t v) { return (v + kRowTile - 1) / kRowTile * kRowTile; };
   int64_t rows = std::max(kRowTile, kTileFloats / k / kRowTile * kRowTile);
-  rows = std::min(rows, round_up((n + threads - 1) / threads));
+  rows = std::min(rows, round_up((n + kMinTiles - 1) / kMinTiles));
   return std::max(rows, kRowTile);
 }
 
@@ -121,7 +123,7 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
     });
     return;
   }
-  const int64_t tile = GgmlTileRows(m, N, K, nested ? 1 : omp_get_max_threads());
+  const int64_t tile = GgmlTileRows(m, N, K);
   const int64_t tiles = (N + tile - 1) / tile;
 #pragma omp parallel if (tiles > 1 && !nested)
   {

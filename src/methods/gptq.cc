@@ -4,13 +4,12 @@
 // single-threaded BLAS, so codes do not depend on the thread count.
 #include "methods/gptq.h"
 
-#include <cblas.h>
-#include <lapacke.h>
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
+
+#include "kernels/blas.h"
 
 namespace qf::methods {
 namespace {
@@ -71,21 +70,14 @@ Result<std::vector<float>> InverseCholeskyUpper(const std::vector<double>& h, in
   double mean = 0.0;
   for (int64_t i = 0; i < k; ++i) mean += h[static_cast<size_t>(i * k + i)];
   mean /= static_cast<double>(k);
-  const auto lk = static_cast<lapack_int>(k);
   std::vector<double> a(h.size());
   for (double d = damp; d <= kDampMax; d = d > 0.0 ? d * kDampRetryFactor : kDampFirstRetry) {
     std::reverse_copy(h.begin(), h.end(), a.begin());
     for (int64_t i = 0; i < k; ++i) a[static_cast<size_t>(i * k + i)] += d * mean;
-    lapack_int info = 0;
-    // LAPACK runs single-threaded inside an active parallel region (OpenMP OpenBLAS). Its
-    // threaded potrf/trtri spin-wait between threads and ran 40x slower when the cores were
-    // shared with other work; one thread is also deterministic by construction.
-#pragma omp parallel
-#pragma omp single
-    {
-      info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', lk, a.data(), lk);
-      if (info == 0) info = LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'U', 'N', lk, a.data(), lk);
-    }
+    // Single-threaded LAPACK (kernels/blas): threaded potrf/trtri spin-wait between threads
+    // and ran 40x slower when the cores were shared with other work; one thread is also
+    // deterministic by construction.
+    const int info = kernels::CholeskyThenInverseUpper(a.data(), k);
     QF_CHECK(info >= 0, "LAPACK argument {} rejected", -info);
     if (info > 0) continue;
     std::vector<float> u(h.size(), 0.0f);
@@ -206,12 +198,11 @@ double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<flo
         row_loss[static_cast<size_t>(r)] += loss;
       }
       // Lazy update of the chunk's columns after the block: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:]
-      // (single-threaded BLAS inside the parallel region).
+      // (fixed tiles, serial inside the parallel region).
       if (i2 < k) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                    static_cast<int>(k - i2), static_cast<int>(nb), -1.0f, err.data(),
-                    static_cast<int>(nb), u.data() + i1 * k + i2, static_cast<int>(k), 1.0f,
-                    wk.data() + r0 * k + i2, static_cast<int>(k));
+        kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kNo, rows, k - i2, nb, -1.0f,
+                       err.data(), nb, u.data() + i1 * k + i2, k, 1.0f, wk.data() + r0 * k + i2,
+                       k);
       }
     }
   }

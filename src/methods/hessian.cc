@@ -1,12 +1,12 @@
-// Running-average Hessian (see hessian.h): fp32 ssyrk per chunk, fp64 running average.
-// Contract: the result does not depend on the thread count (ssyrk splits output tiles only).
+// Running-average Hessian (see hessian.h): fp32 XᵀX per chunk, fp64 running average.
+// Contract: the result does not depend on the thread count (kernels::SyrkUpperXtX computes
+// fixed tiles, each with one single-threaded BLAS call).
 #include "methods/hessian.h"
-
-#include <cblas.h>
 
 #include <algorithm>
 
 #include "core/result.h"
+#include "kernels/blas.h"
 
 namespace qf::methods {
 
@@ -22,9 +22,7 @@ void HessianAccumulator::Add(const float* x, int64_t m) {
   for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
     const int64_t rows = std::min(kChunkRows, m - r0);
     // scratch (upper) = X_chunkᵀ X_chunk; X_chunk is [rows, K] row-major.
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(k_), static_cast<int>(rows),
-                1.0f, x + r0 * k_, static_cast<int>(k_), 0.0f, scratch_.data(),
-                static_cast<int>(k_));
+    kernels::SyrkUpperXtX(x + r0 * k_, rows, k_, scratch_.data());
     const int64_t total = samples_ + rows;
     const double keep = static_cast<double>(samples_) / static_cast<double>(total);
     const double add = 2.0 / static_cast<double>(total);

@@ -10,7 +10,7 @@
 namespace qf::methods {
 
 // Running-average Hessian of a linear's inputs, H = (2/n) Σ x xᵀ over the n rows seen.
-// Each chunk of at most kChunkRows rows is reduced with fp32 BLAS ssyrk (half the time of
+// Each chunk of at most kChunkRows rows is reduced with fp32 BLAS syrk (half the time of
 // dsyrk and no fp64 copy of the activations; the fp32 sum over ≤ 4096 products is accurate to
 // ~1e-6 relative, far below GPTQ's 1% damping), and the chunks are combined in fp64 so that
 // the average does not drift however many batches are added.

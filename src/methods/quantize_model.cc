@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "core/atomic_file.h"
 #include "core/sysinfo.h"
 #include "formats/quantize.h"
 #include "io/compressed_tensors.h"
@@ -81,24 +82,15 @@ double StoredBits(const QuantizedTensor& q) {
   return double(q.rows) * double(q.cols) * q.scheme.bits + params * per_param;
 }
 
-// Writes into a sibling temporary folder, then swaps it in for `out`.
-Status ReplaceFolder(const fs::path& tmp, const fs::path& out) {
-  std::error_code ec;
-  fs::path old;
-  if (fs::exists(out, ec)) {
-    old = out;
-    old += ".old-" + std::to_string(::getpid());
-    fs::rename(out, old, ec);
-    if (ec) return Err("{}: cannot replace: {}", out.string(), ec.message());
-  }
-  fs::rename(tmp, out, ec);
-  if (ec) return Err("{}: cannot rename from {}: {}", out.string(), tmp.string(), ec.message());
-  if (!old.empty()) fs::remove_all(old, ec);
-  return Status::Ok();
-}
-
 double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+void RecordPeakRss(RssWatch& watch, QuantizeReport& rep) {
+  const RssBytes peaks = watch.Peaks();
+  rep.peak_rss_bytes = PeakRssBytes();
+  rep.peak_rss_anon_bytes = peaks.anon;
+  rep.peak_rss_file_bytes = peaks.file;
 }
 
 // Accumulates what the write step needs, whichever method produced the codes.
@@ -524,11 +516,12 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const Calibratio
   opt.method = "gptq";
   opt.calib = calib;
   opt.damp = damp;
+  RssWatch watch;
   QuantizeReport rep;
   Collected col;
   QF_TRY(RunCalibrated(src, store, cfg, Plan{"", "gptq"}, opt, progress, rep, col, &solve, lm_head));
   for (const io::TensorInfo& t : store.tensors()) rep.total_params += t.numel();
-  rep.peak_rss_bytes = PeakRssBytes();
+  RecordPeakRss(watch, rep);
   return rep;
 }
 
@@ -557,6 +550,7 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   if (fs::exists(out) && fs::equivalent(src, out, eq_ec))
     return Err("{}: output folder must differ from the input", out.string());
 
+  RssWatch watch;
   QuantizeReport rep;
   Collected col;
   if (NeedsCalibration(plan, opt)) {
@@ -616,7 +610,7 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   rep.seconds_write = Seconds(t1);
   for (const auto& e : fs::directory_iterator(out))
     if (e.is_regular_file()) rep.output_bytes += e.file_size();
-  rep.peak_rss_bytes = PeakRssBytes();
+  RecordPeakRss(watch, rep);
   return rep;
 }
 

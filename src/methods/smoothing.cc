@@ -1,6 +1,5 @@
 #include "methods/smoothing.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 
 #include "formats/quantize.h"
 #include "io/compressed_tensors.h"
+#include "kernels/blas.h"
 
 namespace qf::methods {
 
@@ -110,8 +110,8 @@ Result<AwqSearch> AwqScales(const ChannelObserver& x, const HessianAccumulator& 
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < k; ++j) d[i * k + j] = d[i * k + j] / s[j] - lin->weight[i * k + j];
       std::vector<float> e(d.size());
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(k), int(k), 1.0f,
-                  d.data(), int(k), hf.data(), int(k), 0.0f, e.data(), int(k));
+      kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kNo, n, k, k, 1.0f, d.data(), k,
+                     hf.data(), k, 0.0f, e.data(), k);
       double sum = 0;
       for (size_t i = 0; i < d.size(); ++i) sum += double(d[i]) * e[i];
       total += sum;

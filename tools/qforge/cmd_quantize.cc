@@ -49,6 +49,15 @@ std::string SchemeHelp() {
   return s + ") with -o FILE.gguf";
 }
 
+// "peak RSS 851 MiB (allocated 610 MiB, mapped files 241 MiB)": what a larger model will need
+// is the allocated part (it grows with the block and the calibration set); mapped model pages
+// are reclaimable.
+std::string PeakRssText(const methods::QuantizeReport& r) {
+  return fmt::format("peak RSS {:.0f} MiB (allocated {:.0f} MiB, mapped files {:.0f} MiB)",
+                     double(r.peak_rss_bytes) / (1 << 20), double(r.peak_rss_anon_bytes) / (1 << 20),
+                     double(r.peak_rss_file_bytes) / (1 << 20));
+}
+
 // --scheme Q4_K_M etc.: a llama.cpp GGUF file.
 int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   const bool gptq = a.method == "gptq";
@@ -130,6 +139,8 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
       j["seconds_statistics"] = c->seconds_statistics;
       j["seconds_quantize"] = c->seconds_quantize;
       j["peak_rss_bytes"] = c->peak_rss_bytes;
+      j["peak_rss_anon_bytes"] = c->peak_rss_anon_bytes;
+      j["peak_rss_file_bytes"] = c->peak_rss_file_bytes;
     }
     PrintJson(j);
     return 0;
@@ -144,11 +155,11 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   }
   if (const auto& c = r->calibrated)
     std::printf("calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s, "
-                "GPTQ %.2f s; peak RSS %.0f MiB\n",
+                "GPTQ %.2f s; %s\n",
                 (long long)c->calib_samples, (long long)c->calib_tokens,
                 c->calib_from_model ? " sampled from the model" : "", c->seconds_calib_data,
                 c->seconds_forward, c->seconds_statistics, c->seconds_quantize,
-                double(c->peak_rss_bytes) / (1 << 20));
+                PeakRssText(*c).c_str());
   std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
               a.dry_run ? "would write" : "wrote", a.out.c_str(), double(r->file_bytes) / (1 << 20),
               r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params, r->seconds);
@@ -255,7 +266,9 @@ int RunQuantize(const QuantizeArgs& a) {
                {"seconds_statistics", r->seconds_statistics},
                {"seconds_quantize", r->seconds_quantize},
                {"seconds_write", r->seconds_write},
-               {"peak_rss_bytes", r->peak_rss_bytes}});
+               {"peak_rss_bytes", r->peak_rss_bytes},
+               {"peak_rss_anon_bytes", r->peak_rss_anon_bytes},
+               {"peak_rss_file_bytes", r->peak_rss_file_bytes}});
     return 0;
   }
   for (const auto& t : r->transforms) {
@@ -279,9 +292,9 @@ int RunQuantize(const QuantizeArgs& a) {
                 (long long)r->calib_samples, (long long)r->calib_tokens,
                 r->calib_from_model ? " sampled from the model" : "", r->seconds_calib_data,
                 r->seconds_forward, r->seconds_statistics);
-  std::printf("wrote %s: %.2f MiB; solve/round %.2f s, write %.2f s; peak RSS %.1f MiB\n",
-              a.out.c_str(), double(r->output_bytes) / (1 << 20), r->seconds_quantize,
-              r->seconds_write, double(r->peak_rss_bytes) / (1 << 20));
+  std::printf("wrote %s: %.2f MiB; solve/round %.2f s, write %.2f s; %s\n", a.out.c_str(),
+              double(r->output_bytes) / (1 << 20), r->seconds_quantize, r->seconds_write,
+              PeakRssText(*r).c_str());
   return 0;
 }
 

@@ -1,0 +1,51 @@
+// BLAS and LAPACK: the one place qforge calls them (OpenBLAS, OpenMP build, linked directly:
+// BLAS and LAPACK symbols come from that one library, never from an alternatives-chosen
+// libblas.so.3 / liblapack.so.3).
+// Contract: every call runs on one thread. Work is split over the OpenMP threads here, in tiles
+// whose bounds depend only on the matrix shapes, so each output element is computed by the same
+// single-threaded call whatever the thread count: results are independent of the thread count
+// on every OpenBLAS core type (Haswell, SkylakeX, ...), without relying on the library's
+// internal work split. How one thread is ensured: the OpenMP build of OpenBLAS runs a call on
+// the calling thread inside an active parallel region, and otherwise on omp_get_max_threads()
+// threads (it re-reads that count on each call, whatever openblas_set_num_threads said), so
+// each call is made from a parallel region of its own or with OpenMP at one thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace qf::kernels {
+
+enum class Trans : bool { kNo = false, kYes = true };
+
+// C[M,N] (row-major, row stride ldc) = alpha · op(A) · op(B) + beta · C, with op(A) [M,K] and
+// op(B) [K,N] (row-major A / B with strides lda / ldb; kYes reads the transpose). Output tiles
+// of GemmTileRows(M) x GemmTileCols(N), one single-threaded sgemm each, spread over the threads
+// (serial inside an active parallel region).
+void Sgemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// The tile grid of Sgemm (functions of the shape only; exposed for tests).
+int64_t GemmTileRows(int64_t m);
+int64_t GemmTileCols(int64_t n);
+
+// Upper triangle (j >= i) of C[K,K] (row-major, ldc = K) = Xᵀ X for X[M,K] (row-major): square
+// tiles of SyrkTile(K), ssyrk on the diagonal tiles and sgemm above them, spread over the
+// threads. The strict lower triangle of C is left as it was.
+void SyrkUpperXtX(const float* x, int64_t m, int64_t k, float* c);
+int64_t SyrkTile(int64_t k);
+
+// In place on the column-major [n, n] matrix a: the upper Cholesky factor R (A = RᵀR, LAPACK
+// dpotrf 'U'), then R⁻¹ (dtrtri 'U', 'N'). Returns LAPACK's info: 0 = done, > 0 = A is not
+// positive definite (a is then partly overwritten), < 0 = an argument was rejected.
+int CholeskyThenInverseUpper(double* a, int64_t n);
+
+// The kernel family OpenBLAS runs ("Haswell", "SkylakeX", ...: OPENBLAS_CORETYPE or its CPU
+// detection).
+std::string BlasCoreName();
+
+// Single-threaded references: plain loops in double precision.
+void SgemmRef(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+              int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+}  // namespace qf::kernels
