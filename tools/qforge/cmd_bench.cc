@@ -58,12 +58,13 @@ void RegisterBench(CLI::App& app, int* rc) {
   CLI::App* cmd = app.add_subcommand("bench", "prefill and decode speed (llama-bench style) and decode bandwidth use");
   cmd->add_option("model", a->model, "model folder or .gguf")->required();
   cmd->add_option("-p,--prompt", a->opt.prompt, "prompt tokens processed in one pass (0: skip)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(IntegerIn(0, kMaxTokens, "0 = skip"));
   cmd->add_option("-n,--gen", a->opt.gen, "tokens decoded one at a time (0: skip)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(IntegerIn(0, kMaxTokens, "0 = skip"));
   cmd->add_option("-r,--reps", a->opt.reps, "timed repetitions (after one warm-up)")
-      ->capture_default_str()->check(CLI::Range(1, 100));
-  cmd->add_option("--seed", a->opt.seed, "seed of the random token ids")->capture_default_str();
+      ->capture_default_str()->check(IntegerIn(1, 100));
+  cmd->add_option("--seed", a->opt.seed, "seed of the random token ids")
+      ->capture_default_str()->check(Seed());
   AddCommonOptions(cmd, &a->common);
   cmd->callback([a, rc] { *rc = RunBenchCmd(*a); });
 }

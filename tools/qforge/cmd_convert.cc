@@ -21,7 +21,7 @@ int RunConvert(const ConvertArgs& a) {
   io::GgufConvertOptions opt;
   if (a.outtype != "auto") {
     const io::GgmlTypeInfo* t = io::FindGgmlType(a.outtype);
-    opt.outtype = t->type;  // CLI11 checked the name
+    opt.outtype = t->type;  // the --outtype validator checked the name
   }
   opt.name = a.name;
   std::error_code ec;
@@ -147,7 +147,7 @@ void RegisterConvert(CLI::App& app, int* rc) {
                   "type of the 2-D weights: auto (the weights' bf16/f16, else f16), f32, f16, "
                   "bf16; norms and biases stay f32")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
+      ->check(OneOf({"auto", "f32", "f16", "bf16"}));
   cmd->add_option("--name", a->name, "general.name (default: the folder's name)");
   // No --threads: conversion is a single pass over the bytes, bound by I/O.
   cmd->add_flag("-q,--quiet", a->common.quiet, "no progress bar");

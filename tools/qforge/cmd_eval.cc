@@ -21,21 +21,26 @@ struct EvalArgs {
 
 void AddWindowOptions(CLI::App* cmd, EvalArgs* a) {
   cmd->add_option("--text", a->text, "text file to score (e.g. wiki.test.raw)")->required();
-  cmd->add_option("-c,--ctx", a->win.ctx, "window length in tokens")->capture_default_str();
-  cmd->add_option("--max-windows", a->win.max_windows, "score at most N windows (0 = all)");
+  cmd->add_option("-c,--ctx", a->win.ctx, "window length in tokens")
+      ->capture_default_str()
+      ->check(IntegerIn(2, kMaxTokens));
+  cmd->add_option("--max-windows", a->win.max_windows, "score at most N windows (0 = all)")
+      ->check(IntegerIn(0, kNoMax, "0 = all"));
   cmd->add_option("--scoring", a->scoring,
                   "qforge: windows without BOS, every token after the first scored; llama.cpp: "
                   "llama-perplexity's chunks (BOS first, second half scored)")
-      ->check(CLI::IsMember({"qforge", "llama.cpp"}))
+      ->check(OneOf({"qforge", "llama.cpp"}))
       ->capture_default_str();
   AddCommonOptions(cmd, &a->common);
 }
 
-// Bad flag combinations: one line, exit code 2 (as CLI11's own flag errors).
-int FailFlags(const std::string& message) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "qforge: error: %s (see --help)\n", message.c_str());
-  return 2;
+// The window flags together (each alone was checked by its validator).
+Status CheckWindowFlags(const EvalArgs& a) {
+  if (a.scoring == "llama.cpp" && a.win.ctx < 3)
+    return Err("--ctx: {} is out of range with --scoring llama.cpp; allowed: integers >= 3 (BOS "
+               "and a scored half)",
+               a.win.ctx);
+  return Status::Ok();
 }
 
 // Tokenizes the text as the scoring mode reads it and fills the BOS of the window options.
@@ -73,6 +78,7 @@ const char* WindowWord(const eval::WindowOptions& win) {
 }
 
 int RunPpl(const EvalArgs& a) {
+  if (Status st = CheckWindowFlags(a); !st.ok()) return FailFlags(st.error());
   const int threads = ApplyThreads(a.common);
   const std::string& path = a.models.at(0);
   auto lm = LoadModelAndTokenizer(path);
@@ -146,12 +152,13 @@ int RunSaveOnly(const EvalArgs& a, int threads) {
 int RunKld(const EvalArgs& a) {
   const bool from_file = !a.base_logits.empty(), saving = !a.save_base_logits.empty();
   if (from_file && saving)
-    return FailFlags("--base-logits and --save-base-logits exclude each other");
+    return FailFlags(Err("--base-logits and --save-base-logits exclude each other"));
   if (from_file && a.models.size() != 1)
-    return FailFlags("with --base-logits FILE give only OTHER, the model to compare");
+    return FailFlags(Err("with --base-logits FILE give only OTHER, the model to compare"));
   if (!from_file && a.models.size() != 2 && !saving)
-    return FailFlags("kld needs BASE and OTHER (or BASE --save-base-logits FILE, or "
-                     "--base-logits FILE OTHER)");
+    return FailFlags(Err("kld needs BASE and OTHER (or BASE --save-base-logits FILE, or "
+                         "--base-logits FILE OTHER)"));
+  if (Status st = CheckWindowFlags(a); !st.ok()) return FailFlags(st.error());
   const int threads = ApplyThreads(a.common);
   if (!from_file && a.models.size() == 1) return RunSaveOnly(a, threads);
 

@@ -88,8 +88,8 @@ void RegisterImatrix(CLI::App& app, int* rc) {
   cmd->add_option("--calib", a->calib, "calibration text file")->required();
   cmd->add_option("-o,--output", a->out, "output file (GGUF imatrix; .dat with --legacy)")->required();
   cmd->add_option("--chunks", a->chunks, "chunks to process (default: every whole chunk of the text)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--ctx", a->ctx, "tokens per chunk")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+      ->check(IntegerIn(1));
+  cmd->add_option("--ctx", a->ctx, "tokens per chunk")->capture_default_str()->check(IntegerIn(2, kMaxTokens));
   cmd->add_flag("--legacy", a->legacy, "write the legacy .dat format instead of GGUF");
   cmd->add_flag("--process-output", a->process_output, "also collect output.weight (llama-imatrix --process-output)");
   AddCommonOptions(cmd, &a->common);

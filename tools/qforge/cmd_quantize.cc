@@ -1,7 +1,11 @@
 // `qforge quantize MODEL -o OUT --scheme SCHEME`: quantize the linears of a model and write a
 // compressed-tensors folder; prints per-tensor distortion, size, time and peak memory.
+// Flags are checked (validators, then *FromFlags: exit 2) before the model is opened.
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <map>
+#include <regex>
 
 #include "common.h"
 #include "core/progress.h"
@@ -19,7 +23,7 @@ namespace {
 struct QuantizeArgs {
   std::string model, out, scheme = "W4A16", method = "rtn", act;
   double alpha = 0.5;
-  int group = 0;
+  int group = 0;  // 0: the scheme's own (the --group validator refuses 0)
   bool clip = false, no_clip = false, act_order = false, alpha_given = false;
   bool pure = false, dry_run = false, allow_requantize = false;  // GGUF
   std::string imatrix;                 // GGUF
@@ -33,20 +37,15 @@ struct QuantizeArgs {
   CommonOptions common;
 };
 
-std::string SchemeHelp() {
-  std::string s = "quantization scheme: a preset (";
-  bool first = true;
-  for (const SchemePreset& p : SchemePresets()) {
-    s += (first ? "" : ", ") + std::string(p.name);
-    first = false;
-  }
-  s += ") or a spec like int4-g128-asym, int8-channel, fp8-e4m3-channel; or a llama.cpp GGUF type (";
-  first = true;
-  for (const GgufMix& m : GgufMixTable()) {
-    s += (first ? "" : ", ") + std::string(m.name);
-    first = false;
-  }
-  return s + ") with -o FILE.gguf";
+// What --scheme takes, for --help and for its error.
+std::string SchemeChoices() {
+  std::string presets, mixes;
+  for (const SchemePreset& p : SchemePresets())
+    presets += (presets.empty() ? "" : ", ") + std::string(p.name);
+  for (const GgufMix& m : GgufMixTable()) mixes += (mixes.empty() ? "" : ", ") + std::string(m.name);
+  return "a preset (" + presets +
+         "), a spec such as int4-g128-asym, int8-channel or fp8-e4m3-channel, or a llama.cpp "
+         "GGUF type (" + mixes + ")";
 }
 
 // "peak RSS 851 MiB (allocated 610 MiB, mapped files 241 MiB)": what a larger model will need
@@ -58,26 +57,80 @@ std::string PeakRssText(const methods::QuantizeReport& r) {
                      double(r.peak_rss_file_bytes) / (1 << 20));
 }
 
-// --scheme Q4_K_M etc.: a llama.cpp GGUF file.
-int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
+std::string SchemeHelp() {
+  return "quantization scheme: " + SchemeChoices() + "; GGUF types write -o FILE.gguf";
+}
+
+// --scheme: a GGUF mix, a preset or a spec the scheme table has. For int/fp8 specs the parser's
+// error names the bad token; anything else is not a scheme at all.
+CLI::Validator SchemeFlag() {
+  return ValueCheck("", [](const std::string& v) -> std::string {
+    if (FindGgufMix(v)) return {};
+    const auto s = ParseScheme(v);
+    if (s.ok()) return {};
+    std::string lower = v;
+    for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (lower.rfind("int", 0) == 0 || lower.rfind("fp8", 0) == 0) return s.error().message();
+    return fmt::format("'{}' is not a scheme; allowed: {}", v, SchemeChoices());
+  });
+}
+
+// --act: a row of the activation table, or none.
+CLI::Validator ActFlag() {
+  std::string names;
+  for (const ActScheme& s : ActSchemeTable()) names += std::string(s.name) + ", ";
+  names += "none";
+  return ValueCheck("", [names](const std::string& v) -> std::string {
+    if (v == "none" || ParseActScheme(v).ok()) return {};
+    return fmt::format("'{}' is not an activation scheme; allowed: {}", v, names);
+  });
+}
+
+// --group: the group sizes of the scheme table's group rows.
+CLI::Validator GroupFlag() {
+  std::vector<int64_t> sizes;
+  for (const QuantScheme& s : SchemeTable())
+    if (s.granularity == Granularity::kGroup &&
+        std::find(sizes.begin(), sizes.end(), s.group_size) == sizes.end())
+      sizes.push_back(s.group_size);
+  std::sort(sizes.begin(), sizes.end());
+  return IntegerOneOf(sizes);
+}
+
+// --ignore: a module name, or re:REGEX with a regular expression std::regex compiles.
+CLI::Validator IgnoreFlag() {
+  return ValueCheck("", [](const std::string& v) -> std::string {
+    if (v.rfind("re:", 0) != 0) return {};
+    try {
+      std::regex re(v.substr(3));
+    } catch (const std::regex_error& e) {
+      return fmt::format("'{}': bad regular expression ({}); allowed: a module name or re:REGEX",
+                         v, e.what());
+    }
+    return {};
+  });
+}
+
+// --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
+Result<methods::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
+                                                          const GgufMix& mix) {
   const bool gptq = a.method == "gptq";
   if (a.method != "rtn" && !gptq)
-    return Fail(Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)", a.method));
+    return Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)", a.method);
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given || !a.ignore.empty())
-    return Fail(Err("--group/--clip/--act-order/--act/--alpha/--ignore apply to compressed-tensors schemes, not to {}", mix.name));
+    return Err("--group/--clip/--act-order/--act/--alpha/--ignore apply to compressed-tensors schemes, not to {}", mix.name);
   if (!gptq && !a.calib.empty())
-    return Fail(Err("--calib: {} with --method rtn needs no calibration data (an --imatrix file carries it)", mix.name));
+    return Err("--calib: {} with --method rtn needs no calibration data (an --imatrix file carries it)", mix.name);
   if (gptq && !a.imatrix.empty())
-    return Fail(Err("--imatrix does not apply to --method gptq (its importance is the calibration Hessian)"));
+    return Err("--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
   if (!a.dry_run && std::filesystem::path(a.out).extension() != ".gguf")
-    return Fail(Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name));
+    return Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name);
   methods::GgufQuantizeOptions opt;
   opt.mix = &mix;
   opt.ctx.pure = a.pure;
   for (const std::string& t : a.tensor_types) {
-    auto o = ParseTensorTypeOverride(t);
-    if (!o.ok()) return Fail(o.error());
-    opt.ctx.overrides.push_back(std::move(*o));
+    QF_ASSIGN(auto o, ParseTensorTypeOverride(t));
+    opt.ctx.overrides.push_back(std::move(o));
   }
   auto type_flag = [](const std::string& flag, const std::string& v) -> Result<std::optional<std::string>> {
     if (v.empty()) return std::optional<std::string>();
@@ -85,17 +138,22 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
     if (!o.ok()) return Err("{}: unknown type '{}'", flag, v);
     return std::optional<std::string>(o->second);
   };
-  auto ot = type_flag("--output-tensor-type", a.output_type);
-  if (!ot.ok()) return Fail(ot.error());
-  opt.ctx.output_type = *ot;
-  auto et = type_flag("--token-embedding-type", a.token_embd_type);
-  if (!et.ok()) return Fail(et.error());
-  opt.ctx.token_embd_type = *et;
+  QF_ASSIGN(opt.ctx.output_type, type_flag("--output-tensor-type", a.output_type));
+  QF_ASSIGN(opt.ctx.token_embd_type, type_flag("--token-embedding-type", a.token_embd_type));
   opt.dry_run = a.dry_run;
   opt.allow_requantize = a.allow_requantize;
   opt.gptq = gptq;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.damp = a.damp;
+  return opt;
+}
+
+// --scheme Q4_K_M etc.: a llama.cpp GGUF file.
+int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
+  auto flags = GgufOptionsFromFlags(a, mix);
+  if (!flags.ok()) return FailFlags(flags.error());
+  methods::GgufQuantizeOptions& opt = *flags;
+  const bool gptq = opt.gptq;
   if (gptq && model::IsGgufFile(a.model))
     return Fail(Err("{}: --method gptq needs the model folder (config.json + *.safetensors): its "
                     "calibration pass runs the fp weights", a.model));
@@ -166,57 +224,69 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   return 0;
 }
 
-int RunQuantize(const QuantizeArgs& a) {
-  ApplyThreads(a.common);
-  if (a.out.empty() && !a.dry_run) return Fail(Err("-o OUTPUT is required"));
-  if (const GgufMix* mix = FindGgufMix(a.scheme)) return RunQuantizeGguf(a, *mix);
+// A compressed-tensors --scheme: the options the flags ask for. Every error is a flag error.
+Result<methods::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   if (a.pure || a.dry_run || a.allow_requantize || !a.tensor_types.empty() || !a.output_type.empty() || !a.token_embd_type.empty() || !a.imatrix.empty())
-    return Fail(Err("--pure/--dry-run/--allow-requantize/--tensor-type/--output-tensor-type/--token-embedding-type/--imatrix apply to GGUF types (Q4_K_M, ...)"));
+    return Err("--pure/--dry-run/--allow-requantize/--tensor-type/--output-tensor-type/--token-embedding-type/--imatrix apply to GGUF types (Q4_K_M, ...)");
   auto scheme = ParseScheme(a.scheme);
-  if (!scheme.ok()) return Fail(scheme.error().Context("--scheme"));
-  if (a.group != 0) {
-    if (!scheme->is_int()) return Fail(Err("--group applies to integer schemes only"));
-    scheme = FindScheme(scheme->kind, scheme->bits, scheme->symmetric, Granularity::kGroup, a.group);
-    if (!scheme.ok()) return Fail(scheme.error().Context("--group"));
+  if (!scheme.ok()) return scheme.error().Context("--scheme");
+  if (a.group != 0) {  // given (the --group validator refuses 0)
+    if (!scheme->is_int())
+      return Err("--group applies to integer schemes only, not to {}", a.scheme);
+    scheme =
+        FindScheme(scheme->kind, scheme->bits, scheme->symmetric, Granularity::kGroup, a.group);
+    if (!scheme.ok()) return scheme.error().Context("--group");
   }
-  if (model::IsGgufFile(a.model))
-    return Fail(Err("{}: a .gguf source quantizes to a GGUF type (--scheme Q4_K_M, ...); --scheme {} "
-                    "writes a compressed-tensors folder and needs the model folder",
-                    a.model, a.scheme));
-  if (!std::filesystem::is_directory(a.model))
-    return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
   methods::QuantizeOptions opt;
   opt.scheme = *scheme;
   opt.method = a.method;
   auto act = PresetActivations(a.scheme);
-  if (!act.ok()) return Fail(act.error().Context("--scheme"));
+  if (!act.ok()) return act.error().Context("--scheme");
   opt.act = *act;
   if (!a.act.empty()) {
     if (a.act == "none") {
       opt.act.reset();
     } else {
       auto row = ParseActScheme(a.act);
-      if (!row.ok()) return Fail(row.error().Context("--act"));
+      if (!row.ok()) return row.error().Context("--act");
       opt.act = *row;
     }
   }
   const bool smooth = a.method.rfind("smoothquant", 0) == 0;
-  if (a.alpha_given && !smooth) return Fail(Err("--alpha applies to --method smoothquant[+gptq]"));
+  if (a.alpha_given && !smooth) return Err("--alpha applies to --method smoothquant[+gptq]");
   opt.alpha = a.alpha;
   // Clip search is on by default for GPTQ (it beats the authors' plain min-max groups) and AWQ
   // (part of the method), off for RTN and SmoothQuant (whose defaults reproduce the reference).
-  if (a.clip && a.no_clip) return Fail(Err("--clip and --no-clip are exclusive"));
+  if (a.clip && a.no_clip) return Err("--clip and --no-clip are exclusive");
   const bool clip_default = a.method.find("gptq") != std::string::npos || a.method.rfind("awq", 0) == 0;
   opt.clip = a.clip || (clip_default && !a.no_clip);
   opt.act_order = a.act_order;
   opt.damp = a.damp;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.ignore = a.ignore;
-  if (Status st = methods::CheckOptions(opt); !st.ok()) return Fail(st.error());
+  opt.seed = a.seed;
+  if (Status st = methods::CheckOptions(opt); !st.ok()) return st.error();
+  return opt;
+}
+
+int RunQuantize(const QuantizeArgs& a) {
+  ApplyThreads(a.common);
+  if (a.out.empty() && !a.dry_run) return FailFlags(Err("-o OUTPUT is required"));
+  if (const GgufMix* mix = FindGgufMix(a.scheme)) return RunQuantizeGguf(a, *mix);
+  auto flags = OptionsFromFlags(a);
+  if (!flags.ok()) return FailFlags(flags.error());
+  const methods::QuantizeOptions& opt = *flags;
+  const QuantScheme& scheme = opt.scheme;
+  // Input: the flags are fine; what the files hold decides from here (exit 1).
+  if (model::IsGgufFile(a.model))
+    return Fail(Err("{}: a .gguf source quantizes to a GGUF type (--scheme Q4_K_M, ...); --scheme {} "
+                    "writes a compressed-tensors folder and needs the model folder",
+                    a.model, a.scheme));
+  if (!std::filesystem::is_directory(a.model))
+    return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
   if (methods::NeedsCalibration(opt) && a.calib.empty())
     std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
                  (long long)a.nsamples);
-  opt.seed = a.seed;
   std::unique_ptr<ProgressBar> pb;
   auto r = methods::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
     if (!pb) pb = std::make_unique<ProgressBar>("quantize layers", total, ShowProgress(a.common));
@@ -247,7 +317,7 @@ int RunQuantize(const QuantizeArgs& a) {
                     {"scale_max", t.scale_max}});
     PrintJson({{"model", a.model},
                {"output", a.out},
-               {"scheme", std::string(scheme->name)},
+               {"scheme", std::string(scheme.name)},
                {"method", a.method},
                {"activations", opt.act ? std::string(opt.act->name) : std::string()},
                {"clip", opt.clip},
@@ -305,30 +375,35 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   CLI::App* cmd = app.add_subcommand("quantize", "quantize a model's linear layers (compressed-tensors output)");
   cmd->add_option("model", a->model, "model folder")->required();
   cmd->add_option("-o,--output", a->out, "output folder (compressed-tensors) or FILE.gguf (GGUF types)");
-  cmd->add_option("--scheme", a->scheme, SchemeHelp())->capture_default_str();
+  cmd->add_option("--scheme", a->scheme, SchemeHelp())
+      ->capture_default_str()
+      ->check(SchemeFlag());
   cmd->add_option("--method", a->method,
                   "rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq")
       ->capture_default_str();
   cmd->add_option("--act", a->act,
                   "activation quantization: int8-token | int8-tensor | fp8-token | fp8-tensor | none "
-                  "(default: the preset's, e.g. W8A8 -> int8-token)");
+                  "(default: the preset's, e.g. W8A8 -> int8-token)")
+      ->check(ActFlag());
   cmd->add_option("--alpha", a->alpha, "smoothquant: migration strength in [0, 1]")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str()->check(NumberIn(0.0, 1.0))
       ->each([a](const std::string&) { a->alpha_given = true; });
   cmd->add_option("--calib", a->calib,
                   "calibration text file (gptq, awq, smoothquant, static activations); default: "
                   "text sampled from the model");
-  cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str()->check(IntegerIn(1));
   cmd->add_option("--seqlen", a->seqlen, "tokens per calibration window (capped at the model's context)")
-      ->capture_default_str()->check(CLI::Range(2, 1 << 20));
+      ->capture_default_str()->check(IntegerIn(2, kMaxTokens));
   cmd->add_flag("--act-order", a->act_order, "gptq: quantize columns by descending Hessian diagonal");
   cmd->add_option("--damp", a->damp, "gptq: dampening as a fraction of mean(diag H)")
-      ->capture_default_str()->check(CLI::Range(0.0, 10.0));
-  cmd->add_option("--group", a->group, "group size along the input dimension (32, 64, 128)");
+      ->capture_default_str()->check(NumberIn(0.0, 10.0));
+  cmd->add_option("--group", a->group, "group size along the input dimension (integer schemes)")
+      ->check(GroupFlag());
   cmd->add_flag("--clip", a->clip, "MSE clipping search per scale (default for gptq)");
   cmd->add_flag("--no-clip", a->no_clip, "plain min-max scales (default for rtn)");
   cmd->add_option("--ignore", a->ignore, "modules to keep unquantized (name or re:REGEX); lm_head always")
-      ->expected(1, -1);
+      ->expected(1, -1)
+      ->check(IgnoreFlag());
   cmd->add_option("--tensor-type", a->tensor_types, "GGUF: REGEX=TYPE, the type of matching tensors (repeatable)");
   cmd->add_option("--output-tensor-type", a->output_type, "GGUF: type of output.weight");
   cmd->add_option("--token-embedding-type", a->token_embd_type, "GGUF: type of token_embd.weight");
@@ -337,7 +412,9 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_flag("--allow-requantize", a->allow_requantize,
                 "GGUF: a .gguf MODEL whose tensors are already quantized is decoded and quantized again");
   cmd->add_option("--imatrix", a->imatrix, "GGUF: importance matrix (qforge imatrix / llama-imatrix, GGUF or .dat)");
-  cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")
+      ->capture_default_str()
+      ->check(Seed());
   AddCommonOptions(cmd, &a->common);
   cmd->callback([a, rc] { *rc = RunQuantize(*a); });
 }

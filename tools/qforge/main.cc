@@ -1,4 +1,6 @@
-// qforge: quantize, run and evaluate LLMs. Subcommands register themselves on one CLI11 app.
+// qforge: quantize, run and evaluate LLMs. Subcommands register themselves on one CLI11 app;
+// every flag error, CLI11's or a validator's, is one "qforge: error:" line and exit 2.
+#include <cctype>
 #include <cstdio>
 
 #include "common.h"
@@ -31,7 +33,7 @@ int main(int argc, char** argv) {
     if (!known) {
       std::fprintf(stderr, "qforge: error: unknown command '%s' (commands: %s)\n", argv[1],
                    names.c_str());
-      return 2;
+      return qf::cli::kExitBadFlags;
     }
   }
   try {
@@ -42,9 +44,27 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::ValidationError& e) {
+    // A value refused by a check of common.h, already in qforge's words ("--ctx: 'abc' is not
+    // an integer; allowed: ...").
+    std::fprintf(stderr, "qforge: error: %s\n", e.what());
+    return qf::cli::kExitBadFlags;
+  } catch (const CLI::ExtrasError&) {
+    // CLI11 lists the extras in reverse; name the first as typed, and the command's help.
+    const std::vector<std::string> extra = app.remaining(/*recurse=*/true);
+    const std::vector<CLI::App*> subs = app.get_subcommands();
+    const std::string cmd = subs.empty() ? "" : subs.front()->get_name();
+    const std::string first = extra.empty() ? "?" : extra.front();
+    const bool flag = first.size() > 1 && first[0] == '-' && !std::isdigit((unsigned char)first[1]);
+    std::fprintf(stderr, "qforge: error: %s%s %s (see qforge%s --help)\n",
+                 cmd.empty() ? "" : (cmd + ": ").c_str(),
+                 flag ? "unknown flag" : "unexpected argument", first.c_str(),
+                 cmd.empty() ? "" : (" " + cmd).c_str());
+    return qf::cli::kExitBadFlags;
   } catch (const CLI::ParseError& e) {
+    // CLI11's own: a missing required flag, a wrong number of values.
     std::fprintf(stderr, "qforge: error: %s (see --help)\n", e.what());
-    return e.get_exit_code() ? e.get_exit_code() : 2;
+    return qf::cli::kExitBadFlags;
   }
   return rc;
 }
