@@ -1,6 +1,7 @@
 // End-to-end tests of the qforge CLI: outputs on the bundled model and one-line errors with a
 // non-zero exit for bad input (missing/corrupt/truncated files, NaN weights, wrong shapes,
-// short texts, bad flags).
+// short texts, bad flags). Only the full WikiText-2 figure needs ../shared; the rest run on the
+// bundled model (copied when damaged) and a local text.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -16,20 +17,51 @@ namespace fs = std::filesystem;
 using qf::testing::RunCommand;
 
 using qf::testing::Bundled;
+using qf::testing::Local;
 using qf::testing::Q;
 using qf::testing::Wiki;
-fs::path Stories() { return qf::testing::SharedDir() / "models/stories260k"; }
 
-// Copies stories260k (fp32, small) to a scratch folder the test may damage.
-fs::path ScratchModel(const std::string& name) {
+// The bundled model in a scratch folder the test may damage: config and tokenizer copied,
+// model.safetensors copied when the test writes into it, else linked.
+fs::path ScratchModel(const std::string& name, bool copy_weights = false) {
   const fs::path dir = qf::testing::TempDir() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
-  for (const auto& e : fs::directory_iterator(Stories()))
-    if (e.is_regular_file()) fs::copy_file(e.path(), dir / e.path().filename());
-  fs::permissions(dir / "model.safetensors", fs::perms::owner_read | fs::perms::owner_write);
-  fs::permissions(dir / "config.json", fs::perms::owner_read | fs::perms::owner_write);
+  for (const auto& e : fs::directory_iterator(qf::testing::BundledModel())) {
+    if (!e.is_regular_file()) continue;
+    const fs::path to = dir / e.path().filename();
+    if (e.path().filename() == "model.safetensors" && !copy_weights) {
+      fs::create_symlink(fs::absolute(e.path()), to);
+    } else {
+      fs::copy_file(e.path(), to);
+      fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write);
+    }
+  }
   return dir;
+}
+
+// Rewrites `count` values of tensor `name` of dir/model.safetensors (in its own dtype) from
+// flat index `first`: each value v becomes f(v).
+void EditTensor(const fs::path& dir, const std::string& name, int64_t first, int64_t count,
+                float (*f)(float)) {
+  MappedFile orig = std::move(MappedFile::Open(dir / "model.safetensors").value());
+  auto header = io::ParseSafetensors(orig.bytes(), "model.safetensors");
+  ASSERT_TRUE(header.ok());
+  const io::TensorInfo* t = nullptr;
+  for (const auto& ti : header->tensors)
+    if (ti.name == name) t = &ti;
+  ASSERT_NE(t, nullptr) << name;
+  if (count < 0) count = t->numel() - first;
+  const size_t elem = Info(t->dtype).bytes;
+  std::vector<float> w(static_cast<size_t>(count));
+  ASSERT_TRUE(ConvertToF32(t->dtype, t->data.data() + first * elem, w.size(), w.data()));
+  for (float& v : w) v = f(v);
+  std::vector<std::byte> bytes(w.size() * elem);
+  ASSERT_TRUE(ConvertFromF32(t->dtype, w.data(), w.size(), bytes.data()));
+  const auto offset = t->data.data() - orig.bytes().data() + first * int64_t(elem);
+  std::fstream out(dir / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  out.seekp(offset);
+  out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
 }
 
 void WriteFile(const fs::path& p, const std::string& s) {
@@ -61,7 +93,7 @@ TEST(Cli, InfoJsonDescribesBundledModel) {
 
 TEST(Cli, PplJsonHasFieldsAndMatchesWindowRule) {
   std::string out;
-  ASSERT_EQ(RunCommand(Q() + " ppl " + Bundled() + " --text " + Wiki() +
+  ASSERT_EQ(RunCommand(Q() + " ppl " + Bundled() + " --text " + Local() +
                            " --max-windows 2 --ctx 128 --json -t 2",
                        &out),
             0)
@@ -77,6 +109,7 @@ TEST(Cli, PplJsonHasFieldsAndMatchesWindowRule) {
 // The headline figure: the whole WikiText-2 test file at ctx 512 gives PyTorch's exact fp32
 // perplexity (reference.json) within 0.05%. About 2-3 minutes on 2 cores.
 TEST(Cli, PplFullWikitextMatchesReference) {
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   std::ifstream in(qf::testing::BundledModel() / "reference/reference.json");
   const auto ref = nlohmann::json::parse(in)["wikitext2_test"];
   std::string out;
@@ -92,7 +125,7 @@ TEST(Cli, PplFullWikitextMatchesReference) {
 
 TEST(Cli, KldOfAModelWithItselfIsZero) {
   std::string out;
-  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + Bundled() + " --text " + Wiki() +
+  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + Bundled() + " --text " + Local() +
                            " --max-windows 1 --ctx 256 --json",
                        &out),
             0)
@@ -106,25 +139,11 @@ TEST(Cli, KldOfAModelWithItselfIsZero) {
 
 TEST(Cli, KldOfDifferentModelsIsPositive) {
   // The same checkpoint with one layer's down_proj halved: a real, small perturbation.
-  const fs::path dir = ScratchModel("kld_perturbed");
-  MappedFile orig = std::move(MappedFile::Open(Stories() / "model.safetensors").value());
-  const io::TensorInfo* t = nullptr;
-  auto header = io::ParseSafetensors(orig.bytes(), "stories260k");
-  ASSERT_TRUE(header.ok());
-  for (const auto& ti : header->tensors)
-    if (ti.name == "model.layers.2.mlp.down_proj.weight") t = &ti;
-  ASSERT_NE(t, nullptr);
-  std::fstream f(dir / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
-  const auto offset = t->data.data() - orig.bytes().data();
-  std::vector<float> w(size_t(t->numel()));
-  std::memcpy(w.data(), t->data.data(), t->data.size());
-  for (auto& v : w) v *= 0.5f;
-  f.seekp(offset);
-  f.write(reinterpret_cast<const char*>(w.data()), std::streamsize(t->data.size()));
-  f.close();
-  const std::string text = (qf::testing::SharedDir() / "data/tinystories/validation_head.txt").string();
+  const fs::path dir = ScratchModel("kld_perturbed", /*copy_weights=*/true);
+  ASSERT_NO_FATAL_FAILURE(EditTensor(dir, "model.layers.2.mlp.down_proj.weight", 0, -1,
+                                     [](float v) { return v * 0.5f; }));
   std::string out;
-  ASSERT_EQ(RunCommand(Q() + " kld " + Stories().string() + " " + dir.string() + " --text " + text +
+  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + dir.string() + " --text " + Local() +
                            " --max-windows 4 --ctx 256 --json",
                        &out),
             0)
@@ -161,7 +180,7 @@ TEST(Cli, SeededSamplingIsReproducibleAndSeedMatters) {
 }
 
 TEST(CliErrors, MissingModel) {
-  ExpectOneLineError(Q() + " ppl /nonexistent/model --text " + Wiki(), "/nonexistent/model");
+  ExpectOneLineError(Q() + " ppl /nonexistent/model --text " + Local(), "/nonexistent/model");
 }
 
 TEST(CliErrors, MissingText) {
@@ -175,13 +194,13 @@ TEST(CliErrors, TextShorterThanOneWindow) {
 }
 
 TEST(CliErrors, CtxLongerThanModel) {
-  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + Wiki() + " --ctx 4096",
+  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + Local() + " --ctx 4096",
                      "exceeds the model's context length 512");
 }
 
 TEST(CliErrors, BadFlags) {
-  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + Wiki() + " --bogus", "--bogus");
-  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + Wiki() + " --ctx abc", "abc");
+  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + Local() + " --bogus", "--bogus");
+  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + Local() + " --ctx abc", "abc");
   ExpectOneLineError(Q() + " generate " + Bundled() + " -p hi --top-p 2", "top-p");
   ExpectOneLineError(Q() + " frobnicate", "unknown command 'frobnicate'");
 }
@@ -197,32 +216,23 @@ TEST(CliErrors, UnsupportedArchitecture) {
 TEST(CliErrors, MismatchedShapes) {
   const fs::path dir = ScratchModel("bad_shape");
   std::string cfg = std::move(ReadTextFile(dir / "config.json").value());
-  cfg.replace(cfg.find("\"intermediate_size\": 172"), 24, "\"intermediate_size\": 176");
+  cfg.replace(cfg.find("\"intermediate_size\": 1536"), 25, "\"intermediate_size\": 1540");
   WriteFile(dir / "config.json", cfg);
   ExpectOneLineError(Q() + " generate " + dir.string() + " -p hi -n 2",
-                     "model.layers.0.mlp.gate_proj.weight' has shape [172, 64], expected [176, 64]");
+                     "model.layers.0.mlp.gate_proj.weight' has shape [1536, 512], expected [1540, 512]");
 }
 
 TEST(CliErrors, NanWeight) {
-  const fs::path dir = ScratchModel("nan_weight");
-  MappedFile orig = std::move(MappedFile::Open(Stories() / "model.safetensors").value());
-  const io::TensorInfo* t = nullptr;
-  auto header = io::ParseSafetensors(orig.bytes(), "stories260k");
-  ASSERT_TRUE(header.ok());
-  for (const auto& ti : header->tensors)
-    if (ti.name == "model.layers.1.self_attn.v_proj.weight") t = &ti;
-  ASSERT_NE(t, nullptr);
-  std::fstream f(dir / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
-  f.seekp(t->data.data() - orig.bytes().data() + 4 * 10);
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  f.write(reinterpret_cast<const char*>(&nan), 4);
-  f.close();
-  ExpectOneLineError(Q() + " ppl " + dir.string() + " --text " + Wiki(),
+  const fs::path dir = ScratchModel("nan_weight", /*copy_weights=*/true);
+  ASSERT_NO_FATAL_FAILURE(EditTensor(dir, "model.layers.1.self_attn.v_proj.weight", 10, 1, [](float) {
+    return std::numeric_limits<float>::quiet_NaN();
+  }));
+  ExpectOneLineError(Q() + " ppl " + dir.string() + " --text " + Local(),
                      "'model.layers.1.self_attn.v_proj.weight' has a non-finite value (nan) at flat index 10");
 }
 
 TEST(CliErrors, TruncatedSafetensors) {
-  const fs::path dir = ScratchModel("truncated");
+  const fs::path dir = ScratchModel("truncated", /*copy_weights=*/true);
   fs::resize_file(dir / "model.safetensors", fs::file_size(dir / "model.safetensors") / 2);
   std::string out;
   const int rc = RunCommand(Q() + " info " + dir.string(), &out);

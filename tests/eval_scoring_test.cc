@@ -10,6 +10,7 @@
 //   gives KLD ≤ (e^ε − 1)² per token;
 // - files for another ctx / scoring / text / more windows, truncated, corrupted or foreign
 //   files are refused with one line; bad flag combinations exit with 2.
+// None of it depends on the text: it runs on a local one (test_util's LocalText), without ../shared.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,7 +33,7 @@ namespace fs = std::filesystem;
 using qf::testing::Bundled;
 using qf::testing::Q;
 using qf::testing::RunCommand;
-using qf::testing::Wiki;
+using qf::testing::Local;
 
 const double kEps = double(eval::kBaseLogitsRange) / 65535.0;
 
@@ -142,7 +143,7 @@ TEST_F(EvalScoring, LlamaCppTokenStreamAndBos) {
 }
 
 TEST_F(EvalScoring, LlamaCppPerplexityMatchesReimplementation) {
-  const std::string text = ReadPrefix(Wiki(), 40000);
+  const std::string text = ReadPrefix(Local(), 40000);
   std::vector<int32_t> stream = {tok_->bos_id()};
   for (int32_t id : tok_->Encode(text, false)) stream.push_back(id);
   for (int64_t ctx : {64, 65}) {
@@ -178,7 +179,7 @@ TEST_F(EvalScoring, LlamaCppPerplexityMatchesReimplementation) {
 
 TEST_F(EvalScoring, CliLlamaCppScoringMatchesReimplementation) {
   std::string out;
-  ASSERT_EQ(RunCommand(Q() + " ppl " + Bundled() + " --text " + Wiki() +
+  ASSERT_EQ(RunCommand(Q() + " ppl " + Bundled() + " --text " + Local() +
                            " --ctx 64 --max-windows 3 --scoring llama.cpp --json -t 2",
                        &out),
             0)
@@ -189,7 +190,7 @@ TEST_F(EvalScoring, CliLlamaCppScoringMatchesReimplementation) {
   EXPECT_EQ(j["scored_tokens"], 3 * 31);
   // The first chunks of the whole file are those of a long enough prefix.
   std::vector<int32_t> stream = {tok_->bos_id()};
-  for (int32_t id : tok_->Encode(ReadPrefix(Wiki(), 40000), false)) stream.push_back(id);
+  for (int32_t id : tok_->Encode(ReadPrefix(Local(), 40000), false)) stream.push_back(id);
   const RefPpl ref = ReferenceLlamaCpp(*model_, stream, tok_->bos_id(), 64, 3);
   EXPECT_NEAR(j["ppl"].get<double>(), ref.ppl, ref.ppl * 2e-5) << out;
   EXPECT_NEAR(j["ppl_stderr"].get<double>(), ref.stderr_, ref.stderr_ * 1e-4) << out;
@@ -247,7 +248,7 @@ class BaseLogitsCli : public ::testing::Test {
   static std::string Quant() { return (*dir_ / "w4a16").string(); }
   static std::string File(const std::string& name) { return (*dir_ / name).string(); }
   static std::string Flags() {
-    return " --text " + Wiki() + " --ctx 128 --max-windows 4 --scoring llama.cpp -t 2 --json";
+    return " --text " + Local() + " --ctx 128 --max-windows 4 --scoring llama.cpp -t 2 --json";
   }
   static nlohmann::json Run(const std::string& args) {
     std::string out;
@@ -305,7 +306,7 @@ TEST_F(BaseLogitsCli, SavedLogitsReproduceDirectRun) {
   EXPECT_EQ(self["other_ppl"]["ppl"], self["base_ppl"]["ppl"]);
 
   // Fewer windows than saved are fine (the first ones).
-  const auto fewer = Run("--base-logits " + f + " " + Quant() + " --text " + Wiki() +
+  const auto fewer = Run("--base-logits " + f + " " + Quant() + " --text " + Local() +
                          " --ctx 128 --max-windows 2 --scoring llama.cpp -t 2 --json");
   EXPECT_EQ(fewer["base_ppl"]["scored_tokens"], 2 * 63);
 }
@@ -318,17 +319,17 @@ TEST_F(BaseLogitsCli, MismatchedCorruptAndTruncatedFilesAreRefused) {
     EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
   const std::string use = Q() + " kld --base-logits ";
   const std::string rest = " --max-windows 4 --scoring llama.cpp -t 2";
-  ExpectOneLineError(use + f + " " + Quant() + " --text " + Wiki() + " --ctx 64" + rest,
+  ExpectOneLineError(use + f + " " + Quant() + " --text " + Local() + " --ctx 64" + rest,
                      "saved with --ctx 128, not 64");
-  ExpectOneLineError(use + f + " " + Quant() + " --text " + Wiki() +
+  ExpectOneLineError(use + f + " " + Quant() + " --text " + Local() +
                          " --ctx 128 --max-windows 4 -t 2",
                      "saved with --scoring llama.cpp, not qforge");
-  ExpectOneLineError(use + f + " " + Quant() + " --text " + Wiki() + " --ctx 128" +
+  ExpectOneLineError(use + f + " " + Quant() + " --text " + Local() + " --ctx 128" +
                          " --max-windows 5 --scoring llama.cpp -t 2",
                      "holds 4 windows, 5 needed");
   const std::string other_text = File("other.txt");
   {
-    std::ofstream(other_text, std::ios::binary) << ReadPrefix(Wiki(), 30000);
+    std::ofstream(other_text, std::ios::binary) << ReadPrefix(Local(), 30000);
   }
   ExpectOneLineError(use + f + " " + Quant() + " --text " + other_text + " --ctx 128" + rest,
                      "saved for another text or tokenizer");
@@ -338,7 +339,7 @@ TEST_F(BaseLogitsCli, MismatchedCorruptAndTruncatedFilesAreRefused) {
   {
     std::ofstream(trunc, std::ios::binary) << bytes.substr(0, bytes.size() - 100);
   }
-  ExpectOneLineError(use + trunc + " " + Quant() + " --text " + Wiki() + " --ctx 128" + rest,
+  ExpectOneLineError(use + trunc + " " + Quant() + " --text " + Local() + " --ctx 128" + rest,
                      "truncated or damaged");
   const std::string corrupt = File("corrupt.qfbl");
   {
@@ -346,7 +347,7 @@ TEST_F(BaseLogitsCli, MismatchedCorruptAndTruncatedFilesAreRefused) {
     c[96 + 2 * 63 * (24 + 2 * 8192) + 5000] ^= 0x10;  // inside window 2
     std::ofstream(corrupt, std::ios::binary) << c;
   }
-  ExpectOneLineError(use + corrupt + " " + Quant() + " --text " + Wiki() + " --ctx 128" + rest,
+  ExpectOneLineError(use + corrupt + " " + Quant() + " --text " + Local() + " --ctx 128" + rest,
                      "corrupt data in window 2");
   const std::string header = File("header.qfbl");
   {
@@ -354,19 +355,19 @@ TEST_F(BaseLogitsCli, MismatchedCorruptAndTruncatedFilesAreRefused) {
     c[24] ^= 0x01;  // ctx field: the header checksum catches it
     std::ofstream(header, std::ios::binary) << c;
   }
-  ExpectOneLineError(use + header + " " + Quant() + " --text " + Wiki() + rest,
+  ExpectOneLineError(use + header + " " + Quant() + " --text " + Local() + rest,
                      "corrupt base-logits header");
-  ExpectOneLineError(use + Wiki() + " " + Quant() + " --text " + Wiki() + rest,
+  ExpectOneLineError(use + Local() + " " + Quant() + " --text " + Local() + rest,
                      "not a qforge base-logits file");
-  ExpectOneLineError(use + File("missing.qfbl") + " " + Quant() + " --text " + Wiki() + rest,
+  ExpectOneLineError(use + File("missing.qfbl") + " " + Quant() + " --text " + Local() + rest,
                      "no such base-logits file");
 
   // Flag combinations.
-  ExpectOneLineError(use + f + " " + Bundled() + " " + Quant() + " --text " + Wiki(),
+  ExpectOneLineError(use + f + " " + Bundled() + " " + Quant() + " --text " + Local(),
                      "give only OTHER", 2);
-  ExpectOneLineError(Q() + " kld " + Bundled() + " --text " + Wiki(), "kld needs BASE and OTHER",
+  ExpectOneLineError(Q() + " kld " + Bundled() + " --text " + Local(), "kld needs BASE and OTHER",
                      2);
-  ExpectOneLineError(use + f + " " + Quant() + " --save-base-logits x --text " + Wiki(),
+  ExpectOneLineError(use + f + " " + Quant() + " --save-base-logits x --text " + Local(),
                      "exclude each other", 2);
 }
 
@@ -375,7 +376,7 @@ TEST_F(BaseLogitsCli, MismatchedCorruptAndTruncatedFilesAreRefused) {
 TEST_F(EvalScoring, SavedLogitsQforgeScoringAndTokenHash) {
   const fs::path dir = qf::testing::TempDir() / "base_logits_lib";
   fs::create_directories(dir);
-  std::vector<int32_t> tokens = tok_->Encode(ReadPrefix(Wiki(), 20000), false);
+  std::vector<int32_t> tokens = tok_->Encode(ReadPrefix(Local(), 20000), false);
   eval::WindowOptions opt;
   opt.ctx = 64;
   opt.max_windows = 3;

@@ -34,6 +34,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::Bundled;
+using testing::Local;
 using testing::Q;
 using testing::RunCommand;
 using testing::Wiki;
@@ -101,6 +102,7 @@ nlohmann::json RunJson(const std::string& cmd) {
   return nlohmann::json::parse(log);
 }
 
+// Perplexity on the first windows of WikiText-2 (callers QF_NEED_SHARED it).
 double Ppl(const std::string& model, int windows) {
   return RunJson(Q() + " ppl " + model + " --text " + Wiki() + " --max-windows " +
                  std::to_string(windows) + " --json -q")
@@ -269,7 +271,7 @@ TEST(GgufLoad, Q4KmLinearsKernelEqualsReference) {
 TEST(GgufLoad, PplOfF32GgufEqualsTheFolder) {
   auto ppl_line = [](const std::string& model) {
     std::string out;
-    const int rc = RunCommand(Q() + " ppl " + model + " --text " + Wiki() +
+    const int rc = RunCommand(Q() + " ppl " + model + " --text " + Local() +
                                   " --max-windows 4 -q 2>/dev/null",
                               &out);
     EXPECT_EQ(rc, 0) << out;
@@ -283,6 +285,7 @@ TEST(GgufLoad, PplOfF32GgufEqualsTheFolder) {
 }
 
 TEST(GgufLoad, QuantizedGgufPplCloseToFp) {
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const double fp = Ppl(Bundled(), 4);
   const double q8 = Ppl(Q8Gguf().string(), 4);
   const double q4 = Ppl(Q4kmGguf().string(), 4);
@@ -294,7 +297,7 @@ TEST(GgufLoad, QuantizedGgufPplCloseToFp) {
 
 TEST(GgufLoad, KldAndGenerateOnGguf) {
   const nlohmann::json k = RunJson(Q() + " kld " + Bundled() + " " + F32Gguf().string() +
-                                   " --text " + Wiki() + " --max-windows 1 --json -q");
+                                   " --text " + Local() + " --max-windows 1 --json -q");
   EXPECT_LT(std::fabs(k.at("kld_mean").get<double>()), 1e-6) << k.dump();
   EXPECT_EQ(k.at("top1_agreement").get<double>(), 1.0);
   const std::string gen = " generate {} -p \"Once upon a time\" -n 12 --temp 0 --json -q";
@@ -323,7 +326,7 @@ TEST(GgufLoad, BrokenFilesAreOneLineErrors) {
     std::ofstream(dir / name, std::ios::binary) << data;
     return (dir / name).string();
   };
-  const std::string tail = " --text " + Wiki() + " --max-windows 1 -q";
+  const std::string tail = " --text " + Local() + " --max-windows 1 -q";
   ExpectOneLineError(Q() + " ppl " + write("trunc.gguf", bytes.substr(0, bytes.size() / 2)) + tail,
                      "trunc.gguf");
   ExpectOneLineError(Q() + " ppl " + write("head.gguf", bytes.substr(0, 100)) + tail, "head.gguf");
@@ -364,6 +367,7 @@ TEST(GgufLoad, BrokenFilesAreOneLineErrors) {
 // ---- tokenizers --------------------------------------------------------------------------
 
 TEST(GgufTokenizer, SentencePieceIdsEqualTheFolderOnWikitext) {
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   auto sp = text::LoadTokenizer(Bundled());
   auto gg = text::LoadTokenizer(F32Gguf());
   ASSERT_TRUE(sp.ok() && gg.ok()) << (gg.ok() ? "" : gg.error().message());
@@ -431,6 +435,7 @@ Vectors ReadVectors(const fs::path& base) {
 // The copies in ../shared were damaged in storage (non-UTF-8 bytes replaced by U+FFFD, see
 // gguf_test.cc): such a file must give a one-line error; an intact one its vectors.
 TEST(GgufTokenizer, LlamaCppVocabFiles) {
+  QF_NEED_SHARED("data/tokenizers/ggml-vocab");
   const fs::path dir = testing::SharedDir() / "data/tokenizers/ggml-vocab";
   for (const char* name : {"llama-spm", "gpt-2", "phi-3"}) {
     SCOPED_TRACE(name);
@@ -547,6 +552,9 @@ struct SyntheticCase {
 class GgufSynthetic : public ::testing::TestWithParam<SyntheticCase> {};
 
 TEST_P(GgufSynthetic, TokenizerAndLogitsMatchTheFolder) {
+  QF_NEED_SHARED("data/tokenizers");
+  QF_NEED_SHARED("data/tokenizers/ggml-vocab");
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const SyntheticCase& c = GetParam();
   const fs::path dir = WriteSynthetic(c.s, c.s.arch + "_" + c.s.tokenizer);
   auto hf_tok = text::LoadTokenizer(dir);

@@ -71,6 +71,7 @@ MixContext Ctx27m(bool imatrix = false) {
 }
 
 TEST(GgufMix, TensorBytesMatchLlamaQuantizeFileSizes) {
+  QF_NEED_SHARED("anchors/llamacpp_llama-27m.txt");
   std::ifstream in(qf::testing::SharedDir() / "anchors/llamacpp_llama-27m.txt");
   ASSERT_TRUE(in) << "anchors missing";
   std::map<std::pair<std::string, std::string>, int64_t> size;

@@ -313,6 +313,7 @@ TEST(Gguf, WriterRejectsBadInput) {
 // UTF-8, such as those of f32 values, were replaced by U+FFFD when they were stored as text):
 // such a file must give a clean one-line error; an intact one must parse with its tokens.
 TEST(Gguf, ReadsLlamaCppVocabFiles) {
+  QF_NEED_SHARED("data/tokenizers/ggml-vocab");
   const fs::path dir = testing::SharedDir() / "data/tokenizers/ggml-vocab";
   struct Want {
     const char* file;
@@ -707,17 +708,19 @@ TEST(GgufConvert, ErrorsAreOneLineAndLeaveNoFile) {
   ExpectOneLineError(Q() + " convert " + Bundled() + " -o " + tmp.string(), "is a folder");
   ExpectOneLineError(Q() + " convert " + Bundled() + " -o x.gguf --outtype q4", "outtype");
 
-  // Shapes are checked against config.json.
+  // Shapes are checked against config.json (the bundled weights, linked).
+  const fs::path bundled = Bundled();
   const fs::path shape = tmp / "bad_shape";
   fs::create_directories(shape);
-  const fs::path stories = testing::SharedDir() / "models/stories260k";
-  for (const char* file : {"model.safetensors", "tokenizer.model"})
-    fs::copy_file(stories / file, shape / file, fs::copy_options::overwrite_existing);
-  std::string cfg = ReadFile(stories / "config.json");
-  cfg.replace(cfg.find("\"intermediate_size\": 172"), 24, "\"intermediate_size\": 176");
+  fs::copy_file(bundled / "tokenizer.model", shape / "tokenizer.model",
+                fs::copy_options::overwrite_existing);
+  fs::remove(shape / "model.safetensors");
+  fs::create_symlink(fs::absolute(bundled / "model.safetensors"), shape / "model.safetensors");
+  std::string cfg = ReadFile(bundled / "config.json");
+  cfg.replace(cfg.find("\"intermediate_size\": 1536"), 25, "\"intermediate_size\": 1540");
   std::ofstream(shape / "config.json") << cfg;
   ExpectOneLineError(Q() + " convert " + shape.string() + " -o " + (tmp / "s.gguf").string(),
-                     "model.layers.0.mlp.gate_proj.weight' has shape [172, 64], expected [176, 64]");
+                     "model.layers.0.mlp.gate_proj.weight' has shape [1536, 512], expected [1540, 512]");
 
   // A folder without a tokenizer: an error, and no output (nor temporary) left behind.
   const fs::path dir = tmp / "no_tokenizer";
@@ -739,7 +742,7 @@ TEST(GgufConvert, ErrorsAreOneLineAndLeaveNoFile) {
   // A quantized (compressed-tensors) checkpoint is refused by name.
   const fs::path quant = tmp / "quantized";
   fs::create_directories(quant);
-  std::string qcfg = ReadFile(stories / "config.json");
+  std::string qcfg = ReadFile(bundled / "config.json");
   qcfg.insert(qcfg.rfind('}'),
               R"(, "quantization_config": {"quant_method": "compressed-tensors"})");
   std::ofstream(quant / "config.json") << qcfg;
@@ -749,6 +752,7 @@ TEST(GgufConvert, ErrorsAreOneLineAndLeaveNoFile) {
 
 // stories260k: tied embeddings (no output.weight), head_dim derived, fp32 source -> auto f16.
 TEST(GgufConvert, Stories260kTiedFp32) {
+  QF_NEED_SHARED("models/stories260k");
   const fs::path model = testing::SharedDir() / "models/stories260k";
   const fs::path out = Convert(model.string(), "stories.gguf", "");
   auto f = GgufFile::Open(out);
@@ -843,6 +847,7 @@ int64_t TokenId(const GgufFile& f, const std::string& content) {
 }
 
 TEST(GgufConvert, Qwen2BiasesAndQwenTokenizer) {
+  QF_NEED_SHARED("data/tokenizers");
   Synthetic s{.arch = "Qwen2ForCausalLM", .vocab = 151936, .bias = true, .tied = true,
               .tokenizer = "qwen3"};
   const fs::path dir = WriteSynthetic(s, "qwen2");
@@ -885,6 +890,7 @@ TEST(GgufConvert, Qwen2BiasesAndQwenTokenizer) {
 }
 
 TEST(GgufConvert, Qwen3QkNormAndKeyLength) {
+  QF_NEED_SHARED("data/tokenizers");
   Synthetic s{.arch = "Qwen3ForCausalLM", .vocab = 151936, .head_dim = 8, .qk_norm = true,
               .tokenizer = "qwen3"};
   const fs::path dir = WriteSynthetic(s, "qwen3");
@@ -901,6 +907,7 @@ TEST(GgufConvert, Qwen3QkNormAndKeyLength) {
 }
 
 TEST(GgufConvert, Llama3TokenizerAndRopeFreqs) {
+  QF_NEED_SHARED("data/tokenizers");
   Synthetic s{.arch = "LlamaForCausalLM", .vocab = 128256, .head_dim = 8, .llama3_rope = true,
               .tokenizer = "llama3"};
   const fs::path dir = WriteSynthetic(s, "llama3");
@@ -932,6 +939,7 @@ TEST(GgufConvert, Llama3TokenizerAndRopeFreqs) {
 
 // Mistral converts as arch llama (permuted q/k); its sliding window is noted, not stored.
 TEST(GgufConvert, MistralGpt2TokenizerAndUnknownTensor) {
+  QF_NEED_SHARED("data/tokenizers");
   Synthetic s{.arch = "MistralForCausalLM", .vocab = 50257, .tokenizer = "gpt2"};
   const fs::path dir = WriteSynthetic(s, "gpt2tok");
   const fs::path out = testing::TempDir() / "gpt2tok.gguf";

@@ -228,11 +228,11 @@ TEST(Imatrix, CorruptAndTruncatedFilesAreOneLineErrors) {
   ExpectOneLineError(missing, "missing file");
 }
 
-// A small calibration text: the start of calib.txt.
+// A small calibration text: the start of the local text (the tests hold for any text).
 fs::path SmallText(size_t bytes) {
   const fs::path p = qf::testing::TempDir() / ("calib_" + std::to_string(bytes) + ".txt");
   if (!fs::exists(p)) {
-    const std::string all = *ReadTextFile(qf::testing::SharedDir() / "data/calib.txt");
+    const std::string all = *ReadTextFile(qf::testing::LocalText());
     std::ofstream(p) << all.substr(0, bytes);
   }
   return p;
@@ -314,10 +314,8 @@ TEST(Imatrix, SumsEqualADirectComputation) {
   kernels::SetThreads(2);
 }
 
-// Files llama-imatrix wrote (tests/data/imatrix/README.md): read, written back byte for byte, and
-// equal to what qforge collects on the same model, text and chunks (blk.0's q/k/v input within
-// fp32 rounding; later inputs within llama.cpp's f16 KV cache).
-TEST(Imatrix, LlamaCppWrittenFilesMatch) {
+// Files llama-imatrix wrote (tests/data/imatrix/README.md): read and written back byte for byte.
+TEST(Imatrix, LlamaCppWrittenFilesRoundTrip) {
   const fs::path dir = qf::testing::RepoDir() / "tests/data/imatrix";
   auto g = io::ReadImatrix(dir / "stories260k.imatrix.gguf");
   auto d = io::ReadImatrix(dir / "stories260k.imatrix.dat");
@@ -334,7 +332,19 @@ TEST(Imatrix, LlamaCppWrittenFilesMatch) {
   EXPECT_EQ(g->chunk_count, 4);
   EXPECT_EQ(g->chunk_size, 128);
   EXPECT_EQ(d->chunk_count, 4);
+}
 
+// The same files equal what qforge collects on their model, text and chunks (stories260k and
+// the start of its TinyStories text; blk.0's q/k/v input within fp32 rounding, later inputs
+// within llama.cpp's f16 KV cache).
+TEST(Imatrix, LlamaCppWrittenFilesMatch) {
+  QF_NEED_SHARED("models/stories260k");
+  QF_NEED_SHARED("data/tinystories/validation_head.txt");
+  const fs::path dir = qf::testing::RepoDir() / "tests/data/imatrix";
+  auto g = io::ReadImatrix(dir / "stories260k.imatrix.gguf");
+  auto d = io::ReadImatrix(dir / "stories260k.imatrix.dat");
+  ASSERT_TRUE(g.ok()) << g.error().message();
+  ASSERT_TRUE(d.ok()) << d.error().message();
   const fs::path text = qf::testing::TempDir() / "st.txt";
   std::ofstream(text) << ReadTextFile(qf::testing::SharedDir() / "data/tinystories/validation_head.txt")->substr(0, 8000);
   methods::ImatrixOptions opt;

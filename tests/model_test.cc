@@ -76,6 +76,7 @@ void ExpectMatchesReference(const Model& m, const std::filesystem::path& dir, do
 TEST(ModelGolden, BundledLogitsMatchPyTorch) { ExpectMatchesReference(Bundled(), BundledModel(), 1e-3); }
 
 TEST(ModelGolden, Stories260kLogitsMatchPyTorch) {
+  QF_NEED_SHARED("models/stories260k");
   const auto dir = qf::testing::SharedDir() / "models" / "stories260k";
   auto m = Model::Load(dir);
   ASSERT_TRUE(m.ok()) << m.error().message();

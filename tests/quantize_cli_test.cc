@@ -32,6 +32,8 @@ double AnchorRtn(int bits, int group, bool sym) {
 
 // The bar: RTN within 0.3% of the reference's RTN, on the whole WikiText-2 test file.
 TEST(QuantizeCli, RtnInt4G128AsymMatchesReferenceRtn) {
+  QF_NEED_SHARED("anchors/peer_gptq_llama-27m.json");
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const fs::path out = qf::testing::TempDir() / "rtn_w4g128a";
   std::string log;
   ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() + " --scheme int4-g128-asym --json", &log), 0) << log;
@@ -61,16 +63,28 @@ TEST(QuantizeCli, OutputIsDeterministicAndRunsEveryCommand) {
   EXPECT_EQ(info["parameters"], 27269632);  // logical [N, K] of quantized linears, not storage
   EXPECT_EQ(info["quantization"]["format"], "pack-quantized");
   EXPECT_EQ(info["quantization"]["groups"][0]["weights"]["num_bits"], 4);
+  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " + qf::testing::Local() + " --max-windows 2 --json", &log), 0) << log;
+  EXPECT_GT(Json(log)["kld_mean"].get<double>(), 0.0);
+  ASSERT_EQ(RunCommand(Q() + " generate " + a.string() + " -p 'Once upon a time' -n 8 --temp 0 --json", &log), 0) << log;
+  EXPECT_EQ(Json(log)["generated_ids"].size(), 8u);
+}
+
+// W4A16 stays close to the fp model on the first windows of WikiText-2.
+TEST(QuantizeCli, W4A16KldOnWikitextIsSmall) {
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
+  const fs::path a = qf::testing::TempDir() / "w4a16_kld";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + " --scheme W4A16 -q", &log), 0) << log;
   ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " + Wiki() + " --max-windows 2 --json", &log), 0) << log;
   const auto k = Json(log);
   EXPECT_GT(k["kld_mean"].get<double>(), 0.0);
   EXPECT_LT(k["kld_mean"].get<double>(), 0.2);
   EXPECT_GT(k["top1_agreement"].get<double>(), 0.8);
-  ASSERT_EQ(RunCommand(Q() + " generate " + a.string() + " -p 'Once upon a time' -n 8 --temp 0 --json", &log), 0) << log;
-  EXPECT_EQ(Json(log)["generated_ids"].size(), 8u);
 }
 
 TEST(QuantizeCli, FallsBackPerTensorOnStories260k) {
+  QF_NEED_SHARED("models/stories260k");
+  QF_NEED_SHARED("data/tinystories/validation_head.txt");
   const fs::path out = qf::testing::TempDir() / "stories_w4";
   const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
   std::string log;
@@ -89,6 +103,8 @@ TEST(QuantizeCli, FallsBackPerTensorOnStories260k) {
 // GPTQ end to end on small calibration sets: deterministic bytes for a seed, lower KL
 // divergence than RTN on the same scheme, and the quantized model runs.
 TEST(QuantizeCli, GptqIsDeterministicAndBeatsRtn) {
+  QF_NEED_SHARED("data/calib.txt");
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
   const fs::path a = qf::testing::TempDir() / "gptq_a", b = qf::testing::TempDir() / "gptq_b",
                  r = qf::testing::TempDir() / "gptq_rtn";
@@ -113,6 +129,8 @@ TEST(QuantizeCli, GptqIsDeterministicAndBeatsRtn) {
 }
 
 TEST(QuantizeCli, GptqRunsOnStories260kWithModelSampledCalibration) {
+  QF_NEED_SHARED("models/stories260k");
+  QF_NEED_SHARED("data/tinystories/validation_head.txt");
   const fs::path out = qf::testing::TempDir() / "stories_gptq";
   const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
   std::string log;
@@ -171,6 +189,8 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
 // AWQ and SmoothQuant end to end on the bundled model (few windows): the output loads, AWQ's
 // folded norms are written, activations are quantized at run time, both are deterministic.
 TEST(QuantizeCli, AwqBeatsRtnAndIsDeterministic) {
+  QF_NEED_SHARED("data/calib.txt");
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
   const fs::path a = qf::testing::TempDir() / "awq_a", b = qf::testing::TempDir() / "awq_b",
                  r = qf::testing::TempDir() / "awq_rtn";
@@ -195,6 +215,8 @@ TEST(QuantizeCli, AwqBeatsRtnAndIsDeterministic) {
 }
 
 TEST(QuantizeCli, SmoothQuantW8A8RunsActivationQuantization) {
+  QF_NEED_SHARED("data/calib.txt");
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
   const fs::path sq = qf::testing::TempDir() / "sq_w8a8", fp8 = qf::testing::TempDir() / "fp8_static";
   std::string log;

@@ -1,4 +1,5 @@
-// Shared test helpers (paths, scratch folders, running the CLI).
+// Shared test helpers (paths, ../shared or why a test skips without it, scratch folders, a
+// local text, running the CLI).
 #include "test_util.h"
 
 #include <unistd.h>
@@ -7,15 +8,77 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <sys/wait.h>
 
+#include "core/result.h"
 #include "kernels/cpu/ggml_dot.h"
 
 namespace qf::testing {
 
 std::filesystem::path RepoDir() { return QF_SOURCE_DIR; }
-std::filesystem::path SharedDir() { return RepoDir().parent_path() / "shared"; }
+std::filesystem::path SharedDir() {
+  const char* env = std::getenv("QF_SHARED_DIR");
+  if (env && *env) return env;
+  return RepoDir().parent_path() / "shared";
+}
 std::filesystem::path BundledModel() { return RepoDir() / "models" / "llama-27m"; }
+
+namespace {
+
+// What the parts of ../shared that tests read are (the longest matching prefix describes a
+// path); ../shared/README.md has the sources.
+struct SharedItem {
+  const char* prefix;
+  const char* what;
+};
+constexpr SharedItem kSharedItems[] = {
+    {"data/wikitext-2", "WikiText-2 test text"},
+    {"data/calib.txt", "calibration text"},
+    {"data/tinystories", "TinyStories validation text, stories260k's evaluation text"},
+    {"data/tokenizers", "real Llama-2/Llama-3/Qwen3/GPT-2 tokenizers"},
+    {"data/tokenizers/ggml-vocab", "llama.cpp's tokenizer test vectors and vocab-only GGUF files"},
+    {"models/stories260k", "the stories260k model and its PyTorch reference logits"},
+    {"anchors/llamacpp_llama-27m.txt", "llama.cpp's measured figures for llama-27m"},
+    {"anchors/peer_gptq_llama-27m.json", "the GPTQ reference code's perplexities for llama-27m"},
+};
+
+}  // namespace
+
+std::string MissingShared(const std::string& rel) {
+  const std::filesystem::path path = SharedDir() / rel;
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) return "";
+  std::string what = "test data";
+  size_t best = 0;
+  for (const SharedItem& item : kSharedItems) {
+    const std::string prefix = item.prefix;
+    if (rel.compare(0, prefix.size(), prefix) == 0 && prefix.size() > best) {
+      best = prefix.size();
+      what = item.what;
+    }
+  }
+  return "needs ../shared/" + rel + " (" + what +
+         ", from the project's shared data folder; see README); not found at " + path.string();
+}
+
+std::filesystem::path LocalText() {
+  static const std::filesystem::path path = [] {
+    std::ifstream in(RepoDir() / "README.md", std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    const std::string readme = ss.str();
+    QF_CHECK(!readme.empty(), "cannot read {}", (RepoDir() / "README.md").string());
+    std::string text;
+    while (text.size() < 100000) text += readme;
+    const auto p = TempDir() / "local_text.txt";
+    std::ofstream(p, std::ios::binary) << text;
+    return p;
+  }();
+  return path;
+}
 
 std::filesystem::path TempDir() {
   static const std::filesystem::path dir = [] {

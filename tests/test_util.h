@@ -1,5 +1,8 @@
 // Shared helpers for tests: where the repository, the bundled model and ../shared data live.
+// Tests that need ../shared skip with QF_NEED_SHARED when it is absent; the rest run without it.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -8,10 +11,23 @@
 namespace qf::testing {
 
 std::filesystem::path RepoDir();      // the source tree
-std::filesystem::path SharedDir();    // ../shared beside the repository
+// ../shared beside the repository, or $QF_SHARED_DIR when set (QF_SHARED_DIR=/nonexistent runs
+// the suite as on a machine with the repository alone).
+std::filesystem::path SharedDir();
 std::filesystem::path BundledModel(); // models/llama-27m in the repository
 std::filesystem::path TempDir();      // a fresh, per-process scratch folder
 std::string QforgeBinary();           // build/qforge of this build
+
+// Empty when SharedDir() / `rel` exists; else one line saying what is missing, what it is and
+// where it comes from, e.g. "needs ../shared/data/calib.txt (calibration text, from the
+// project's shared data folder; see README); not found at /x/shared/data/calib.txt".
+std::string MissingShared(const std::string& rel);
+
+// A text for tests whose assertions hold for any text (window counts, errors, a model against
+// itself or its own saved logits): the repository's README.md repeated to at least 100,000
+// bytes, written once per process into TempDir(). Deterministic for a given checkout.
+std::filesystem::path LocalText();
+
 // Runs a shell command; returns its exit status and fills `output` with stdout+stderr.
 int RunCommand(const std::string& cmd, std::string* output);
 
@@ -21,9 +37,19 @@ int RunCommand(const std::string& cmd, std::string* output);
 // rounding.
 double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel);
 
-// Shorthands for CLI tests: the binary, the bundled model, the WikiText-2 test file as strings.
+// Shorthands for CLI tests: the binary, the bundled model, the WikiText-2 test file, the local
+// text as strings.
 inline std::string Q() { return QforgeBinary(); }
 inline std::string Bundled() { return BundledModel().string(); }
 inline std::string Wiki() { return (SharedDir() / "data/wikitext-2/wiki.test.raw").string(); }
+inline std::string Local() { return LocalText().string(); }
 
 }  // namespace qf::testing
+
+// Skips the current test (in a TEST body or a fixture's SetUp) with MissingShared's one-line
+// reason unless ../shared/`rel` exists, e.g. QF_NEED_SHARED("data/wikitext-2/wiki.test.raw").
+#define QF_NEED_SHARED(rel)                                                   \
+  do {                                                                        \
+    const std::string qf_missing_shared_ = ::qf::testing::MissingShared(rel); \
+    if (!qf_missing_shared_.empty()) GTEST_SKIP() << qf_missing_shared_;      \
+  } while (0)

@@ -95,8 +95,9 @@ void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.name << " / " << c
 class GgmlVocab : public ::testing::TestWithParam<VocabCase> {};
 
 TEST_P(GgmlVocab, EncodesEveryVectorExactlyAndDecodesBack) {
-  if (!fs::exists(SharedDir() / "data")) GTEST_SKIP() << "no shared data at " << SharedDir();
   const VocabCase& c = GetParam();
+  QF_NEED_SHARED(std::string("data/tokenizers/ggml-vocab/ggml-vocab-") + c.name + ".gguf.inp");
+  QF_NEED_SHARED(std::string("data/tokenizers/") + c.tokenizer);
   const fs::path base = TokenizerData() / "ggml-vocab" / (std::string("ggml-vocab-") + c.name);
   const Vectors v = ReadVectors(base.string() + ".gguf.inp", base.string() + ".gguf.out");
   ASSERT_EQ(v.texts.size(), v.ids.size()) << base;
@@ -132,7 +133,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 TEST(TextHf, SpecialTokensAndBosEos) {
-  if (!fs::exists(SharedDir() / "data")) GTEST_SKIP() << "no shared data at " << SharedDir();
+  QF_NEED_SHARED("data/tokenizers");
   const Tokenizer& llama3 = Cached(TokenizerData() / "llama3.tokenizer.json");
   EXPECT_EQ(llama3.bos_id(), 128000);  // from llama3.tokenizer_config.json
   EXPECT_EQ(llama3.eos_id(), 128001);
@@ -164,7 +165,7 @@ TEST(TextHf, SpecialTokensAndBosEos) {
 
 TEST(TextHf, LongRunsRoundTrip) {
   // One pre-token of 100k characters: the regex split and BPE stay fast and lossless.
-  if (!fs::exists(SharedDir() / "data")) GTEST_SKIP() << "no shared data at " << SharedDir();
+  QF_NEED_SHARED("data/tokenizers");
   for (const char* file : {"llama3.tokenizer.json", "gpt2.tokenizer.json"}) {
     const Tokenizer& t = Cached(TokenizerData() / file);
     for (const std::string& s : {std::string(100000, ' ') + "x", std::string(100000, 'a'),
@@ -220,8 +221,8 @@ TEST(TextBundled, ReferencePromptsMatchForModelAndJson) {
 }
 
 TEST(TextBundled, JsonMatchesModelOnWikitext) {
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const fs::path wiki = SharedDir() / "data" / "wikitext-2" / "wiki.test.raw";
-  if (!fs::exists(wiki)) GTEST_SKIP() << "no " << wiki;
   const std::string text = ReadFile(wiki);
   ASSERT_GT(text.size(), 1000000u);
   const Tokenizer& sp = Cached(BundledModel() / "tokenizer.model");
@@ -267,6 +268,7 @@ TEST(TextBundled, PrependReplaceNormalizerFormMatchesModel) {
   std::vector<std::string> texts = {"", " ", "  Hello  world ", "\n\n x",
                                     "caf\xC3\xA9 \xF0\x9F\xA6\x99"};
   const fs::path wiki = SharedDir() / "data" / "wikitext-2" / "wiki.test.raw";
+  texts.push_back(ReadFile(qf::testing::LocalText()).substr(0, 100000));
   if (fs::exists(wiki)) texts.push_back(ReadFile(wiki).substr(0, 100000));
   for (const std::string& text : texts) {
     EXPECT_EQ((*hf)->Encode(text, true), sp.Encode(text, true)) << text.substr(0, 40);
