@@ -199,7 +199,8 @@ Result<BaseLogitsReader> BaseLogitsReader::Open(const std::filesystem::path& pat
   constexpr int64_t kBig = int64_t(1) << 31;
   if (h.scoring > 1 || h.vocab < 1 || h.vocab >= kBig || h.ctx < 2 || h.ctx >= kBig ||
       h.windows < 1 || h.windows >= kBig || h.scored_per_window < 1 || h.first_scored < 0 ||
-      h.first_scored + h.scored_per_window > h.ctx - 1 || range != kBaseLogitsRange ||
+      h.first_scored != (h.scoring == 1 ? h.ctx / 2 : 0) ||
+      h.scored_per_window != h.ctx - 1 - h.first_scored || range != kBaseLogitsRange ||
       record_bytes != int64_t(BaseLogitsRecordBytes(h.vocab)))
     return Err("{}: inconsistent base-logits header", name);
   auto impl = std::make_unique<Impl>();
@@ -249,6 +250,17 @@ Result<const std::byte*> BaseLogitsReader::Window(int64_t w) const {
       data + kBaseLogitsHeaderBytes + size_t(info_.windows) * impl_->window_bytes;
   if (Get<uint64_t>(table + 8 * size_t(w)) != Hash64({win, impl_->window_bytes}))
     return Err("{}: corrupt data in window {} (checksum mismatch)", path().string(), w);
+  // Each record as the writer makes them (a checksum only proves the bytes are unchanged).
+  for (int64_t i = 0; i < info_.scored_per_window; ++i) {
+    const std::byte* rec = win + size_t(i) * impl_->record_bytes;
+    const double nll = Get<double>(rec);
+    const float lp0 = Get<float>(rec + 8), step = Get<float>(rec + 12);
+    const int32_t argmax = Get<int32_t>(rec + 16);
+    if (!(std::isfinite(nll) && nll >= 0) || !std::isfinite(lp0) || !(std::isfinite(step) && step >= 0) ||
+        argmax < 0 || argmax >= info_.vocab || Get<uint32_t>(rec + 20) != 0)
+      return Err("{}: corrupt record {} in window {} (NLL {}, lp0 {}, step {}, argmax {})",
+                 path().string(), i, w, nll, lp0, step, argmax);
+  }
   return win;
 }
 

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "core/mmap.h"
 
@@ -164,6 +165,20 @@ std::string LayerTensorName(const char* pattern, int64_t layer) {
   return s;
 }
 
+Status CheckDimensions(const ModelConfig& c, const std::string& src) {
+  constexpr int64_t kMaxDim = int64_t(1) << 24, kMaxCount = int64_t(1) << 16;
+  for (const auto& [name, v, max] : {std::tuple{"vocab size", c.vocab_size, kMaxDim},
+                                     std::tuple{"hidden size", c.hidden, kMaxDim},
+                                     std::tuple{"intermediate size", c.intermediate, kMaxDim},
+                                     std::tuple{"head size", c.head_dim, kMaxDim},
+                                     std::tuple{"context length", c.max_position, kMaxDim * 64},
+                                     std::tuple{"layer count", c.layers, kMaxCount},
+                                     std::tuple{"attention head count", c.heads, kMaxCount},
+                                     std::tuple{"KV head count", c.kv_heads, kMaxCount}})
+    if (v > max) return Err("{}: {} {} is larger than qforge supports ({})", src, name, v, max);
+  return Status::Ok();
+}
+
 namespace {
 Result<ModelConfig> ParseHfConfigImpl(std::string_view json_text, const std::string& src) {
   Json j = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
@@ -199,6 +214,7 @@ Result<ModelConfig> ParseHfConfigImpl(std::string_view json_text, const std::str
   if (c.head_dim % 2 != 0) return Err("{}: head_dim {} must be even for RoPE", src, c.head_dim);
   QF_ASSIGN(c.max_position, GetInt(j, "max_position_embeddings", 2048, src));
   if (c.max_position == 0) return Err("{}: max_position_embeddings must be positive", src);
+  QF_TRY(CheckDimensions(c, src));
   QF_ASSIGN(c.rms_eps, GetNumber(j, "rms_norm_eps", 1e-6, src));
   QF_ASSIGN(c.rope_theta, GetNumber(j, "rope_theta", 10000.0, src));
   if (!(c.rms_eps > 0) || !(c.rope_theta > 0))

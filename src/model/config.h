@@ -82,6 +82,11 @@ struct ModelConfig {
   int64_t kv_dim() const { return kv_heads * head_dim; }
 };
 
+// Refuses dimensions beyond what qforge supports (each far above any released model), so that
+// products of them (q_dim, parameter counts, buffer sizes) cannot overflow; `source` names the
+// file in the Error. Both config parsers (config.json, GGUF metadata) call it.
+Status CheckDimensions(const ModelConfig& c, const std::string& source);
+
 // Parses config.json text; `source` names the file in errors.
 Result<ModelConfig> ParseHfConfig(std::string_view json_text, const std::string& source);
 Result<ModelConfig> LoadHfConfig(const std::filesystem::path& model_dir);

@@ -289,6 +289,7 @@ Result<ModelConfig> GgufModelConfig(const GgufFile& f) {
                io::ShapeString(embd->shape), c.hidden);
   c.vocab_size = embd->shape[0];
   if (c.vocab_size <= 0) return Err("{}: tensor '{}' has no rows", src, nm.embed);
+  QF_TRY(CheckDimensions(c, src));
   QF_ASSIGN(const int64_t n_vocab, OptInt(f, p + "vocab_size", c.vocab_size));
   if (n_vocab != c.vocab_size)
     return Err("{}: {}vocab_size {} differs from the {} rows of '{}'", src, p, n_vocab,
