@@ -11,7 +11,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const qf::fuzz::Target* target = qf::fuzz::FindTarget(QF_FUZZ_TARGET);
   if (target == nullptr) __builtin_trap();
-  const std::string violated = target->run({data, size});
+  const std::string violated = target->run({data, size}).violated;
   if (!violated.empty()) {
     std::fprintf(stderr, "%s_fuzz: contract violated: %s\n", QF_FUZZ_TARGET, violated.c_str());
     __builtin_trap();

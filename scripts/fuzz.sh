@@ -7,7 +7,8 @@
 #
 # Usage: scripts/fuzz.sh [seconds=60] [target|all=safetensors] [-libfuzzer_flag=value ...]
 #   targets: safetensors gguf config checkpoint tokenizer_json sentencepiece imatrix base_logits
-#   (a trailing _fuzz is accepted); `all` runs each for the given seconds, one after another.
+#   (a trailing _fuzz is accepted), several as a,b,c; `all` runs each for the given seconds,
+#   one after another.
 # Env:   BUILD_DIR (default build-fuzz), ARTIFACTS (default $BUILD_DIR/artifacts/<target>),
 #        JOBS (parallel fuzzing workers, default 1), CXX (default clang++).
 # A crasher goes to tests/data/fuzz_regressions/<target>/ once fixed; fuzz_replay_test replays it.
@@ -30,11 +31,15 @@ for arg in "$@"; do
 done
 if [[ "$target" == all ]]; then
   targets=("${all_targets[@]}")
-elif [[ " ${all_targets[*]} " == *" $target "* ]]; then
-  targets=("$target")
 else
-  echo "fuzz.sh: unknown target '$target' (one of: ${all_targets[*]}, all)" >&2
-  exit 2
+  IFS=, read -ra targets <<<"$target"
+  for t in "${targets[@]}"; do
+    if [[ " ${all_targets[*]} " != *" ${t%_fuzz} "* ]]; then
+      echo "fuzz.sh: unknown target '$t' (one of: ${all_targets[*]}, all)" >&2
+      exit 2
+    fi
+  done
+  targets=("${targets[@]%_fuzz}")
 fi
 
 build="${BUILD_DIR:-$repo/build-fuzz}"
@@ -60,6 +65,7 @@ for t in "${targets[@]}"; do
   log="$build/$t.log"
   echo "fuzz.sh: running ${t}_fuzz for ${seconds}s; artifacts in $artifacts, log $log"
   status=0
+  start=$SECONDS
   # -jobs > 1 forks workers that each log to fuzz-N.log in the current folder.
   (cd "$build" && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ASAN_OPTIONS=detect_leaks=1 \
@@ -72,7 +78,7 @@ for t in "${targets[@]}"; do
     -o -name 'oom-*' \) | wc -l)
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
   corpus=$(find "$work_corpus" -type f | wc -l)
-  line="$(date -u +%F)	$t	${seconds}s	$execs executions	corpus $corpus	findings $found	exit $status"
+  line="$(date -u +%F)	$t	$((SECONDS - start))s	$execs executions	corpus $corpus	findings $found	exit $status"
   echo "$line" | tee -a "$build/fuzz-summary.tsv"
   if ((status != 0 || found > 0)); then
     grep -m 3 -E 'ERROR|contract violated|runtime error' "$log" >&2 || true

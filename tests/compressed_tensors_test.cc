@@ -666,6 +666,30 @@ TEST(CompressedTensors, ModuleSelection) {
   EXPECT_FALSE(c.Ignored("lm_head_2"));
 }
 
+// Integer fields must be JSON integers in range: nlohmann's get<int>() would truncate 8.5 to 8
+// and cast 8.8e28 with undefined behaviour (found by config_fuzz).
+TEST(CompressedTensors, IntegerFieldsMustBeIntegersInRange) {
+  for (const Json& bad : {Json(8.5), Json(8.8e28), Json(uint64_t(1) << 40), Json("8")}) {
+    Json j = {{"quantization_config",
+               {{"quant_method", "compressed-tensors"},
+                {"format", "pack-quantized"},
+                {"config_groups",
+                 {{"group_0", {{"targets", {"Linear"}}, {"weights", {{"num_bits", bad}}}}}}}}}};
+    const auto cfg = ParseQuantizationConfig(j, "config.json");
+    ASSERT_FALSE(cfg.ok()) << bad.dump();
+    EXPECT_NE(cfg.error().message().find("num_bits"), std::string::npos) << cfg.error().message();
+  }
+  Json j = {{"quantization_config",
+             {{"quant_method", "compressed-tensors"},
+              {"format", "pack-quantized"},
+              {"config_groups",
+               {{"group_0",
+                 {{"targets", {"Linear"}},
+                  {"weights", {{"num_bits", 4}, {"strategy", "block"},
+                               {"block_structure", {128, 1.5}}}}}}}}}}};
+  EXPECT_FALSE(ParseQuantizationConfig(j, "config.json").ok());
+}
+
 TEST(CompressedTensors, WriteRejectsInconsistentInput) {
   const std::vector<float> w = RandomMatrix(8, 64, 1);
   const QuantizedTensor q = QuantizeOrDie(w, 8, 64, "int4-g64-sym");
