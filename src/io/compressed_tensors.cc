@@ -46,7 +46,6 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
-#include <limits>
 #include <map>
 #include <regex>
 #include <set>
@@ -54,6 +53,7 @@
 #include <type_traits>
 
 #include "core/atomic_file.h"
+#include "core/json.h"
 #include "formats/fp8.h"
 #include "formats/pack.h"
 
@@ -188,33 +188,17 @@ Result<std::vector<std::string>> StringList(const Json& j, const std::string& wh
   return out;
 }
 
-// An integer field's value; throws for a float or a value outside T (nlohmann's get<int>()
-// would convert them with a cast that is undefined behaviour out of range).
-template <class T>
-T IntValue(const Json& v, const char* key) {
-  const bool fits = v.is_number_unsigned()
-                        ? v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
-                        : v.is_number_integer() && v.get<int64_t>() >= std::numeric_limits<T>::min() &&
-                              v.get<int64_t>() <= std::numeric_limits<T>::max();
-  if (!fits)
-    throw Json::type_error::create(302, fmt::format("'{}' must be an integer in [{}, {}], got {}", key,
-                                                    std::numeric_limits<T>::min(),
-                                                    std::numeric_limits<T>::max(), v.dump()),
-                                   &v);
-  return v.is_number_unsigned() ? T(v.get<uint64_t>()) : T(v.get<int64_t>());
-}
-
 // j[key] as T, or nullopt when absent or null; a value of another JSON type throws.
 template <class T>
 std::optional<T> Field(const Json& j, const char* key) {
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    return IntValue<T>(*it, key);
+    return JsonInt<T>(*it, fmt::format("'{}'", key));
   } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
     if (!it->is_array()) throw Json::type_error::create(302, fmt::format("'{}' must be a list", key), &*it);
     std::vector<int64_t> out;
-    for (const Json& e : *it) out.push_back(IntValue<int64_t>(e, key));
+    for (const Json& e : *it) out.push_back(JsonInt<int64_t>(e, fmt::format("'{}'", key)));
     return out;
   } else {
     return it->get<T>();

@@ -495,8 +495,7 @@ Result<uint32_t> GgufFileType(GgmlType type) {
 }
 
 std::string GgufArchitecture(const model::ModelConfig& cfg) {
-  const std::string_view f = cfg.family->name;
-  return f == "qwen2" || f == "qwen3" ? std::string(f) : "llama";  // llama, mistral
+  return std::string(cfg.family->gguf_arch);  // the family table's column
 }
 
 Status AddGgufQuantizedFileType(uint32_t file_type, GgufWriter* w) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/json.h"
 #include "text/hf_tokenizer.h"
 
 namespace qf::text {
@@ -211,7 +212,7 @@ void FindBosEos(const json& j, const std::filesystem::path& file, const BpeModel
       int32_t id = -1;
       const json& specials = q->contains("special_tokens") ? (*q)["special_tokens"] : kNull;
       if (specials.contains(name) && !specials[name].at("ids").empty()) {
-        id = specials[name]["ids"][0].get<int32_t>();
+        id = JsonInt<int32_t>(specials[name]["ids"][0], "post_processor special token id");
       } else {
         id = TokenId(name, *p, model);
       }
@@ -247,7 +248,8 @@ Result<std::unique_ptr<Tokenizer>> Build(const json& j, const std::filesystem::p
   if (!m.contains("merges") || !m["merges"].is_array()) return Err("model.merges is not a list");
   StringMap<int32_t> vocab;
   vocab.reserve(m.at("vocab").size());
-  for (const auto& [token, id] : m["vocab"].items()) vocab.emplace(token, id.get<int32_t>());
+  for (const auto& [token, id] : m["vocab"].items())
+    vocab.emplace(token, JsonInt<int32_t>(id, "model.vocab id"));
   std::vector<std::pair<std::string, std::string>> merges;
   merges.reserve(m.at("merges").size());
   for (const json& merge : m["merges"]) {
@@ -282,7 +284,7 @@ Result<std::unique_ptr<Tokenizer>> Build(const json& j, const std::filesystem::p
     for (const json& t : j["added_tokens"]) {
       AddedToken a;
       a.content = t.at("content").get<std::string>();
-      a.id = t.at("id").get<int32_t>();
+      a.id = JsonInt<int32_t>(t.at("id"), "added token id");
       if (a.id < 0 || a.id >= BpeModel::kMaxTokenId) {
         return Err("added token '{}' has id {} out of range", a.content, a.id);
       }

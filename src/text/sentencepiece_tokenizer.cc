@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 
 #include <cstdlib>
+#include <exception>
 #include <system_error>
 
 #include "text/tokenizer.h"
@@ -79,7 +80,14 @@ Result<std::unique_ptr<Tokenizer>> LoadSentencePiece(const std::filesystem::path
                std::filesystem::exists(file, ec) ? "not a regular file" : "no such file");
   }
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = sp->Load(file.string());
+  // libsentencepiece reports most defects in its status, but some by throwing from its trie
+  // builder (a zero-length piece: "failed to insert key"; found by sentencepiece_fuzz).
+  sentencepiece::util::Status status;
+  try {
+    status = sp->Load(file.string());
+  } catch (const std::exception& e) {
+    return Err("{}: not a valid SentencePiece model: {}", file.string(), e.what());
+  }
   if (!status.ok()) {
     return Err("{}: not a valid SentencePiece model: {}", file.string(), status.ToString());
   }
