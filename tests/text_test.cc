@@ -308,6 +308,25 @@ TEST(TextErrors, MissingAndCorruptFilesGiveErrors) {
   fs::create_directories(folder);
   WriteFile(folder / "tokenizer.json", "not json");
   expect_error(folder, "tokenizer.json: not valid JSON");
+  // Ids must be JSON integers that fit: 1.5 was truncated to 1, 2.4e78 cast with undefined
+  // behaviour (tokenizer_json_fuzz).
+  WriteFile(dir / "floatid.json",
+            R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1.5}, "merges": []}})");
+  expect_error(dir / "floatid.json", "model.vocab id must be an integer");
+  WriteFile(dir / "hugeid.json", R"({"added_tokens": [{"id": 2.4e78, "content": "<x>"}],
+      "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})");
+  expect_error(dir / "hugeid.json", "added token id must be an integer");
+}
+
+// libsentencepiece's trie builder throws on a zero-length piece; the load is an Error, not
+// std::terminate (sentencepiece_fuzz; the model is kept in tests/data/fuzz_regressions).
+TEST(TextErrors, SentencePieceModelWithEmptyPieceIsAnError) {
+  const fs::path file =
+      qf::testing::RepoDir() / "tests/data/fuzz_regressions/sentencepiece/zero_length_piece.model";
+  const auto t = LoadTokenizer(file);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().message().find("not a valid SentencePiece model"), std::string::npos)
+      << t.error().message();
 }
 
 TEST(TextHf, TinyByteLevelBpeMergesByRank) {
