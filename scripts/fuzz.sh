@@ -76,7 +76,7 @@ for t in "${targets[@]}"; do
     || status=$?
   found=$(find "$artifacts" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' \
     -o -name 'oom-*' \) | wc -l)
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
+  execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
   corpus=$(find "$work_corpus" -type f | wc -l)
   line="$(date -u +%F)	$t	$((SECONDS - start))s	$execs executions	corpus $corpus	findings $found	exit $status"
   echo "$line" | tee -a "$build/fuzz-summary.tsv"
