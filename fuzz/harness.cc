@@ -66,6 +66,16 @@ Outcome Rejected(const R& r) {
   return Outcome::Rejected(EmptyError(r));
 }
 
+// One two-token forward step of a loaded model (tokens 0 and V-1), as a run would start.
+std::string ForwardTwoTokens(const model::Model& m) {
+  const model::ModelConfig& cfg = m.config();
+  if (cfg.vocab_size < 1 || cfg.max_position < 2) return "";
+  const std::vector<int32_t> toks = {0, int32_t(cfg.vocab_size - 1)};
+  model::KVCache cache = m.NewCache(2);
+  std::vector<float> logits(size_t(cfg.vocab_size) * 2);
+  return EmptyError(m.Forward(toks, cache, logits.data(), true));
+}
+
 // ---- safetensors ----
 
 Outcome SafetensorsHarness(std::span<const uint8_t> in) {
@@ -178,13 +188,7 @@ Outcome GgufHarness(std::span<const uint8_t> in) {
   }
   const auto m = model::Model::LoadGguf(p);
   if (!m.ok()) return EmptyError(m);  // the container was accepted; not every one is a model
-  const model::ModelConfig& cfg = m->config();
-  if (cfg.vocab_size < 1 || cfg.max_position < 2) return "";
-  const std::vector<int32_t> toks = {0, int32_t(cfg.vocab_size - 1)};
-  model::KVCache cache = m->NewCache(2);
-  std::vector<float> logits(size_t(cfg.vocab_size) * 2);
-  const auto st = m->Forward(toks, cache, logits.data(), true);
-  return EmptyError(st);
+  return ForwardTwoTokens(*m);
 }
 
 // ---- config.json: HF config, family detection, compressed-tensors quantization_config ----
@@ -257,12 +261,7 @@ Outcome CheckpointHarness(std::span<const uint8_t> in) {
   const fs::path dir = WriteScratch("checkpoint/model.safetensors", tensors).parent_path();
   const auto m = model::Model::Load(dir);
   if (!m.ok()) return Rejected(m);
-  const model::ModelConfig& cfg = m->config();
-  if (cfg.max_position < 2) return "";
-  const std::vector<int32_t> toks = {0, int32_t(cfg.vocab_size - 1)};
-  model::KVCache cache = m->NewCache(2);
-  std::vector<float> logits(size_t(cfg.vocab_size) * 2);
-  return EmptyError(m->Forward(toks, cache, logits.data(), true));
+  return ForwardTwoTokens(*m);
 }
 
 // ---- imatrix files (GGUF and legacy .dat) ----
@@ -327,7 +326,7 @@ Outcome BaseLogitsHarness(std::span<const uint8_t> in) {
   const eval::BaseLogitsInfo h = r->info();
   // What kld asks for when the text, model and flags match the file's header.
   eval::BaseLogitsInfo want = h;
-  want.first_scored = h.scoring == 1 ? h.ctx / 2 : 0;
+  want.first_scored = eval::FirstScoredRow(h.scoring, h.ctx);
   want.scored_per_window = h.ctx - 1 - want.first_scored;
   if (const Status st = r->CheckMatches(want, h.windows); !st.ok()) return EmptyError(st);
   std::vector<double> logp(size_t(h.vocab)), p_(size_t(h.vocab));

@@ -199,7 +199,7 @@ Result<BaseLogitsReader> BaseLogitsReader::Open(const std::filesystem::path& pat
   constexpr int64_t kBig = int64_t(1) << 31;
   if (h.scoring > 1 || h.vocab < 1 || h.vocab >= kBig || h.ctx < 2 || h.ctx >= kBig ||
       h.windows < 1 || h.windows >= kBig || h.scored_per_window < 1 || h.first_scored < 0 ||
-      h.first_scored != (h.scoring == 1 ? h.ctx / 2 : 0) ||
+      h.first_scored != FirstScoredRow(h.scoring, h.ctx) ||
       h.scored_per_window != h.ctx - 1 - h.first_scored || range != kBaseLogitsRange ||
       record_bytes != int64_t(BaseLogitsRecordBytes(h.vocab)))
     return Err("{}: inconsistent base-logits header", name);

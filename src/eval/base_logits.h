@@ -73,6 +73,10 @@ struct BaseLogitsInfo {
   int32_t bos_id = -1;
 };
 
+// The first scored row of a window of `ctx` tokens: 0, or ctx / 2 for llama.cpp scoring
+// (scoring 1); rows from there to ctx - 2 are scored. perplexity.h's FirstScored applies it.
+inline int64_t FirstScoredRow(uint32_t scoring, int64_t ctx) { return scoring == 1 ? ctx / 2 : 0; }
+
 inline size_t BaseLogitsRecordBytes(int64_t vocab) {
   return kBaseLogitsRecordHeader + 2 * static_cast<size_t>(vocab);
 }

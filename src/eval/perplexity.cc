@@ -242,7 +242,7 @@ Result<std::optional<nlohmann::json>> ReadJsonIfPresent(const std::filesystem::p
 const char* ScoringName(Scoring s) { return s == Scoring::kLlamaCpp ? "llama.cpp" : "qforge"; }
 
 int64_t FirstScored(const WindowOptions& opt) {
-  return opt.scoring == Scoring::kLlamaCpp ? opt.ctx / 2 : 0;
+  return FirstScoredRow(static_cast<uint32_t>(opt.scoring), opt.ctx);
 }
 int64_t ScoredPerWindow(const WindowOptions& opt) { return opt.ctx - 1 - FirstScored(opt); }
 

@@ -194,11 +194,12 @@ std::optional<T> Field(const Json& j, const char* key) {
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    return JsonInt<T>(*it, fmt::format("'{}'", key));
+    return JsonInt<T>(*it, key);
   } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
-    if (!it->is_array()) throw Json::type_error::create(302, fmt::format("'{}' must be a list", key), &*it);
+    if (!it->is_array())
+      throw Json::type_error::create(302, fmt::format("'{}' must be a list", key), &*it);
     std::vector<int64_t> out;
-    for (const Json& e : *it) out.push_back(JsonInt<int64_t>(e, fmt::format("'{}'", key)));
+    for (const Json& e : *it) out.push_back(JsonInt<int64_t>(e, key));
     return out;
   } else {
     return it->get<T>();
