@@ -24,6 +24,7 @@
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
+#include "model/decoder_walk.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -384,14 +385,10 @@ const std::vector<int32_t> kIds = {1, 355, 2225, 4761, 282, 2251, 263, 1809, 535
 std::vector<std::pair<std::string, const model::Linear*>> LayerLinears(const model::ModelConfig& c,
                                                                         const model::Layer& L,
                                                                         int64_t l) {
-  const model::TensorNames& nm = *c.family->names;
   std::vector<std::pair<std::string, const model::Linear*>> out;
-  const std::pair<const char*, const model::Linear*> all[] = {
-      {nm.q, &L.q},       {nm.k, &L.k},   {nm.v, &L.v},      {nm.o, &L.o},
-      {nm.gate, &L.gate}, {nm.up, &L.up}, {nm.down, &L.down}};
-  for (const auto& [pattern, lin] : all) {
-    const std::string w = model::LayerTensorName(pattern, l);
-    out.emplace_back(w.substr(0, w.size() - 7), lin);
+  for (const model::LinearId id : model::kBlockLinears) {
+    const std::string w = model::LayerTensorName(model::WeightPattern(*c.family->names, id), l);
+    out.emplace_back(w.substr(0, w.size() - 7), &L[id]);
   }
   return out;
 }
@@ -404,32 +401,28 @@ std::map<std::string, float> CalibrateAbsMax(const model::Model& m) {
   std::vector<float> x(static_cast<size_t>(M * H)), h(x.size());
   std::vector<float> q(static_cast<size_t>(M * qd)), att(q.size());
   std::vector<float> g(static_cast<size_t>(M * F)), u(g.size());
-  for (int64_t i = 0; i < M; ++i)
-    std::copy_n(m.embedding().data() + kIds[size_t(i)] * H, H, x.data() + i * H);
+  model::Embed(m.embedding(), H, kIds, x.data());
   model::KVCache cache = m.NewCache(M);
-  std::map<std::string, float> absmax;
-  auto observe = [&](const std::string& module, const std::vector<float>& v, int64_t cols) {
-    float a = 0.0f;
-    for (int64_t i = 0; i < M * cols; ++i) a = std::max(a, std::fabs(v[size_t(i)]));
-    absmax[module] = a;
-  };
-  for (int64_t l = 0; l < c.layers; ++l) {
-    const model::Layer& L = m.layers()[size_t(l)];
-    const auto names = LayerLinears(c, L, l);
-    model::AttnNorm(c, L, x.data(), h.data(), M);
-    for (int i = 0; i < 3; ++i) observe(names[size_t(i)].first, h, H);  // q, k, v
-    model::Attend(c, L, h.data(), q.data(), att.data(), M, 0, cache.k[size_t(l)].data(),
-                  cache.v[size_t(l)].data(), cache.cos.data(), cache.sin.data());
-    observe(names[3].first, att, qd);  // o
-    model::AddProjection(L.o, att.data(), h.data(), x.data(), M);
-    model::FfnNorm(c, L, x.data(), h.data(), M);
-    observe(names[4].first, h, H);  // gate
-    observe(names[5].first, h, H);  // up
-    model::SwiGlu(c, L, h.data(), g.data(), u.data(), M);
-    observe(names[6].first, g, F);  // down
-    model::AddProjection(L.down, g.data(), h.data(), x.data(), M);
-  }
-  return absmax;
+  // Every linear reading the shown input gets its absmax.
+  struct AbsMax final : model::WalkHooks {
+    const model::ModelConfig* c = nullptr;
+    std::map<std::string, float> absmax;
+    void OnInput(const model::WalkPoint& p, const float* in, int64_t rows, int64_t cols) override {
+      float a = 0.0f;
+      for (int64_t i = 0; i < rows * cols; ++i) a = std::max(a, std::fabs(in[i]));
+      for (const model::LinearId id : model::kBlockLinears) {
+        if (model::InputOf(id) != p.stage) continue;
+        const std::string w = model::LayerTensorName(model::WeightPattern(*c->family->names, id), p.layer);
+        absmax[w.substr(0, w.size() - 7)] = a;
+      }
+    }
+  } hooks;
+  hooks.c = &c;
+  hooks.stages = model::kLinearInputs;
+  const model::BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(), h.data(), g.data(), u.data()};
+  const model::SeqKv seq{&cache, {}};
+  model::WalkStack(c, m.layers(), b, M, {&seq, 1}, &hooks);
+  return hooks.absmax;
 }
 
 // Removes its folder when the test ends (each model folder here is ~40 MB).

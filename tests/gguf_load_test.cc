@@ -258,7 +258,7 @@ TEST(GgufLoad, Q4KmLinearsKernelEqualsReference) {
     ExpectWithinGemvBound(y, ref, dec, x, m, lin.n, lin.k);
   };
   for (const Layer& L : gg.layers())
-    for (const Linear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) check(*lin);
+    for (const LinearId id : kBlockLinears) check(L[id]);
   EXPECT_GE(types["Q4_K"], 1);
   EXPECT_GE(types["Q6_K"], 1);  // Q4_K_M's attn_v / ffn_down rows
   // token_embd is a lookup table: decoded to fp32 once.

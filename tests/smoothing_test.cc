@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "methods/observer.h"
 #include "methods/smoothing.h"
+#include "model/decoder_walk.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -32,8 +33,9 @@ std::vector<float> RunBlock(const model::ModelConfig& c, const model::Layer& L,
                      u(static_cast<size_t>(m * c.intermediate)), kc(static_cast<size_t>(m * c.kv_dim())),
                      vc(static_cast<size_t>(m * c.kv_dim())), cos, sin;
   model::RopeTables(c, m, &cos, &sin);
-  model::RunLayer(c, L, {x.data(), h.data(), q.data(), att.data(), g.data(), u.data()}, m, 0,
-                  kc.data(), vc.data(), cos.data(), sin.data());
+  const model::BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(), h.data(), g.data(), u.data()};
+  const model::KvSlot kv{kc.data(), vc.data(), cos.data(), sin.data(), 0};
+  model::WalkBlock(c, L, 0, b, m, {&kv, 1});
   return x;
 }
 

@@ -47,8 +47,7 @@ Rate Summarize(const std::vector<double>& tps) {
 uint64_t WeightBytesPerToken(const model::Model& m) {
   uint64_t total = LinearBytes(m.lm_head());
   for (const model::Layer& L : m.layers())
-    for (const model::Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
-      total += LinearBytes(*l);
+    for (const model::LinearId id : model::kBlockLinears) total += LinearBytes(L[id]);
   return total;
 }
 

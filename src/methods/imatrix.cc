@@ -14,8 +14,8 @@
 #include "io/gguf.h"
 #include "io/gguf_convert.h"
 #include "io/safetensors.h"
-#include "kernels/ops.h"
 #include "model/config.h"
+#include "model/decoder_walk.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
@@ -197,33 +197,30 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
     sc.u.resize(size_t(L * F));
     sc.sums.resize(size_t(width));
   }
+  // Adds Σx² of each input shown to it into a chunk's partial sums, in the order of `inputs`
+  // (the walk shows them layer by layer, in dataflow order, then the head's).
+  struct SquareSums final : model::WalkHooks {
+    const std::vector<Input>* inputs = nullptr;
+    double* sums = nullptr;
+    size_t next = 0;
+    void OnInput(const model::WalkPoint&, const float* x, int64_t rows, int64_t cols) override {
+      const Input& in = (*inputs)[next++];
+      AddSquares(x, rows, cols, sums + in.offset);
+    }
+  };
   // One chunk through every layer, Σx² of each input into sc.sums.
   auto run_chunk = [&](const std::vector<int32_t>& ids, Scratch& sc) {
     std::fill(sc.sums.begin(), sc.sums.end(), 0.0);
-    for (int64_t i = 0; i < L; ++i)
-      std::copy_n(embed.data() + int64_t(ids[size_t(i)]) * H, H, sc.x.data() + i * H);
-    size_t in = 0;
-    auto observe = [&](const float* x) {
-      AddSquares(x, L, inputs[in].k, sc.sums.data() + inputs[in].offset);
-      ++in;
-    };
-    for (const model::Layer& layer : model.layers()) {
-      model::AttnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
-      observe(sc.h.data());
-      model::Attend(cfg, layer, sc.h.data(), sc.q.data(), sc.att.data(), L, 0, sc.kc.data(),
-                    sc.vc.data(), cos.data(), sin.data());
-      observe(sc.att.data());
-      model::AddProjection(layer.o, sc.att.data(), sc.tmp.data(), sc.x.data(), L);
-      model::FfnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
-      observe(sc.h.data());
-      model::SwiGlu(cfg, layer, sc.h.data(), sc.g.data(), sc.u.data(), L);
-      observe(sc.g.data());
-      model::AddProjection(layer.down, sc.g.data(), sc.tmp.data(), sc.x.data(), L);
-    }
-    if (output) {
-      kernels::RmsNorm(sc.x.data(), final_norm.data(), sc.h.data(), L, H, float(cfg.rms_eps));
-      observe(sc.h.data());
-    }
+    SquareSums hooks;
+    hooks.inputs = &inputs;
+    hooks.sums = sc.sums.data();
+    hooks.stages = model::kLinearInputs | model::StageBit(model::BlockStage::kHeadIn);
+    model::Embed(embed, H, ids, sc.x.data());
+    const model::BlockBuffers b{sc.x.data(), sc.h.data(), sc.q.data(), sc.att.data(),
+                                sc.tmp.data(), sc.h.data(), sc.g.data(), sc.u.data()};
+    const model::SeqKv seq{nullptr, {sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0}};
+    model::WalkStack(cfg, model.layers(), b, L, {&seq, 1}, &hooks);
+    if (output) model::WalkHead(cfg, final_norm, nullptr, sc.x.data(), sc.h.data(), L, nullptr, &hooks);
   };
 
   const auto tf = Clock::now();

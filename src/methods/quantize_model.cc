@@ -19,12 +19,12 @@
 #include "formats/quantize.h"
 #include "io/compressed_tensors.h"
 #include "io/safetensors.h"
-#include "kernels/ops.h"
 #include "methods/gptq.h"
 #include "methods/hessian.h"
 #include "methods/observer.h"
 #include "methods/smoothing.h"
 #include "model/config.h"
+#include "model/decoder_walk.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
 
@@ -33,11 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-// The linears of one decoder layer, in the order GPTQ's true-sequential pass visits them.
-std::vector<const char*> LayerLinears(const model::TensorNames& nm) {
-  return {nm.q, nm.k, nm.v, nm.o, nm.gate, nm.up, nm.down};
-}
 
 std::string ModuleOf(const std::string& weight_name) {
   return weight_name.substr(0, weight_name.size() - std::string(".weight").size());
@@ -132,8 +127,8 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg,
               Collected& col) {
   const FitOptions fit = Fit(opt);
   for (int64_t l = 0; l < cfg.layers; ++l) {
-    for (const char* pattern : LayerLinears(*cfg.family->names)) {
-      const std::string name = model::LayerTensorName(pattern, l);
+    for (const model::LinearId id : model::kBlockLinears) {
+      const std::string name = model::LayerTensorName(model::WeightPattern(*cfg.family->names, id), l);
       const io::TensorInfo* t = store.Find(name);
       if (!t) return Err("{}: missing tensor '{}'", store.files().front().string(), name);
       if (t->shape.size() != 2) return Err("{}: tensor '{}' is not a matrix", t->file, name);
@@ -289,24 +284,66 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   };
   auto xs = [&](int64_t s) { return x.data() + s * L * H; };
   auto as = [&](int64_t s) { return att.data() + s * L * qd; };
-  // Runs `stage` for every window, `threads` windows at a time (one per thread, kernels
-  // single-threaded inside), then feeds the observers in window order: statistics do not
-  // depend on the thread count. `stage` returns the window's inputs to the observed groups.
-  auto observe = [&](std::span<Observed* const> obs, auto stage) {
-    std::vector<std::array<const float*, 4>> in(static_cast<size_t>(threads));
+  // down's input: kept for the propagation when the cache is allowed, else recomputed there.
+  auto gs = [&](int64_t s, Scratch& sc) {
+    return g_cache.empty() ? sc.g.data() : g_cache.data() + s * L * F;
+  };
+  using Stage = model::BlockStage;
+  using ByStage = std::array<Observed*, model::kBlockStages>;
+  // Where one window's walk formed each observed input (its buffers stay until the batch of
+  // windows in flight is fed to the observers).
+  struct Recorder final : model::WalkHooks {
+    std::array<const float*, model::kBlockStages> at{};
+    void OnInput(const model::WalkPoint& p, const float* in, int64_t, int64_t) override {
+      at[size_t(p.stage)] = in;
+    }
+  };
+  // Runs `walk(s, scratch, hooks)` for every window, `threads` windows at a time (one per
+  // thread, kernels single-threaded inside), then feeds each stage's observer what the walk
+  // showed, in window order and then stage order: statistics do not depend on the thread count.
+  auto observe = [&](const ByStage& obs, auto walk) {
+    uint32_t stages = 0;
+    for (size_t st = 0; st < obs.size(); ++st)
+      if (obs[st]) stages |= model::StageBit(Stage(st));
+    std::vector<Recorder> rec(static_cast<size_t>(threads));
     for (int64_t s0 = 0; s0 < S; s0 += threads) {
       const int64_t n = std::min<int64_t>(threads, S - s0);
       auto tf = Clock::now();
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
-      for (int64_t i = 0; i < n; ++i)
-        in[size_t(i)] = stage(s0 + i, scratch[size_t(i)]);  // one buffer per window in flight
+      for (int64_t i = 0; i < n; ++i) {
+        Recorder& r = rec[size_t(i)];
+        r = Recorder{};
+        r.stages = stages;
+        walk(s0 + i, scratch[size_t(i)], r);  // one buffer set per window in flight
+      }
       rep.seconds_forward += Seconds(tf);
       tf = Clock::now();
       for (int64_t i = 0; i < n; ++i)
-        for (size_t o = 0; o < obs.size(); ++o)
-          if (obs[o]) obs[o]->Add(in[size_t(i)][o], L);
+        for (size_t st = 0; st < obs.size(); ++st)
+          if (obs[st]) {
+            QF_CHECK(rec[size_t(i)].at[st], "stage {} not reached", st);
+            obs[st]->Add(rec[size_t(i)].at[st], L);
+          }
       rep.seconds_statistics += Seconds(tf);
     }
+  };
+  // A window's walk over `span` of block l (on a copy of its residual stream with copy_x).
+  // Stage inputs: attn_in in tmp, mlp_in and the projections in h, so that all four inputs
+  // stay alive until a span ending at kMlpOut returns.
+  auto walk_block = [&](const model::Layer& layer, int64_t l, model::BlockSpan span, bool copy_x) {
+    return [&, l, span, copy_x](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
+      float* xw = xs(s);
+      if (copy_x) xw = std::copy_n(xw, L * H, sc.x.data()) - L * H;
+      const model::BlockBuffers b{xw, sc.tmp.data(), sc.q.data(), as(s),
+                                  sc.h.data(), sc.h.data(), gs(s, sc), sc.u.data()};
+      const model::KvSlot kv{sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0};
+      model::WalkBlock(cfg, layer, l, b, L, {&kv, 1}, span, &hooks);
+    };
+  };
+  auto only = [](Stage st, Observed& ob) {
+    ByStage obs{};
+    obs[size_t(st)] = &ob;
+    return obs;
   };
 
   for (int64_t l = 0; l < cfg.layers; ++l) {
@@ -317,20 +354,10 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       // One pass over the fp block: inputs of q/k/v, o, gate/up and down.
       const bool awq = plan.transform == "awq";
       const bool v_to_o = awq && layer.v.n == layer.o.k;  // AWQ's v → o (no GQA)
-      Observed o_attn(H, awq, true), o_o(qd, v_to_o, v_to_o), o_mlp(H, awq, true),
+      Observed o_attn(H, awq, true), o_vo(qd, v_to_o, v_to_o), o_mlp(H, awq, true),
           o_down(F, awq, true);
-      Observed* obs[4] = {&o_attn, v_to_o ? &o_o : nullptr, &o_mlp, &o_down};
-      observe(obs, [&](int64_t s, Scratch& sc) {
-        std::copy_n(xs(s), L * H, sc.x.data());
-        model::AttnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
-        std::copy_n(sc.h.data(), L * H, sc.tmp.data());
-        model::Attend(cfg, layer, sc.h.data(), sc.q.data(), as(s), L, 0, sc.kc.data(),
-                      sc.vc.data(), cos.data(), sin.data());
-        model::AddProjection(layer.o, as(s), sc.h.data(), sc.x.data(), L);
-        model::FfnNorm(cfg, layer, sc.x.data(), sc.h.data(), L);
-        model::SwiGlu(cfg, layer, sc.h.data(), sc.g.data(), sc.u.data(), L);
-        return std::array<const float*, 4>{sc.tmp.data(), as(s), sc.h.data(), sc.g.data()};
-      });
+      observe(ByStage{&o_attn, v_to_o ? &o_vo : nullptr, &o_mlp, &o_down},
+              walk_block(layer, l, {Stage::kAttnIn, Stage::kMlpOut}, /*copy_x=*/true));
       auto choose = [&](const std::string& input, Observed& ob,
                         std::vector<model::Linear*> next) -> Result<std::vector<float>> {
         TransformReport tr;
@@ -359,7 +386,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       QF_ASSIGN(const auto s_attn, choose(module(nm.attn_norm), o_attn, {&layer.q, &layer.k, &layer.v}));
       std::vector<float> s_o;
       if (v_to_o) {
-        QF_ASSIGN(s_o, choose(module(nm.v), o_o, {&layer.o}));
+        QF_ASSIGN(s_o, choose(module(nm.v), o_vo, {&layer.o}));
       }
       QF_ASSIGN(const auto s_mlp, choose(module(nm.ffn_norm), o_mlp, {&layer.gate, &layer.up}));
       QF_ASSIGN(const auto s_down, choose(module(nm.up), o_down, {&layer.down}));
@@ -378,8 +405,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
 
     // Quantizes the linears sharing one input, installing the dequantized weights and the
     // activation quantization in `layer` so the stages after it run quantized.
-    auto solve = [&](Observed& ob,
-                     std::initializer_list<std::pair<const char*, model::Linear*>> group) -> Status {
+    auto solve = [&](Observed& ob, std::span<const model::LinearId> group) -> Status {
       ActQuant aq;
       if (opt.act) {
         aq.scheme = *opt.act;
@@ -391,8 +417,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         importance = ob.chan->MeanSquare();
         fit.importance = importance;
       }
-      for (const auto& [pattern, lin] : group) {
-        const std::string name = model::LayerTensorName(pattern, l);
+      for (const model::LinearId id : group) {
+        model::Linear* lin = &layer[id];
+        const std::string name = model::LayerTensorName(model::WeightPattern(nm, id), l);
         QF_ASSIGN(const bool ignored, Ignored(ModuleOf(name), opt.ignore));
         if (ignored) {
           rep.kept.push_back(ModuleOf(name));
@@ -436,53 +463,25 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     };
     const bool hessian = plan.solver == "gptq";
     const bool channels = (opt.act && !opt.act->dynamic) || (plan.solver == "rtn" && opt.clip);
-    auto one = [](Observed& o) { return std::array<Observed*, 1>{&o}; };
-    auto first = [](const float* p) { return std::array<const float*, 4>{p, nullptr, nullptr, nullptr}; };
-
-    Observed o_attn(H, hessian, channels);
-    observe(one(o_attn), [&](int64_t s, Scratch& sc) {
-      model::AttnNorm(cfg, layer, xs(s), sc.h.data(), L);
-      return first(sc.h.data());
-    });
-    QF_TRY(solve(o_attn, {{nm.q, &layer.q}, {nm.k, &layer.k}, {nm.v, &layer.v}}));
-
-    Observed o_o(qd, hessian, channels);
-    observe(one(o_o), [&](int64_t s, Scratch& sc) {
-      model::AttnNorm(cfg, layer, xs(s), sc.h.data(), L);
-      model::Attend(cfg, layer, sc.h.data(), sc.q.data(), as(s), L, 0, sc.kc.data(), sc.vc.data(),
-                    cos.data(), sin.data());
-      return first(as(s));
-    });
-    QF_TRY(solve(o_o, {{nm.o, &layer.o}}));
-
-    Observed o_mlp(H, hessian, channels);
-    observe(one(o_mlp), [&](int64_t s, Scratch& sc) {
-      model::AddProjection(layer.o, as(s), sc.tmp.data(), xs(s), L);
-      model::FfnNorm(cfg, layer, xs(s), sc.h.data(), L);
-      return first(sc.h.data());
-    });
-    QF_TRY(solve(o_mlp, {{nm.gate, &layer.gate}, {nm.up, &layer.up}}));
-
-    // down's input, kept for the propagation below when the cache is allowed (saves
-    // recomputing gate/up), else recomputed there.
-    auto gs = [&](int64_t s, Scratch& sc) { return g_cache.empty() ? sc.g.data() : g_cache.data() + s * L * F; };
-    Observed o_down(F, hessian, channels);
-    observe(one(o_down), [&](int64_t s, Scratch& sc) {
-      model::FfnNorm(cfg, layer, xs(s), sc.h.data(), L);
-      model::SwiGlu(cfg, layer, sc.h.data(), gs(s, sc), sc.u.data(), L);
-      return first(gs(s, sc));
-    });
-    QF_TRY(solve(o_down, {{nm.down, &layer.down}}));
-
+    // True sequential: each group's input is formed with the groups before it quantized,
+    // resuming from the last input kept whole (x, the attention output att).
+    struct Group {
+      Stage input, from;
+      std::vector<model::LinearId> linears;
+    };
+    using Id = model::LinearId;
+    const Group groups[] = {{Stage::kAttnIn, Stage::kAttnIn, {Id::kQ, Id::kK, Id::kV}},
+                            {Stage::kAttnOut, Stage::kAttnIn, {Id::kO}},
+                            {Stage::kMlpIn, Stage::kAttnOut, {Id::kGate, Id::kUp}},
+                            {Stage::kMlpOut, Stage::kMlpIn, {Id::kDown}}};
+    for (const Group& grp : groups) {
+      Observed ob(layer[grp.linears[0]].k, hessian, channels);
+      observe(only(grp.input, ob), walk_block(layer, l, {grp.from, grp.input}, false));
+      QF_TRY(solve(ob, grp.linears));
+    }
     // The quantized block's outputs feed the next block.
-    observe(std::span<Observed* const>(), [&](int64_t s, Scratch& sc) {
-      if (g_cache.empty()) {
-        model::FfnNorm(cfg, layer, xs(s), sc.h.data(), L);
-        model::SwiGlu(cfg, layer, sc.h.data(), sc.g.data(), sc.u.data(), L);
-      }
-      model::AddProjection(layer.down, gs(s, sc), sc.tmp.data(), xs(s), L);
-      return first(nullptr);
-    });
+    observe(ByStage{}, walk_block(layer, l, {g_cache.empty() ? Stage::kMlpIn : Stage::kMlpOut,
+                                             Stage::kBlockOut}, false));
     if (progress) progress(l + 1, cfg.layers);
   }
   if (external && lm_head) {
@@ -491,9 +490,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     QF_ASSIGN(const std::vector<float> norm, model::ReadTensorF32(store, nm.final_norm, {H}));
     QF_ASSIGN(const std::vector<float> w, model::ReadTensorF32(store, head, {cfg.vocab_size, H}));
     Observed o_head(H, true, false);
-    observe(std::array<Observed*, 1>{&o_head}, [&](int64_t s, Scratch& sc) {
-      kernels::RmsNorm(xs(s), norm.data(), sc.h.data(), L, H, float(cfg.rms_eps));
-      return std::array<const float*, 4>{sc.h.data(), nullptr, nullptr, nullptr};
+    observe(only(Stage::kHeadIn, o_head), [&](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
+      model::WalkHead(cfg, norm, nullptr, xs(s), sc.h.data(), L, nullptr, &hooks);
     });
     const auto ts = Clock::now();
     QF_ASSIGN(std::vector<float> deq,

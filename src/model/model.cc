@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
+#include "model/decoder_walk.h"
 #include "model/gguf_model.h"
 
 namespace qf::model {
@@ -148,6 +149,36 @@ std::vector<double> InverseFrequencies(const ModelConfig& c) {
 
 }  // namespace
 
+const char* WeightPattern(const TensorNames& nm, LinearId id) {
+  switch (id) {
+    case LinearId::kQ: return nm.q;
+    case LinearId::kK: return nm.k;
+    case LinearId::kV: return nm.v;
+    case LinearId::kO: return nm.o;
+    case LinearId::kGate: return nm.gate;
+    case LinearId::kUp: return nm.up;
+    case LinearId::kDown: return nm.down;
+  }
+  return nm.q;
+}
+
+const Linear& Layer::operator[](LinearId id) const {
+  switch (id) {
+    case LinearId::kQ: return q;
+    case LinearId::kK: return k;
+    case LinearId::kV: return v;
+    case LinearId::kO: return o;
+    case LinearId::kGate: return gate;
+    case LinearId::kUp: return up;
+    case LinearId::kDown: return down;
+  }
+  return q;
+}
+
+Linear& Layer::operator[](LinearId id) {
+  return const_cast<Linear&>(static_cast<const Layer&>(*this)[id]);
+}
+
 Result<Layer> ReadLayer(const io::TensorStore& store, const ModelConfig& c, int64_t l,
                         const io::CompressedTensorsConfig* qc) {
   const TensorNames& nm = *c.family->names;
@@ -234,54 +265,6 @@ KVCache Model::NewCache(int64_t capacity) const {
   return kv;
 }
 
-void AttnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m) {
-  kernels::RmsNorm(x, L.attn_norm.data(), h, m, c.hidden, float(c.rms_eps));
-}
-
-void Attend(const ModelConfig& c, const Layer& L, const float* h, float* q, float* att, int64_t m,
-            int64_t pos0, float* k_cache, float* v_cache, const float* cos, const float* sin) {
-  const int64_t D = c.head_dim, kvd = c.kv_dim();
-  const float eps = float(c.rms_eps);
-  float* kc = k_cache + pos0 * kvd;
-  float* vc = v_cache + pos0 * kvd;
-  L.q.Apply(h, q, m);
-  L.k.Apply(h, kc, m);
-  L.v.Apply(h, vc, m);
-  if (!L.q_norm.empty()) {
-    kernels::RmsNorm(q, L.q_norm.data(), q, m * c.heads, D, eps);
-    kernels::RmsNorm(kc, L.k_norm.data(), kc, m * c.kv_heads, D, eps);
-  }
-  kernels::Rope(q, m, c.heads, D, pos0, cos, sin);
-  kernels::Rope(kc, m, c.kv_heads, D, pos0, cos, sin);
-  kernels::Attention(q, k_cache, v_cache, att, m, pos0, c.heads, c.kv_heads, D, c.sliding_window);
-}
-
-void AddProjection(const Linear& lin, const float* in, float* tmp, float* x, int64_t m) {
-  lin.Apply(in, tmp, m);
-  const int64_t n = m * lin.n;
-  for (int64_t i = 0; i < n; ++i) x[i] += tmp[i];
-}
-
-void FfnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m) {
-  kernels::RmsNorm(x, L.ffn_norm.data(), h, m, c.hidden, float(c.rms_eps));
-}
-
-void SwiGlu(const ModelConfig& c, const Layer& L, const float* h, float* g, float* u, int64_t m) {
-  L.gate.Apply(h, g, m);
-  L.up.Apply(h, u, m);
-  kernels::SiluMul(g, u, m, c.intermediate);
-}
-
-void RunLayer(const ModelConfig& c, const Layer& L, const LayerIo& io, int64_t m, int64_t pos0,
-              float* k_cache, float* v_cache, const float* cos, const float* sin) {
-  AttnNorm(c, L, io.x, io.h, m);
-  Attend(c, L, io.h, io.q, io.att, m, pos0, k_cache, v_cache, cos, sin);
-  AddProjection(L.o, io.att, io.h, io.x, m);
-  FfnNorm(c, L, io.x, io.h, m);
-  SwiGlu(c, L, io.h, io.g, io.u, m);
-  AddProjection(L.down, io.g, io.h, io.x, m);
-}
-
 Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* logits,
                       bool all_logits) const {
   const ModelConfig& c = config_;
@@ -294,7 +277,7 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
     if (t < 0 || t >= c.vocab_size) return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
 
   const int64_t H = c.hidden, F = c.intermediate;
-  const int64_t qd = c.q_dim(), pos0 = cache.len;
+  const int64_t qd = c.q_dim();
   auto grow = [](std::vector<float>& v, int64_t n) -> std::vector<float>& {
     if (int64_t(v.size()) < n) v.resize(size_t(n));
     return v;
@@ -305,20 +288,15 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
   std::vector<float>& att = grow(cache.att, m * qd);
   std::vector<float>& g = grow(cache.g, m * F);
   std::vector<float>& u = grow(cache.u, m * F);
-  for (int64_t i = 0; i < m; ++i)
-    std::copy_n(embed_.data() + int64_t(tokens[size_t(i)]) * H, H, x.data() + i * H);
-
-  for (size_t li = 0; li < layers_.size(); ++li) {
-    LayerIo io{x.data(), h.data(), q.data(), att.data(), g.data(), u.data()};
-    RunLayer(c, layers_[li], io, m, pos0, cache.k[li].data(), cache.v[li].data(), cache.cos.data(),
-             cache.sin.data());
-  }
+  Embed(embed_, H, tokens, x.data());
+  // One buffer for the three [M, H] stage inputs and the projections (see BlockBuffers).
+  const BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(), h.data(), g.data(), u.data()};
+  const SeqKv seq{&cache, {}};
+  WalkStack(c, layers_, b, m, {&seq, 1});
   cache.len += m;
 
   const int64_t rows = all_logits ? m : 1;
-  const float* last = x.data() + (m - rows) * H;
-  kernels::RmsNorm(last, final_norm_.data(), h.data(), rows, H, float(c.rms_eps));
-  lm_head_.Apply(h.data(), logits, rows);
+  WalkHead(c, final_norm_, &lm_head_, x.data() + (m - rows) * H, h.data(), rows, logits);
   return Status::Ok();
 }
 
@@ -332,43 +310,19 @@ Status Model::ForwardBatchStep(std::span<const int32_t> tokens, std::vector<KVCa
     if (kv.len != pos || pos + 1 > kv.capacity) return Err("forward: batched caches out of step or full");
   for (int32_t t : tokens)
     if (t < 0 || t >= c.vocab_size) return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
-  const int64_t H = c.hidden, F = c.intermediate, D = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
+  const int64_t H = c.hidden, F = c.intermediate, qd = c.q_dim(), kvd = c.kv_dim();
   std::vector<float> x(static_cast<size_t>(B * H)), h(static_cast<size_t>(B * H));
   std::vector<float> q(static_cast<size_t>(B * qd)), att(static_cast<size_t>(B * qd));
   std::vector<float> k(static_cast<size_t>(B * kvd)), v(static_cast<size_t>(B * kvd));
   std::vector<float> g(static_cast<size_t>(B * F)), u(static_cast<size_t>(B * F));
-  for (int64_t b = 0; b < B; ++b)
-    std::copy_n(embed_.data() + int64_t(tokens[size_t(b)]) * H, H, x.data() + b * H);
-  const float eps = float(c.rms_eps);
-  for (size_t li = 0; li < layers_.size(); ++li) {
-    const Layer& L = layers_[li];
-    AttnNorm(c, L, x.data(), h.data(), B);
-    L.q.Apply(h.data(), q.data(), B);
-    L.k.Apply(h.data(), k.data(), B);
-    L.v.Apply(h.data(), v.data(), B);
-    if (!L.q_norm.empty()) {
-      kernels::RmsNorm(q.data(), L.q_norm.data(), q.data(), B * c.heads, D, eps);
-      kernels::RmsNorm(k.data(), L.k_norm.data(), k.data(), B * c.kv_heads, D, eps);
-    }
-#pragma omp parallel for if (B > 1)
-    for (int64_t b = 0; b < B; ++b) {
-      KVCache& kv = caches[size_t(b)];
-      float* kc = kv.k[li].data() + pos * kvd;
-      std::copy_n(k.data() + b * kvd, kvd, kc);
-      std::copy_n(v.data() + b * kvd, kvd, kv.v[li].data() + pos * kvd);
-      kernels::Rope(q.data() + b * qd, 1, c.heads, D, pos, kv.cos.data(), kv.sin.data());
-      kernels::Rope(kc, 1, c.kv_heads, D, pos, kv.cos.data(), kv.sin.data());
-      kernels::Attention(q.data() + b * qd, kv.k[li].data(), kv.v[li].data(), att.data() + b * qd, 1,
-                         pos, c.heads, c.kv_heads, D, c.sliding_window);
-    }
-    AddProjection(L.o, att.data(), h.data(), x.data(), B);
-    FfnNorm(c, L, x.data(), h.data(), B);
-    SwiGlu(c, L, h.data(), g.data(), u.data(), B);
-    AddProjection(L.down, g.data(), h.data(), x.data(), B);
-  }
+  Embed(embed_, H, tokens, x.data());
+  const BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(),
+                       h.data(), g.data(), u.data(), k.data(),   v.data()};
+  std::vector<SeqKv> seqs;
+  for (KVCache& kv : caches) seqs.push_back({&kv, {}});
+  WalkStack(c, layers_, b, B, seqs);
   for (KVCache& kv : caches) kv.len = pos + 1;
-  kernels::RmsNorm(x.data(), final_norm_.data(), h.data(), B, H, eps);
-  lm_head_.Apply(h.data(), logits, B);
+  WalkHead(c, final_norm_, &lm_head_, x.data(), h.data(), B, logits);
   return Status::Ok();
 }
 

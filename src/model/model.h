@@ -4,6 +4,7 @@
 // Hq/Hkv query/key-value heads of D dims. All matrices row-major.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -44,6 +45,14 @@ struct Linear {
 Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std::string& name,
                                          const std::vector<int64_t>& shape);
 
+// The linears of a decoder block, in the order GPTQ's true-sequential pass visits them.
+enum class LinearId : uint8_t { kQ, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr std::array<LinearId, 7> kBlockLinears = {
+    LinearId::kQ, LinearId::kK,    LinearId::kV,  LinearId::kO,
+    LinearId::kGate, LinearId::kUp, LinearId::kDown};
+// The tensor-name pattern of a linear's weight ("model.layers.{}.self_attn.q_proj.weight").
+const char* WeightPattern(const TensorNames& nm, LinearId id);
+
 struct Layer {
   std::vector<float> attn_norm;  // [H]
   Linear q, k, v, o;             // q [Hq·D, H], k/v [Hkv·D, H], o [H, Hq·D]
@@ -51,6 +60,9 @@ struct Layer {
   std::vector<float> k_norm;     // [D] (Qwen3) or empty
   std::vector<float> ffn_norm;   // [H]
   Linear gate, up, down;         // gate/up [F, H], down [H, F]
+
+  Linear& operator[](LinearId id);
+  const Linear& operator[](LinearId id) const;
 };
 
 // Keys/values of the tokens seen so far, plus the RoPE tables for `capacity` positions.
@@ -76,31 +88,6 @@ Result<Layer> ReadLayer(const io::TensorStore& store, const ModelConfig& c, int6
 // RoPE cos/sin tables [positions, D/2] for the config's θ and scaling.
 void RopeTables(const ModelConfig& c, int64_t positions, std::vector<float>* cos,
                 std::vector<float>* sin);
-
-// The stages of one decoder layer on M tokens at positions pos0.. (x[M,H] is the residual
-// stream). Calibration drivers call them one by one to observe each linear's input and to
-// quantize a layer stage by stage; RunLayer chains them for the forward pass.
-void AttnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m);
-// q/k/v projections of h (k/v stored at rows pos0.. of the caches [T, Hkv·D]), q/k norm,
-// RoPE, attention: att[M, Hq·D]; q[M, Hq·D] is scratch.
-void Attend(const ModelConfig& c, const Layer& L, const float* h, float* q, float* att, int64_t m,
-            int64_t pos0, float* k_cache, float* v_cache, const float* cos, const float* sin);
-// x[M, N] += in · linᵀ, using tmp[M, N].
-void AddProjection(const Linear& lin, const float* in, float* tmp, float* x, int64_t m);
-void FfnNorm(const ModelConfig& c, const Layer& L, const float* x, float* h, int64_t m);
-// g[M,F] = silu(gate·h) * (up·h); u[M,F] is scratch.
-void SwiGlu(const ModelConfig& c, const Layer& L, const float* h, float* g, float* u, int64_t m);
-
-struct LayerIo {
-  float* x;    // [M, H] residual stream, updated in place
-  float* h;    // [M, H] scratch
-  float* q;    // [M, Hq·D] scratch
-  float* att;  // [M, Hq·D] scratch
-  float* g;    // [M, F] scratch
-  float* u;    // [M, F] scratch
-};
-void RunLayer(const ModelConfig& c, const Layer& L, const LayerIo& io, int64_t m, int64_t pos0,
-              float* k_cache, float* v_cache, const float* cos, const float* sin);
 
 class Model {
  public:
