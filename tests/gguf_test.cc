@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numbers>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "test_util.h"
+#include "text/tokenizer.h"
 
 namespace qf::io {
 namespace {
@@ -976,6 +978,52 @@ TEST(GgufConvert, MistralGpt2TokenizerAndUnknownTensor) {
   ASSERT_TRUE(WriteSafetensors(bad / "model.safetensors", tensors).ok());
   ExpectOneLineError(Q() + " convert " + bad.string() + " -o " + (bad / "o.gguf").string(),
                      "tensor 'model.layers.0.mlp.gate_proj.bias' has no counterpart");
+}
+
+}  // namespace
+}  // namespace qf::io
+
+namespace qf::io {
+namespace {
+
+// The one add-BOS policy (text::LlamaCppAddsBos) on the tokenizer.ggml.* keys of a GGUF file, as
+// llama-vocab.cpp decides: the key wins; without it SentencePiece and the Llama-3 group of BPE
+// pre-tokenizers add BOS, other BPE vocabularies do not.
+TEST(VocabBos, GgufKeysDecideAsLlamaCpp) {
+  struct Row {
+    const char* model;
+    const char* pre;
+    std::optional<bool> key;
+    bool add;
+  };
+  const Row rows[] = {{"llama", "default", std::nullopt, true},
+                      {"llama", "default", false, false},
+                      {"gpt2", "llama-bpe", std::nullopt, true},
+                      {"gpt2", "llama-bpe", false, false},
+                      {"gpt2", "qwen2", std::nullopt, false},
+                      {"gpt2", "qwen2", true, true}};
+  int i = 0;
+  for (const Row& r : rows) {
+    GgufWriter w;
+    ASSERT_TRUE(w.Set("tokenizer.ggml.model", GgufValue(std::string(r.model))).ok());
+    ASSERT_TRUE(w.Set("tokenizer.ggml.pre", GgufValue(std::string(r.pre))).ok());
+    ASSERT_TRUE(w.Set("tokenizer.ggml.bos_token_id", GgufValue(uint32_t(7))).ok());
+    if (r.key) {
+      ASSERT_TRUE(w.Set("tokenizer.ggml.add_bos_token", GgufValue(*r.key)).ok());
+    }
+    const fs::path f = testing::TempDir() / ("vocab_bos_" + std::to_string(i++) + ".gguf");
+    ASSERT_TRUE(w.Write(f).ok());
+    auto v = LlamaCppVocabBos(f);
+    ASSERT_TRUE(v.ok()) << v.error().message();
+    EXPECT_EQ(v->add, r.add) << r.model << " " << r.pre;
+    EXPECT_EQ(v->bos, 7);
+    EXPECT_EQ(text::LlamaCppAddsBos(r.model, r.pre, r.key), r.add);
+  }
+  // The bundled folder: tokenizer_config.json's add_bos_token (true), BOS id 1.
+  auto folder = LlamaCppVocabBos(testing::BundledModel());
+  ASSERT_TRUE(folder.ok()) << folder.error().message();
+  EXPECT_TRUE(folder->add);
+  EXPECT_EQ(folder->bos, 1);
 }
 
 }  // namespace

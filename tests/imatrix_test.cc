@@ -12,6 +12,7 @@
 #include "core/mmap.h"
 #include "formats/ggml_blocks.h"
 #include "io/gguf.h"
+#include "io/gguf_convert.h"
 #include "io/imatrix.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
@@ -247,10 +248,10 @@ TEST(Imatrix, ChunksFollowLlamaImatrix) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(*c, (std::vector<std::vector<int32_t>>{{1, 10, 11}, {12, 13, 14}}));
   EXPECT_FALSE(methods::ImatrixChunks(t, 5, -1, 1).ok());  // fewer than 2·ctx tokens
-  auto bos = methods::GgufAddsBos(qf::testing::BundledModel());
+  auto bos = io::LlamaCppVocabBos(qf::testing::BundledModel());
   ASSERT_TRUE(bos.ok()) << bos.error().message();
-  EXPECT_TRUE(bos->first);
-  EXPECT_EQ(bos->second, 1);
+  EXPECT_TRUE(bos->add);
+  EXPECT_EQ(bos->bos, 1);
 }
 
 TEST(Imatrix, SumsEqualADirectComputation) {

@@ -12,11 +12,10 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "core/mmap.h"
-#include "io/gguf.h"
+#include "io/gguf_convert.h"
 #include "kernels/ops.h"
 
 namespace qf::eval {
@@ -208,35 +207,6 @@ KldResult Summarize(std::vector<float>& kld, const std::vector<double>& nll_b,
   return r;
 }
 
-const nlohmann::json* FindPostProcessorBos(const nlohmann::json& pp, bool* add) {
-  if (!pp.is_object()) return nullptr;
-  const std::string type = pp.value("type", "");
-  if (type == "Sequence" && pp.contains("processors") && pp["processors"].is_array()) {
-    for (const nlohmann::json& p : pp["processors"]) {
-      if (const nlohmann::json* hit = FindPostProcessorBos(p, add)) return hit;
-    }
-  } else if (type == "RobertaProcessing") {
-    *add = true;
-    return &pp;
-  } else if (type == "TemplateProcessing" && pp.contains("single") && pp["single"].is_array() &&
-             pp["single"].size() > 1) {
-    const nlohmann::json& first = pp["single"].front();
-    if (first.is_object() && first.contains("SpecialToken")) {
-      *add = true;
-      return &pp;
-    }
-  }
-  return nullptr;
-}
-
-Result<std::optional<nlohmann::json>> ReadJsonIfPresent(const std::filesystem::path& p) {
-  if (!std::filesystem::exists(p)) return std::optional<nlohmann::json>();
-  QF_ASSIGN(std::string text, ReadTextFile(p));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Err("{}: not valid JSON", p.string());
-  return std::optional<nlohmann::json>(std::move(j));
-}
-
 }  // namespace
 
 const char* ScoringName(Scoring s) { return s == Scoring::kLlamaCpp ? "llama.cpp" : "qforge"; }
@@ -248,24 +218,8 @@ int64_t ScoredPerWindow(const WindowOptions& opt) { return opt.ctx - 1 - FirstSc
 
 Result<bool> LlamaCppAddsBos(const std::filesystem::path& model_dir, const text::Tokenizer& tok) {
   if (tok.bos_id() < 0) return false;
-  std::error_code ec;
-  if (std::filesystem::is_regular_file(model_dir, ec)) {  // a GGUF file: its own flag
-    QF_ASSIGN(const io::GgufFile f, io::GgufFile::Open(model_dir));
-    if (f.Find("tokenizer.ggml.add_bos_token")) return f.GetBool("tokenizer.ggml.add_bos_token");
-    QF_ASSIGN(const std::string model, f.GetString("tokenizer.ggml.model"));
-    return model == "llama";  // llama.cpp's default: SentencePiece vocabularies add BOS
-  }
-  QF_ASSIGN(auto tc, ReadJsonIfPresent(model_dir / "tokenizer_config.json"));
-  if (tc && tc->is_object()) {
-    auto it = tc->find("add_bos_token");
-    if (it != tc->end() && it->is_boolean()) return it->get<bool>();
-  }
-  QF_ASSIGN(auto tj, ReadJsonIfPresent(model_dir / "tokenizer.json"));
-  if (tj && tj->is_object() && tj->contains("post_processor")) {
-    bool add = false;
-    if (FindPostProcessorBos((*tj)["post_processor"], &add)) return add;
-  }
-  return tok.kind() == "sentencepiece" || tok.kind() == "bpe-spm";
+  QF_ASSIGN(const io::VocabBos v, io::LlamaCppVocabBos(model_dir));
+  return v.add;
 }
 
 std::vector<int32_t> TokenizeForScoring(const text::Tokenizer& tok, std::string text,

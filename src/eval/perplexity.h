@@ -43,12 +43,8 @@ struct WindowOptions {
 int64_t FirstScored(const WindowOptions& opt);
 int64_t ScoredPerWindow(const WindowOptions& opt);
 
-// Whether llama.cpp adds BOS for the model folder's vocabulary (its add_bos_token): the
-// boolean add_bos_token of tokenizer_config.json; else true when tokenizer.json's
-// post-processor template starts with a special token; else true for SentencePiece vocabularies
-// (llama.cpp's default for "llama"), false for byte-level BPE. For a GGUF file: its
-// tokenizer.ggml.add_bos_token, else true for tokenizer.ggml.model "llama" only. False when
-// there is no BOS id.
+// Whether llama.cpp adds BOS for the model (a folder or a GGUF file): io::LlamaCppVocabBos,
+// false when the tokenizer has no BOS id.
 Result<bool> LlamaCppAddsBos(const std::filesystem::path& model_dir, const text::Tokenizer& tok);
 
 // The token stream the scoring mode evaluates: kQforge = Encode(text) without BOS;

@@ -16,6 +16,7 @@
 
 #include "core/dtype.h"
 #include "core/mmap.h"
+#include "text/tokenizer.h"
 
 namespace qf::io {
 namespace {
@@ -134,6 +135,11 @@ class SpecialVocab {
     return -1;
   }
   size_t merge_count() const { return merges_.size(); }
+  std::optional<bool> Add(std::string_view typ) const {
+    for (const auto& [t, add] : add_)
+      if (t == typ) return add;
+    return std::nullopt;
+  }
 
  private:
   Status LoadMerges(const Json& tok) {
@@ -327,6 +333,7 @@ Status AddSentencePieceVocab(const fs::path& dir, const model::ModelConfig& cfg,
   QF_TRY(special.AddTo(w));
   summary->bos = special.Id("bos");
   summary->eos = special.Id("eos");
+  summary->add_bos = special.Add("bos");
   return Status::Ok();
 }
 
@@ -450,6 +457,7 @@ Status AddBpeVocab(const fs::path& dir, const model::ModelConfig& cfg, GgufWrite
   summary->merges = int64_t(special.merge_count());
   summary->bos = special.Id("bos");
   summary->eos = special.Id("eos");
+  summary->add_bos = special.Add("bos");
   return Status::Ok();
 }
 
@@ -571,6 +579,34 @@ Result<GgufVocabSummary> AddGgufTokenizer(const fs::path& dir, const model::Mode
   } catch (const nlohmann::json::exception& e) {  // a field of an unexpected JSON type
     return Err("{}: unexpected tokenizer file structure: {}", dir.string(), e.what());
   }
+}
+
+Result<VocabBos> LlamaCppVocabBos(const fs::path& model) {
+  std::string tok_model, pre;
+  std::optional<bool> key;
+  VocabBos out;
+  std::error_code ec;
+  if (fs::is_regular_file(model, ec)) {  // a GGUF file: its own keys
+    QF_ASSIGN(const GgufFile f, GgufFile::Open(model));
+    auto str = [&](std::string_view k) {
+      const GgufValue* v = f.Find(k);
+      return v && v->get<std::string>() ? *v->get<std::string>() : std::string();
+    };
+    tok_model = str("tokenizer.ggml.model");
+    pre = str("tokenizer.ggml.pre");
+    if (const GgufValue* v = f.Find("tokenizer.ggml.add_bos_token"); v && v->get<bool>()) key = *v->get<bool>();
+    if (const GgufValue* v = f.Find("tokenizer.ggml.bos_token_id"); v && v->ToInt()) out.bos = *v->ToInt();
+  } else {  // a folder: the keys `qforge convert` would write
+    QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model));
+    GgufWriter w;
+    QF_ASSIGN(const GgufVocabSummary vs, AddGgufTokenizer(model, cfg, &w));
+    tok_model = vs.model;
+    pre = vs.pre;
+    key = vs.add_bos;
+    out.bos = vs.bos;
+  }
+  out.add = text::LlamaCppAddsBos(tok_model, pre, key);
+  return out;
 }
 
 Result<std::vector<GgufTensorPlan>> PlanGgufTensors(const model::ModelConfig& cfg,

@@ -49,11 +49,21 @@ struct GgufVocabSummary {
   int64_t tokens = 0;
   int64_t merges = 0;
   int64_t bos = -1, eos = -1;
+  std::optional<bool> add_bos;  // tokenizer.ggml.add_bos_token, when written
 };
 // tokenizer.* keys from the model folder (tokenizer.model / tokenizer.json, tokenizer_config.json,
 // added_tokens.json, config.json), padded to cfg.vocab_size tokens like the Python converter.
 Result<GgufVocabSummary> AddGgufTokenizer(const std::filesystem::path& model_dir,
                                           const model::ModelConfig& cfg, GgufWriter* w);
+
+// Whether llama.cpp adds BOS for a model's vocabulary (text::LlamaCppAddsBos on the
+// tokenizer.ggml.* keys of a GGUF file, or on those `qforge convert` writes for a folder), and
+// the BOS id there (-1: none).
+struct VocabBos {
+  bool add = false;
+  int64_t bos = -1;
+};
+Result<VocabBos> LlamaCppVocabBos(const std::filesystem::path& model);
 
 // One output tensor: where its values come from and how they are laid out.
 struct GgufTensorPlan {

@@ -62,34 +62,6 @@ Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t>
   return chunks;
 }
 
-Result<std::pair<bool, int32_t>> GgufAddsBos(const fs::path& model_dir) {
-  // The tokenizer.* keys: the file's own, or those `qforge convert` writes for the folder.
-  std::optional<io::GgufFile> file;
-  std::optional<io::GgufContents> written;
-  if (model::IsGgufFile(model_dir)) {
-    QF_ASSIGN(file, io::GgufFile::Open(model_dir));
-  } else {
-    QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model_dir));
-    io::GgufWriter w;
-    QF_ASSIGN(const io::GgufVocabSummary vs, io::AddGgufTokenizer(model_dir, cfg, &w));
-    (void)vs;
-    QF_ASSIGN(const std::vector<std::byte> bytes, w.WriteToBytes());
-    QF_ASSIGN(written, io::ParseGguf(bytes, "tokenizer metadata"));
-  }
-  const auto key = [&](std::string_view k) { return file ? file->Find(k) : written->Find(k); };
-  const io::GgufValue* model = key("tokenizer.ggml.model");
-  const io::GgufValue* pre = key("tokenizer.ggml.pre");
-  const io::GgufValue* bos = key("tokenizer.ggml.bos_token_id");
-  // llama-vocab.cpp: the key when present, else true for SentencePiece ("llama") vocabularies and
-  // the llama-bpe pre-tokenizer (the ones qforge convert writes).
-  bool add = (model && model->get<std::string>() && *model->get<std::string>() == "llama") ||
-             (pre && pre->get<std::string>() && *pre->get<std::string>() == "llama-bpe");
-  if (const io::GgufValue* v = key("tokenizer.ggml.add_bos_token"); v && v->get<bool>()) add = *v->get<bool>();
-  const int64_t bos_id = bos && bos->ToInt() ? *bos->ToInt() : -1;
-  if (add && bos_id < 0) return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
-  return std::pair<bool, int32_t>{add, add ? int32_t(bos_id) : -1};
-}
-
 Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptions& opt,
                                    ImatrixReport* report,
                                    const std::function<void(int64_t, int64_t)>& progress) {
@@ -120,9 +92,10 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   };
 
   // Tokens, as llama-imatrix makes them.
-  QF_ASSIGN(const auto bos, GgufAddsBos(model_dir));
-  rep.add_bos = bos.first;
-  rep.bos = bos.second;
+  QF_ASSIGN(const io::VocabBos bos, io::LlamaCppVocabBos(model_dir));
+  if (bos.add && bos.bos < 0) return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
+  rep.add_bos = bos.add;
+  rep.bos = bos.add ? int32_t(bos.bos) : -1;
   QF_ASSIGN(const std::unique_ptr<text::Tokenizer> tok, text::LoadTokenizer(model_dir));
   QF_ASSIGN(std::string text, ReadTextFile(opt.text_path));
   if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama.cpp's -f does

@@ -49,10 +49,6 @@ struct ImatrixReport {
 Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t> tokens, int64_t ctx,
                                                         int64_t max_chunks, int32_t bos);
 
-// Whether llama.cpp adds BOS for this model folder's vocabulary as `qforge convert` writes it, and
-// the BOS id (-1: none).
-Result<std::pair<bool, int32_t>> GgufAddsBos(const std::filesystem::path& model_dir);
-
 // `progress` (optional) is called with (chunks done, total).
 Result<io::Imatrix> ComputeImatrix(const std::filesystem::path& model_dir, const ImatrixOptions& opt,
                                    ImatrixReport* report,

@@ -108,12 +108,12 @@ struct Collected {
 
 // The clip search of the method's solver: GPTQ's (quant.py mse), AWQ's grid for AWQ + RTN,
 // else qforge's RTN default.
-FitOptions Fit(const QuantizeOptions& opt) {
+FitOptions Fit(const Method& method, const QuantizeOptions& opt) {
   FitOptions fit;
   if (!opt.clip) return fit;
-  if (opt.method.find("gptq") != std::string::npos) {
+  if (method.solver == Solver::kGptq) {
     fit.clip = ClipSearch::Gptq();
-  } else if (opt.method.rfind("awq", 0) == 0) {
+  } else if (method.transform == Transform::kAwq) {
     fit.clip = ClipSearch::Awq();
   } else {
     fit.clip = ClipSearch::Rtn();
@@ -122,10 +122,10 @@ FitOptions Fit(const QuantizeOptions& opt) {
 }
 
 // RTN: every linear independently, one tensor in memory at a time.
-Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg,
+Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg, const Method& method,
               const QuantizeOptions& opt, const LayerProgress& progress, QuantizeReport& rep,
               Collected& col) {
-  const FitOptions fit = Fit(opt);
+  const FitOptions fit = Fit(method, opt);
   for (int64_t l = 0; l < cfg.layers; ++l) {
     for (const model::LinearId id : model::kBlockLinears) {
       const std::string name = model::LayerTensorName(model::WeightPattern(*cfg.family->names, id), l);
@@ -155,32 +155,8 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg,
   return Status::Ok();
 }
 
-// Which transform and which solver a --method names.
-struct Plan {
-  std::string transform;  // "", "awq" or "smoothquant"
-  std::string solver;     // "rtn" or "gptq"
-};
-
-Result<Plan> ParseMethod(const std::string& method) {
-  static const std::map<std::string, Plan> kMethods = {
-      {"rtn", {"", "rtn"}},
-      {"gptq", {"", "gptq"}},
-      {"awq", {"awq", "rtn"}},
-      {"awq+rtn", {"awq", "rtn"}},
-      {"awq+gptq", {"awq", "gptq"}},
-      {"smoothquant", {"smoothquant", "rtn"}},
-      {"smoothquant+rtn", {"smoothquant", "rtn"}},
-      {"smoothquant+gptq", {"smoothquant", "gptq"}},
-  };
-  const auto it = kMethods.find(method);
-  if (it == kMethods.end())
-    return Err("--method {}: unknown (rtn, gptq, awq, smoothquant, awq+gptq, smoothquant+gptq)",
-               method);
-  return it->second;
-}
-
-bool NeedsCalibration(const Plan& plan, const QuantizeOptions& opt) {
-  return !plan.transform.empty() || plan.solver == "gptq" || (opt.act && !opt.act->dynamic);
+bool NeedsCalibration(const Method& m, const QuantizeOptions& opt) {
+  return m.transform != Transform::kNone || m.solver == Solver::kGptq || (opt.act && !opt.act->dynamic);
 }
 
 void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DType dtype) {
@@ -198,7 +174,7 @@ void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DT
 // With `external`, each linear goes to that solver instead (no transform; `lm_head` adds the
 // output projection at the end).
 Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
-                     const model::ModelConfig& cfg, const Plan& plan, const QuantizeOptions& opt,
+                     const model::ModelConfig& cfg, const Method& method, const QuantizeOptions& opt,
                      const LayerProgress& progress, QuantizeReport& rep, Collected& col,
                      const LinearSolver* external = nullptr, bool lm_head = false) {
   const model::TensorNames& nm = *cfg.family->names;
@@ -251,7 +227,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   const int threads = std::max(1, omp_get_max_threads());
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
   for (Scratch& sc : scratch) {
-    if (!plan.transform.empty()) sc.x.resize(size_t(L * H));
+    if (method.transform != Transform::kNone) sc.x.resize(size_t(L * H));
     sc.h.resize(size_t(L * H));
     sc.tmp.resize(size_t(L * H));
     sc.q.resize(size_t(L * qd));
@@ -263,8 +239,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   GptqOptions gopt;
   gopt.damp = opt.damp;
   gopt.act_order = opt.act_order ? ActOrder::kDescending : ActOrder::kOff;
-  gopt.fit = Fit(opt);
-  const FitOptions rtn_fit = Fit(opt);
+  gopt.fit = Fit(method, opt);
+  const FitOptions rtn_fit = Fit(method, opt);
   // Norms changed by a transform are written in their own dtype when it is a 16/32-bit float.
   DType norm_dtype = store.Find(model::LayerTensorName(nm.attn_norm, 0))->dtype;
   if (norm_dtype != DType::kBF16 && norm_dtype != DType::kF16) norm_dtype = DType::kF32;
@@ -350,9 +326,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     QF_ASSIGN(model::Layer layer, model::ReadLayer(store, cfg, l, nullptr));
     auto module = [&](const char* pattern) { return ModuleOf(model::LayerTensorName(pattern, l)); };
 
-    if (!plan.transform.empty()) {
+    if (method.transform != Transform::kNone) {
       // One pass over the fp block: inputs of q/k/v, o, gate/up and down.
-      const bool awq = plan.transform == "awq";
+      const bool awq = method.transform == Transform::kAwq;
       const bool v_to_o = awq && layer.v.n == layer.o.k;  // AWQ's v → o (no GQA)
       Observed o_attn(H, awq, true), o_vo(qd, v_to_o, v_to_o), o_mlp(H, awq, true),
           o_down(F, awq, true);
@@ -362,7 +338,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                         std::vector<model::Linear*> next) -> Result<std::vector<float>> {
         TransformReport tr;
         tr.input = input;
-        tr.method = plan.transform;
+        tr.method = std::string(TransformName(method.transform));
         std::vector<const model::Linear*> cnext(next.begin(), next.end());
         std::vector<float> s;
         if (awq) {
@@ -437,7 +413,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         GptqStats st;
         QuantizedTensor qt;
-        if (plan.solver == "gptq") {
+        if (method.solver == Solver::kGptq) {
           QF_ASSIGN(qt, Gptq(lin->weight, lin->n, lin->k, *ob.hess, opt.scheme, gopt, &st));
         } else {
           QF_ASSIGN(qt, Quantize(lin->weight, lin->n, lin->k, opt.scheme, fit));
@@ -461,8 +437,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       }
       return Status::Ok();
     };
-    const bool hessian = plan.solver == "gptq";
-    const bool channels = (opt.act && !opt.act->dynamic) || (plan.solver == "rtn" && opt.clip);
+    const bool hessian = method.solver == Solver::kGptq;
+    const bool channels = (opt.act && !opt.act->dynamic) || (method.solver == Solver::kRtn && opt.clip);
     // True sequential: each group's input is formed with the groups before it quantized,
     // resuming from the last input kept whole (x, the attention output att).
     struct Group {
@@ -505,6 +481,31 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
 
 }  // namespace
 
+Result<Method> ParseMethod(std::string_view name) {
+  static constexpr std::pair<std::string_view, Method> kMethods[] = {
+      {"rtn", {Transform::kNone, Solver::kRtn}},
+      {"gptq", {Transform::kNone, Solver::kGptq}},
+      {"awq", {Transform::kAwq, Solver::kRtn}},
+      {"awq+rtn", {Transform::kAwq, Solver::kRtn}},
+      {"awq+gptq", {Transform::kAwq, Solver::kGptq}},
+      {"smoothquant", {Transform::kSmoothQuant, Solver::kRtn}},
+      {"smoothquant+rtn", {Transform::kSmoothQuant, Solver::kRtn}},
+      {"smoothquant+gptq", {Transform::kSmoothQuant, Solver::kGptq}},
+  };
+  for (const auto& [n, m] : kMethods)
+    if (n == name) return m;
+  return Err("--method {}: unknown (rtn, gptq, awq, smoothquant, awq+gptq, smoothquant+gptq)", name);
+}
+
+std::string_view TransformName(Transform t) {
+  switch (t) {
+    case Transform::kNone: return "";
+    case Transform::kAwq: return "awq";
+    case Transform::kSmoothQuant: return "smoothquant";
+  }
+  return "";
+}
+
 Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const CalibrationOptions& calib,
                                            double damp, bool lm_head, const LinearSolver& solve,
                                            const LayerProgress& progress) {
@@ -517,16 +518,17 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const Calibratio
   RssWatch watch;
   QuantizeReport rep;
   Collected col;
-  QF_TRY(RunCalibrated(src, store, cfg, Plan{"", "gptq"}, opt, progress, rep, col, &solve, lm_head));
+  QF_TRY(RunCalibrated(src, store, cfg, Method{Transform::kNone, Solver::kGptq}, opt, progress, rep,
+                       col, &solve, lm_head));
   for (const io::TensorInfo& t : store.tensors()) rep.total_params += t.numel();
   RecordPeakRss(watch, rep);
   return rep;
 }
 
 Status CheckOptions(const QuantizeOptions& opt) {
-  QF_ASSIGN(const Plan plan, ParseMethod(opt.method));
-  if (opt.act_order && plan.solver != "gptq") return Err("--act-order applies to GPTQ methods");
-  if (!opt.calib.text_path.empty() && !NeedsCalibration(plan, opt))
+  QF_ASSIGN(const Method method, ParseMethod(opt.method));
+  if (opt.act_order && method.solver != Solver::kGptq) return Err("--act-order applies to GPTQ methods");
+  if (!opt.calib.text_path.empty() && !NeedsCalibration(method, opt))
     return Err("--calib: {} with {} needs no calibration data", opt.method,
                opt.act ? "dynamic activations" : "weight-only quantization");
   if (!(opt.alpha >= 0.0 && opt.alpha <= 1.0)) return Err("--alpha must be in [0, 1]");
@@ -534,14 +536,14 @@ Status CheckOptions(const QuantizeOptions& opt) {
 }
 
 bool NeedsCalibration(const QuantizeOptions& opt) {
-  const auto plan = ParseMethod(opt.method);
-  return plan.ok() && NeedsCalibration(*plan, opt);
+  const auto method = ParseMethod(opt.method);
+  return method.ok() && NeedsCalibration(*method, opt);
 }
 
 Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
                                      const QuantizeOptions& opt, const LayerProgress& progress) {
   QF_TRY(CheckOptions(opt));
-  QF_ASSIGN(const Plan plan, ParseMethod(opt.method));
+  QF_ASSIGN(const Method method, ParseMethod(opt.method));
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   std::error_code eq_ec;
@@ -551,10 +553,10 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   RssWatch watch;
   QuantizeReport rep;
   Collected col;
-  if (NeedsCalibration(plan, opt)) {
-    QF_TRY(RunCalibrated(src, store, cfg, plan, opt, progress, rep, col));
+  if (NeedsCalibration(method, opt)) {
+    QF_TRY(RunCalibrated(src, store, cfg, method, opt, progress, rep, col));
   } else {
-    QF_TRY(RunRtn(store, cfg, opt, progress, rep, col));
+    QF_TRY(RunRtn(store, cfg, method, opt, progress, rep, col));
   }
 
   std::vector<io::TensorToWrite> passthrough;
@@ -574,7 +576,7 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   io::CompressedTensorsWriteOptions wopt;
   wopt.scale_dtype = "f32";  // exact fp32 scales (codes were fitted with them)
   nlohmann::json calib = nullptr;
-  if (NeedsCalibration(plan, opt))
+  if (NeedsCalibration(method, opt))
     calib = {{"text", rep.calib_from_model ? "sampled from the model" : opt.calib.text_path},
              {"nsamples", rep.calib_samples},
              {"seqlen", rep.calib_samples ? rep.calib_tokens / rep.calib_samples : 0}};
@@ -582,7 +584,7 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
                           {"scheme", std::string(opt.scheme.name)},
                           {"clip", opt.clip},
                           {"activations", opt.act ? nlohmann::json(std::string(opt.act->name)) : nlohmann::json(nullptr)},
-                          {"alpha", plan.transform == "smoothquant" ? nlohmann::json(opt.alpha) : nlohmann::json(nullptr)},
+                          {"alpha", method.transform == Transform::kSmoothQuant ? nlohmann::json(opt.alpha) : nlohmann::json(nullptr)},
                           {"act_order", opt.act_order},
                           {"damp", opt.damp},
                           {"calibration", calib},

@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
@@ -20,6 +21,21 @@
 #include "methods/hessian.h"
 
 namespace qf::methods {
+
+// A --method: an optional equivalent transform, then a solver.
+enum class Transform : uint8_t { kNone, kAwq, kSmoothQuant };
+enum class Solver : uint8_t { kRtn, kGptq };
+struct Method {
+  Transform transform = Transform::kNone;
+  Solver solver = Solver::kRtn;
+  // MSE clip search by default: GPTQ (it beats the authors' plain min-max groups) and AWQ (part
+  // of the method); RTN and SmoothQuant keep plain min-max (their references' defaults).
+  bool ClipsByDefault() const { return solver == Solver::kGptq || transform == Transform::kAwq; }
+};
+// rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq (and awq+rtn, smoothquant+rtn);
+// an unknown name is an Error listing them.
+Result<Method> ParseMethod(std::string_view name);
+std::string_view TransformName(Transform t);  // "", "awq", "smoothquant"
 
 struct QuantizeOptions {
   QuantScheme scheme;

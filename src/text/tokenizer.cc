@@ -20,6 +20,18 @@ bool HasGgufMagic(const std::filesystem::path& path) {
 
 }  // namespace
 
+bool LlamaCppAddsBos(std::string_view model, std::string_view pre, std::optional<bool> add_bos_token) {
+  if (add_bos_token) return *add_bos_token;
+  if (model == "llama") return true;
+  if (model != "gpt2") return false;
+  static constexpr std::string_view kLlama3Group[] = {
+      "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+      "midm-2.0", "lfm2", "jina-v5-nano", "tekken", "chameleon"};
+  for (std::string_view p : kLlama3Group)
+    if (pre == p) return true;
+  return false;
+}
+
 Result<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::filesystem::path& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {

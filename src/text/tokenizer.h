@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,13 @@ class Tokenizer {
   // "sentencepiece", "bpe-bytelevel", "bpe-spm" (metaspace BPE, byte fallback), or "bpe".
   virtual std::string kind() const = 0;
 };
+
+// llama.cpp's add-BOS rule for a vocabulary (llama-vocab.cpp): the tokenizer.ggml.add_bos_token
+// key when present; else true for SentencePiece vocabularies (tokenizer.ggml.model "llama") and
+// for byte-level BPE with a pre-tokenizer of the Llama-3 group (tokenizer.ggml.pre "llama-bpe",
+// "llama3", "falcon3", "pixtral", ...); else false. The one add-BOS policy of qforge (see
+// io::LlamaCppVocabBos for where model/pre/key come from).
+bool LlamaCppAddsBos(std::string_view model, std::string_view pre, std::optional<bool> add_bos_token);
 
 // Loads tokenizer.model (preferred when present) or tokenizer.json from a model folder,
 // or the file itself when `path` is a file (by extension: .model, .json, or .gguf for the

@@ -114,9 +114,10 @@ CLI::Validator IgnoreFlag() {
 // --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
 Result<methods::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
                                                           const GgufMix& mix) {
-  const bool gptq = a.method == "gptq";
-  if (a.method != "rtn" && !gptq)
+  const Result<methods::Method> method = methods::ParseMethod(a.method);
+  if (!method.ok() || method->transform != methods::Transform::kNone)
     return Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)", a.method);
+  const bool gptq = method->solver == methods::Solver::kGptq;
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given || !a.ignore.empty())
     return Err("--group/--clip/--act-order/--act/--alpha/--ignore apply to compressed-tensors schemes, not to {}", mix.name);
   if (!gptq && !a.calib.empty())
@@ -252,14 +253,12 @@ Result<methods::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
       opt.act = *row;
     }
   }
-  const bool smooth = a.method.rfind("smoothquant", 0) == 0;
-  if (a.alpha_given && !smooth) return Err("--alpha applies to --method smoothquant[+gptq]");
+  QF_ASSIGN(const methods::Method method, methods::ParseMethod(a.method));
+  if (a.alpha_given && method.transform != methods::Transform::kSmoothQuant)
+    return Err("--alpha applies to --method smoothquant[+gptq]");
   opt.alpha = a.alpha;
-  // Clip search is on by default for GPTQ (it beats the authors' plain min-max groups) and AWQ
-  // (part of the method), off for RTN and SmoothQuant (whose defaults reproduce the reference).
   if (a.clip && a.no_clip) return Err("--clip and --no-clip are exclusive");
-  const bool clip_default = a.method.find("gptq") != std::string::npos || a.method.rfind("awq", 0) == 0;
-  opt.clip = a.clip || (clip_default && !a.no_clip);
+  opt.clip = a.clip || (method.ClipsByDefault() && !a.no_clip);
   opt.act_order = a.act_order;
   opt.damp = a.damp;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
