@@ -288,6 +288,17 @@ INSTANTIATE_TEST_SUITE_P(
         Spec{.arch = "LlamaForCausalLM", .sharded = true},
         Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true}));
 
+// Every row of the family table, as its columns describe it: a new row is tested here with
+// nothing else to add (the window of window_always rows is exercised; others ignore it).
+std::vector<Spec> TableRows() {
+  std::vector<Spec> rows;
+  for (const FamilyInfo& f : FamilyTable())
+    rows.push_back(Spec{.arch = std::string(f.architecture), .bias = f.qkv_bias, .qk_norm = f.qk_norm,
+                        .window = f.window_always ? 4 : 0});
+  return rows;
+}
+INSTANTIATE_TEST_SUITE_P(TableRow, Families, ::testing::ValuesIn(TableRows()));
+
 // The calibrated methods run unchanged on every family (biases, q/k norms, sliding window, GQA
 // and MHA, f16/bf16 storage, tied embeddings): the output loads and stays close to the fp model.
 class FamiliesQuantize : public ::testing::TestWithParam<Spec> {};

@@ -542,7 +542,7 @@ Status AddGgufModelMetadata(const model::ModelConfig& cfg, const std::string& na
     QF_TRY(u32("attention.value_length", cfg.head_dim));
   }
   if (file_type) QF_TRY(w->Set("general.file_type", GgufValue(*file_type)));
-  if (arch == "llama") {  // LlamaModel.set_gguf_parameters
+  if (cfg.family->gguf_llama_layout) {  // LlamaModel.set_gguf_parameters
     QF_TRY(u32("vocab_size", cfg.vocab_size));
     QF_TRY(u32("rope.dimension_count", cfg.head_dim));
   }
@@ -557,7 +557,7 @@ Result<GgufVocabSummary> AddTokenizerImpl(const fs::path& dir, const model::Mode
   QF_ASSIGN(std::optional<Json> tc, ReadJson(dir / "tokenizer_config.json"));
   if (tc && !tc->is_object()) tc.reset();
   // LlamaModel.set_vocab: an explicit add_prefix_space is kept for the tokenizer.
-  if (GgufArchitecture(cfg) == "llama" && tc && tc->contains("add_prefix_space") &&
+  if (cfg.family->gguf_llama_layout && tc && tc->contains("add_prefix_space") &&
       (*tc)["add_prefix_space"].is_boolean()) {
     QF_TRY(w->Set("tokenizer.ggml.add_space_prefix",
                   GgufValue((*tc)["add_prefix_space"].get<bool>())));
@@ -612,7 +612,7 @@ Result<VocabBos> LlamaCppVocabBos(const fs::path& model) {
 Result<std::vector<GgufTensorPlan>> PlanGgufTensors(const model::ModelConfig& cfg,
                                                     const TensorStore& store) {
   const model::TensorNames& n = *cfg.family->names;
-  const bool llama = GgufArchitecture(cfg) == "llama";
+  const bool llama = cfg.family->gguf_llama_layout;
   const int64_t h = cfg.hidden, q = cfg.q_dim(), kv = cfg.kv_dim(), ff = cfg.intermediate;
   std::vector<GgufTensorPlan> plan;
   std::set<std::string> used;

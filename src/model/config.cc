@@ -54,10 +54,18 @@ constexpr TensorNames kGgufNames = {
 };
 
 constexpr std::array<FamilyInfo, 4> kFamilies = {{
-    {"LlamaForCausalLM", "llama", false, false, &kHfLlamaNames, "llama"},
-    {"MistralForCausalLM", "mistral", false, false, &kHfLlamaNames, "llama"},
-    {"Qwen2ForCausalLM", "qwen2", true, false, &kHfLlamaNames, "qwen2"},
-    {"Qwen3ForCausalLM", "qwen3", false, true, &kHfLlamaNames, "qwen3"},
+    {.architecture = "LlamaForCausalLM", .name = "llama", .qkv_bias = false, .qk_norm = false,
+     .names = &kHfLlamaNames, .gguf_arch = "llama", .window_always = false,
+     .gguf_llama_layout = true},
+    {.architecture = "MistralForCausalLM", .name = "mistral", .qkv_bias = false, .qk_norm = false,
+     .names = &kHfLlamaNames, .gguf_arch = "llama", .window_always = true,
+     .gguf_llama_layout = true},
+    {.architecture = "Qwen2ForCausalLM", .name = "qwen2", .qkv_bias = true, .qk_norm = false,
+     .names = &kHfLlamaNames, .gguf_arch = "qwen2", .window_always = false,
+     .gguf_llama_layout = false},
+    {.architecture = "Qwen3ForCausalLM", .name = "qwen3", .qkv_bias = false, .qk_norm = true,
+     .names = &kHfLlamaNames, .gguf_arch = "qwen3", .window_always = false,
+     .gguf_llama_layout = false},
 }};
 
 using Json = nlohmann::json;
@@ -122,6 +130,8 @@ Result<RopeScaling> ParseRopeScaling(const Json& j, const std::string& src) {
 }
 
 }  // namespace
+
+std::span<const FamilyInfo> FamilyTable() { return kFamilies; }
 
 const FamilyInfo* FindFamily(std::string_view architecture) {
   for (const auto& f : kFamilies) {
@@ -230,7 +240,7 @@ Result<ModelConfig> ParseHfConfigImpl(std::string_view json_text, const std::str
 
   // Sliding-window attention: Mistral when set; Qwen2/3 only with use_sliding_window.
   QF_ASSIGN(int64_t window, GetInt(j, "sliding_window", 0, src));
-  const bool use_window = c.family->name == "mistral" || j.value("use_sliding_window", false);
+  const bool use_window = c.family->window_always || j.value("use_sliding_window", false);
   c.sliding_window = use_window ? window : 0;
 
   c.bos_id = FirstId(j, "bos_token_id");

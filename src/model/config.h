@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,7 +29,8 @@ struct TensorNames {
   const char* gate, *up, *down;
 };
 
-// One row per supported architecture.
+// One row per supported architecture: everything that differs between the Llama-shaped
+// families is a column here (adding such a family is one row; families_test runs every row).
 struct FamilyInfo {
   std::string_view architecture;  // config.json "architectures"[0]
   std::string_view name;          // short family name ("llama", "qwen2", ...)
@@ -36,8 +38,15 @@ struct FamilyInfo {
   bool qk_norm;                   // RMSNorm on each head of q and k before RoPE
   const TensorNames* names;
   std::string_view gguf_arch;     // GGUF general.architecture ("llama" for Mistral too)
+  // config.json's sliding_window applies as it is (Mistral); else only with use_sliding_window.
+  bool window_always;
+  // GGUF as convert_hf_to_gguf.py's LlamaModel writes it: q/k rows permuted to ggml's
+  // interleaved RoPE order (undone at load), llama.vocab_size and rope.dimension_count keys,
+  // add_prefix_space kept, Llama-3 rope_scaling as rope_freqs.weight.
+  bool gguf_llama_layout;
 };
 
+std::span<const FamilyInfo> FamilyTable();
 const FamilyInfo* FindFamily(std::string_view architecture);
 std::string SupportedArchitectures();  // comma-separated, for error messages
 // The family a GGUF general.architecture loads as (the first row with that gguf_arch:

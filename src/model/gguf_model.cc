@@ -319,8 +319,8 @@ Result<Model> Model::LoadGguf(const std::filesystem::path& file) {
   GgufReader r(f);
   if (c.rope_scaling.type == RopeScaling::Type::kFactors) r.MarkUsed("rope_freqs.weight");
 
-  // Arch llama stores q/k rows in ggml's interleaved RoPE order (convert_hf_to_gguf.py).
-  const bool permuted = c.family->gguf_arch == "llama";
+  // q/k rows in ggml's interleaved RoPE order (convert_hf_to_gguf.py's LlamaModel).
+  const bool permuted = c.family->gguf_llama_layout;
   QF_ASSIGN(m.embed_, r.ReadF32(nm.embed, {c.vocab_size, c.hidden}));
   QF_ASSIGN(m.final_norm_, r.ReadF32(nm.final_norm, {c.hidden}));
   QF_ASSIGN(m.lm_head_, r.ReadLinear(c.tie_embeddings ? nm.embed : nm.lm_head, nullptr,
