@@ -4,6 +4,7 @@
 // OPENBLAS_CORETYPE = Haswell, SkylakeX and unset (determinism_* tests), because OpenBLAS's
 // kernel families split and order work differently.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cstring>
 #include <random>
@@ -36,7 +37,7 @@ std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
 // Runs fn() once per thread count and expects the same bytes each time; `what` names the case.
 template <class Fn>
 void ExpectSameForEveryThreadCount(const std::string& what, Fn&& fn) {
-  const int before = kernels::Threads();
+  const int before = omp_get_max_threads();
   kernels::SetThreads(kThreadCounts[0]);
   const auto first = fn();
   for (int t : kThreadCounts) {

@@ -64,7 +64,7 @@ Status ForEachWindow(const std::vector<const model::Model*>& models, const int32
                      int64_t windows, const WindowOptions& opt, const ProgressFn& progress,
                      Fn fn, Sink sink) {
   const int64_t ctx = opt.ctx, first = FirstScored(opt);
-  const int threads = kernels::Threads();
+  const int threads = std::max(1, omp_get_max_threads());
   const bool window_parallel = threads > 1 && windows >= threads;
   const int workers = window_parallel ? threads : 1;
   std::atomic<int64_t> done{0};

@@ -16,7 +16,6 @@
 
 namespace qf::kernels {
 namespace {
-int g_threads = 1;
 
 // Up to this many rows, Y = X·Wᵀ runs as one GEMV per row (W streamed once per row).
 constexpr int64_t kGemvRows = 2;
@@ -26,12 +25,9 @@ constexpr int64_t kAttnQueryTile = 64;
 }  // namespace
 
 void SetThreads(int threads) {
-  g_threads = std::max(1, threads);
   // OpenBLAS's OpenMP build follows OpenMP's count; kernels/blas keeps each call on one thread.
-  omp_set_num_threads(g_threads);
+  omp_set_num_threads(std::max(1, threads));
 }
-
-int Threads() { return g_threads; }
 
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
             int64_t ldy) {

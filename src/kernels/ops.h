@@ -48,8 +48,9 @@ void AttentionRef(const float* q, const float* k_cache, const float* v_cache, fl
 // Row-wise log-sum-exp in double precision (for exact perplexity/KL).
 double LogSumExp(const float* x, int64_t n);
 
-// Threads used by OpenMP regions (each BLAS call itself runs on one thread: kernels/blas.h).
+// Sets OpenMP's thread count (omp_set_num_threads), the one thread setting qforge has: library
+// code reads omp_get_max_threads() where it splits work, and keeps no count of its own. Each BLAS
+// call itself runs on one thread (kernels/blas.h).
 void SetThreads(int threads);
-int Threads();
 
 }  // namespace qf::kernels
