@@ -14,7 +14,7 @@
 #include "io/safetensors_writer.h"
 #include "kernels/ops.h"
 #include "formats/activation.h"
-#include "methods/quantize_model.h"
+#include "pipeline/quantize_model.h"
 #include "model/model.h"
 #include "test_util.h"
 

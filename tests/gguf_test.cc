@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "io/gguf_convert.h"
+#include "pipeline/gguf_convert.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "test_util.h"

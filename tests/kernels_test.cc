@@ -8,7 +8,7 @@
 
 #include <hwy/targets.h>
 
-#include "kernels/cpu/vec_math.h"
+#include "core/vec_math.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
 
@@ -137,19 +137,19 @@ TEST(VecMath, MatchesReferenceOnEveryTarget) {
   for (int64_t n : {1, 7, 16, 33, 255, 256, 257, 1000, 8192}) {
     auto x = Random(size_t(n), uint64_t(n));
     for (auto& v : x) v *= 6.0f;  // logits-like spread, exp arguments down to about -50
-    EXPECT_EQ(MaxValue(x.data(), n), MaxValueRef(x.data(), n)) << "n=" << n;
-    const float shift = MaxValueRef(x.data(), n);
+    EXPECT_EQ(vec::MaxValue(x.data(), n), vec::MaxValueRef(x.data(), n)) << "n=" << n;
+    const float shift = vec::MaxValueRef(x.data(), n);
     std::vector<float> e(x.size()), er(x.size());
-    const double s = ExpShiftSum(x.data(), e.data(), n, shift);
-    const double sr = ExpShiftSumRef(x.data(), er.data(), n, shift);
+    const double s = vec::ExpShiftSum(x.data(), e.data(), n, shift);
+    const double sr = vec::ExpShiftSumRef(x.data(), er.data(), n, shift);
     EXPECT_NEAR(s, sr, sr * 1e-6) << "n=" << n;
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(e[size_t(i)], er[size_t(i)], 4 * 6e-8 * er[size_t(i)] + 1e-30) << "n=" << n << " i=" << i;
     auto g = Random(size_t(n), uint64_t(n) + 1), u = Random(size_t(n), uint64_t(n) + 2);
     for (auto& v : g) v *= 8.0f;
     auto gr = g;
-    SiluMulVec(g.data(), u.data(), n);
-    SiluMulRef(gr.data(), u.data(), n);
+    vec::SiluMulVec(g.data(), u.data(), n);
+    vec::SiluMulRef(gr.data(), u.data(), n);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(g[size_t(i)], gr[size_t(i)], 1e-6 * (std::abs(gr[size_t(i)]) + 1e-3)) << "n=" << n << " i=" << i;
     // Clip-search error: rounded copies with some exact zeros, with and without weights.
@@ -160,11 +160,11 @@ TEST(VecMath, MatchesReferenceOnEveryTarget) {
     for (size_t i = 0; i < wt.size(); ++i) wpos[i] = std::fabs(wt[i]);
     for (const float p : {2.0f, 2.4f, 1.0f}) {
       for (const float* w : {static_cast<const float*>(nullptr), static_cast<const float*>(wpos.data())}) {
-        const double ref = PowErrorSumRef(x.data(), q.data(), w, n, p);
-        EXPECT_NEAR(PowErrorSum(x.data(), q.data(), w, n, p), ref, 1e-5 * ref + 1e-30) << "n=" << n << " p=" << p;
+        const double ref = vec::PowErrorSumRef(x.data(), q.data(), w, n, p);
+        EXPECT_NEAR(vec::PowErrorSum(x.data(), q.data(), w, n, p), ref, 1e-5 * ref + 1e-30) << "n=" << n << " p=" << p;
         for (const float zero : {0.0f, 7.0f, 8.0f}) {  // asym at the edge, asym inside, sym
-          const double iref = IntRoundErrorSumRef(x.data(), w, n, 0.37f, zero, 15.0f, p);
-          EXPECT_NEAR(IntRoundErrorSum(x.data(), w, n, 0.37f, zero, 15.0f, p), iref, 1e-5 * iref + 1e-30)
+          const double iref = vec::IntRoundErrorSumRef(x.data(), w, n, 0.37f, zero, 15.0f, p);
+          EXPECT_NEAR(vec::IntRoundErrorSum(x.data(), w, n, 0.37f, zero, 15.0f, p), iref, 1e-5 * iref + 1e-30)
               << "n=" << n << " p=" << p << " zero=" << zero;
         }
       }
@@ -181,7 +181,7 @@ TEST(VecMath, GemvRowsMatchesReferenceOnEveryTarget) {
       for (int64_t k : {1, 13, 16, 64, 100, 257, 1024}) {
         const auto w = Random(size_t(n * k), uint64_t(n * 7 + k)), x = Random(size_t(k), uint64_t(k));
         std::vector<float> y(static_cast<size_t>(n), -1.f), ref(static_cast<size_t>(n));
-        GemvRows(w.data(), x.data(), n, k, y.data());
+        vec::GemvRows(w.data(), x.data(), n, k, y.data());
         MatMulNTRef(x.data(), w.data(), nullptr, ref.data(), 1, n, k);
         for (int64_t r = 0; r < n; ++r) {
           double mag = 0;
@@ -197,7 +197,7 @@ TEST(VecMath, GemvRowsMatchesReferenceOnEveryTarget) {
 TEST(VecMath, ExpUnderflowsToZeroNotNan) {
   std::vector<float> x = {0.0f, -200.0f, -1e30f, -std::numeric_limits<float>::infinity()};
   std::vector<float> e(x.size());
-  const double s = ExpShiftSum(x.data(), e.data(), int64_t(x.size()), 0.0f);
+  const double s = vec::ExpShiftSum(x.data(), e.data(), int64_t(x.size()), 0.0f);
   EXPECT_EQ(s, 1.0);
   EXPECT_EQ(e[1], 0.0f);
   EXPECT_EQ(e[3], 0.0f);

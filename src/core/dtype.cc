@@ -132,4 +132,10 @@ bool ConvertFromF32(DType t, const float* src, size_t n, std::byte* dst) {
   }
 }
 
+float RoundScaleForStorage(float scale, DType dtype) {
+  if (dtype == DType::kBF16) return BF16ToF32(Bf16BitsRne(scale));
+  if (dtype == DType::kF16) return F16ToF32(F16BitsRne(scale));
+  return scale;
+}
+
 }  // namespace qf

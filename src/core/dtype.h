@@ -46,6 +46,9 @@ float F8E5M2ToF32(uint8_t v);  // OCP E5M2: bias 15, IEEE-like inf/NaN
 // Nearest f16 / bf16 bit patterns of x: round to nearest even, overflow to ±inf, NaN kept.
 uint16_t F16BitsRne(float x);
 uint16_t Bf16BitsRne(float x);
+// Nearest value of `dtype` (F32, BF16 or F16; round to nearest even): what a float stored in
+// that dtype reads back as (scales, folded norms).
+float RoundScaleForStorage(float scale, DType dtype);
 
 // Converts n elements of a float dtype at src to f32. Returns false for non-float dtypes.
 bool ConvertToF32(DType t, const std::byte* src, size_t n, float* dst);

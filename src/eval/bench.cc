@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cpu/vec_math.h"
+#include "core/vec_math.h"
 #include "kernels/qgemm.h"
 
 namespace qf::eval {
@@ -68,7 +68,7 @@ double MeasureReadBandwidth() {
     {
       const int t = omp_get_thread_num();
       const size_t lo = n * size_t(t) / size_t(threads), hi = n * size_t(t + 1) / size_t(threads);
-      part[size_t(t)] = kernels::MaxValue(buf.data() + lo, int64_t(hi - lo));
+      part[size_t(t)] = vec::MaxValue(buf.data() + lo, int64_t(hi - lo));
     }
     const double s = Seconds(t0);
     if (*std::max_element(part.begin(), part.end()) < 0) return 0;  // keeps the reads alive

@@ -15,7 +15,7 @@
 #include <optional>
 
 #include "core/mmap.h"
-#include "io/gguf_convert.h"
+#include "pipeline/gguf_convert.h"
 #include "kernels/ops.h"
 
 namespace qf::eval {

@@ -9,7 +9,7 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/vec_math.h"
+#include "core/vec_math.h"
 
 namespace qf {
 
@@ -112,11 +112,11 @@ void Grid::Fit(const float* w, int64_t rows, int64_t ld, int64_t c0, int64_t c1,
       for (int64_t r = r0; r < r0 + nr; ++r) {
         const float* row = w + r * ld + c0;
         if (is_int_) {
-          err += kernels::IntRoundErrorSum(row, imp, c1 - c0, cand.scale, cand.zero, maxq_,
+          err += vec::IntRoundErrorSum(row, imp, c1 - c0, cand.scale, cand.zero, maxq_,
                                            clip.norm);
         } else {
           RoundSpan(row, rounded.data(), c1 - c0, cand);
-          err += kernels::PowErrorSum(row, rounded.data(), imp, c1 - c0, clip.norm);
+          err += vec::PowErrorSum(row, rounded.data(), imp, c1 - c0, clip.norm);
         }
       }
       if (err < best_err) {

@@ -683,12 +683,6 @@ Result<DType> ResolveScaleDType(const std::string& scale_dtype, const Json& src_
   return Err("scale dtype '{}' is not one of auto, f32, bf16, f16", scale_dtype);
 }
 
-float RoundScaleForStorage(float scale, DType dtype) {
-  if (dtype == DType::kBF16) return BF16ToF32(Bf16BitsRne(scale));
-  if (dtype == DType::kF16) return F16ToF32(F16BitsRne(scale));
-  return scale;
-}
-
 Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
                               const std::vector<TensorToWrite>& passthrough,
                               const std::vector<QuantizedLinearEntry>& linears,

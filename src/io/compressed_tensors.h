@@ -146,7 +146,5 @@ Status WriteCompressedTensors(const std::filesystem::path& out_dir,
 
 // The scale dtype `opt.scale_dtype` resolves to for a source config.json.
 Result<DType> ResolveScaleDType(const std::string& scale_dtype, const nlohmann::json& src_config);
-// Nearest value of `dtype` (F32, BF16 or F16; round to nearest even), for the quantizer.
-float RoundScaleForStorage(float scale, DType dtype);
 
 }  // namespace qf::io

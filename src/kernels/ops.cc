@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "kernels/blas.h"
-#include "kernels/cpu/vec_math.h"
+#include "core/vec_math.h"
 
 namespace qf::kernels {
 namespace {
@@ -33,7 +33,7 @@ void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int6
             int64_t ldy) {
   if (m <= kGemvRows) {  // decode: sgemm would repack all of W for each call
     ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
-      for (int64_t i = 0; i < m; ++i) GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
+      for (int64_t i = 0; i < m; ++i) vec::GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
     });
     return;
   }
@@ -103,15 +103,15 @@ void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, co
 
 void SiluMul(float* gate, const float* up, int64_t m, int64_t f) {
 #pragma omp parallel for if (m * f > 65536)
-  for (int64_t i = 0; i < m; ++i) SiluMulVec(gate + i * f, up + i * f, f);
+  for (int64_t i = 0; i < m; ++i) vec::SiluMulVec(gate + i * f, up + i * f, f);
 }
 
 namespace {
 
 // Softmax over row[0, len) in place, with entries at index >= len treated as masked.
 void SoftmaxRow(float* row, int64_t begin, int64_t len) {
-  const float mx = MaxValue(row + begin, len - begin);
-  const float inv = float(1.0 / ExpShiftSum(row + begin, row + begin, len - begin, mx));
+  const float mx = vec::MaxValue(row + begin, len - begin);
+  const float inv = float(1.0 / vec::ExpShiftSum(row + begin, row + begin, len - begin, mx));
   for (int64_t j = 0; j < begin; ++j) row[j] = 0.0f;
   for (int64_t j = begin; j < len; ++j) row[j] *= inv;
 }
@@ -188,8 +188,8 @@ void AttentionRef(const float* q, const float* k_cache, const float* v_cache, fl
 }
 
 double LogSumExp(const float* x, int64_t n) {
-  const float mx = MaxValue(x, n);
-  return double(mx) + std::log(ExpShiftSum(x, nullptr, n, mx));
+  const float mx = vec::MaxValue(x, n);
+  return double(mx) + std::log(vec::ExpShiftSum(x, nullptr, n, mx));
 }
 
 }  // namespace qf::kernels

@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "formats/quantize.h"
-#include "io/compressed_tensors.h"
+#include "core/dtype.h"
 #include "kernels/blas.h"
 
 namespace qf::methods {
@@ -138,7 +138,7 @@ void FoldIntoNorm(std::vector<float>& norm, std::span<model::Linear* const> next
   std::vector<float> col(static_cast<size_t>(k));
   for (int64_t j = 0; j < k; ++j) {
     const float old = norm[j];
-    const float now = io::RoundScaleForStorage(old / s[j], storage);
+    const float now = RoundScaleForStorage(old / s[j], storage);
     col[j] = now != 0.0f ? old / now : s[j];
     norm[j] = now;
   }

@@ -1,4 +1,4 @@
-// GGUF metadata -> ModelConfig, and Model::LoadGguf: the inverse of io/gguf_convert.cc (and of
+// GGUF metadata -> ModelConfig, and Model::LoadGguf: the inverse of pipeline/gguf_convert.cc (and of
 // llama.cpp's converter), with ggml block weights left in the file mapping (see gguf_model.h).
 #include "model/gguf_model.h"
 

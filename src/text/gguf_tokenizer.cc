@@ -269,7 +269,7 @@ class SpmTokenizer final : public Tokenizer {
 
 // ---- "gpt2": byte-level BPE through the tokenizer.json pipeline ----------------------------
 
-// The split regexes of io/gguf_convert.cc's kKnownPres (the tokenizer.json spelling that each
+// The split regexes of pipeline/gguf_convert.cc's kKnownPres (the tokenizer.json spelling that each
 // llama.cpp pre-tokenizer name stands for).
 constexpr std::string_view kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";

@@ -7,7 +7,7 @@
 #include "common.h"
 #include "core/progress.h"
 #include "io/gguf.h"
-#include "io/gguf_convert.h"
+#include "pipeline/gguf_convert.h"
 
 namespace qf::cli {
 namespace {

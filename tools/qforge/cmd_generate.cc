@@ -10,7 +10,7 @@ namespace {
 struct GenerateArgs {
   std::string model, prompt;
   int64_t n = 64;
-  eval::SamplingOptions sampling;
+  model::SamplingOptions sampling;
   CommonOptions common;
 };
 

@@ -6,7 +6,7 @@
 #include "common.h"
 #include "core/progress.h"
 #include "io/imatrix.h"
-#include "methods/imatrix.h"
+#include "pipeline/imatrix.h"
 #include "io/gguf.h"
 #include "model/config.h"
 #include "model/gguf_model.h"

@@ -13,8 +13,8 @@
 #include "formats/scheme.h"
 #include "formats/gguf_mix.h"
 #include "io/imatrix.h"
-#include "methods/quantize_gguf.h"
-#include "methods/quantize_model.h"
+#include "pipeline/quantize_gguf.h"
+#include "pipeline/quantize_model.h"
 #include "model/gguf_model.h"
 
 namespace qf::cli {

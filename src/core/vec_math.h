@@ -1,11 +1,11 @@
-// Vectorised elementwise math for the forward pass (Highway, dispatched once per call to the
-// best target this CPU supports). References: the *Ref functions, plain loops on std::exp.
-// Contract: results agree with the references to a few float ULPs per element.
+// SIMD primitives on float arrays (Highway, dispatched once per call to the best target this
+// CPU supports): used by the forward ops (kernels), the clip search (formats) and bench. They
+// know nothing of formats or models. References: the *Ref functions, plain loops on std::exp.
 #pragma once
 
 #include <cstdint>
 
-namespace qf::kernels {
+namespace qf::vec {
 
 float MaxValue(const float* x, int64_t n);
 // out[i] = exp(x[i] - shift) when out is non-null; returns Σ exp(x[i] - shift), summed in
@@ -34,4 +34,4 @@ double IntRoundErrorSumRef(const float* x, const float* w, int64_t n, float scal
 double ExpShiftSumRef(const float* x, float* out, int64_t n, float shift);
 void SiluMulRef(float* g, const float* u, int64_t n);
 
-}  // namespace qf::kernels
+}  // namespace qf::vec

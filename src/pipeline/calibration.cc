@@ -1,10 +1,10 @@
 // Calibration windows from a text file or from the model's own samples.
-#include "methods/calibration.h"
+#include "pipeline/calibration.h"
 
 #include <random>
 
 #include "core/mmap.h"
-#include "eval/generate.h"
+#include "model/sampler.h"
 
 namespace qf::methods {
 
@@ -35,12 +35,12 @@ Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokeniz
     return Err("no calibration text given and no BOS token (tokenizer or config.json) to sample from");
   // All sequences advance in lockstep, so each step is one batched forward (weights streamed
   // once per step, not once per sequence); each sequence has its own seeded sampler.
-  eval::SamplingOptions so;
+  model::SamplingOptions so;
   so.temperature = 1.0f;
   so.top_k = 0;
   so.top_p = 1.0f;
   const int64_t B = opt.nsamples, V = model->config().vocab_size;
-  std::vector<eval::Sampler> samplers;
+  std::vector<model::Sampler> samplers;
   std::vector<model::KVCache> caches;
   for (int64_t s = 0; s < B; ++s) {
     so.seed = rng();

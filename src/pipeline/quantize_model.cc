@@ -1,6 +1,6 @@
 // Streaming quantization driver (see quantize_model.h). RTN: each linear is read as fp32,
 // rounded through the scheme's Grid, and kept only as codes + parameters until the write.
-#include "methods/quantize_model.h"
+#include "pipeline/quantize_model.h"
 
 #include <omp.h>
 #include <unistd.h>

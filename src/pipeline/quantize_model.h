@@ -17,7 +17,7 @@
 #include "core/result.h"
 #include "formats/activation.h"
 #include "formats/scheme.h"
-#include "methods/calibration.h"
+#include "pipeline/calibration.h"
 #include "methods/hessian.h"
 
 namespace qf::methods {

@@ -22,8 +22,8 @@
 
 #include "core/result.h"
 #include "formats/gguf_mix.h"
-#include "methods/calibration.h"
-#include "methods/quantize_model.h"
+#include "pipeline/calibration.h"
+#include "pipeline/quantize_model.h"
 
 namespace qf::methods {
 

@@ -1,6 +1,6 @@
 // Importance-matrix collection (see imatrix.h): the chunks run through the model's layer stages
 // one chunk per thread; each chunk's Σx² (fp64) is added to the totals in chunk order.
-#include "methods/imatrix.h"
+#include "pipeline/imatrix.h"
 
 #include <omp.h>
 
@@ -12,7 +12,7 @@
 
 #include "core/mmap.h"
 #include "io/gguf.h"
-#include "io/gguf_convert.h"
+#include "pipeline/gguf_convert.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/decoder_walk.h"

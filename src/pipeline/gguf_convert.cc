@@ -1,6 +1,6 @@
 // Hugging Face folder -> GGUF: llama.cpp's metadata keys, tokenizer arrays and tensor layout
 // for Llama/Mistral ("llama"), Qwen2 and Qwen3, following convert_hf_to_gguf.py and gguf-py.
-#include "io/gguf_convert.h"
+#include "pipeline/gguf_convert.h"
 
 #include <sentencepiece_processor.h>
 

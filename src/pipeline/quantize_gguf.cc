@@ -1,4 +1,4 @@
-#include "methods/quantize_gguf.h"
+#include "pipeline/quantize_gguf.h"
 
 #include <algorithm>
 #include <chrono>
@@ -10,7 +10,7 @@
 #include "core/dtype.h"
 #include "formats/ggml_blocks.h"
 #include "io/gguf.h"
-#include "io/gguf_convert.h"
+#include "pipeline/gguf_convert.h"
 #include "io/safetensors.h"
 #include "methods/gptq.h"
 #include "model/config.h"

@@ -1,7 +1,7 @@
 // Highway implementations of vec_math.h, compiled once per SIMD target (foreach_target) and
 // chosen at run time; must match the *Ref loops at the bottom of this file.
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "kernels/cpu/vec_math.cc"
+#define HWY_TARGET_INCLUDE "core/vec_math.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/cache_control.h>
 #include <hwy/highway.h>
@@ -12,10 +12,10 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/vec_math.h"
+#include "core/vec_math.h"
 
 HWY_BEFORE_NAMESPACE();
-namespace qf::kernels::HWY_NAMESPACE {
+namespace qf::vec::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 float MaxValueImpl(const float* x, int64_t n) {
@@ -161,11 +161,11 @@ double IntRoundErrorSumImpl(const float* x, const float* w, int64_t n, float sca
       });
 }
 
-}  // namespace qf::kernels::HWY_NAMESPACE
+}  // namespace qf::vec::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-namespace qf::kernels {
+namespace qf::vec {
 
 HWY_EXPORT(MaxValueImpl);
 HWY_EXPORT(GemvRowsImpl);
@@ -232,5 +232,5 @@ void SiluMulRef(float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
-}  // namespace qf::kernels
+}  // namespace qf::vec
 #endif  // HWY_ONCE
