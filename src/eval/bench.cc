@@ -1,3 +1,5 @@
+// `qforge bench` (see bench.h): timed prefill/decode runs on one KV cache, the weight bytes a
+// decode step streams, and a multi-threaded read-bandwidth probe run in the same process.
 #include "eval/bench.h"
 
 #include <omp.h>

@@ -1,3 +1,5 @@
+// The mix table and llama-quantize's per-tensor type rules (see gguf_mix.h), as plain
+// functions of a tensor's name, shape and position in the model.
 #include "formats/gguf_mix.h"
 
 #include <cctype>

@@ -1,3 +1,5 @@
+// Channel statistics (see observer.h): fp32 partial sums over blocks of rows, accumulated in
+// fp64 in row order, so the thread count of the caller never changes a bit.
 #include "methods/observer.h"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// Choosing and folding smoothing scales (see smoothing.h): SmoothQuant's closed form, AWQ's grid
+// search on the block's observed inputs, and the folds into a norm or the preceding linear.
 #include "methods/smoothing.h"
 
 #include <omp.h>

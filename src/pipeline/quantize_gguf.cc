@@ -1,3 +1,5 @@
+// HF folder or GGUF -> quantized GGUF (see quantize_gguf.h): plan the tensors, choose each one's
+// ggml type from the mix, encode its blocks (RTN, importance-weighted or GPTQ), write atomically.
 #include "pipeline/quantize_gguf.h"
 
 #include <algorithm>
