@@ -48,8 +48,8 @@ Rate Summarize(const std::vector<double>& tps) {
 
 uint64_t WeightBytesPerToken(const model::Model& m) {
   uint64_t total = LinearBytes(m.lm_head());
-  for (const model::Layer& L : m.layers())
-    for (const model::LinearId id : model::kBlockLinears) total += LinearBytes(L[id]);
+  for (const model::Layer& blk : m.layers())
+    for (const model::LinearId id : model::kBlockLinears) total += LinearBytes(blk[id]);
   return total;
 }
 

@@ -15,7 +15,7 @@ KvSlot SeqKv::At(int64_t layer) const {
   return {cache->k[l].data(), cache->v[l].data(), cache->cos.data(), cache->sin.data(), cache->len};
 }
 
-void WalkBlock(const ModelConfig& c, const Layer& L, int64_t layer, const BlockBuffers& b, int64_t m,
+void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const BlockBuffers& b, int64_t m,
                std::span<const KvSlot> slots, BlockSpan span, WalkHooks* hooks) {
   using S = BlockStage;
   QF_CHECK(span.from <= span.to && span.from <= S::kMlpOut && span.to <= S::kBlockOut,
@@ -27,7 +27,7 @@ void WalkBlock(const ModelConfig& c, const Layer& L, int64_t layer, const BlockB
   const bool batched = slots.size() > 1;
 
   auto lin = [&](LinearId id) -> const Linear& {
-    return hooks && hooks->resolves ? hooks->Resolve(layer, id, L[id]) : L[id];
+    return hooks && hooks->resolves ? hooks->Resolve(layer, id, blk[id]) : blk[id];
   };
   // Shows a stage's input to the hooks; true when the span ends there.
   auto reached = [&](S stage, const float* in, int64_t cols) {
@@ -43,7 +43,7 @@ void WalkBlock(const ModelConfig& c, const Layer& L, int64_t layer, const BlockB
   };
 
   if (span.from == S::kAttnIn) {
-    kernels::RmsNorm(b.x, L.attn_norm.data(), b.attn_in, m, H, eps);
+    kernels::RmsNorm(b.x, blk.attn_norm.data(), b.attn_in, m, H, eps);
     if (reached(S::kAttnIn, b.attn_in, H)) return;
     // One sequence: k/v are projected straight into the cache rows. Several: into k_rows /
     // v_rows, then each sequence's row goes to its cache.
@@ -53,9 +53,9 @@ void WalkBlock(const ModelConfig& c, const Layer& L, int64_t layer, const BlockB
     lin(LinearId::kQ).Apply(b.attn_in, b.q, m);
     lin(LinearId::kK).Apply(b.attn_in, kd, m);
     lin(LinearId::kV).Apply(b.attn_in, vd, m);
-    if (!L.q_norm.empty()) {
-      kernels::RmsNorm(b.q, L.q_norm.data(), b.q, m * c.heads, D, eps);
-      kernels::RmsNorm(kd, L.k_norm.data(), kd, m * c.kv_heads, D, eps);
+    if (!blk.q_norm.empty()) {
+      kernels::RmsNorm(b.q, blk.q_norm.data(), b.q, m * c.heads, D, eps);
+      kernels::RmsNorm(kd, blk.k_norm.data(), kd, m * c.kv_heads, D, eps);
     }
     if (!batched) {
       kernels::Rope(b.q, m, c.heads, D, s0.pos0, s0.cos, s0.sin);
@@ -81,7 +81,7 @@ void WalkBlock(const ModelConfig& c, const Layer& L, int64_t layer, const BlockB
     add_projection(LinearId::kO, b.att);
   }
   if (span.from <= S::kMlpIn) {
-    kernels::RmsNorm(b.x, L.ffn_norm.data(), b.mlp_in, m, H, eps);
+    kernels::RmsNorm(b.x, blk.ffn_norm.data(), b.mlp_in, m, H, eps);
     if (reached(S::kMlpIn, b.mlp_in, H)) return;
     lin(LinearId::kGate).Apply(b.mlp_in, b.g, m);
     lin(LinearId::kUp).Apply(b.mlp_in, b.u, m);

@@ -110,7 +110,7 @@ struct BlockSpan {
 // One block on m rows. slots.size() == 1: one sequence of m tokens. slots.size() == m > 1: m
 // sequences of one token each (batched decoding; k/v go through b.k_rows/v_rows, RoPE and
 // attention run per sequence).
-void WalkBlock(const ModelConfig& c, const Layer& L, int64_t layer, const BlockBuffers& b, int64_t m,
+void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const BlockBuffers& b, int64_t m,
                std::span<const KvSlot> slots, BlockSpan span = {}, WalkHooks* hooks = nullptr);
 // Whole blocks 0 .. layers.size()-1 for one sequence (seqs.size() == 1) or m sequences of one
 // token each (seqs.size() == m).

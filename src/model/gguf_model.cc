@@ -329,21 +329,21 @@ Result<Model> Model::LoadGguf(const std::filesystem::path& file) {
     auto name = [l](const char* pattern) { return LayerTensorName(pattern, l); };
     const std::string qb = name(nm.q_bias), kb = name(nm.k_bias), vb = name(nm.v_bias);
     const int64_t qh = permuted ? c.heads : 0, kh = permuted ? c.kv_heads : 0;
-    Layer L;
-    QF_ASSIGN(L.attn_norm, r.ReadF32(name(nm.attn_norm), {c.hidden}));
-    QF_ASSIGN(L.q, r.ReadLinear(name(nm.q), c.qkv_bias ? &qb : nullptr, c.q_dim(), c.hidden, qh));
-    QF_ASSIGN(L.k, r.ReadLinear(name(nm.k), c.qkv_bias ? &kb : nullptr, c.kv_dim(), c.hidden, kh));
-    QF_ASSIGN(L.v, r.ReadLinear(name(nm.v), c.qkv_bias ? &vb : nullptr, c.kv_dim(), c.hidden, 0));
-    QF_ASSIGN(L.o, r.ReadLinear(name(nm.o), nullptr, c.hidden, c.q_dim(), 0));
+    Layer blk;
+    QF_ASSIGN(blk.attn_norm, r.ReadF32(name(nm.attn_norm), {c.hidden}));
+    QF_ASSIGN(blk.q, r.ReadLinear(name(nm.q), c.qkv_bias ? &qb : nullptr, c.q_dim(), c.hidden, qh));
+    QF_ASSIGN(blk.k, r.ReadLinear(name(nm.k), c.qkv_bias ? &kb : nullptr, c.kv_dim(), c.hidden, kh));
+    QF_ASSIGN(blk.v, r.ReadLinear(name(nm.v), c.qkv_bias ? &vb : nullptr, c.kv_dim(), c.hidden, 0));
+    QF_ASSIGN(blk.o, r.ReadLinear(name(nm.o), nullptr, c.hidden, c.q_dim(), 0));
     if (c.family->qk_norm) {
-      QF_ASSIGN(L.q_norm, r.ReadF32(name(nm.q_norm), {c.head_dim}));
-      QF_ASSIGN(L.k_norm, r.ReadF32(name(nm.k_norm), {c.head_dim}));
+      QF_ASSIGN(blk.q_norm, r.ReadF32(name(nm.q_norm), {c.head_dim}));
+      QF_ASSIGN(blk.k_norm, r.ReadF32(name(nm.k_norm), {c.head_dim}));
     }
-    QF_ASSIGN(L.ffn_norm, r.ReadF32(name(nm.ffn_norm), {c.hidden}));
-    QF_ASSIGN(L.gate, r.ReadLinear(name(nm.gate), nullptr, c.intermediate, c.hidden, 0));
-    QF_ASSIGN(L.up, r.ReadLinear(name(nm.up), nullptr, c.intermediate, c.hidden, 0));
-    QF_ASSIGN(L.down, r.ReadLinear(name(nm.down), nullptr, c.hidden, c.intermediate, 0));
-    m.layers_.push_back(std::move(L));
+    QF_ASSIGN(blk.ffn_norm, r.ReadF32(name(nm.ffn_norm), {c.hidden}));
+    QF_ASSIGN(blk.gate, r.ReadLinear(name(nm.gate), nullptr, c.intermediate, c.hidden, 0));
+    QF_ASSIGN(blk.up, r.ReadLinear(name(nm.up), nullptr, c.intermediate, c.hidden, 0));
+    QF_ASSIGN(blk.down, r.ReadLinear(name(nm.down), nullptr, c.hidden, c.intermediate, 0));
+    m.layers_.push_back(std::move(blk));
   }
   if (const GgufTensorInfo* t = r.Unused()) {
     return Err("{}: tensor '{}' is not part of a '{}' model qforge runs", file.string(), t->name,

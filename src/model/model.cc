@@ -185,21 +185,21 @@ Result<Layer> ReadLayer(const io::TensorStore& store, const ModelConfig& c, int6
   const char* qb = c.qkv_bias ? nm.q_bias : nullptr;
   const char* kb = c.qkv_bias ? nm.k_bias : nullptr;
   const char* vb = c.qkv_bias ? nm.v_bias : nullptr;
-  Layer L;
-  QF_ASSIGN(L.attn_norm, ReadTensorF32(store, LayerTensorName(nm.attn_norm, l), {c.hidden}));
-  QF_ASSIGN(L.q, ReadLinear(store, qc, nm.q, qb, l, c.q_dim(), c.hidden));
-  QF_ASSIGN(L.k, ReadLinear(store, qc, nm.k, kb, l, c.kv_dim(), c.hidden));
-  QF_ASSIGN(L.v, ReadLinear(store, qc, nm.v, vb, l, c.kv_dim(), c.hidden));
-  QF_ASSIGN(L.o, ReadLinear(store, qc, nm.o, nullptr, l, c.hidden, c.q_dim()));
+  Layer blk;
+  QF_ASSIGN(blk.attn_norm, ReadTensorF32(store, LayerTensorName(nm.attn_norm, l), {c.hidden}));
+  QF_ASSIGN(blk.q, ReadLinear(store, qc, nm.q, qb, l, c.q_dim(), c.hidden));
+  QF_ASSIGN(blk.k, ReadLinear(store, qc, nm.k, kb, l, c.kv_dim(), c.hidden));
+  QF_ASSIGN(blk.v, ReadLinear(store, qc, nm.v, vb, l, c.kv_dim(), c.hidden));
+  QF_ASSIGN(blk.o, ReadLinear(store, qc, nm.o, nullptr, l, c.hidden, c.q_dim()));
   if (c.family->qk_norm) {
-    QF_ASSIGN(L.q_norm, ReadTensorF32(store, LayerTensorName(nm.q_norm, l), {c.head_dim}));
-    QF_ASSIGN(L.k_norm, ReadTensorF32(store, LayerTensorName(nm.k_norm, l), {c.head_dim}));
+    QF_ASSIGN(blk.q_norm, ReadTensorF32(store, LayerTensorName(nm.q_norm, l), {c.head_dim}));
+    QF_ASSIGN(blk.k_norm, ReadTensorF32(store, LayerTensorName(nm.k_norm, l), {c.head_dim}));
   }
-  QF_ASSIGN(L.ffn_norm, ReadTensorF32(store, LayerTensorName(nm.ffn_norm, l), {c.hidden}));
-  QF_ASSIGN(L.gate, ReadLinear(store, qc, nm.gate, nullptr, l, c.intermediate, c.hidden));
-  QF_ASSIGN(L.up, ReadLinear(store, qc, nm.up, nullptr, l, c.intermediate, c.hidden));
-  QF_ASSIGN(L.down, ReadLinear(store, qc, nm.down, nullptr, l, c.hidden, c.intermediate));
-  return L;
+  QF_ASSIGN(blk.ffn_norm, ReadTensorF32(store, LayerTensorName(nm.ffn_norm, l), {c.hidden}));
+  QF_ASSIGN(blk.gate, ReadLinear(store, qc, nm.gate, nullptr, l, c.intermediate, c.hidden));
+  QF_ASSIGN(blk.up, ReadLinear(store, qc, nm.up, nullptr, l, c.intermediate, c.hidden));
+  QF_ASSIGN(blk.down, ReadLinear(store, qc, nm.down, nullptr, l, c.hidden, c.intermediate));
+  return blk;
 }
 
 Result<Model> Model::Load(const std::filesystem::path& dir) {
@@ -224,8 +224,8 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
   QF_ASSIGN(std::optional<io::CompressedTensorsConfig> qcfg, io::LoadQuantizationConfig(dir));
   const io::CompressedTensorsConfig* qc = qcfg ? &*qcfg : nullptr;
   for (int64_t l = 0; l < c.layers; ++l) {
-    QF_ASSIGN(Layer L, ReadLayer(store, c, l, qc));
-    m.layers_.push_back(std::move(L));
+    QF_ASSIGN(Layer blk, ReadLayer(store, c, l, qc));
+    m.layers_.push_back(std::move(blk));
   }
   for (const auto& t : store.tensors()) m.params_ += t.numel();
   return m;

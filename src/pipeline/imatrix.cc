@@ -118,7 +118,7 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   // The observed inputs and their place in a chunk's partial sums.
   const model::TensorNames& nm = from_gguf ? model::GgufTensorNames() : *cfg.family->names;
   const int64_t H = cfg.hidden, F = cfg.intermediate, qd = cfg.q_dim(), kvd = cfg.kv_dim();
-  const int64_t L = opt.ctx;
+  const int64_t T = opt.ctx;
   std::vector<Input> inputs;
   int64_t width = 0;
   auto add_input = [&](int64_t k, std::vector<std::string> tensors) {
@@ -148,7 +148,7 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   QF_ASSIGN(const model::Model model, model::Model::Load(model_dir));
   const std::vector<float>& final_norm = model.final_norm();
   std::vector<float> cos, sin;
-  model::RopeTables(cfg, L, &cos, &sin);
+  model::RopeTables(cfg, T, &cos, &sin);
   const std::vector<float>& embed = model.embedding();
 
   struct Scratch {
@@ -159,15 +159,15 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   const int64_t S = rep.chunks;
   std::vector<Scratch> scratch(static_cast<size_t>(std::min<int64_t>(threads, S)));
   for (Scratch& sc : scratch) {
-    sc.x.resize(size_t(L * H));
-    sc.h.resize(size_t(L * H));
-    sc.tmp.resize(size_t(L * H));
-    sc.q.resize(size_t(L * qd));
-    sc.att.resize(size_t(L * qd));
-    sc.kc.resize(size_t(L * kvd));
-    sc.vc.resize(size_t(L * kvd));
-    sc.g.resize(size_t(L * F));
-    sc.u.resize(size_t(L * F));
+    sc.x.resize(size_t(T * H));
+    sc.h.resize(size_t(T * H));
+    sc.tmp.resize(size_t(T * H));
+    sc.q.resize(size_t(T * qd));
+    sc.att.resize(size_t(T * qd));
+    sc.kc.resize(size_t(T * kvd));
+    sc.vc.resize(size_t(T * kvd));
+    sc.g.resize(size_t(T * F));
+    sc.u.resize(size_t(T * F));
     sc.sums.resize(size_t(width));
   }
   // Adds Σx² of each input shown to it into a chunk's partial sums, in the order of `inputs`
@@ -192,8 +192,8 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
     const model::BlockBuffers b{sc.x.data(), sc.h.data(), sc.q.data(), sc.att.data(),
                                 sc.tmp.data(), sc.h.data(), sc.g.data(), sc.u.data()};
     const model::SeqKv seq{nullptr, {sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0}};
-    model::WalkStack(cfg, model.layers(), b, L, {&seq, 1}, &hooks);
-    if (output) model::WalkHead(cfg, final_norm, nullptr, sc.x.data(), sc.h.data(), L, nullptr, &hooks);
+    model::WalkStack(cfg, model.layers(), b, T, {&seq, 1}, &hooks);
+    if (output) model::WalkHead(cfg, final_norm, nullptr, sc.x.data(), sc.h.data(), T, nullptr, &hooks);
   };
 
   const auto tf = Clock::now();
@@ -212,12 +212,12 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   io::Imatrix m;
   m.datasets = {opt.dataset.empty() ? opt.text_path : opt.dataset};
   m.chunk_count = S;
-  m.chunk_size = L;
+  m.chunk_size = T;
   for (const Input& in : inputs) {
     io::ImatrixEntry e;
     e.sum2.resize(static_cast<size_t>(in.k));
     for (int64_t j = 0; j < in.k; ++j) e.sum2[size_t(j)] = float(total[size_t(in.offset + j)]);
-    e.count = S * L;
+    e.count = S * T;
     for (const std::string& t : in.tensors) m.entries[t] = e;
   }
   if (report) *report = rep;

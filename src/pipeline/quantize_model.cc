@@ -166,7 +166,7 @@ void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DT
 }
 
 // Calibrated methods, one decoder block at a time. The block's inputs for every calibration
-// window are held (X[S, L, H]). With a transform, one pass over the fp block observes the input
+// window are held (X[S, T, H]). With a transform, one pass over the fp block observes the input
 // of each group of linears that share an input (q/k/v, o, gate/up, down), and the chosen scales
 // are folded into the block. Then each group, in order (true sequential), is observed with the
 // earlier groups already quantized, solved (RTN or GPTQ) and installed with its activation
@@ -200,26 +200,27 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   rep.calib_tokens = rep.calib_samples * copt.seqlen;
   rep.seconds_calib_data = Seconds(t0);
 
-  const int64_t S = rep.calib_samples, L = copt.seqlen, H = cfg.hidden, F = cfg.intermediate;
+  // S windows of T tokens.
+  const int64_t S = rep.calib_samples, T = copt.seqlen, H = cfg.hidden, F = cfg.intermediate;
   const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
-  std::vector<float> x(static_cast<size_t>(S * L * H));
+  std::vector<float> x(static_cast<size_t>(S * T * H));
   {
     QF_ASSIGN(std::vector<float> embed, model::ReadTensorF32(store, nm.embed, {cfg.vocab_size, H}));
     for (int64_t s = 0; s < S; ++s)
-      for (int64_t i = 0; i < L; ++i) {
+      for (int64_t i = 0; i < T; ++i) {
         const int32_t id = windows[size_t(s)][size_t(i)];
         if (id < 0 || id >= cfg.vocab_size) return Err("calibration token {} outside the vocabulary", id);
-        std::copy_n(embed.data() + int64_t(id) * H, H, x.data() + (s * L + i) * H);
+        std::copy_n(embed.data() + int64_t(id) * H, H, x.data() + (s * T + i) * H);
       }
   }
   std::vector<float> cos, sin;
-  model::RopeTables(cfg, L, &cos, &sin);
-  std::vector<float> att(static_cast<size_t>(S * L * qd));
-  // SwiGLU outputs of all windows [S, L, F], when that is at most kMaxGCacheBytes: the
+  model::RopeTables(cfg, T, &cos, &sin);
+  std::vector<float> att(static_cast<size_t>(S * T * qd));
+  // SwiGLU outputs of all windows [S, T, F], when that is at most kMaxGCacheBytes: the
   // propagation then reuses them instead of recomputing gate/up (a third of the forward work).
   constexpr int64_t kMaxGCacheBytes = int64_t{1} << 30;
   std::vector<float> g_cache;
-  if (S * L * F * int64_t(sizeof(float)) <= kMaxGCacheBytes) g_cache.resize(static_cast<size_t>(S * L * F));
+  if (S * T * F * int64_t(sizeof(float)) <= kMaxGCacheBytes) g_cache.resize(static_cast<size_t>(S * T * F));
   // Per-thread work buffers for one window.
   struct Scratch {
     std::vector<float> x, h, tmp, q, kc, vc, g, u;
@@ -227,14 +228,14 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   const int threads = std::max(1, omp_get_max_threads());
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
   for (Scratch& sc : scratch) {
-    if (method.transform != Transform::kNone) sc.x.resize(size_t(L * H));
-    sc.h.resize(size_t(L * H));
-    sc.tmp.resize(size_t(L * H));
-    sc.q.resize(size_t(L * qd));
-    sc.kc.resize(size_t(L * kvd));
-    sc.vc.resize(size_t(L * kvd));
-    sc.g.resize(size_t(L * F));
-    sc.u.resize(size_t(L * F));
+    if (method.transform != Transform::kNone) sc.x.resize(size_t(T * H));
+    sc.h.resize(size_t(T * H));
+    sc.tmp.resize(size_t(T * H));
+    sc.q.resize(size_t(T * qd));
+    sc.kc.resize(size_t(T * kvd));
+    sc.vc.resize(size_t(T * kvd));
+    sc.g.resize(size_t(T * F));
+    sc.u.resize(size_t(T * F));
   }
   GptqOptions gopt;
   gopt.damp = opt.damp;
@@ -258,11 +259,11 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       if (chan) chan->Add(in, m);
     }
   };
-  auto xs = [&](int64_t s) { return x.data() + s * L * H; };
-  auto as = [&](int64_t s) { return att.data() + s * L * qd; };
+  auto window_x = [&](int64_t s) { return x.data() + s * T * H; };
+  auto window_att = [&](int64_t s) { return att.data() + s * T * qd; };
   // down's input: kept for the propagation when the cache is allowed, else recomputed there.
-  auto gs = [&](int64_t s, Scratch& sc) {
-    return g_cache.empty() ? sc.g.data() : g_cache.data() + s * L * F;
+  auto window_g = [&](int64_t s, Scratch& sc) {
+    return g_cache.empty() ? sc.g.data() : g_cache.data() + s * T * F;
   };
   using Stage = model::BlockStage;
   using ByStage = std::array<Observed*, model::kBlockStages>;
@@ -298,7 +299,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         for (size_t st = 0; st < obs.size(); ++st)
           if (obs[st]) {
             QF_CHECK(rec[size_t(i)].at[st], "stage {} not reached", st);
-            obs[st]->Add(rec[size_t(i)].at[st], L);
+            obs[st]->Add(rec[size_t(i)].at[st], T);
           }
       rep.seconds_statistics += Seconds(tf);
     }
@@ -308,12 +309,12 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   // stay alive until a span ending at kMlpOut returns.
   auto walk_block = [&](const model::Layer& layer, int64_t l, model::BlockSpan span, bool copy_x) {
     return [&, l, span, copy_x](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
-      float* xw = xs(s);
-      if (copy_x) xw = std::copy_n(xw, L * H, sc.x.data()) - L * H;
-      const model::BlockBuffers b{xw, sc.tmp.data(), sc.q.data(), as(s),
-                                  sc.h.data(), sc.h.data(), gs(s, sc), sc.u.data()};
+      float* xw = window_x(s);
+      if (copy_x) xw = std::copy_n(xw, T * H, sc.x.data()) - T * H;
+      const model::BlockBuffers b{xw, sc.tmp.data(), sc.q.data(), window_att(s),
+                                  sc.h.data(), sc.h.data(), window_g(s, sc), sc.u.data()};
       const model::KvSlot kv{sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0};
-      model::WalkBlock(cfg, layer, l, b, L, {&kv, 1}, span, &hooks);
+      model::WalkBlock(cfg, layer, l, b, T, {&kv, 1}, span, &hooks);
     };
   };
   auto only = [](Stage st, Observed& ob) {
@@ -467,7 +468,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     QF_ASSIGN(const std::vector<float> w, model::ReadTensorF32(store, head, {cfg.vocab_size, H}));
     Observed o_head(H, true, false);
     observe(only(Stage::kHeadIn, o_head), [&](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
-      model::WalkHead(cfg, norm, nullptr, xs(s), sc.h.data(), L, nullptr, &hooks);
+      model::WalkHead(cfg, norm, nullptr, window_x(s), sc.h.data(), T, nullptr, &hooks);
     });
     const auto ts = Clock::now();
     QF_ASSIGN(std::vector<float> deq,
