@@ -844,9 +844,10 @@ HWY_INLINE void ZeroAll(VR (&v)[kA][kG][M]) {
       for (auto& x : g) x = hn::Zero(DR());
 }
 
+// The interleaved kernels, named <type>x16 (16 rows side by side; not ggml's i-quants).
 // Block(p, x, acc): a block column of 16 interleaved rows at p; acc[g][t] += Σ_k w[row][k]
 // x[t][k] in float with the block's scales applied (lane = row, before the token's dx).
-struct IQ4_0 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] c < 8
+struct Q4_0x16 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] c < 8
   static constexpr size_t kW = 32, kB = 18;
   template <int M>
   static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
@@ -879,7 +880,7 @@ struct IQ4_0 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] 
   }
 };
 
-struct IQ8_0 {  // [d x16][unit c: codes 2c, 2c+1 x16] c < 16
+struct Q8_0x16 {  // [d x16][unit c: codes 2c, 2c+1 x16] c < 16
   static constexpr size_t kW = 32, kB = 34;
   template <int M>
   static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
@@ -908,7 +909,7 @@ struct IQ8_0 {  // [d x16][unit c: codes 2c, 2c+1 x16] c < 16
 // holds weights 2c, 2c+1 of sub-blocks 2j (low nibbles) and 2j + 1 (high). Integer sums per
 // super-block: A = Σ_sub sc Σ q xq (|A| <= 63 * 15 * 8191 * 256 < 2^31) and B = Σ_sub m Σ xq;
 // then acc += d A - dmin B.
-struct IQ4_K {
+struct Q4_Kx16 {
   static constexpr size_t kW = 256, kB = 144;
   // Scale and min of sub-block j for rows kL g ..: ggml's get_scale_min_k4 on kL rows at once.
   static HWY_INLINE void ScaleMin(const uint8_t* S, size_t j, size_t g, VR& sc, VR& m) {
@@ -978,7 +979,7 @@ struct IQ4_K {
 // and l + 96, and qh their high 2 bits (bits 0-1, 2-3, 4-5, 6-7 for l, l + 32, l + 64, l + 96).
 // Each sub-block of 16 is summed in int32 (Σ q xq - 32 Σ xq, |.| <= 32 * 8191 * 16 < 2^24: exact
 // in float), then scaled in float by d * scale.
-struct IQ6_K {
+struct Q6_Kx16 {
   static constexpr size_t kW = 256, kB = 210;
   template <int M>
   static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
@@ -1099,10 +1100,10 @@ void GemvInterleavedTokens(const GgmlRows& w, const float* x, int64_t m, float* 
 }
 
 #if HWY_TARGET == HWY_SCALAR
-struct IQ4_0 {};
-struct IQ8_0 {};
-struct IQ4_K {};
-struct IQ6_K {};
+struct Q4_0x16 {};
+struct Q8_0x16 {};
+struct Q4_Kx16 {};
+struct Q6_Kx16 {};
 #endif
 
 int ActivationMaxImpl() {
@@ -1156,10 +1157,10 @@ void GemvImpl(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ld
   if (w.interleaved) {
     using namespace ggml_dot;
     switch (w.type->id) {
-      case kQ4_0: GemvInterleavedTokens<BQ4_0, IQ4_0>(w, x, m, y, ldy); return;
-      case kQ8_0: GemvInterleavedTokens<BQ8_0, IQ8_0>(w, x, m, y, ldy); return;
-      case kQ4_K: GemvInterleavedTokens<BQ4_K, IQ4_K>(w, x, m, y, ldy); return;
-      case kQ6_K: GemvInterleavedTokens<BQ6_K, IQ6_K>(w, x, m, y, ldy); return;
+      case kQ4_0: GemvInterleavedTokens<BQ4_0, Q4_0x16>(w, x, m, y, ldy); return;
+      case kQ8_0: GemvInterleavedTokens<BQ8_0, Q8_0x16>(w, x, m, y, ldy); return;
+      case kQ4_K: GemvInterleavedTokens<BQ4_K, Q4_Kx16>(w, x, m, y, ldy); return;
+      case kQ6_K: GemvInterleavedTokens<BQ6_K, Q6_Kx16>(w, x, m, y, ldy); return;
       default: QF_CHECK(false, "no interleaved kernel for ggml type {}", w.type->name);
     }
   }
