@@ -99,8 +99,10 @@ constexpr size_t kNone = ~size_t(0);
 // (kMin types; a * q for the others). a and c are the reference decoder's own float factors, so
 // a * q [- c] in float is its output bit for bit.
 
-// Decoders with a 16-row interleaved layout name its kernel: using Interleaved = <type>x16.
-// Each is declared here, from the list, and defined in its family's file.
+// Each decoder B<Name> has Block (its formats/ggml_types.h struct), kW weights and kB =
+// sizeof(Block) bytes per block, kMin (a min is subtracted), kSuper (integer sub-block scales)
+// and, where a 16-row interleaved layout exists, Interleaved (its <Name>x16 kernel). Declared
+// here from the list, defined in its family's file.
 #define QF_GGML_DECLARE_DECODER(T, ...) struct B##T;
 QF_GGML_TYPES(QF_GGML_DECLARE_DECODER, QF_GGML_SKIP, QF_GGML_SKIP)
 #undef QF_GGML_DECLARE_DECODER
