@@ -109,9 +109,11 @@ struct BlockQ5_K {  // 5.5 bpw; as Q4_K with a fifth bit
   uint8_t qs[128];  // low nibbles, as Q4_K
 };
 static_assert(sizeof(BlockQ5_K) == 176);
+// Half n of 128 weights: ql[64 n + l] holds the low nibbles of weights l and l + 64 of the half,
+// ql[64 n + 32 + l] of l + 32 and l + 96; qh[32 n + l] their top 2 bits (bits 0, 2, 4, 6).
 struct BlockQ6_K {  // 6.5625 bpw; x = d * sc * (q - 32), q in [0, 63]
-  uint8_t ql[128];    // half n: ql[64 n + l] low nibbles of l, l + 64; ql[64 n + 32 + l] of l + 32, l + 96
-  uint8_t qh[64];     // qh[32 n + l]: the top 2 bits of l, l + 32, l + 64, l + 96 at bits 0, 2, 4, 6
+  uint8_t ql[128];
+  uint8_t qh[64];
   int8_t scales[16];  // one per sub-block of 16
   F16 d;
 };
@@ -138,7 +140,7 @@ struct BlockIQ4_XS {  // 4.25 bpw; x = d * (ls - 32) * grid[q], 8 sub-blocks of 
 };
 static_assert(sizeof(BlockIQ4_XS) == 136);
 
-// ---- kernel families: the kernels (and codecs) are split by ggml's family of the type --------
+// ---- families: ggml's groups of block types; kernels/cpu has one file of kernels per family ---
 enum class GgmlFamily { kLegacy, kKQuant, kIQ4 };
 
 }  // namespace qf::ggml
@@ -190,8 +192,8 @@ enum class GgmlFamily { kLegacy, kKQuant, kIQ4 };
   OTHER(Q2_0, 42, "q2_0", 64, 2 + 16)
 #define QF_GGML_SKIP(...)
 
-namespace qf {
-namespace ggml {
+namespace qf::ggml {
+
 // Byte aligned: a block may start at any byte of a file or buffer.
 #define QF_GGML_CHECK_ALIGN(T, ...) static_assert(alignof(Block##T) == 1, #T);
 QF_GGML_TYPES(QF_GGML_CHECK_ALIGN, QF_GGML_CHECK_ALIGN, QF_GGML_SKIP)
@@ -206,6 +208,5 @@ consteval uint32_t GgmlId(std::string_view name) {
 #undef QF_GGML_ID_OF
   throw "not a row of QF_GGML_TYPES";
 }
-}  // namespace ggml
 
-}  // namespace qf
+}  // namespace qf::ggml
