@@ -5,7 +5,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <cmath>
 #include <vector>
@@ -17,37 +16,16 @@ namespace {
 
 using namespace ggml;
 
-// Code formats: bits, zero, grid, flip, layout, lattice.
-constexpr GgmlCodeFormat kCodesQ4_0{4, 8, nullptr, 0, FieldsQ4_0, LatticeQ4_0};
-constexpr GgmlCodeFormat kCodesQ4_1{4, 0, nullptr, 0, FieldsQ4_1, LatticeQ4_1};
-constexpr GgmlCodeFormat kCodesQ5_0{5, 16, nullptr, 0, FieldsQ5_0, LatticeQ5_0};
-constexpr GgmlCodeFormat kCodesQ5_1{5, 0, nullptr, 0, FieldsQ5_1, LatticeQ5_1};
-constexpr GgmlCodeFormat kCodesQ8_0{8, 128, nullptr, 0x80, FieldsQ8_0, LatticeQ8_0};
-constexpr GgmlCodeFormat kCodesQ2_K{2, 0, nullptr, 0, FieldsQ2_K, LatticeQ2_K};
-constexpr GgmlCodeFormat kCodesQ3_K{3, 4, nullptr, 0, FieldsQ3_K, LatticeQ3_K};
-constexpr GgmlCodeFormat kCodesQ4_K{4, 0, nullptr, 0, FieldsQ4_K, LatticeQ4_K};
-constexpr GgmlCodeFormat kCodesQ5_K{5, 0, nullptr, 0, FieldsQ5_K, LatticeQ5_K};
-constexpr GgmlCodeFormat kCodesQ6_K{6, 32, nullptr, 0, FieldsQ6_K, LatticeQ6_K};
-const GgmlCodeFormat kCodesIQ4_NL{4, 0, kValuesIq4nl, 0, FieldsIQ4_NL, LatticeIQ4_NL};
-const GgmlCodeFormat kCodesIQ4_XS{4, 0, kValuesIq4nl, 0, FieldsIQ4_XS, LatticeIQ4_XS};
-
-// Ordered by ggml type id (ggml.h enum ggml_type); block bytes as ggml-common.h's structs.
-const std::array<GgmlBlockType, 14> kTable = {{
-    {"Q4_0", 2, 32, 18, false, EncodeQ4_0, DecodeQ4_0, &kCodesQ4_0},
-    {"Q4_1", 3, 32, 20, false, EncodeQ4_1, DecodeQ4_1, &kCodesQ4_1},
-    {"Q5_0", 6, 32, 22, false, EncodeQ5_0, DecodeQ5_0, &kCodesQ5_0},
-    {"Q5_1", 7, 32, 24, false, EncodeQ5_1, DecodeQ5_1, &kCodesQ5_1},
-    {"Q8_0", 8, 32, 34, false, EncodeQ8_0, DecodeQ8_0, &kCodesQ8_0},
-    {"Q8_1", 9, 32, 36, true, EncodeQ8_1, DecodeQ8_1, nullptr},
-    {"Q2_K", 10, 256, 84, false, EncodeQ2_K, DecodeQ2_K, &kCodesQ2_K},
-    {"Q3_K", 11, 256, 110, false, EncodeQ3_K, DecodeQ3_K, &kCodesQ3_K},
-    {"Q4_K", 12, 256, 144, false, EncodeQ4_K, DecodeQ4_K, &kCodesQ4_K},
-    {"Q5_K", 13, 256, 176, false, EncodeQ5_K, DecodeQ5_K, &kCodesQ5_K},
-    {"Q6_K", 14, 256, 210, false, EncodeQ6_K, DecodeQ6_K, &kCodesQ6_K},
-    {"Q8_K", 15, 256, 292, true, EncodeQ8_K, DecodeQ8_K, nullptr},
-    {"IQ4_NL", 20, 32, 18, false, EncodeIQ4_NL, DecodeIQ4_NL, &kCodesIQ4_NL},
-    {"IQ4_XS", 23, 256, 136, false, EncodeIQ4_XS, DecodeIQ4_XS, &kCodesIQ4_XS},
-}};
+// formats/ggml_types.h's codec rows, ordered by ggml type id.
+const GgmlBlockType kTable[] = {
+#define QF_GGML_WEIGHTS_ROW(T, id, type_name, weights, bytes, family) \
+  {#T, id, weights, bytes, false, Encode##T, Decode##T, &kCodes##T},
+#define QF_GGML_ACTIVATIONS_ROW(T, id, type_name, weights, bytes) \
+  {#T, id, weights, bytes, true, Encode##T, Decode##T, nullptr},
+    QF_GGML_TYPES(QF_GGML_WEIGHTS_ROW, QF_GGML_ACTIVATIONS_ROW, QF_GGML_SKIP)
+#undef QF_GGML_WEIGHTS_ROW
+#undef QF_GGML_ACTIVATIONS_ROW
+};
 
 bool EqualsNoCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {

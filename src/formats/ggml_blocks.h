@@ -13,7 +13,8 @@
 // ggerganov/llama.cpp at c392e50 (Feb 2025); tests/ggml_blocks_test.cc holds digests of ggml's
 // own output for every row, with and without importance.
 //
-// Blocks, all little-endian, fp16 = IEEE half (round to nearest even on the way in):
+// Blocks (structs with their fields: formats/ggml_types.h), all little-endian, fp16 = IEEE half
+// (round to nearest even on the way in):
 //   Q4_0   32 w, 18 B, 4.5 bpw     d;          x = d * (q - 8)
 //   Q4_1   32 w, 20 B, 5.0 bpw     d, m;       x = d * q + m
 //   Q5_0   32 w, 22 B, 5.5 bpw     d, qh[4];   x = d * (q - 16)

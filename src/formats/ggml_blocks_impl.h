@@ -1,4 +1,4 @@
-// Internals of formats/ggml_blocks: the scale searches ggml's quantizers share, byte helpers, and
+// Internals of formats/ggml_blocks: the scale searches ggml's quantizers share, and
 // the per-type row encoders/decoders the table points to (ggml_legacy.cc, ggml_kquants.cc).
 // Contract: each search repeats ggml-quants.c's float operations in the same order (same
 // association, products before sums), so results agree to the bit.
@@ -7,9 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "core/dtype.h"
 #include "formats/ggml_blocks.h"
+#include "formats/ggml_types.h"
 
 // No fused multiply-add below, nor in the files that include this header (include it last, so
 // other headers keep their own flags): ggml's quantizers (ggml-base) are built without -march
@@ -36,28 +38,16 @@ inline int NearestInt(float f) {
   return (i & 0x007fffff) - 0x00400000;
 }
 
-// Little-endian fields.
-inline void PutF16(uint8_t* p, float v) {
-  const uint16_t h = F16BitsRne(v);
-  p[0] = uint8_t(h & 0xff);
-  p[1] = uint8_t(h >> 8);
+// The blocks of a row (byte aligned: any address will do).
+template <class Block>
+Block* BlocksOf(std::byte* p) {
+  return reinterpret_cast<Block*>(p);
 }
-inline float GetF16(const uint8_t* p) { return F16ToF32(uint16_t(p[0] | (p[1] << 8))); }
-// The f32 value a stored fp16 field holds (ggml re-reads d after storing it).
-inline float RoundF16(float v) { return F16ToF32(F16BitsRne(v)); }
-inline void PutU16(uint8_t* p, uint16_t v) {
-  p[0] = uint8_t(v & 0xff);
-  p[1] = uint8_t(v >> 8);
+template <class Block>
+Block* BlocksOf(const std::byte* p) {
+  static_assert(std::is_const_v<Block>);
+  return reinterpret_cast<Block*>(p);
 }
-inline uint16_t GetU16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
-inline void PutU32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-inline uint32_t GetU32(const uint8_t* p) {
-  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-inline uint8_t* Bytes(std::byte* p) { return reinterpret_cast<uint8_t*>(p); }
-inline const uint8_t* Bytes(const std::byte* p) { return reinterpret_cast<const uint8_t*>(p); }
 
 // ---- scale searches (ggml-quants.c's make_*_quants) ------------------------------------------
 
@@ -83,44 +73,18 @@ float MakeQkxQuants(int n, int nmax, const float* x, const float* weights, uint8
 // importance weights qw: 9 candidate scales, then up to 5 rounds of single-code moves.
 float MakeQpQuants(int n, int nmax, const float* x, uint8_t* L, const float* qw);
 
-// ---- rows, one pair per type ---------------------------------------------------------------
-// Encoders: x[cols] (cols a multiple of the block) -> cols / block blocks; importance null or
-// [cols]. Decoders: the inverse.
-#define QF_GGML_ROW_CODEC(T)                                                              \
+// ---- per type, from ggml_types.h's list (ggml_legacy.cc, ggml_kquants.cc) ---------------------
+// Encode: x[cols] (cols a multiple of the block) -> cols / block blocks; importance null or
+// [cols]. Decode: the inverse. kCodes (model-file types only): the code layout and lattice (see
+// GgmlCodeFormat), defined beside the decoder.
+#define QF_GGML_CODEC(T, ...)                                                            \
   void Encode##T(const float* x, int64_t cols, const float* importance, std::byte* out); \
   void Decode##T(const std::byte* in, int64_t cols, float* out);
-QF_GGML_ROW_CODEC(Q4_0)
-QF_GGML_ROW_CODEC(Q4_1)
-QF_GGML_ROW_CODEC(Q5_0)
-QF_GGML_ROW_CODEC(Q5_1)
-QF_GGML_ROW_CODEC(Q8_0)
-QF_GGML_ROW_CODEC(Q8_1)
-QF_GGML_ROW_CODEC(Q2_K)
-QF_GGML_ROW_CODEC(Q3_K)
-QF_GGML_ROW_CODEC(Q4_K)
-QF_GGML_ROW_CODEC(Q5_K)
-QF_GGML_ROW_CODEC(Q6_K)
-QF_GGML_ROW_CODEC(Q8_K)
-QF_GGML_ROW_CODEC(IQ4_NL)
-QF_GGML_ROW_CODEC(IQ4_XS)
-#undef QF_GGML_ROW_CODEC
-
-// Code layouts and lattices of the model types (see GgmlCodeFormat), beside each decoder.
-#define QF_GGML_CODES(T)                         \
-  int Fields##T(int i, GgmlCodeField* f);         \
-  void Lattice##T(const std::byte* block, GgmlLattice* out);
-QF_GGML_CODES(Q4_0)
-QF_GGML_CODES(Q4_1)
-QF_GGML_CODES(Q5_0)
-QF_GGML_CODES(Q5_1)
-QF_GGML_CODES(Q8_0)
-QF_GGML_CODES(Q2_K)
-QF_GGML_CODES(Q3_K)
-QF_GGML_CODES(Q4_K)
-QF_GGML_CODES(Q5_K)
-QF_GGML_CODES(Q6_K)
-QF_GGML_CODES(IQ4_NL)
-QF_GGML_CODES(IQ4_XS)
-#undef QF_GGML_CODES
+#define QF_GGML_CODEC_AND_CODES(T, ...) \
+  QF_GGML_CODEC(T)                      \
+  extern const GgmlCodeFormat kCodes##T;
+QF_GGML_TYPES(QF_GGML_CODEC_AND_CODES, QF_GGML_CODEC, QF_GGML_SKIP)
+#undef QF_GGML_CODEC_AND_CODES
+#undef QF_GGML_CODEC
 
 }  // namespace qf::ggml

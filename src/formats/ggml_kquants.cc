@@ -6,6 +6,7 @@
 // re-rounds every weight to the scales as stored (the "requantize" step).
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 #include "formats/ggml_blocks_impl.h"
@@ -68,9 +69,9 @@ void PackScaleQ3(int j, int l, uint8_t* s) {
 
 void EncodeQ2_K(const float* x, int64_t cols, const float* importance, std::byte* out) {
   constexpr float kQ4Scale = 15.f;
-  uint8_t* y = Bytes(out);
-  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, y += 84) {
-    uint8_t* sc = y;
+  BlockQ2_K* y = BlocksOf<BlockQ2_K>(out);
+  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, ++y) {
+    uint8_t* sc = y->scales;
     uint8_t L[kQK], Laux[16];
     float mins[16], scales[16], weight[16];
     if (!importance) {
@@ -85,17 +86,17 @@ void EncodeQ2_K(const float* x, int64_t cols, const float* importance, std::byte
       if (max_scale > 0) {
         const float iscale = kQ4Scale / max_scale;
         for (int j = 0; j < 16; ++j) sc[j] = uint8_t(NearestInt(iscale * scales[j]));
-        PutF16(y + 80, max_scale / kQ4Scale);
+        y->d.Set(max_scale / kQ4Scale);
       } else {
         std::fill(sc, sc + 16, uint8_t{0});
-        PutF16(y + 80, 0.f);
+        y->d.Set(0.f);
       }
       if (max_min > 0) {
         const float iscale = kQ4Scale / max_min;
         for (int j = 0; j < 16; ++j) sc[j] |= uint8_t(NearestInt(iscale * mins[j]) << 4);
-        PutF16(y + 82, max_min / kQ4Scale);
+        y->dmin.Set(max_min / kQ4Scale);
       } else {
-        PutF16(y + 82, 0.f);
+        y->dmin.Set(0.f);
       }
     } else {
       const float sigma2 = SumSquares(x, kQK) / float(kQK);
@@ -109,12 +110,12 @@ void EncodeQ2_K(const float* x, int64_t cols, const float* importance, std::byte
                                   0.05f, 36, false);
       }
       uint8_t Ls[16], Lm[16];
-      PutF16(y + 80, MakeQpQuants(16, 15, scales, Ls, sw));
-      PutF16(y + 82, MakeQpQuants(16, 15, mins, Lm, sw));
+      y->d.Set(MakeQpQuants(16, 15, scales, Ls, sw));
+      y->dmin.Set(MakeQpQuants(16, 15, mins, Lm, sw));
       for (int j = 0; j < 16; ++j) sc[j] = uint8_t(Ls[j] | (Lm[j] << 4));
     }
     // Re-round to the stored scales; a zero scale keeps the codes of the search.
-    const float dq = GetF16(y + 80), mq = GetF16(y + 82);
+    const float dq = y->d.Get(), mq = y->dmin.Get();
     for (int j = 0; j < 16; ++j) {
       const float d = dq * float(sc[j] & 0xF);
       if (!d) continue;
@@ -123,20 +124,20 @@ void EncodeQ2_K(const float* x, int64_t cols, const float* importance, std::byte
         L[16 * j + ii] = uint8_t(std::clamp(NearestInt((x[16 * j + ii] + dm) / d), 0, 3));
       }
     }
-    PackTwoBits(L, y + 16);
+    PackTwoBits(L, y->qs);
   }
 }
 
 void DecodeQ2_K(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t i = 0; i < cols / kQK; ++i, b += 84) {
-    const float d = GetF16(b + 80), min = GetF16(b + 82);
-    const uint8_t* q = b + 16;
+  const BlockQ2_K* b = BlocksOf<const BlockQ2_K>(in);
+  for (int64_t i = 0; i < cols / kQK; ++i, ++b) {
+    const float d = b->d.Get(), min = b->dmin.Get();
+    const uint8_t* q = b->qs;
     int is = 0;
     for (int n = 0; n < kQK; n += 128, q += 32) {
       for (int shift = 0; shift < 8; shift += 2) {
         for (int half = 0; half < 2; ++half) {
-          const uint8_t s = b[is++];
+          const uint8_t s = b->scales[is++];
           const float dl = d * float(s & 0xF), ml = min * float(s >> 4);
           for (int l = 0; l < 16; ++l) {
             *out++ = dl * float((q[16 * half + l] >> shift) & 3) - ml;
@@ -147,28 +148,32 @@ void DecodeQ2_K(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+namespace {
 // Weight w: 2 bits of qs as PackTwoBits; sub-block w / 16: x = d * sc * q - dmin * m.
 int FieldsQ2_K(int w, GgmlCodeField* f) {
-  f[0] = {uint16_t(16 + 32 * (w / 128) + w % 32), uint8_t(2 * ((w % 128) / 32)), 2};
+  f[0] = {uint16_t(offsetof(BlockQ2_K, qs) + 32 * (w / 128) + w % 32),
+          uint8_t(2 * ((w % 128) / 32)), 2};
   return 1;
 }
 void LatticeQ2_K(const std::byte* block, GgmlLattice* out) {
-  const uint8_t* b = Bytes(block);
-  const float d = GetF16(b + 80), min = GetF16(b + 82);
+  const BlockQ2_K* b = BlocksOf<const BlockQ2_K>(block);
+  const float d = b->d.Get(), min = b->dmin.Get();
   for (int w = 0; w < kQK; ++w) {
-    const uint8_t s = b[w / 16];
+    const uint8_t s = b->scales[w / 16];
     out[w] = {d * float(s & 0xF), -(min * float(s >> 4))};
   }
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ2_K{2, 0, nullptr, 0, FieldsQ2_K, LatticeQ2_K};
 
 // ---- Q3_K: hmask[32], qs[64], scales[12], d. x = d * s * (q - 4), q in [0, 7] ------------------
 // (low 2 bits in qs as Q2_K; the third bit of weight w in hmask[w % 32], bit w / 32).
 
 void EncodeQ3_K(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, y += 110) {
-    uint8_t* hmask = y;
-    uint8_t* s = y + 96;
+  BlockQ3_K* y = BlocksOf<BlockQ3_K>(out);
+  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, ++y) {
+    uint8_t* hmask = y->hmask;
+    uint8_t* s = y->scales;
     int8_t L[kQK];
     float scales[16];
     std::fill(s, s + 12, uint8_t{0});
@@ -187,9 +192,9 @@ void EncodeQ3_K(const float* x, int64_t cols, const float* importance, std::byte
           const int l = int8_t(NearestInt(iscale * scales[j]));  // ggml narrows to int8 first
           PackScaleQ3(j, std::clamp(l, -32, 31) + 32, s);
         }
-        PutF16(y + 108, 1 / iscale);
+        y->d.Set(1 / iscale);
       } else {
-        PutF16(y + 108, 0.f);
+        y->d.Set(0.f);
       }
     } else {
       const float sigma2 = 2 * SumSquares(x, kQK) / float(kQK);
@@ -204,9 +209,9 @@ void EncodeQ3_K(const float* x, int64_t cols, const float* importance, std::byte
       int8_t Ls[16];
       const float d_block = MakeQxQuants(16, 32, scales, Ls, sw);
       for (int j = 0; j < 16; ++j) PackScaleQ3(j, Ls[j], s);
-      PutF16(y + 108, d_block);
+      y->d.Set(d_block);
     }
-    const float dq = GetF16(y + 108);
+    const float dq = y->d.Get();
     for (int j = 0; j < 16; ++j) {
       const float d = dq * float(int8_t(ScaleQ3(j, s)));
       if (!d) continue;
@@ -224,22 +229,22 @@ void EncodeQ3_K(const float* x, int64_t cols, const float* importance, std::byte
       }
       low[j] = uint8_t(l);
     }
-    PackTwoBits(low, y + 32);
+    PackTwoBits(low, y->qs);
   }
 }
 
 void DecodeQ3_K(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t i = 0; i < cols / kQK; ++i, b += 110) {
-    const float d_all = GetF16(b + 108);
-    const uint8_t* hm = b;
-    const uint8_t* q = b + 32;
+  const BlockQ3_K* b = BlocksOf<const BlockQ3_K>(in);
+  for (int64_t i = 0; i < cols / kQK; ++i, ++b) {
+    const float d_all = b->d.Get();
+    const uint8_t* hm = b->hmask;
+    const uint8_t* q = b->qs;
     int is = 0;
     uint8_t m = 1;
     for (int n = 0; n < kQK; n += 128, q += 32) {
       for (int shift = 0; shift < 8; shift += 2, m = uint8_t(m << 1)) {
         for (int half = 0; half < 2; ++half) {
-          const float dl = d_all * float(ScaleQ3(is++, b + 96));
+          const float dl = d_all * float(ScaleQ3(is++, b->scales));
           for (int l = 0; l < 16; ++l) {
             const int k = 16 * half + l;
             *out++ = dl * float(((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
@@ -250,27 +255,31 @@ void DecodeQ3_K(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
-// Weight w: low 2 bits as Q2_K (qs at 32), third bit in hmask; code = low | high << 2 and
+namespace {
+// Weight w: low 2 bits as Q2_K, third bit in hmask; code = low | high << 2 and
 // x = d * s * (code - 4) (a set high bit means no -4).
 int FieldsQ3_K(int w, GgmlCodeField* f) {
-  f[0] = {uint16_t(32 + 32 * (w / 128) + w % 32), uint8_t(2 * ((w % 128) / 32)), 2};
-  f[1] = {uint16_t(w % 32), uint8_t(w / 32), 1};
+  f[0] = {uint16_t(offsetof(BlockQ3_K, qs) + 32 * (w / 128) + w % 32),
+          uint8_t(2 * ((w % 128) / 32)), 2};
+  f[1] = {uint16_t(offsetof(BlockQ3_K, hmask) + w % 32), uint8_t(w / 32), 1};
   return 2;
 }
 void LatticeQ3_K(const std::byte* block, GgmlLattice* out) {
-  const uint8_t* b = Bytes(block);
-  const float d_all = GetF16(b + 108);
-  for (int w = 0; w < kQK; ++w) out[w] = {d_all * float(ScaleQ3(w / 16, b + 96)), 0.f};
+  const BlockQ3_K* b = BlocksOf<const BlockQ3_K>(block);
+  const float d_all = b->d.Get();
+  for (int w = 0; w < kQK; ++w) out[w] = {d_all * float(ScaleQ3(w / 16, b->scales)), 0.f};
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ3_K{3, 4, nullptr, 0, FieldsQ3_K, LatticeQ3_K};
 
 // ---- Q4_K / Q5_K: d, dmin, scales[12] (6-bit scale and min per 32), [qh[32]], qs[128] ---------
 // x = d * sc * q - dmin * m.
 
 namespace {
 
-// The scales, mins and codes of one super-block (nmax 15 or 31), packed scales into s; writes
-// d and dmin at y and y + 2. L gets the codes re-rounded to the stored scales.
-void FitScaleMinK(const float* x, const float* qw, int nmax, uint8_t* y, uint8_t* s,
+// The scales, mins and codes of one super-block (nmax 15 or 31): d, dmin and the packed scales
+// s of a Q4_K / Q5_K block. L gets the codes re-rounded to the stored scales.
+void FitScaleMinK(const float* x, const float* qw, int nmax, F16& dh, F16& dminh, uint8_t* s,
                   uint8_t* L) {
   uint8_t Laux[32];
   float mins[8], scales[8], weights[32];
@@ -295,8 +304,8 @@ void FitScaleMinK(const float* x, const float* qw, int nmax, uint8_t* y, uint8_t
       const uint8_t lm = std::min<uint8_t>(63, uint8_t(NearestInt(inv_min * mins[j])));
       PackScaleMinK4(j, ls, lm, s);
     }
-    PutF16(y, max_scale / 63.f);
-    PutF16(y + 2, max_min / 63.f);
+    dh.Set(max_scale / 63.f);
+    dminh.Set(max_min / 63.f);
   } else {
     const float sigma2 = 2 * SumSquares(x, kQK) / float(kQK);
     float sw[8];
@@ -317,10 +326,10 @@ void FitScaleMinK(const float* x, const float* qw, int nmax, uint8_t* y, uint8_t
       PackScaleMinK4(j, cap ? std::min<uint8_t>(63, Ls[j]) : Ls[j],
                      cap ? std::min<uint8_t>(63, Lm[j]) : Lm[j], s);
     }
-    PutF16(y, d_block);
-    PutF16(y + 2, m_block);
+    dh.Set(d_block);
+    dminh.Set(m_block);
   }
-  const float dq = GetF16(y), mq = GetF16(y + 2);
+  const float dq = dh.Get(), mq = dminh.Get();
   for (int j = 0; j < 8; ++j) {
     uint8_t sc, m;
     GetScaleMinK4(j, s, &sc, &m);
@@ -336,12 +345,12 @@ void FitScaleMinK(const float* x, const float* qw, int nmax, uint8_t* y, uint8_t
 }  // namespace
 
 void EncodeQ4_K(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, y += 144) {
+  BlockQ4_K* y = BlocksOf<BlockQ4_K>(out);
+  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, ++y) {
     uint8_t L[kQK];
-    FitScaleMinK(x, importance ? importance + i * kQK : nullptr, 15, y, y + 4, L);
+    FitScaleMinK(x, importance ? importance + i * kQK : nullptr, 15, y->d, y->dmin, y->scales, L);
     // Byte 32 * c + l: code 64 c + l in the low nibble, 64 c + 32 + l in the high one.
-    uint8_t* q = y + 16;
+    uint8_t* q = y->qs;
     for (int j = 0; j < kQK; j += 64, q += 32) {
       for (int l = 0; l < 32; ++l) q[l] = uint8_t(L[j + l] | (L[j + l + 32] << 4));
     }
@@ -349,15 +358,15 @@ void EncodeQ4_K(const float* x, int64_t cols, const float* importance, std::byte
 }
 
 void DecodeQ4_K(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t i = 0; i < cols / kQK; ++i, b += 144) {
-    const float d = GetF16(b), min = GetF16(b + 2);
-    const uint8_t* q = b + 16;
+  const BlockQ4_K* b = BlocksOf<const BlockQ4_K>(in);
+  for (int64_t i = 0; i < cols / kQK; ++i, ++b) {
+    const float d = b->d.Get(), min = b->dmin.Get();
+    const uint8_t* q = b->qs;
     for (int is = 0; is < 8; is += 2, q += 32) {
       uint8_t sc, m;
-      GetScaleMinK4(is, b + 4, &sc, &m);
+      GetScaleMinK4(is, b->scales, &sc, &m);
       const float d1 = d * float(sc), m1 = min * float(m);
-      GetScaleMinK4(is + 1, b + 4, &sc, &m);
+      GetScaleMinK4(is + 1, b->scales, &sc, &m);
       const float d2 = d * float(sc), m2 = min * float(m);
       for (int l = 0; l < 32; ++l) *out++ = d1 * float(q[l] & 0xF) - m1;
       for (int l = 0; l < 32; ++l) *out++ = d2 * float(q[l] >> 4) - m2;
@@ -365,32 +374,37 @@ void DecodeQ4_K(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
-// Weight w: nibble of byte 16 + 32 (w / 64) + w % 32 (low for the first 32 of each 64).
+namespace {
+// Weight w: nibble of qs[32 (w / 64) + w % 32] (low for the first 32 of each 64).
 int FieldsQ4_K(int w, GgmlCodeField* f) {
-  f[0] = {uint16_t(16 + 32 * (w / 64) + w % 32), uint8_t(4 * ((w / 32) % 2)), 4};
+  f[0] = {uint16_t(offsetof(BlockQ4_K, qs) + 32 * (w / 64) + w % 32),
+          uint8_t(4 * ((w / 32) % 2)), 4};
   return 1;
 }
 // Sub-block w / 32 of a Q4_K / Q5_K block: x = d * sc * q - dmin * m.
+static_assert(offsetof(BlockQ5_K, scales) == offsetof(BlockQ4_K, scales));
 void LatticeQ4_K(const std::byte* block, GgmlLattice* out) {
-  const uint8_t* b = Bytes(block);
-  const float d = GetF16(b), min = GetF16(b + 2);
+  const BlockQ4_K* b = BlocksOf<const BlockQ4_K>(block);
+  const float d = b->d.Get(), min = b->dmin.Get();
   for (int j = 0; j < 8; ++j) {
     uint8_t sc, m;
-    GetScaleMinK4(j, b + 4, &sc, &m);
+    GetScaleMinK4(j, b->scales, &sc, &m);
     const GgmlLattice l{d * float(sc), -(min * float(m))};
     for (int i = 0; i < 32; ++i) out[32 * j + i] = l;
   }
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ4_K{4, 0, nullptr, 0, FieldsQ4_K, LatticeQ4_K};
 
 void EncodeQ5_K(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, y += 176) {
+  BlockQ5_K* y = BlocksOf<BlockQ5_K>(out);
+  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, ++y) {
     uint8_t L[kQK];
-    FitScaleMinK(x, importance ? importance + i * kQK : nullptr, 31, y, y + 4, L);
+    FitScaleMinK(x, importance ? importance + i * kQK : nullptr, 31, y->d, y->dmin, y->scales, L);
     // Low nibbles as Q4_K; the fifth bit of code 64 c + l in qh[l] bit 2c, of 64 c + 32 + l in
     // bit 2c + 1.
-    uint8_t* qh = y + 16;
-    uint8_t* ql = y + 48;
+    uint8_t* qh = y->qh;
+    uint8_t* ql = y->qs;
     std::fill(qh, qh + 32, uint8_t{0});
     for (int n = 0, c = 0; n < kQK; n += 64, ++c, ql += 32) {
       for (int j = 0; j < 32; ++j) {
@@ -410,17 +424,17 @@ void EncodeQ5_K(const float* x, int64_t cols, const float* importance, std::byte
 }
 
 void DecodeQ5_K(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t i = 0; i < cols / kQK; ++i, b += 176) {
-    const float d = GetF16(b), min = GetF16(b + 2);
-    const uint8_t* qh = b + 16;
-    const uint8_t* ql = b + 48;
+  const BlockQ5_K* b = BlocksOf<const BlockQ5_K>(in);
+  for (int64_t i = 0; i < cols / kQK; ++i, ++b) {
+    const float d = b->d.Get(), min = b->dmin.Get();
+    const uint8_t* qh = b->qh;
+    const uint8_t* ql = b->qs;
     uint8_t u1 = 1, u2 = 2;
     for (int is = 0; is < 8; is += 2, ql += 32, u1 = uint8_t(u1 << 2), u2 = uint8_t(u2 << 2)) {
       uint8_t sc, m;
-      GetScaleMinK4(is, b + 4, &sc, &m);
+      GetScaleMinK4(is, b->scales, &sc, &m);
       const float d1 = d * float(sc), m1 = min * float(m);
-      GetScaleMinK4(is + 1, b + 4, &sc, &m);
+      GetScaleMinK4(is + 1, b->scales, &sc, &m);
       const float d2 = d * float(sc), m2 = min * float(m);
       for (int l = 0; l < 32; ++l) *out++ = d1 * float((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
       for (int l = 0; l < 32; ++l) *out++ = d2 * float((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
@@ -428,20 +442,23 @@ void DecodeQ5_K(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
-// Weight w: low nibble as Q4_K after qh (qs at 48), fifth bit w / 32 of qh[w % 32].
+namespace {
+// Weight w: low nibble as Q4_K, fifth bit w / 32 of qh[w % 32].
 int FieldsQ5_K(int w, GgmlCodeField* f) {
-  f[0] = {uint16_t(48 + 32 * (w / 64) + w % 32), uint8_t(4 * ((w / 32) % 2)), 4};
-  f[1] = {uint16_t(16 + w % 32), uint8_t(w / 32), 1};
+  f[0] = {uint16_t(offsetof(BlockQ5_K, qs) + 32 * (w / 64) + w % 32),
+          uint8_t(4 * ((w / 32) % 2)), 4};
+  f[1] = {uint16_t(offsetof(BlockQ5_K, qh) + w % 32), uint8_t(w / 32), 1};
   return 2;
 }
-void LatticeQ5_K(const std::byte* block, GgmlLattice* out) { LatticeQ4_K(block, out); }
+}  // namespace
+const GgmlCodeFormat kCodesQ5_K{5, 0, nullptr, 0, FieldsQ5_K, LatticeQ4_K};
 
 // ---- Q6_K: ql[128], qh[64], scales[16] (int8), d. x = d * s * (q - 32), q in [0, 63] ----------
 // With importance ggml weights the sub-block fit by the importance alone (no sigma term).
 
 void EncodeQ6_K(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, y += 210) {
+  BlockQ6_K* y = BlocksOf<BlockQ6_K>(out);
+  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, ++y) {
     int8_t L[kQK];
     float scales[16];
     float max_scale = 0, max_abs_scale = 0;
@@ -454,14 +471,14 @@ void EncodeQ6_K(const float* x, int64_t cols, const float* importance, std::byte
       }
     }
     if (max_abs_scale < kGroupMaxEps) {
-      std::fill(y, y + 210, uint8_t{0});
+      *y = BlockQ6_K{};
       continue;
     }
-    int8_t* sc = reinterpret_cast<int8_t*>(y + 192);
+    int8_t* sc = y->scales;
     const float iscale = -128.f / max_scale;
-    PutF16(y + 208, 1 / iscale);
+    y->d.Set(1 / iscale);
     for (int ib = 0; ib < 16; ++ib) sc[ib] = int8_t(std::min(127, NearestInt(iscale * scales[ib])));
-    const float dq = GetF16(y + 208);
+    const float dq = y->d.Get();
     for (int j = 0; j < 16; ++j) {
       const float d = dq * float(sc[j]);
       if (!d) continue;
@@ -472,8 +489,8 @@ void EncodeQ6_K(const float* x, int64_t cols, const float* importance, std::byte
     // Per half h of 128: ql[64 h + l] = low nibbles of codes l (low) and l + 64 (high),
     // ql[64 h + 32 + l] those of l + 32 and l + 96; qh[32 h + l] the top 2 bits of l, l + 32,
     // l + 64, l + 96 at bits 0, 2, 4, 6.
-    uint8_t* ql = y;
-    uint8_t* qh = y + 128;
+    uint8_t* ql = y->ql;
+    uint8_t* qh = y->qh;
     for (int j = 0; j < kQK; j += 128, ql += 64, qh += 32) {
       for (int l = 0; l < 32; ++l) {
         const int a = L[j + l], b = L[j + l + 32], c = L[j + l + 64], e = L[j + l + 96];
@@ -486,12 +503,12 @@ void EncodeQ6_K(const float* x, int64_t cols, const float* importance, std::byte
 }
 
 void DecodeQ6_K(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t i = 0; i < cols / kQK; ++i, b += 210) {
-    const float d = GetF16(b + 208);
-    const uint8_t* ql = b;
-    const uint8_t* qh = b + 128;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+  const BlockQ6_K* b = BlocksOf<const BlockQ6_K>(in);
+  for (int64_t i = 0; i < cols / kQK; ++i, ++b) {
+    const float d = b->d.Get();
+    const uint8_t* ql = b->ql;
+    const uint8_t* qh = b->qh;
+    const int8_t* sc = b->scales;
     for (int n = 0; n < kQK; n += 128, out += 128, ql += 64, qh += 32, sc += 8) {
       for (int l = 0; l < 32; ++l) {
         const int is = l / 16;
@@ -511,26 +528,29 @@ void DecodeQ6_K(const std::byte* in, int64_t cols, float* out) {
 // Weight w (half n = w / 128, quarter c = (w % 128) / 32, l = w % 32): low nibble of
 // ql[64 n + 32 (c % 2) + l] (high nibble for c >= 2), top 2 bits at 2c of qh[32 n + l];
 // sub-block w / 16: x = d * sc * (q - 32).
+namespace {
 int FieldsQ6_K(int w, GgmlCodeField* f) {
   const int n = w / 128, c = (w % 128) / 32, l = w % 32;
-  f[0] = {uint16_t(64 * n + 32 * (c % 2) + l), uint8_t(4 * (c / 2)), 4};
-  f[1] = {uint16_t(128 + 32 * n + l), uint8_t(2 * c), 2};
+  f[0] = {uint16_t(offsetof(BlockQ6_K, ql) + 64 * n + 32 * (c % 2) + l), uint8_t(4 * (c / 2)), 4};
+  f[1] = {uint16_t(offsetof(BlockQ6_K, qh) + 32 * n + l), uint8_t(2 * c), 2};
   return 2;
 }
 void LatticeQ6_K(const std::byte* block, GgmlLattice* out) {
-  const uint8_t* b = Bytes(block);
-  const float d = GetF16(b + 208);
-  for (int w = 0; w < kQK; ++w) out[w] = {d * float(int8_t(b[192 + w / 16])), 0.f};
+  const BlockQ6_K* b = BlocksOf<const BlockQ6_K>(block);
+  const float d = b->d.Get();
+  for (int w = 0; w < kQK; ++w) out[w] = {d * float(b->scales[w / 16]), 0.f};
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ6_K{6, 32, nullptr, 0, FieldsQ6_K, LatticeQ6_K};
 
 // ---- Q8_K: d (f32), qs[256] (int8), bsums[16] (int16 sums of 16 codes) ------------------------
 // The activation side of k-quant dot products; importance is ignored. An all-zero super-block
 // gets d = 0, codes 0 and bsums 0 (ggml leaves its bsums unwritten).
 
 void EncodeQ8_K(const float* x, int64_t cols, const float*, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, y += 292) {
-    std::fill(y, y + 292, uint8_t{0});
+  BlockQ8_K* y = BlocksOf<BlockQ8_K>(out);
+  for (int64_t i = 0; i < cols / kQK; ++i, x += kQK, ++y) {
+    *y = BlockQ8_K{};
     float max = 0, amax = 0;
     for (int j = 0; j < kQK; ++j) {
       if (std::fabs(x[j]) > amax) {
@@ -540,22 +560,22 @@ void EncodeQ8_K(const float* x, int64_t cols, const float*, std::byte* out) {
     }
     if (!amax) continue;
     const float iscale = -127.f / max;  // -127, not -128: ggml keeps the codes symmetric
-    int8_t* qs = reinterpret_cast<int8_t*>(y + 4);
+    int8_t* qs = y->qs;
     for (int j = 0; j < kQK; ++j) qs[j] = int8_t(std::min(127, NearestInt(iscale * x[j])));
     for (int j = 0; j < 16; ++j) {
       int sum = 0;
       for (int ii = 0; ii < 16; ++ii) sum += qs[16 * j + ii];
-      PutU16(y + 260 + 2 * j, uint16_t(int16_t(sum)));
+      y->bsums[j].Set(uint16_t(int16_t(sum)));
     }
-    PutU32(y, BitsFromF32(1 / iscale));
+    y->d.Set(BitsFromF32(1 / iscale));
   }
 }
 
 void DecodeQ8_K(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t i = 0; i < cols / kQK; ++i, b += 292) {
-    const float d = F32FromBits(GetU32(b));
-    for (int j = 0; j < kQK; ++j) *out++ = d * float(int8_t(b[4 + j]));
+  const BlockQ8_K* b = BlocksOf<const BlockQ8_K>(in);
+  for (int64_t i = 0; i < cols / kQK; ++i, ++b) {
+    const float d = F32FromBits(b->d.Get());
+    for (int j = 0; j < kQK; ++j) *out++ = d * float(b->qs[j]);
   }
 }
 

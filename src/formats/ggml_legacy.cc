@@ -2,10 +2,10 @@
 // ones (IQ4_NL, IQ4_XS): reference row encoders and decoders, plain loops.
 // Contract: bytes and floats bit-identical to ggml-quants.c: quantize_row_X_ref without
 // importance, quantize_row_X_impl / quantize_iq4_* with it, dequantize_row_X (see
-// ggml_blocks.h). Layouts (ggml-common.h), weights j and j + 16 share byte j of qs (low nibble
-// first); fp16 fields first.
+// ggml_blocks.h). Layouts: the Block structs of ggml_types.h.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 
@@ -31,19 +31,18 @@ void ImportanceWeights(const float* xb, const float* qw, float sigma2, int n, fl
 void PackNibbles(const uint8_t* L, uint8_t* qs) {
   for (int j = 0; j < 16; ++j) qs[j] = uint8_t(L[j] | (L[j + 16] << 4));
 }
-// 5-bit codes L[32] -> low nibbles in qs, fifth bits in the little-endian uint32 qh (bit j for
-// code j).
-void PackFiveBits(const uint8_t* L, uint8_t* qh, uint8_t* qs) {
+// 5-bit codes L[32] -> low nibbles in qs, fifth bits in qh (bit j for code j).
+void PackFiveBits(const uint8_t* L, U32& qh, uint8_t* qs) {
   uint32_t h = 0;
   for (int j = 0; j < 16; ++j) {
     qs[j] = uint8_t((L[j] & 0x0F) | ((L[j + 16] & 0x0F) << 4));
     h |= uint32_t((L[j] & 0x10u) >> 4) << j;
     h |= uint32_t((L[j + 16] & 0x10u) >> 4) << (j + 16);
   }
-  PutU32(qh, h);
+  qh.Set(h);
 }
-void UnpackFiveBits(const uint8_t* qh, const uint8_t* qs, int* L) {
-  const uint32_t h = GetU32(qh);
+void UnpackFiveBits(const U32& qh, const uint8_t* qs, int* L) {
+  const uint32_t h = qh.Get();
   for (int j = 0; j < 16; ++j) {
     L[j] = (qs[j] & 0x0F) | int(((h >> j) << 4) & 0x10);
     L[j + 16] = (qs[j] >> 4) | int((h >> (j + 12)) & 0x10);
@@ -97,9 +96,9 @@ void RefAffine(const float* x, int nmax, bool cap, float* d_out, float* m_out, u
 // ---- Q4_0: d; x = d * (q - 8) ------------------------------------------------------------------
 
 void EncodeQ4_0(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
+  BlockQ4_0* y = BlocksOf<BlockQ4_0>(out);
   const float sigma2 = importance ? RowSigma2(x, cols) : 0.f;
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, y += 18) {
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) {
     const float* xb = x + ib * kQ;
     uint8_t L[kQ];
     float d;
@@ -112,38 +111,41 @@ void EncodeQ4_0(const float* x, int64_t cols, const float* importance, std::byte
     } else {
       RefSymmetric(xb, 8, &d, L);
     }
-    PutF16(y, d);
-    PackNibbles(L, y + 2);
+    y->d.Set(d);
+    PackNibbles(L, y->qs);
   }
 }
 
 void DecodeQ4_0(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, b += 18, out += kQ) {
-    const float d = GetF16(b);
+  const BlockQ4_0* b = BlocksOf<const BlockQ4_0>(in);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++b, out += kQ) {
+    const float d = b->d.Get();
     for (int j = 0; j < 16; ++j) {
-      out[j] = float((b[2 + j] & 0x0F) - 8) * d;
-      out[j + 16] = float((b[2 + j] >> 4) - 8) * d;
+      out[j] = float((b->qs[j] & 0x0F) - 8) * d;
+      out[j + 16] = float((b->qs[j] >> 4) - 8) * d;
     }
   }
 }
 
+namespace {
 // Weight i: nibble i % 16 of qs (low for i < 16); x = d * (q - 8).
 int FieldsQ4_0(int i, GgmlCodeField* f) {
-  f[0] = {uint16_t(2 + i % 16), uint8_t(4 * (i / 16)), 4};
+  f[0] = {uint16_t(offsetof(BlockQ4_0, qs) + i % 16), uint8_t(4 * (i / 16)), 4};
   return 1;
 }
 void LatticeQ4_0(const std::byte* block, GgmlLattice* out) {
-  const float d = GetF16(Bytes(block));
+  const float d = BlocksOf<const BlockQ4_0>(block)->d.Get();
   for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ4_0{4, 8, nullptr, 0, FieldsQ4_0, LatticeQ4_0};
 
 // ---- Q4_1: d, m; x = d * q + m ---------------------------------------------------------------
 
 void EncodeQ4_1(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
+  BlockQ4_1* y = BlocksOf<BlockQ4_1>(out);
   const float sigma2 = importance ? RowSigma2(x, cols) : 0.f;
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, y += 20) {
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) {
     const float* xb = x + ib * kQ;
     uint8_t L[kQ];
     float d, m;
@@ -156,38 +158,42 @@ void EncodeQ4_1(const float* x, int64_t cols, const float* importance, std::byte
     } else {
       RefAffine(xb, 15, true, &d, &m, L);
     }
-    PutF16(y, d);
-    PutF16(y + 2, m);
-    PackNibbles(L, y + 4);
+    y->d.Set(d);
+    y->m.Set(m);
+    PackNibbles(L, y->qs);
   }
 }
 
 void DecodeQ4_1(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, b += 20, out += kQ) {
-    const float d = GetF16(b), m = GetF16(b + 2);
+  const BlockQ4_1* b = BlocksOf<const BlockQ4_1>(in);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++b, out += kQ) {
+    const float d = b->d.Get(), m = b->m.Get();
     for (int j = 0; j < 16; ++j) {
-      out[j] = float(b[4 + j] & 0x0F) * d + m;
-      out[j + 16] = float(b[4 + j] >> 4) * d + m;
+      out[j] = float(b->qs[j] & 0x0F) * d + m;
+      out[j + 16] = float(b->qs[j] >> 4) * d + m;
     }
   }
 }
 
+namespace {
 int FieldsQ4_1(int i, GgmlCodeField* f) {
-  f[0] = {uint16_t(4 + i % 16), uint8_t(4 * (i / 16)), 4};
+  f[0] = {uint16_t(offsetof(BlockQ4_1, qs) + i % 16), uint8_t(4 * (i / 16)), 4};
   return 1;
 }
 void LatticeQ4_1(const std::byte* block, GgmlLattice* out) {
-  const float d = GetF16(Bytes(block)), m = GetF16(Bytes(block) + 2);
+  const BlockQ4_1* b = BlocksOf<const BlockQ4_1>(block);
+  const float d = b->d.Get(), m = b->m.Get();
   for (int i = 0; i < kQ; ++i) out[i] = {d, m};
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ4_1{4, 0, nullptr, 0, FieldsQ4_1, LatticeQ4_1};
 
 // ---- Q5_0: d, qh[4]; x = d * (q - 16) -------------------------------------------------------
 
 void EncodeQ5_0(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
+  BlockQ5_0* y = BlocksOf<BlockQ5_0>(out);
   const float sigma2 = importance ? RowSigma2(x, cols) : 0.f;
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, y += 22) {
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) {
     const float* xb = x + ib * kQ;
     uint8_t L[kQ];
     float d;
@@ -200,38 +206,41 @@ void EncodeQ5_0(const float* x, int64_t cols, const float* importance, std::byte
     } else {
       RefSymmetric(xb, 16, &d, L);
     }
-    PutF16(y, d);
-    PackFiveBits(L, y + 2, y + 6);
+    y->d.Set(d);
+    PackFiveBits(L, y->qh, y->qs);
   }
 }
 
 void DecodeQ5_0(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, b += 22, out += kQ) {
-    const float d = GetF16(b);
+  const BlockQ5_0* b = BlocksOf<const BlockQ5_0>(in);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++b, out += kQ) {
+    const float d = b->d.Get();
     int L[kQ];
-    UnpackFiveBits(b + 2, b + 6, L);
+    UnpackFiveBits(b->qh, b->qs, L);
     for (int j = 0; j < kQ; ++j) out[j] = float(L[j] - 16) * d;
   }
 }
 
-// Weight i: low nibble as Q4_0 after qh, fifth bit = bit i of qh.
+namespace {
+// Weight i: low nibble as Q4_0, fifth bit = bit i of qh.
 int FieldsQ5_0(int i, GgmlCodeField* f) {
-  f[0] = {uint16_t(6 + i % 16), uint8_t(4 * (i / 16)), 4};
-  f[1] = {uint16_t(2 + i / 8), uint8_t(i % 8), 1};
+  f[0] = {uint16_t(offsetof(BlockQ5_0, qs) + i % 16), uint8_t(4 * (i / 16)), 4};
+  f[1] = {uint16_t(offsetof(BlockQ5_0, qh) + i / 8), uint8_t(i % 8), 1};
   return 2;
 }
 void LatticeQ5_0(const std::byte* block, GgmlLattice* out) {
-  const float d = GetF16(Bytes(block));
+  const float d = BlocksOf<const BlockQ5_0>(block)->d.Get();
   for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ5_0{5, 16, nullptr, 0, FieldsQ5_0, LatticeQ5_0};
 
 // ---- Q5_1: d, m, qh[4]; x = d * q + m -------------------------------------------------------
 
 void EncodeQ5_1(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
+  BlockQ5_1* y = BlocksOf<BlockQ5_1>(out);
   const float sigma2 = importance ? RowSigma2(x, cols) : 0.f;
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, y += 24) {
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) {
     const float* xb = x + ib * kQ;
     uint8_t L[kQ];
     float d, m;
@@ -244,31 +253,35 @@ void EncodeQ5_1(const float* x, int64_t cols, const float* importance, std::byte
     } else {
       RefAffine(xb, 31, false, &d, &m, L);
     }
-    PutF16(y, d);
-    PutF16(y + 2, m);
-    PackFiveBits(L, y + 4, y + 8);
+    y->d.Set(d);
+    y->m.Set(m);
+    PackFiveBits(L, y->qh, y->qs);
   }
 }
 
 void DecodeQ5_1(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, b += 24, out += kQ) {
-    const float d = GetF16(b), m = GetF16(b + 2);
+  const BlockQ5_1* b = BlocksOf<const BlockQ5_1>(in);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++b, out += kQ) {
+    const float d = b->d.Get(), m = b->m.Get();
     int L[kQ];
-    UnpackFiveBits(b + 4, b + 8, L);
+    UnpackFiveBits(b->qh, b->qs, L);
     for (int j = 0; j < kQ; ++j) out[j] = float(L[j]) * d + m;
   }
 }
 
+namespace {
 int FieldsQ5_1(int i, GgmlCodeField* f) {
-  f[0] = {uint16_t(8 + i % 16), uint8_t(4 * (i / 16)), 4};
-  f[1] = {uint16_t(4 + i / 8), uint8_t(i % 8), 1};
+  f[0] = {uint16_t(offsetof(BlockQ5_1, qs) + i % 16), uint8_t(4 * (i / 16)), 4};
+  f[1] = {uint16_t(offsetof(BlockQ5_1, qh) + i / 8), uint8_t(i % 8), 1};
   return 2;
 }
 void LatticeQ5_1(const std::byte* block, GgmlLattice* out) {
-  const float d = GetF16(Bytes(block)), m = GetF16(Bytes(block) + 2);
+  const BlockQ5_1* b = BlocksOf<const BlockQ5_1>(block);
+  const float d = b->d.Get(), m = b->m.Get();
   for (int i = 0; i < kQ; ++i) out[i] = {d, m};
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ5_1{5, 0, nullptr, 0, FieldsQ5_1, LatticeQ5_1};
 
 // ---- Q8_0: d; x = d * q (int8). Importance is ignored, as in ggml. ---------------------------
 
@@ -285,53 +298,50 @@ float RefQ8(const float* x, int8_t* q) {
 }  // namespace
 
 void EncodeQ8_0(const float* x, int64_t cols, const float*, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, y += 34) {
-    int8_t q[kQ];
-    PutF16(y, RefQ8(x + ib * kQ, q));
-    std::memcpy(y + 2, q, kQ);
-  }
+  BlockQ8_0* y = BlocksOf<BlockQ8_0>(out);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) y->d.Set(RefQ8(x + ib * kQ, y->qs));
 }
 
 void DecodeQ8_0(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, b += 34, out += kQ) {
-    const float d = GetF16(b);
-    for (int j = 0; j < kQ; ++j) out[j] = float(int8_t(b[2 + j])) * d;
+  const BlockQ8_0* b = BlocksOf<const BlockQ8_0>(in);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++b, out += kQ) {
+    const float d = b->d.Get();
+    for (int j = 0; j < kQ; ++j) out[j] = float(b->qs[j]) * d;
   }
 }
 
-// Weight i: byte 2 + i, an int8 (code ^ 0x80).
+namespace {
+// Weight i: qs[i], an int8 (code ^ 0x80).
 int FieldsQ8_0(int i, GgmlCodeField* f) {
-  f[0] = {uint16_t(2 + i), 0, 8};
+  f[0] = {uint16_t(offsetof(BlockQ8_0, qs) + i), 0, 8};
   return 1;
 }
 void LatticeQ8_0(const std::byte* block, GgmlLattice* out) {
-  const float d = GetF16(Bytes(block));
+  const float d = BlocksOf<const BlockQ8_0>(block)->d.Get();
   for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
 }
+}  // namespace
+const GgmlCodeFormat kCodesQ8_0{8, 128, nullptr, 0x80, FieldsQ8_0, LatticeQ8_0};
 
 // ---- Q8_1: d, s = d * sum(q); x = d * q. The activation side of Q4_1/Q5_1 dot products. ------
 
 void EncodeQ8_1(const float* x, int64_t cols, const float*, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, y += 36) {
-    int8_t q[kQ];
-    const float d = RefQ8(x + ib * kQ, q);
+  BlockQ8_1* y = BlocksOf<BlockQ8_1>(out);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) {
+    const float d = RefQ8(x + ib * kQ, y->qs);
     int sum = 0;
-    for (int j = 0; j < kQ; ++j) sum += q[j];
-    PutF16(y, d);
-    PutF16(y + 2, float(sum) * d);
-    std::memcpy(y + 4, q, kQ);
+    for (int j = 0; j < kQ; ++j) sum += y->qs[j];
+    y->d.Set(d);
+    y->s.Set(float(sum) * d);
   }
 }
 
 // ggml has no dequantize_row_q8_1; this is the Q8_0 formula on the same fields.
 void DecodeQ8_1(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, b += 36, out += kQ) {
-    const float d = GetF16(b);
-    for (int j = 0; j < kQ; ++j) out[j] = float(int8_t(b[4 + j])) * d;
+  const BlockQ8_1* b = BlocksOf<const BlockQ8_1>(in);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++b, out += kQ) {
+    const float d = b->d.Get();
+    for (int j = 0; j < kQ; ++j) out[j] = float(b->qs[j]) * d;
   }
 }
 
@@ -366,8 +376,8 @@ int BestIndexIq4(float x) {
 // One super-block of sb weights in sub-blocks of 32 (sb = 32: IQ4_NL, one fp16 scale; sb = 256:
 // IQ4_XS, 6-bit signed sub-block scales under an fp16 d). qw: the super-block's importance or
 // null (then x^2 weights). Writes d, the packed codes and, for IQ4_XS, scales_h / scales_l.
-void QuantizeIq4SuperBlock(int sb, const float* x, const float* qw, uint8_t* dh, uint8_t* q4,
-                           uint8_t* scales_h, uint8_t* scales_l) {
+void QuantizeIq4SuperBlock(int sb, const float* x, const float* qw, F16& dh, uint8_t* q4,
+                           U16* scales_h, uint8_t* scales_l) {
   constexpr int kBlock = 32;
   const int nblocks = sb / kBlock;
   uint8_t L[kQK];
@@ -376,7 +386,7 @@ void QuantizeIq4SuperBlock(int sb, const float* x, const float* qw, uint8_t* dh,
   for (int j = 0; j < sb; ++j) sigma2 += x[j] * x[j];
   sigma2 *= 2.f / float(sb);
   std::fill(q4, q4 + sb / 2, uint8_t{0});
-  PutF16(dh, 0.f);
+  dh.Set(0.f);
 
   float max_scale = 0, amax_scale = 0;
   for (int ib = 0; ib < nblocks; ++ib) {
@@ -429,10 +439,10 @@ void QuantizeIq4SuperBlock(int sb, const float* x, const float* qw, uint8_t* dh,
 
   if (nblocks > 1) {
     // Sub-block scales as l in [-32, 31] times d = -max_scale / 32; codes refitted to them.
-    PutU16(scales_h, 0);
+    scales_h->Set(0);
     uint16_t h = 0;
     const float d = -max_scale / 32;
-    PutF16(dh, d);
+    dh.Set(d);
     const float id = d ? 1 / d : 0.f;
     for (int ib = 0; ib < nblocks; ++ib) {
       const int l = std::clamp(NearestInt(id * scales[ib]), -32, 31);
@@ -449,9 +459,9 @@ void QuantizeIq4SuperBlock(int sb, const float* x, const float* qw, uint8_t* dh,
       }
       h |= uint16_t((u >> 4) << (2 * (ib % 8)));
     }
-    PutU16(scales_h, h);
+    scales_h->Set(h);
   } else {
-    PutF16(dh, scales[0]);
+    dh.Set(scales[0]);
     // Codes refitted to the final scale (an all-zero block: every code at the grid's 1).
     const float id = scales[0] ? 1 / scales[0] : 0;
     for (int j = 0; j < sb; ++j) L[j] = uint8_t(BestIndexIq4(id * x[j]));
@@ -462,46 +472,50 @@ void QuantizeIq4SuperBlock(int sb, const float* x, const float* qw, uint8_t* dh,
 }  // namespace
 
 void EncodeIQ4_NL(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, y += 18) {
-    QuantizeIq4SuperBlock(kQ, x + ib * kQ, importance ? importance + ib * kQ : nullptr, y, y + 2,
-                          nullptr, nullptr);
+  BlockIQ4_NL* y = BlocksOf<BlockIQ4_NL>(out);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) {
+    QuantizeIq4SuperBlock(kQ, x + ib * kQ, importance ? importance + ib * kQ : nullptr, y->d,
+                          y->qs, nullptr, nullptr);
   }
 }
 
 void DecodeIQ4_NL(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t ib = 0; ib < cols / kQ; ++ib, b += 18, out += kQ) {
-    const float d = GetF16(b);
+  const BlockIQ4_NL* b = BlocksOf<const BlockIQ4_NL>(in);
+  for (int64_t ib = 0; ib < cols / kQ; ++ib, ++b, out += kQ) {
+    const float d = b->d.Get();
     for (int j = 0; j < 16; ++j) {
-      out[j] = d * float(kValuesIq4nl[b[2 + j] & 0xf]);
-      out[j + 16] = d * float(kValuesIq4nl[b[2 + j] >> 4]);
+      out[j] = d * float(kValuesIq4nl[b->qs[j] & 0xf]);
+      out[j + 16] = d * float(kValuesIq4nl[b->qs[j] >> 4]);
     }
   }
 }
 
-int FieldsIQ4_NL(int i, GgmlCodeField* f) { return FieldsQ4_0(i, f); }
-void LatticeIQ4_NL(const std::byte* block, GgmlLattice* out) { LatticeQ4_0(block, out); }
+// The layout and lattice of Q4_0 (codes and d where Q4_0 has them).
+static_assert(offsetof(BlockIQ4_NL, qs) == offsetof(BlockQ4_0, qs));
+const GgmlCodeFormat kCodesIQ4_NL{4, 0, kValuesIq4nl, 0, FieldsQ4_0, LatticeQ4_0};
 
-// IQ4_XS block: d (fp16), scales_h (u16: 2 high bits per sub-block), scales_l[4] (4 low bits per
-// sub-block, even sub-blocks in the low nibble), qs[128]. Sub-block scale = d * (ls - 32).
 void EncodeIQ4_XS(const float* x, int64_t cols, const float* importance, std::byte* out) {
-  uint8_t* y = Bytes(out);
-  for (int64_t ib = 0; ib < cols / kQK; ++ib, y += 136) {
-    QuantizeIq4SuperBlock(kQK, x + ib * kQK, importance ? importance + ib * kQK : nullptr, y,
-                          y + 8, y + 2, y + 4);
+  BlockIQ4_XS* y = BlocksOf<BlockIQ4_XS>(out);
+  for (int64_t ib = 0; ib < cols / kQK; ++ib, ++y) {
+    QuantizeIq4SuperBlock(kQK, x + ib * kQK, importance ? importance + ib * kQK : nullptr, y->d,
+                          y->qs, &y->scales_h, y->scales_l);
   }
 }
 
+namespace {
+// Sub-block ib's 6-bit scale ls (the weights are d * (ls - 32) * grid[q]).
+int ScaleIq4Xs(const BlockIQ4_XS& b, int ib) {
+  return ((b.scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) | (((b.scales_h.Get() >> 2 * ib) & 3) << 4);
+}
+}  // namespace
+
 void DecodeIQ4_XS(const std::byte* in, int64_t cols, float* out) {
-  const uint8_t* b = Bytes(in);
-  for (int64_t i = 0; i < cols / kQK; ++i, b += 136) {
-    const float d = GetF16(b);
-    const uint16_t scales_h = GetU16(b + 2);
-    const uint8_t* qs = b + 8;
+  const BlockIQ4_XS* b = BlocksOf<const BlockIQ4_XS>(in);
+  for (int64_t i = 0; i < cols / kQK; ++i, ++b) {
+    const float d = b->d.Get();
+    const uint8_t* qs = b->qs;
     for (int ib = 0; ib < kQK / 32; ++ib, qs += 16, out += 32) {
-      const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xf) | (((scales_h >> 2 * ib) & 3) << 4);
-      const float dl = d * float(ls - 32);
+      const float dl = d * float(ScaleIq4Xs(*b, ib) - 32);
       for (int j = 0; j < 16; ++j) {
         out[j] = dl * float(kValuesIq4nl[qs[j] & 0xf]);
         out[j + 16] = dl * float(kValuesIq4nl[qs[j] >> 4]);
@@ -510,20 +524,22 @@ void DecodeIQ4_XS(const std::byte* in, int64_t cols, float* out) {
   }
 }
 
+namespace {
 // Weight i: sub-block i / 32's 16 bytes of qs, nibble as IQ4_NL; scale d * (ls - 32).
 int FieldsIQ4_XS(int i, GgmlCodeField* f) {
-  f[0] = {uint16_t(8 + 16 * (i / 32) + i % 16), uint8_t(4 * ((i % 32) / 16)), 4};
+  f[0] = {uint16_t(offsetof(BlockIQ4_XS, qs) + 16 * (i / 32) + i % 16),
+          uint8_t(4 * ((i % 32) / 16)), 4};
   return 1;
 }
 void LatticeIQ4_XS(const std::byte* block, GgmlLattice* out) {
-  const uint8_t* b = Bytes(block);
-  const float d = GetF16(b);
-  const uint16_t scales_h = GetU16(b + 2);
+  const BlockIQ4_XS* b = BlocksOf<const BlockIQ4_XS>(block);
+  const float d = b->d.Get();
   for (int ib = 0; ib < kQK / 32; ++ib) {
-    const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xf) | (((scales_h >> 2 * ib) & 3) << 4);
-    const float dl = d * float(ls - 32);
+    const float dl = d * float(ScaleIq4Xs(*b, ib) - 32);
     for (int j = 0; j < 32; ++j) out[32 * ib + j] = {dl, 0.f};
   }
 }
+}  // namespace
+const GgmlCodeFormat kCodesIQ4_XS{4, 0, kValuesIq4nl, 0, FieldsIQ4_XS, LatticeIQ4_XS};
 
 }  // namespace qf::ggml

@@ -24,44 +24,13 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "GGUF I/O assumes a little-endian host");
 
-// Sizes from the block structs of ggml-common.h (its static_asserts), QK_K = 256.
-constexpr std::array<GgmlTypeInfo, 35> kGgmlTypes = {{
-    {GgmlType::kF32, "f32", 1, 4},
-    {GgmlType::kF16, "f16", 1, 2},
-    {GgmlType::kQ4_0, "q4_0", 32, 2 + 16},
-    {GgmlType::kQ4_1, "q4_1", 32, 2 + 2 + 16},
-    {GgmlType::kQ5_0, "q5_0", 32, 2 + 4 + 16},
-    {GgmlType::kQ5_1, "q5_1", 32, 2 + 2 + 4 + 16},
-    {GgmlType::kQ8_0, "q8_0", 32, 2 + 32},
-    {GgmlType::kQ8_1, "q8_1", 32, 2 + 2 + 32},  // gguf-py still says 40; ggml-common.h: 36
-    {GgmlType::kQ2_K, "q2_K", 256, 2 + 2 + 256 / 16 + 256 / 4},
-    {GgmlType::kQ3_K, "q3_K", 256, 2 + 256 / 4 + 256 / 8 + 12},
-    {GgmlType::kQ4_K, "q4_K", 256, 2 + 2 + 256 / 2 + 12},
-    {GgmlType::kQ5_K, "q5_K", 256, 2 + 2 + 256 / 2 + 256 / 8 + 12},
-    {GgmlType::kQ6_K, "q6_K", 256, 2 + 256 / 2 + 256 / 4 + 256 / 16},
-    {GgmlType::kQ8_K, "q8_K", 256, 4 + 256 + 256 / 8},
-    {GgmlType::kIQ2_XXS, "iq2_xxs", 256, 2 + 256 / 4},
-    {GgmlType::kIQ2_XS, "iq2_xs", 256, 2 + 256 / 4 + 256 / 32},
-    {GgmlType::kIQ3_XXS, "iq3_xxs", 256, 2 + 256 / 4 + 256 / 8},
-    {GgmlType::kIQ1_S, "iq1_s", 256, 2 + 256 / 8 + 256 / 16},
-    {GgmlType::kIQ4_NL, "iq4_nl", 32, 2 + 16},
-    {GgmlType::kIQ3_S, "iq3_s", 256, 2 + 256 / 4 + 256 / 8 + 256 / 32 + 4},
-    {GgmlType::kIQ2_S, "iq2_s", 256, 2 + 256 / 4 + 256 / 16},
-    {GgmlType::kIQ4_XS, "iq4_xs", 256, 2 + 2 + 256 / 2 + 256 / 64},
-    {GgmlType::kI8, "i8", 1, 1},
-    {GgmlType::kI16, "i16", 1, 2},
-    {GgmlType::kI32, "i32", 1, 4},
-    {GgmlType::kI64, "i64", 1, 8},
-    {GgmlType::kF64, "f64", 1, 8},
-    {GgmlType::kIQ1_M, "iq1_m", 256, 256 / 8 + 256 / 16 + 256 / 32},
-    {GgmlType::kBF16, "bf16", 1, 2},
-    {GgmlType::kTQ1_0, "tq1_0", 256, 2 + 4 * 13},
-    {GgmlType::kTQ2_0, "tq2_0", 256, 2 + 64},
-    {GgmlType::kMXFP4, "mxfp4", 32, 1 + 16},
-    {GgmlType::kNVFP4, "nvfp4", 64, 4 + 32},
-    {GgmlType::kQ1_0, "q1_0", 128, 2 + 16},
-    {GgmlType::kQ2_0, "q2_0", 64, 2 + 16},
-}};
+// Every row of formats/ggml_types.h's list, ordered by id.
+constexpr GgmlTypeInfo kGgmlTypes[] = {
+#define QF_GGML_INFO(T, id, type_name, weights, bytes, ...) \
+  {GgmlType::k##T, type_name, weights, bytes},
+    QF_GGML_TYPES(QF_GGML_INFO, QF_GGML_INFO, QF_GGML_INFO)
+#undef QF_GGML_INFO
+};
 
 // Ids that once existed and were removed from files (named in the error for such a tensor).
 std::string_view RemovedTypeName(uint32_t id) {

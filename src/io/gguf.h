@@ -32,6 +32,7 @@
 #include "core/dtype.h"
 #include "core/mmap.h"
 #include "core/result.h"
+#include "formats/ggml_types.h"
 
 namespace qf::io {
 
@@ -39,14 +40,12 @@ inline constexpr uint32_t kGgufDefaultAlignment = 32;
 inline constexpr size_t kGgufMaxDims = 4;      // GGML_MAX_DIMS
 inline constexpr size_t kGgufMaxNameBytes = 63;  // GGML_MAX_NAME - 1 (llama.cpp rejects longer)
 
-// ggml tensor types: ids as in ggml.h's enum ggml_type (stored in files as i32).
+// ggml tensor types: ids as in ggml.h's enum ggml_type (stored in files as i32), one per row of
+// formats/ggml_types.h's list.
 enum class GgmlType : uint32_t {
-  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ8_1 = 9,
-  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kQ8_K = 15,
-  kIQ2_XXS = 16, kIQ2_XS = 17, kIQ3_XXS = 18, kIQ1_S = 19, kIQ4_NL = 20, kIQ3_S = 21,
-  kIQ2_S = 22, kIQ4_XS = 23, kI8 = 24, kI16 = 25, kI32 = 26, kI64 = 27, kF64 = 28,
-  kIQ1_M = 29, kBF16 = 30, kTQ1_0 = 34, kTQ2_0 = 35, kMXFP4 = 39, kNVFP4 = 40,
-  kQ1_0 = 41, kQ2_0 = 42,
+#define QF_GGML_ENUM(T, id, ...) k##T = id,
+  QF_GGML_TYPES(QF_GGML_ENUM, QF_GGML_ENUM, QF_GGML_ENUM)
+#undef QF_GGML_ENUM
 };
 
 struct GgmlTypeInfo {

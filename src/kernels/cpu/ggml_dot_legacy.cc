@@ -1,0 +1,238 @@
+// Highway kernels of ggml's legacy blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and the 16-row
+// interleaved GEMVs of Q4_0 and Q8_0, compiled once per SIMD target (foreach_target).
+// Contract: as ggml_dot.h; the drivers and the dispatch are ggml_dot-inl.h's.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/ggml_dot_legacy.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include "kernels/cpu/ggml_dot-inl.h"
+#include "kernels/cpu/ggml_dot_family.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qf::kernels::HWY_NAMESPACE {
+
+#if HWY_TARGET != HWY_SCALAR
+// The interleaved kernels, named <type>x16 (16 rows side by side; not ggml's i-quants).
+// Block(p, x, acc): a block column of 16 interleaved rows at p; acc[g][t] += Σ_k w[row][k]
+// x[t][k] in float with the block's scales applied (lane = row, before the token's dx).
+struct Q4_0x16 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] c < 8
+  static constexpr size_t kW = 32, kB = sizeof(ggml::BlockQ4_0);
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    VR s[2][kG][M];  // sums and odd halves
+    ZeroAll(s);
+    HWY_UNROLL(8)
+    for (size_t c = 0; c < 8; ++c) {
+      VR16 xl[M], xh[M];
+      for (int t = 0; t < M; ++t) {
+        xl[t] = x.Pair(t, 2 * c);
+        xh[t] = x.Pair(t, 16 + 2 * c);
+      }
+      for (size_t g = 0; g < kG; ++g) {
+        const VR16 v = RowPairs(p + 32 + 32 * c + 2 * kL * g);
+        const VR16 lo = hn::And(v, hn::Set(DR16(), 15)), hi = hn::ShiftRight<4>(v);
+        for (int t = 0; t < M; ++t) {
+          MulPairs(lo, xl[t], s[0][g][t], s[1][g][t]);
+          MulPairs(hi, xh[t], s[0][g][t], s[1][g][t]);
+        }
+      }
+    }
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g);
+      for (int t = 0; t < M; ++t) {
+        // Σ (q - 8) xq = Σ q xq - 8 Σ xq, exact in int32.
+        const VR sum = hn::Sub(Total(s[0][g][t], s[1][g][t]), hn::Set(DR(), 8 * x.Sum32(t, 0)));
+        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), sum), d, acc[g][t]);
+      }
+    }
+  }
+};
+
+struct Q8_0x16 {  // [d x16][unit c: codes 2c, 2c+1 x16] c < 16
+  static constexpr size_t kW = 32, kB = sizeof(ggml::BlockQ8_0);
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    const hn::Rebind<int8_t, DR16> d8;
+    VR s[2][kG][M];
+    ZeroAll(s);
+    HWY_UNROLL(16)
+    for (size_t c = 0; c < 16; ++c) {
+      VR16 xc[M];
+      for (int t = 0; t < M; ++t) xc[t] = x.Pair(t, 2 * c);
+      for (size_t g = 0; g < kG; ++g) {
+        const VR16 v = hn::PromoteTo(
+            DR16(), hn::LoadU(d8, reinterpret_cast<const int8_t*>(p + 32 + 32 * c + 2 * kL * g)));
+        for (int t = 0; t < M; ++t) MulPairs(v, xc[t], s[0][g][t], s[1][g][t]);
+      }
+    }
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g);
+      for (int t = 0; t < M; ++t)
+        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), Total(s[0][g][t], s[1][g][t])), d, acc[g][t]);
+    }
+  }
+};
+#else
+struct Q4_0x16 {};
+struct Q8_0x16 {};
+#endif
+
+struct BQ4_0 {  // x = (q - 8) * d
+  using Block = ggml::BlockQ4_0;
+  using Interleaved = Q4_0x16;
+  static constexpr size_t kW = 32, kB = sizeof(Block);
+  static constexpr bool kMin = false;
+  static constexpr bool kSuper = false;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* p, E& e) {
+    const Block& b = BlockAt<Block>(p);
+    const size_t N = hn::Lanes(DF());
+    const float d = Half(b.d);
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b.qs + j);
+      e.Emit(j, hn::Sub(hn::And(q, I(15)), I(8)), j + 16, hn::Sub(hn::ShiftRight<4>(q), I(8)), d,
+             0.f, 0);
+    }
+    e.End(0.f, nullptr, 0, 0);
+  }
+};
+
+struct BQ4_1 {  // x = q * d + m
+  using Block = ggml::BlockQ4_1;
+  static constexpr size_t kW = 32, kB = sizeof(Block);
+  static constexpr bool kMin = true;
+  static constexpr bool kSuper = false;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* p, E& e) {
+    const Block& b = BlockAt<Block>(p);
+    const size_t N = hn::Lanes(DF());
+    const float d = Half(b.d), m = Half(b.m);
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b.qs + j);
+      e.Emit(j, hn::And(q, I(15)), j + 16, hn::ShiftRight<4>(q), d, -m, 0);
+    }
+    const float c = -m;
+    e.End(0.f, &c, 1, 32);
+  }
+};
+
+// The fifth bits of weights j .. j + N - 1 of a Q5 block (bit j of qh), as 16 or 0.
+alignas(64) constexpr uint16_t kBit[16] = {1,     2,     4,     8,     16,    32,    64,    128,
+                                           256,   512,   1024,  2048,  4096,  8192,  16384, 32768};
+HWY_INLINE VI FifthBits(uint32_t qh, size_t j) {
+  const DU du;
+  const uint16_t half = uint16_t(j < 16 ? qh : qh >> 16);
+  const auto set = hn::And(hn::Set(du, half), hn::LoadU(du, kBit + j % 16));
+  return hn::BitCast(DI(), hn::IfThenElseZero(hn::Ne(set, hn::Zero(du)), hn::Set(du, uint16_t(16))));
+}
+
+struct BQ5_0 {  // x = (q - 16) * d
+  using Block = ggml::BlockQ5_0;
+  static constexpr size_t kW = 32, kB = sizeof(Block);
+  static constexpr bool kMin = false;
+  static constexpr bool kSuper = false;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* p, E& e) {
+    const Block& b = BlockAt<Block>(p);
+    const size_t N = hn::Lanes(DF());
+    const float d = Half(b.d);
+    const uint32_t qh = b.qh.Get();
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b.qs + j);
+      const VI lo = hn::Or(hn::And(q, I(15)), FifthBits(qh, j));
+      const VI hi = hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16));
+      e.Emit(j, hn::Sub(lo, I(16)), j + 16, hn::Sub(hi, I(16)), d, 0.f, 0);
+    }
+    e.End(0.f, nullptr, 0, 0);
+  }
+};
+
+struct BQ5_1 {  // x = q * d + m
+  using Block = ggml::BlockQ5_1;
+  static constexpr size_t kW = 32, kB = sizeof(Block);
+  static constexpr bool kMin = true;
+  static constexpr bool kSuper = false;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* p, E& e) {
+    const Block& b = BlockAt<Block>(p);
+    const size_t N = hn::Lanes(DF());
+    const float d = Half(b.d), m = Half(b.m);
+    const uint32_t qh = b.qh.Get();
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N) {
+      const VI q = Bytes(b.qs + j);
+      e.Emit(j, hn::Or(hn::And(q, I(15)), FifthBits(qh, j)), j + 16,
+             hn::Or(hn::ShiftRight<4>(q), FifthBits(qh, j + 16)), d, -m, 0);
+    }
+    const float c = -m;
+    e.End(0.f, &c, 1, 32);
+  }
+};
+
+struct BQ8_0 {  // x = q * d, q int8
+  using Block = ggml::BlockQ8_0;
+  using Interleaved = Q8_0x16;
+  static constexpr size_t kW = 32, kB = sizeof(Block);
+  static constexpr bool kMin = false;
+  static constexpr bool kSuper = false;
+  template <class E>
+  static HWY_INLINE void Run(const uint8_t* p, E& e) {
+    const Block& b = BlockAt<Block>(p);
+    const size_t N = hn::Lanes(DF());
+    const float d = Half(b.d);
+    HWY_UNROLL(4)
+    for (size_t j = 0; j < 16; j += N)
+      e.Emit(j, SignedBytes(b.qs + j), j + 16, SignedBytes(b.qs + 16 + j), d, 0.f, 0);
+    e.End(0.f, nullptr, 0, 0);
+  }
+};
+
+void DecodeRowsLegacy(const GgmlRows& w, float* out) {
+  DecodeRowsOf<ggml::GgmlFamily::kLegacy>(w, out);
+}
+void GemvLegacy(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  GemvOf<ggml::GgmlFamily::kLegacy>(w, x, m, y, ldy);
+}
+
+}  // namespace qf::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace qf::kernels {
+HWY_EXPORT(DecodeRowsLegacy);
+HWY_EXPORT(GemvLegacy);
+
+namespace ggml_dot {
+namespace {
+
+void DecodeRows(const GgmlRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRowsLegacy)(w, out); }
+void Gemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemvLegacy)(w, x, m, y, ldy);
+}
+
+// Q4_0: d, then the codes in pairs (weights 2c, 2c + 1 | 16 + 2c, 17 + 2c); Q8_0: d, then the
+// codes in pairs.
+std::vector<Unit> InterleaveUnits(int id) {
+  std::vector<Unit> u;
+  const auto run = [&](size_t from, size_t to, size_t size) {
+    for (size_t o = from; o < to; o += size) u.push_back({o, size});
+  };
+  switch (uint32_t(id)) {
+    case ggml::GgmlId("Q4_0"): run(0, sizeof(ggml::BlockQ4_0), 2); break;
+    case ggml::GgmlId("Q8_0"): run(0, sizeof(ggml::BlockQ8_0), 2); break;
+    default: break;
+  }
+  return u;
+}
+
+}  // namespace
+
+const Family kLegacyKernels{DecodeRows, Gemv, InterleaveUnits};
+
+}  // namespace ggml_dot
+}  // namespace qf::kernels
+#endif  // HWY_ONCE
