@@ -54,9 +54,12 @@ std::string CpuName() {
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::atoi(argv[1]) : 5;
   const int max_threads = omp_get_num_procs();
-  std::printf("CPU %s, %d cores, OpenBLAS core %s, median of %d\n", CpuName().c_str(),
-              max_threads, qf::kernels::BlasCoreName().c_str(), reps);
-  struct Gemm { const char* what; int64_t m, n, k; };
+  std::printf("CPU %s, %d cores, OpenBLAS core %s, median of %d\n", CpuName().c_str(), max_threads,
+              qf::kernels::BlasCoreName().c_str(), reps);
+  struct Gemm {
+    const char* what;
+    int64_t m, n, k;
+  };
   const Gemm gemms[] = {{"27m q/o  512x512x512", 512, 512, 512},
                         {"27m gate 512x1536x512", 512, 1536, 512},
                         {"27m down 512x512x1536", 512, 512, 1536},
@@ -67,16 +70,21 @@ int main(int argc, char** argv) {
   for (int threads = 1; threads <= max_threads; threads *= 2) {
     qf::kernels::SetThreads(threads);
     for (const Gemm& g : gemms) {
-      std::vector<float> x(size_t(g.m * g.k), 0.5f), w(size_t(g.n * g.k), 0.25f), y(size_t(g.m * g.n));
+      std::vector<float> x(size_t(g.m * g.k), 0.5f), w(size_t(g.n * g.k), 0.25f),
+          y(size_t(g.m * g.n));
       const double flop = 2.0 * double(g.m) * g.n * g.k;
-      const double tiled = MedianSeconds([&] {
-        qf::kernels::Sgemm(qf::kernels::Trans::kNo, qf::kernels::Trans::kYes, g.m, g.n, g.k, 1.0f,
-                           x.data(), g.k, w.data(), g.k, 0.0f, y.data(), g.n);
-      }, reps);
-      const double one = MedianSeconds([&] {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(g.m), int(g.n), int(g.k), 1.0f,
-                    x.data(), int(g.k), w.data(), int(g.k), 0.0f, y.data(), int(g.n));
-      }, reps);
+      const double tiled = MedianSeconds(
+          [&] {
+            qf::kernels::Sgemm(qf::kernels::Trans::kNo, qf::kernels::Trans::kYes, g.m, g.n, g.k,
+                               1.0f, x.data(), g.k, w.data(), g.k, 0.0f, y.data(), g.n);
+          },
+          reps);
+      const double one = MedianSeconds(
+          [&] {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(g.m), int(g.n), int(g.k), 1.0f,
+                        x.data(), int(g.k), w.data(), int(g.k), 0.0f, y.data(), int(g.n));
+          },
+          reps);
       std::printf("%-24s %7d %14.1f %14.1f %7.2f\n", g.what, threads, flop / tiled / 1e9,
                   flop / one / 1e9, one / tiled);
     }
@@ -89,12 +97,14 @@ int main(int argc, char** argv) {
       const int64_t m = 4096;
       std::vector<float> x(size_t(m * k), 0.5f), c(size_t(k * k));
       const double flop = double(m) * k * k;  // the upper triangle
-      const double tiled = MedianSeconds([&] { qf::kernels::SyrkUpperXtX(x.data(), m, k, c.data()); },
-                                         reps);
-      const double one = MedianSeconds([&] {
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(k), int(m), 1.0f, x.data(), int(k),
-                    0.0f, c.data(), int(k));
-      }, reps);
+      const double tiled =
+          MedianSeconds([&] { qf::kernels::SyrkUpperXtX(x.data(), m, k, c.data()); }, reps);
+      const double one = MedianSeconds(
+          [&] {
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(k), int(m), 1.0f, x.data(),
+                        int(k), 0.0f, c.data(), int(k));
+          },
+          reps);
       std::printf("K=%-22lld %7d %14.1f %14.1f %7.2f\n", (long long)k, threads, flop / tiled / 1e9,
                   flop / one / 1e9, one / tiled);
     }

@@ -25,7 +25,8 @@ double BestSeconds(int reps, Fn&& fn) {
   for (int k = 0; k < 7; ++k) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int r = 0; r < reps; ++r) fn();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return best / reps;
 }

@@ -30,7 +30,8 @@ double SgemmGflops(int64_t n, int reps) {
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
     qf::kernels::MatMulNT(a.data(), b.data(), nullptr, c.data(), n, n, n);
-    g.push_back(2.0 * double(n) * n * n / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
+    g.push_back(2.0 * double(n) * n * n / std::chrono::duration<double>(Clock::now() - t0).count() /
+                1e9);
   }
   return Median(g);
 }
@@ -63,14 +64,16 @@ int main(int argc, char** argv) {
   }
   // Synthetic token stream: throughput does not depend on the ids.
   std::vector<int32_t> tokens(size_t(windows * ctx));
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919) % size_t(m->config().vocab_size));
+  for (size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = int32_t((i * 7919) % size_t(m->config().vocab_size));
   const double flops_per_token = qf::model::FlopsPerToken(m->config(), ctx);
   const int all = int(std::max(1u, std::thread::hardware_concurrency()));
 
   std::printf("cpu: %s, %d hardware threads\n", CpuName().c_str(), all);
   std::printf("model: %s, ctx %lld, %lld windows, %.1f MFLOP/token\n", model_dir.c_str(),
               (long long)ctx, (long long)windows, flops_per_token / 1e6);
-  std::printf("%-8s %14s %14s %14s %8s\n", "threads", "sgemm GFLOP/s", "ppl tokens/s", "ppl GFLOP/s", "ratio");
+  std::printf("%-8s %14s %14s %14s %8s\n", "threads", "sgemm GFLOP/s", "ppl tokens/s",
+              "ppl GFLOP/s", "ratio");
   std::vector<int> thread_counts = {1};
   if (all > 1) thread_counts.push_back(all);
   for (int t : thread_counts) {

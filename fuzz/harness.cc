@@ -40,8 +40,8 @@ std::string_view Text(std::span<const uint8_t> in) {
 const fs::path& Scratch() {
   static const fs::path dir = [] {
     std::error_code ec;
-    const fs::path base = fs::is_directory("/dev/shm", ec) ? fs::path("/dev/shm")
-                                                            : fs::temp_directory_path();
+    const fs::path base =
+        fs::is_directory("/dev/shm", ec) ? fs::path("/dev/shm") : fs::temp_directory_path();
     fs::path d = base / ("qforge-fuzz-" + std::to_string(::getpid()));
     fs::create_directories(d, ec);
     return d;
@@ -52,7 +52,8 @@ const fs::path& Scratch() {
 fs::path WriteScratch(const std::string& name, std::string_view bytes) {
   const fs::path p = Scratch() / name;
   fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size()));
+  std::ofstream(p, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), std::streamsize(bytes.size()));
   return p;
 }
 
@@ -108,23 +109,31 @@ std::string CheckTokenizer(const text::Tokenizer& t, std::span<const uint8_t> in
   if (v < 0) return "negative vocab_size";
   if (t.bos_id() < -1 || t.bos_id() >= v) return "bos_id outside the vocabulary";
   if (t.eos_id() < -1 || t.eos_id() >= v) return "eos_id outside the vocabulary";
-  std::vector<std::string> texts = {
-      "Hello world", "  two  spaces,\ta tab\nand a newline", "\xc3\xbcn\xc3\xaf" "c\xc3\xb6" "de "
-      "\xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x99\x82", "x=12345; y = x*2!", "\xff\xfe bad \xc3" " utf8",
-      "<s></s><|endoftext|><unk>"};
+  std::vector<std::string> texts = {"Hello world",
+                                    "  two  spaces,\ta tab\nand a newline",
+                                    "\xc3\xbcn\xc3\xaf"
+                                    "c\xc3\xb6"
+                                    "de "
+                                    "\xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x99\x82",
+                                    "x=12345; y = x*2!",
+                                    "\xff\xfe bad \xc3"
+                                    " utf8",
+                                    "<s></s><|endoftext|><unk>"};
   texts.emplace_back(Text(in.first(std::min<size_t>(in.size(), 48))));
   for (const std::string& s : texts) {
     for (bool bos : {false, true}) {
       const std::vector<int32_t> ids = t.Encode(s, bos);
       for (int32_t id : ids)
-        if (id < 0 || id >= v) return "Encode gave id " + std::to_string(id) + " outside [0, vocab)";
+        if (id < 0 || id >= v)
+          return "Encode gave id " + std::to_string(id) + " outside [0, vocab)";
       if (bos && t.bos_id() >= 0 && (ids.empty() || ids[0] != t.bos_id()))
         return "Encode(add_bos) does not start with BOS";
       (void)t.Decode(ids);
       for (int32_t id : ids) (void)t.DecodeToken(id);
     }
   }
-  for (int32_t bad : {-1, v, std::numeric_limits<int32_t>::max(), std::numeric_limits<int32_t>::min()})
+  for (int32_t bad :
+       {-1, v, std::numeric_limits<int32_t>::max(), std::numeric_limits<int32_t>::min()})
     if (!t.DecodeToken(bad).empty()) return "DecodeToken of an id outside the vocabulary not empty";
   (void)t.Decode({-1, v, 0});
   return "";
@@ -179,7 +188,8 @@ Outcome GgufHarness(std::span<const uint8_t> in) {
   // The vocabulary and the model, as `qforge ppl model.gguf` loads them.
   const fs::path p = WriteScratch("model.gguf", Text(in));
   const auto file = io::GgufFile::Open(p);
-  if (!file.ok()) return "ParseGguf accepted what GgufFile::Open refused: " + file.error().message();
+  if (!file.ok())
+    return "ParseGguf accepted what GgufFile::Open refused: " + file.error().message();
   const auto tok = text::GgufTokenizer(*file);
   if (!tok.ok()) {
     if (std::string e = EmptyError(tok); !e.empty()) return e;
@@ -232,12 +242,13 @@ Outcome ConfigHarness(std::span<const uint8_t> in) {
   const io::CompressedTensorsConfig& qc = **q;
   const model::TensorNames& names =
       c.ok() ? *c->family->names : *model::FindFamily("LlamaForCausalLM")->names;
-  for (const char* pattern : {names.q, names.k, names.v, names.o, names.gate, names.up, names.down,
-                              names.lm_head}) {
+  for (const char* pattern :
+       {names.q, names.k, names.v, names.o, names.gate, names.up, names.down, names.lm_head}) {
     std::string module = model::LayerTensorName(pattern, 3);
     module.resize(module.size() - std::string_view(".weight").size());
     const io::CtSchemeGroup* g = qc.FindGroup(module);
-    if (g != nullptr && qc.Ignored(module)) return module + ": ignored, yet FindGroup found a group";
+    if (g != nullptr && qc.Ignored(module))
+      return module + ": ignored, yet FindGroup found a group";
     if (g != nullptr && g->input_activations) {
       const auto act = io::ActSchemeFromCt(*g->input_activations);
       if (std::string e = EmptyError(act); !e.empty()) return e;
@@ -357,15 +368,18 @@ Outcome BaseLogitsHarness(std::span<const uint8_t> in) {
 constexpr Target kTargets[] = {
     {"safetensors", SafetensorsHarness, "safetensors header and tensor table"},
     {"gguf", GgufHarness,
-     "GGUF container, then its vocabulary (tokenizer.ggml.*), metadata and model, and a forward step"},
+     "GGUF container, then its vocabulary (tokenizer.ggml.*), metadata and model, and a forward "
+     "step"},
     {"config", ConfigHarness,
      "config.json: HF config and family detection, compressed-tensors quantization_config"},
     {"checkpoint", CheckpointHarness,
      "model folder (config.json + model.safetensors, compressed-tensors linears), a forward step"},
-    {"tokenizer_json", TokenizerJsonHarness, "tokenizer.json (BPE pipeline loader), then Encode/Decode"},
+    {"tokenizer_json", TokenizerJsonHarness,
+     "tokenizer.json (BPE pipeline loader), then Encode/Decode"},
     {"sentencepiece", SentencePieceHarness, "tokenizer.model (SentencePiece), then Encode/Decode"},
     {"imatrix", ImatrixHarness, "imatrix files (GGUF and legacy .dat), re-encoded and read again"},
-    {"base_logits", BaseLogitsHarness, "saved base logits (kld --base-logits), every record decoded"},
+    {"base_logits", BaseLogitsHarness,
+     "saved base logits (kld --base-logits), every record decoded"},
 };
 
 }  // namespace

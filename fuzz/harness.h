@@ -23,8 +23,8 @@ struct Outcome {
     o.accepted = false;
     return o;
   }
-  bool accepted;          // the parser returned ok (else an Error)
-  std::string violated;   // empty when every contract held
+  bool accepted;         // the parser returned ok (else an Error)
+  std::string violated;  // empty when every contract held
 };
 
 using Harness = Outcome (*)(std::span<const uint8_t> input);

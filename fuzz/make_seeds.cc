@@ -34,8 +34,8 @@ void WriteText(const fs::path& p, const std::string& s) {
 
 // The merges both tokenizers learn, on pieces of "the cat sat on the mat".
 const std::vector<std::pair<std::string, std::string>> kMerges = {
-    {"t", "h"}, {"th", "e"}, {"a", "t"}, {"o", "n"}, {"c", "at"}, {"s", "at"}, {"m", "at"},
-    {"e", "r"}, {"i", "n"}, {"in", "g"}};
+    {"t", "h"},  {"th", "e"}, {"a", "t"}, {"o", "n"}, {"c", "at"},
+    {"s", "at"}, {"m", "at"}, {"e", "r"}, {"i", "n"}, {"in", "g"}};
 
 // GPT-2's byte -> printable character map (bytes.rs / bytes_to_unicode), as UTF-8.
 std::vector<std::string> ByteAlphabet() {
@@ -80,23 +80,36 @@ int WriteTokenizerJson(const fs::path& dir) {
   j["version"] = "1.0";
   j["truncation"] = nullptr;
   j["padding"] = nullptr;
-  j["added_tokens"] = ordered_json::array(
-      {{{"id", eot}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
-        {"rstrip", false}, {"normalized", false}, {"special", true}}});
+  j["added_tokens"] = ordered_json::array({{{"id", eot},
+                                            {"content", "<|endoftext|>"},
+                                            {"single_word", false},
+                                            {"lstrip", false},
+                                            {"rstrip", false},
+                                            {"normalized", false},
+                                            {"special", true}}});
   j["normalizer"] = nullptr;
   // GPT-2's pre-tokenizer: ByteLevel with its built-in split regex (gguf "gpt-2").
-  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+  j["pre_tokenizer"] = {{"type", "ByteLevel"},
+                        {"add_prefix_space", false},
+                        {"trim_offsets", true},
                         {"use_regex", true}};
   j["post_processor"] = nullptr;
-  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
+  j["decoder"] = {{"type", "ByteLevel"},
+                  {"add_prefix_space", true},
+                  {"trim_offsets", true},
                   {"use_regex", true}};
-  j["model"] = {{"type", "BPE"},          {"dropout", nullptr}, {"unk_token", nullptr},
-                {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-                {"fuse_unk", false},      {"byte_fallback", false}, {"vocab", vocab},
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"vocab", vocab},
                 {"merges", merges}};
   WriteText(dir / "tokenizer.json", j.dump(1));
-  ordered_json cfg = {{"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"},
-                      {"add_bos_token", false}};
+  ordered_json cfg = {
+      {"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"}, {"add_bos_token", false}};
   WriteText(dir / "tokenizer_config.json", cfg.dump(1));
   return id;
 }
@@ -111,7 +124,9 @@ void Varint(std::string* out, uint64_t v) {
     out->push_back(char(b));
   } while (v);
 }
-void Tag(std::string* out, int field, int wire) { Varint(out, uint64_t(field) << 3 | unsigned(wire)); }
+void Tag(std::string* out, int field, int wire) {
+  Varint(out, uint64_t(field) << 3 | unsigned(wire));
+}
 void Bytes(std::string* out, int field, const std::string& s) {
   Tag(out, field, 2);
   Varint(out, s.size());
@@ -156,10 +171,10 @@ int WriteSentencePiece(const fs::path& dir) {
   std::string trainer;
   Int(&trainer, 3, 2);  // model_type BPE
   Int(&trainer, 4, int64_t(pieces.size()));
-  Int(&trainer, 35, 1);  // byte_fallback
-  Int(&trainer, 40, 0);  // unk_id
-  Int(&trainer, 41, 1);  // bos_id
-  Int(&trainer, 42, 2);  // eos_id
+  Int(&trainer, 35, 1);   // byte_fallback
+  Int(&trainer, 40, 0);   // unk_id
+  Int(&trainer, 41, 1);   // bos_id
+  Int(&trainer, 42, 2);   // eos_id
   Int(&trainer, 43, -1);  // pad_id
   Bytes(&model, 2, trainer);
   std::string norm;

@@ -62,8 +62,8 @@ TEST(ActScheme, TableRowsParseToThemselves) {
   EXPECT_FALSE(Row("fp8-e4m3-tensor").dynamic);
 
   const std::pair<std::string_view, std::string_view> aliases[] = {
-      {"fp8-token", "fp8-e4m3-token"},   {"FP8_TENSOR", "fp8-e4m3-tensor"},
-      {"INT8_TOKEN", "int8-token"},      {"Int8-Tensor", "int8-tensor"},
+      {"fp8-token", "fp8-e4m3-token"},      {"FP8_TENSOR", "fp8-e4m3-tensor"},
+      {"INT8_TOKEN", "int8-token"},         {"Int8-Tensor", "int8-tensor"},
       {"fp8_e4m3_token", "fp8-e4m3-token"},
   };
   for (const auto& [spec, want] : aliases) EXPECT_EQ(Row(spec).name, want) << spec;
@@ -131,13 +131,27 @@ std::vector<float> MixedActivations(int64_t m, int64_t k, uint32_t seed) {
     for (int64_t c = 0; c < k; ++c) {
       const float z = normal(rng);
       switch (kind) {
-        case 0: row[c] = 0.0f; break;
-        case 1: row[c] = z * 3.0f; break;
-        case 2: row[c] = z * 1e-3f * (c % 17 == 0 ? 500.0f : 1.0f); break;  // outlier channels
-        case 3: row[c] = z * std::numeric_limits<float>::denorm_min() * 8; break;
-        case 4: row[c] = c % 9 == 0 ? -0.0f : z * 1e30f; break;
-        case 5: row[c] = c == 5 ? -std::numeric_limits<float>::infinity() : z * 40.0f; break;
-        default: row[c] = std::ldexp(z, int(c % 40) - 20); break;  // many binades
+        case 0:
+          row[c] = 0.0f;
+          break;
+        case 1:
+          row[c] = z * 3.0f;
+          break;
+        case 2:
+          row[c] = z * 1e-3f * (c % 17 == 0 ? 500.0f : 1.0f);
+          break;  // outlier channels
+        case 3:
+          row[c] = z * std::numeric_limits<float>::denorm_min() * 8;
+          break;
+        case 4:
+          row[c] = c % 9 == 0 ? -0.0f : z * 1e30f;
+          break;
+        case 5:
+          row[c] = c == 5 ? -std::numeric_limits<float>::infinity() : z * 40.0f;
+          break;
+        default:
+          row[c] = std::ldexp(z, int(c % 40) - 20);
+          break;  // many binades
       }
     }
   }
@@ -383,8 +397,8 @@ const std::vector<int32_t> kIds = {1, 355, 2225, 4761, 282, 2251, 263, 1809, 535
 
 // The linear modules of a layer, with the Layer member each one is.
 std::vector<std::pair<std::string, const model::Linear*>> LayerLinears(const model::ModelConfig& c,
-                                                                        const model::Layer& L,
-                                                                        int64_t l) {
+                                                                       const model::Layer& L,
+                                                                       int64_t l) {
   std::vector<std::pair<std::string, const model::Linear*>> out;
   for (const model::LinearId id : model::kBlockLinears) {
     const std::string w = model::LayerTensorName(model::WeightPattern(*c.family->names, id), l);
@@ -412,14 +426,16 @@ std::map<std::string, float> CalibrateAbsMax(const model::Model& m) {
       for (int64_t i = 0; i < rows * cols; ++i) a = std::max(a, std::fabs(in[i]));
       for (const model::LinearId id : model::kBlockLinears) {
         if (model::InputOf(id) != p.stage) continue;
-        const std::string w = model::LayerTensorName(model::WeightPattern(*c->family->names, id), p.layer);
+        const std::string w =
+            model::LayerTensorName(model::WeightPattern(*c->family->names, id), p.layer);
         absmax[w.substr(0, w.size() - 7)] = a;
       }
     }
   } hooks;
   hooks.c = &c;
   hooks.stages = model::kLinearInputs;
-  const model::BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(), h.data(), g.data(), u.data()};
+  const model::BlockBuffers b{x.data(), h.data(), q.data(), att.data(),
+                              h.data(), h.data(), g.data(), u.data()};
   const model::SeqKv seq{&cache, {}};
   model::WalkStack(c, m.layers(), b, M, {&seq, 1}, &hooks);
   return hooks.absmax;
@@ -554,7 +570,8 @@ Diff CheckEndToEnd(const Written& with_acts, const Written& weight_only, const A
   down_w.Apply(xq.data(), y_manual.data(), m);
   ExpectBitEqual(y_manual, y, "Apply vs weight-only Apply on QuantizeActivationsRef(x)");
   kernels::MatMulDequantNTRef(xq.data(), *down.quant, nullptr, y_ref.data(), m);
-  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], y_ref[i], 1e-4 + 1e-4 * std::fabs(y_ref[i]));
+  for (size_t i = 0; i < y.size(); ++i)
+    EXPECT_NEAR(y[i], y_ref[i], 1e-4 + 1e-4 * std::fabs(y_ref[i]));
   // Apply from several threads at once (per-thread buffers), different M per thread.
   std::vector<std::vector<float>> ys(4);
 #pragma omp parallel for num_threads(2)
@@ -573,10 +590,11 @@ Diff CheckEndToEnd(const Written& with_acts, const Written& weight_only, const A
   const Diff d = Compare(la, lw, c.vocab_size);
   const Diff dw = Compare(lw, lf, c.vocab_size);
   const Diff da = Compare(la, lf, c.vocab_size);
-  std::printf("%s: mean |logit| %.3f; mean |Δ| acts vs weight-only %.4f (top-1 %d/%zu); "
-              "weight-only vs fp %.4f; acts vs fp %.4f (top-1 %d/%zu)\n",
-              std::string(want.name).c_str(), d.mean_ref, d.mean_abs, d.top1_same, kIds.size(),
-              dw.mean_abs, da.mean_abs, da.top1_same, kIds.size());
+  std::printf(
+      "%s: mean |logit| %.3f; mean |Δ| acts vs weight-only %.4f (top-1 %d/%zu); "
+      "weight-only vs fp %.4f; acts vs fp %.4f (top-1 %d/%zu)\n",
+      std::string(want.name).c_str(), d.mean_ref, d.mean_abs, d.top1_same, kIds.size(), dw.mean_abs,
+      da.mean_abs, da.top1_same, kIds.size());
   EXPECT_GT(d.mean_abs, 0.0) << "activation quantization changed nothing";
   return d;
 }

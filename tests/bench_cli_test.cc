@@ -26,11 +26,14 @@ TEST(BenchCli, ReportsRatesAndWeightBytes) {
   EXPECT_EQ(j["weight_bytes_per_token"].get<int64_t>(), 4 * weights);
   // A W4A16 folder streams codes (1 byte each here) + fp32 scales instead.
   const std::string q4 = (qf::testing::TempDir() / "bench_w4").string();
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + q4 + " --scheme W4A16 -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + q4 + " --scheme W4A16 -q", &log),
+            0)
+      << log;
   ASSERT_EQ(RunCommand(Q() + " bench " + q4 + " -p 0 -n 2 -r 1 --json", &log), 0) << log;
   const auto k = nlohmann::json::parse(log.substr(log.find('{')));
   const int64_t linears = weights - 8192 * 512;
-  EXPECT_EQ(k["weight_bytes_per_token"].get<int64_t>(), 4 * 8192 * 512 + linears + linears / 128 * 4);
+  EXPECT_EQ(k["weight_bytes_per_token"].get<int64_t>(),
+            4 * 8192 * 512 + linears + linears / 128 * 4);
   EXPECT_EQ(k["prefill_tokens_per_second"].get<double>(), 0.0);
 }
 

@@ -27,11 +27,15 @@ std::vector<float> Random(size_t n, uint64_t seed) {
 }
 
 // fp32 accumulation over K unit-normal products: |error| <= K·eps·Σ|a·b|; Σ|a·b| ~ 0.64 K.
-double Tolerance(int64_t k) { return double(k) * 6e-8 * (0.64 * double(k) + 8.0 * std::sqrt(double(k))); }
+double Tolerance(int64_t k) {
+  return double(k) * 6e-8 * (0.64 * double(k) + 8.0 * std::sqrt(double(k)));
+}
 
 TEST(Blas, SgemmMatchesReferenceForEveryTransposeAndTile) {
   SetThreads(2);
-  struct Case { int64_t m, n, k; };
+  struct Case {
+    int64_t m, n, k;
+  };
   // Around the tile bounds: GemmTileRows caps at 512 rows, GemmTileCols at 64..256 columns.
   for (const Case c : {Case{1, 1, 1}, Case{3, 5, 7}, Case{17, 300, 33}, Case{513, 70, 19},
                        Case{600, 257, 64}, Case{40, 1100, 128}}) {
@@ -40,9 +44,11 @@ TEST(Blas, SgemmMatchesReferenceForEveryTransposeAndTile) {
         // Strides wider than the rows, so the tile offsets are exercised with lda != K.
         const int64_t lda = (ta == Trans::kYes ? c.m : c.k) + 3;
         const int64_t ldb = (tb == Trans::kYes ? c.k : c.n) + 5, ldc = c.n + 2;
-        const int64_t a_rows = ta == Trans::kYes ? c.k : c.m, b_rows = tb == Trans::kYes ? c.n : c.k;
+        const int64_t a_rows = ta == Trans::kYes ? c.k : c.m,
+                      b_rows = tb == Trans::kYes ? c.n : c.k;
         const uint64_t seed = uint64_t(c.m * 7919 + c.n * 31 + c.k);
-        const auto a = Random(size_t(a_rows * lda), seed), b = Random(size_t(b_rows * ldb), seed + 1);
+        const auto a = Random(size_t(a_rows * lda), seed),
+                   b = Random(size_t(b_rows * ldb), seed + 1);
         auto y = Random(size_t(c.m * ldc), seed + 2), r = y;
         Sgemm(ta, tb, c.m, c.n, c.k, 0.5f, a.data(), lda, b.data(), ldb, 0.25f, y.data(), ldc);
         SgemmRef(ta, tb, c.m, c.n, c.k, 0.5f, a.data(), lda, b.data(), ldb, 0.25f, r.data(), ldc);
@@ -118,7 +124,8 @@ std::set<std::string> MappedBlasLibraries() {
     if (slash == std::string::npos) continue;
     const std::string path = line.substr(slash);
     const std::string base = path.substr(path.rfind('/') + 1);
-    for (const char* prefix : {"libopenblas", "libblas", "liblapack", "libcblas", "libmkl", "libblis"})
+    for (const char* prefix :
+         {"libopenblas", "libblas", "liblapack", "libcblas", "libmkl", "libblis"})
       if (base.rfind(prefix, 0) == 0) libs.insert(path);
   }
   return libs;

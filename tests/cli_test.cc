@@ -113,7 +113,9 @@ TEST(Cli, PplFullWikitextMatchesReference) {
   std::ifstream in(qf::testing::BundledModel() / "reference/reference.json");
   const auto ref = nlohmann::json::parse(in)["wikitext2_test"];
   std::string out;
-  ASSERT_EQ(RunCommand(Q() + " ppl " + Bundled() + " --text " + Wiki() + " --ctx 512 --json", &out), 0) << out;
+  ASSERT_EQ(RunCommand(Q() + " ppl " + Bundled() + " --text " + Wiki() + " --ctx 512 --json", &out),
+            0)
+      << out;
   const auto j = nlohmann::json::parse(out.substr(out.find('{')));
   EXPECT_EQ(j["windows"], ref["windows"]);
   EXPECT_EQ(j["scored_tokens"], ref["scored_tokens"]);
@@ -156,7 +158,8 @@ TEST(Cli, KldOfDifferentModelsIsPositive) {
 
 TEST(Cli, GreedyGenerationIsDeterministic) {
   std::string a, b;
-  const std::string cmd = Q() + " generate " + Bundled() + " -p 'The city council' -n 16 --temp 0 --json";
+  const std::string cmd =
+      Q() + " generate " + Bundled() + " -p 'The city council' -n 16 --temp 0 --json";
   ASSERT_EQ(RunCommand(cmd, &a), 0) << a;
   ASSERT_EQ(RunCommand(cmd + " -t 1", &b), 0) << b;
   const auto ja = nlohmann::json::parse(a.substr(a.find('{')));
@@ -169,7 +172,8 @@ TEST(Cli, GreedyGenerationIsDeterministic) {
 TEST(Cli, SeededSamplingIsReproducibleAndSeedMatters) {
   auto run = [](int seed) {
     std::string out;
-    EXPECT_EQ(RunCommand(Q() + " generate " + Bundled() + " -p 'Once upon a time' -n 24 --temp 1.0 --json --seed " +
+    EXPECT_EQ(RunCommand(Q() + " generate " + Bundled() +
+                             " -p 'Once upon a time' -n 24 --temp 1.0 --json --seed " +
                              std::to_string(seed),
                          &out),
               0);
@@ -190,7 +194,8 @@ TEST(CliErrors, MissingText) {
 TEST(CliErrors, TextShorterThanOneWindow) {
   const fs::path p = qf::testing::TempDir() / "short.txt";
   WriteFile(p, "Just a few words.");
-  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + p.string(), "shorter than one window");
+  ExpectOneLineError(Q() + " ppl " + Bundled() + " --text " + p.string(),
+                     "shorter than one window");
 }
 
 TEST(CliErrors, CtxLongerThanModel) {
@@ -218,17 +223,19 @@ TEST(CliErrors, MismatchedShapes) {
   std::string cfg = std::move(ReadTextFile(dir / "config.json").value());
   cfg.replace(cfg.find("\"intermediate_size\": 1536"), 25, "\"intermediate_size\": 1540");
   WriteFile(dir / "config.json", cfg);
-  ExpectOneLineError(Q() + " generate " + dir.string() + " -p hi -n 2",
-                     "model.layers.0.mlp.gate_proj.weight' has shape [1536, 512], expected [1540, 512]");
+  ExpectOneLineError(
+      Q() + " generate " + dir.string() + " -p hi -n 2",
+      "model.layers.0.mlp.gate_proj.weight' has shape [1536, 512], expected [1540, 512]");
 }
 
 TEST(CliErrors, NanWeight) {
   const fs::path dir = ScratchModel("nan_weight", /*copy_weights=*/true);
-  ASSERT_NO_FATAL_FAILURE(EditTensor(dir, "model.layers.1.self_attn.v_proj.weight", 10, 1, [](float) {
-    return std::numeric_limits<float>::quiet_NaN();
-  }));
-  ExpectOneLineError(Q() + " ppl " + dir.string() + " --text " + Local(),
-                     "'model.layers.1.self_attn.v_proj.weight' has a non-finite value (nan) at flat index 10");
+  ASSERT_NO_FATAL_FAILURE(
+      EditTensor(dir, "model.layers.1.self_attn.v_proj.weight", 10, 1,
+                 [](float) { return std::numeric_limits<float>::quiet_NaN(); }));
+  ExpectOneLineError(
+      Q() + " ppl " + dir.string() + " --text " + Local(),
+      "'model.layers.1.self_attn.v_proj.weight' has a non-finite value (nan) at flat index 10");
 }
 
 TEST(CliErrors, TruncatedSafetensors) {

@@ -679,14 +679,15 @@ TEST(CompressedTensors, IntegerFieldsMustBeIntegersInRange) {
     ASSERT_FALSE(cfg.ok()) << bad.dump();
     EXPECT_NE(cfg.error().message().find("num_bits"), std::string::npos) << cfg.error().message();
   }
-  Json j = {{"quantization_config",
-             {{"quant_method", "compressed-tensors"},
-              {"format", "pack-quantized"},
-              {"config_groups",
-               {{"group_0",
-                 {{"targets", {"Linear"}},
-                  {"weights", {{"num_bits", 4}, {"strategy", "block"},
-                               {"block_structure", {128, 1.5}}}}}}}}}}};
+  Json j = {
+      {"quantization_config",
+       {{"quant_method", "compressed-tensors"},
+        {"format", "pack-quantized"},
+        {"config_groups",
+         {{"group_0",
+           {{"targets", {"Linear"}},
+            {"weights",
+             {{"num_bits", 4}, {"strategy", "block"}, {"block_structure", {128, 1.5}}}}}}}}}}};
   EXPECT_FALSE(ParseQuantizationConfig(j, "config.json").ok());
 }
 

@@ -114,8 +114,8 @@ void CheckKills(const std::string& name, const std::string& ext,
       const Content now = ReadContent(out);
       const bool ok = now == expected || (had_previous ? now == before : now.empty());
       EXPECT_TRUE(ok) << name << ": killed after " << delay.count() << " us, " << out
-                      << " holds neither the old nor the new complete content ("
-                      << now.size() << " entries)";
+                      << " holds neither the old nor the new complete content (" << now.size()
+                      << " entries)";
     }
   }
   EXPECT_GT(killed, kPoints / 2) << name << ": too few runs were killed before they ended";

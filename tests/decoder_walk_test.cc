@@ -54,11 +54,14 @@ void SwiGlu(const ModelConfig& c, const Layer& L, const float* h, float* g, floa
 
 // RunLayer, with the four observation points of the old imatrix/calibration drivers.
 void RunLayer(const ModelConfig& c, const Layer& L, float* x, int64_t m, int64_t pos0, float* kc,
-              float* vc, const float* cos, const float* sin, std::vector<std::vector<float>>* seen) {
+              float* vc, const float* cos, const float* sin,
+              std::vector<std::vector<float>>* seen) {
   const int64_t H = c.hidden, F = c.intermediate, qd = c.q_dim();
   std::vector<float> h(size_t(m * H)), q(size_t(m * qd)), att(size_t(m * qd)), g(size_t(m * F)),
       u(size_t(m * F));
-  auto keep = [&](const float* p, int64_t n) { if (seen) seen->emplace_back(p, p + m * n); };
+  auto keep = [&](const float* p, int64_t n) {
+    if (seen) seen->emplace_back(p, p + m * n);
+  };
   kernels::RmsNorm(x, L.attn_norm.data(), h.data(), m, H, float(c.rms_eps));
   keep(h.data(), H);
   legacy::Attend(c, L, h.data(), q.data(), att.data(), m, pos0, kc, vc, cos, sin);
@@ -209,12 +212,27 @@ bool SameBytes(const std::vector<float>& a, const std::vector<float>& b) {
 struct Buffers {
   std::vector<float> h, h2, h3, q, att, g, u, k_rows, v_rows;
   BlockBuffers Get(float* x, bool aliased) {
-    return {x, h.data(), q.data(), att.data(), aliased ? h.data() : h2.data(),
-            aliased ? h.data() : h3.data(), g.data(), u.data(), k_rows.data(), v_rows.data()};
+    return {x,
+            h.data(),
+            q.data(),
+            att.data(),
+            aliased ? h.data() : h2.data(),
+            aliased ? h.data() : h3.data(),
+            g.data(),
+            u.data(),
+            k_rows.data(),
+            v_rows.data()};
   }
   Buffers(const ModelConfig& c, int64_t m)
-      : h(size_t(m * c.hidden)), h2(h.size()), h3(h.size()), q(size_t(m * c.q_dim())), att(q.size()),
-        g(size_t(m * c.intermediate)), u(g.size()), k_rows(size_t(m * c.kv_dim())), v_rows(k_rows.size()) {}
+      : h(size_t(m * c.hidden)),
+        h2(h.size()),
+        h3(h.size()),
+        q(size_t(m * c.q_dim())),
+        att(q.size()),
+        g(size_t(m * c.intermediate)),
+        u(g.size()),
+        k_rows(size_t(m * c.kv_dim())),
+        v_rows(k_rows.size()) {}
 };
 
 // Keeps a copy of every input shown to it.
@@ -247,8 +265,8 @@ TEST_P(Walk, OneSequenceEqualsTheLegacyBlock) {
           for (KVCache* kv : {&a, &b}) {
             std::vector<float> x = pre;
             for (size_t l = 0; l < blk.layers.size(); ++l)
-              legacy::RunLayer(c, blk.layers[l], x.data(), pos0, 0, kv->k[l].data(), kv->v[l].data(),
-                               kv->cos.data(), kv->sin.data(), nullptr);
+              legacy::RunLayer(c, blk.layers[l], x.data(), pos0, 0, kv->k[l].data(),
+                               kv->v[l].data(), kv->cos.data(), kv->sin.data(), nullptr);
             kv->len = pos0;
           }
         }
@@ -370,7 +388,10 @@ TEST_P(Walk, ResolveSubstitutesALinear) {
   const std::vector<float> x0 = Input(m * c.hidden, 5);
   struct Same final : WalkHooks {
     int calls = 0;
-    const Linear& Resolve(int64_t, LinearId, const Linear& own) override { ++calls; return own; }
+    const Linear& Resolve(int64_t, LinearId, const Linear& own) override {
+      ++calls;
+      return own;
+    }
   } same;
   same.resolves = true;
   Linear zero_o;
@@ -410,7 +431,8 @@ TEST(WalkHead, NormShownThenProjected) {
   head.n = c.vocab_size;
   head.k = c.hidden;
   head.weight = Input(head.n * head.k, 10);
-  std::vector<float> h(x.size()), logits(size_t(rows * head.n)), h_ref(x.size()), ref(logits.size());
+  std::vector<float> h(x.size()), logits(size_t(rows * head.n)), h_ref(x.size()),
+      ref(logits.size());
   Keeper k;
   k.stages = StageBit(BlockStage::kHeadIn);
   WalkHead(c, norm, &head, x.data(), h.data(), rows, logits.data(), &k);
@@ -430,7 +452,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{.arch = "MistralForCausalLM", .window = 4},
                       Case{.arch = "Qwen2ForCausalLM", .bias = true},
                       Case{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true},
-                      Case{.arch = "Qwen3ForCausalLM", .heads = 4, .kv_heads = 4, .qk_norm = true,
+                      Case{.arch = "Qwen3ForCausalLM",
+                           .heads = 4,
+                           .kv_heads = 4,
+                           .qk_norm = true,
                            .quantized = true}));
 
 }  // namespace

@@ -53,13 +53,15 @@ void ExpectSameForEveryThreadCount(const std::string& what, Fn&& fn) {
 }
 
 TEST(Determinism, Sgemm) {
-  struct Case { int64_t m, n, k; };
+  struct Case {
+    int64_t m, n, k;
+  };
   for (const Case c : {Case{5, 300, 64}, Case{512, 1536, 512}, Case{700, 256, 1536}}) {
     const auto a = Random(size_t(c.m * c.k), 1), b = Random(size_t(c.n * c.k), 2);
     ExpectSameForEveryThreadCount(fmt::format("sgemm {}x{}x{}", c.m, c.n, c.k), [&] {
       std::vector<float> y(size_t(c.m * c.n));
-      kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kYes, c.m, c.n, c.k, 1.0f, a.data(),
-                     c.k, b.data(), c.k, 0.0f, y.data(), c.n);
+      kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kYes, c.m, c.n, c.k, 1.0f, a.data(), c.k,
+                     b.data(), c.k, 0.0f, y.data(), c.n);
       return y;
     });
   }
@@ -75,7 +77,8 @@ TEST(Determinism, HessianAndGptqCodes) {
       h.Add(x.data(), m);
       return h;
     };
-    ExpectSameForEveryThreadCount(fmt::format("Hessian K={}", k), [&] { return hessian().matrix(); });
+    ExpectSameForEveryThreadCount(fmt::format("Hessian K={}", k),
+                                  [&] { return hessian().matrix(); });
     const auto w = Random(size_t(n * k), 7, 0.02f);
     const methods::HessianAccumulator h = hessian();
     const QuantScheme scheme = ParseScheme("int4-g128-asym").value();
@@ -97,8 +100,8 @@ TEST(Determinism, GgmlPrefillTiles) {
   const auto wf = Random(size_t(rows * cols), 3, 0.02f);
   auto blocks = std::make_shared<std::vector<std::byte>>(GgmlRowsBytes(*t, rows, cols).value());
   ASSERT_TRUE(QuantizeRowsGgml(*t, wf.data(), rows, cols, nullptr, blocks->data()).ok());
-  const GgmlTensor w = kernels::ForKernels(
-      GgmlTensor{t, rows, cols, size_t(cols / t->block) * t->block_bytes, blocks->data(), blocks, false});
+  const GgmlTensor w = kernels::ForKernels(GgmlTensor{
+      t, rows, cols, size_t(cols / t->block) * t->block_bytes, blocks->data(), blocks, false});
   const auto x = Random(size_t(m * cols), 4);
   ExpectSameForEveryThreadCount("Q4_K prefill", [&] {
     std::vector<float> y(size_t(m * rows));

@@ -10,7 +10,8 @@
 //   gives KLD ≤ (e^ε − 1)² per token;
 // - files for another ctx / scoring / text / more windows, truncated, corrupted or foreign
 //   files are refused with one line; bad flag combinations exit with 2.
-// None of it depends on the text: it runs on a local one (test_util's LocalText), without ../shared.
+// None of it depends on the text: it runs on a local one (test_util's LocalText), without
+// ../shared.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,9 +32,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using qf::testing::Bundled;
+using qf::testing::Local;
 using qf::testing::Q;
 using qf::testing::RunCommand;
-using qf::testing::Local;
 
 const double kEps = double(eval::kBaseLogitsRange) / 65535.0;
 
@@ -162,8 +163,8 @@ TEST_F(EvalScoring, LlamaCppPerplexityMatchesReimplementation) {
     // rounding of the logits differs at ~1e-6.
     EXPECT_NEAR(r->ppl, ref.ppl, ref.ppl * 2e-5) << "ctx " << ctx;
     EXPECT_NEAR(r->ppl_stderr, ref.stderr_, ref.stderr_ * 1e-4) << "ctx " << ctx;
-    std::printf("ctx %lld: llama.cpp scoring PPL %.6f (reference %.6f) +/- %.6f\n",
-                (long long)ctx, r->ppl, ref.ppl, r->ppl_stderr);
+    std::printf("ctx %lld: llama.cpp scoring PPL %.6f (reference %.6f) +/- %.6f\n", (long long)ctx,
+                r->ppl, ref.ppl, r->ppl_stderr);
   }
   // Without BOS (a vocabulary that adds none) the chunks are fed as they are.
   eval::WindowOptions opt;
@@ -271,8 +272,7 @@ void ExpectOneLineError(const std::string& cmd, const std::string& want, int cod
 
 TEST_F(BaseLogitsCli, SavedLogitsReproduceDirectRun) {
   const std::string f = File("base.qfbl");
-  const auto direct =
-      Run(Bundled() + " " + Quant() + Flags() + " --save-base-logits " + f);
+  const auto direct = Run(Bundled() + " " + Quant() + Flags() + " --save-base-logits " + f);
   const auto saved = Run("--base-logits " + f + " " + Quant() + Flags());
   ASSERT_TRUE(direct.contains("kld_mean") && saved.contains("kld_mean"));
   EXPECT_EQ(fs::file_size(f), uintmax_t(96 + 4 * 63 * (24 + 2 * 8192) + 8 * 4));
@@ -288,8 +288,8 @@ TEST_F(BaseLogitsCli, SavedLogitsReproduceDirectRun) {
   EXPECT_LE(std::fabs(s - d), KldBound(d)) << "direct " << d << " saved " << s;
   const double dmax = direct["kld_max"].get<double>();
   EXPECT_LE(std::fabs(saved["kld_max"].get<double>() - dmax), KldBound(dmax));
-  std::printf("KLD mean direct %.9f, from file %.9f (|diff| %.3g, bound %.3g); top-1 %.4f\n", d,
-              s, std::fabs(s - d), KldBound(d), direct["top1_agreement"].get<double>());
+  std::printf("KLD mean direct %.9f, from file %.9f (|diff| %.3g, bound %.3g); top-1 %.4f\n", d, s,
+              std::fabs(s - d), KldBound(d), direct["top1_agreement"].get<double>());
 
   // BASE alone writes the same bytes as the two-model run.
   const std::string f2 = File("base_only.qfbl");
@@ -321,24 +321,20 @@ TEST_F(BaseLogitsCli, MismatchedCorruptAndTruncatedFilesAreRefused) {
   const std::string rest = " --max-windows 4 --scoring llama.cpp -t 2";
   ExpectOneLineError(use + f + " " + Quant() + " --text " + Local() + " --ctx 64" + rest,
                      "saved with --ctx 128, not 64");
-  ExpectOneLineError(use + f + " " + Quant() + " --text " + Local() +
-                         " --ctx 128 --max-windows 4 -t 2",
-                     "saved with --scoring llama.cpp, not qforge");
+  ExpectOneLineError(
+      use + f + " " + Quant() + " --text " + Local() + " --ctx 128 --max-windows 4 -t 2",
+      "saved with --scoring llama.cpp, not qforge");
   ExpectOneLineError(use + f + " " + Quant() + " --text " + Local() + " --ctx 128" +
                          " --max-windows 5 --scoring llama.cpp -t 2",
                      "holds 4 windows, 5 needed");
   const std::string other_text = File("other.txt");
-  {
-    std::ofstream(other_text, std::ios::binary) << ReadPrefix(Local(), 30000);
-  }
+  { std::ofstream(other_text, std::ios::binary) << ReadPrefix(Local(), 30000); }
   ExpectOneLineError(use + f + " " + Quant() + " --text " + other_text + " --ctx 128" + rest,
                      "saved for another text or tokenizer");
 
   const std::string bytes = *ReadTextFile(f);
   const std::string trunc = File("trunc.qfbl");
-  {
-    std::ofstream(trunc, std::ios::binary) << bytes.substr(0, bytes.size() - 100);
-  }
+  { std::ofstream(trunc, std::ios::binary) << bytes.substr(0, bytes.size() - 100); }
   ExpectOneLineError(use + trunc + " " + Quant() + " --text " + Local() + " --ctx 128" + rest,
                      "truncated or damaged");
   const std::string corrupt = File("corrupt.qfbl");

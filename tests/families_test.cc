@@ -52,7 +52,8 @@ uint16_t ToHalfBits(float f, DType dt) {
 // bf16 by truncation; f16 to multiples of 2^-8 below 4 in magnitude (exact in f16).
 float Representable(float v, DType dt) {
   if (dt == DType::kBF16) return BF16ToF32(uint16_t(BitsFromF32(v) >> 16));
-  if (dt == DType::kF16) return std::ldexp(std::round(std::ldexp(std::clamp(v, -3.9f, 3.9f), 8)), -8);
+  if (dt == DType::kF16)
+    return std::ldexp(std::round(std::ldexp(std::clamp(v, -3.9f, 3.9f), 8)), -8);
   return v;
 }
 
@@ -93,17 +94,27 @@ fs::path WriteModel(const Spec& s, const std::string& name, Weights* w) {
   }
   const fs::path dir = qf::testing::TempDir() / name;
   fs::create_directories(dir);
-  nlohmann::json cfg = {{"architectures", {s.arch}},       {"vocab_size", s.vocab},
-                        {"hidden_size", s.hidden},        {"intermediate_size", s.inter},
-                        {"num_hidden_layers", s.layers},  {"num_attention_heads", s.heads},
-                        {"num_key_value_heads", s.kv_heads}, {"head_dim", s.head_dim},
-                        {"max_position_embeddings", 64},  {"rms_norm_eps", 1e-5},
-                        {"rope_theta", 500.0},            {"tie_word_embeddings", s.tied},
-                        {"hidden_act", "silu"},          {"bos_token_id", 1}};
+  nlohmann::json cfg = {{"architectures", {s.arch}},
+                        {"vocab_size", s.vocab},
+                        {"hidden_size", s.hidden},
+                        {"intermediate_size", s.inter},
+                        {"num_hidden_layers", s.layers},
+                        {"num_attention_heads", s.heads},
+                        {"num_key_value_heads", s.kv_heads},
+                        {"head_dim", s.head_dim},
+                        {"max_position_embeddings", 64},
+                        {"rms_norm_eps", 1e-5},
+                        {"rope_theta", 500.0},
+                        {"tie_word_embeddings", s.tied},
+                        {"hidden_act", "silu"},
+                        {"bos_token_id", 1}};
   if (s.window) cfg["sliding_window"] = s.window;
   if (s.llama3_rope)
-    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 16}};
+    cfg["rope_scaling"] = {{"rope_type", "llama3"},
+                           {"factor", 8.0},
+                           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 16}};
   std::ofstream(dir / "config.json") << cfg.dump(2);
 
   // Encode in the storage dtype; split across two shards when asked.
@@ -180,7 +191,8 @@ void RopeRef(const Spec& s, Vec& v, int64_t heads, int64_t pos) {
       const double a = double(float(pos) * float(InvFreq(s, i)));
       double& x1 = v[size_t(h * s.head_dim + i)];
       double& x2 = v[size_t(h * s.head_dim + i + half)];
-      const double r1 = x1 * std::cos(a) - x2 * std::sin(a), r2 = x2 * std::cos(a) + x1 * std::sin(a);
+      const double r1 = x1 * std::cos(a) - x2 * std::sin(a),
+                   r2 = x2 * std::cos(a) + x1 * std::sin(a);
       x1 = r1, x2 = r2;
     }
 }
@@ -195,19 +207,25 @@ std::vector<Vec> ReferenceLogits(const Spec& s, const Weights& W, const std::vec
   for (int64_t l = 0; l < s.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     auto opt = [&](const std::string& n) { return s.bias ? &W(p + n) : nullptr; };
-    std::vector<Vec> q(static_cast<size_t>(T)), k(static_cast<size_t>(T)), v(static_cast<size_t>(T));
+    std::vector<Vec> q(static_cast<size_t>(T)), k(static_cast<size_t>(T)),
+        v(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) {
       const Vec h = Rms(x[size_t(t)], W(p + "input_layernorm.weight"));
-      q[size_t(t)] = MatVec(W(p + "self_attn.q_proj.weight"), h, s.heads * D, opt("self_attn.q_proj.bias"));
-      k[size_t(t)] = MatVec(W(p + "self_attn.k_proj.weight"), h, s.kv_heads * D, opt("self_attn.k_proj.bias"));
-      v[size_t(t)] = MatVec(W(p + "self_attn.v_proj.weight"), h, s.kv_heads * D, opt("self_attn.v_proj.bias"));
+      q[size_t(t)] =
+          MatVec(W(p + "self_attn.q_proj.weight"), h, s.heads * D, opt("self_attn.q_proj.bias"));
+      k[size_t(t)] =
+          MatVec(W(p + "self_attn.k_proj.weight"), h, s.kv_heads * D, opt("self_attn.k_proj.bias"));
+      v[size_t(t)] =
+          MatVec(W(p + "self_attn.v_proj.weight"), h, s.kv_heads * D, opt("self_attn.v_proj.bias"));
       if (s.qk_norm) {
         for (int64_t hh = 0; hh < s.heads; ++hh) {
-          const Vec r = Rms(q[size_t(t)], W(p + "self_attn.q_norm.weight"), size_t(hh * D), size_t(D));
+          const Vec r =
+              Rms(q[size_t(t)], W(p + "self_attn.q_norm.weight"), size_t(hh * D), size_t(D));
           std::copy(r.begin(), r.end(), q[size_t(t)].begin() + hh * D);
         }
         for (int64_t hh = 0; hh < s.kv_heads; ++hh) {
-          const Vec r = Rms(k[size_t(t)], W(p + "self_attn.k_norm.weight"), size_t(hh * D), size_t(D));
+          const Vec r =
+              Rms(k[size_t(t)], W(p + "self_attn.k_norm.weight"), size_t(hh * D), size_t(D));
           std::copy(r.begin(), r.end(), k[size_t(t)].begin() + hh * D);
         }
       }
@@ -223,7 +241,8 @@ std::vector<Vec> ReferenceLogits(const Spec& s, const Weights& W, const std::vec
         double mx = -1e300;
         for (int64_t j = first; j <= t; ++j) {
           double d = 0;
-          for (int64_t c = 0; c < D; ++c) d += q[size_t(t)][size_t(hh * D + c)] * k[size_t(j)][size_t(kh * D + c)];
+          for (int64_t c = 0; c < D; ++c)
+            d += q[size_t(t)][size_t(hh * D + c)] * k[size_t(j)][size_t(kh * D + c)];
           sc.push_back(d / std::sqrt(double(D)));
           mx = std::max(mx, sc.back());
         }
@@ -231,7 +250,8 @@ std::vector<Vec> ReferenceLogits(const Spec& s, const Weights& W, const std::vec
         for (auto& e : sc) sum += (e = std::exp(e - mx));
         for (int64_t j = first; j <= t; ++j)
           for (int64_t c = 0; c < D; ++c)
-            att[size_t(hh * D + c)] += sc[size_t(j - first)] / sum * v[size_t(j)][size_t(kh * D + c)];
+            att[size_t(hh * D + c)] +=
+                sc[size_t(j - first)] / sum * v[size_t(j)][size_t(kh * D + c)];
       }
       const Vec o = MatVec(W(p + "self_attn.o_proj.weight"), att, H, nullptr);
       for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
@@ -247,7 +267,8 @@ std::vector<Vec> ReferenceLogits(const Spec& s, const Weights& W, const std::vec
   }
   std::vector<Vec> logits;
   const auto& head = W(s.tied ? "model.embed_tokens.weight" : "lm_head.weight");
-  for (int64_t t = 0; t < T; ++t) logits.push_back(MatVec(head, Rms(x[size_t(t)], W("model.norm.weight")), s.vocab, nullptr));
+  for (int64_t t = 0; t < T; ++t)
+    logits.push_back(MatVec(head, Rms(x[size_t(t)], W("model.norm.weight")), s.vocab, nullptr));
   return logits;
 }
 
@@ -257,8 +278,9 @@ TEST_P(Families, ForwardMatchesIndependentReference) {
   const Spec& s = GetParam();
   kernels::SetThreads(2);
   Weights w;
-  const std::string name = s.arch + (s.sharded ? "_sharded" : "") + "_" + std::string(Name(s.dtype)) +
-                           (s.window ? "_window" : "") + (s.llama3_rope ? "_llama3" : "");
+  const std::string name = s.arch + (s.sharded ? "_sharded" : "") + "_" +
+                           std::string(Name(s.dtype)) + (s.window ? "_window" : "") +
+                           (s.llama3_rope ? "_llama3" : "");
   const fs::path dir = WriteModel(s, name, &w);
   auto m = Model::Load(dir);
   ASSERT_TRUE(m.ok()) << m.error().message();
@@ -271,7 +293,8 @@ TEST_P(Families, ForwardMatchesIndependentReference) {
   double worst = 0;
   for (size_t t = 0; t < ids.size(); ++t)
     for (int64_t j = 0; j < s.vocab; ++j)
-      worst = std::max(worst, std::abs(double(got[t * size_t(s.vocab) + size_t(j)]) - ref[t][size_t(j)]));
+      worst = std::max(worst,
+                       std::abs(double(got[t * size_t(s.vocab) + size_t(j)]) - ref[t][size_t(j)]));
   EXPECT_LT(worst, 2e-4) << name;
 }
 
@@ -279,7 +302,10 @@ INSTANTIATE_TEST_SUITE_P(
     All, Families,
     ::testing::Values(
         Spec{.arch = "LlamaForCausalLM"},
-        Spec{.arch = "LlamaForCausalLM", .llama3_rope = true, .dtype = DType::kBF16, .sharded = true},
+        Spec{.arch = "LlamaForCausalLM",
+             .llama3_rope = true,
+             .dtype = DType::kBF16,
+             .sharded = true},
         Spec{.arch = "MistralForCausalLM", .window = 4, .dtype = DType::kF16},
         Spec{.arch = "Qwen2ForCausalLM", .bias = true, .tied = true},
         Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true, .dtype = DType::kBF16},
@@ -293,7 +319,9 @@ INSTANTIATE_TEST_SUITE_P(
 std::vector<Spec> TableRows() {
   std::vector<Spec> rows;
   for (const FamilyInfo& f : FamilyTable())
-    rows.push_back(Spec{.arch = std::string(f.architecture), .bias = f.qkv_bias, .qk_norm = f.qk_norm,
+    rows.push_back(Spec{.arch = std::string(f.architecture),
+                        .bias = f.qkv_bias,
+                        .qk_norm = f.qk_norm,
                         .window = f.window_always ? 4 : 0});
   return rows;
 }
@@ -307,7 +335,8 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
   const Spec& s = GetParam();
   kernels::SetThreads(2);
   Weights w;
-  const std::string name = "q_" + s.arch + "_" + std::string(Name(s.dtype)) + "_kv" + std::to_string(s.kv_heads);
+  const std::string name =
+      "q_" + s.arch + "_" + std::string(Name(s.dtype)) + "_kv" + std::to_string(s.kv_heads);
   const fs::path dir = WriteModel(s, name, &w);
   auto fp = Model::Load(dir);
   ASSERT_TRUE(fp.ok()) << fp.error().message();
@@ -325,8 +354,9 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     std::string scheme, method;
     double max_rel;  // mean |Δlogit| / mean |logit|; a wrong fold gives O(1)
   };
-  for (const Case& c : {Case{"W8A8", "smoothquant", 0.06}, Case{"int4-channel-asym", "awq", 0.5},
-                        Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25}}) {
+  for (const Case& c :
+       {Case{"W8A8", "smoothquant", 0.06}, Case{"int4-channel-asym", "awq", 0.5},
+        Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25}}) {
     SCOPED_TRACE(c.scheme + " " + c.method);
     methods::QuantizeOptions opt;
     opt.scheme = *ParseScheme(c.scheme);
@@ -351,7 +381,8 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     EXPECT_EQ(q->layers()[0].q.act.enabled(), act->has_value());
     const std::vector<float> got = logits(*q);
     double diff = 0;
-    for (size_t i = 0; i < got.size(); ++i) diff += std::abs(double(got[i]) - base[i]) / double(got.size());
+    for (size_t i = 0; i < got.size(); ++i)
+      diff += std::abs(double(got[i]) - base[i]) / double(got.size());
     std::printf("%s %s %s: mean |dlogit| / mean |logit| = %.4f\n", name.c_str(), c.scheme.c_str(),
                 c.method.c_str(), diff / base_mean);
     EXPECT_GT(diff, 0.0);
@@ -361,10 +392,11 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, FamiliesQuantize,
-    ::testing::Values(Spec{.arch = "LlamaForCausalLM", .kv_heads = 4, .dtype = DType::kBF16},
-                      Spec{.arch = "MistralForCausalLM", .window = 4, .dtype = DType::kF16},
-                      Spec{.arch = "Qwen2ForCausalLM", .bias = true, .tied = true},
-                      Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true, .dtype = DType::kBF16}));
+    ::testing::Values(
+        Spec{.arch = "LlamaForCausalLM", .kv_heads = 4, .dtype = DType::kBF16},
+        Spec{.arch = "MistralForCausalLM", .window = 4, .dtype = DType::kF16},
+        Spec{.arch = "Qwen2ForCausalLM", .bias = true, .tied = true},
+        Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true, .dtype = DType::kBF16}));
 
 }  // namespace
 }  // namespace qf::model

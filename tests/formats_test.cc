@@ -86,9 +86,12 @@ TEST(SchemeTable, PresetsAndShortSpecs) {
   }
   for (const SchemePreset& p : SchemePresets()) EXPECT_TRUE(ParseScheme(p.name).ok()) << p.name;
   // Activation rows of the presets (parsed by PresetActivations, tests/activation_test.cc).
-  const std::pair<std::string_view, std::string_view> acts[] = {
-      {"W4A16", ""}, {"W8A16", ""}, {"W8A8", "int8-token"}, {"W8A8-static", "int8-tensor"},
-      {"FP8", "fp8-e4m3-tensor"}, {"FP8-dynamic", "fp8-e4m3-token"}};
+  const std::pair<std::string_view, std::string_view> acts[] = {{"W4A16", ""},
+                                                                {"W8A16", ""},
+                                                                {"W8A8", "int8-token"},
+                                                                {"W8A8-static", "int8-tensor"},
+                                                                {"FP8", "fp8-e4m3-tensor"},
+                                                                {"FP8-dynamic", "fp8-e4m3-token"}};
   for (const auto& [name, act] : acts) {
     const SchemePreset* p = FindPreset(name);
     ASSERT_NE(p, nullptr) << name;
@@ -524,8 +527,7 @@ TEST(Pack, DocstringAndHandExamples) {
   // 3 bits, dense: value 10 (= 2) straddles words 0 and 1; K = 11 -> 33 bits -> 2 words.
   std::vector<uint8_t> three;
   for (int i = 0; i < 12; ++i) three.push_back(static_cast<uint8_t>(i % 8));
-  const std::vector<int32_t> packed3 =
-      PackAlongCols(std::span(three).first(11), 1, 11, 3);
+  const std::vector<int32_t> packed3 = PackAlongCols(std::span(three).first(11), 1, 11, 3);
   ASSERT_EQ(packed3.size(), 2u);
   EXPECT_EQ(static_cast<uint32_t>(packed3[0]), 0x88FAC688u);  // sum (i % 8) << 3i mod 2^32
   EXPECT_EQ(packed3[1], 0);

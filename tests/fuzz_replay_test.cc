@@ -57,12 +57,12 @@ TEST_P(FuzzReplay, SeedsAndRegressionsKeepTheirContracts) {
       if (dir == seeds && o.accepted) ++accepted;
     }
   }
-  EXPECT_GT(accepted, 0u) << seeds << " should hold at least one input the parser accepts ("
-                          << seen << " inputs replayed)";
+  EXPECT_GT(accepted, 0u) << seeds << " should hold at least one input the parser accepts (" << seen
+                          << " inputs replayed)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, FuzzReplay, ::testing::ValuesIn(fuzz::Targets().begin(),
-                                                                  fuzz::Targets().end()),
+INSTANTIATE_TEST_SUITE_P(Targets, FuzzReplay,
+                         ::testing::ValuesIn(fuzz::Targets().begin(), fuzz::Targets().end()),
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

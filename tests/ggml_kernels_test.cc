@@ -144,8 +144,8 @@ TEST(GgmlKernels, GemvAgreesWithTheReferenceOnEveryTarget) {
         kernels::GgmlGemv(w, x.data(), m, got.data(), ldy);
         for (int64_t i = 0; i < m; ++i) {
           for (int64_t r = 0; r < rows; ++r) {
-            const double bound = testing::GgmlGemvBound(&dec[size_t(r * cols)],
-                                                        &x[size_t(i * cols)], cols, 1e-6);
+            const double bound =
+                testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols, 1e-6);
             const float a = ref[size_t(i * ldy + r)], b = got[size_t(i * ldy + r)];
             EXPECT_NEAR(a, b, bound) << "token " << i << " row " << r;
           }
@@ -159,7 +159,8 @@ TEST(GgmlKernels, GemvAgreesWithTheReferenceOnEveryTarget) {
 // x: two tokens, the first with an inf or NaN: on every target it takes the float GEMV (non-finite
 // out for every row), and the second token stays within float rounding of the reference
 // (1e-6 Σ|w x|; dec: the decoded weights).
-void ExpectNonFiniteTokenTakesTheFloatPath(const kernels::GgmlRows& w, const std::vector<float>& dec,
+void ExpectNonFiniteTokenTakesTheFloatPath(const kernels::GgmlRows& w,
+                                           const std::vector<float>& dec,
                                            const std::vector<float>& x) {
   const int64_t rows = w.rows, cols = w.cols;
   std::vector<float> ref(static_cast<size_t>(2 * rows)), got(ref.size());
@@ -185,10 +186,12 @@ TEST(GgmlKernels, GemvWithNonFiniteActivations) {
     const GgmlBlockType& t = *FindGgmlBlockType(name);
     const int64_t rows = 6, cols = 512;
     const auto blocks = MakeBlocks(t, rows, cols, 21);
-    const kernels::GgmlRows w{&t, blocks.data(), size_t(cols / t.block) * t.block_bytes, rows, cols};
+    const kernels::GgmlRows w{&t, blocks.data(), size_t(cols / t.block) * t.block_bytes, rows,
+                              cols};
     std::vector<float> dec(static_cast<size_t>(rows * cols));
     ASSERT_TRUE(DequantizeRowsGgml(t, blocks.data(), rows, cols, dec.data()).ok());
-    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    for (float bad :
+         {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
       std::vector<float> x(static_cast<size_t>(2 * cols));
       for (auto& v : x) v = nd(rng);
       x[5] = bad;
@@ -226,9 +229,9 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
       ASSERT_TRUE(DequantizeRowsGgml(t, blocks->data(), rows, cols, dec.data()).ok());
       for (int64_t i = 0; i < m; ++i) {
         for (int64_t r = 0; r < rows; ++r) {
-          const double bound = testing::GgmlGemvBound(&dec[size_t(r * cols)],
-                                                      &x[size_t(i * cols)], cols, 1e-5) +
-                               1e-6 * std::fabs(bias[size_t(r)]);
+          const double bound =
+              testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols, 1e-5) +
+              1e-6 * std::fabs(bias[size_t(r)]);
           EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)], bound)
               << "token " << i << " row " << r;
         }
@@ -396,13 +399,13 @@ TEST(GgmlKernels, MatMulOnInterleavedTensors) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 208, cols = 512;
     auto blocks = std::make_shared<std::vector<std::byte>>(MakeBlocks(*t, rows, cols, 31));
-    GgmlTensor plain{t, rows, cols, size_t(cols / t->block) * t->block_bytes, blocks->data(),
+    GgmlTensor plain{t,      rows, cols, size_t(cols / t->block) * t->block_bytes, blocks->data(),
                      blocks, false};
     const GgmlTensor w = kernels::ForKernels(plain);
     ASSERT_TRUE(w.interleaved);
     EXPECT_NE(w.data, plain.data);
-    EXPECT_FALSE(kernels::ForKernels(GgmlTensor{t, 200, cols, plain.row_bytes, blocks->data(),
-                                                blocks, false})
+    EXPECT_FALSE(kernels::ForKernels(
+                     GgmlTensor{t, 200, cols, plain.row_bytes, blocks->data(), blocks, false})
                      .interleaved);  // 200 rows: not whole groups
     std::vector<float> dec(static_cast<size_t>(rows * cols)), part(static_cast<size_t>(21 * cols));
     ASSERT_TRUE(DequantizeRowsGgml(*t, blocks->data(), rows, cols, dec.data()).ok());
@@ -417,9 +420,9 @@ TEST(GgmlKernels, MatMulOnInterleavedTensors) {
       kernels::MatMulGgmlNT(x.data(), w, nullptr, got.data(), m);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t r = 0; r < rows; ++r)
-          EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
-                      testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols,
-                                             1e-5))
+          EXPECT_NEAR(
+              ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
+              testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols, 1e-5))
               << "token " << i << " row " << r;
     }
   }

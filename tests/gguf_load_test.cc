@@ -152,7 +152,8 @@ TEST(GgufLoad, F32LogitsEqualTheSafetensorsModel) {
   // q/k rows back in rotate-half order: the weights are the safetensors ones exactly.
   EXPECT_EQ(gg.layers()[0].q.weight, hf.layers()[0].q.weight);
   EXPECT_EQ(gg.layers()[3].k.weight, hf.layers()[3].k.weight);
-  const auto ref = nlohmann::json::parse(ReadFile(fs::path(Bundled()) / "reference/reference.json"));
+  const auto ref =
+      nlohmann::json::parse(ReadFile(fs::path(Bundled()) / "reference/reference.json"));
   for (const auto& prompt : ref.at("prompts")) {
     const auto ids = prompt.at("ids").get<std::vector<int32_t>>();
     EXPECT_LE(MaxAbsDiff(Logits(gg, ids), Logits(hf, ids)), 1e-5);
@@ -178,9 +179,9 @@ TEST(GgufLoad, QuantizedRowsAreTheSourceRowsInRotateHalfOrder) {
       const GgmlTensor& t = *g->ggml;
       std::vector<float> got(static_cast<size_t>(t.rows * t.cols)), want(got.size());
       kernels::DequantizeRows(t, 0, t.rows, got.data());
-      ASSERT_TRUE(QuantizeDequantizeGgml(*t.type, h->weight.data(), t.rows, t.cols, nullptr,
-                                         want.data())
-                      .ok());
+      ASSERT_TRUE(
+          QuantizeDequantizeGgml(*t.type, h->weight.data(), t.rows, t.cols, nullptr, want.data())
+              .ok());
       EXPECT_EQ(got, want) << t.type->name;
       ++checked;
     }
@@ -271,9 +272,8 @@ TEST(GgufLoad, Q4KmLinearsKernelEqualsReference) {
 TEST(GgufLoad, PplOfF32GgufEqualsTheFolder) {
   auto ppl_line = [](const std::string& model) {
     std::string out;
-    const int rc = RunCommand(Q() + " ppl " + model + " --text " + Local() +
-                                  " --max-windows 4 -q 2>/dev/null",
-                              &out);
+    const int rc = RunCommand(
+        Q() + " ppl " + model + " --text " + Local() + " --max-windows 4 -q 2>/dev/null", &out);
     EXPECT_EQ(rc, 0) << out;
     const size_t at = out.find("PPL = ");
     EXPECT_NE(at, std::string::npos) << out;
@@ -380,8 +380,7 @@ TEST(GgufTokenizer, SentencePieceIdsEqualTheFolderOnWikitext) {
   const std::vector<int32_t> want = (*sp)->Encode(text, false);
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> got = (*gg)->Encode(text, false);
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("[ wikitext ] %zu tokens, GGUF tokenizer %.2f s\n", got.size(), secs);
   ASSERT_EQ(got.size(), want.size());
   size_t first_diff = 0;
@@ -389,9 +388,16 @@ TEST(GgufTokenizer, SentencePieceIdsEqualTheFolderOnWikitext) {
   EXPECT_EQ(first_diff, got.size()) << "first difference at token " << first_diff;
 
   // Odd inputs: leading/trailing/multiple spaces, control bytes, invalid UTF-8, emoji.
-  const std::vector<std::string> odd = {
-      "",  " ",  "  x  ", "a\tb\n\nc", "\xff\xfe bad \xc3", "caf\xc3\xa9 \xf0\x9f\xa6\x99.cpp",
-      "<s> </s> <unk> <0x41>", "\xe2\x96\x81" "already", std::string("nul\0byte", 8)};
+  const std::vector<std::string> odd = {"",
+                                        " ",
+                                        "  x  ",
+                                        "a\tb\n\nc",
+                                        "\xff\xfe bad \xc3",
+                                        "caf\xc3\xa9 \xf0\x9f\xa6\x99.cpp",
+                                        "<s> </s> <unk> <0x41>",
+                                        "\xe2\x96\x81"
+                                        "already",
+                                        std::string("nul\0byte", 8)};
   for (const std::string& s : odd) {
     EXPECT_EQ((*gg)->Encode(s, true), (*sp)->Encode(s, true)) << "'" << s << "'";
     const auto ids = (*sp)->Encode(s, false);
@@ -513,15 +519,24 @@ fs::path WriteSynthetic(const Synthetic& s, const std::string& name) {
     tensors.push_back({n, DType::kF32, sh, std::as_bytes(std::span(data.back()))});
   }
   EXPECT_TRUE(io::WriteSafetensors(dir / "model.safetensors", tensors).ok());
-  nlohmann::json cfg = {{"architectures", {s.arch}},          {"vocab_size", s.vocab},
-                        {"hidden_size", s.hidden},           {"intermediate_size", s.inter},
-                        {"num_hidden_layers", 2},            {"num_attention_heads", s.heads},
-                        {"num_key_value_heads", s.kv_heads}, {"head_dim", s.head_dim},
-                        {"max_position_embeddings", 4096},   {"rms_norm_eps", 1e-6},
-                        {"rope_theta", 1000000.0},           {"tie_word_embeddings", s.tied}};
+  nlohmann::json cfg = {{"architectures", {s.arch}},
+                        {"vocab_size", s.vocab},
+                        {"hidden_size", s.hidden},
+                        {"intermediate_size", s.inter},
+                        {"num_hidden_layers", 2},
+                        {"num_attention_heads", s.heads},
+                        {"num_key_value_heads", s.kv_heads},
+                        {"head_dim", s.head_dim},
+                        {"max_position_embeddings", 4096},
+                        {"rms_norm_eps", 1e-6},
+                        {"rope_theta", 1000000.0},
+                        {"tie_word_embeddings", s.tied}};
   if (s.llama3_rope)
-    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 512}};
+    cfg["rope_scaling"] = {{"rope_type", "llama3"},
+                           {"factor", 8.0},
+                           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 512}};
   std::ofstream(dir / "config.json") << cfg.dump(2);
   const fs::path tok = testing::SharedDir() / "data/tokenizers";
   if (fs::exists(tok / (s.tokenizer + ".tokenizer.model"))) {
@@ -609,14 +624,23 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         SyntheticCase{{.arch = "LlamaForCausalLM", .vocab = 32000, .tokenizer = "llama2"},
                       "llama-spm"},
-        SyntheticCase{{.arch = "LlamaForCausalLM", .vocab = 128256, .head_dim = 8,
-                       .llama3_rope = true, .tokenizer = "llama3"},
+        SyntheticCase{{.arch = "LlamaForCausalLM",
+                       .vocab = 128256,
+                       .head_dim = 8,
+                       .llama3_rope = true,
+                       .tokenizer = "llama3"},
                       "llama-bpe"},
-        SyntheticCase{{.arch = "Qwen2ForCausalLM", .vocab = 151936, .bias = true, .tied = true,
+        SyntheticCase{{.arch = "Qwen2ForCausalLM",
+                       .vocab = 151936,
+                       .bias = true,
+                       .tied = true,
                        .tokenizer = "qwen3"},
                       "qwen2"},
-        SyntheticCase{{.arch = "Qwen3ForCausalLM", .vocab = 151936, .head_dim = 8,
-                       .qk_norm = true, .tokenizer = "qwen3"},
+        SyntheticCase{{.arch = "Qwen3ForCausalLM",
+                       .vocab = 151936,
+                       .head_dim = 8,
+                       .qk_norm = true,
+                       .tokenizer = "qwen3"},
                       "qwen2"},
         SyntheticCase{{.arch = "MistralForCausalLM", .vocab = 50257, .tokenizer = "gpt2"},
                       "gpt-2"}),

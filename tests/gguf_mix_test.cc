@@ -50,7 +50,8 @@ int64_t TypeBytes(const std::string& type, int64_t rows, int64_t cols) {
   return rows * (cols / bt->block) * int64_t(bt->block_bytes);
 }
 
-int64_t TensorBytes(const GgufMix& mix, const MixContext& ctx, std::map<std::string, std::string>* types = nullptr) {
+int64_t TensorBytes(const GgufMix& mix, const MixContext& ctx,
+                    std::map<std::string, std::string>* types = nullptr) {
   int64_t total = 0;
   for (const T& t : Llama27m()) {
     auto c = ChooseGgufType(mix, t.name, t.dims, t.cols, t.layer, ctx);
@@ -87,7 +88,8 @@ TEST(GgufMix, TensorBytesMatchLlamaQuantizeFileSizes) {
   for (const auto& [key, bytes] : size) {
     SCOPED_TRACE(key.first + " " + key.second);
     const bool imat = key.second == "imat";
-    const int64_t ours = TensorBytes(*FindGgufMix(key.first), Ctx27m(imat)) - TensorBytes(ref, Ctx27m(imat));
+    const int64_t ours =
+        TensorBytes(*FindGgufMix(key.first), Ctx27m(imat)) - TensorBytes(ref, Ctx27m(imat));
     EXPECT_EQ(ours, bytes - size.at({"Q8_0", key.second}));
   }
 }

@@ -80,7 +80,7 @@ Raw Header(int64_t n_tensors, int64_t n_kv, uint32_t version = 3) {
 
 // Tensor info: name, ggml ne (fastest first), type id, offset.
 Raw& AddInfo(Raw& r, std::string_view name, std::vector<int64_t> ne, uint32_t type,
-                uint64_t offset) {
+             uint64_t offset) {
   r.str(name).u32(uint32_t(ne.size()));
   for (int64_t d : ne) r.i64(d);
   return r.u32(type).u64(offset);
@@ -105,13 +105,13 @@ TEST(GgmlTypes, TableMatchesGgml) {
     size_t size;
   };
   // ggml.h ids; sizes from ggml-common.h block structs.
-  const Row rows[] = {{0, "f32", 1, 4},       {1, "f16", 1, 2},        {2, "q4_0", 32, 18},
-                      {3, "q4_1", 32, 20},    {6, "q5_0", 32, 22},     {7, "q5_1", 32, 24},
-                      {8, "q8_0", 32, 34},    {9, "q8_1", 32, 36},     {10, "q2_K", 256, 84},
-                      {11, "q3_K", 256, 110}, {12, "q4_K", 256, 144},  {13, "q5_K", 256, 176},
-                      {14, "q6_K", 256, 210}, {15, "q8_K", 256, 292},  {20, "iq4_nl", 32, 18},
-                      {23, "iq4_xs", 256, 136}, {30, "bf16", 1, 2},    {16, "iq2_xxs", 256, 66},
-                      {19, "iq1_s", 256, 50}, {29, "iq1_m", 256, 56},  {24, "i8", 1, 1},
+  const Row rows[] = {{0, "f32", 1, 4},         {1, "f16", 1, 2},       {2, "q4_0", 32, 18},
+                      {3, "q4_1", 32, 20},      {6, "q5_0", 32, 22},    {7, "q5_1", 32, 24},
+                      {8, "q8_0", 32, 34},      {9, "q8_1", 32, 36},    {10, "q2_K", 256, 84},
+                      {11, "q3_K", 256, 110},   {12, "q4_K", 256, 144}, {13, "q5_K", 256, 176},
+                      {14, "q6_K", 256, 210},   {15, "q8_K", 256, 292}, {20, "iq4_nl", 32, 18},
+                      {23, "iq4_xs", 256, 136}, {30, "bf16", 1, 2},     {16, "iq2_xxs", 256, 66},
+                      {19, "iq1_s", 256, 50},   {29, "iq1_m", 256, 56}, {24, "i8", 1, 1},
                       {28, "f64", 1, 8}};
   for (const Row& r : rows) {
     const GgmlTypeInfo* t = FindGgmlType(r.id);
@@ -302,9 +302,9 @@ TEST(Gguf, WriterRejectsBadInput) {
   EXPECT_FALSE(w.Set("general.alignment", GgufValue(uint64_t{64})).ok());
   const std::vector<std::byte> b8(8);
   ASSERT_TRUE(w.AddTensor("t", GgmlType::kF32, {2}, b8).ok());
-  EXPECT_FALSE(w.AddTensor("t", GgmlType::kF32, {2}, b8).ok());               // duplicate
-  EXPECT_FALSE(w.AddTensor("u", GgmlType::kF32, {3}, b8).ok());               // wrong size
-  EXPECT_FALSE(w.AddTensor("v", GgmlType::kQ8_0, {1, 16}, b8).ok());          // partial block
+  EXPECT_FALSE(w.AddTensor("t", GgmlType::kF32, {2}, b8).ok());              // duplicate
+  EXPECT_FALSE(w.AddTensor("u", GgmlType::kF32, {3}, b8).ok());              // wrong size
+  EXPECT_FALSE(w.AddTensor("v", GgmlType::kQ8_0, {1, 16}, b8).ok());         // partial block
   EXPECT_FALSE(w.AddTensor("w", GgmlType::kF32, {1, 1, 1, 1, 2}, b8).ok());  // 5 dims
   EXPECT_FALSE(w.AddTensor(std::string(64, 'n'), GgmlType::kF32, {2}, b8).ok());
   EXPECT_TRUE(w.AddTensor(std::string(63, 'n'), GgmlType::kF32, {2}, b8).ok());
@@ -426,7 +426,8 @@ TEST(GgufCorrupt, TensorInfos) {
   ExpectError(one("w", {2}, 0, uint64_t(1) << 63), "beyond the end");
   ExpectError(one("", {2}, 0, 0), "tensor #0 has an empty name");
   ExpectError(one(std::string(64, 'n'), {2}, 0, 0), "name is 64 bytes (at most 63)");
-  ExpectError(one("w", {2}, 0, 0, 0), "data [0, 8) lies beyond the end of the file (data section has 0 bytes)");
+  ExpectError(one("w", {2}, 0, 0, 0),
+              "data [0, 8) lies beyond the end of the file (data section has 0 bytes)");
 
   Raw two = Header(2, 0);
   AddInfo(two, "a", {16}, 0, 0);
@@ -658,8 +659,8 @@ TEST(GgufConvert, HalfTypesSizesAndDeterminism) {
   for (const auto& t : st->tensors()) (t.shape.size() == 2 ? weights : vectors) += t.numel();
   for (const char* type : {"f16", "bf16"}) {
     SCOPED_TRACE(type);
-    const fs::path out = Convert(Bundled(), std::string("l27_") + type + ".gguf",
-                                 std::string("--outtype ") + type);
+    const fs::path out =
+        Convert(Bundled(), std::string("l27_") + type + ".gguf", std::string("--outtype ") + type);
     auto f = GgufFile::Open(out);
     ASSERT_TRUE(f.ok()) << f.error().message();
     uint64_t data = 0;
@@ -702,9 +703,9 @@ void ExpectOneLineError(const std::string& cmd, const std::string& want) {
 
 TEST(GgufConvert, ErrorsAreOneLineAndLeaveNoFile) {
   const fs::path tmp = testing::TempDir();
-  ExpectOneLineError(Q() + " convert " + (tmp / "nope").string() + " -o " +
-                         (tmp / "x.gguf").string(),
-                     "expected a model folder");
+  ExpectOneLineError(
+      Q() + " convert " + (tmp / "nope").string() + " -o " + (tmp / "x.gguf").string(),
+      "expected a model folder");
   ExpectOneLineError(Q() + " convert " + Bundled() + " -o " + (tmp / "no/such/dir.gguf").string(),
                      "cannot create");
   ExpectOneLineError(Q() + " convert " + Bundled() + " -o " + tmp.string(), "is a folder");
@@ -721,8 +722,9 @@ TEST(GgufConvert, ErrorsAreOneLineAndLeaveNoFile) {
   std::string cfg = ReadFile(bundled / "config.json");
   cfg.replace(cfg.find("\"intermediate_size\": 1536"), 25, "\"intermediate_size\": 1540");
   std::ofstream(shape / "config.json") << cfg;
-  ExpectOneLineError(Q() + " convert " + shape.string() + " -o " + (tmp / "s.gguf").string(),
-                     "model.layers.0.mlp.gate_proj.weight' has shape [1536, 512], expected [1540, 512]");
+  ExpectOneLineError(
+      Q() + " convert " + shape.string() + " -o " + (tmp / "s.gguf").string(),
+      "model.layers.0.mlp.gate_proj.weight' has shape [1536, 512], expected [1540, 512]");
 
   // A folder without a tokenizer: an error, and no output (nor temporary) left behind.
   const fs::path dir = tmp / "no_tokenizer";
@@ -820,16 +822,25 @@ fs::path WriteSynthetic(const Synthetic& s, const std::string& name) {
     tensors.push_back({n, DType::kF32, sh, std::as_bytes(std::span(data.back()))});
   }
   EXPECT_TRUE(WriteSafetensors(dir / "model.safetensors", tensors).ok());
-  nlohmann::json cfg = {{"architectures", {s.arch}},          {"vocab_size", s.vocab},
-                        {"hidden_size", s.hidden},           {"intermediate_size", s.inter},
-                        {"num_hidden_layers", 2},            {"num_attention_heads", s.heads},
-                        {"num_key_value_heads", s.kv_heads}, {"head_dim", s.head_dim},
-                        {"max_position_embeddings", 4096},   {"rms_norm_eps", 1e-6},
-                        {"rope_theta", 1000000.0},           {"tie_word_embeddings", s.tied},
+  nlohmann::json cfg = {{"architectures", {s.arch}},
+                        {"vocab_size", s.vocab},
+                        {"hidden_size", s.hidden},
+                        {"intermediate_size", s.inter},
+                        {"num_hidden_layers", 2},
+                        {"num_attention_heads", s.heads},
+                        {"num_key_value_heads", s.kv_heads},
+                        {"head_dim", s.head_dim},
+                        {"max_position_embeddings", 4096},
+                        {"rms_norm_eps", 1e-6},
+                        {"rope_theta", 1000000.0},
+                        {"tie_word_embeddings", s.tied},
                         {"sliding_window", 1024}};
   if (s.llama3_rope)
-    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 512}};
+    cfg["rope_scaling"] = {{"rope_type", "llama3"},
+                           {"factor", 8.0},
+                           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 512}};
   std::ofstream(dir / "config.json") << cfg.dump(2);
   const fs::path tok = testing::SharedDir() / "data/tokenizers";
   fs::copy_file(tok / (s.tokenizer + ".tokenizer.json"), dir / "tokenizer.json",
@@ -850,7 +861,10 @@ int64_t TokenId(const GgufFile& f, const std::string& content) {
 
 TEST(GgufConvert, Qwen2BiasesAndQwenTokenizer) {
   QF_NEED_SHARED("data/tokenizers");
-  Synthetic s{.arch = "Qwen2ForCausalLM", .vocab = 151936, .bias = true, .tied = true,
+  Synthetic s{.arch = "Qwen2ForCausalLM",
+              .vocab = 151936,
+              .bias = true,
+              .tied = true,
               .tokenizer = "qwen3"};
   const fs::path dir = WriteSynthetic(s, "qwen2");
   auto st = TensorStore::Open(dir);
@@ -893,7 +907,10 @@ TEST(GgufConvert, Qwen2BiasesAndQwenTokenizer) {
 
 TEST(GgufConvert, Qwen3QkNormAndKeyLength) {
   QF_NEED_SHARED("data/tokenizers");
-  Synthetic s{.arch = "Qwen3ForCausalLM", .vocab = 151936, .head_dim = 8, .qk_norm = true,
+  Synthetic s{.arch = "Qwen3ForCausalLM",
+              .vocab = 151936,
+              .head_dim = 8,
+              .qk_norm = true,
               .tokenizer = "qwen3"};
   const fs::path dir = WriteSynthetic(s, "qwen3");
   const fs::path out = Convert(dir.string(), "qwen3.gguf", "--outtype bf16");
@@ -910,7 +927,10 @@ TEST(GgufConvert, Qwen3QkNormAndKeyLength) {
 
 TEST(GgufConvert, Llama3TokenizerAndRopeFreqs) {
   QF_NEED_SHARED("data/tokenizers");
-  Synthetic s{.arch = "LlamaForCausalLM", .vocab = 128256, .head_dim = 8, .llama3_rope = true,
+  Synthetic s{.arch = "LlamaForCausalLM",
+              .vocab = 128256,
+              .head_dim = 8,
+              .llama3_rope = true,
               .tokenizer = "llama3"};
   const fs::path dir = WriteSynthetic(s, "llama3");
   const fs::path out = Convert(dir.string(), "llama3.gguf", "--outtype f32");
@@ -946,9 +966,9 @@ TEST(GgufConvert, MistralGpt2TokenizerAndUnknownTensor) {
   const fs::path dir = WriteSynthetic(s, "gpt2tok");
   const fs::path out = testing::TempDir() / "gpt2tok.gguf";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " convert " + dir.string() + " -o " + out.string() + " --outtype f16",
-                       &log),
-            0)
+  ASSERT_EQ(
+      RunCommand(Q() + " convert " + dir.string() + " -o " + out.string() + " --outtype f16", &log),
+      0)
       << log;
   EXPECT_NE(log.find("qforge: note: sliding_window 1024 is not stored"), std::string::npos) << log;
   auto f = GgufFile::Open(out);
@@ -973,8 +993,8 @@ TEST(GgufConvert, MistralGpt2TokenizerAndUnknownTensor) {
   std::vector<TensorToWrite> tensors;
   for (const auto& t : src->tensors()) tensors.push_back({t.name, t.dtype, t.shape, t.data});
   const float extra[2] = {1, 2};
-  tensors.push_back({"model.layers.0.mlp.gate_proj.bias", DType::kF32, {2},
-                     std::as_bytes(std::span(extra))});
+  tensors.push_back(
+      {"model.layers.0.mlp.gate_proj.bias", DType::kF32, {2}, std::as_bytes(std::span(extra))});
   ASSERT_TRUE(WriteSafetensors(bad / "model.safetensors", tensors).ok());
   ExpectOneLineError(Q() + " convert " + bad.string() + " -o " + (bad / "o.gguf").string(),
                      "tensor 'model.layers.0.mlp.gate_proj.bias' has no counterpart");
@@ -996,12 +1016,10 @@ TEST(VocabBos, GgufKeysDecideAsLlamaCpp) {
     std::optional<bool> key;
     bool add;
   };
-  const Row rows[] = {{"llama", "default", std::nullopt, true},
-                      {"llama", "default", false, false},
-                      {"gpt2", "llama-bpe", std::nullopt, true},
-                      {"gpt2", "llama-bpe", false, false},
-                      {"gpt2", "qwen2", std::nullopt, false},
-                      {"gpt2", "qwen2", true, true}};
+  const Row rows[] = {
+      {"llama", "default", std::nullopt, true},  {"llama", "default", false, false},
+      {"gpt2", "llama-bpe", std::nullopt, true}, {"gpt2", "llama-bpe", false, false},
+      {"gpt2", "qwen2", std::nullopt, false},    {"gpt2", "qwen2", true, true}};
   int i = 0;
   for (const Row& r : rows) {
     GgufWriter w;

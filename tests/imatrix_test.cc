@@ -77,8 +77,9 @@ TEST(Imatrix, GgufRoundTripHasLlamaCppLayout) {
   EXPECT_EQ(*g->Find("imatrix.chunk_count")->get<uint32_t>(), 3u);
   EXPECT_EQ(*g->Find("imatrix.chunk_size")->get<uint32_t>(), 512u);
   const std::vector<std::string> names = {
-      "blk.0.attn_q.weight.in_sum2",   "blk.0.attn_q.weight.counts",  "blk.0.ffn_down.weight.in_sum2",
-      "blk.0.ffn_down.weight.counts",  "blk.10.attn_k.weight.in_sum2", "blk.10.attn_k.weight.counts"};
+      "blk.0.attn_q.weight.in_sum2",   "blk.0.attn_q.weight.counts",
+      "blk.0.ffn_down.weight.in_sum2", "blk.0.ffn_down.weight.counts",
+      "blk.10.attn_k.weight.in_sum2",  "blk.10.attn_k.weight.counts"};
   ASSERT_EQ(g->tensors.size(), names.size());
   for (size_t i = 0; i < names.size(); ++i) {
     EXPECT_EQ(g->tensors[i].name, names[i]);
@@ -136,7 +137,8 @@ TEST(Imatrix, LegacyRoundTripAndLayout) {
   for (const auto& [name, e] : m.entries) {
     const auto want = io::Importance(e), got = io::Importance(back->entries.at(name));
     ASSERT_EQ(want.size(), got.size());
-    for (size_t j = 0; j < want.size(); ++j) EXPECT_NEAR(got[j], want[j], 1e-6 * want[j] + 1e-30) << name;
+    for (size_t j = 0; j < want.size(); ++j)
+      EXPECT_NEAR(got[j], want[j], 1e-6 * want[j] + 1e-30) << name;
   }
   // A legacy imatrix is written back as it was read.
   auto again = io::ImatrixLegacyBytes(*back);
@@ -151,7 +153,8 @@ TEST(Imatrix, LegacyRoundTripAndLayout) {
 
   const fs::path p = qf::testing::TempDir() / "rt.dat";
   ASSERT_TRUE(io::WriteImatrixLegacy(m, p).ok());
-  EXPECT_EQ(*ReadTextFile(p), std::string(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+  EXPECT_EQ(*ReadTextFile(p),
+            std::string(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
   io::Imatrix no_size = m;
   no_size.chunk_size = 0;
   EXPECT_FALSE(io::ImatrixLegacyBytes(no_size).ok());
@@ -166,9 +169,12 @@ TEST(Imatrix, CorruptAndTruncatedFilesAreOneLineErrors) {
   const io::Imatrix m = Sample();
   const auto gguf = *io::ImatrixGgufBytes(m);
   const auto layout = *io::ParseGguf(gguf, "t.gguf");
-  const size_t last_byte = layout.data_offset + layout.tensors.back().offset + 3;  // the rest is padding
-  for (size_t n : {size_t(0), size_t(3), size_t(4), size_t(20), size_t(100), gguf.size() / 2, last_byte})
-    ExpectOneLineError(io::ParseImatrix(Span(gguf).first(n), "t.gguf"), "gguf truncated at " + std::to_string(n));
+  const size_t last_byte =
+      layout.data_offset + layout.tensors.back().offset + 3;  // the rest is padding
+  for (size_t n :
+       {size_t(0), size_t(3), size_t(4), size_t(20), size_t(100), gguf.size() / 2, last_byte})
+    ExpectOneLineError(io::ParseImatrix(Span(gguf).first(n), "t.gguf"),
+                       "gguf truncated at " + std::to_string(n));
 
   io::Imatrix legacy_src = m;
   legacy_src.entries.erase("blk.10.attn_k.weight");
@@ -176,7 +182,8 @@ TEST(Imatrix, CorruptAndTruncatedFilesAreOneLineErrors) {
   const size_t entries_end = dat.size() - 16;  // a file may end right after its entries
   for (size_t n = 0; n < dat.size(); ++n) {
     if (n == entries_end) continue;
-    ExpectOneLineError(io::ParseImatrix(Span(dat).first(n), "t.dat"), "dat truncated at " + std::to_string(n));
+    ExpectOneLineError(io::ParseImatrix(Span(dat).first(n), "t.dat"),
+                       "dat truncated at " + std::to_string(n));
   }
   std::vector<std::byte> extra = dat;
   extra.push_back(std::byte{0});
@@ -204,25 +211,54 @@ TEST(Imatrix, CorruptAndTruncatedFilesAreOneLineErrors) {
   auto tensor = [](io::GgufWriter& w, const std::string& n, const std::vector<float>& v) {
     (void)w.AddTensor(n, io::GgmlType::kF32, {int64_t(v.size())}, std::as_bytes(std::span(v)));
   };
-  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) { tensor(w, "a.in_sum2", sums); tensor(w, "a.counts", one); }), "m.gguf"),
+  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) {
+                                        tensor(w, "a.in_sum2", sums);
+                                        tensor(w, "a.counts", one);
+                                      }),
+                                      "m.gguf"),
                      "no metadata");
-  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) { meta(w); tensor(w, "a.in_sum2", sums); }), "m.gguf"),
+  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) {
+                                        meta(w);
+                                        tensor(w, "a.in_sum2", sums);
+                                      }),
+                                      "m.gguf"),
                      "sums without counts");
-  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) { meta(w); tensor(w, "a.counts", one); }), "m.gguf"),
+  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) {
+                                        meta(w);
+                                        tensor(w, "a.counts", one);
+                                      }),
+                                      "m.gguf"),
                      "counts without sums");
-  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) { meta(w); }), "m.gguf"), "no entries");
-  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) { meta(w); tensor(w, "a.in_sum2", sums); tensor(w, "a.counts", two); }), "m.gguf"),
+  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) { meta(w); }), "m.gguf"),
+                     "no entries");
+  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) {
+                                        meta(w);
+                                        tensor(w, "a.in_sum2", sums);
+                                        tensor(w, "a.counts", two);
+                                      }),
+                                      "m.gguf"),
                      "per-expert counts");
-  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) { meta(w); tensor(w, "a.in_sum2", nan); tensor(w, "a.counts", one); }), "m.gguf"),
+  ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) {
+                                        meta(w);
+                                        tensor(w, "a.in_sum2", nan);
+                                        tensor(w, "a.counts", one);
+                                      }),
+                                      "m.gguf"),
                      "NaN sum");
   ExpectOneLineError(io::ParseImatrix(with([&](io::GgufWriter& w) {
-                       (void)w.Set("general.type", io::GgufValue("model"));
-                       meta(w);
-                       tensor(w, "a.in_sum2", sums);
-                       tensor(w, "a.counts", one);
-                     }), "m.gguf"),
+                                        (void)w.Set("general.type", io::GgufValue("model"));
+                                        meta(w);
+                                        tensor(w, "a.in_sum2", sums);
+                                        tensor(w, "a.counts", one);
+                                      }),
+                                      "m.gguf"),
                      "a model file");
-  auto ok = io::ParseImatrix(with([&](io::GgufWriter& w) { meta(w); tensor(w, "a.in_sum2", sums); tensor(w, "a.counts", one); }), "m.gguf");
+  auto ok = io::ParseImatrix(with([&](io::GgufWriter& w) {
+                               meta(w);
+                               tensor(w, "a.in_sum2", sums);
+                               tensor(w, "a.counts", one);
+                             }),
+                             "m.gguf");
   ASSERT_TRUE(ok.ok()) << ok.error().message();
   EXPECT_EQ(ok->entries.at("a").count, 1);
   auto missing = io::ReadImatrix(qf::testing::TempDir() / "does-not-exist.gguf");
@@ -273,7 +309,8 @@ TEST(Imatrix, SumsEqualADirectComputation) {
   EXPECT_EQ(m->entries.size(), 6u * 7u + 1u);  // every linear of the 6 blocks, and output.weight
   for (const auto& [name, e] : m->entries) {
     EXPECT_EQ(e.count, 3 * 64) << name;
-    EXPECT_EQ(int64_t(e.sum2.size()), name.find("ffn_down") != std::string::npos ? 1536 : 512) << name;
+    EXPECT_EQ(int64_t(e.sum2.size()), name.find("ffn_down") != std::string::npos ? 1536 : 512)
+        << name;
   }
   EXPECT_EQ(m->entries.at("blk.3.attn_q.weight").sum2, m->entries.at("blk.3.attn_v.weight").sum2);
   EXPECT_EQ(m->entries.at("blk.3.ffn_gate.weight").sum2, m->entries.at("blk.3.ffn_up.weight").sum2);
@@ -303,7 +340,8 @@ TEST(Imatrix, SumsEqualADirectComputation) {
       }
     }
   const auto& got = m->entries.at("blk.0.attn_q.weight").sum2;
-  for (int j = 0; j < 512; ++j) EXPECT_NEAR(got[size_t(j)], want[size_t(j)], 2e-5 * want[size_t(j)] + 1e-6) << j;
+  for (int j = 0; j < 512; ++j)
+    EXPECT_NEAR(got[size_t(j)], want[size_t(j)], 2e-5 * want[size_t(j)] + 1e-6) << j;
 
   // Thread count does not change a bit; without process_output there is no output.weight.
   kernels::SetThreads(1);
@@ -322,7 +360,8 @@ TEST(Imatrix, LlamaCppWrittenFilesRoundTrip) {
   auto d = io::ReadImatrix(dir / "stories260k.imatrix.dat");
   ASSERT_TRUE(g.ok()) << g.error().message();
   ASSERT_TRUE(d.ok()) << d.error().message();
-  const std::string gb = *ReadTextFile(dir / "stories260k.imatrix.gguf"), db = *ReadTextFile(dir / "stories260k.imatrix.dat");
+  const std::string gb = *ReadTextFile(dir / "stories260k.imatrix.gguf"),
+                    db = *ReadTextFile(dir / "stories260k.imatrix.dat");
   auto gw = io::ImatrixGgufBytes(*g);
   auto dw = io::ImatrixLegacyBytes(*d);
   ASSERT_TRUE(gw.ok() && dw.ok());
@@ -347,7 +386,9 @@ TEST(Imatrix, LlamaCppWrittenFilesMatch) {
   ASSERT_TRUE(g.ok()) << g.error().message();
   ASSERT_TRUE(d.ok()) << d.error().message();
   const fs::path text = qf::testing::TempDir() / "st.txt";
-  std::ofstream(text) << ReadTextFile(qf::testing::SharedDir() / "data/tinystories/validation_head.txt")->substr(0, 8000);
+  std::ofstream(text) << ReadTextFile(qf::testing::SharedDir() /
+                                      "data/tinystories/validation_head.txt")
+                             ->substr(0, 8000);
   methods::ImatrixOptions opt;
   opt.text_path = text.string();
   opt.ctx = 128;
@@ -362,7 +403,8 @@ TEST(Imatrix, LlamaCppWrittenFilesMatch) {
     const io::ImatrixEntry& ours = m->entries.at(name);
     EXPECT_EQ(ours.count, e.count);
     EXPECT_EQ(d->entries.at(name).count, 4);  // ncall = 512 tokens / 128
-    const auto want = io::Importance(e), got = io::Importance(ours), dat = io::Importance(d->entries.at(name));
+    const auto want = io::Importance(e), got = io::Importance(ours),
+               dat = io::Importance(d->entries.at(name));
     ASSERT_EQ(got.size(), want.size());
     const bool first = name.rfind("blk.0.attn_", 0) == 0 && name != "blk.0.attn_output.weight";
     for (size_t j = 0; j < want.size(); ++j) {
@@ -379,11 +421,19 @@ TEST(Imatrix, CliImatrixThenQuantizeQ4KM) {
   const fs::path dir = qf::testing::TempDir();
   const std::string im = (dir / "im.gguf").string(), dat = (dir / "im.dat").string();
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " imatrix " + Bundled() + " --calib " + text + " -o " + im + " --ctx 128 --chunks 4 -q --json", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " imatrix " + Bundled() + " --calib " + text + " -o " + im +
+                           " --ctx 128 --chunks 4 -q --json",
+                       &log),
+            0)
+      << log;
   auto j = Json(log);
   EXPECT_EQ(j["entries"], 42);
   EXPECT_EQ(j["chunks"], 4);
-  ASSERT_EQ(RunCommand(Q() + " imatrix " + Bundled() + " --calib " + text + " -o " + dat + " --ctx 128 --chunks 4 --legacy -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " imatrix " + Bundled() + " --calib " + text + " -o " + dat +
+                           " --ctx 128 --chunks 4 --legacy -q",
+                       &log),
+            0)
+      << log;
   auto g = io::ReadImatrix(im);
   auto d = io::ReadImatrix(dat);
   ASSERT_TRUE(g.ok() && d.ok());
@@ -396,7 +446,11 @@ TEST(Imatrix, CliImatrixThenQuantizeQ4KM) {
   }
 
   const std::string out = (dir / "imat_q4km.gguf").string();
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --imatrix " + im + " -o " + out + " -q --json", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --imatrix " + im +
+                           " -o " + out + " -q --json",
+                       &log),
+            0)
+      << log;
   j = Json(log);
   int used = 0;
   for (const auto& t : j["tensors"]) used += t["imatrix"].get<bool>();
@@ -424,7 +478,11 @@ TEST(Imatrix, CliImatrixThenQuantizeQ4KM) {
   EXPECT_TRUE(std::equal(with.begin(), with.end(), t->data.begin()));
   EXPECT_FALSE(std::equal(without.begin(), without.end(), t->data.begin()));
   // The legacy file is accepted too.
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --imatrix " + dat + " --dry-run --json -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --imatrix " + dat +
+                           " --dry-run --json -q",
+                       &log),
+            0)
+      << log;
   j = Json(log);
   used = 0;
   for (const auto& tt : j["tensors"]) used += tt["imatrix"].get<bool>();
@@ -433,12 +491,24 @@ TEST(Imatrix, CliImatrixThenQuantizeQ4KM) {
   // Errors: one line, non-zero.
   const std::string bad = (dir / "bad.dat").string();
   std::ofstream(bad) << "not an imatrix";
-  EXPECT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --imatrix " + bad + " -o " + (dir / "x.gguf").string() + " -q", &log), 1) << log;
+  EXPECT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --imatrix " + bad +
+                           " -o " + (dir / "x.gguf").string() + " -q",
+                       &log),
+            1)
+      << log;
   EXPECT_EQ(log.rfind("qforge: error: ", 0), 0u) << log;
   EXPECT_EQ(log.find('\n'), log.size() - 1) << log;
-  EXPECT_NE(RunCommand(Q() + " quantize " + Bundled() + " --scheme W4A16 --imatrix " + im + " -o " + (dir / "ct").string() + " -q", &log), 0) << log;
+  EXPECT_NE(RunCommand(Q() + " quantize " + Bundled() + " --scheme W4A16 --imatrix " + im + " -o " +
+                           (dir / "ct").string() + " -q",
+                       &log),
+            0)
+      << log;
   EXPECT_NE(log.find("--imatrix"), std::string::npos) << log;
-  EXPECT_EQ(RunCommand(Q() + " imatrix " + Bundled() + " --calib " + SmallText(1500).string() + " -o " + (dir / "y.gguf").string() + " -q", &log), 1) << log;
+  EXPECT_EQ(RunCommand(Q() + " imatrix " + Bundled() + " --calib " + SmallText(1500).string() +
+                           " -o " + (dir / "y.gguf").string() + " -q",
+                       &log),
+            1)
+      << log;
   EXPECT_NE(log.find("needs at least 1024"), std::string::npos) << log;
 }
 

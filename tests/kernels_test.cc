@@ -29,20 +29,24 @@ TEST(Kernels, MatMulMatchesReference) {
   for (auto [m, n, k] :
        {std::tuple{1, 7, 13}, {2, 301, 1000}, {5, 64, 100}, {37, 129, 172}, {64, 512, 512}}) {
     const uint64_t seed = uint64_t(m * 1000 + n);
-    auto x = Random(size_t(m * k), seed), w = Random(size_t(n * k), seed + 1), b = Random(size_t(n), seed + 2);
+    auto x = Random(size_t(m * k), seed), w = Random(size_t(n * k), seed + 1),
+         b = Random(size_t(n), seed + 2);
     std::vector<float> y(size_t(m * n)), r(size_t(m * n));
     MatMulNT(x.data(), w.data(), b.data(), y.data(), m, n, k);
     MatMulNTRef(x.data(), w.data(), b.data(), r.data(), m, n, k);
     // fp32 accumulation error bound ~ k · eps · sqrt-ish growth; use k · eps · 4 on unit normals.
     const double tol = double(k) * 1.2e-7 * 4.0 * 4.0;
     for (size_t i = 0; i < y.size(); ++i)
-      ASSERT_NEAR(y[i], r[i], tol) << "m=" << m << " n=" << n << " k=" << k << " i=" << i << " seed=" << seed;
+      ASSERT_NEAR(y[i], r[i], tol)
+          << "m=" << m << " n=" << n << " k=" << k << " i=" << i << " seed=" << seed;
   }
 }
 
 TEST(Kernels, AttentionMatchesReference) {
   SetThreads(2);
-  struct Case { int64_t m, pos0, heads, kv_heads, dim, window; };
+  struct Case {
+    int64_t m, pos0, heads, kv_heads, dim, window;
+  };
   for (const Case c : {Case{1, 9, 4, 2, 8, 0}, Case{70, 0, 8, 4, 64, 0}, Case{130, 3, 6, 3, 16, 0},
                        Case{100, 0, 4, 1, 8, 17}, Case{1, 40, 2, 2, 8, 5}}) {
     const int64_t t = c.pos0 + c.m;
@@ -50,8 +54,10 @@ TEST(Kernels, AttentionMatchesReference) {
     auto k = Random(size_t(t * c.kv_heads * c.dim), 2);
     auto v = Random(size_t(t * c.kv_heads * c.dim), 3);
     std::vector<float> out(q.size()), ref(q.size());
-    Attention(q.data(), k.data(), v.data(), out.data(), c.m, c.pos0, c.heads, c.kv_heads, c.dim, c.window);
-    AttentionRef(q.data(), k.data(), v.data(), ref.data(), c.m, c.pos0, c.heads, c.kv_heads, c.dim, c.window);
+    Attention(q.data(), k.data(), v.data(), out.data(), c.m, c.pos0, c.heads, c.kv_heads, c.dim,
+              c.window);
+    AttentionRef(q.data(), k.data(), v.data(), ref.data(), c.m, c.pos0, c.heads, c.kv_heads, c.dim,
+                 c.window);
     for (size_t i = 0; i < out.size(); ++i)
       ASSERT_NEAR(out[i], ref[i], 2e-5 * std::sqrt(double(c.dim)))
           << "m=" << c.m << " pos0=" << c.pos0 << " window=" << c.window << " i=" << i;
@@ -72,7 +78,9 @@ TEST(Kernels, RmsNormAndRope) {
   const int64_t D = 8, half = 4;
   std::vector<float> cs(3 * half), sn(3 * half);
   for (int p = 0; p < 3; ++p)
-    for (int i = 0; i < half; ++i) cs[p * half + i] = std::cos(0.3f * p * (i + 1)), sn[p * half + i] = std::sin(0.3f * p * (i + 1));
+    for (int i = 0; i < half; ++i)
+      cs[p * half + i] = std::cos(0.3f * p * (i + 1)),
+                    sn[p * half + i] = std::sin(0.3f * p * (i + 1));
   auto v = Random(2 * D, 7), orig = v;
   Rope(v.data(), 1, 2, D, 2, cs.data(), sn.data());
   for (int h = 0; h < 2; ++h)
@@ -89,7 +97,8 @@ TEST(Kernels, RmsNormAndRope) {
 TEST(Kernels, QuantizedMatMulMatchesReferenceForEveryScheme) {
   SetThreads(2);
   const int64_t m = 5, n = 131, k = 256;
-  const auto w = Random(size_t(n * k), 11), x = Random(size_t(m * k), 12), b = Random(size_t(n), 13);
+  const auto w = Random(size_t(n * k), 11), x = Random(size_t(m * k), 12),
+             b = Random(size_t(n), 13);
   for (const QuantScheme& s : SchemeTable()) {
     auto q = Quantize(w, n, k, s);
     ASSERT_TRUE(q.ok()) << s.name << ": " << q.error().message();
@@ -134,42 +143,48 @@ TEST(VecMath, MatchesReferenceOnEveryTarget) {
   std::printf("\n");
   EXPECT_GE(hwy::SupportedAndGeneratedTargets().size(), 1u);
   ForEachTarget([] {
-  for (int64_t n : {1, 7, 16, 33, 255, 256, 257, 1000, 8192}) {
-    auto x = Random(size_t(n), uint64_t(n));
-    for (auto& v : x) v *= 6.0f;  // logits-like spread, exp arguments down to about -50
-    EXPECT_EQ(vec::MaxValue(x.data(), n), vec::MaxValueRef(x.data(), n)) << "n=" << n;
-    const float shift = vec::MaxValueRef(x.data(), n);
-    std::vector<float> e(x.size()), er(x.size());
-    const double s = vec::ExpShiftSum(x.data(), e.data(), n, shift);
-    const double sr = vec::ExpShiftSumRef(x.data(), er.data(), n, shift);
-    EXPECT_NEAR(s, sr, sr * 1e-6) << "n=" << n;
-    for (int64_t i = 0; i < n; ++i)
-      ASSERT_NEAR(e[size_t(i)], er[size_t(i)], 4 * 6e-8 * er[size_t(i)] + 1e-30) << "n=" << n << " i=" << i;
-    auto g = Random(size_t(n), uint64_t(n) + 1), u = Random(size_t(n), uint64_t(n) + 2);
-    for (auto& v : g) v *= 8.0f;
-    auto gr = g;
-    vec::SiluMulVec(g.data(), u.data(), n);
-    vec::SiluMulRef(gr.data(), u.data(), n);
-    for (int64_t i = 0; i < n; ++i)
-      ASSERT_NEAR(g[size_t(i)], gr[size_t(i)], 1e-6 * (std::abs(gr[size_t(i)]) + 1e-3)) << "n=" << n << " i=" << i;
-    // Clip-search error: rounded copies with some exact zeros, with and without weights.
-    auto q = x;
-    for (int64_t i = 0; i < n; ++i) q[size_t(i)] = i % 3 == 0 ? x[size_t(i)] : std::round(x[size_t(i)]);
-    const auto wt = Random(size_t(n), uint64_t(n) + 3);
-    std::vector<float> wpos(wt.size());
-    for (size_t i = 0; i < wt.size(); ++i) wpos[i] = std::fabs(wt[i]);
-    for (const float p : {2.0f, 2.4f, 1.0f}) {
-      for (const float* w : {static_cast<const float*>(nullptr), static_cast<const float*>(wpos.data())}) {
-        const double ref = vec::PowErrorSumRef(x.data(), q.data(), w, n, p);
-        EXPECT_NEAR(vec::PowErrorSum(x.data(), q.data(), w, n, p), ref, 1e-5 * ref + 1e-30) << "n=" << n << " p=" << p;
-        for (const float zero : {0.0f, 7.0f, 8.0f}) {  // asym at the edge, asym inside, sym
-          const double iref = vec::IntRoundErrorSumRef(x.data(), w, n, 0.37f, zero, 15.0f, p);
-          EXPECT_NEAR(vec::IntRoundErrorSum(x.data(), w, n, 0.37f, zero, 15.0f, p), iref, 1e-5 * iref + 1e-30)
-              << "n=" << n << " p=" << p << " zero=" << zero;
+    for (int64_t n : {1, 7, 16, 33, 255, 256, 257, 1000, 8192}) {
+      auto x = Random(size_t(n), uint64_t(n));
+      for (auto& v : x) v *= 6.0f;  // logits-like spread, exp arguments down to about -50
+      EXPECT_EQ(vec::MaxValue(x.data(), n), vec::MaxValueRef(x.data(), n)) << "n=" << n;
+      const float shift = vec::MaxValueRef(x.data(), n);
+      std::vector<float> e(x.size()), er(x.size());
+      const double s = vec::ExpShiftSum(x.data(), e.data(), n, shift);
+      const double sr = vec::ExpShiftSumRef(x.data(), er.data(), n, shift);
+      EXPECT_NEAR(s, sr, sr * 1e-6) << "n=" << n;
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(e[size_t(i)], er[size_t(i)], 4 * 6e-8 * er[size_t(i)] + 1e-30)
+            << "n=" << n << " i=" << i;
+      auto g = Random(size_t(n), uint64_t(n) + 1), u = Random(size_t(n), uint64_t(n) + 2);
+      for (auto& v : g) v *= 8.0f;
+      auto gr = g;
+      vec::SiluMulVec(g.data(), u.data(), n);
+      vec::SiluMulRef(gr.data(), u.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(g[size_t(i)], gr[size_t(i)], 1e-6 * (std::abs(gr[size_t(i)]) + 1e-3))
+            << "n=" << n << " i=" << i;
+      // Clip-search error: rounded copies with some exact zeros, with and without weights.
+      auto q = x;
+      for (int64_t i = 0; i < n; ++i)
+        q[size_t(i)] = i % 3 == 0 ? x[size_t(i)] : std::round(x[size_t(i)]);
+      const auto wt = Random(size_t(n), uint64_t(n) + 3);
+      std::vector<float> wpos(wt.size());
+      for (size_t i = 0; i < wt.size(); ++i) wpos[i] = std::fabs(wt[i]);
+      for (const float p : {2.0f, 2.4f, 1.0f}) {
+        for (const float* w :
+             {static_cast<const float*>(nullptr), static_cast<const float*>(wpos.data())}) {
+          const double ref = vec::PowErrorSumRef(x.data(), q.data(), w, n, p);
+          EXPECT_NEAR(vec::PowErrorSum(x.data(), q.data(), w, n, p), ref, 1e-5 * ref + 1e-30)
+              << "n=" << n << " p=" << p;
+          for (const float zero : {0.0f, 7.0f, 8.0f}) {  // asym at the edge, asym inside, sym
+            const double iref = vec::IntRoundErrorSumRef(x.data(), w, n, 0.37f, zero, 15.0f, p);
+            EXPECT_NEAR(vec::IntRoundErrorSum(x.data(), w, n, 0.37f, zero, 15.0f, p), iref,
+                        1e-5 * iref + 1e-30)
+                << "n=" << n << " p=" << p << " zero=" << zero;
+          }
         }
       }
     }
-  }
   });
 }
 
@@ -179,13 +194,15 @@ TEST(VecMath, GemvRowsMatchesReferenceOnEveryTarget) {
   ForEachTarget([] {
     for (int64_t n : {1, 5, 130}) {
       for (int64_t k : {1, 13, 16, 64, 100, 257, 1024}) {
-        const auto w = Random(size_t(n * k), uint64_t(n * 7 + k)), x = Random(size_t(k), uint64_t(k));
+        const auto w = Random(size_t(n * k), uint64_t(n * 7 + k)),
+                   x = Random(size_t(k), uint64_t(k));
         std::vector<float> y(static_cast<size_t>(n), -1.f), ref(static_cast<size_t>(n));
         vec::GemvRows(w.data(), x.data(), n, k, y.data());
         MatMulNTRef(x.data(), w.data(), nullptr, ref.data(), 1, n, k);
         for (int64_t r = 0; r < n; ++r) {
           double mag = 0;
-          for (int64_t j = 0; j < k; ++j) mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(j)]);
+          for (int64_t j = 0; j < k; ++j)
+            mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(j)]);
           ASSERT_NEAR(y[size_t(r)], ref[size_t(r)], double(k) * 6e-8 * mag + 1e-30)
               << "n=" << n << " k=" << k << " r=" << r;
         }

@@ -18,7 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bottom to top. tools/ (the CLI) and fuzz/ sit above all of them.
-const std::vector<std::string> kLayers = {"core", "formats", "kernels", "io",       "text",
+const std::vector<std::string> kLayers = {"core",  "formats", "kernels",  "io",  "text",
                                           "model", "methods", "pipeline", "eval"};
 
 int LayerOf(const std::string& folder) {

@@ -25,7 +25,8 @@ std::vector<Prompt> ReadPrompts(const std::filesystem::path& dir) {
   std::ifstream in(dir / "reference" / "reference.json");
   const auto j = nlohmann::json::parse(in);
   std::vector<Prompt> out;
-  for (const auto& p : j["prompts"]) out.push_back({p["ids"].get<std::vector<int32_t>>(), p["argmax_last"]});
+  for (const auto& p : j["prompts"])
+    out.push_back({p["ids"].get<std::vector<int32_t>>(), p["argmax_last"]});
   return out;
 }
 
@@ -65,15 +66,17 @@ void ExpectMatchesReference(const Model& m, const std::filesystem::path& dir, do
       if (d > worst) worst = d, worst_i = i;
     }
     EXPECT_LT(worst, tol) << "prompt " << p << ": worst |diff| at row " << worst_i / size_t(V)
-                          << " col " << worst_i % size_t(V) << " got " << got[worst_i]
-                          << " want " << want[worst_i];
+                          << " col " << worst_i % size_t(V) << " got " << got[worst_i] << " want "
+                          << want[worst_i];
     const float* last = got.data() + (ids.size() - 1) * size_t(V);
     EXPECT_EQ(std::max_element(last, last + V) - last, prompts[p].argmax_last);
     std::printf("prompt %zu: max |logit diff| = %.3g\n", p, worst);
   }
 }
 
-TEST(ModelGolden, BundledLogitsMatchPyTorch) { ExpectMatchesReference(Bundled(), BundledModel(), 1e-3); }
+TEST(ModelGolden, BundledLogitsMatchPyTorch) {
+  ExpectMatchesReference(Bundled(), BundledModel(), 1e-3);
+}
 
 TEST(ModelGolden, Stories260kLogitsMatchPyTorch) {
   QF_NEED_SHARED("models/stories260k");
@@ -97,7 +100,8 @@ TEST(ModelForward, IncrementalDecodeEqualsFullPass) {
   for (int64_t i = 4; i < n; ++i) {
     ASSERT_TRUE(m.Forward({ids.data() + i, 1}, c2, step.data(), false).ok());
     double worst = 0;
-    for (int64_t j = 0; j < V; ++j) worst = std::max(worst, double(std::abs(step[size_t(j)] - full[size_t(i * V + j)])));
+    for (int64_t j = 0; j < V; ++j)
+      worst = std::max(worst, double(std::abs(step[size_t(j)] - full[size_t(i * V + j)])));
     EXPECT_LT(worst, 1e-4) << "position " << i;
   }
 }
@@ -105,7 +109,8 @@ TEST(ModelForward, IncrementalDecodeEqualsFullPass) {
 TEST(ModelForward, BatchedStepEqualsSeparateSequences) {
   const Model& m = Bundled();
   const int64_t V = m.config().vocab_size;
-  const std::vector<std::vector<int32_t>> seqs = {{1, 355, 2225, 4761}, {1, 528, 7842, 7876}, {1, 6750, 704, 261}};
+  const std::vector<std::vector<int32_t>> seqs = {
+      {1, 355, 2225, 4761}, {1, 528, 7842, 7876}, {1, 6750, 704, 261}};
   std::vector<KVCache> caches;
   for (size_t b = 0; b < seqs.size(); ++b) caches.push_back(m.NewCache(4));
   std::vector<float> batched(seqs.size() * size_t(V));
@@ -119,7 +124,9 @@ TEST(ModelForward, BatchedStepEqualsSeparateSequences) {
     KVCache c = m.NewCache(4);
     ASSERT_TRUE(m.Forward(seqs[b], c, single.data(), false).ok());
     double worst = 0;
-    for (int64_t j = 0; j < V; ++j) worst = std::max(worst, double(std::abs(single[size_t(j)] - batched[b * size_t(V) + size_t(j)])));
+    for (int64_t j = 0; j < V; ++j)
+      worst =
+          std::max(worst, double(std::abs(single[size_t(j)] - batched[b * size_t(V) + size_t(j)])));
     EXPECT_LT(worst, 1e-4) << "sequence " << b;
   }
 }
@@ -141,7 +148,8 @@ TEST(ModelForward, RejectsOverflowAndBadTokens) {
 TEST(HfConfig, ParsesFamiliesAndDerivedFields) {
   auto c = ParseHfConfig(R"({"architectures":["Qwen2ForCausalLM"],"vocab_size":100,"hidden_size":64,
     "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-    "max_position_embeddings":256,"rope_theta":1000000.0,"tie_word_embeddings":true})", "cfg");
+    "max_position_embeddings":256,"rope_theta":1000000.0,"tie_word_embeddings":true})",
+                         "cfg");
   ASSERT_TRUE(c.ok()) << c.error().message();
   EXPECT_EQ(c->family->name, "qwen2");
   EXPECT_TRUE(c->qkv_bias);
@@ -149,17 +157,21 @@ TEST(HfConfig, ParsesFamiliesAndDerivedFields) {
   EXPECT_EQ(c->kv_dim(), 32);
   EXPECT_TRUE(c->tie_embeddings);
 
-  auto q3 = ParseHfConfig(R"({"architectures":["Qwen3ForCausalLM"],"vocab_size":100,"hidden_size":64,
-    "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"head_dim":32})", "cfg");
+  auto q3 =
+      ParseHfConfig(R"({"architectures":["Qwen3ForCausalLM"],"vocab_size":100,"hidden_size":64,
+    "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"head_dim":32})",
+                    "cfg");
   ASSERT_TRUE(q3.ok()) << q3.error().message();
   EXPECT_TRUE(q3->family->qk_norm);
   EXPECT_EQ(q3->head_dim, 32);  // explicit head_dim wins over hidden / heads
   EXPECT_EQ(q3->kv_heads, 4);   // defaults to heads
 
-  auto l3 = ParseHfConfig(R"({"architectures":["LlamaForCausalLM"],"vocab_size":100,"hidden_size":64,
+  auto l3 =
+      ParseHfConfig(R"({"architectures":["LlamaForCausalLM"],"vocab_size":100,"hidden_size":64,
     "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"eos_token_id":[7,9],
     "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
-    "original_max_position_embeddings":8192}})", "cfg");
+    "original_max_position_embeddings":8192}})",
+                    "cfg");
   ASSERT_TRUE(l3.ok()) << l3.error().message();
   EXPECT_EQ(l3->rope_scaling.type, RopeScaling::Type::kLlama3);
   EXPECT_EQ(l3->eos_id, 7);
@@ -172,17 +184,23 @@ TEST(HfConfig, RejectsBadConfigs) {
   };
   const Case cases[] = {
       {"{", "not valid JSON"},
-      {R"({"architectures":["GPTNeoXForCausalLM"]})", "unsupported architecture 'GPTNeoXForCausalLM'"},
+      {R"({"architectures":["GPTNeoXForCausalLM"]})",
+       "unsupported architecture 'GPTNeoXForCausalLM'"},
       {R"({"architectures":["LlamaForCausalLM"],"vocab_size":10})", "missing field 'hidden_size'"},
       {R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":64,"intermediate_size":8,
-          "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":3})", "not a multiple"},
-      {R"({"architectures":["LlamaForCausalLM"],"vocab_size":"x","hidden_size":64})", "must be an integer"},
+          "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":3})",
+       "not a multiple"},
+      {R"({"architectures":["LlamaForCausalLM"],"vocab_size":"x","hidden_size":64})",
+       "must be an integer"},
       {R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":64,"intermediate_size":8,
-          "num_hidden_layers":1,"num_attention_heads":4,"rope_scaling":{"type":"yarn","factor":4}})", "unsupported rope_scaling"},
+          "num_hidden_layers":1,"num_attention_heads":4,"rope_scaling":{"type":"yarn","factor":4}})",
+       "unsupported rope_scaling"},
       {R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":64,"intermediate_size":8,
-          "num_hidden_layers":1,"num_attention_heads":4,"hidden_act":"gelu"})", "unsupported hidden_act"},
+          "num_hidden_layers":1,"num_attention_heads":4,"hidden_act":"gelu"})",
+       "unsupported hidden_act"},
       {R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":64,"intermediate_size":8,
-          "num_hidden_layers":1,"num_attention_heads":4,"use_sliding_window":3})", "cfg:"},
+          "num_hidden_layers":1,"num_attention_heads":4,"use_sliding_window":3})",
+       "cfg:"},
   };
   for (const auto& c : cases) {
     auto r = ParseHfConfig(c.json, "cfg");

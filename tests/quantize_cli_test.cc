@@ -19,7 +19,9 @@ using qf::testing::Bundled;
 using qf::testing::Q;
 using qf::testing::Wiki;
 
-nlohmann::json Json(const std::string& out) { return nlohmann::json::parse(out.substr(out.find('{'))); }
+nlohmann::json Json(const std::string& out) {
+  return nlohmann::json::parse(out.substr(out.find('{')));
+}
 
 // Reference RTN figures of the GPTQ authors' code on this model (anchors/peer_gptq_llama-27m.json).
 double AnchorRtn(int bits, int group, bool sym) {
@@ -36,11 +38,16 @@ TEST(QuantizeCli, RtnInt4G128AsymMatchesReferenceRtn) {
   QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const fs::path out = qf::testing::TempDir() / "rtn_w4g128a";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() + " --scheme int4-g128-asym --json", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() +
+                           " --scheme int4-g128-asym --json",
+                       &log),
+            0)
+      << log;
   const auto q = Json(log);
   EXPECT_EQ(q["linears"].size(), 42u);
   EXPECT_NEAR(q["bits_per_weight"].get<double>(), 4.0 + (16.0 + 4.0) / 128.0, 1e-9);
-  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + Wiki() + " --json", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + Wiki() + " --json", &log), 0)
+      << log;
   const double ppl = Json(log)["ppl"].get<double>(), want = AnchorRtn(4, 128, false);
   ASSERT_GT(want, 0);
   EXPECT_NEAR(ppl, want, want * 0.003);
@@ -51,7 +58,11 @@ TEST(QuantizeCli, OutputIsDeterministicAndRunsEveryCommand) {
   const fs::path a = qf::testing::TempDir() / "det_a", b = qf::testing::TempDir() / "det_b";
   std::string log;
   for (const fs::path& p : {a, b})
-    ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + p.string() + " --scheme W4A16 -q", &log), 0) << log;
+    ASSERT_EQ(
+        RunCommand(Q() + " quantize " + Bundled() + " -o " + p.string() + " --scheme W4A16 -q",
+                   &log),
+        0)
+        << log;
   const auto fa = ReadTextFile(a / "model.safetensors"), fb = ReadTextFile(b / "model.safetensors");
   ASSERT_TRUE(fa.ok() && fb.ok());
   EXPECT_TRUE(*fa == *fb) << "model.safetensors differs between two runs";
@@ -63,9 +74,17 @@ TEST(QuantizeCli, OutputIsDeterministicAndRunsEveryCommand) {
   EXPECT_EQ(info["parameters"], 27269632);  // logical [N, K] of quantized linears, not storage
   EXPECT_EQ(info["quantization"]["format"], "pack-quantized");
   EXPECT_EQ(info["quantization"]["groups"][0]["weights"]["num_bits"], 4);
-  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " + qf::testing::Local() + " --max-windows 2 --json", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " +
+                           qf::testing::Local() + " --max-windows 2 --json",
+                       &log),
+            0)
+      << log;
   EXPECT_GT(Json(log)["kld_mean"].get<double>(), 0.0);
-  ASSERT_EQ(RunCommand(Q() + " generate " + a.string() + " -p 'Once upon a time' -n 8 --temp 0 --json", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " generate " + a.string() + " -p 'Once upon a time' -n 8 --temp 0 --json",
+                 &log),
+      0)
+      << log;
   EXPECT_EQ(Json(log)["generated_ids"].size(), 8u);
 }
 
@@ -74,8 +93,15 @@ TEST(QuantizeCli, W4A16KldOnWikitextIsSmall) {
   QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const fs::path a = qf::testing::TempDir() / "w4a16_kld";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + " --scheme W4A16 -q", &log), 0) << log;
-  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " + Wiki() + " --max-windows 2 --json", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + " --scheme W4A16 -q", &log),
+      0)
+      << log;
+  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " + Wiki() +
+                           " --max-windows 2 --json",
+                       &log),
+            0)
+      << log;
   const auto k = Json(log);
   EXPECT_GT(k["kld_mean"].get<double>(), 0.0);
   EXPECT_LT(k["kld_mean"].get<double>(), 0.2);
@@ -88,15 +114,32 @@ TEST(QuantizeCli, FallsBackPerTensorOnStories260k) {
   const fs::path out = qf::testing::TempDir() / "stories_w4";
   const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme W4A16", &log), 0) << log;
-  EXPECT_NE(log.find("K = 64 is not a multiple of 128; using int4-channel-sym"), std::string::npos) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme W4A16", &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("K = 64 is not a multiple of 128; using int4-channel-sym"), std::string::npos)
+      << log;
   EXPECT_NE(log.find("K = 172 is not a multiple of 128"), std::string::npos) << log;
-  const std::string text = (qf::testing::SharedDir() / "data/tinystories/validation_head.txt").string();
-  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text + " --max-windows 8 --ctx 256 --json", &log), 0) << log;
+  const std::string text =
+      (qf::testing::SharedDir() / "data/tinystories/validation_head.txt").string();
+  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text +
+                           " --max-windows 8 --ctx 256 --json",
+                       &log),
+            0)
+      << log;
   EXPECT_LT(Json(log)["ppl"].get<double>(), 50.0);
-  for (const char* scheme : {"fp8-e4m3-channel", "int8-channel-sym", "int2-g64-asym", "int3-tensor-asym"}) {
-    ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme " + scheme + " -q", &log), 0) << scheme << log;
-    ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text + " --max-windows 2 --ctx 128 -q", &log), 0) << scheme << log;
+  for (const char* scheme :
+       {"fp8-e4m3-channel", "int8-channel-sym", "int2-g64-asym", "int3-tensor-asym"}) {
+    ASSERT_EQ(
+        RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme " + scheme + " -q",
+                   &log),
+        0)
+        << scheme << log;
+    ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text +
+                             " --max-windows 2 --ctx 128 -q",
+                         &log),
+              0)
+        << scheme << log;
   }
 }
 
@@ -108,19 +151,33 @@ TEST(QuantizeCli, GptqIsDeterministicAndBeatsRtn) {
   const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
   const fs::path a = qf::testing::TempDir() / "gptq_a", b = qf::testing::TempDir() / "gptq_b",
                  r = qf::testing::TempDir() / "gptq_rtn";
-  const std::string common = " --scheme int3-g128-asym --method gptq --calib " + calib + " --nsamples 16 --seqlen 256 -q";
+  const std::string common =
+      " --scheme int3-g128-asym --method gptq --calib " + calib + " --nsamples 16 --seqlen 256 -q";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log),
+      0)
+      << log;
   const auto qa = Json(log);
   EXPECT_EQ(qa["calib_samples"], 16);
   EXPECT_EQ(qa["calib_tokens"], 16 * 256);
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0)
+      << log;
   EXPECT_TRUE(*ReadTextFile(a / "model.safetensors") == *ReadTextFile(b / "model.safetensors"))
       << "GPTQ output differs between runs (2 threads vs 1)";
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + r.string() + " --scheme int3-g128-asym -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + r.string() +
+                           " --scheme int3-g128-asym -q",
+                       &log),
+            0)
+      << log;
   auto kld = [&](const fs::path& p) {
     std::string out;
-    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() + " --max-windows 16 --json -q", &out), 0) << out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
+                             " --max-windows 16 --json -q",
+                         &out),
+              0)
+        << out;
     return Json(out)["kld_mean"].get<double>();
   };
   const double k_gptq = kld(a), k_rtn = kld(r);
@@ -134,10 +191,19 @@ TEST(QuantizeCli, GptqRunsOnStories260kWithModelSampledCalibration) {
   const fs::path out = qf::testing::TempDir() / "stories_gptq";
   const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() + " --scheme W4A16 --method gptq --nsamples 8 --seqlen 64 --act-order", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " -o " + out.string() +
+                           " --scheme W4A16 --method gptq --nsamples 8 --seqlen 64 --act-order",
+                       &log),
+            0)
+      << log;
   EXPECT_NE(log.find("sampled from the model"), std::string::npos) << log;
-  const std::string text = (qf::testing::SharedDir() / "data/tinystories/validation_head.txt").string();
-  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text + " --max-windows 4 --ctx 256 --json", &log), 0) << log;
+  const std::string text =
+      (qf::testing::SharedDir() / "data/tinystories/validation_head.txt").string();
+  ASSERT_EQ(RunCommand(Q() + " ppl " + out.string() + " --text " + text +
+                           " --max-windows 4 --ctx 256 --json",
+                       &log),
+            0)
+      << log;
   EXPECT_LT(Json(log)["ppl"].get<double>(), 50.0);
 }
 
@@ -146,7 +212,10 @@ TEST(QuantizeCli, GptqCalibrationTextTooShort) {
   std::ofstream(txt) << "Only a handful of words here.";
   std::string log;
   const fs::path out = qf::testing::TempDir() / "gptq_short";
-  EXPECT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() + " --method gptq --calib " + txt.string(), &log), 1);
+  EXPECT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() +
+                           " --method gptq --calib " + txt.string(),
+                       &log),
+            1);
   EXPECT_NE(log.find("shorter than one window"), std::string::npos) << log;
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
   EXPECT_FALSE(fs::exists(out));
@@ -194,19 +263,34 @@ TEST(QuantizeCli, AwqBeatsRtnAndIsDeterministic) {
   const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
   const fs::path a = qf::testing::TempDir() / "awq_a", b = qf::testing::TempDir() / "awq_b",
                  r = qf::testing::TempDir() / "awq_rtn";
-  const std::string common = " --scheme int3-g128-asym --method awq --calib " + calib + " --nsamples 16 --seqlen 256 -q";
+  const std::string common =
+      " --scheme int3-g128-asym --method awq --calib " + calib + " --nsamples 16 --seqlen 256 -q";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log),
+      0)
+      << log;
   const auto qa = Json(log);
   ASSERT_EQ(qa["transforms"].size(), 3u * 6u);  // attn norm, ffn norm, up -> down per layer
-  for (const auto& t : qa["transforms"]) EXPECT_LE(t["loss"].get<double>(), t["loss_plain"].get<double>());
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0) << log;
+  for (const auto& t : qa["transforms"])
+    EXPECT_LE(t["loss"].get<double>(), t["loss_plain"].get<double>());
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0)
+      << log;
   EXPECT_TRUE(*ReadTextFile(a / "model.safetensors") == *ReadTextFile(b / "model.safetensors"))
       << "AWQ output differs between runs (2 threads vs 1)";
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + r.string() + " --scheme int3-g128-asym -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + r.string() +
+                           " --scheme int3-g128-asym -q",
+                       &log),
+            0)
+      << log;
   auto kld = [&](const fs::path& p) {
     std::string out;
-    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() + " --max-windows 16 --json -q", &out), 0) << out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
+                             " --max-windows 16 --json -q",
+                         &out),
+              0)
+        << out;
     return Json(out)["kld_mean"].get<double>();
   };
   const double k_awq = kld(a), k_rtn = kld(r);
@@ -218,9 +302,15 @@ TEST(QuantizeCli, SmoothQuantW8A8RunsActivationQuantization) {
   QF_NEED_SHARED("data/calib.txt");
   QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
-  const fs::path sq = qf::testing::TempDir() / "sq_w8a8", fp8 = qf::testing::TempDir() / "fp8_static";
+  const fs::path sq = qf::testing::TempDir() / "sq_w8a8",
+                 fp8 = qf::testing::TempDir() / "fp8_static";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + sq.string() + " --scheme W8A8 --method smoothquant --alpha 0.6 --calib " + calib + " --nsamples 8 --seqlen 128 --json -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + sq.string() +
+                           " --scheme W8A8 --method smoothquant --alpha 0.6 --calib " + calib +
+                           " --nsamples 8 --seqlen 128 --json -q",
+                       &log),
+            0)
+      << log;
   const auto q = Json(log);
   EXPECT_EQ(q["activations"], "int8-token");
   EXPECT_EQ(q["transforms"].size(), 3u * 6u);
@@ -231,14 +321,23 @@ TEST(QuantizeCli, SmoothQuantW8A8RunsActivationQuantization) {
   EXPECT_EQ(qc["config_groups"]["group_0"]["input_activations"]["strategy"], "token");
   EXPECT_EQ(qc["qforge"]["alpha"], 0.6);
   // Static FP8: one calibrated input_scale per linear, written and used.
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + fp8.string() + " --scheme FP8 --calib " + calib + " --nsamples 8 --seqlen 128 --json -q", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + fp8.string() + " --scheme FP8 --calib " +
+                     calib + " --nsamples 8 --seqlen 128 --json -q",
+                 &log),
+      0)
+      << log;
   for (const auto& l : Json(log)["linears"]) {
     EXPECT_EQ(l["activations"], "fp8-e4m3-tensor");
     EXPECT_GT(l["input_scale"].get<double>(), 0.0);
   }
   auto kld = [&](const fs::path& p) {
     std::string out;
-    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() + " --max-windows 4 --json -q", &out), 0) << out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
+                             " --max-windows 4 --json -q",
+                         &out),
+              0)
+        << out;
     return Json(out)["kld_mean"].get<double>();
   };
   const double k_sq = kld(sq), k_fp8 = kld(fp8);

@@ -28,7 +28,8 @@ using qf::testing::RunCommand;
 nlohmann::json Json(const std::string& s) { return nlohmann::json::parse(s.substr(s.find('{'))); }
 
 // Rows of a llama q/k weight in GGUF order: within each head, rotate-half pairs interleaved.
-std::vector<float> PermuteRows(const std::vector<float>& w, int64_t rows, int64_t cols, int64_t heads) {
+std::vector<float> PermuteRows(const std::vector<float>& w, int64_t rows, int64_t cols,
+                               int64_t heads) {
   std::vector<float> out(w.size());
   const int64_t hd = rows / heads;
   for (int64_t h = 0; h < heads; ++h)
@@ -41,16 +42,27 @@ std::vector<float> PermuteRows(const std::vector<float>& w, int64_t rows, int64_
 }
 
 TEST(QuantizeGguf, Q4KMFileHasTheMixTypesAndDecodesToTheWeights) {
-  const fs::path out = qf::testing::TempDir() / "q4km.gguf", again = qf::testing::TempDir() / "q4km_b.gguf";
+  const fs::path out = qf::testing::TempDir() / "q4km.gguf",
+                 again = qf::testing::TempDir() / "q4km_b.gguf";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --dry-run --json -q", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --dry-run --json -q", &log), 0)
+      << log;
   const auto dry = Json(log);
   EXPECT_FALSE(fs::exists(out));
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() + " --scheme q4_k_m --json -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() +
+                           " --scheme q4_k_m --json -q",
+                       &log),
+            0)
+      << log;
   const auto rep = Json(log);
   EXPECT_EQ(rep["output_bytes"], dry["output_bytes"]);
   EXPECT_EQ(fs::file_size(out), rep["output_bytes"].get<uint64_t>());
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + again.string() + " --scheme Q4_K_M -t 1 -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + again.string() +
+                           " --scheme Q4_K_M -t 1 -q",
+                       &log),
+            0)
+      << log;
   EXPECT_TRUE(*ReadTextFile(out) == *ReadTextFile(again)) << "GGUF output differs between runs";
 
   auto f = io::GgufFile::Open(out);
@@ -74,7 +86,9 @@ TEST(QuantizeGguf, Q4KMFileHasTheMixTypesAndDecodesToTheWeights) {
     EXPECT_EQ(md[md.size() - 1].key, "general.file_type");
   }
   EXPECT_EQ(*f->GetString("general.architecture"), "llama");
-  auto type_of = [&](const std::string& n) { return std::string(io::Info(f->FindTensor(n)->type).name); };
+  auto type_of = [&](const std::string& n) {
+    return std::string(io::Info(f->FindTensor(n)->type).name);
+  };
   EXPECT_EQ(type_of("blk.0.attn_q.weight"), "q4_K");
   EXPECT_EQ(type_of("blk.2.attn_v.weight"), "q6_K");
   EXPECT_EQ(type_of("blk.5.ffn_down.weight"), "q6_K");
@@ -89,10 +103,11 @@ TEST(QuantizeGguf, Q4KMFileHasTheMixTypesAndDecodesToTheWeights) {
     int64_t heads;  // > 0: q/k permutation
     double max_rel_rmse;
   };
-  for (const Check& c : {Check{"blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", 8, 0.08},
-                         Check{"blk.1.attn_k.weight", "model.layers.1.self_attn.k_proj.weight", 4, 0.08},
-                         Check{"blk.2.attn_v.weight", "model.layers.2.self_attn.v_proj.weight", 0, 0.02},
-                         Check{"blk.3.ffn_up.weight", "model.layers.3.mlp.up_proj.weight", 0, 0.08}}) {
+  for (const Check& c :
+       {Check{"blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", 8, 0.08},
+        Check{"blk.1.attn_k.weight", "model.layers.1.self_attn.k_proj.weight", 4, 0.08},
+        Check{"blk.2.attn_v.weight", "model.layers.2.self_attn.v_proj.weight", 0, 0.02},
+        Check{"blk.3.ffn_up.weight", "model.layers.3.mlp.up_proj.weight", 0, 0.08}}) {
     SCOPED_TRACE(c.gguf);
     const io::GgufTensorInfo* t = f->FindTensor(c.gguf);
     ASSERT_NE(t, nullptr);
@@ -105,12 +120,14 @@ TEST(QuantizeGguf, Q4KMFileHasTheMixTypesAndDecodesToTheWeights) {
     std::vector<float> dec(w.size());
     ASSERT_TRUE(DequantizeRowsGgml(*bt, t->data.data(), rows, cols, dec.data()).ok());
     double err = 0, ref = 0;
-    for (size_t i = 0; i < w.size(); ++i) err += (dec[i] - w[i]) * double(dec[i] - w[i]), ref += double(w[i]) * w[i];
+    for (size_t i = 0; i < w.size(); ++i)
+      err += (dec[i] - w[i]) * double(dec[i] - w[i]), ref += double(w[i]) * w[i];
     EXPECT_LT(std::sqrt(err / ref), c.max_rel_rmse);
     // Without the permutation the q rows would not match.
     if (c.heads) {
       double bad = 0;
-      for (size_t i = 0; i < w.size(); ++i) bad += (dec[i] - (*src)[i]) * double(dec[i] - (*src)[i]);
+      for (size_t i = 0; i < w.size(); ++i)
+        bad += (dec[i] - (*src)[i]) * double(dec[i] - (*src)[i]);
       EXPECT_GT(bad, 10 * err);
     }
   }
@@ -118,14 +135,23 @@ TEST(QuantizeGguf, Q4KMFileHasTheMixTypesAndDecodesToTheWeights) {
 
 TEST(QuantizeGguf, OverridesAndPure) {
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --dry-run --pure --json -q", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M --dry-run --pure --json -q",
+                 &log),
+      0)
+      << log;
   for (const auto& t : Json(log)["tensors"]) {
     const std::string n = t["name"];
     if (n.find("norm") == std::string::npos) {
       EXPECT_EQ(t["type"], "Q4_K") << n;
     }
   }
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_0 --dry-run --tensor-type 'ffn_down=q8_0' --output-tensor-type f16 --token-embedding-type q8_0 --json -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() +
+                           " --scheme Q4_0 --dry-run --tensor-type 'ffn_down=q8_0' "
+                           "--output-tensor-type f16 --token-embedding-type q8_0 --json -q",
+                       &log),
+            0)
+      << log;
   for (const auto& t : Json(log)["tensors"]) {
     const std::string n = t["name"];
     if (n.find("ffn_down") != std::string::npos) {
@@ -150,16 +176,30 @@ TEST(QuantizeGguf, GptqKQuantsKeepTheMixAndLowerTheKld) {
   QF_NEED_SHARED("data/calib.txt");
   QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
   const fs::path plain = qf::testing::TempDir() / "plain_q4km.gguf";
-  const fs::path g1 = qf::testing::TempDir() / "gptq_q4km.gguf", g2 = qf::testing::TempDir() / "gptq_q4km_b.gguf";
+  const fs::path g1 = qf::testing::TempDir() / "gptq_q4km.gguf",
+                 g2 = qf::testing::TempDir() / "gptq_q4km_b.gguf";
   const std::string calib = " --calib " + (qf::testing::SharedDir() / "data/calib.txt").string() +
                             " --nsamples 16 --seqlen 256";
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + plain.string() + " --scheme Q4_K_M --json -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + plain.string() +
+                           " --scheme Q4_K_M --json -q",
+                       &log),
+            0)
+      << log;
   const auto rp = Json(log);
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + g1.string() + " --scheme Q4_K_M --method gptq" + calib + " --json -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + g1.string() +
+                           " --scheme Q4_K_M --method gptq" + calib + " --json -q",
+                       &log),
+            0)
+      << log;
   const auto rg = Json(log);
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + g2.string() + " --scheme Q4_K_M --method gptq" + calib + " -t 1 -q", &log), 0) << log;
-  EXPECT_TRUE(*ReadTextFile(g1) == *ReadTextFile(g2)) << "GPTQ GGUF output differs between 2 threads and 1";
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + g2.string() +
+                           " --scheme Q4_K_M --method gptq" + calib + " -t 1 -q",
+                       &log),
+            0)
+      << log;
+  EXPECT_TRUE(*ReadTextFile(g1) == *ReadTextFile(g2))
+      << "GPTQ GGUF output differs between 2 threads and 1";
   EXPECT_EQ(rg["calib_samples"], 16);
   ASSERT_EQ(rg["tensors"].size(), rp["tensors"].size());
   int solved = 0;
@@ -185,7 +225,10 @@ TEST(QuantizeGguf, GptqKQuantsKeepTheMixAndLowerTheKld) {
   auto kld = [&](const fs::path& m) {
     std::string out;
     EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + m.string() + " --text " + text +
-                             " --ctx 256 --max-windows 16 --json -q", &out), 0) << out;
+                             " --ctx 256 --max-windows 16 --json -q",
+                         &out),
+              0)
+        << out;
     return Json(out)["kld_mean"].get<double>();
   };
   const double k_plain = kld(plain), k_gptq = kld(g1);
@@ -196,7 +239,8 @@ TEST(QuantizeGguf, FallsBackOnStories260k) {
   QF_NEED_SHARED("models/stories260k");
   const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " --scheme Q4_K_M --dry-run --json", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + src + " --scheme Q4_K_M --dry-run --json", &log), 0)
+      << log;
   EXPECT_NE(log.find("not a multiple of 256"), std::string::npos) << log;
 }
 
@@ -209,7 +253,8 @@ TEST(QuantizeGguf, GgufSourceWritesWhatTheFolderWrites) {
   const fs::path dir = qf::testing::TempDir();
   const std::string f32 = (dir / "src-f32.gguf").string();
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " convert " + Bundled() + " -o " + f32 + " --outtype f32 -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " convert " + Bundled() + " -o " + f32 + " --outtype f32 -q", &log), 0)
+      << log;
   const std::string text = (dir / "calib.txt").string();
   {  // any text will do: the check is folder vs .gguf
     std::ifstream in(qf::testing::LocalText());
@@ -217,9 +262,14 @@ TEST(QuantizeGguf, GgufSourceWritesWhatTheFolderWrites) {
     ASSERT_GT(all.size(), 20000u);
     std::ofstream(text) << all.substr(0, 20000);
   }
-  const std::string im_dir = (dir / "im-dir.gguf").string(), im_gguf = (dir / "im-gguf.gguf").string();
+  const std::string im_dir = (dir / "im-dir.gguf").string(),
+                    im_gguf = (dir / "im-gguf.gguf").string();
   for (const auto& [src, im] : {std::pair{Bundled(), im_dir}, std::pair{f32, im_gguf}})
-    ASSERT_EQ(RunCommand(Q() + " imatrix " + src + " --calib " + text + " -o " + im + " --ctx 128 --chunks 3 -q", &log), 0) << log;
+    ASSERT_EQ(RunCommand(Q() + " imatrix " + src + " --calib " + text + " -o " + im +
+                             " --ctx 128 --chunks 3 -q",
+                         &log),
+              0)
+        << log;
   auto bytes = [](const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -228,25 +278,37 @@ TEST(QuantizeGguf, GgufSourceWritesWhatTheFolderWrites) {
   for (const std::string& extra : {std::string(), " --imatrix " + im_dir}) {
     SCOPED_TRACE(extra);
     const std::string a = (dir / "from-dir.gguf").string(), b = (dir / "from-gguf.gguf").string();
-    ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M -o " + a + extra + " -q", &log), 0) << log;
-    ASSERT_EQ(RunCommand(Q() + " quantize " + f32 + " --scheme Q4_K_M -o " + b + extra + " -q", &log), 0) << log;
+    ASSERT_EQ(
+        RunCommand(Q() + " quantize " + Bundled() + " --scheme Q4_K_M -o " + a + extra + " -q",
+                   &log),
+        0)
+        << log;
+    ASSERT_EQ(
+        RunCommand(Q() + " quantize " + f32 + " --scheme Q4_K_M -o " + b + extra + " -q", &log), 0)
+        << log;
     const std::string ba = bytes(a);
     EXPECT_GT(ba.size(), 1000000u);
     EXPECT_TRUE(ba == bytes(b));
   }
   // A quantized source: refused, then decoded and quantized again on request.
   const std::string q40 = (dir / "q40.gguf").string(), re = (dir / "re.gguf").string();
-  ASSERT_EQ(RunCommand(Q() + " quantize " + f32 + " --scheme Q4_0 -o " + q40 + " -q", &log), 0) << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + f32 + " --scheme Q4_0 -o " + q40 + " -q", &log), 0)
+      << log;
   EXPECT_NE(RunCommand(Q() + " quantize " + q40 + " --scheme Q4_K_M -o " + re, &log), 0);
   EXPECT_NE(log.find("--allow-requantize"), std::string::npos) << log;
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
   EXPECT_FALSE(fs::exists(re));
-  ASSERT_EQ(RunCommand(Q() + " quantize " + q40 + " --scheme Q4_K_M -o " + re + " --allow-requantize -q", &log), 0) << log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + q40 + " --scheme Q4_K_M -o " + re + " --allow-requantize -q",
+                 &log),
+      0)
+      << log;
   auto f = io::GgufFile::Open(re);
   ASSERT_TRUE(f.ok());
   EXPECT_EQ(*f->GetInt("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
   EXPECT_EQ(f->FindTensor("blk.0.attn_q.weight")->type, io::GgmlType::kQ4_K);
-  for (const std::string& args : {" --scheme W4A16 -o " + (dir / "ct").string(), " --scheme Q4_K_M --method gptq -o " + re}) {
+  for (const std::string& args :
+       {" --scheme W4A16 -o " + (dir / "ct").string(), " --scheme Q4_K_M --method gptq -o " + re}) {
     EXPECT_NE(RunCommand(Q() + " quantize " + f32 + args, &log), 0) << args;
     EXPECT_NE(log.find("needs the model folder"), std::string::npos) << log;
     EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
@@ -258,16 +320,18 @@ TEST(QuantizeGguf, BadFlagsGiveOneLineErrors) {
   struct Case {
     std::string args, want;
   };
-  for (const Case& c : {Case{"--scheme Q4_K_M -o " + out + " --tensor-type attn_q", "REGEX=TYPE"},
-                        Case{"--scheme Q4_K_M -o " + out + " --tensor-type 'attn_q=Q9_K'", "unknown type"},
-                        Case{"--scheme Q4_K_M -o " + out + " --output-tensor-type q7", "--output-tensor-type"},
-                        Case{"--scheme Q4_K_M -o " + out + ".dir", "must end in .gguf"},
-                        Case{"--scheme Q4_K_M -o " + out + " --group 64", "compressed-tensors schemes"},
-                        Case{"--scheme W4A16 -o " + out + " --pure", "apply to GGUF types"},
-                        Case{"--scheme Q4_K_M", "-o OUTPUT is required"},
-                        Case{"--scheme Q4_K_M -o " + out + " --method awq", "does not apply to GGUF types"},
-                        Case{"--scheme Q4_K_M -o " + out + " --calib x.txt", "needs no calibration data"},
-                        Case{"--scheme Q4_K_M -o " + out + " --method gptq --imatrix x.dat", "--imatrix does not apply"}}) {
+  for (const Case& c :
+       {Case{"--scheme Q4_K_M -o " + out + " --tensor-type attn_q", "REGEX=TYPE"},
+        Case{"--scheme Q4_K_M -o " + out + " --tensor-type 'attn_q=Q9_K'", "unknown type"},
+        Case{"--scheme Q4_K_M -o " + out + " --output-tensor-type q7", "--output-tensor-type"},
+        Case{"--scheme Q4_K_M -o " + out + ".dir", "must end in .gguf"},
+        Case{"--scheme Q4_K_M -o " + out + " --group 64", "compressed-tensors schemes"},
+        Case{"--scheme W4A16 -o " + out + " --pure", "apply to GGUF types"},
+        Case{"--scheme Q4_K_M", "-o OUTPUT is required"},
+        Case{"--scheme Q4_K_M -o " + out + " --method awq", "does not apply to GGUF types"},
+        Case{"--scheme Q4_K_M -o " + out + " --calib x.txt", "needs no calibration data"},
+        Case{"--scheme Q4_K_M -o " + out + " --method gptq --imatrix x.dat",
+             "--imatrix does not apply"}}) {
     std::string log;
     const int rc = RunCommand(Q() + " quantize " + Bundled() + " " + c.args, &log);
     EXPECT_NE(rc, 0) << c.args;

@@ -29,11 +29,14 @@ std::vector<float> Random(size_t n, uint32_t seed, float lo = -1.0f, float hi = 
 std::vector<float> RunBlock(const model::ModelConfig& c, const model::Layer& L,
                             const std::vector<float>& x0, int64_t m) {
   std::vector<float> x = x0, h(x.size()), q(static_cast<size_t>(m * c.q_dim())),
-                     att(static_cast<size_t>(m * c.q_dim())), g(static_cast<size_t>(m * c.intermediate)),
-                     u(static_cast<size_t>(m * c.intermediate)), kc(static_cast<size_t>(m * c.kv_dim())),
+                     att(static_cast<size_t>(m * c.q_dim())),
+                     g(static_cast<size_t>(m * c.intermediate)),
+                     u(static_cast<size_t>(m * c.intermediate)),
+                     kc(static_cast<size_t>(m * c.kv_dim())),
                      vc(static_cast<size_t>(m * c.kv_dim())), cos, sin;
   model::RopeTables(c, m, &cos, &sin);
-  const model::BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(), h.data(), g.data(), u.data()};
+  const model::BlockBuffers b{x.data(), h.data(), q.data(), att.data(),
+                              h.data(), h.data(), g.data(), u.data()};
   const model::KvSlot kv{kc.data(), vc.data(), cos.data(), sin.data(), 0};
   model::WalkBlock(c, L, 0, b, m, {&kv, 1});
   return x;

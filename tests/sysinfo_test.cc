@@ -40,7 +40,8 @@ TEST(Sysinfo, WatchSeesAllocatedAndMappedPeaksApart) {
   {
     std::ofstream out(path, std::ios::binary);
     std::vector<char> chunk(1 << 20, 3);
-    for (size_t i = 0; i < kBytes / chunk.size(); ++i) out.write(chunk.data(), std::streamsize(chunk.size()));
+    for (size_t i = 0; i < kBytes / chunk.size(); ++i)
+      out.write(chunk.data(), std::streamsize(chunk.size()));
   }
   const int fd = ::open(path.c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);

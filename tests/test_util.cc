@@ -82,8 +82,7 @@ std::filesystem::path LocalText() {
 
 std::filesystem::path TempDir() {
   static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() /
-             ("qforge_test_" + std::to_string(::getpid()));
+    auto d = std::filesystem::temp_directory_path() / ("qforge_test_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     return d;
   }();

@@ -10,13 +10,13 @@
 
 namespace qf::testing {
 
-std::filesystem::path RepoDir();      // the source tree
+std::filesystem::path RepoDir();  // the source tree
 // ../shared beside the repository, or $QF_SHARED_DIR when set (QF_SHARED_DIR=/nonexistent runs
 // the suite as on a machine with the repository alone).
 std::filesystem::path SharedDir();
-std::filesystem::path BundledModel(); // models/llama-27m in the repository
-std::filesystem::path TempDir();      // a fresh, per-process scratch folder
-std::string QforgeBinary();           // build/qforge of this build
+std::filesystem::path BundledModel();  // models/llama-27m in the repository
+std::filesystem::path TempDir();       // a fresh, per-process scratch folder
+std::string QforgeBinary();            // build/qforge of this build
 
 // Empty when SharedDir() / `rel` exists; else one line saying what is missing, what it is and
 // where it comes from, e.g. "needs ../shared/data/calib.txt (calibration text, from the

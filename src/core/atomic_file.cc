@@ -19,7 +19,9 @@ Result<AtomicFile> AtomicFile::Create(const std::filesystem::path& path) {
 }
 
 AtomicFile::AtomicFile(AtomicFile&& o) noexcept
-    : path_(std::move(o.path_)), tmp_(std::move(o.tmp_)), file_(std::exchange(o.file_, nullptr)),
+    : path_(std::move(o.path_)),
+      tmp_(std::move(o.tmp_)),
+      file_(std::exchange(o.file_, nullptr)),
       committed_(o.committed_) {}
 
 AtomicFile::~AtomicFile() {
@@ -42,7 +44,8 @@ Status AtomicFile::Commit() {
   const bool flushed = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
   const int close_rc = std::fclose(file_);
   file_ = nullptr;
-  if (!flushed || close_rc != 0) return Err("{}: write failed: {}", path_.string(), std::strerror(errno));
+  if (!flushed || close_rc != 0)
+    return Err("{}: write failed: {}", path_.string(), std::strerror(errno));
   std::error_code ec;
   std::filesystem::rename(tmp_, path_, ec);
   if (ec) return Err("{}: cannot rename from {}: {}", path_.string(), tmp_.string(), ec.message());

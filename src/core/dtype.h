@@ -12,7 +12,19 @@
 
 namespace qf {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3, kF8E5M2, kI8, kI32, kU8, kF64, kI16, kI64 };
+enum class DType : uint8_t {
+  kF32,
+  kF16,
+  kBF16,
+  kF8E4M3,
+  kF8E5M2,
+  kI8,
+  kI32,
+  kU8,
+  kF64,
+  kI16,
+  kI64
+};
 
 struct DTypeInfo {
   DType dtype;

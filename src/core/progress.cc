@@ -8,7 +8,9 @@
 namespace qf {
 
 ProgressBar::ProgressBar(std::string label, int64_t total, bool enabled)
-    : label_(std::move(label)), total_(total), enabled_(enabled && total > 0),
+    : label_(std::move(label)),
+      total_(total),
+      enabled_(enabled && total > 0),
       start_(std::chrono::steady_clock::now()) {}
 
 ProgressBar::~ProgressBar() { Finish(); }

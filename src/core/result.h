@@ -32,7 +32,7 @@ Error Err(fmt::format_string<Args...> f, Args&&... args) {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
   Result(Error error) : v_(std::move(error)) {}  // NOLINT
 
   bool ok() const { return v_.index() == 0; }
@@ -78,9 +78,9 @@ class [[nodiscard]] Status {
 #define QF_CONCAT(a, b) QF_CONCAT_INNER(a, b)
 
 // Returns the error of a Status/Result expression from the enclosing function.
-#define QF_TRY(expr)                                   \
-  do {                                                 \
-    auto&& qf_try_status_ = (expr);                    \
+#define QF_TRY(expr)                                         \
+  do {                                                       \
+    auto&& qf_try_status_ = (expr);                          \
     if (!qf_try_status_.ok()) return qf_try_status_.error(); \
   } while (0)
 
@@ -92,7 +92,7 @@ class [[nodiscard]] Status {
   lhs = std::move(tmp).value()
 
 // Always-on invariant check (not for user input).
-#define QF_CHECK(cond, ...)                                                      \
-  do {                                                                           \
+#define QF_CHECK(cond, ...)                                                                 \
+  do {                                                                                      \
     if (!(cond)) ::qf::CheckFailed(#cond, __FILE__, __LINE__, fmt::format("" __VA_ARGS__)); \
   } while (0)

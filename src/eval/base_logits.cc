@@ -144,8 +144,7 @@ Result<BaseLogitsWriter> BaseLogitsWriter::Create(const std::filesystem::path& p
 }
 
 Status BaseLogitsWriter::WriteWindow(std::span<const std::byte> records) {
-  QF_CHECK(records.size() ==
-           size_t(info_.scored_per_window) * BaseLogitsRecordBytes(info_.vocab));
+  QF_CHECK(records.size() == size_t(info_.scored_per_window) * BaseLogitsRecordBytes(info_.vocab));
   QF_CHECK(int64_t(impl_->hashes.size()) < info_.windows);
   impl_->hashes.push_back(Hash64(records));
   return impl_->file.Write(records);
@@ -210,9 +209,10 @@ Result<BaseLogitsReader> BaseLogitsReader::Open(const std::filesystem::path& pat
                                  (unsigned __int128)h.windows * impl->window_bytes +
                                  8 * (unsigned __int128)h.windows;
   if (want != b.size())
-    return Err("{}: {} bytes, but its header describes {} windows of {} tokens = {} bytes "
-               "(truncated or damaged file)",
-               name, b.size(), h.windows, h.scored_per_window, uint64_t(want));
+    return Err(
+        "{}: {} bytes, but its header describes {} windows of {} tokens = {} bytes "
+        "(truncated or damaged file)",
+        name, b.size(), h.windows, h.scored_per_window, uint64_t(want));
   impl->map = std::move(map);
   return BaseLogitsReader(std::move(impl), h);
 }
@@ -256,8 +256,9 @@ Result<const std::byte*> BaseLogitsReader::Window(int64_t w) const {
     const double nll = Get<double>(rec);
     const float lp0 = Get<float>(rec + 8), step = Get<float>(rec + 12);
     const int32_t argmax = Get<int32_t>(rec + 16);
-    if (!(std::isfinite(nll) && nll >= 0) || !std::isfinite(lp0) || !(std::isfinite(step) && step >= 0) ||
-        argmax < 0 || argmax >= info_.vocab || Get<uint32_t>(rec + 20) != 0)
+    if (!(std::isfinite(nll) && nll >= 0) || !std::isfinite(lp0) ||
+        !(std::isfinite(step) && step >= 0) || argmax < 0 || argmax >= info_.vocab ||
+        Get<uint32_t>(rec + 20) != 0)
       return Err("{}: corrupt record {} in window {} (NLL {}, lp0 {}, step {}, argmax {})",
                  path().string(), i, w, nll, lp0, step, argmax);
   }

@@ -12,7 +12,6 @@
 
 namespace qf::eval {
 
-
 struct GenerateStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;

@@ -45,7 +45,7 @@ struct NllStats {
 
 // Per-thread buffers for running windows of `models`.
 struct WindowWorker {
-  std::vector<int32_t> tokens;             // the window as fed (BOS first for kLlamaCpp)
+  std::vector<int32_t> tokens;  // the window as fed (BOS first for kLlamaCpp)
   std::vector<model::KVCache> caches;
   std::vector<std::vector<float>> logits;  // per model [ctx − first, V]: positions first..ctx−1
   std::vector<std::byte> records;          // the window's base-logits records when saving
@@ -61,8 +61,8 @@ struct NoSink {
 // fn must only write results indexed by window.
 template <bool kOrdered, class Fn, class Sink>
 Status ForEachWindow(const std::vector<const model::Model*>& models, const int32_t* tokens,
-                     int64_t windows, const WindowOptions& opt, const ProgressFn& progress,
-                     Fn fn, Sink sink) {
+                     int64_t windows, const WindowOptions& opt, const ProgressFn& progress, Fn fn,
+                     Sink sink) {
   const int64_t ctx = opt.ctx, first = FirstScored(opt);
   const int threads = std::max(1, omp_get_max_threads());
   const bool window_parallel = threads > 1 && windows >= threads;
@@ -155,8 +155,7 @@ BaseLogitsInfo MakeInfo(const WindowOptions& opt, int64_t vocab, int64_t windows
 }
 
 // Encodes the window's n scored rows of base logits (nll: their exact NLLs) into w.records.
-void EncodeWindow(const float* logits, const double* nll, int64_t n, int64_t V,
-                  WindowWorker& w) {
+void EncodeWindow(const float* logits, const double* nll, int64_t n, int64_t V, WindowWorker& w) {
   const size_t rec = BaseLogitsRecordBytes(V);
   w.records.resize(static_cast<size_t>(n) * rec);
   for (int64_t i = 0; i < n; ++i) EncodeBaseRecord(logits + i * V, V, nll[i], &w.records[i * rec]);
@@ -188,9 +187,9 @@ KldResult Summarize(std::vector<float>& kld, const std::vector<double>& nll_b,
   sb.Fill(r.base);
   so.Fill(r.other);
   r.kld_mean = sum / double(n);
-  r.kld_stderr = n > 1 ? std::sqrt(std::max(0.0, sum_sq / double(n) - r.kld_mean * r.kld_mean) /
-                                   double(n - 1))
-                       : 0.0;
+  r.kld_stderr =
+      n > 1 ? std::sqrt(std::max(0.0, sum_sq / double(n) - r.kld_mean * r.kld_mean) / double(n - 1))
+            : 0.0;
   r.top1_agreement = double(agree) / double(n);
   std::sort(kld.begin(), kld.end());
   const size_t un = size_t(n);
@@ -251,8 +250,7 @@ Result<PplResult> Perplexity(const model::Model& model, const std::vector<int32_
                              const WindowOptions& opt, const ProgressFn& progress) {
   QF_ASSIGN(const int64_t windows,
             CountWindows(int64_t(tokens.size()), opt, model.config().max_position));
-  const int64_t V = model.config().vocab_size, per = ScoredPerWindow(opt),
-                first = FirstScored(opt);
+  const int64_t V = model.config().vocab_size, per = ScoredPerWindow(opt), first = FirstScored(opt);
   std::vector<double> nll(static_cast<size_t>(windows * per));
   double* nll_out = nll.data();
   const auto t0 = Clock::now();
@@ -312,14 +310,13 @@ Result<KldResult> KlDivergence(const model::Model& base, const model::Model& oth
   if (save) {
     QF_ASSIGN(BaseLogitsWriter writer,
               BaseLogitsWriter::Create(save_base_logits, MakeInfo(opt, V, windows, tokens)));
-    QF_TRY(ForEachWindow<true>({&base, &other}, tokens.data(), windows, opt, progress, fn,
-                               [&](int64_t, const WindowWorker& w) {
-                                 return writer.WriteWindow(w.records);
-                               }));
+    QF_TRY(ForEachWindow<true>(
+        {&base, &other}, tokens.data(), windows, opt, progress, fn,
+        [&](int64_t, const WindowWorker& w) { return writer.WriteWindow(w.records); }));
     QF_TRY(writer.Finish());
   } else {
-    QF_TRY(ForEachWindow<false>({&base, &other}, tokens.data(), windows, opt, progress, fn,
-                                NoSink{}));
+    QF_TRY(
+        ForEachWindow<false>({&base, &other}, tokens.data(), windows, opt, progress, fn, NoSink{}));
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   KldResult r = Summarize(kld, nll_b, nll_o, same, opt.scoring);
@@ -332,8 +329,7 @@ Result<PplResult> SaveBaseLogits(const model::Model& base, const std::vector<int
                                  const ProgressFn& progress) {
   QF_ASSIGN(const int64_t windows,
             CountWindows(int64_t(tokens.size()), opt, base.config().max_position));
-  const int64_t V = base.config().vocab_size, per = ScoredPerWindow(opt),
-                first = FirstScored(opt);
+  const int64_t V = base.config().vocab_size, per = ScoredPerWindow(opt), first = FirstScored(opt);
   std::vector<double> nll(static_cast<size_t>(windows * per));
   double* nll_out = nll.data();
   QF_ASSIGN(BaseLogitsWriter writer,

@@ -152,8 +152,8 @@ void QuantizeActivationsRef(const ActQuant& a, const float* x, float* out, int64
     const float s = RowScale(a, a.scheme->dynamic ? RowAbsMaxRef(xr, k) : 0.0f);
     for (int64_t c = 0; c < k; ++c) {
       const float v = xr[c] / s;
-      yr[c] = is_int ? std::clamp(RoundHalfEven(v), kInt8Min, kInt8Max) * s
-                     : fp8[EncodeF8E4M3(v)] * s;
+      yr[c] =
+          is_int ? std::clamp(RoundHalfEven(v), kInt8Min, kInt8Max) * s : fp8[EncodeF8E4M3(v)] * s;
     }
   }
 }

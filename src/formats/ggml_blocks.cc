@@ -45,8 +45,8 @@ Status CheckImportance(const GgmlBlockType& t, const float* importance, int64_t 
   if (!importance) return Status::Ok();
   for (int64_t c = 0; c < cols; ++c) {
     if (!(importance[c] >= 0) || !std::isfinite(importance[c])) {
-      return Err("ggml {}: importance of column {} is {}; expected a finite value >= 0", t.name,
-                 c, importance[c]);
+      return Err("ggml {}: importance of column {} is {}; expected a finite value >= 0", t.name, c,
+                 importance[c]);
     }
   }
   return Status::Ok();
@@ -56,7 +56,7 @@ Status CheckImportance(const GgmlBlockType& t, const float* importance, int64_t 
 
 int GgmlCodeFormat::Nearest(GgmlLattice l, float x) const {
   const int top = (1 << bits) - 1;
-  const float t = (x - l.offset) / l.scale;  // in level units
+  const float t = (x - l.offset) / l.scale;                          // in level units
   if (!std::isfinite(t)) return lut ? 0 : std::clamp(zero, 0, top);  // zero or NaN scale
   if (!lut) {
     const float c = std::nearbyint(t) + float(zero);

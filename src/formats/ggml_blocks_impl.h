@@ -26,7 +26,7 @@
 
 namespace qf::ggml {
 
-inline constexpr int kQK = 256;               // weights per k-quant super-block (QK_K)
+inline constexpr int kQK = 256;                // weights per k-quant super-block (QK_K)
 inline constexpr float kGroupMaxEps = 1e-15f;  // below this |max| a group is all zero
 
 // ggml's nearest_int: adding 1.5 * 2^23 rounds to an integer (half to even) in the mantissa.

@@ -29,8 +29,8 @@ float SumSquares(const float* x, int n) {
 void PackTwoBits(const uint8_t* L, uint8_t* qs) {
   for (int j = 0; j < kQK; j += 128) {
     for (int l = 0; l < 32; ++l) {
-      qs[j / 4 + l] = uint8_t(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                              (L[j + l + 96] << 6));
+      qs[j / 4 + l] =
+          uint8_t(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
     }
   }
 }
@@ -377,8 +377,8 @@ void DecodeQ4_K(const std::byte* in, int64_t cols, float* out) {
 namespace {
 // Weight w: nibble of qs[32 (w / 64) + w % 32] (low for the first 32 of each 64).
 int FieldsQ4_K(int w, GgmlCodeField* f) {
-  f[0] = {uint16_t(offsetof(BlockQ4_K, qs) + 32 * (w / 64) + w % 32),
-          uint8_t(4 * ((w / 32) % 2)), 4};
+  f[0] = {uint16_t(offsetof(BlockQ4_K, qs) + 32 * (w / 64) + w % 32), uint8_t(4 * ((w / 32) % 2)),
+          4};
   return 1;
 }
 // Sub-block w / 32 of a Q4_K / Q5_K block: x = d * sc * q - dmin * m.
@@ -445,8 +445,8 @@ void DecodeQ5_K(const std::byte* in, int64_t cols, float* out) {
 namespace {
 // Weight w: low nibble as Q4_K, fifth bit w / 32 of qh[w % 32].
 int FieldsQ5_K(int w, GgmlCodeField* f) {
-  f[0] = {uint16_t(offsetof(BlockQ5_K, qs) + 32 * (w / 64) + w % 32),
-          uint8_t(4 * ((w / 32) % 2)), 4};
+  f[0] = {uint16_t(offsetof(BlockQ5_K, qs) + 32 * (w / 64) + w % 32), uint8_t(4 * ((w / 32) % 2)),
+          4};
   f[1] = {uint16_t(offsetof(BlockQ5_K, qh) + w % 32), uint8_t(w / 32), 1};
   return 2;
 }

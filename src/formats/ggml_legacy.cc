@@ -474,8 +474,8 @@ void QuantizeIq4SuperBlock(int sb, const float* x, const float* qw, F16& dh, uin
 void EncodeIQ4_NL(const float* x, int64_t cols, const float* importance, std::byte* out) {
   BlockIQ4_NL* y = BlocksOf<BlockIQ4_NL>(out);
   for (int64_t ib = 0; ib < cols / kQ; ++ib, ++y) {
-    QuantizeIq4SuperBlock(kQ, x + ib * kQ, importance ? importance + ib * kQ : nullptr, y->d,
-                          y->qs, nullptr, nullptr);
+    QuantizeIq4SuperBlock(kQ, x + ib * kQ, importance ? importance + ib * kQ : nullptr, y->d, y->qs,
+                          nullptr, nullptr);
   }
 }
 

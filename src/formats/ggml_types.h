@@ -83,13 +83,13 @@ static_assert(sizeof(BlockQ8_1) == 36);
 
 // k-quants: super-blocks of 256 weights in sub-blocks of 16 or 32.
 
-struct BlockQ2_K {  // 2.625 bpw; x = d * sc * q - dmin * m, q in [0, 3]
+struct BlockQ2_K {     // 2.625 bpw; x = d * sc * q - dmin * m, q in [0, 3]
   uint8_t scales[16];  // sub-block j of 16: scale sc (low nibble), min m (high nibble)
   uint8_t qs[64];      // byte 32 h + l: weights 128 h + l + {0, 32, 64, 96} at bits 0, 2, 4, 6
   F16 d, dmin;
 };
 static_assert(sizeof(BlockQ2_K) == 84);
-struct BlockQ3_K {  // 3.4375 bpw; x = d * s * (q - 4), q in [0, 7]
+struct BlockQ3_K {     // 3.4375 bpw; x = d * s * (q - 4), q in [0, 7]
   uint8_t hmask[32];   // third bit of weight w: bit w / 32 of hmask[w % 32]
   uint8_t qs[64];      // low 2 bits, as Q2_K
   uint8_t scales[12];  // 16 signed 6-bit scales (ScaleQ3)
@@ -121,7 +121,7 @@ static_assert(sizeof(BlockQ6_K) == 210);
 struct BlockQ8_K {  // 9.125 bpw; x = d * q (the activation partner of the k-quants)
   U32 d;            // f32 bits
   int8_t qs[256];
-  U16 bsums[16];    // int16 sums of 16 codes
+  U16 bsums[16];  // int16 sums of 16 codes
 };
 static_assert(sizeof(BlockQ8_K) == 292);
 
@@ -134,9 +134,9 @@ struct BlockIQ4_NL {  // 4.5 bpw; x = d * grid[q], nibbles as Q4_0
 static_assert(sizeof(BlockIQ4_NL) == 18);
 struct BlockIQ4_XS {  // 4.25 bpw; x = d * (ls - 32) * grid[q], 8 sub-blocks of 32
   F16 d;
-  U16 scales_h;        // the 2 high bits of sub-block j's 6-bit ls at bit 2 j
+  U16 scales_h;         // the 2 high bits of sub-block j's 6-bit ls at bit 2 j
   uint8_t scales_l[4];  // the 4 low bits: sub-block 2 i in the low nibble of byte i, 2 i + 1 high
-  uint8_t qs[128];     // 16 bytes per sub-block, nibbles as IQ4_NL
+  uint8_t qs[128];      // 16 bytes per sub-block, nibbles as IQ4_NL
 };
 static_assert(sizeof(BlockIQ4_XS) == 136);
 

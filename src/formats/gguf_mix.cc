@@ -42,14 +42,17 @@ int64_t BlockOf(std::string_view type) {
 }
 
 // llama.cpp's use_more_bits: the first and last eighth of the layers and every third between.
-bool UseMoreBits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+bool UseMoreBits(int64_t i, int64_t n) {
+  return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
 
 // llama_tensor_get_type_impl for the mixes of the table (dense models, no experts).
 std::string RuleType(const GgufMix& mix, TensorCategory cat, int64_t cols, int64_t layer,
                      const MixContext& ctx) {
   std::string t(mix.base);
   const int64_t n = ctx.layers;
-  if (cat == TensorCategory::kOutput || (ctx.tied_embeddings && cat == TensorCategory::kTokenEmbd)) {
+  if (cat == TensorCategory::kOutput ||
+      (ctx.tied_embeddings && cat == TensorCategory::kTokenEmbd)) {
     if (ctx.output_type) return *ctx.output_type;
     if (cols % BlockOf(t) != 0) return "Q8_0";
     return t == "Q8_0" ? t : "Q6_K";
@@ -99,12 +102,18 @@ Result<TypeChoice> Fallback(std::string type, int64_t cols) {
   if (!bt) return c;  // F16 / F32 / BF16
   if (cols % bt->block == 0) return c;
   std::string to;
-  if (type == "IQ4_XS") to = "IQ4_NL";
-  else if (type == "Q2_K" || type == "Q3_K") to = "Q4_0";
-  else if (type == "Q4_K") to = "Q5_0";
-  else if (type == "Q5_K") to = "Q5_1";
-  else if (type == "Q6_K") to = "Q8_0";
-  else return Err("no fallback for {} with rows of {} weights", type, cols);
+  if (type == "IQ4_XS")
+    to = "IQ4_NL";
+  else if (type == "Q2_K" || type == "Q3_K")
+    to = "Q4_0";
+  else if (type == "Q4_K")
+    to = "Q5_0";
+  else if (type == "Q5_K")
+    to = "Q5_1";
+  else if (type == "Q6_K")
+    to = "Q8_0";
+  else
+    return Err("no fallback for {} with rows of {} weights", type, cols);
   if (cols % FindGgmlBlockType(to)->block != 0) to = "F16";
   c.fallback = type + ": row of " + std::to_string(cols) + " weights is not a multiple of " +
                std::to_string(bt->block) + "; using " + to;
@@ -157,8 +166,8 @@ Result<std::pair<std::regex, std::string>> ParseTensorTypeOverride(std::string_v
   }
 }
 
-Result<TypeChoice> ChooseGgufType(const GgufMix& mix, std::string_view name, int dims,
-                                  int64_t cols, int64_t layer, const MixContext& ctx,
+Result<TypeChoice> ChooseGgufType(const GgufMix& mix, std::string_view name, int dims, int64_t cols,
+                                  int64_t layer, const MixContext& ctx,
                                   std::string_view float_type) {
   // tensor_allows_quantization: 2-D "*weight" tensors that are not norms.
   const bool ends_weight = name.size() >= 6 && name.substr(name.size() - 6) == "weight";
@@ -168,7 +177,8 @@ Result<TypeChoice> ChooseGgufType(const GgufMix& mix, std::string_view name, int
     if (*t && !KnownType(**t)) return Err("unknown ggml type '{}'", **t);
   const TensorCategory cat = CategoryOf(name);
   // Explicit output / token-embedding types win over everything (llama_tensor_get_type).
-  if (ctx.token_embd_type && cat == TensorCategory::kTokenEmbd) return Fallback(*ctx.token_embd_type, cols);
+  if (ctx.token_embd_type && cat == TensorCategory::kTokenEmbd)
+    return Fallback(*ctx.token_embd_type, cols);
   if (ctx.output_type && cat == TensorCategory::kOutput) return Fallback(*ctx.output_type, cols);
   std::string type(mix.base);
   bool manual = false;

@@ -31,19 +31,28 @@ std::span<const GgufMix> GgufMixTable();
 const GgufMix* FindGgufMix(std::string_view name);
 
 enum class TensorCategory : uint8_t {
-  kTokenEmbd, kOutput, kAttnQ, kAttnK, kAttnV, kAttnQkv, kAttnOutput,
-  kFfnUp, kFfnGate, kFfnDown, kOther,
+  kTokenEmbd,
+  kOutput,
+  kAttnQ,
+  kAttnK,
+  kAttnV,
+  kAttnQkv,
+  kAttnOutput,
+  kFfnUp,
+  kFfnGate,
+  kFfnDown,
+  kOther,
 };
 // From a GGUF tensor name ("blk.3.attn_v.weight"), as llama.cpp's tensor_get_category.
 TensorCategory CategoryOf(std::string_view gguf_name);
 
 struct MixContext {
-  int64_t layers = 0;        // n_layer
-  int64_t gqa = 1;           // n_head / n_head_kv
+  int64_t layers = 0;  // n_layer
+  int64_t gqa = 1;     // n_head / n_head_kv
   bool has_imatrix = false;
   bool tied_embeddings = false;  // no output.weight: token_embd is quantized as the output
   bool pure = false;             // --pure: the base type for every quantized tensor
-  std::optional<std::string> output_type, token_embd_type;  // ggml type names
+  std::optional<std::string> output_type, token_embd_type;    // ggml type names
   std::vector<std::pair<std::regex, std::string>> overrides;  // --tensor-type REGEX=TYPE
 };
 
@@ -58,8 +67,8 @@ struct TypeChoice {
 
 // The type of tensor `name` (dims = number of dimensions, cols = row length ne[0], layer = the
 // N of "blk.N.", -1 for others). Unquantizable tensors keep `float_type` (F32 for norms).
-Result<TypeChoice> ChooseGgufType(const GgufMix& mix, std::string_view name, int dims,
-                                  int64_t cols, int64_t layer, const MixContext& ctx,
+Result<TypeChoice> ChooseGgufType(const GgufMix& mix, std::string_view name, int dims, int64_t cols,
+                                  int64_t layer, const MixContext& ctx,
                                   std::string_view float_type = "F32");
 
 }  // namespace qf

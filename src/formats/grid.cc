@@ -112,8 +112,7 @@ void Grid::Fit(const float* w, int64_t rows, int64_t ld, int64_t c0, int64_t c1,
       for (int64_t r = r0; r < r0 + nr; ++r) {
         const float* row = w + r * ld + c0;
         if (is_int_) {
-          err += vec::IntRoundErrorSum(row, imp, c1 - c0, cand.scale, cand.zero, maxq_,
-                                           clip.norm);
+          err += vec::IntRoundErrorSum(row, imp, c1 - c0, cand.scale, cand.zero, maxq_, clip.norm);
         } else {
           RoundSpan(row, rounded.data(), c1 - c0, cand);
           err += vec::PowErrorSum(row, rounded.data(), imp, c1 - c0, clip.norm);

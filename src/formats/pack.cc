@@ -34,7 +34,8 @@ std::vector<int32_t> Pack(std::span<const T> v, const Runs& d) {
   for (int64_t run = 0; run < d.count(); ++run) {
     for (int64_t i = 0; i < d.len(); ++i) {
       const T raw = v[d.Value(run, i)];
-      QF_CHECK(raw >= 0 && raw >> d.bits == 0, "value {} does not fit {} bits", int64_t{raw}, d.bits);
+      QF_CHECK(raw >= 0 && raw >> d.bits == 0, "value {} does not fit {} bits", int64_t{raw},
+               d.bits);
       const auto x = static_cast<uint32_t>(raw);
       const int64_t w = i * d.bits / 32;
       const int o = static_cast<int>(i * d.bits % 32);
@@ -63,7 +64,8 @@ Result<std::vector<T>> Unpack(std::span<const int32_t> packed, const Runs& d) {
       const int64_t w = i * d.bits / 32;
       const int o = static_cast<int>(i * d.bits % 32);
       uint64_t x = uint64_t{std::bit_cast<uint32_t>(packed[d.Word(run, w)])} >> o;
-      if (o + d.bits > 32) x |= uint64_t{std::bit_cast<uint32_t>(packed[d.Word(run, w + 1)])} << (32 - o);
+      if (o + d.bits > 32)
+        x |= uint64_t{std::bit_cast<uint32_t>(packed[d.Word(run, w + 1)])} << (32 - o);
       out[d.Value(run, i)] = static_cast<T>(x & mask);
     }
   }

@@ -525,9 +525,10 @@ Result<ActScheme> ActSchemeFromCt(const CtQuantArgs& a) {
     return Err("{}: per-token activation scales must be dynamic", what);
   }
   if (a.strategy == "tensor" && a.dynamic) {
-    return Err("{}: dynamic per-tensor activations are not supported (static per tensor, or "
-               "dynamic per token)",
-               what);
+    return Err(
+        "{}: dynamic per-tensor activations are not supported (static per tensor, or "
+        "dynamic per token)",
+        what);
   }
   const std::string name = fmt::format("{}-{}", a.type == "int" ? "int8" : "fp8-e4m3", a.strategy);
   Result<ActScheme> s = ParseActScheme(name);

@@ -35,15 +35,24 @@ constexpr GgmlTypeInfo kGgmlTypes[] = {
 // Ids that once existed and were removed from files (named in the error for such a tensor).
 std::string_view RemovedTypeName(uint32_t id) {
   switch (id) {
-    case 4: return "Q4_2";
-    case 5: return "Q4_3";
-    case 31: return "Q4_0_4_4";
-    case 32: return "Q4_0_4_8";
-    case 33: return "Q4_0_8_8";
-    case 36: return "IQ4_NL_4_4";
-    case 37: return "IQ4_NL_4_8";
-    case 38: return "IQ4_NL_8_8";
-    default: return {};
+    case 4:
+      return "Q4_2";
+    case 5:
+      return "Q4_3";
+    case 31:
+      return "Q4_0_4_4";
+    case 32:
+      return "Q4_0_4_8";
+    case 33:
+      return "Q4_0_8_8";
+    case 36:
+      return "IQ4_NL_4_4";
+    case 37:
+      return "IQ4_NL_4_8";
+    case 38:
+      return "IQ4_NL_8_8";
+    default:
+      return {};
   }
 }
 
@@ -51,17 +60,24 @@ constexpr std::array<std::string_view, 13> kGgufTypeNames = {
     "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64"};
 
 // Storage index of a scalar alternative -> GgufType (index 9 onwards skips kArray).
-constexpr GgufType ScalarTypeOfIndex(size_t i) {
-  return GgufType(uint32_t(i < 9 ? i : i + 1));
-}
+constexpr GgufType ScalarTypeOfIndex(size_t i) { return GgufType(uint32_t(i < 9 ? i : i + 1)); }
 
 // Smallest encoding of one value of a (non-array) type: strings need their u64 length.
 size_t MinBytes(GgufType t) {
   switch (t) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
-    case GgufType::kU16: case GgufType::kI16: return 2;
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
-    default: return 8;  // u64, i64, f64, string length
+    case GgufType::kU8:
+    case GgufType::kI8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kU16:
+    case GgufType::kI16:
+      return 2;
+    case GgufType::kU32:
+    case GgufType::kI32:
+    case GgufType::kF32:
+      return 4;
+    default:
+      return 8;  // u64, i64, f64, string length
   }
 }
 
@@ -82,7 +98,9 @@ std::string Quote(std::string_view s, size_t max_chars = kMaxQuotedChars) {
   return out + "'";
 }
 
-uint64_t PadTo(uint64_t n, uint64_t alignment) { return (n + alignment - 1) / alignment * alignment; }
+uint64_t PadTo(uint64_t n, uint64_t alignment) {
+  return (n + alignment - 1) / alignment * alignment;
+}
 
 // Bounds-checked little-endian cursor over the file bytes. Errors say what was being read.
 class Cursor {
@@ -93,8 +111,8 @@ class Cursor {
 
   Status Need(uint64_t n, std::string_view what) const {
     if (n > left()) {
-      return Err("truncated: {} needs {} bytes at offset {}, the file has {} left", what, n,
-                 pos_, left());
+      return Err("truncated: {} needs {} bytes at offset {}, the file has {} left", what, n, pos_,
+                 left());
     }
     return Status::Ok();
   }
@@ -158,18 +176,30 @@ Result<GgufValue> ReadScalar(Cursor& c, std::string_view what) {
 template <class F>
 auto Dispatch(GgufType t, F&& f) {
   switch (t) {
-    case GgufType::kU8: return f.template operator()<uint8_t>();
-    case GgufType::kI8: return f.template operator()<int8_t>();
-    case GgufType::kU16: return f.template operator()<uint16_t>();
-    case GgufType::kI16: return f.template operator()<int16_t>();
-    case GgufType::kU32: return f.template operator()<uint32_t>();
-    case GgufType::kI32: return f.template operator()<int32_t>();
-    case GgufType::kF32: return f.template operator()<float>();
-    case GgufType::kBool: return f.template operator()<bool>();
-    case GgufType::kString: return f.template operator()<std::string>();
-    case GgufType::kU64: return f.template operator()<uint64_t>();
-    case GgufType::kI64: return f.template operator()<int64_t>();
-    default: return f.template operator()<double>();  // kF64; callers exclude kArray
+    case GgufType::kU8:
+      return f.template operator()<uint8_t>();
+    case GgufType::kI8:
+      return f.template operator()<int8_t>();
+    case GgufType::kU16:
+      return f.template operator()<uint16_t>();
+    case GgufType::kI16:
+      return f.template operator()<int16_t>();
+    case GgufType::kU32:
+      return f.template operator()<uint32_t>();
+    case GgufType::kI32:
+      return f.template operator()<int32_t>();
+    case GgufType::kF32:
+      return f.template operator()<float>();
+    case GgufType::kBool:
+      return f.template operator()<bool>();
+    case GgufType::kString:
+      return f.template operator()<std::string>();
+    case GgufType::kU64:
+      return f.template operator()<uint64_t>();
+    case GgufType::kI64:
+      return f.template operator()<int64_t>();
+    default:
+      return f.template operator()<double>();  // kF64; callers exclude kArray
   }
 }
 
@@ -192,7 +222,8 @@ Result<GgufValue> ReadValue(Cursor& c, const std::string& key) {
     }
     return Dispatch(elem, [&]<class T>() { return ReadArray<T>(c, n, what); });
   }
-  if (!KnownScalarType(type_id)) return Err("key {}: unknown value type id {}", Quote(key), type_id);
+  if (!KnownScalarType(type_id))
+    return Err("key {}: unknown value type id {}", Quote(key), type_id);
   return Dispatch(GgufType(type_id), [&]<class T>() { return ReadScalar<T>(c, what); });
 }
 
@@ -228,8 +259,7 @@ Result<GgufContents> Parse(std::span<const std::byte> bytes) {
                c.left());
   }
   if (n_kv < 0 || uint64_t(n_kv) > c.left() / 13) {
-    return Err("metadata count {} is impossible for the {} bytes after the header", n_kv,
-               c.left());
+    return Err("metadata count {} is impossible for the {} bytes after the header", n_kv, c.left());
   }
 
   std::unordered_set<std::string> keys;
@@ -304,19 +334,19 @@ Result<GgufContents> Parse(std::span<const std::byte> bytes) {
   for (size_t i = 0; i < out.tensors.size(); ++i) {
     GgufTensorInfo& t = out.tensors[i];
     if (t.offset > data_size || sizes[i] > data_size - t.offset) {
-      return Err("tensor {} {} {}: data [{}, {}) lies beyond the end of the file (data section "
-                 "has {} bytes)",
-                 Quote(t.name), Info(t.type).name, DimsString(t.shape), t.offset,
-                 t.offset + sizes[i], data_size);
+      return Err(
+          "tensor {} {} {}: data [{}, {}) lies beyond the end of the file (data section "
+          "has {} bytes)",
+          Quote(t.name), Info(t.type).name, DimsString(t.shape), t.offset, t.offset + sizes[i],
+          data_size);
     }
     t.data = bytes.subspan(size_t(out.data_offset + t.offset), size_t(sizes[i]));
   }
   // No two tensors may share bytes (empty tensors overlap nothing).
   std::vector<size_t> order(out.tensors.size());
   std::iota(order.begin(), order.end(), size_t{0});
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return out.tensors[a].offset < out.tensors[b].offset;
-  });
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return out.tensors[a].offset < out.tensors[b].offset; });
   const GgufTensorInfo* prev = nullptr;
   uint64_t prev_end = 0;
   for (size_t i : order) {
@@ -403,10 +433,14 @@ const GgmlTypeInfo* FindGgmlType(std::string_view name) {
 
 std::optional<DType> FloatDType(GgmlType t) {
   switch (t) {
-    case GgmlType::kF32: return DType::kF32;
-    case GgmlType::kF16: return DType::kF16;
-    case GgmlType::kBF16: return DType::kBF16;
-    default: return std::nullopt;
+    case GgmlType::kF32:
+      return DType::kF32;
+    case GgmlType::kF16:
+      return DType::kF16;
+    case GgmlType::kBF16:
+      return DType::kBF16;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -610,7 +644,8 @@ Result<uint64_t> GgufWriter::Validate(const std::string& name, GgmlType type,
     if (t.name == name) return Err("duplicate GGUF tensor name {}", Quote(name));
   }
   if (shape.size() > kGgufMaxDims)
-    return Err("tensor {}: {} dimensions (GGUF allows {})", Quote(name), shape.size(), kGgufMaxDims);
+    return Err("tensor {}: {} dimensions (GGUF allows {})", Quote(name), shape.size(),
+               kGgufMaxDims);
   if (FindGgmlType(uint32_t(type)) == nullptr)
     return Err("tensor {}: unknown ggml type id {}", Quote(name), uint32_t(type));
   auto bytes = GgmlTensorBytes(type, shape);
@@ -625,11 +660,11 @@ Status GgufWriter::AddTensor(std::string name, GgmlType type, std::vector<int64_
     return Err("tensor {}: {} bytes given, {} {} needs {}", Quote(name), data.size(),
                Info(type).name, DimsString(shape), bytes);
   }
-  tensors_.push_back({std::move(name), type, std::move(shape), bytes,
-                      [data](std::span<std::byte> out) {
-                        std::memcpy(out.data(), data.data(), data.size());
-                        return Status::Ok();
-                      }});
+  tensors_.push_back(
+      {std::move(name), type, std::move(shape), bytes, [data](std::span<std::byte> out) {
+         std::memcpy(out.data(), data.data(), data.size());
+         return Status::Ok();
+       }});
   return Status::Ok();
 }
 

@@ -37,7 +37,7 @@
 namespace qf::io {
 
 inline constexpr uint32_t kGgufDefaultAlignment = 32;
-inline constexpr size_t kGgufMaxDims = 4;      // GGML_MAX_DIMS
+inline constexpr size_t kGgufMaxDims = 4;        // GGML_MAX_DIMS
 inline constexpr size_t kGgufMaxNameBytes = 63;  // GGML_MAX_NAME - 1 (llama.cpp rejects longer)
 
 // ggml tensor types: ids as in ggml.h's enum ggml_type (stored in files as i32), one per row of
@@ -83,29 +83,39 @@ enum Type : int32_t {
 
 // GGUF metadata value types (gguf_type).
 enum class GgufType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8,
-  kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 std::string_view GgufTypeName(GgufType t);  // "u8", "str", "arr", ...
 
 // One metadata value: a scalar or a (flat) array of one element type.
 class GgufValue {
  public:
-  using Storage =
-      std::variant<uint8_t, int8_t, uint16_t, int16_t, uint32_t, int32_t, float, bool,
-                   std::string, uint64_t, int64_t, double,  //
-                   std::vector<uint8_t>, std::vector<int8_t>, std::vector<uint16_t>,
-                   std::vector<int16_t>, std::vector<uint32_t>, std::vector<int32_t>,
-                   std::vector<float>, std::vector<bool>, std::vector<std::string>,
-                   std::vector<uint64_t>, std::vector<int64_t>, std::vector<double>>;
+  using Storage = std::variant<uint8_t, int8_t, uint16_t, int16_t, uint32_t, int32_t, float, bool,
+                               std::string, uint64_t, int64_t, double,  //
+                               std::vector<uint8_t>, std::vector<int8_t>, std::vector<uint16_t>,
+                               std::vector<int16_t>, std::vector<uint32_t>, std::vector<int32_t>,
+                               std::vector<float>, std::vector<bool>, std::vector<std::string>,
+                               std::vector<uint64_t>, std::vector<int64_t>, std::vector<double>>;
 
   GgufValue() = default;
   // Exactly one of the Storage types (no silent conversions: GgufValue(uint32_t{5}) is a u32).
   template <class T>
-    requires(!std::is_same_v<std::decay_t<T>, GgufValue> &&
-             !std::is_same_v<std::decay_t<T>, const char*> &&
-             !std::is_same_v<std::decay_t<T>, char*>)
-  explicit GgufValue(T&& v) : v_(std::forward<T>(v)) {}
+  requires(!std::is_same_v<std::decay_t<T>, GgufValue> &&
+           !std::is_same_v<std::decay_t<T>, const char*> &&
+           !std::is_same_v<std::decay_t<T>, char*>) explicit GgufValue(T&& v)
+      : v_(std::forward<T>(v)) {}
   explicit GgufValue(const char* s) : v_(std::string(s)) {}
 
   GgufType type() const;          // kArray for arrays
@@ -179,7 +189,7 @@ class GgufFile {
   const GgufTensorInfo* FindTensor(std::string_view name) const { return c_.FindTensor(name); }
 
   Result<std::string> GetString(std::string_view key) const;
-  Result<int64_t> GetInt(std::string_view key) const;  // any integer type
+  Result<int64_t> GetInt(std::string_view key) const;   // any integer type
   Result<double> GetFloat(std::string_view key) const;  // f32/f64 (or an integer)
   Result<bool> GetBool(std::string_view key) const;
 

@@ -37,10 +37,10 @@ struct ImatrixEntry {
 
 struct Imatrix {
   std::map<std::string, ImatrixEntry> entries;  // GGUF tensor name ("blk.0.attn_q.weight")
-  std::vector<std::string> datasets;             // calibration files (paths as given)
-  int64_t chunk_count = 0;                       // chunks of chunk_size tokens seen
-  int64_t chunk_size = 0;                        // 0 when read from a legacy file
-  bool legacy = false;                           // read from a .dat file
+  std::vector<std::string> datasets;            // calibration files (paths as given)
+  int64_t chunk_count = 0;                      // chunks of chunk_size tokens seen
+  int64_t chunk_size = 0;                       // 0 when read from a legacy file
+  bool legacy = false;                          // read from a .dat file
 };
 
 // Either format, told apart by the magic.

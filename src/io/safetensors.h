@@ -21,9 +21,9 @@ namespace qf::io {
 struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;
-  std::vector<int64_t> shape;        // as stored, row-major; [] is a scalar
-  std::span<const std::byte> data;   // points into the mapped file
-  std::string file;                  // file the tensor lives in (for error messages)
+  std::vector<int64_t> shape;       // as stored, row-major; [] is a scalar
+  std::span<const std::byte> data;  // points into the mapped file
+  std::string file;                 // file the tensor lives in (for error messages)
 
   int64_t numel() const;
 };

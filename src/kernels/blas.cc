@@ -14,8 +14,8 @@
 // through liblapacke, whose liblapack.so.3 is whichever build Debian's alternatives prefer).
 extern "C" {
 void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t);
-void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda,
-             int* info, size_t, size_t);
+void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda, int* info,
+             size_t, size_t);
 }
 
 namespace qf::kernels {
@@ -79,8 +79,8 @@ void SyrkUpperXtX(const float* x, int64_t m, int64_t k, float* c) {
       cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(ni), int(m), 1.0f, x + i0, int(k),
                   0.0f, c + i0 * k + i0, int(k));
     } else {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ni), int(nj), int(m), 1.0f,
-                  x + i0, int(k), x + j0, int(k), 0.0f, c + i0 * k + j0, int(k));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ni), int(nj), int(m), 1.0f, x + i0,
+                  int(k), x + j0, int(k), 0.0f, c + i0 * k + j0, int(k));
     }
   });
 }

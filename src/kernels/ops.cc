@@ -33,7 +33,8 @@ void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int6
             int64_t ldy) {
   if (m <= kGemvRows) {  // decode: sgemm would repack all of W for each call
     ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
-      for (int64_t i = 0; i < m; ++i) vec::GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
+      for (int64_t i = 0; i < m; ++i)
+        vec::GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
     });
     return;
   }
@@ -61,8 +62,8 @@ void ForEachThreadRows(int64_t n, int64_t min_rows, int64_t multiple,
   for (int64_t c = 0; c < chunks; ++c) fn(c * per, std::min(n, c * per + per));
 }
 
-void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m,
-                 int64_t n, int64_t k) {
+void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+                 int64_t k) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double acc = bias ? bias[j] : 0.0;
@@ -155,9 +156,8 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
   }
 }
 
-void AttentionRef(const float* q, const float* k_cache, const float* v_cache, float* out,
-                  int64_t m, int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                  int64_t window) {
+void AttentionRef(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t m,
+                  int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window) {
   const int64_t group = heads / kv_heads;
   const int64_t q_stride = heads * head_dim, kv_stride = kv_heads * head_dim;
   std::vector<double> p;
@@ -180,7 +180,8 @@ void AttentionRef(const float* q, const float* k_cache, const float* v_cache, fl
       for (int64_t j = first; j <= pos; ++j) sum += (p[j] = std::exp(p[j] - mx));
       for (int64_t c = 0; c < head_dim; ++c) {
         double acc = 0;
-        for (int64_t j = first; j <= pos; ++j) acc += p[j] * v_cache[j * kv_stride + kvh * head_dim + c];
+        for (int64_t j = first; j <= pos; ++j)
+          acc += p[j] * v_cache[j * kv_stride + kvh * head_dim + c];
         out[i * q_stride + h * head_dim + c] = float(acc / sum);
       }
     }

@@ -16,8 +16,8 @@ void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64
 // Y[M,N] (row stride ldy) = X[M,K] · W[N,K]ᵀ without bias: a GEMV (vec_math GemvRows) per row
 // for M <= 2, else kernels/blas Sgemm (fixed tiles).
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, int64_t ldy);
-void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m,
-                 int64_t n, int64_t k);
+void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+                 int64_t k);
 
 // Rows [0, n) as one contiguous range per thread (the GEMVs of decoding: each range streams its
 // own weights once): fn(r0, r1) for ranges of max(min_rows, n / threads) rows rounded up to a
@@ -41,9 +41,8 @@ void SiluMul(float* gate, const float* up, int64_t m, int64_t f);
 // window > 0 limits each query to the last `window` keys (sliding-window attention).
 void Attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t m,
                int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window);
-void AttentionRef(const float* q, const float* k_cache, const float* v_cache, float* out,
-                  int64_t m, int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                  int64_t window);
+void AttentionRef(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t m,
+                  int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window);
 
 // Row-wise log-sum-exp in double precision (for exact perplexity/KL).
 double LogSumExp(const float* x, int64_t n);

@@ -30,7 +30,10 @@ void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out
   const int64_t K = w.cols, G = w.group_size(), groups = w.groups();
   const bool per_tensor = w.scheme.granularity == Granularity::kTensor;
   const bool has_zero = !w.zeros.empty();
-  const float* lut = w.scheme.is_int() ? nullptr : (w.scheme.kind == QuantKind::kFp8E4M3 ? F8E4M3Values() : F8E5M2Values()).data();
+  const float* lut =
+      w.scheme.is_int()
+          ? nullptr
+          : (w.scheme.kind == QuantKind::kFp8E4M3 ? F8E4M3Values() : F8E5M2Values()).data();
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* codes = w.codes.data() + r * K;
     float* o = out + (r - r0) * K;

@@ -43,10 +43,10 @@ void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* b
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out);
 
 // The same for ggml blocks. Up to 8 tokens (decoding): the GEMV of kernels/cpu/ggml_dot on the
-// blocks as stored (plain or interleaved), rows split over the threads (within that GEMV's error bound of the
-// reference: fixed-point activations). More tokens (prefill): tiles of rows decoded by the SIMD
-// decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of fp32 weights
-// per tile).
+// blocks as stored (plain or interleaved), rows split over the threads (within that GEMV's error
+// bound of the reference: fixed-point activations). More tokens (prefill): tiles of rows decoded by
+// the SIMD decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of fp32
+// weights per tile).
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 // Decodes rows [r0, r1) of w into out[(r1 - r0), K].

@@ -201,8 +201,7 @@ double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<flo
       // (fixed tiles, serial inside the parallel region).
       if (i2 < k) {
         kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kNo, rows, k - i2, nb, -1.0f,
-                       err.data(), nb, u.data() + i1 * k + i2, k, 1.0f, wk.data() + r0 * k + i2,
-                       k);
+                       err.data(), nb, u.data() + i1 * k + i2, k, 1.0f, wk.data() + r0 * k + i2, k);
       }
     }
   }
@@ -303,7 +302,8 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
     struct Chunk {
       GridRounder& o;
       std::pair<uint8_t, float> Column(int64_t r, float* row, int64_t c) {
-        GroupParams& p = o.params[static_cast<size_t>(r * o.groups + o.slot[static_cast<size_t>(c)])];
+        GroupParams& p =
+            o.params[static_cast<size_t>(r * o.groups + o.slot[static_cast<size_t>(c)])];
         if (o.refit && c % o.g == 0) o.grid.Fit(row, 1, o.k, c, c + o.g, {&p, 1}, o.fit);
         const uint8_t code = o.grid.Encode(row[c], p);
         return {code, o.grid.Decode(code, p)};
@@ -351,7 +351,8 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
     const double floor = mean > 0.0 ? mean * 1e-6 : 1.0;
     imp.resize(static_cast<size_t>(k));
     for (int64_t i = 0; i < k; ++i)
-      imp[static_cast<size_t>(i)] = static_cast<float>(std::max(h[static_cast<size_t>(i * k + i)], floor));
+      imp[static_cast<size_t>(i)] =
+          static_cast<float>(std::max(h[static_cast<size_t>(i * k + i)], floor));
   }
 
   std::vector<float> wk(w.begin(), w.end());
@@ -367,7 +368,8 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
   // then fully updated: the lazy-update block divides it or is a multiple of it), and every
   // column is rounded to the nearest point of the fitted block's lattice.
   const int64_t B = t.block;
-  const size_t row_bytes = static_cast<size_t>(bytes / static_cast<uint64_t>(std::max<int64_t>(n, 1)));
+  const size_t row_bytes =
+      static_cast<size_t>(bytes / static_cast<uint64_t>(std::max<int64_t>(n, 1)));
   std::vector<std::byte> out(static_cast<size_t>(bytes));
   struct BlockRounder {
     const GgmlBlockType& t;
@@ -382,7 +384,8 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
         const int64_t B = o.t.block, j = c % B;
         GgmlLattice* l = lat.data() + (r - r0) * B;
         if (j == 0) {
-          std::byte* blk = o.out + static_cast<size_t>(r) * o.row_bytes + static_cast<size_t>(c / B) * o.t.block_bytes;
+          std::byte* blk = o.out + static_cast<size_t>(r) * o.row_bytes +
+                           static_cast<size_t>(c / B) * o.t.block_bytes;
           o.t.encode(row + c, B, o.imp + c, blk);
           o.t.codes->lattice(blk, l);
         }
@@ -400,8 +403,9 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t b = 0; b < k / B; ++b) {
-      GgmlSetCodes(t, codes.data() + r * k + b * B,
-                   out.data() + static_cast<size_t>(r) * row_bytes + static_cast<size_t>(b) * t.block_bytes);
+      GgmlSetCodes(
+          t, codes.data() + r * k + b * B,
+          out.data() + static_cast<size_t>(r) * row_bytes + static_cast<size_t>(b) * t.block_bytes);
     }
   }
   if (stats) {

@@ -18,9 +18,9 @@ class ChannelObserver {
   int64_t k() const { return k_; }
   int64_t rows() const { return rows_; }
   const std::vector<float>& absmax() const { return absmax_; }  // max_i |x_ij|, [K]
-  float tensor_absmax() const;                                   // max over all of X
-  std::vector<float> MeanAbs() const;                            // Σ_i |x_ij| / M, [K]
-  std::vector<float> MeanSquare() const;                         // Σ_i x_ij² / M, [K]
+  float tensor_absmax() const;                                  // max over all of X
+  std::vector<float> MeanAbs() const;                           // Σ_i |x_ij| / M, [K]
+  std::vector<float> MeanSquare() const;                        // Σ_i x_ij² / M, [K]
 
  private:
   int64_t k_;

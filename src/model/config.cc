@@ -54,17 +54,37 @@ constexpr TensorNames kGgufNames = {
 };
 
 constexpr std::array<FamilyInfo, 4> kFamilies = {{
-    {.architecture = "LlamaForCausalLM", .name = "llama", .qkv_bias = false, .qk_norm = false,
-     .names = &kHfLlamaNames, .gguf_arch = "llama", .window_always = false,
+    {.architecture = "LlamaForCausalLM",
+     .name = "llama",
+     .qkv_bias = false,
+     .qk_norm = false,
+     .names = &kHfLlamaNames,
+     .gguf_arch = "llama",
+     .window_always = false,
      .gguf_llama_layout = true},
-    {.architecture = "MistralForCausalLM", .name = "mistral", .qkv_bias = false, .qk_norm = false,
-     .names = &kHfLlamaNames, .gguf_arch = "llama", .window_always = true,
+    {.architecture = "MistralForCausalLM",
+     .name = "mistral",
+     .qkv_bias = false,
+     .qk_norm = false,
+     .names = &kHfLlamaNames,
+     .gguf_arch = "llama",
+     .window_always = true,
      .gguf_llama_layout = true},
-    {.architecture = "Qwen2ForCausalLM", .name = "qwen2", .qkv_bias = true, .qk_norm = false,
-     .names = &kHfLlamaNames, .gguf_arch = "qwen2", .window_always = false,
+    {.architecture = "Qwen2ForCausalLM",
+     .name = "qwen2",
+     .qkv_bias = true,
+     .qk_norm = false,
+     .names = &kHfLlamaNames,
+     .gguf_arch = "qwen2",
+     .window_always = false,
      .gguf_llama_layout = false},
-    {.architecture = "Qwen3ForCausalLM", .name = "qwen3", .qkv_bias = false, .qk_norm = true,
-     .names = &kHfLlamaNames, .gguf_arch = "qwen3", .window_always = false,
+    {.architecture = "Qwen3ForCausalLM",
+     .name = "qwen3",
+     .qkv_bias = false,
+     .qk_norm = true,
+     .names = &kHfLlamaNames,
+     .gguf_arch = "qwen3",
+     .window_always = false,
      .gguf_llama_layout = false},
 }};
 
@@ -99,7 +119,8 @@ int64_t FirstId(const Json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end()) return -1;
   if (it->is_number_integer()) return it->get<int64_t>();
-  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) return (*it)[0].get<int64_t>();
+  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer())
+    return (*it)[0].get<int64_t>();
   return -1;
 }
 
@@ -118,8 +139,7 @@ Result<RopeScaling> ParseRopeScaling(const Json& j, const std::string& src) {
     rs.type = RopeScaling::Type::kLlama3;
     QF_ASSIGN(rs.low_freq_factor, GetNumber(*it, "low_freq_factor", 1.0, src));
     QF_ASSIGN(rs.high_freq_factor, GetNumber(*it, "high_freq_factor", 4.0, src));
-    QF_ASSIGN(rs.original_max_position,
-              GetInt(*it, "original_max_position_embeddings", 8192, src));
+    QF_ASSIGN(rs.original_max_position, GetInt(*it, "original_max_position_embeddings", 8192, src));
     if (!(rs.high_freq_factor > rs.low_freq_factor) || rs.original_max_position <= 0)
       return Err("{}: rope_scaling llama3 needs high_freq_factor > low_freq_factor", src);
   } else {
@@ -217,8 +237,8 @@ Result<ModelConfig> ParseHfConfigImpl(std::string_view json_text, const std::str
   QF_ASSIGN(c.head_dim, GetInt(j, "head_dim", 0, src));
   if (c.head_dim == 0) {
     if (c.hidden % c.heads != 0)
-      return Err("{}: hidden_size {} not divisible by num_attention_heads {} and no head_dim",
-                 src, c.hidden, c.heads);
+      return Err("{}: hidden_size {} not divisible by num_attention_heads {} and no head_dim", src,
+                 c.hidden, c.heads);
     c.head_dim = c.hidden / c.heads;
   }
   if (c.head_dim % 2 != 0) return Err("{}: head_dim {} must be even for RoPE", src, c.head_dim);

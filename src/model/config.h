@@ -22,11 +22,11 @@ struct TensorNames {
   const char* final_norm;
   const char* lm_head;
   const char* attn_norm;
-  const char* q, *k, *v, *o;
-  const char* q_bias, *k_bias, *v_bias;
-  const char* q_norm, *k_norm;  // per-head RMSNorm weights (Qwen3)
+  const char *q, *k, *v, *o;
+  const char *q_bias, *k_bias, *v_bias;
+  const char *q_norm, *k_norm;  // per-head RMSNorm weights (Qwen3)
   const char* ffn_norm;
-  const char* gate, *up, *down;
+  const char *gate, *up, *down;
 };
 
 // One row per supported architecture: everything that differs between the Llama-shaped
@@ -37,7 +37,7 @@ struct FamilyInfo {
   bool qkv_bias;                  // q/k/v projections always carry a bias
   bool qk_norm;                   // RMSNorm on each head of q and k before RoPE
   const TensorNames* names;
-  std::string_view gguf_arch;     // GGUF general.architecture ("llama" for Mistral too)
+  std::string_view gguf_arch;  // GGUF general.architecture ("llama" for Mistral too)
   // config.json's sliding_window applies as it is (Mistral); else only with use_sliding_window.
   bool window_always;
   // GGUF as convert_hf_to_gguf.py's LlamaModel writes it: q/k rows permuted to ggml's
@@ -61,10 +61,10 @@ struct RopeScaling {
   // converter stores Llama-3 scaling), one per rotary pair, in freq_factors.
   enum class Type { kNone, kLinear, kLlama3, kFactors } type = Type::kNone;
   double factor = 1.0;
-  double low_freq_factor = 1.0;    // llama3
-  double high_freq_factor = 4.0;   // llama3
+  double low_freq_factor = 1.0;          // llama3
+  double high_freq_factor = 4.0;         // llama3
   int64_t original_max_position = 8192;  // llama3
-  std::vector<float> freq_factors;        // kFactors: [head_dim / 2]
+  std::vector<float> freq_factors;       // kFactors: [head_dim / 2]
 };
 
 struct ModelConfig {
@@ -81,7 +81,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_embeddings = false;
-  bool qkv_bias = false;     // family default or attention_bias
+  bool qkv_bias = false;       // family default or attention_bias
   int64_t sliding_window = 0;  // 0 = full attention
   int64_t bos_id = -1;
   int64_t eos_id = -1;

@@ -15,13 +15,13 @@ KvSlot SeqKv::At(int64_t layer) const {
   return {cache->k[l].data(), cache->v[l].data(), cache->cos.data(), cache->sin.data(), cache->len};
 }
 
-void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const BlockBuffers& b, int64_t m,
-               std::span<const KvSlot> slots, BlockSpan span, WalkHooks* hooks) {
+void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const BlockBuffers& b,
+               int64_t m, std::span<const KvSlot> slots, BlockSpan span, WalkHooks* hooks) {
   using S = BlockStage;
   QF_CHECK(span.from <= span.to && span.from <= S::kMlpOut && span.to <= S::kBlockOut,
            "walk span {}..{}", int(span.from), int(span.to));
-  QF_CHECK(slots.size() == 1 || int64_t(slots.size()) == m, "{} KV slots for {} rows",
-           slots.size(), m);
+  QF_CHECK(slots.size() == 1 || int64_t(slots.size()) == m, "{} KV slots for {} rows", slots.size(),
+           m);
   const int64_t H = c.hidden, F = c.intermediate, D = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
   const float eps = float(c.rms_eps);
   const bool batched = slots.size() > 1;
@@ -92,8 +92,8 @@ void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const Bloc
   reached(S::kBlockOut, b.x, H);
 }
 
-void WalkStack(const ModelConfig& c, std::span<const Layer> layers, const BlockBuffers& b, int64_t m,
-               std::span<const SeqKv> seqs, WalkHooks* hooks) {
+void WalkStack(const ModelConfig& c, std::span<const Layer> layers, const BlockBuffers& b,
+               int64_t m, std::span<const SeqKv> seqs, WalkHooks* hooks) {
   std::vector<KvSlot> slots(seqs.size());
   for (size_t l = 0; l < layers.size(); ++l) {
     for (size_t i = 0; i < seqs.size(); ++i) slots[i] = seqs[i].At(int64_t(l));

@@ -31,16 +31,23 @@ enum class BlockStage : uint8_t {
 inline constexpr int kBlockStages = 6;
 constexpr uint32_t StageBit(BlockStage s) { return 1u << unsigned(s); }
 // The inputs of the block's linears (what GPTQ's Hessians and imatrix's sums are made of).
-inline constexpr uint32_t kLinearInputs = StageBit(BlockStage::kAttnIn) |
-                                          StageBit(BlockStage::kAttnOut) |
-                                          StageBit(BlockStage::kMlpIn) | StageBit(BlockStage::kMlpOut);
+inline constexpr uint32_t kLinearInputs =
+    StageBit(BlockStage::kAttnIn) | StageBit(BlockStage::kAttnOut) | StageBit(BlockStage::kMlpIn) |
+    StageBit(BlockStage::kMlpOut);
 
 constexpr BlockStage InputOf(LinearId id) {
   switch (id) {
-    case LinearId::kQ: case LinearId::kK: case LinearId::kV: return BlockStage::kAttnIn;
-    case LinearId::kO: return BlockStage::kAttnOut;
-    case LinearId::kGate: case LinearId::kUp: return BlockStage::kMlpIn;
-    case LinearId::kDown: return BlockStage::kMlpOut;
+    case LinearId::kQ:
+    case LinearId::kK:
+    case LinearId::kV:
+      return BlockStage::kAttnIn;
+    case LinearId::kO:
+      return BlockStage::kAttnOut;
+    case LinearId::kGate:
+    case LinearId::kUp:
+      return BlockStage::kMlpIn;
+    case LinearId::kDown:
+      return BlockStage::kMlpOut;
   }
   return BlockStage::kAttnIn;
 }
@@ -110,12 +117,13 @@ struct BlockSpan {
 // One block on m rows. slots.size() == 1: one sequence of m tokens. slots.size() == m > 1: m
 // sequences of one token each (batched decoding; k/v go through b.k_rows/v_rows, RoPE and
 // attention run per sequence).
-void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const BlockBuffers& b, int64_t m,
-               std::span<const KvSlot> slots, BlockSpan span = {}, WalkHooks* hooks = nullptr);
+void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const BlockBuffers& b,
+               int64_t m, std::span<const KvSlot> slots, BlockSpan span = {},
+               WalkHooks* hooks = nullptr);
 // Whole blocks 0 .. layers.size()-1 for one sequence (seqs.size() == 1) or m sequences of one
 // token each (seqs.size() == m).
-void WalkStack(const ModelConfig& c, std::span<const Layer> layers, const BlockBuffers& b, int64_t m,
-               std::span<const SeqKv> seqs, WalkHooks* hooks = nullptr);
+void WalkStack(const ModelConfig& c, std::span<const Layer> layers, const BlockBuffers& b,
+               int64_t m, std::span<const SeqKv> seqs, WalkHooks* hooks = nullptr);
 // h = RmsNorm(x)·final_norm over rows (kHeadIn), then logits [rows, V] = lm_head(h) unless
 // lm_head is null.
 void WalkHead(const ModelConfig& c, std::span<const float> final_norm, const Linear* lm_head,

@@ -1,5 +1,5 @@
-// GGUF metadata -> ModelConfig, and Model::LoadGguf: the inverse of pipeline/gguf_convert.cc (and of
-// llama.cpp's converter), with ggml block weights left in the file mapping (see gguf_model.h).
+// GGUF metadata -> ModelConfig, and Model::LoadGguf: the inverse of pipeline/gguf_convert.cc (and
+// of llama.cpp's converter), with ggml block weights left in the file mapping (see gguf_model.h).
 #include "model/gguf_model.h"
 
 #include <algorithm>
@@ -103,14 +103,15 @@ class GgufReader {
       QF_ASSIGN(const GgmlBlockType* bt, BlockType(*t));
       QF_TRY(DequantizeRowsGgml(*bt, t->data.data(), rows, cols, out.data()));
     }
-    const auto bad = std::find_if(out.begin(), out.end(), [](float v) { return !std::isfinite(v); });
+    const auto bad =
+        std::find_if(out.begin(), out.end(), [](float v) { return !std::isfinite(v); });
     if (bad != out.end()) {
       return Err("{}: tensor '{}' has a non-finite value ({}) at flat index {}", where(), name,
                  *bad, bad - out.begin());
     }
     if (permute_heads > 0) {
-      std::vector<std::byte> p = UnpermuteRows(reinterpret_cast<const std::byte*>(out.data()),
-                                               rows, size_t(cols) * sizeof(float), permute_heads);
+      std::vector<std::byte> p = UnpermuteRows(reinterpret_cast<const std::byte*>(out.data()), rows,
+                                               size_t(cols) * sizeof(float), permute_heads);
       std::memcpy(out.data(), p.data(), p.size());
     }
     return out;
@@ -200,9 +201,10 @@ Result<RopeScaling> GgufRopeScaling(const GgufFile& f, const std::string& arch,
     rs.type = RopeScaling::Type::kLinear;
     rs.factor = factor;
   } else if (type != "none") {
-    return Err("{}: unsupported rope scaling type '{}' (supported: none, linear, and "
-               "rope_freqs.weight)",
-               src, type);
+    return Err(
+        "{}: unsupported rope scaling type '{}' (supported: none, linear, and "
+        "rope_freqs.weight)",
+        src, type);
   }
   if (const GgufTensorInfo* t = f.FindTensor("rope_freqs.weight")) {
     if (rs.type != RopeScaling::Type::kNone)
@@ -259,9 +261,10 @@ Result<ModelConfig> GgufModelConfig(const GgufFile& f) {
   QF_ASSIGN(c.head_dim, OptInt(f, p + "attention.key_length", 0));
   if (c.head_dim == 0) {
     if (c.hidden % c.heads != 0)
-      return Err("{}: embedding_length {} is not divisible by head_count {} and there is no "
-                 "attention.key_length",
-                 src, c.hidden, c.heads);
+      return Err(
+          "{}: embedding_length {} is not divisible by head_count {} and there is no "
+          "attention.key_length",
+          src, c.hidden, c.heads);
     c.head_dim = c.hidden / c.heads;
   }
   if (c.head_dim % 2 != 0) return Err("{}: head size {} must be even for RoPE", src, c.head_dim);
@@ -271,9 +274,10 @@ Result<ModelConfig> GgufModelConfig(const GgufFile& f) {
                c.head_dim);
   QF_ASSIGN(const int64_t rot, OptInt(f, p + "rope.dimension_count", c.head_dim));
   if (rot != c.head_dim)
-    return Err("{}: rope.dimension_count {} differs from the head size {} (partial RoPE is not "
-               "supported)",
-               src, rot, c.head_dim);
+    return Err(
+        "{}: rope.dimension_count {} differs from the head size {} (partial RoPE is not "
+        "supported)",
+        src, rot, c.head_dim);
   QF_ASSIGN(c.max_position, ReqInt(f, p + "context_length"));
   QF_ASSIGN(c.rms_eps, f.GetFloat(p + "attention.layer_norm_rms_epsilon"));
   QF_ASSIGN(c.rope_theta, OptFloat(f, p + "rope.freq_base", 10000.0));
@@ -332,7 +336,8 @@ Result<Model> Model::LoadGguf(const std::filesystem::path& file) {
     Layer blk;
     QF_ASSIGN(blk.attn_norm, r.ReadF32(name(nm.attn_norm), {c.hidden}));
     QF_ASSIGN(blk.q, r.ReadLinear(name(nm.q), c.qkv_bias ? &qb : nullptr, c.q_dim(), c.hidden, qh));
-    QF_ASSIGN(blk.k, r.ReadLinear(name(nm.k), c.qkv_bias ? &kb : nullptr, c.kv_dim(), c.hidden, kh));
+    QF_ASSIGN(blk.k,
+              r.ReadLinear(name(nm.k), c.qkv_bias ? &kb : nullptr, c.kv_dim(), c.hidden, kh));
     QF_ASSIGN(blk.v, r.ReadLinear(name(nm.v), c.qkv_bias ? &vb : nullptr, c.kv_dim(), c.hidden, 0));
     QF_ASSIGN(blk.o, r.ReadLinear(name(nm.o), nullptr, c.hidden, c.q_dim(), 0));
     if (c.family->qk_norm) {

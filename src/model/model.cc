@@ -43,8 +43,8 @@ Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std
   const io::TensorInfo* t = store.Find(name);
   if (!t) return Err("{}: missing tensor '{}'", store.files().front().string(), name);
   if (t->shape != shape)
-    return Err("{}: tensor '{}' has shape {}, expected {}", t->file, name, io::ShapeString(t->shape),
-               io::ShapeString(shape));
+    return Err("{}: tensor '{}' has shape {}, expected {}", t->file, name,
+               io::ShapeString(t->shape), io::ShapeString(shape));
   if (!Info(t->dtype).is_float)
     return Err("{}: tensor '{}' has dtype {}, expected a float type", t->file, name,
                Name(t->dtype));
@@ -60,9 +60,10 @@ Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std
     for (int64_t i = 0; i < len; ++i) finite = finite && std::isfinite(out[c + i]);
   }
   if (!finite) {
-    const auto bad = std::find_if(out.begin(), out.end(), [](float v) { return !std::isfinite(v); });
-    return Err("{}: tensor '{}' has a non-finite value ({}) at flat index {}", t->file, name,
-               *bad, bad - out.begin());
+    const auto bad =
+        std::find_if(out.begin(), out.end(), [](float v) { return !std::isfinite(v); });
+    return Err("{}: tensor '{}' has a non-finite value ({}) at flat index {}", t->file, name, *bad,
+               bad - out.begin());
   }
   return out;
 }
@@ -106,7 +107,8 @@ Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTens
   const std::string weight = LayerTensorName(weight_pattern, layer);
   if (qcfg) {
     const std::string module = weight.substr(0, weight.size() - std::string(".weight").size());
-    QF_ASSIGN(std::optional<QuantizedTensor> q, io::ReadQuantizedLinear(store, *qcfg, module, n, k));
+    QF_ASSIGN(std::optional<QuantizedTensor> q,
+              io::ReadQuantizedLinear(store, *qcfg, module, n, k));
     if (q) lin.quant = std::make_shared<const QuantizedTensor>(std::move(*q));
     QF_ASSIGN(lin.act, ReadActQuant(store, *qcfg, module));
   }
@@ -151,26 +153,40 @@ std::vector<double> InverseFrequencies(const ModelConfig& c) {
 
 const char* WeightPattern(const TensorNames& nm, LinearId id) {
   switch (id) {
-    case LinearId::kQ: return nm.q;
-    case LinearId::kK: return nm.k;
-    case LinearId::kV: return nm.v;
-    case LinearId::kO: return nm.o;
-    case LinearId::kGate: return nm.gate;
-    case LinearId::kUp: return nm.up;
-    case LinearId::kDown: return nm.down;
+    case LinearId::kQ:
+      return nm.q;
+    case LinearId::kK:
+      return nm.k;
+    case LinearId::kV:
+      return nm.v;
+    case LinearId::kO:
+      return nm.o;
+    case LinearId::kGate:
+      return nm.gate;
+    case LinearId::kUp:
+      return nm.up;
+    case LinearId::kDown:
+      return nm.down;
   }
   return nm.q;
 }
 
 const Linear& Layer::operator[](LinearId id) const {
   switch (id) {
-    case LinearId::kQ: return q;
-    case LinearId::kK: return k;
-    case LinearId::kV: return v;
-    case LinearId::kO: return o;
-    case LinearId::kGate: return gate;
-    case LinearId::kUp: return up;
-    case LinearId::kDown: return down;
+    case LinearId::kQ:
+      return q;
+    case LinearId::kK:
+      return k;
+    case LinearId::kV:
+      return v;
+    case LinearId::kO:
+      return o;
+    case LinearId::kGate:
+      return gate;
+    case LinearId::kUp:
+      return up;
+    case LinearId::kDown:
+      return down;
   }
   return q;
 }
@@ -232,10 +248,11 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
 }
 
 double FlopsPerToken(const ModelConfig& c, int64_t ctx) {
-  const double per_layer_linear =
-      double(c.hidden) * double(c.q_dim() + 2 * c.kv_dim()) + double(c.q_dim()) * double(c.hidden) +
-      3.0 * double(c.hidden) * double(c.intermediate);
-  const double linear = double(c.layers) * per_layer_linear + double(c.hidden) * double(c.vocab_size);
+  const double per_layer_linear = double(c.hidden) * double(c.q_dim() + 2 * c.kv_dim()) +
+                                  double(c.q_dim()) * double(c.hidden) +
+                                  3.0 * double(c.hidden) * double(c.intermediate);
+  const double linear =
+      double(c.layers) * per_layer_linear + double(c.hidden) * double(c.vocab_size);
   const double attention = double(c.layers) * 2.0 * double(c.q_dim()) * double(ctx + 1) / 2.0;
   return 2.0 * (linear + attention);
 }
@@ -271,10 +288,11 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
   const int64_t m = int64_t(tokens.size());
   if (m == 0) return Err("forward: no tokens");
   if (cache.len + m > cache.capacity)
-    return Err("forward: {} tokens exceed the context of {} ({} already cached)", m,
-               cache.capacity, cache.len);
+    return Err("forward: {} tokens exceed the context of {} ({} already cached)", m, cache.capacity,
+               cache.len);
   for (int32_t t : tokens)
-    if (t < 0 || t >= c.vocab_size) return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
+    if (t < 0 || t >= c.vocab_size)
+      return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
 
   const int64_t H = c.hidden, F = c.intermediate;
   const int64_t qd = c.q_dim();
@@ -290,7 +308,8 @@ Status Model::Forward(std::span<const int32_t> tokens, KVCache& cache, float* lo
   std::vector<float>& u = grow(cache.u, m * F);
   Embed(embed_, H, tokens, x.data());
   // One buffer for the three [M, H] stage inputs and the projections (see BlockBuffers).
-  const BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(), h.data(), g.data(), u.data()};
+  const BlockBuffers b{x.data(), h.data(), q.data(), att.data(),
+                       h.data(), h.data(), g.data(), u.data()};
   const SeqKv seq{&cache, {}};
   WalkStack(c, layers_, b, m, {&seq, 1});
   cache.len += m;
@@ -304,12 +323,15 @@ Status Model::ForwardBatchStep(std::span<const int32_t> tokens, std::vector<KVCa
                                float* logits) const {
   const ModelConfig& c = config_;
   const int64_t B = int64_t(tokens.size());
-  if (B == 0 || int64_t(caches.size()) != B) return Err("forward: {} tokens for {} caches", B, caches.size());
+  if (B == 0 || int64_t(caches.size()) != B)
+    return Err("forward: {} tokens for {} caches", B, caches.size());
   const int64_t pos = caches[0].len;
   for (const KVCache& kv : caches)
-    if (kv.len != pos || pos + 1 > kv.capacity) return Err("forward: batched caches out of step or full");
+    if (kv.len != pos || pos + 1 > kv.capacity)
+      return Err("forward: batched caches out of step or full");
   for (int32_t t : tokens)
-    if (t < 0 || t >= c.vocab_size) return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
+    if (t < 0 || t >= c.vocab_size)
+      return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
   const int64_t H = c.hidden, F = c.intermediate, qd = c.q_dim(), kvd = c.kv_dim();
   std::vector<float> x(static_cast<size_t>(B * H)), h(static_cast<size_t>(B * H));
   std::vector<float> q(static_cast<size_t>(B * qd)), att(static_cast<size_t>(B * qd));

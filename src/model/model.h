@@ -21,7 +21,7 @@
 namespace qf::io {
 class TensorStore;
 struct CompressedTensorsConfig;
-}
+}  // namespace qf::io
 
 namespace qf::model {
 
@@ -48,7 +48,7 @@ Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std
 // The linears of a decoder block, in the order GPTQ's true-sequential pass visits them.
 enum class LinearId : uint8_t { kQ, kK, kV, kO, kGate, kUp, kDown };
 inline constexpr std::array<LinearId, 7> kBlockLinears = {
-    LinearId::kQ, LinearId::kK,    LinearId::kV,  LinearId::kO,
+    LinearId::kQ,    LinearId::kK,  LinearId::kV,   LinearId::kO,
     LinearId::kGate, LinearId::kUp, LinearId::kDown};
 // The tensor-name pattern of a linear's weight ("model.layers.{}.self_attn.q_proj.weight").
 const char* WeightPattern(const TensorNames& nm, LinearId id);
@@ -112,7 +112,7 @@ class Model {
                           float* logits) const;
 
   const std::vector<Layer>& layers() const { return layers_; }
-  const std::vector<float>& embedding() const { return embed_; }  // [V, H]
+  const std::vector<float>& embedding() const { return embed_; }        // [V, H]
   const std::vector<float>& final_norm() const { return final_norm_; }  // [H]
   const Linear& lm_head() const { return lm_head_; }
 

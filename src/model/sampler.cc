@@ -15,7 +15,8 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab) {
     const double mx = *std::max_element(logits, logits + vocab);
     std::vector<double> p(static_cast<size_t>(vocab));
     double sum = 0;
-    for (int64_t i = 0; i < vocab; ++i) sum += p[size_t(i)] = std::exp((double(logits[i]) - mx) / opt_.temperature);
+    for (int64_t i = 0; i < vocab; ++i)
+      sum += p[size_t(i)] = std::exp((double(logits[i]) - mx) / opt_.temperature);
     const double u = double(rng_() >> 11) * 0x1.0p-53 * sum;
     double cum = 0;
     for (int64_t i = 0; i < vocab; ++i) {

@@ -32,7 +32,8 @@ Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokeniz
   if (!model) return Err("no calibration text and no model to sample from");
   const int32_t bos = tok && tok->bos_id() >= 0 ? tok->bos_id() : int32_t(model->config().bos_id);
   if (bos < 0 || bos >= model->config().vocab_size)
-    return Err("no calibration text given and no BOS token (tokenizer or config.json) to sample from");
+    return Err(
+        "no calibration text given and no BOS token (tokenizer or config.json) to sample from");
   // All sequences advance in lockstep, so each step is one batched forward (weights streamed
   // once per step, not once per sequence); each sequence has its own seeded sampler.
   model::SamplingOptions so;

@@ -16,7 +16,7 @@ namespace qf::methods {
 struct CalibrationOptions {
   std::string text_path;  // empty: sample from the model
   int64_t nsamples = 128;
-  int64_t seqlen = 512;   // capped at the model's context by the caller
+  int64_t seqlen = 512;  // capped at the model's context by the caller
   uint64_t seed = 0;
 };
 

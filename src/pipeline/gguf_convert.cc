@@ -190,8 +190,8 @@ class SpecialVocab {
         SetAdd("bos", true);
         SetAdd("eos", true);
         SetAdd("sep", true);
-      } else if (type == "TemplateProcessing" && p.contains("single") &&
-                 p["single"].is_array() && p["single"].size() > 1) {
+      } else if (type == "TemplateProcessing" && p.contains("single") && p["single"].is_array() &&
+                 p["single"].size() > 1) {
         // A special token before / after $A: the tokenizer adds BOS / EOS (a crude reading of
         // the template, as gguf-py's).
         const Json& single = p["single"];
@@ -362,9 +362,10 @@ Result<std::string> BpePreName(const Json& tok, const std::string& file) {
     }
   }
   if (!byte_level) {
-    return Err("{}: not a byte-level BPE tokenizer and there is no tokenizer.model (llama.cpp "
-               "conversion supports tokenizer.model or byte-level tokenizer.json)",
-               file);
+    return Err(
+        "{}: not a byte-level BPE tokenizer and there is no tokenizer.model (llama.cpp "
+        "conversion supports tokenizer.model or byte-level tokenizer.json)",
+        file);
   }
   for (const std::string& r : regexes) {
     for (const KnownPre& k : kKnownPres) {
@@ -372,9 +373,10 @@ Result<std::string> BpePreName(const Json& tok, const std::string& file) {
     }
   }
   if (regexes.empty() && byte_level_regex) return std::string("gpt-2");
-  return Err("{}: pre-tokenizer split regex '{}' is not one llama.cpp knows for the supported "
-             "families (Llama 3: llama-bpe, Qwen2/3: qwen2, GPT-2: gpt-2)",
-             file, regexes.empty() ? std::string("(none)") : regexes.front().substr(0, 120));
+  return Err(
+      "{}: pre-tokenizer split regex '{}' is not one llama.cpp knows for the supported "
+      "families (Llama 3: llama-bpe, Qwen2/3: qwen2, GPT-2: gpt-2)",
+      file, regexes.empty() ? std::string("(none)") : regexes.front().substr(0, 120));
 }
 
 // convert_hf_to_gguf.py get_vocab_base + _set_vocab_gpt2.
@@ -398,7 +400,8 @@ Status AddBpeVocab(const fs::path& dir, const model::ModelConfig& cfg, GgufWrite
   std::vector<std::string> by_id(static_cast<size_t>(n));
   std::vector<bool> present(static_cast<size_t>(n), false);
   auto place = [&](const std::string& text, const Json& id) -> Status {
-    if (!id.is_number_integer()) return Err("{}: token '{}' has a non-integer id", file.string(), text);
+    if (!id.is_number_integer())
+      return Err("{}: token '{}' has a non-integer id", file.string(), text);
     const int64_t i = id.get<int64_t>();
     if (i < 0 || i >= n) {
       return Err("{}: token id {} is outside config.json's vocab_size {}", file.string(), i, n);
@@ -429,8 +432,8 @@ Status AddBpeVocab(const fs::path& dir, const model::ModelConfig& cfg, GgufWrite
       continue;
     }
     std::string token = by_id[size_t(i)];
-    const auto a = std::find_if(added.begin(), added.end(),
-                                [&](const auto& x) { return x.first == token; });
+    const auto a =
+        std::find_if(added.begin(), added.end(), [&](const auto& x) { return x.first == token; });
     int32_t type = kNormal;
     if (a != added.end()) {
       if (a->second || LooksSpecial(token)) {
@@ -495,10 +498,14 @@ bool SameStorage(DType d, GgmlType t) {
 
 Result<uint32_t> GgufFileType(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: return 0u;
-    case GgmlType::kF16: return 1u;
-    case GgmlType::kBF16: return 32u;
-    default: return Err("no all-float llama.cpp file type for {}", Info(type).name);
+    case GgmlType::kF32:
+      return 0u;
+    case GgmlType::kF16:
+      return 1u;
+    case GgmlType::kBF16:
+      return 32u;
+    default:
+      return Err("no all-float llama.cpp file type for {}", Info(type).name);
   }
 }
 
@@ -594,8 +601,10 @@ Result<VocabBos> LlamaCppVocabBos(const fs::path& model) {
     };
     tok_model = str("tokenizer.ggml.model");
     pre = str("tokenizer.ggml.pre");
-    if (const GgufValue* v = f.Find("tokenizer.ggml.add_bos_token"); v && v->get<bool>()) key = *v->get<bool>();
-    if (const GgufValue* v = f.Find("tokenizer.ggml.bos_token_id"); v && v->ToInt()) out.bos = *v->ToInt();
+    if (const GgufValue* v = f.Find("tokenizer.ggml.add_bos_token"); v && v->get<bool>())
+      key = *v->get<bool>();
+    if (const GgufValue* v = f.Find("tokenizer.ggml.bos_token_id"); v && v->ToInt())
+      out.bos = *v->ToInt();
   } else {  // a folder: the keys `qforge convert` would write
     QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(model));
     GgufWriter w;
@@ -743,13 +752,14 @@ Result<GgufConvertReport> ConvertHfToGguf(const fs::path& model_dir, const fs::p
   QF_ASSIGN(std::optional<Json> raw, ReadJson(model_dir / "config.json"));
   if (raw && raw->is_object() && raw->contains("quantization_config")) {
     const Json& q = (*raw)["quantization_config"];
-    const std::string method = q.is_object() && q.contains("quant_method") &&
-                                       q["quant_method"].is_string()
-                                   ? q["quant_method"].get<std::string>()
-                                   : "unknown";
-    return Err("{}: a quantized checkpoint (quant_method '{}'); convert takes unquantized "
-               "weights",
-               (model_dir / "config.json").string(), method);
+    const std::string method =
+        q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
+            ? q["quant_method"].get<std::string>()
+            : "unknown";
+    return Err(
+        "{}: a quantized checkpoint (quant_method '{}'); convert takes unquantized "
+        "weights",
+        (model_dir / "config.json").string(), method);
   }
   QF_ASSIGN(TensorStore store, TensorStore::Open(model_dir));
 

@@ -46,8 +46,9 @@ void AddSquares(const float* x, int64_t m, int64_t k, double* acc) {
 
 }  // namespace
 
-Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t> tokens, int64_t ctx,
-                                                        int64_t max_chunks, int32_t bos) {
+Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t> tokens,
+                                                        int64_t ctx, int64_t max_chunks,
+                                                        int32_t bos) {
   if (ctx < 1) return Err("imatrix: context {} (expected > 0)", ctx);
   if (int64_t(tokens.size()) < 2 * ctx)
     return Err("imatrix: the text tokenizes to only {} tokens; a context of {} needs at least {}",
@@ -70,11 +71,12 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   std::error_code ec;
   const bool from_gguf = model::IsGgufFile(model_dir);
   if (!from_gguf && !fs::is_directory(model_dir, ec))
-    return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file", model_dir.string());
+    return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file",
+               model_dir.string());
   if (opt.text_path.empty()) return Err("imatrix: no calibration text given");
   model::ModelConfig cfg;
   std::map<std::string, std::string> gguf_name;  // the model's tensor name -> GGUF name
-  if (from_gguf) {  // names already GGUF's
+  if (from_gguf) {                               // names already GGUF's
     QF_ASSIGN(const io::GgufFile f, io::GgufFile::Open(model_dir));
     QF_ASSIGN(cfg, model::GgufModelConfig(f));
     for (const io::GgufTensorInfo& t : f.tensors()) gguf_name[t.name] = t.name;
@@ -87,13 +89,15 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   }
   auto gguf = [&](const std::string& name) -> Result<std::string> {
     const auto it = gguf_name.find(name);
-    if (it == gguf_name.end()) return Err("{}: no GGUF name for tensor '{}'", model_dir.string(), name);
+    if (it == gguf_name.end())
+      return Err("{}: no GGUF name for tensor '{}'", model_dir.string(), name);
     return it->second;
   };
 
   // Tokens, as llama-imatrix makes them.
   QF_ASSIGN(const io::VocabBos bos, io::LlamaCppVocabBos(model_dir));
-  if (bos.add && bos.bos < 0) return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
+  if (bos.add && bos.bos < 0)
+    return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
   rep.add_bos = bos.add;
   rep.bos = bos.add ? int32_t(bos.bos) : -1;
   QF_ASSIGN(const std::unique_ptr<text::Tokenizer> tok, text::LoadTokenizer(model_dir));
@@ -110,7 +114,8 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   for (const auto& c : chunks)
     for (int32_t id : c)
       if (id < 0 || id >= cfg.vocab_size)
-        return Err("{}: token id {} outside the model's vocabulary of {}", opt.text_path, id, cfg.vocab_size);
+        return Err("{}: token id {} outside the model's vocabulary of {}", opt.text_path, id,
+                   cfg.vocab_size);
   rep.chunks = int64_t(chunks.size());
   rep.ctx = opt.ctx;
   rep.seconds_tokenize = Seconds(t0);
@@ -189,11 +194,12 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
     hooks.sums = sc.sums.data();
     hooks.stages = model::kLinearInputs | model::StageBit(model::BlockStage::kHeadIn);
     model::Embed(embed, H, ids, sc.x.data());
-    const model::BlockBuffers b{sc.x.data(), sc.h.data(), sc.q.data(), sc.att.data(),
+    const model::BlockBuffers b{sc.x.data(),   sc.h.data(), sc.q.data(), sc.att.data(),
                                 sc.tmp.data(), sc.h.data(), sc.g.data(), sc.u.data()};
     const model::SeqKv seq{nullptr, {sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0}};
     model::WalkStack(cfg, model.layers(), b, T, {&seq, 1}, &hooks);
-    if (output) model::WalkHead(cfg, final_norm, nullptr, sc.x.data(), sc.h.data(), T, nullptr, &hooks);
+    if (output)
+      model::WalkHead(cfg, final_norm, nullptr, sc.x.data(), sc.h.data(), T, nullptr, &hooks);
   };
 
   const auto tf = Clock::now();

@@ -6,12 +6,12 @@
 // the text (less one trailing newline, as llama.cpp's -f reads it) is tokenized whole, with BOS
 // when the GGUF vocabulary adds one (tokenizer.ggml.add_bos_token); cut into chunks of ctx
 // tokens from the start (the tail dropped, at most `chunks` of them, at least 2·ctx tokens
-// needed); the first token of each chunk is replaced by BOS; each chunk runs from position 0 and every one of its tokens counts, for every
-// blk.* linear (attn_q/attn_k/attn_v share the attn_norm output, ffn_gate/ffn_up the ffn_norm
-// output), and for output.weight only with process_output (llama-imatrix --process-output;
-// nothing when the embeddings are tied, as llama.cpp then multiplies by token_embd.weight).
-// Contract: the sums are fp64 per chunk, added in chunk order, so the result does not depend on
-// the thread count.
+// needed); the first token of each chunk is replaced by BOS; each chunk runs from position 0 and
+// every one of its tokens counts, for every blk.* linear (attn_q/attn_k/attn_v share the attn_norm
+// output, ffn_gate/ffn_up the ffn_norm output), and for output.weight only with process_output
+// (llama-imatrix --process-output; nothing when the embeddings are tied, as llama.cpp then
+// multiplies by token_embd.weight). Contract: the sums are fp64 per chunk, added in chunk order, so
+// the result does not depend on the thread count.
 #pragma once
 
 #include <cstdint>
@@ -46,12 +46,13 @@ struct ImatrixReport {
 // llama-imatrix's chunks of `tokens` (already holding BOS at the start when the vocabulary adds
 // it): at most max_chunks (< 0: all) chunks of ctx tokens from the start, each chunk's first
 // token replaced by `bos` when bos >= 0. An Error when there are fewer than 2·ctx tokens.
-Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t> tokens, int64_t ctx,
-                                                        int64_t max_chunks, int32_t bos);
+Result<std::vector<std::vector<int32_t>>> ImatrixChunks(std::span<const int32_t> tokens,
+                                                        int64_t ctx, int64_t max_chunks,
+                                                        int32_t bos);
 
 // `progress` (optional) is called with (chunks done, total).
-Result<io::Imatrix> ComputeImatrix(const std::filesystem::path& model_dir, const ImatrixOptions& opt,
-                                   ImatrixReport* report,
+Result<io::Imatrix> ComputeImatrix(const std::filesystem::path& model_dir,
+                                   const ImatrixOptions& opt, ImatrixReport* report,
                                    const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace qf::methods

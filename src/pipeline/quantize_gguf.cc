@@ -46,7 +46,8 @@ bool LoaderOrder(const std::string& a, const std::string& b) {
 Status CheckImatrix(const GgufQuantizeOptions& opt) {
   for (const auto& [name, imp] : opt.imatrix)
     for (float v : imp)
-      if (!std::isfinite(v) || v < 0) return Err("imatrix entry '{}' has a non-finite or negative value", name);
+      if (!std::isfinite(v) || v < 0)
+        return Err("imatrix entry '{}' has a non-finite or negative value", name);
   return Status::Ok();
 }
 
@@ -65,8 +66,10 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
                                             const std::function<void(size_t, size_t)>& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   if (opt.gptq)
-    return Err("{}: --method gptq needs the model folder (config.json + *.safetensors): its "
-               "calibration pass runs the fp weights", src.string());
+    return Err(
+        "{}: --method gptq needs the model folder (config.json + *.safetensors): its "
+        "calibration pass runs the fp weights",
+        src.string());
   QF_ASSIGN(io::GgufFile f, io::GgufFile::Open(src));
   QF_ASSIGN(model::ModelConfig cfg, model::GgufModelConfig(f));
   std::vector<const io::GgufTensorInfo*> tensors;
@@ -105,7 +108,8 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
     const GgmlBlockType* src_blocks = FindGgmlBlockType(from_name);
     const std::optional<DType> src_float = io::FloatDType(t->type);
     if (!src_float && !src_blocks)
-      return Err("{}: tensor '{}' has type {}, which qforge cannot read", src.string(), t->name, from.name);
+      return Err("{}: tensor '{}' has type {}, which qforge cannot read", src.string(), t->name,
+                 from.name);
     QF_ASSIGN(TypeChoice c, ChooseGgufType(*opt.mix, t->name, int(t->shape.size()), cols,
                                            LayerOf(t->name), ctx, src_float ? from_name : "F16"));
     if (t->shape.size() < 2) c = {from_name, false, ""};  // norms, biases: kept as they are
@@ -131,25 +135,34 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
       continue;
     }
     if (src_blocks && !opt.allow_requantize)
-      return Err("{}: tensor '{}' is already {}; quantizing it again to {} loses more: pass "
-                 "--allow-requantize to do it anyway", src.string(), t->name, from_name, c.type);
+      return Err(
+          "{}: tensor '{}' is already {}; quantizing it again to {} loses more: pass "
+          "--allow-requantize to do it anyway",
+          src.string(), t->name, from_name, c.type);
     const std::string name = t->name;
-    QF_TRY(w.AddTensor(t->name, gt, t->shape, [t, src_blocks, bt, gt, imp, numel, cols, name](std::span<std::byte> o) -> Status {
-      std::vector<float> x(static_cast<size_t>(numel));
-      if (src_blocks) {
-        QF_TRY(DequantizeRowsGgml(*src_blocks, t->data.data(), numel / cols, cols, x.data()));
-      } else if (!ConvertToF32(*io::FloatDType(t->type), t->data.data(), size_t(numel), x.data())) {
-        return Err("tensor '{}': cannot convert to f32", name);
-      }
-      for (int64_t i = 0; i < numel; ++i)
-        if (!std::isfinite(x[size_t(i)]))
-          return Err("tensor '{}' has a non-finite value ({}) at flat index {}", name, x[size_t(i)], i);
-      if (bt) return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr, o.data());
-      const DType dt = *io::FloatDType(gt);
-      if (o.size() != size_t(numel) * Info(dt).bytes) return Err("tensor '{}': size mismatch", name);
-      ConvertFromF32(dt, x.data(), size_t(numel), o.data());
-      return Status::Ok();
-    }));
+    QF_TRY(w.AddTensor(
+        t->name, gt, t->shape,
+        [t, src_blocks, bt, gt, imp, numel, cols, name](std::span<std::byte> o) -> Status {
+          std::vector<float> x(static_cast<size_t>(numel));
+          if (src_blocks) {
+            QF_TRY(DequantizeRowsGgml(*src_blocks, t->data.data(), numel / cols, cols, x.data()));
+          } else if (!ConvertToF32(*io::FloatDType(t->type), t->data.data(), size_t(numel),
+                                   x.data())) {
+            return Err("tensor '{}': cannot convert to f32", name);
+          }
+          for (int64_t i = 0; i < numel; ++i)
+            if (!std::isfinite(x[size_t(i)]))
+              return Err("tensor '{}' has a non-finite value ({}) at flat index {}", name,
+                         x[size_t(i)], i);
+          if (bt)
+            return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr,
+                                    o.data());
+          const DType dt = *io::FloatDType(gt);
+          if (o.size() != size_t(numel) * Info(dt).bytes)
+            return Err("tensor '{}': size mismatch", name);
+          ConvertFromF32(dt, x.data(), size_t(numel), o.data());
+          return Status::Ok();
+        }));
     rep.tensors.push_back(tr);
   }
   rep.bits_per_weight = rep.quantized_params ? qbits / double(rep.quantized_params) : 0.0;
@@ -167,19 +180,22 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   const auto t0 = std::chrono::steady_clock::now();
   if (!opt.mix) return Err("no GGUF mix given");
   if (opt.gptq && !opt.imatrix.empty())
-    return Err("--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
+    return Err(
+        "--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
   std::error_code ec;
   if (model::IsGgufFile(src)) return QuantizeGgufFile(src, out, opt, progress);
   if (!fs::is_directory(src, ec))
-    return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file", src.string());
+    return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file",
+               src.string());
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   QF_ASSIGN(std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
   // llama-quantize writes tensors in its loader's order: non-block tensors first, then block
   // by block, by name within each (llama_model_loader's weight_name_comparer).
-  std::stable_sort(plan.begin(), plan.end(), [](const io::GgufTensorPlan& a, const io::GgufTensorPlan& b) {
-    return LoaderOrder(a.name, b.name);
-  });
+  std::stable_sort(plan.begin(), plan.end(),
+                   [](const io::GgufTensorPlan& a, const io::GgufTensorPlan& b) {
+                     return LoaderOrder(a.name, b.name);
+                   });
 
   MixContext ctx = opt.ctx;
   ctx.layers = cfg.layers;
@@ -201,8 +217,9 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     int64_t numel = 1;
     for (int64_t d : p.shape) numel *= d;
     rep.total_params += numel;
-    QF_ASSIGN(TypeChoice c, ChooseGgufType(*opt.mix, p.name, int(p.shape.size()), cols,
-                                           LayerOf(p.name), ctx, p.is_float32_only ? "F32" : "F16"));
+    QF_ASSIGN(TypeChoice c,
+              ChooseGgufType(*opt.mix, p.name, int(p.shape.size()), cols, LayerOf(p.name), ctx,
+                             p.is_float32_only ? "F32" : "F16"));
     if (p.is_float32_only) c = {"F32", false, ""};
     QF_ASSIGN(const io::GgmlType gt, GgmlTypeOf(c.type));
     QF_ASSIGN(const uint64_t bytes, io::GgmlTensorBytes(gt, p.shape));
@@ -253,9 +270,9 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       }
       const GgmlBlockType& bt = *blocks[i];
       GptqStats st;
-      QF_ASSIGN(std::vector<std::byte> q, GptqGgml(r.weight, r.n, r.k,
-                                                   std::span<const double>(r.hessian.matrix()),
-                                                   bt, {}, gopt, &st));
+      QF_ASSIGN(std::vector<std::byte> q,
+                GptqGgml(r.weight, r.n, r.k, std::span<const double>(r.hessian.matrix()), bt, {},
+                         gopt, &st));
       QF_TRY(DequantizeRowsGgml(bt, q.data(), r.n, r.k, deq.data()));
       rep.tensors[i].gptq = true;
       solved[i] = std::move(q);
@@ -270,7 +287,8 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
 
   io::GgufWriter w;
   std::string name = (fs::absolute(src, ec).lexically_normal()).filename().string();
-  if (name.empty()) name = fs::absolute(src, ec).lexically_normal().parent_path().filename().string();
+  if (name.empty())
+    name = fs::absolute(src, ec).lexically_normal().parent_path().filename().string();
   QF_TRY(io::AddGgufModelMetadata(cfg, name, std::nullopt, &w));
   QF_TRY(io::AddGgufTokenizer(src, cfg, &w));
   QF_TRY(io::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
@@ -283,7 +301,8 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                                                            : opt.calib.text_path)));
     QF_TRY(w.Set("quantize.qforge.samples", io::GgufValue(int32_t(cr ? cr->calib_samples : 0))));
     QF_TRY(w.Set("quantize.qforge.seqlen",
-                 io::GgufValue(int32_t(cr && cr->calib_samples ? cr->calib_tokens / cr->calib_samples : 0))));
+                 io::GgufValue(
+                     int32_t(cr && cr->calib_samples ? cr->calib_tokens / cr->calib_samples : 0))));
     QF_TRY(w.Set("quantize.qforge.seed", io::GgufValue(int32_t(opt.calib.seed))));
   }
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -302,25 +321,28 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     }
     if (const auto it = solved.find(i); it != solved.end()) {
       const std::vector<std::byte>* q = &it->second;
-      QF_TRY(w.AddTensor(p.name, gt, p.shape, [&p, q, numel, cols](std::span<std::byte> o) -> Status {
-        const int64_t rows = numel / cols;
-        const size_t row_bytes = q->size() / size_t(rows);
-        if (o.size() != q->size()) return Err("{}: size mismatch", p.name);
-        for (int64_t r = 0; r < rows; ++r)
-          std::memcpy(o.data() + size_t(r) * row_bytes,
-                      q->data() + size_t(io::GgufSourceRow(p, r, rows)) * row_bytes, row_bytes);
-        return Status::Ok();
-      }));
+      QF_TRY(
+          w.AddTensor(p.name, gt, p.shape, [&p, q, numel, cols](std::span<std::byte> o) -> Status {
+            const int64_t rows = numel / cols;
+            const size_t row_bytes = q->size() / size_t(rows);
+            if (o.size() != q->size()) return Err("{}: size mismatch", p.name);
+            for (int64_t r = 0; r < rows; ++r)
+              std::memcpy(o.data() + size_t(r) * row_bytes,
+                          q->data() + size_t(io::GgufSourceRow(p, r, rows)) * row_bytes, row_bytes);
+            return Status::Ok();
+          }));
       continue;
     }
     const std::vector<float>* imp = nullptr;
     if (const auto it = opt.imatrix.find(p.name); it != opt.imatrix.end()) imp = &it->second;
-    QF_TRY(w.AddTensor(p.name, gt, p.shape, [&p, bt, imp, numel, cols](std::span<std::byte> o) -> Status {
-      std::vector<float> x(static_cast<size_t>(numel));
-      QF_TRY(io::FillGgufFloatTensor(p, io::GgmlType::kF32,
-                                     std::as_writable_bytes(std::span(x))));
-      return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr, o.data());
-    }));
+    QF_TRY(w.AddTensor(
+        p.name, gt, p.shape, [&p, bt, imp, numel, cols](std::span<std::byte> o) -> Status {
+          std::vector<float> x(static_cast<size_t>(numel));
+          QF_TRY(
+              io::FillGgufFloatTensor(p, io::GgmlType::kF32, std::as_writable_bytes(std::span(x))));
+          return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr,
+                                  o.data());
+        }));
   }
   rep.file_bytes = w.FileSize();
   if (!opt.dry_run) QF_TRY(w.Write(out, progress));

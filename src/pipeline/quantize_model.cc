@@ -128,7 +128,8 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg, const
   const FitOptions fit = Fit(method, opt);
   for (int64_t l = 0; l < cfg.layers; ++l) {
     for (const model::LinearId id : model::kBlockLinears) {
-      const std::string name = model::LayerTensorName(model::WeightPattern(*cfg.family->names, id), l);
+      const std::string name =
+          model::LayerTensorName(model::WeightPattern(*cfg.family->names, id), l);
       const io::TensorInfo* t = store.Find(name);
       if (!t) return Err("{}: missing tensor '{}'", store.files().front().string(), name);
       if (t->shape.size() != 2) return Err("{}: tensor '{}' is not a matrix", t->file, name);
@@ -156,7 +157,8 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg, const
 }
 
 bool NeedsCalibration(const Method& m, const QuantizeOptions& opt) {
-  return m.transform != Transform::kNone || m.solver == Solver::kGptq || (opt.act && !opt.act->dynamic);
+  return m.transform != Transform::kNone || m.solver == Solver::kGptq ||
+         (opt.act && !opt.act->dynamic);
 }
 
 void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DType dtype) {
@@ -174,9 +176,9 @@ void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DT
 // With `external`, each linear goes to that solver instead (no transform; `lm_head` adds the
 // output projection at the end).
 Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
-                     const model::ModelConfig& cfg, const Method& method, const QuantizeOptions& opt,
-                     const LayerProgress& progress, QuantizeReport& rep, Collected& col,
-                     const LinearSolver* external = nullptr, bool lm_head = false) {
+                     const model::ModelConfig& cfg, const Method& method,
+                     const QuantizeOptions& opt, const LayerProgress& progress, QuantizeReport& rep,
+                     Collected& col, const LinearSolver* external = nullptr, bool lm_head = false) {
   const model::TensorNames& nm = *cfg.family->names;
   auto t0 = Clock::now();
   // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
@@ -209,7 +211,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     for (int64_t s = 0; s < S; ++s)
       for (int64_t i = 0; i < T; ++i) {
         const int32_t id = windows[size_t(s)][size_t(i)];
-        if (id < 0 || id >= cfg.vocab_size) return Err("calibration token {} outside the vocabulary", id);
+        if (id < 0 || id >= cfg.vocab_size)
+          return Err("calibration token {} outside the vocabulary", id);
         std::copy_n(embed.data() + int64_t(id) * H, H, x.data() + (s * T + i) * H);
       }
   }
@@ -220,7 +223,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   // propagation then reuses them instead of recomputing gate/up (a third of the forward work).
   constexpr int64_t kMaxGCacheBytes = int64_t{1} << 30;
   std::vector<float> g_cache;
-  if (S * T * F * int64_t(sizeof(float)) <= kMaxGCacheBytes) g_cache.resize(static_cast<size_t>(S * T * F));
+  if (S * T * F * int64_t(sizeof(float)) <= kMaxGCacheBytes)
+    g_cache.resize(static_cast<size_t>(S * T * F));
   // Per-thread work buffers for one window.
   struct Scratch {
     std::vector<float> x, h, tmp, q, kc, vc, g, u;
@@ -311,8 +315,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     return [&, l, span, copy_x](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
       float* xw = window_x(s);
       if (copy_x) xw = std::copy_n(xw, T * H, sc.x.data()) - T * H;
-      const model::BlockBuffers b{xw, sc.tmp.data(), sc.q.data(), window_att(s),
-                                  sc.h.data(), sc.h.data(), window_g(s, sc), sc.u.data()};
+      const model::BlockBuffers b{xw,          sc.tmp.data(), sc.q.data(),     window_att(s),
+                                  sc.h.data(), sc.h.data(),   window_g(s, sc), sc.u.data()};
       const model::KvSlot kv{sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0};
       model::WalkBlock(cfg, layer, l, b, T, {&kv, 1}, span, &hooks);
     };
@@ -360,7 +364,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       };
       const auto ts = Clock::now();
       // All scales are chosen on the fp block, then folded (AutoAWQ's order).
-      QF_ASSIGN(const auto s_attn, choose(module(nm.attn_norm), o_attn, {&layer.q, &layer.k, &layer.v}));
+      QF_ASSIGN(const auto s_attn,
+                choose(module(nm.attn_norm), o_attn, {&layer.q, &layer.k, &layer.v}));
       std::vector<float> s_o;
       if (v_to_o) {
         QF_ASSIGN(s_o, choose(module(nm.v), o_vo, {&layer.o}));
@@ -439,7 +444,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       return Status::Ok();
     };
     const bool hessian = method.solver == Solver::kGptq;
-    const bool channels = (opt.act && !opt.act->dynamic) || (method.solver == Solver::kRtn && opt.clip);
+    const bool channels =
+        (opt.act && !opt.act->dynamic) || (method.solver == Solver::kRtn && opt.clip);
     // True sequential: each group's input is formed with the groups before it quantized,
     // resuming from the last input kept whole (x, the attention output att).
     struct Group {
@@ -457,8 +463,10 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       QF_TRY(solve(ob, grp.linears));
     }
     // The quantized block's outputs feed the next block.
-    observe(ByStage{}, walk_block(layer, l, {g_cache.empty() ? Stage::kMlpIn : Stage::kMlpOut,
-                                             Stage::kBlockOut}, false));
+    observe(
+        ByStage{},
+        walk_block(layer, l, {g_cache.empty() ? Stage::kMlpIn : Stage::kMlpOut, Stage::kBlockOut},
+                   false));
     if (progress) progress(l + 1, cfg.layers);
   }
   if (external && lm_head) {
@@ -495,14 +503,18 @@ Result<Method> ParseMethod(std::string_view name) {
   };
   for (const auto& [n, m] : kMethods)
     if (n == name) return m;
-  return Err("--method {}: unknown (rtn, gptq, awq, smoothquant, awq+gptq, smoothquant+gptq)", name);
+  return Err("--method {}: unknown (rtn, gptq, awq, smoothquant, awq+gptq, smoothquant+gptq)",
+             name);
 }
 
 std::string_view TransformName(Transform t) {
   switch (t) {
-    case Transform::kNone: return "";
-    case Transform::kAwq: return "awq";
-    case Transform::kSmoothQuant: return "smoothquant";
+    case Transform::kNone:
+      return "";
+    case Transform::kAwq:
+      return "awq";
+    case Transform::kSmoothQuant:
+      return "smoothquant";
   }
   return "";
 }
@@ -528,7 +540,8 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const Calibratio
 
 Status CheckOptions(const QuantizeOptions& opt) {
   QF_ASSIGN(const Method method, ParseMethod(opt.method));
-  if (opt.act_order && method.solver != Solver::kGptq) return Err("--act-order applies to GPTQ methods");
+  if (opt.act_order && method.solver != Solver::kGptq)
+    return Err("--act-order applies to GPTQ methods");
   if (!opt.calib.text_path.empty() && !NeedsCalibration(method, opt))
     return Err("--calib: {} with {} needs no calibration data", opt.method,
                opt.act ? "dynamic activations" : "weight-only quantization");
@@ -581,16 +594,19 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
     calib = {{"text", rep.calib_from_model ? "sampled from the model" : opt.calib.text_path},
              {"nsamples", rep.calib_samples},
              {"seqlen", rep.calib_samples ? rep.calib_tokens / rep.calib_samples : 0}};
-  wopt.qforge_metadata = {{"method", opt.method},
-                          {"scheme", std::string(opt.scheme.name)},
-                          {"clip", opt.clip},
-                          {"activations", opt.act ? nlohmann::json(std::string(opt.act->name)) : nlohmann::json(nullptr)},
-                          {"alpha", method.transform == Transform::kSmoothQuant ? nlohmann::json(opt.alpha) : nlohmann::json(nullptr)},
-                          {"act_order", opt.act_order},
-                          {"damp", opt.damp},
-                          {"calibration", calib},
-                          {"seed", opt.seed},
-                          {"version", QF_VERSION}};
+  wopt.qforge_metadata = {
+      {"method", opt.method},
+      {"scheme", std::string(opt.scheme.name)},
+      {"clip", opt.clip},
+      {"activations",
+       opt.act ? nlohmann::json(std::string(opt.act->name)) : nlohmann::json(nullptr)},
+      {"alpha", method.transform == Transform::kSmoothQuant ? nlohmann::json(opt.alpha)
+                                                            : nlohmann::json(nullptr)},
+      {"act_order", opt.act_order},
+      {"damp", opt.damp},
+      {"calibration", calib},
+      {"seed", opt.seed},
+      {"version", QF_VERSION}};
   if (opt.act) wopt.input_activations = io::CtArgsFromActScheme(*opt.act);
   wopt.input_scales = col.input_scales;
   wopt.ignore = {"lm_head"};

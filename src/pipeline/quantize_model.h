@@ -42,34 +42,34 @@ struct QuantizeOptions {
   // rtn | gptq | awq | smoothquant, or transform+solver: awq+gptq, smoothquant+gptq,
   // smoothquant+rtn (= smoothquant), awq+rtn (= awq).
   std::string method = "rtn";
-  std::optional<ActScheme> act;          // activation row (W8A8, FP8...); none: weight-only
-  double alpha = 0.5;                    // SmoothQuant migration strength
-  bool clip = false;                     // MSE clipping search per parameter set
-  bool act_order = false;                // GPTQ: columns by descending diag(H)
-  double damp = 0.01;                    // GPTQ: dampening, fraction of mean(diag H)
-  CalibrationOptions calib;              // GPTQ: calibration windows
-  std::vector<std::string> ignore;       // module names, or "re:REGEX"; lm_head always kept
+  std::optional<ActScheme> act;     // activation row (W8A8, FP8...); none: weight-only
+  double alpha = 0.5;               // SmoothQuant migration strength
+  bool clip = false;                // MSE clipping search per parameter set
+  bool act_order = false;           // GPTQ: columns by descending diag(H)
+  double damp = 0.01;               // GPTQ: dampening, fraction of mean(diag H)
+  CalibrationOptions calib;         // GPTQ: calibration windows
+  std::vector<std::string> ignore;  // module names, or "re:REGEX"; lm_head always kept
   uint64_t seed = 0;
 };
 
 struct LinearReport {
-  std::string module;        // e.g. model.layers.0.self_attn.q_proj
-  std::string scheme;        // row applied (after fallback)
-  std::string fallback;      // why it differs from the requested scheme, or empty
+  std::string module;    // e.g. model.layers.0.self_attn.q_proj
+  std::string scheme;    // row applied (after fallback)
+  std::string fallback;  // why it differs from the requested scheme, or empty
   int64_t n = 0, k = 0;
-  double rel_mse = 0;        // Σ(w − ŵ)² / Σw²
-  double snr_db = 0;         // −10·log10(rel_mse)
-  double gptq_loss = 0;      // GPTQ objective (0 for RTN)
-  std::string act;           // activation row applied at run time, or empty
-  float input_scale = 0;     // its calibrated static scale (static rows)
+  double rel_mse = 0;     // Σ(w − ŵ)² / Σw²
+  double snr_db = 0;      // −10·log10(rel_mse)
+  double gptq_loss = 0;   // GPTQ objective (0 for RTN)
+  std::string act;        // activation row applied at run time, or empty
+  float input_scale = 0;  // its calibrated static scale (static rows)
 };
 
 // The scales one transform chose for the linears reading one input.
 struct TransformReport {
-  std::string input;         // e.g. model.layers.0.input_layernorm, ...mlp.up_proj
-  std::string method;        // awq | smoothquant
-  double ratio = 0;          // AWQ's α, SmoothQuant's alpha
-  bool duo = false;          // AWQ: weight-normalised form won
+  std::string input;                // e.g. model.layers.0.input_layernorm, ...mlp.up_proj
+  std::string method;               // awq | smoothquant
+  double ratio = 0;                 // AWQ's α, SmoothQuant's alpha
+  bool duo = false;                 // AWQ: weight-normalised form won
   double loss = 0, loss_plain = 0;  // AWQ: output error of the scaled / unscaled RTN
   float scale_min = 0, scale_max = 0;
 };
@@ -80,7 +80,7 @@ struct QuantizeReport {
   std::vector<std::string> kept;  // modules left unquantized (ignored)
   int64_t quantized_params = 0;
   int64_t total_params = 0;
-  double bits_per_weight = 0;     // of quantized linears, scales and zeros included
+  double bits_per_weight = 0;  // of quantized linears, scales and zeros included
   uint64_t output_bytes = 0;
   int64_t calib_samples = 0, calib_tokens = 0;
   bool calib_from_model = false;  // no --calib: windows sampled from the model itself
@@ -119,8 +119,7 @@ Result<QuantizeReport> RunCalibratedSolver(const std::filesystem::path& src,
                                            const LayerProgress& progress = {});
 
 Result<QuantizeReport> QuantizeModel(const std::filesystem::path& src,
-                                     const std::filesystem::path& out,
-                                     const QuantizeOptions& opt,
+                                     const std::filesystem::path& out, const QuantizeOptions& opt,
                                      const LayerProgress& progress = {});
 
 }  // namespace qf::methods

@@ -21,9 +21,9 @@ namespace {
 
 using namespace io::gguf_token;  // token types (io/gguf.h)
 
-constexpr std::string_view kMetaSpace = "\xE2\x96\x81";        // U+2581 "▁"
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";      // U+FFFD
-constexpr std::string_view kUnkSurface = " \xE2\x81\x87 ";     // sentencepiece's " ⁇ "
+constexpr std::string_view kMetaSpace = "\xE2\x96\x81";     // U+2581 "▁"
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";   // U+FFFD
+constexpr std::string_view kUnkSurface = " \xE2\x81\x87 ";  // sentencepiece's " ⁇ "
 
 std::string ReplaceAll(std::string s, std::string_view from, std::string_view to) {
   for (size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size()))
@@ -83,8 +83,8 @@ class SpmTokenizer final : public Tokenizer {
       }
       if (type == kUnknown && v_.unk < 0) v_.unk = id;
     }
-    byte_fallback_ = std::all_of(std::begin(byte_ids_), std::end(byte_ids_),
-                                 [](int32_t id) { return id >= 0; });
+    byte_fallback_ =
+        std::all_of(std::begin(byte_ids_), std::end(byte_ids_), [](int32_t id) { return id >= 0; });
   }
 
   std::vector<int32_t> Encode(std::string_view text, bool add_bos) const override {

@@ -20,13 +20,14 @@ bool HasGgufMagic(const std::filesystem::path& path) {
 
 }  // namespace
 
-bool LlamaCppAddsBos(std::string_view model, std::string_view pre, std::optional<bool> add_bos_token) {
+bool LlamaCppAddsBos(std::string_view model, std::string_view pre,
+                     std::optional<bool> add_bos_token) {
   if (add_bos_token) return *add_bos_token;
   if (model == "llama") return true;
   if (model != "gpt2") return false;
   static constexpr std::string_view kLlama3Group[] = {
-      "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
-      "midm-2.0", "lfm2", "jina-v5-nano", "tekken", "chameleon"};
+      "llama3",   "llama-v3", "llama-bpe",    "falcon3", "falcon-h1", "pixtral",
+      "midm-2.0", "lfm2",     "jina-v5-nano", "tekken",  "chameleon"};
   for (std::string_view p : kLlama3Group)
     if (pre == p) return true;
   return false;
@@ -48,7 +49,8 @@ Result<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::filesystem::path& pa
   if (ext == ".gguf" || HasGgufMagic(path)) return LoadGgufTokenizer(path);
   if (ext == ".model") return LoadSentencePiece(path);
   if (ext == ".json") return LoadHfTokenizerJson(path);
-  return Err("{}: unknown tokenizer file type '{}' (expected .model, .json or .gguf)", path.string(), ext);
+  return Err("{}: unknown tokenizer file type '{}' (expected .model, .json or .gguf)",
+             path.string(), ext);
 }
 
 }  // namespace qf::text

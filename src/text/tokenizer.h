@@ -41,7 +41,8 @@ class Tokenizer {
 // for byte-level BPE with a pre-tokenizer of the Llama-3 group (tokenizer.ggml.pre "llama-bpe",
 // "llama3", "falcon3", "pixtral", ...); else false. The one add-BOS policy of qforge (see
 // io::LlamaCppVocabBos for where model/pre/key come from).
-bool LlamaCppAddsBos(std::string_view model, std::string_view pre, std::optional<bool> add_bos_token);
+bool LlamaCppAddsBos(std::string_view model, std::string_view pre,
+                     std::optional<bool> add_bos_token);
 
 // Loads tokenizer.model (preferred when present) or tokenizer.json from a model folder,
 // or the file itself when `path` is a file (by extension: .model, .json, or .gguf for the

@@ -44,10 +44,11 @@ int RunBenchCmd(const BenchArgs& a) {
   if (a.opt.gen > 0)
     std::printf("| %-40s | %7d | %8s | %12.2f ± %5.2f |\n", a.model.c_str(), threads,
                 ("tg" + std::to_string(a.opt.gen)).c_str(), r->decode.mean, r->decode.stddev);
-  std::printf("decode: %.2f MiB of weights per token x %.1f tokens/s = %.2f GB/s of %.2f GB/s "
-              "measured read bandwidth (%.0f%%)\n",
-              mib, r->decode.mean, double(r->weight_bytes_per_token) * r->decode.mean / 1e9,
-              r->bandwidth / 1e9, 100.0 * r->decode_bandwidth_ratio);
+  std::printf(
+      "decode: %.2f MiB of weights per token x %.1f tokens/s = %.2f GB/s of %.2f GB/s "
+      "measured read bandwidth (%.0f%%)\n",
+      mib, r->decode.mean, double(r->weight_bytes_per_token) * r->decode.mean / 1e9,
+      r->bandwidth / 1e9, 100.0 * r->decode_bandwidth_ratio);
   return 0;
 }
 
@@ -55,16 +56,21 @@ int RunBenchCmd(const BenchArgs& a) {
 
 void RegisterBench(CLI::App& app, int* rc) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* cmd = app.add_subcommand("bench", "prefill and decode speed (llama-bench style) and decode bandwidth use");
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "prefill and decode speed (llama-bench style) and decode bandwidth use");
   cmd->add_option("model", a->model, "model folder or .gguf")->required();
   cmd->add_option("-p,--prompt", a->opt.prompt, "prompt tokens processed in one pass (0: skip)")
-      ->capture_default_str()->check(IntegerIn(0, kMaxTokens, "0 = skip"));
+      ->capture_default_str()
+      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
   cmd->add_option("-n,--gen", a->opt.gen, "tokens decoded one at a time (0: skip)")
-      ->capture_default_str()->check(IntegerIn(0, kMaxTokens, "0 = skip"));
+      ->capture_default_str()
+      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
   cmd->add_option("-r,--reps", a->opt.reps, "timed repetitions (after one warm-up)")
-      ->capture_default_str()->check(IntegerIn(1, 100));
+      ->capture_default_str()
+      ->check(IntegerIn(1, 100));
   cmd->add_option("--seed", a->opt.seed, "seed of the random token ids")
-      ->capture_default_str()->check(Seed());
+      ->capture_default_str()
+      ->check(Seed());
   AddCommonOptions(cmd, &a->common);
   cmd->callback([a, rc] { *rc = RunBenchCmd(*a); });
 }

@@ -45,12 +45,13 @@ int RunConvert(const ConvertArgs& a) {
                {"outtype", std::string(io::Info(r.outtype).name)},
                {"tensors", r.tensors},
                {"bytes", r.file_bytes},
-               {"tokenizer", {{"model", r.vocab.model},
-                              {"pre", r.vocab.pre},
-                              {"tokens", r.vocab.tokens},
-                              {"merges", r.vocab.merges},
-                              {"bos", r.vocab.bos},
-                              {"eos", r.vocab.eos}}},
+               {"tokenizer",
+                {{"model", r.vocab.model},
+                 {"pre", r.vocab.pre},
+                 {"tokens", r.vocab.tokens},
+                 {"merges", r.vocab.merges},
+                 {"bos", r.vocab.bos},
+                 {"eos", r.vocab.eos}}},
                {"notes", r.notes}});
     return 0;
   }
@@ -119,8 +120,7 @@ int RunGgufInfo(const std::string& path, bool json) {
   }
   std::printf("model:        %s\n", path.c_str());
   std::printf("format:       GGUF v%u, alignment %u, %llu bytes (%.2f MiB)\n", f.version(),
-              f.alignment(), (unsigned long long)f.file_size(),
-              double(f.file_size()) / (1 << 20));
+              f.alignment(), (unsigned long long)f.file_size(), double(f.file_size()) / (1 << 20));
   std::printf("architecture: %s\n", arch_name.c_str());
   std::printf("metadata:     %zu keys\n", f.metadata().size());
   for (const auto& kv : f.metadata()) {

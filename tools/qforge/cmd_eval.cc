@@ -37,9 +37,10 @@ void AddWindowOptions(CLI::App* cmd, EvalArgs* a) {
 // The window flags together (each alone was checked by its validator).
 Status CheckWindowFlags(const EvalArgs& a) {
   if (a.scoring == "llama.cpp" && a.win.ctx < 3)
-    return Err("--ctx: {} is out of range with --scoring llama.cpp; allowed: integers >= 3 (BOS "
-               "and a scored half)",
-               a.win.ctx);
+    return Err(
+        "--ctx: {} is out of range with --scoring llama.cpp; allowed: integers >= 3 (BOS "
+        "and a scored half)",
+        a.win.ctx);
   return Status::Ok();
 }
 
@@ -133,9 +134,12 @@ int RunSaveOnly(const EvalArgs& a, int threads) {
   std::error_code ec;
   const auto bytes = std::filesystem::file_size(a.save_base_logits, ec);
   if (a.common.json) {
-    nlohmann::json j = {{"base", base_path},        {"text", a.text},
-                        {"ctx", win.ctx},           {"threads", threads},
-                        {"base_ppl", PplJson(*r)}, {"saved_base_logits", a.save_base_logits},
+    nlohmann::json j = {{"base", base_path},
+                        {"text", a.text},
+                        {"ctx", win.ctx},
+                        {"threads", threads},
+                        {"base_ppl", PplJson(*r)},
+                        {"saved_base_logits", a.save_base_logits},
                         {"saved_bytes", ec ? 0 : bytes}};
     AddScoringJson(j, win, add_bos);
     PrintJson(j);
@@ -156,8 +160,9 @@ int RunKld(const EvalArgs& a) {
   if (from_file && a.models.size() != 1)
     return FailFlags(Err("with --base-logits FILE give only OTHER, the model to compare"));
   if (!from_file && a.models.size() != 2 && !saving)
-    return FailFlags(Err("kld needs BASE and OTHER (or BASE --save-base-logits FILE, or "
-                         "--base-logits FILE OTHER)"));
+    return FailFlags(
+        Err("kld needs BASE and OTHER (or BASE --save-base-logits FILE, or "
+            "--base-logits FILE OTHER)"));
   if (Status st = CheckWindowFlags(a); !st.ok()) return FailFlags(st.error());
   const int threads = ApplyThreads(a.common);
   if (!from_file && a.models.size() == 1) return RunSaveOnly(a, threads);
@@ -182,8 +187,8 @@ int RunKld(const EvalArgs& a) {
   const LoadedModel& tok_model = base ? *base : *other;
   eval::WindowOptions win = a.win;
   bool add_bos = false;
-  auto tokens = PrepareTokens(a, base ? a.models[0] : other_path, *tok_model.tokenizer, &win,
-                              &add_bos);
+  auto tokens =
+      PrepareTokens(a, base ? a.models[0] : other_path, *tok_model.tokenizer, &win, &add_bos);
   if (!tokens.ok()) return Fail(tokens.error());
   const int64_t ctx_limit =
       base ? std::min(base->model.config().max_position, other->model.config().max_position)

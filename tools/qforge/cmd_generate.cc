@@ -53,8 +53,10 @@ int RunGenerate(const GenerateArgs& a) {
   } else {
     std::printf("\n");
     std::fflush(stdout);  // the text ends before the stats line, even when both are piped
-    std::fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s; generation: %lld tokens, %.1f tokens/s (%d threads)\n",
-                 (long long)st->prompt_tokens, pps, (long long)st->generated_tokens, gps, threads);
+    std::fprintf(
+        stderr,
+        "prompt: %lld tokens, %.1f tokens/s; generation: %lld tokens, %.1f tokens/s (%d threads)\n",
+        (long long)st->prompt_tokens, pps, (long long)st->generated_tokens, gps, threads);
   }
   return 0;
 }
@@ -67,16 +69,18 @@ void RegisterGenerate(CLI::App& app, int* rc) {
   cmd->add_option("model", a->model, "model folder")->required();
   cmd->add_option("-p,--prompt", a->prompt, "prompt text")->required();
   cmd->add_option("-n,--n-predict", a->n, "tokens to generate")
-      ->capture_default_str()->check(IntegerIn(0, kMaxTokens));
-  cmd->add_option("--temp", a->sampling.temperature, "temperature (0 = greedy)")
-      ->capture_default_str()->check(NumberIn(0.0, 100.0));
-  cmd->add_option("--top-k", a->sampling.top_k, "keep the K most likely tokens (0 = all)")
-      ->capture_default_str()->check(IntegerIn(0, kNoMax, "0 = all"));
-  cmd->add_option("--top-p", a->sampling.top_p, "nucleus sampling threshold (1 = off)")
-      ->capture_default_str()->check(NumberIn(0.0, 1.0));
-  cmd->add_option("--seed", a->sampling.seed, "random seed")
       ->capture_default_str()
-      ->check(Seed());
+      ->check(IntegerIn(0, kMaxTokens));
+  cmd->add_option("--temp", a->sampling.temperature, "temperature (0 = greedy)")
+      ->capture_default_str()
+      ->check(NumberIn(0.0, 100.0));
+  cmd->add_option("--top-k", a->sampling.top_k, "keep the K most likely tokens (0 = all)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, kNoMax, "0 = all"));
+  cmd->add_option("--top-p", a->sampling.top_p, "nucleus sampling threshold (1 = off)")
+      ->capture_default_str()
+      ->check(NumberIn(0.0, 1.0));
+  cmd->add_option("--seed", a->sampling.seed, "random seed")->capture_default_str()->check(Seed());
   AddCommonOptions(cmd, &a->common);
   cmd->callback([a, rc] { *rc = RunGenerate(*a); });
 }

@@ -74,7 +74,9 @@ int RunInfo(const InfoArgs& a) {
   j["files"] = store->files().size();
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : store->tensors())
-    tensors.push_back({{"name", t.name}, {"dtype", std::string(Name(t.dtype))}, {"shape", t.shape},
+    tensors.push_back({{"name", t.name},
+                       {"dtype", std::string(Name(t.dtype))},
+                       {"shape", t.shape},
                        {"bytes", t.data.size()}});
   j["tensors"] = tensors;
   std::string quant = "none";
@@ -99,8 +101,8 @@ int RunInfo(const InfoArgs& a) {
                              g.input_activations->num_bits, g.input_activations->strategy,
                              g.input_activations->dynamic ? "dynamic" : "static");
     }
-    j["quantization"] = {{"format", q.format}, {"groups", groups}, {"ignore", q.ignore},
-                         {"qforge", q.qforge}};
+    j["quantization"] = {
+        {"format", q.format}, {"groups", groups}, {"ignore", q.ignore}, {"qforge", q.qforge}};
   } else {
     j["quantization"] = nullptr;
   }
@@ -111,11 +113,12 @@ int RunInfo(const InfoArgs& a) {
   std::printf("model:        %s\n", a.model.c_str());
   std::printf("architecture: %s (%s)\n", std::string(c.family->architecture).c_str(),
               std::string(c.family->name).c_str());
-  std::printf("dimensions:   hidden %lld, intermediate %lld, layers %lld, heads %lld/%lld kv, "
-              "head_dim %lld, vocab %lld, context %lld\n",
-              (long long)c.hidden, (long long)c.intermediate, (long long)c.layers,
-              (long long)c.heads, (long long)c.kv_heads, (long long)c.head_dim,
-              (long long)c.vocab_size, (long long)c.max_position);
+  std::printf(
+      "dimensions:   hidden %lld, intermediate %lld, layers %lld, heads %lld/%lld kv, "
+      "head_dim %lld, vocab %lld, context %lld\n",
+      (long long)c.hidden, (long long)c.intermediate, (long long)c.layers, (long long)c.heads,
+      (long long)c.kv_heads, (long long)c.head_dim, (long long)c.vocab_size,
+      (long long)c.max_position);
   std::printf("rope:         theta %g%s; rms_norm_eps %g; tied embeddings %s\n", c.rope_theta,
               c.rope_scaling.type == model::RopeScaling::Type::kNone ? "" : " (scaled)", c.rms_eps,
               c.tie_embeddings ? "yes" : "no");

@@ -26,7 +26,7 @@ struct QuantizeArgs {
   int group = 0;  // 0: the scheme's own (the --group validator refuses 0)
   bool clip = false, no_clip = false, act_order = false, alpha_given = false;
   bool pure = false, dry_run = false, allow_requantize = false;  // GGUF
-  std::string imatrix;                 // GGUF
+  std::string imatrix;                                           // GGUF
   std::vector<std::string> tensor_types;
   std::string output_type, token_embd_type;
   double damp = 0.01;
@@ -42,10 +42,12 @@ std::string SchemeChoices() {
   std::string presets, mixes;
   for (const SchemePreset& p : SchemePresets())
     presets += (presets.empty() ? "" : ", ") + std::string(p.name);
-  for (const GgufMix& m : GgufMixTable()) mixes += (mixes.empty() ? "" : ", ") + std::string(m.name);
+  for (const GgufMix& m : GgufMixTable())
+    mixes += (mixes.empty() ? "" : ", ") + std::string(m.name);
   return "a preset (" + presets +
          "), a spec such as int4-g128-asym, int8-channel or fp8-e4m3-channel, or a llama.cpp "
-         "GGUF type (" + mixes + ")";
+         "GGUF type (" +
+         mixes + ")";
 }
 
 // "peak RSS 851 MiB (allocated 610 MiB, mapped files 241 MiB)": what a larger model will need
@@ -53,7 +55,8 @@ std::string SchemeChoices() {
 // are reclaimable.
 std::string PeakRssText(const methods::QuantizeReport& r) {
   return fmt::format("peak RSS {:.0f} MiB (allocated {:.0f} MiB, mapped files {:.0f} MiB)",
-                     double(r.peak_rss_bytes) / (1 << 20), double(r.peak_rss_anon_bytes) / (1 << 20),
+                     double(r.peak_rss_bytes) / (1 << 20),
+                     double(r.peak_rss_anon_bytes) / (1 << 20),
                      double(r.peak_rss_file_bytes) / (1 << 20));
 }
 
@@ -104,8 +107,8 @@ CLI::Validator IgnoreFlag() {
     try {
       std::regex re(v.substr(3));
     } catch (const std::regex_error& e) {
-      return fmt::format("'{}': bad regular expression ({}); allowed: a module name or re:REGEX",
-                         v, e.what());
+      return fmt::format("'{}': bad regular expression ({}); allowed: a module name or re:REGEX", v,
+                         e.what());
     }
     return {};
   });
@@ -116,14 +119,22 @@ Result<methods::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
                                                           const GgufMix& mix) {
   const Result<methods::Method> method = methods::ParseMethod(a.method);
   if (!method.ok() || method->transform != methods::Transform::kNone)
-    return Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)", a.method);
+    return Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)",
+               a.method);
   const bool gptq = method->solver == methods::Solver::kGptq;
-  if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given || !a.ignore.empty())
-    return Err("--group/--clip/--act-order/--act/--alpha/--ignore apply to compressed-tensors schemes, not to {}", mix.name);
+  if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given ||
+      !a.ignore.empty())
+    return Err(
+        "--group/--clip/--act-order/--act/--alpha/--ignore apply to compressed-tensors schemes, "
+        "not to {}",
+        mix.name);
   if (!gptq && !a.calib.empty())
-    return Err("--calib: {} with --method rtn needs no calibration data (an --imatrix file carries it)", mix.name);
+    return Err(
+        "--calib: {} with --method rtn needs no calibration data (an --imatrix file carries it)",
+        mix.name);
   if (gptq && !a.imatrix.empty())
-    return Err("--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
+    return Err(
+        "--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
   if (!a.dry_run && std::filesystem::path(a.out).extension() != ".gguf")
     return Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name);
   methods::GgufQuantizeOptions opt;
@@ -133,7 +144,8 @@ Result<methods::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
     QF_ASSIGN(auto o, ParseTensorTypeOverride(t));
     opt.ctx.overrides.push_back(std::move(o));
   }
-  auto type_flag = [](const std::string& flag, const std::string& v) -> Result<std::optional<std::string>> {
+  auto type_flag = [](const std::string& flag,
+                      const std::string& v) -> Result<std::optional<std::string>> {
     if (v.empty()) return std::optional<std::string>();
     auto o = ParseTensorTypeOverride("x=" + v);  // validates the type name
     if (!o.ok()) return Err("{}: unknown type '{}'", flag, v);
@@ -156,12 +168,17 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   methods::GgufQuantizeOptions& opt = *flags;
   const bool gptq = opt.gptq;
   if (gptq && model::IsGgufFile(a.model))
-    return Fail(Err("{}: --method gptq needs the model folder (config.json + *.safetensors): its "
-                    "calibration pass runs the fp weights", a.model));
+    return Fail(
+        Err("{}: --method gptq needs the model folder (config.json + *.safetensors): its "
+            "calibration pass runs the fp weights",
+            a.model));
   if (gptq && a.calib.empty() && !a.dry_run)
-    std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
+    std::fprintf(stderr,
+                 "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the "
+                 "model itself\n",
                  (long long)a.nsamples);
-  if (!a.imatrix.empty()) {  // as llama-quantize: mean x² per column, file and first dataset recorded
+  if (!a.imatrix
+           .empty()) {  // as llama-quantize: mean x² per column, file and first dataset recorded
     auto im = io::ReadImatrix(a.imatrix);
     if (!im.ok()) return Fail(im.error());
     for (const auto& [name, e] : im->entries) opt.imatrix[name] = io::Importance(e);
@@ -171,23 +188,37 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   }
   std::unique_ptr<ProgressBar> pb;
   auto r = methods::QuantizeToGguf(a.model, a.out, opt, [&](size_t done, size_t total) {
-    if (!pb) pb = std::make_unique<ProgressBar>("quantize tensors", int64_t(total), ShowProgress(a.common));
+    if (!pb)
+      pb =
+          std::make_unique<ProgressBar>("quantize tensors", int64_t(total), ShowProgress(a.common));
     pb->Update(int64_t(done));
   });
   if (pb) pb->Finish();
   if (!r.ok()) return Fail(r.error());
   for (const auto& t : r->tensors)
-    if (!t.fallback.empty()) std::fprintf(stderr, "qforge: note: %s: %s\n", t.name.c_str(), t.fallback.c_str());
+    if (!t.fallback.empty())
+      std::fprintf(stderr, "qforge: note: %s: %s\n", t.name.c_str(), t.fallback.c_str());
   if (a.common.json) {
     nlohmann::json ts = nlohmann::json::array();
     for (const auto& t : r->tensors)
-      ts.push_back({{"name", t.name}, {"type", t.type}, {"shape", t.shape}, {"bytes", t.bytes},
-                    {"fallback", t.fallback}, {"imatrix", t.used_imatrix}, {"gptq", t.gptq},
+      ts.push_back({{"name", t.name},
+                    {"type", t.type},
+                    {"shape", t.shape},
+                    {"bytes", t.bytes},
+                    {"fallback", t.fallback},
+                    {"imatrix", t.used_imatrix},
+                    {"gptq", t.gptq},
                     {"rel_mse", t.rel_mse}});
-    nlohmann::json j = {{"model", a.model}, {"output", a.out}, {"scheme", std::string(mix.name)},
-                        {"method", a.method}, {"dry_run", a.dry_run}, {"tensors", ts},
-                        {"quantized_params", r->quantized_params}, {"total_params", r->total_params},
-                        {"bits_per_weight", r->bits_per_weight}, {"output_bytes", r->file_bytes},
+    nlohmann::json j = {{"model", a.model},
+                        {"output", a.out},
+                        {"scheme", std::string(mix.name)},
+                        {"method", a.method},
+                        {"dry_run", a.dry_run},
+                        {"tensors", ts},
+                        {"quantized_params", r->quantized_params},
+                        {"total_params", r->total_params},
+                        {"bits_per_weight", r->bits_per_weight},
+                        {"output_bytes", r->file_bytes},
                         {"seconds", r->seconds}};
     if (const auto& c = r->calibrated) {
       j["calib_samples"] = c->calib_samples;
@@ -208,27 +239,33 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
     std::printf("%-32s %-8s %-14s %12s\n", "tensor", "type", "shape", "bytes");
     for (const auto& t : r->tensors) {
       std::string shape;
-      for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? "x" : "") + std::to_string(t.shape[i]);
-      std::printf("%-32s %-8s %-14s %12llu\n", t.name.c_str(), t.type.c_str(), shape.c_str(), (unsigned long long)t.bytes);
+      for (size_t i = 0; i < t.shape.size(); ++i)
+        shape += (i ? "x" : "") + std::to_string(t.shape[i]);
+      std::printf("%-32s %-8s %-14s %12llu\n", t.name.c_str(), t.type.c_str(), shape.c_str(),
+                  (unsigned long long)t.bytes);
     }
   }
   if (const auto& c = r->calibrated)
-    std::printf("calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s, "
-                "GPTQ %.2f s; %s\n",
-                (long long)c->calib_samples, (long long)c->calib_tokens,
-                c->calib_from_model ? " sampled from the model" : "", c->seconds_calib_data,
-                c->seconds_forward, c->seconds_statistics, c->seconds_quantize,
-                PeakRssText(*c).c_str());
+    std::printf(
+        "calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s, "
+        "GPTQ %.2f s; %s\n",
+        (long long)c->calib_samples, (long long)c->calib_tokens,
+        c->calib_from_model ? " sampled from the model" : "", c->seconds_calib_data,
+        c->seconds_forward, c->seconds_statistics, c->seconds_quantize, PeakRssText(*c).c_str());
   std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
               a.dry_run ? "would write" : "wrote", a.out.c_str(), double(r->file_bytes) / (1 << 20),
-              r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params, r->seconds);
+              r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params,
+              r->seconds);
   return 0;
 }
 
 // A compressed-tensors --scheme: the options the flags ask for. Every error is a flag error.
 Result<methods::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
-  if (a.pure || a.dry_run || a.allow_requantize || !a.tensor_types.empty() || !a.output_type.empty() || !a.token_embd_type.empty() || !a.imatrix.empty())
-    return Err("--pure/--dry-run/--allow-requantize/--tensor-type/--output-tensor-type/--token-embedding-type/--imatrix apply to GGUF types (Q4_K_M, ...)");
+  if (a.pure || a.dry_run || a.allow_requantize || !a.tensor_types.empty() ||
+      !a.output_type.empty() || !a.token_embd_type.empty() || !a.imatrix.empty())
+    return Err(
+        "--pure/--dry-run/--allow-requantize/--tensor-type/--output-tensor-type/"
+        "--token-embedding-type/--imatrix apply to GGUF types (Q4_K_M, ...)");
   auto scheme = ParseScheme(a.scheme);
   if (!scheme.ok()) return scheme.error().Context("--scheme");
   if (a.group != 0) {  // given (the --group validator refuses 0)
@@ -278,13 +315,16 @@ int RunQuantize(const QuantizeArgs& a) {
   const QuantScheme& scheme = opt.scheme;
   // Input: the flags are fine; what the files hold decides from here (exit 1).
   if (model::IsGgufFile(a.model))
-    return Fail(Err("{}: a .gguf source quantizes to a GGUF type (--scheme Q4_K_M, ...); --scheme {} "
-                    "writes a compressed-tensors folder and needs the model folder",
-                    a.model, a.scheme));
+    return Fail(
+        Err("{}: a .gguf source quantizes to a GGUF type (--scheme Q4_K_M, ...); --scheme {} "
+            "writes a compressed-tensors folder and needs the model folder",
+            a.model, a.scheme));
   if (!std::filesystem::is_directory(a.model))
     return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
   if (methods::NeedsCalibration(opt) && a.calib.empty())
-    std::fprintf(stderr, "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the model itself\n",
+    std::fprintf(stderr,
+                 "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the "
+                 "model itself\n",
                  (long long)a.nsamples);
   std::unique_ptr<ProgressBar> pb;
   auto r = methods::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
@@ -302,17 +342,28 @@ int RunQuantize(const QuantizeArgs& a) {
   }
   for (const auto& [why, fc] : fallbacks)
     std::fprintf(stderr, "qforge: note: %s%s: %s\n", fc.first.c_str(),
-                 fc.second > 1 ? fmt::format(" and {} more", fc.second - 1).c_str() : "", why.c_str());
+                 fc.second > 1 ? fmt::format(" and {} more", fc.second - 1).c_str() : "",
+                 why.c_str());
   if (a.common.json) {
     nlohmann::json lin = nlohmann::json::array();
     for (const auto& l : r->linears)
-      lin.push_back({{"module", l.module}, {"scheme", l.scheme}, {"fallback", l.fallback},
-                     {"shape", {l.n, l.k}}, {"rel_mse", l.rel_mse}, {"snr_db", l.snr_db},
-                     {"activations", l.act}, {"input_scale", l.input_scale}});
+      lin.push_back({{"module", l.module},
+                     {"scheme", l.scheme},
+                     {"fallback", l.fallback},
+                     {"shape", {l.n, l.k}},
+                     {"rel_mse", l.rel_mse},
+                     {"snr_db", l.snr_db},
+                     {"activations", l.act},
+                     {"input_scale", l.input_scale}});
     nlohmann::json tr = nlohmann::json::array();
     for (const auto& t : r->transforms)
-      tr.push_back({{"input", t.input}, {"method", t.method}, {"ratio", t.ratio}, {"duo", t.duo},
-                    {"loss", t.loss}, {"loss_plain", t.loss_plain}, {"scale_min", t.scale_min},
+      tr.push_back({{"input", t.input},
+                    {"method", t.method},
+                    {"ratio", t.ratio},
+                    {"duo", t.duo},
+                    {"loss", t.loss},
+                    {"loss_plain", t.loss_plain},
+                    {"scale_min", t.scale_min},
                     {"scale_max", t.scale_max}});
     PrintJson({{"model", a.model},
                {"output", a.out},
@@ -351,16 +402,21 @@ int RunQuantize(const QuantizeArgs& a) {
   }
   std::printf("%-44s %-18s %10s %8s %s\n", "module", "scheme", "rel MSE", "SNR dB", "activations");
   for (const auto& l : r->linears)
-    std::printf("%-44s %-18s %10.3e %8.2f %s\n", l.module.c_str(), l.scheme.c_str(), l.rel_mse,
-                l.snr_db,
-                l.act.empty() ? "" : (l.input_scale > 0 ? fmt::format("{} scale {:.4g}", l.act, l.input_scale) : l.act).c_str());
+    std::printf(
+        "%-44s %-18s %10.3e %8.2f %s\n", l.module.c_str(), l.scheme.c_str(), l.rel_mse, l.snr_db,
+        l.act.empty()
+            ? ""
+            : (l.input_scale > 0 ? fmt::format("{} scale {:.4g}", l.act, l.input_scale) : l.act)
+                  .c_str());
   std::printf("quantized %lld of %lld parameters at %.3f bits/weight (scales and zeros included)\n",
               (long long)r->quantized_params, (long long)r->total_params, r->bits_per_weight);
   if (r->calib_samples)
-    std::printf("calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, statistics %.2f s\n",
-                (long long)r->calib_samples, (long long)r->calib_tokens,
-                r->calib_from_model ? " sampled from the model" : "", r->seconds_calib_data,
-                r->seconds_forward, r->seconds_statistics);
+    std::printf(
+        "calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, statistics %.2f "
+        "s\n",
+        (long long)r->calib_samples, (long long)r->calib_tokens,
+        r->calib_from_model ? " sampled from the model" : "", r->seconds_calib_data,
+        r->seconds_forward, r->seconds_statistics);
   std::printf("wrote %s: %.2f MiB; solve/round %.2f s, write %.2f s; %s\n", a.out.c_str(),
               double(r->output_bytes) / (1 << 20), r->seconds_quantize, r->seconds_write,
               PeakRssText(*r).c_str());
@@ -371,46 +427,59 @@ int RunQuantize(const QuantizeArgs& a) {
 
 void RegisterQuantize(CLI::App& app, int* rc) {
   auto a = std::make_shared<QuantizeArgs>();
-  CLI::App* cmd = app.add_subcommand("quantize", "quantize a model's linear layers (compressed-tensors output)");
+  CLI::App* cmd = app.add_subcommand(
+      "quantize", "quantize a model's linear layers (compressed-tensors output)");
   cmd->add_option("model", a->model, "model folder")->required();
-  cmd->add_option("-o,--output", a->out, "output folder (compressed-tensors) or FILE.gguf (GGUF types)");
-  cmd->add_option("--scheme", a->scheme, SchemeHelp())
-      ->capture_default_str()
-      ->check(SchemeFlag());
+  cmd->add_option("-o,--output", a->out,
+                  "output folder (compressed-tensors) or FILE.gguf (GGUF types)");
+  cmd->add_option("--scheme", a->scheme, SchemeHelp())->capture_default_str()->check(SchemeFlag());
   cmd->add_option("--method", a->method,
                   "rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq")
       ->capture_default_str();
-  cmd->add_option("--act", a->act,
-                  "activation quantization: int8-token | int8-tensor | fp8-token | fp8-tensor | none "
-                  "(default: the preset's, e.g. W8A8 -> int8-token)")
+  cmd->add_option(
+         "--act", a->act,
+         "activation quantization: int8-token | int8-tensor | fp8-token | fp8-tensor | none "
+         "(default: the preset's, e.g. W8A8 -> int8-token)")
       ->check(ActFlag());
   cmd->add_option("--alpha", a->alpha, "smoothquant: migration strength in [0, 1]")
-      ->capture_default_str()->check(NumberIn(0.0, 1.0))
+      ->capture_default_str()
+      ->check(NumberIn(0.0, 1.0))
       ->each([a](const std::string&) { a->alpha_given = true; });
   cmd->add_option("--calib", a->calib,
                   "calibration text file (gptq, awq, smoothquant, static activations); default: "
                   "text sampled from the model");
-  cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str()->check(IntegerIn(1));
-  cmd->add_option("--seqlen", a->seqlen, "tokens per calibration window (capped at the model's context)")
-      ->capture_default_str()->check(IntegerIn(2, kMaxTokens));
-  cmd->add_flag("--act-order", a->act_order, "gptq: quantize columns by descending Hessian diagonal");
+  cmd->add_option("--nsamples", a->nsamples, "calibration windows")
+      ->capture_default_str()
+      ->check(IntegerIn(1));
+  cmd->add_option("--seqlen", a->seqlen,
+                  "tokens per calibration window (capped at the model's context)")
+      ->capture_default_str()
+      ->check(IntegerIn(2, kMaxTokens));
+  cmd->add_flag("--act-order", a->act_order,
+                "gptq: quantize columns by descending Hessian diagonal");
   cmd->add_option("--damp", a->damp, "gptq: dampening as a fraction of mean(diag H)")
-      ->capture_default_str()->check(NumberIn(0.0, 10.0));
+      ->capture_default_str()
+      ->check(NumberIn(0.0, 10.0));
   cmd->add_option("--group", a->group, "group size along the input dimension (integer schemes)")
       ->check(GroupFlag());
   cmd->add_flag("--clip", a->clip, "MSE clipping search per scale (default for gptq)");
   cmd->add_flag("--no-clip", a->no_clip, "plain min-max scales (default for rtn)");
-  cmd->add_option("--ignore", a->ignore, "modules to keep unquantized (name or re:REGEX); lm_head always")
+  cmd->add_option("--ignore", a->ignore,
+                  "modules to keep unquantized (name or re:REGEX); lm_head always")
       ->expected(1, -1)
       ->check(IgnoreFlag());
-  cmd->add_option("--tensor-type", a->tensor_types, "GGUF: REGEX=TYPE, the type of matching tensors (repeatable)");
+  cmd->add_option("--tensor-type", a->tensor_types,
+                  "GGUF: REGEX=TYPE, the type of matching tensors (repeatable)");
   cmd->add_option("--output-tensor-type", a->output_type, "GGUF: type of output.weight");
   cmd->add_option("--token-embedding-type", a->token_embd_type, "GGUF: type of token_embd.weight");
   cmd->add_flag("--pure", a->pure, "GGUF: the mix's base type for every quantized tensor");
-  cmd->add_flag("--dry-run", a->dry_run, "GGUF: print each tensor's type and the file size, write nothing");
-  cmd->add_flag("--allow-requantize", a->allow_requantize,
-                "GGUF: a .gguf MODEL whose tensors are already quantized is decoded and quantized again");
-  cmd->add_option("--imatrix", a->imatrix, "GGUF: importance matrix (qforge imatrix / llama-imatrix, GGUF or .dat)");
+  cmd->add_flag("--dry-run", a->dry_run,
+                "GGUF: print each tensor's type and the file size, write nothing");
+  cmd->add_flag(
+      "--allow-requantize", a->allow_requantize,
+      "GGUF: a .gguf MODEL whose tensors are already quantized is decoded and quantized again");
+  cmd->add_option("--imatrix", a->imatrix,
+                  "GGUF: importance matrix (qforge imatrix / llama-imatrix, GGUF or .dat)");
   cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")
       ->capture_default_str()
       ->check(Seed());

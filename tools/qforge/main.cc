@@ -8,7 +8,7 @@
 namespace qf::cli {
 void RegisterImatrix(CLI::App& app, int* rc);  // cmd_imatrix.cc
 void RegisterBench(CLI::App& app, int* rc);    // cmd_bench.cc
-}
+}  // namespace qf::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"qforge " QF_VERSION ": quantize, run and evaluate large language models"};

@@ -52,7 +52,7 @@ HWY_INLINE float Half(const uint8_t* p) {
 HWY_INLINE float Half(const ggml::F16& h) { return Half(h.bytes); }
 
 using DF = hn::CappedTag<float, 16>;
-using DI = hn::Rebind<int16_t, DF>;   // a block's codes: N int16 lanes
+using DI = hn::Rebind<int16_t, DF>;  // a block's codes: N int16 lanes
 using DU = hn::RebindToUnsigned<DI>;
 using D32 = hn::Rebind<int32_t, DF>;
 using VF = hn::Vec<DF>;
@@ -150,7 +150,8 @@ struct FloatEmitter {
     const DF df;
     const size_t k = (i0 / hn::Lanes(df)) & 1;
     const VF v0 = Value<B>(q0, a, c);
-    for (int t = 0; t < M; ++t) acc[k][t] = hn::MulAdd(v0, hn::LoadU(df, x + t * K + i0), acc[k][t]);
+    for (int t = 0; t < M; ++t)
+      acc[k][t] = hn::MulAdd(v0, hn::LoadU(df, x + t * K + i0), acc[k][t]);
     if (i1 != kNone) {
       const VF v1 = Value<B>(q1, a, c);
       for (int t = 0; t < M; ++t)
@@ -176,7 +177,8 @@ void GemvFloat(const GgmlRows& w, const float* x, float* y, int64_t ldy) {
     }
     if (blk < nb) B::Run(p, e0);
     for (int t = 0; t < M; ++t) {
-      const VF s = hn::Add(hn::Add(e0.acc[0][t], e0.acc[1][t]), hn::Add(e1.acc[0][t], e1.acc[1][t]));
+      const VF s =
+          hn::Add(hn::Add(e0.acc[0][t], e0.acc[1][t]), hn::Add(e1.acc[0][t], e1.acc[1][t]));
       y[t * ldy + r] = hn::GetLane(hn::SumOfLanes(df, s));
     }
   }
@@ -196,9 +198,9 @@ template <class B, int M>
 struct IntEmitter {
   using DW = hn::Repartition<int32_t, DI>;
   using DFW = hn::Repartition<float, DI>;
-  const int16_t* xq;   // token 0's fixed-point activations at this block
-  const float* xs16;   // token 0's sums of x over 16 weights, at this block
-  const float* xs32;   // ... over 32
+  const int16_t* xq;  // token 0's fixed-point activations at this block
+  const float* xs16;  // token 0's sums of x over 16 weights, at this block
+  const float* xs32;  // ... over 32
   int64_t K;
   hn::Vec<DFW> acc[M];
   hn::Vec<DW> iacc[2][M], iodd[2][M];
@@ -299,7 +301,7 @@ void GemvInt(const GgmlRows& w, const int16_t* xq, const float* dx, const float*
 // x[m, K] -> xq (fixed point per token, |xq| <= XMax()), dx, and the sums of x over every 16
 // and 32 weights; false when some x is not finite (the float GEMV takes those).
 inline bool QuantizeActivations(const float* x, int64_t m, int64_t K, int16_t* xq, float* dx,
-                         float* xs16, float* xs32) {
+                                float* xs16, float* xs32) {
   const DF df;
   const size_t N = hn::Lanes(df);
   const int64_t G = K / int64_t(N);
@@ -485,7 +487,6 @@ HWY_INLINE void ZeroAll(VR (&v)[kA][kG][M]) {
       for (auto& x : g) x = hn::Zero(DR());
 }
 
-
 template <class IB, int M>
 void GemvInterleavedInt(const GgmlRows& w, IActs x0, const float* dx, float* y, int64_t ldy) {
   const int64_t nb = w.cols / int64_t(IB::kW);
@@ -516,9 +517,8 @@ void GemvInterleavedM(const GgmlRows& w, const float* x, float* y, int64_t ldy) 
     return;
   }
 #endif
-  ForEachRestoredGroup(w, [&](const GgmlRows& g, int64_t r0) HWY_ATTR {
-    GemvFloat<B, M>(g, x, y + r0, ldy);
-  });
+  ForEachRestoredGroup(
+      w, [&](const GgmlRows& g, int64_t r0) HWY_ATTR { GemvFloat<B, M>(g, x, y + r0, ldy); });
 }
 
 template <class B, class IB>
@@ -560,9 +560,8 @@ void DecodeRowsOf(const GgmlRows& w, float* out) {
       DecodeRowsT<decltype(b)>(w, out);
       return;
     }
-    ForEachRestoredGroup(w, [&](const GgmlRows& g, int64_t r0) HWY_ATTR {
-      DecodeRowsT<decltype(b)>(g, out + r0 * w.cols);
-    });
+    ForEachRestoredGroup(w, [&](const GgmlRows& g, int64_t r0)
+                                HWY_ATTR { DecodeRowsT<decltype(b)>(g, out + r0 * w.cols); });
   });
   QF_CHECK(ok, "no kernel for ggml type {}", w.type->name);
 }

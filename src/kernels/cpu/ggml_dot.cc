@@ -33,9 +33,12 @@ namespace {
 
 const ggml_dot::Family& KernelsOf(ggml::GgmlFamily f) {
   switch (f) {
-    case ggml::GgmlFamily::kLegacy: return ggml_dot::kLegacyKernels;
-    case ggml::GgmlFamily::kKQuant: return ggml_dot::kKQuantKernels;
-    case ggml::GgmlFamily::kIQ4: return ggml_dot::kIQ4Kernels;
+    case ggml::GgmlFamily::kLegacy:
+      return ggml_dot::kLegacyKernels;
+    case ggml::GgmlFamily::kKQuant:
+      return ggml_dot::kKQuantKernels;
+    case ggml::GgmlFamily::kIQ4:
+      return ggml_dot::kIQ4Kernels;
   }
   QF_CHECK(false, "unknown ggml family {}", int(f));
   return ggml_dot::kLegacyKernels;

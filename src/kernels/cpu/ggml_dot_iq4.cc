@@ -29,7 +29,6 @@ HWY_INLINE VI Iq4Values(const uint8_t* p, bool hi) {
 #endif
 }
 
-
 struct BIQ4_NL {  // x = d * grid[q]
   using Block = ggml::BlockIQ4_NL;
   static constexpr size_t kW = 32, kB = sizeof(Block);
@@ -60,9 +59,8 @@ struct BIQ4_XS {  // 6-bit sub-block scales ls; x = d * (ls - 32) * grid[q]
     int8_t ls[8];
     HWY_UNROLL(8)
     for (size_t ib = 0; ib < 8; ++ib) {
-      ls[ib] = int8_t((((b.scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) |
-                       (((scales_h >> 2 * ib) & 3) << 4)) -
-                      32);
+      ls[ib] = int8_t(
+          (((b.scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) | (((scales_h >> 2 * ib) & 3) << 4)) - 32);
     }
     float dl[8];
     const float d = Half(b.d);

@@ -334,12 +334,13 @@ struct BQ6_K {  // x = d*sc * (q - 32)
         const VI a = Bytes(ql + l), c = Bytes(ql + 32 + l), h = Bytes(qh + l);
         const VI q1 = hn::Sub(hn::Or(hn::And(a, I(15)), hn::ShiftLeft<4>(hn::And(h, I(3)))), I(32));
         const VI q2 = hn::Sub(
-            hn::Or(hn::And(c, I(15)), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<2>(h), I(3)))), I(32));
+            hn::Or(hn::And(c, I(15)), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<2>(h), I(3)))),
+            I(32));
         const VI q3 = hn::Sub(
             hn::Or(hn::ShiftRight<4>(a), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<4>(h), I(3)))),
             I(32));
-        const VI q4 = hn::Sub(hn::Or(hn::ShiftRight<4>(c), hn::ShiftLeft<4>(hn::ShiftRight<6>(h))),
-                              I(32));
+        const VI q4 =
+            hn::Sub(hn::Or(hn::ShiftRight<4>(c), hn::ShiftLeft<4>(hn::ShiftRight<6>(h))), I(32));
         const VI z = hn::Zero(DI());
         e.Emit(n + l, q1, kNone, z, sc[is], 0.f, si[is]);
         e.Emit(n + 32 + l, q2, kNone, z, sc[is + 2], 0.f, si[is + 2]);
@@ -350,7 +351,6 @@ struct BQ6_K {  // x = d*sc * (q - 32)
     e.End(d, nullptr, 0, 0);
   }
 };
-
 
 void DecodeRowsKQuant(const GgmlRows& w, float* out) {
   DecodeRowsOf<ggml::GgmlFamily::kKQuant>(w, out);
@@ -390,7 +390,7 @@ std::vector<Unit> InterleaveUnits(int id) {
       break;
     }
     case ggml::GgmlId("Q6_K"): {  // d; the 16 scales; per quarter 2n + h and c < 8: ql[l],
-      using B = ggml::BlockQ6_K;    // ql[l + 32], qh[l - 32n] in pairs, l = 64n + 16h + 2c
+      using B = ggml::BlockQ6_K;  // ql[l + 32], qh[l - 32n] in pairs, l = 64n + 16h + 2c
       run(offsetof(B, d), sizeof(B), 2);
       run(offsetof(B, scales), offsetof(B, d), 1);
       for (size_t n = 0; n < 2; ++n)
@@ -403,7 +403,8 @@ std::vector<Unit> InterleaveUnits(int id) {
           }
       break;
     }
-    default: break;
+    default:
+      break;
   }
   return u;
 }

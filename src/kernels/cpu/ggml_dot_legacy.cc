@@ -120,13 +120,14 @@ struct BQ4_1 {  // x = q * d + m
 };
 
 // The fifth bits of weights j .. j + N - 1 of a Q5 block (bit j of qh), as 16 or 0.
-alignas(64) constexpr uint16_t kBit[16] = {1,     2,     4,     8,     16,    32,    64,    128,
-                                           256,   512,   1024,  2048,  4096,  8192,  16384, 32768};
+alignas(64) constexpr uint16_t kBit[16] = {1,   2,   4,    8,    16,   32,   64,    128,
+                                           256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
 HWY_INLINE VI FifthBits(uint32_t qh, size_t j) {
   const DU du;
   const uint16_t half = uint16_t(j < 16 ? qh : qh >> 16);
   const auto set = hn::And(hn::Set(du, half), hn::LoadU(du, kBit + j % 16));
-  return hn::BitCast(DI(), hn::IfThenElseZero(hn::Ne(set, hn::Zero(du)), hn::Set(du, uint16_t(16))));
+  return hn::BitCast(DI(),
+                     hn::IfThenElseZero(hn::Ne(set, hn::Zero(du)), hn::Set(du, uint16_t(16))));
 }
 
 struct BQ5_0 {  // x = (q - 16) * d
@@ -222,9 +223,14 @@ std::vector<Unit> InterleaveUnits(int id) {
     for (size_t o = from; o < to; o += size) u.push_back({o, size});
   };
   switch (uint32_t(id)) {
-    case ggml::GgmlId("Q4_0"): run(0, sizeof(ggml::BlockQ4_0), 2); break;
-    case ggml::GgmlId("Q8_0"): run(0, sizeof(ggml::BlockQ8_0), 2); break;
-    default: break;
+    case ggml::GgmlId("Q4_0"):
+      run(0, sizeof(ggml::BlockQ4_0), 2);
+      break;
+    case ggml::GgmlId("Q8_0"):
+      run(0, sizeof(ggml::BlockQ8_0), 2);
+      break;
+    default:
+      break;
   }
   return u;
 }
