@@ -358,7 +358,7 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
        {Case{"W8A8", "smoothquant", 0.06}, Case{"int4-channel-asym", "awq", 0.5},
         Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25}}) {
     SCOPED_TRACE(c.scheme + " " + c.method);
-    methods::QuantizeOptions opt;
+    pipeline::QuantizeOptions opt;
     opt.scheme = *ParseScheme(c.scheme);
     auto act = PresetActivations(c.scheme);
     ASSERT_TRUE(act.ok());
@@ -368,7 +368,7 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     opt.calib.nsamples = 4;
     opt.calib.seqlen = 16;
     const fs::path out = qf::testing::TempDir() / (name + "_" + c.method);
-    auto r = methods::QuantizeModel(dir, out, opt);
+    auto r = pipeline::QuantizeModel(dir, out, opt);
     ASSERT_TRUE(r.ok()) << r.error().message();
     EXPECT_TRUE(r->calib_from_model);
     EXPECT_EQ(int64_t(r->linears.size()), 7 * s.layers);

@@ -1031,14 +1031,14 @@ TEST(VocabBos, GgufKeysDecideAsLlamaCpp) {
     }
     const fs::path f = testing::TempDir() / ("vocab_bos_" + std::to_string(i++) + ".gguf");
     ASSERT_TRUE(w.Write(f).ok());
-    auto v = LlamaCppVocabBos(f);
+    auto v = pipeline::LlamaCppVocabBos(f);
     ASSERT_TRUE(v.ok()) << v.error().message();
     EXPECT_EQ(v->add, r.add) << r.model << " " << r.pre;
     EXPECT_EQ(v->bos, 7);
     EXPECT_EQ(text::LlamaCppAddsBos(r.model, r.pre, r.key), r.add);
   }
   // The bundled folder: tokenizer_config.json's add_bos_token (true), BOS id 1.
-  auto folder = LlamaCppVocabBos(testing::BundledModel());
+  auto folder = pipeline::LlamaCppVocabBos(testing::BundledModel());
   ASSERT_TRUE(folder.ok()) << folder.error().message();
   EXPECT_TRUE(folder->add);
   EXPECT_EQ(folder->bos, 1);

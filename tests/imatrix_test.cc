@@ -277,14 +277,14 @@ fs::path SmallText(size_t bytes) {
 
 TEST(Imatrix, ChunksFollowLlamaImatrix) {
   const std::vector<int32_t> t = {1, 10, 11, 12, 13, 14, 15, 16, 17};
-  auto c = methods::ImatrixChunks(t, 4, -1, 1);
+  auto c = pipeline::ImatrixChunks(t, 4, -1, 1);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(*c, (std::vector<std::vector<int32_t>>{{1, 10, 11, 12}, {1, 14, 15, 16}}));
-  c = methods::ImatrixChunks(t, 3, 2, -1);
+  c = pipeline::ImatrixChunks(t, 3, 2, -1);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(*c, (std::vector<std::vector<int32_t>>{{1, 10, 11}, {12, 13, 14}}));
-  EXPECT_FALSE(methods::ImatrixChunks(t, 5, -1, 1).ok());  // fewer than 2·ctx tokens
-  auto bos = io::LlamaCppVocabBos(qf::testing::BundledModel());
+  EXPECT_FALSE(pipeline::ImatrixChunks(t, 5, -1, 1).ok());  // fewer than 2·ctx tokens
+  auto bos = pipeline::LlamaCppVocabBos(qf::testing::BundledModel());
   ASSERT_TRUE(bos.ok()) << bos.error().message();
   EXPECT_TRUE(bos->add);
   EXPECT_EQ(bos->bos, 1);
@@ -292,14 +292,14 @@ TEST(Imatrix, ChunksFollowLlamaImatrix) {
 
 TEST(Imatrix, SumsEqualADirectComputation) {
   const fs::path text = SmallText(6000);
-  methods::ImatrixOptions opt;
+  pipeline::ImatrixOptions opt;
   opt.text_path = text.string();
   opt.ctx = 64;
   opt.chunks = 3;
   opt.process_output = true;
-  methods::ImatrixReport rep;
+  pipeline::ImatrixReport rep;
   kernels::SetThreads(2);
-  auto m = methods::ComputeImatrix(qf::testing::BundledModel(), opt, &rep);
+  auto m = pipeline::ComputeImatrix(qf::testing::BundledModel(), opt, &rep);
   ASSERT_TRUE(m.ok()) << m.error().message();
   EXPECT_EQ(rep.chunks, 3);
   EXPECT_TRUE(rep.add_bos);
@@ -346,7 +346,7 @@ TEST(Imatrix, SumsEqualADirectComputation) {
   // Thread count does not change a bit; without process_output there is no output.weight.
   kernels::SetThreads(1);
   opt.process_output = false;
-  auto m1 = methods::ComputeImatrix(qf::testing::BundledModel(), opt, nullptr);
+  auto m1 = pipeline::ComputeImatrix(qf::testing::BundledModel(), opt, nullptr);
   ASSERT_TRUE(m1.ok());
   EXPECT_EQ(m1->entries.size(), 6u * 7u);
   for (const auto& [name, e] : m1->entries) EXPECT_EQ(e.sum2, m->entries.at(name).sum2) << name;
@@ -389,11 +389,11 @@ TEST(Imatrix, LlamaCppWrittenFilesMatch) {
   std::ofstream(text) << ReadTextFile(qf::testing::SharedDir() /
                                       "data/tinystories/validation_head.txt")
                              ->substr(0, 8000);
-  methods::ImatrixOptions opt;
+  pipeline::ImatrixOptions opt;
   opt.text_path = text.string();
   opt.ctx = 128;
   opt.chunks = 4;
-  auto m = methods::ComputeImatrix(qf::testing::SharedDir() / "models/stories260k", opt, nullptr);
+  auto m = pipeline::ComputeImatrix(qf::testing::SharedDir() / "models/stories260k", opt, nullptr);
   ASSERT_TRUE(m.ok()) << m.error().message();
   ASSERT_EQ(m->entries.size(), g->entries.size());
   EXPECT_EQ(m->entries.size(), 5u * 7u);

@@ -217,7 +217,7 @@ int64_t ScoredPerWindow(const WindowOptions& opt) { return opt.ctx - 1 - FirstSc
 
 Result<bool> LlamaCppAddsBos(const std::filesystem::path& model_dir, const text::Tokenizer& tok) {
   if (tok.bos_id() < 0) return false;
-  QF_ASSIGN(const io::VocabBos v, io::LlamaCppVocabBos(model_dir));
+  QF_ASSIGN(const pipeline::VocabBos v, pipeline::LlamaCppVocabBos(model_dir));
   return v.add;
 }
 

@@ -43,7 +43,7 @@ struct WindowOptions {
 int64_t FirstScored(const WindowOptions& opt);
 int64_t ScoredPerWindow(const WindowOptions& opt);
 
-// Whether llama.cpp adds BOS for the model (a folder or a GGUF file): io::LlamaCppVocabBos,
+// Whether llama.cpp adds BOS for the model (a folder or a GGUF file): pipeline::LlamaCppVocabBos,
 // false when the tokenizer has no BOS id.
 Result<bool> LlamaCppAddsBos(const std::filesystem::path& model_dir, const text::Tokenizer& tok);
 

@@ -6,7 +6,7 @@
 #include "core/mmap.h"
 #include "model/sampler.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
 
 Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokenizer* tok,
                                                              const model::Model* model,
@@ -61,4 +61,4 @@ Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokeniz
   return out;
 }
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

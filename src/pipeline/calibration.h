@@ -11,7 +11,7 @@
 #include "model/model.h"
 #include "text/tokenizer.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
 
 struct CalibrationOptions {
   std::string text_path;  // empty: sample from the model
@@ -28,4 +28,4 @@ Result<std::vector<std::vector<int32_t>>> CalibrationWindows(const text::Tokeniz
                                                              const model::Model* model,
                                                              const CalibrationOptions& opt);
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

@@ -18,7 +18,17 @@
 #include "core/mmap.h"
 #include "text/tokenizer.h"
 
-namespace qf::io {
+namespace qf::pipeline {
+using io::FloatDType;
+using io::GgmlType;
+using io::GgufFile;
+using io::GgufValue;
+using io::GgufWriter;
+using io::ShapeString;
+using io::TensorInfo;
+using io::TensorStore;
+namespace gguf_token = io::gguf_token;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -805,4 +815,4 @@ Result<GgufConvertReport> ConvertHfToGguf(const fs::path& model_dir, const fs::p
   return report;
 }
 
-}  // namespace qf::io
+}  // namespace qf::pipeline

@@ -20,7 +20,7 @@
 #include "model/model.h"
 #include "text/tokenizer.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
@@ -83,8 +83,9 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   } else {
     QF_ASSIGN(cfg, model::LoadHfConfig(model_dir));
     QF_ASSIGN(const io::TensorStore store, io::TensorStore::Open(model_dir));
-    QF_ASSIGN(const std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
-    for (const io::GgufTensorPlan& p : plan)
+    QF_ASSIGN(const std::vector<pipeline::GgufTensorPlan> plan,
+              pipeline::PlanGgufTensors(cfg, store));
+    for (const pipeline::GgufTensorPlan& p : plan)
       if (p.source) gguf_name[p.source->name] = p.name;
   }
   auto gguf = [&](const std::string& name) -> Result<std::string> {
@@ -95,7 +96,7 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   };
 
   // Tokens, as llama-imatrix makes them.
-  QF_ASSIGN(const io::VocabBos bos, io::LlamaCppVocabBos(model_dir));
+  QF_ASSIGN(const pipeline::VocabBos bos, pipeline::LlamaCppVocabBos(model_dir));
   if (bos.add && bos.bos < 0)
     return Err("{}: the vocabulary adds BOS but has no BOS token", model_dir.string());
   rep.add_bos = bos.add;
@@ -230,4 +231,4 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   return m;
 }
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

@@ -24,7 +24,7 @@
 #include "core/result.h"
 #include "io/imatrix.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
 
 struct ImatrixOptions {
   std::string text_path;        // calibration text
@@ -55,4 +55,4 @@ Result<io::Imatrix> ComputeImatrix(const std::filesystem::path& model_dir,
                                    const ImatrixOptions& opt, ImatrixReport* report,
                                    const std::function<void(int64_t, int64_t)>& progress = {});
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

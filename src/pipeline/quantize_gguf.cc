@@ -18,7 +18,11 @@
 #include "model/config.h"
 #include "model/gguf_model.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
+using methods::GptqGgml;
+using methods::GptqOptions;
+using methods::GptqStats;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -92,7 +96,7 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
       continue;
     QF_TRY(w.Set(kv.key, kv.value));
   }
-  QF_TRY(io::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
+  QF_TRY(pipeline::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
   QF_TRY(AddImatrixKeys(opt, &w));
 
   GgufQuantizeReport rep;
@@ -189,11 +193,11 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                src.string());
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
-  QF_ASSIGN(std::vector<io::GgufTensorPlan> plan, io::PlanGgufTensors(cfg, store));
+  QF_ASSIGN(std::vector<pipeline::GgufTensorPlan> plan, pipeline::PlanGgufTensors(cfg, store));
   // llama-quantize writes tensors in its loader's order: non-block tensors first, then block
   // by block, by name within each (llama_model_loader's weight_name_comparer).
   std::stable_sort(plan.begin(), plan.end(),
-                   [](const io::GgufTensorPlan& a, const io::GgufTensorPlan& b) {
+                   [](const pipeline::GgufTensorPlan& a, const pipeline::GgufTensorPlan& b) {
                      return LoaderOrder(a.name, b.name);
                    });
 
@@ -212,7 +216,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   std::vector<const GgmlBlockType*> blocks;  // null: a float tensor
   std::map<std::string, size_t> by_source;   // Hugging Face name -> plan index
   double qbits = 0;
-  for (const io::GgufTensorPlan& p : plan) {
+  for (const pipeline::GgufTensorPlan& p : plan) {
     const int64_t cols = p.shape.empty() ? 1 : p.shape.back();
     int64_t numel = 1;
     for (int64_t d : p.shape) numel *= d;
@@ -289,9 +293,9 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   std::string name = (fs::absolute(src, ec).lexically_normal()).filename().string();
   if (name.empty())
     name = fs::absolute(src, ec).lexically_normal().parent_path().filename().string();
-  QF_TRY(io::AddGgufModelMetadata(cfg, name, std::nullopt, &w));
-  QF_TRY(io::AddGgufTokenizer(src, cfg, &w));
-  QF_TRY(io::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
+  QF_TRY(pipeline::AddGgufModelMetadata(cfg, name, std::nullopt, &w));
+  QF_TRY(pipeline::AddGgufTokenizer(src, cfg, &w));
+  QF_TRY(pipeline::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
   QF_TRY(AddImatrixKeys(opt, &w));
   if (opt.gptq) {
     const QuantizeReport* cr = rep.calibrated ? &*rep.calibrated : nullptr;
@@ -306,7 +310,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     QF_TRY(w.Set("quantize.qforge.seed", io::GgufValue(int32_t(opt.calib.seed))));
   }
   for (size_t i = 0; i < plan.size(); ++i) {
-    const io::GgufTensorPlan& p = plan[i];
+    const pipeline::GgufTensorPlan& p = plan[i];
     const io::GgmlType gt = types[i];
     const GgmlBlockType* bt = blocks[i];
     const int64_t cols = p.shape.empty() ? 1 : p.shape.back();
@@ -315,7 +319,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     // Dry runs add the tensors too (fills run only in Write) so that FileSize() is exact.
     if (!bt) {
       QF_TRY(w.AddTensor(p.name, gt, p.shape, [&p, gt](std::span<std::byte> o) {
-        return io::FillGgufFloatTensor(p, gt, o);
+        return pipeline::FillGgufFloatTensor(p, gt, o);
       }));
       continue;
     }
@@ -328,21 +332,22 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
             if (o.size() != q->size()) return Err("{}: size mismatch", p.name);
             for (int64_t r = 0; r < rows; ++r)
               std::memcpy(o.data() + size_t(r) * row_bytes,
-                          q->data() + size_t(io::GgufSourceRow(p, r, rows)) * row_bytes, row_bytes);
+                          q->data() + size_t(pipeline::GgufSourceRow(p, r, rows)) * row_bytes,
+                          row_bytes);
             return Status::Ok();
           }));
       continue;
     }
     const std::vector<float>* imp = nullptr;
     if (const auto it = opt.imatrix.find(p.name); it != opt.imatrix.end()) imp = &it->second;
-    QF_TRY(w.AddTensor(
-        p.name, gt, p.shape, [&p, bt, imp, numel, cols](std::span<std::byte> o) -> Status {
-          std::vector<float> x(static_cast<size_t>(numel));
-          QF_TRY(
-              io::FillGgufFloatTensor(p, io::GgmlType::kF32, std::as_writable_bytes(std::span(x))));
-          return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols, imp ? imp->data() : nullptr,
-                                  o.data());
-        }));
+    QF_TRY(w.AddTensor(p.name, gt, p.shape,
+                       [&p, bt, imp, numel, cols](std::span<std::byte> o) -> Status {
+                         std::vector<float> x(static_cast<size_t>(numel));
+                         QF_TRY(pipeline::FillGgufFloatTensor(
+                             p, io::GgmlType::kF32, std::as_writable_bytes(std::span(x))));
+                         return QuantizeRowsGgml(*bt, x.data(), numel / cols, cols,
+                                                 imp ? imp->data() : nullptr, o.data());
+                       }));
   }
   rep.file_bytes = w.FileSize();
   if (!opt.dry_run) QF_TRY(w.Write(out, progress));
@@ -350,4 +355,4 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   return rep;
 }
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

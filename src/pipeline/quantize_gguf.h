@@ -25,7 +25,7 @@
 #include "pipeline/calibration.h"
 #include "pipeline/quantize_model.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
 
 struct GgufQuantizeOptions {
   const GgufMix* mix = nullptr;
@@ -71,4 +71,4 @@ Result<GgufQuantizeReport> QuantizeToGguf(const std::filesystem::path& src,
                                           const GgufQuantizeOptions& opt,
                                           const std::function<void(size_t, size_t)>& progress = {});
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

@@ -28,7 +28,19 @@
 #include "model/model.h"
 #include "text/tokenizer.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
+using methods::ActOrder;
+using methods::AwqScales;
+using methods::AwqSearch;
+using methods::ChannelObserver;
+using methods::FoldIntoNorm;
+using methods::FoldIntoRows;
+using methods::Gptq;
+using methods::GptqOptions;
+using methods::GptqStats;
+using methods::HessianAccumulator;
+using methods::SmoothQuantScales;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -631,4 +643,4 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   return rep;
 }
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

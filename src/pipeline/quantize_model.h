@@ -20,7 +20,7 @@
 #include "pipeline/calibration.h"
 #include "methods/hessian.h"
 
-namespace qf::methods {
+namespace qf::pipeline {
 
 // A --method: an optional equivalent transform, then a solver.
 enum class Transform : uint8_t { kNone, kAwq, kSmoothQuant };
@@ -110,7 +110,7 @@ struct SolveRequest {
   const std::string& weight_name;  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
   const std::vector<float>& weight;  // [n, k] as the model holds it (fp32)
   int64_t n, k;
-  const HessianAccumulator& hessian;
+  const methods::HessianAccumulator& hessian;
 };
 using LinearSolver = std::function<Result<std::vector<float>>(const SolveRequest&)>;
 Result<QuantizeReport> RunCalibratedSolver(const std::filesystem::path& src,
@@ -122,4 +122,4 @@ Result<QuantizeReport> QuantizeModel(const std::filesystem::path& src,
                                      const std::filesystem::path& out, const QuantizeOptions& opt,
                                      const LayerProgress& progress = {});
 
-}  // namespace qf::methods
+}  // namespace qf::pipeline

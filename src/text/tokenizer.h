@@ -40,7 +40,7 @@ class Tokenizer {
 // key when present; else true for SentencePiece vocabularies (tokenizer.ggml.model "llama") and
 // for byte-level BPE with a pre-tokenizer of the Llama-3 group (tokenizer.ggml.pre "llama-bpe",
 // "llama3", "falcon3", "pixtral", ...); else false. The one add-BOS policy of qforge (see
-// io::LlamaCppVocabBos for where model/pre/key come from).
+// pipeline::LlamaCppVocabBos for where model/pre/key come from).
 bool LlamaCppAddsBos(std::string_view model, std::string_view pre,
                      std::optional<bool> add_bos_token);
 

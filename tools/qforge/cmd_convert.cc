@@ -18,7 +18,7 @@ struct ConvertArgs {
 };
 
 int RunConvert(const ConvertArgs& a) {
-  io::GgufConvertOptions opt;
+  pipeline::GgufConvertOptions opt;
   if (a.outtype != "auto") {
     const io::GgmlTypeInfo* t = io::FindGgmlType(a.outtype);
     opt.outtype = t->type;  // the --outtype validator checked the name
@@ -34,10 +34,10 @@ int RunConvert(const ConvertArgs& a) {
       bar->Update(int64_t(done));
     };
   }
-  auto report = io::ConvertHfToGguf(a.model, a.out, opt);
+  auto report = pipeline::ConvertHfToGguf(a.model, a.out, opt);
   if (bar) bar->Finish();
   if (!report.ok()) return Fail(report.error());
-  const io::GgufConvertReport& r = *report;
+  const pipeline::GgufConvertReport& r = *report;
   for (const std::string& note : r.notes) std::fprintf(stderr, "qforge: note: %s\n", note.c_str());
   if (a.common.json) {
     PrintJson({{"output", a.out},

@@ -39,14 +39,14 @@ int RunImatrix(const ImatrixArgs& a) {
         stderr,
         "qforge: warning: the model was trained on only %lld context tokens (%lld specified)\n",
         (long long)cfg->max_position, (long long)a.ctx);
-  methods::ImatrixOptions opt;
+  pipeline::ImatrixOptions opt;
   opt.text_path = a.calib;
   opt.ctx = a.ctx;
   opt.chunks = a.chunks;
   opt.process_output = a.process_output;
-  methods::ImatrixReport rep;
+  pipeline::ImatrixReport rep;
   std::unique_ptr<ProgressBar> pb;
-  auto m = methods::ComputeImatrix(a.model, opt, &rep, [&](int64_t done, int64_t total) {
+  auto m = pipeline::ComputeImatrix(a.model, opt, &rep, [&](int64_t done, int64_t total) {
     if (!pb) pb = std::make_unique<ProgressBar>("imatrix chunks", total, ShowProgress(a.common));
     pb->Update(done);
   });

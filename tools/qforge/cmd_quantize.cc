@@ -53,7 +53,7 @@ std::string SchemeChoices() {
 // "peak RSS 851 MiB (allocated 610 MiB, mapped files 241 MiB)": what a larger model will need
 // is the allocated part (it grows with the block and the calibration set); mapped model pages
 // are reclaimable.
-std::string PeakRssText(const methods::QuantizeReport& r) {
+std::string PeakRssText(const pipeline::QuantizeReport& r) {
   return fmt::format("peak RSS {:.0f} MiB (allocated {:.0f} MiB, mapped files {:.0f} MiB)",
                      double(r.peak_rss_bytes) / (1 << 20),
                      double(r.peak_rss_anon_bytes) / (1 << 20),
@@ -115,13 +115,13 @@ CLI::Validator IgnoreFlag() {
 }
 
 // --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
-Result<methods::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
-                                                          const GgufMix& mix) {
-  const Result<methods::Method> method = methods::ParseMethod(a.method);
-  if (!method.ok() || method->transform != methods::Transform::kNone)
+Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
+                                                           const GgufMix& mix) {
+  const Result<pipeline::Method> method = pipeline::ParseMethod(a.method);
+  if (!method.ok() || method->transform != pipeline::Transform::kNone)
     return Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)",
                a.method);
-  const bool gptq = method->solver == methods::Solver::kGptq;
+  const bool gptq = method->solver == pipeline::Solver::kGptq;
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given ||
       !a.ignore.empty())
     return Err(
@@ -137,7 +137,7 @@ Result<methods::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
         "--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
   if (!a.dry_run && std::filesystem::path(a.out).extension() != ".gguf")
     return Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name);
-  methods::GgufQuantizeOptions opt;
+  pipeline::GgufQuantizeOptions opt;
   opt.mix = &mix;
   opt.ctx.pure = a.pure;
   for (const std::string& t : a.tensor_types) {
@@ -165,7 +165,7 @@ Result<methods::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
 int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   auto flags = GgufOptionsFromFlags(a, mix);
   if (!flags.ok()) return FailFlags(flags.error());
-  methods::GgufQuantizeOptions& opt = *flags;
+  pipeline::GgufQuantizeOptions& opt = *flags;
   const bool gptq = opt.gptq;
   if (gptq && model::IsGgufFile(a.model))
     return Fail(
@@ -187,7 +187,7 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
     opt.imatrix_chunks = im->chunk_count;
   }
   std::unique_ptr<ProgressBar> pb;
-  auto r = methods::QuantizeToGguf(a.model, a.out, opt, [&](size_t done, size_t total) {
+  auto r = pipeline::QuantizeToGguf(a.model, a.out, opt, [&](size_t done, size_t total) {
     if (!pb)
       pb =
           std::make_unique<ProgressBar>("quantize tensors", int64_t(total), ShowProgress(a.common));
@@ -260,7 +260,7 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
 }
 
 // A compressed-tensors --scheme: the options the flags ask for. Every error is a flag error.
-Result<methods::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
+Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   if (a.pure || a.dry_run || a.allow_requantize || !a.tensor_types.empty() ||
       !a.output_type.empty() || !a.token_embd_type.empty() || !a.imatrix.empty())
     return Err(
@@ -275,7 +275,7 @@ Result<methods::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
         FindScheme(scheme->kind, scheme->bits, scheme->symmetric, Granularity::kGroup, a.group);
     if (!scheme.ok()) return scheme.error().Context("--group");
   }
-  methods::QuantizeOptions opt;
+  pipeline::QuantizeOptions opt;
   opt.scheme = *scheme;
   opt.method = a.method;
   auto act = PresetActivations(a.scheme);
@@ -290,8 +290,8 @@ Result<methods::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
       opt.act = *row;
     }
   }
-  QF_ASSIGN(const methods::Method method, methods::ParseMethod(a.method));
-  if (a.alpha_given && method.transform != methods::Transform::kSmoothQuant)
+  QF_ASSIGN(const pipeline::Method method, pipeline::ParseMethod(a.method));
+  if (a.alpha_given && method.transform != pipeline::Transform::kSmoothQuant)
     return Err("--alpha applies to --method smoothquant[+gptq]");
   opt.alpha = a.alpha;
   if (a.clip && a.no_clip) return Err("--clip and --no-clip are exclusive");
@@ -301,7 +301,7 @@ Result<methods::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.ignore = a.ignore;
   opt.seed = a.seed;
-  if (Status st = methods::CheckOptions(opt); !st.ok()) return st.error();
+  if (Status st = pipeline::CheckOptions(opt); !st.ok()) return st.error();
   return opt;
 }
 
@@ -311,7 +311,7 @@ int RunQuantize(const QuantizeArgs& a) {
   if (const GgufMix* mix = FindGgufMix(a.scheme)) return RunQuantizeGguf(a, *mix);
   auto flags = OptionsFromFlags(a);
   if (!flags.ok()) return FailFlags(flags.error());
-  const methods::QuantizeOptions& opt = *flags;
+  const pipeline::QuantizeOptions& opt = *flags;
   const QuantScheme& scheme = opt.scheme;
   // Input: the flags are fine; what the files hold decides from here (exit 1).
   if (model::IsGgufFile(a.model))
@@ -321,13 +321,13 @@ int RunQuantize(const QuantizeArgs& a) {
             a.model, a.scheme));
   if (!std::filesystem::is_directory(a.model))
     return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
-  if (methods::NeedsCalibration(opt) && a.calib.empty())
+  if (pipeline::NeedsCalibration(opt) && a.calib.empty())
     std::fprintf(stderr,
                  "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the "
                  "model itself\n",
                  (long long)a.nsamples);
   std::unique_ptr<ProgressBar> pb;
-  auto r = methods::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
+  auto r = pipeline::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
     if (!pb) pb = std::make_unique<ProgressBar>("quantize layers", total, ShowProgress(a.common));
     pb->Update(done);
   });
