@@ -1,6 +1,6 @@
 // Loading Hugging Face checkpoints (fp32, or quantized linears of a compressed-tensors folder,
-// with their input_activations quantization; GGUF files go to model/gguf_model.cc) and the
-// decoder forward pass, as layer stages that calibration drivers reuse.
+// with their input_activations quantization; GGUF files go to model/gguf_model.cc), and the
+// forward pass and batched decoding step, both through the decoder walk (decoder_walk.h).
 // Contract: Load() never trusts the file: names, shapes and finiteness are checked per tensor.
 #include "model/model.h"
 

@@ -1,5 +1,6 @@
-// Importance-matrix collection (see imatrix.h): the chunks run through the model's layer stages
-// one chunk per thread; each chunk's Σx² (fp64) is added to the totals in chunk order.
+// Importance-matrix collection (see imatrix.h): the chunks run through the decoder walk, one
+// chunk per thread, a hook adding each linear input's Σx² (fp64) into the chunk's partial sums;
+// the totals add the chunks in chunk order.
 #include "pipeline/imatrix.h"
 
 #include <omp.h>
