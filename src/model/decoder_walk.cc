@@ -15,6 +15,34 @@ KvSlot SeqKv::At(int64_t layer) const {
   return {cache->k[l].data(), cache->v[l].data(), cache->cos.data(), cache->sin.data(), cache->len};
 }
 
+WalkScratch::WalkScratch(const ModelConfig& c, int64_t m)
+    : x(size_t(m * c.hidden)),
+      attn_in(x.size()),
+      h(x.size()),
+      q(size_t(m * c.q_dim())),
+      att(q.size()),
+      g(size_t(m * c.intermediate)),
+      u(g.size()),
+      k(size_t(m * c.kv_dim())),
+      v(k.size()) {}
+
+BlockBuffers WalkScratch::Buffers(float* x_in, float* att_in, float* g_in) {
+  return {x_in ? x_in : x.data(),
+          attn_in.data(),
+          q.data(),
+          att_in ? att_in : att.data(),
+          h.data(),
+          h.data(),
+          g_in ? g_in : g.data(),
+          u.data(),
+          k.data(),
+          v.data()};
+}
+
+KvSlot WalkScratch::Slot(const float* cos, const float* sin) {
+  return {k.data(), v.data(), cos, sin, 0};
+}
+
 void WalkBlock(const ModelConfig& c, const Layer& blk, int64_t layer, const BlockBuffers& b,
                int64_t m, std::span<const KvSlot> slots, BlockSpan span, WalkHooks* hooks) {
   using S = BlockStage;

@@ -85,6 +85,21 @@ struct BlockBuffers {
   float* v_rows = nullptr;
 };
 
+// Activations a walk of m rows owns (a calibration window, an imatrix chunk, a batched decoding
+// step): attn_in on its own, mlp_in and the projections sharing h, so that every stage input up
+// to kMlpOut is still there when a span ends; k/v of m rows, used as batched decoding's
+// k_rows/v_rows or as the KV slot of a whole window from position 0 (Slot).
+struct WalkScratch {
+  WalkScratch(const ModelConfig& c, int64_t m);
+  // The buffers of one walk; x, att and g are the caller's where given (calibration keeps them
+  // per window), else this scratch's.
+  BlockBuffers Buffers(float* x = nullptr, float* att = nullptr, float* g = nullptr);
+  // k/v as the cache of a window of m tokens from position 0, with RoPE tables of >= m rows.
+  KvSlot Slot(const float* cos, const float* sin);
+
+  std::vector<float> x, attn_in, h, q, att, g, u, k, v;
+};
+
 struct WalkPoint {
   int64_t layer = 0;  // cfg.layers for kHeadIn
   BlockStage stage = BlockStage::kAttnIn;

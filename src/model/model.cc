@@ -332,19 +332,13 @@ Status Model::ForwardBatchStep(std::span<const int32_t> tokens, std::vector<KVCa
   for (int32_t t : tokens)
     if (t < 0 || t >= c.vocab_size)
       return Err("forward: token id {} outside vocabulary of {}", t, c.vocab_size);
-  const int64_t H = c.hidden, F = c.intermediate, qd = c.q_dim(), kvd = c.kv_dim();
-  std::vector<float> x(static_cast<size_t>(B * H)), h(static_cast<size_t>(B * H));
-  std::vector<float> q(static_cast<size_t>(B * qd)), att(static_cast<size_t>(B * qd));
-  std::vector<float> k(static_cast<size_t>(B * kvd)), v(static_cast<size_t>(B * kvd));
-  std::vector<float> g(static_cast<size_t>(B * F)), u(static_cast<size_t>(B * F));
-  Embed(embed_, H, tokens, x.data());
-  const BlockBuffers b{x.data(), h.data(), q.data(), att.data(), h.data(),
-                       h.data(), g.data(), u.data(), k.data(),   v.data()};
+  WalkScratch sc(c, B);
+  Embed(embed_, c.hidden, tokens, sc.x.data());
   std::vector<SeqKv> seqs;
   for (KVCache& kv : caches) seqs.push_back({&kv, {}});
-  WalkStack(c, layers_, b, B, seqs);
+  WalkStack(c, layers_, sc.Buffers(), B, seqs);
   for (KVCache& kv : caches) kv.len = pos + 1;
-  WalkHead(c, final_norm_, &lm_head_, x.data(), h.data(), B, logits);
+  WalkHead(c, final_norm_, &lm_head_, sc.x.data(), sc.h.data(), B, logits);
   return Status::Ok();
 }
 

@@ -124,7 +124,7 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
 
   // The observed inputs and their place in a chunk's partial sums.
   const model::TensorNames& nm = from_gguf ? model::GgufTensorNames() : *cfg.family->names;
-  const int64_t H = cfg.hidden, F = cfg.intermediate, qd = cfg.q_dim(), kvd = cfg.kv_dim();
+  const int64_t H = cfg.hidden, F = cfg.intermediate, qd = cfg.q_dim();
   const int64_t T = opt.ctx;
   std::vector<Input> inputs;
   int64_t width = 0;
@@ -158,25 +158,16 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   model::RopeTables(cfg, T, &cos, &sin);
   const std::vector<float>& embed = model.embedding();
 
+  // Per chunk in flight: the walk's buffers and the chunk's partial sums.
   struct Scratch {
-    std::vector<float> x, h, tmp, q, att, kc, vc, g, u;
+    model::WalkScratch walk;
     std::vector<double> sums;
   };
   const int threads = std::max(1, omp_get_max_threads());
   const int64_t S = rep.chunks;
-  std::vector<Scratch> scratch(static_cast<size_t>(std::min<int64_t>(threads, S)));
-  for (Scratch& sc : scratch) {
-    sc.x.resize(size_t(T * H));
-    sc.h.resize(size_t(T * H));
-    sc.tmp.resize(size_t(T * H));
-    sc.q.resize(size_t(T * qd));
-    sc.att.resize(size_t(T * qd));
-    sc.kc.resize(size_t(T * kvd));
-    sc.vc.resize(size_t(T * kvd));
-    sc.g.resize(size_t(T * F));
-    sc.u.resize(size_t(T * F));
-    sc.sums.resize(size_t(width));
-  }
+  std::vector<Scratch> scratch(
+      static_cast<size_t>(std::min<int64_t>(threads, S)),
+      Scratch{model::WalkScratch(cfg, T), std::vector<double>(size_t(width))});
   // Adds Σx² of each input shown to it into a chunk's partial sums, in the order of `inputs`
   // (the walk shows them layer by layer, in dataflow order, then the head's).
   struct SquareSums final : model::WalkHooks {
@@ -195,13 +186,12 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
     hooks.inputs = &inputs;
     hooks.sums = sc.sums.data();
     hooks.stages = model::kLinearInputs | model::StageBit(model::BlockStage::kHeadIn);
-    model::Embed(embed, H, ids, sc.x.data());
-    const model::BlockBuffers b{sc.x.data(),   sc.h.data(), sc.q.data(), sc.att.data(),
-                                sc.tmp.data(), sc.h.data(), sc.g.data(), sc.u.data()};
-    const model::SeqKv seq{nullptr, {sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0}};
-    model::WalkStack(cfg, model.layers(), b, T, {&seq, 1}, &hooks);
+    model::Embed(embed, H, ids, sc.walk.x.data());
+    const model::SeqKv seq{nullptr, sc.walk.Slot(cos.data(), sin.data())};
+    model::WalkStack(cfg, model.layers(), sc.walk.Buffers(), T, {&seq, 1}, &hooks);
     if (output)
-      model::WalkHead(cfg, final_norm, nullptr, sc.x.data(), sc.h.data(), T, nullptr, &hooks);
+      model::WalkHead(cfg, final_norm, nullptr, sc.walk.x.data(), sc.walk.h.data(), T, nullptr,
+                      &hooks);
   };
 
   const auto tf = Clock::now();

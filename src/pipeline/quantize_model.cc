@@ -216,7 +216,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
 
   // S windows of T tokens.
   const int64_t S = rep.calib_samples, T = copt.seqlen, H = cfg.hidden, F = cfg.intermediate;
-  const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
+  const int64_t qd = cfg.q_dim();
   std::vector<float> x(static_cast<size_t>(S * T * H));
   {
     QF_ASSIGN(std::vector<float> embed, model::ReadTensorF32(store, nm.embed, {cfg.vocab_size, H}));
@@ -237,22 +237,11 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   std::vector<float> g_cache;
   if (S * T * F * int64_t(sizeof(float)) <= kMaxGCacheBytes)
     g_cache.resize(static_cast<size_t>(S * T * F));
-  // Per-thread work buffers for one window.
-  struct Scratch {
-    std::vector<float> x, h, tmp, q, kc, vc, g, u;
-  };
+  // Per-thread walk buffers for one window (x: the transform pass's copy of the residual
+  // stream; att comes from the per-window store, g from g_cache when there is one).
+  using Scratch = model::WalkScratch;
   const int threads = std::max(1, omp_get_max_threads());
-  std::vector<Scratch> scratch(static_cast<size_t>(threads));
-  for (Scratch& sc : scratch) {
-    if (method.transform != Transform::kNone) sc.x.resize(size_t(T * H));
-    sc.h.resize(size_t(T * H));
-    sc.tmp.resize(size_t(T * H));
-    sc.q.resize(size_t(T * qd));
-    sc.kc.resize(size_t(T * kvd));
-    sc.vc.resize(size_t(T * kvd));
-    sc.g.resize(size_t(T * F));
-    sc.u.resize(size_t(T * F));
-  }
+  std::vector<Scratch> scratch(static_cast<size_t>(threads), Scratch(cfg, T));
   GptqOptions gopt;
   gopt.damp = opt.damp;
   gopt.act_order = opt.act_order ? ActOrder::kDescending : ActOrder::kOff;
@@ -320,17 +309,15 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       rep.seconds_statistics += Seconds(tf);
     }
   };
-  // A window's walk over `span` of block l (on a copy of its residual stream with copy_x).
-  // Stage inputs: attn_in in tmp, mlp_in and the projections in h, so that all four inputs
-  // stay alive until a span ending at kMlpOut returns.
+  // A window's walk over `span` of block l (on a copy of its residual stream with copy_x); the
+  // scratch's layout keeps all four stage inputs alive until a span ending at kMlpOut returns.
   auto walk_block = [&](const model::Layer& layer, int64_t l, model::BlockSpan span, bool copy_x) {
     return [&, l, span, copy_x](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
       float* xw = window_x(s);
       if (copy_x) xw = std::copy_n(xw, T * H, sc.x.data()) - T * H;
-      const model::BlockBuffers b{xw,          sc.tmp.data(), sc.q.data(),     window_att(s),
-                                  sc.h.data(), sc.h.data(),   window_g(s, sc), sc.u.data()};
-      const model::KvSlot kv{sc.kc.data(), sc.vc.data(), cos.data(), sin.data(), 0};
-      model::WalkBlock(cfg, layer, l, b, T, {&kv, 1}, span, &hooks);
+      const model::KvSlot kv = sc.Slot(cos.data(), sin.data());
+      model::WalkBlock(cfg, layer, l, sc.Buffers(xw, window_att(s), window_g(s, sc)), T, {&kv, 1},
+                       span, &hooks);
     };
   };
   auto only = [](Stage st, Observed& ob) {
