@@ -220,13 +220,13 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   std::vector<float> x(static_cast<size_t>(S * T * H));
   {
     QF_ASSIGN(std::vector<float> embed, model::ReadTensorF32(store, nm.embed, {cfg.vocab_size, H}));
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t i = 0; i < T; ++i) {
-        const int32_t id = windows[size_t(s)][size_t(i)];
+    for (int64_t s = 0; s < S; ++s) {
+      const std::span<const int32_t> ids(windows[size_t(s)].data(), size_t(T));
+      for (const int32_t id : ids)
         if (id < 0 || id >= cfg.vocab_size)
           return Err("calibration token {} outside the vocabulary", id);
-        std::copy_n(embed.data() + int64_t(id) * H, H, x.data() + (s * T + i) * H);
-      }
+      model::Embed(embed, H, ids, x.data() + s * T * H);
+    }
   }
   std::vector<float> cos, sin;
   model::RopeTables(cfg, T, &cos, &sin);
