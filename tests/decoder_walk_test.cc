@@ -160,9 +160,10 @@ Block MakeBlock(const Case& k, uint64_t seed) {
     if (quant) {
       auto q = Quantize(lin.weight, n, kk, w8, {});
       EXPECT_TRUE(q.ok());
-      lin.quant = std::make_shared<const QuantizedTensor>(std::move(*q));
       lin.weight.clear();
       lin.act.scheme = a8;
+      lin.quant =
+          std::make_shared<const kernels::QuantMatrix>(kernels::ToKernelLayout(*q, lin.act));
     }
     return lin;
   };

@@ -27,9 +27,8 @@ uint64_t LinearBytes(const model::Linear& l) {
   if (l.ggml) {
     b += uint64_t(l.ggml->rows) * l.ggml->row_bytes;  // the blocks as mapped from the file
   } else if (l.quant) {
-    // Codes are held one byte each, scales as fp32, zeros as int32 (what MatMulDequantNT reads).
-    b += l.quant->codes.size() + l.quant->scales.size() * sizeof(float) +
-         l.quant->zeros.size() * sizeof(int32_t);
+    // In the kernels' layout (kernels/qgemm.h QuantMatrix): what the kernels read.
+    b += l.quant->StreamedBytes();
   } else {
     b += l.weight.size() * sizeof(float);
   }

@@ -180,4 +180,32 @@ void QuantizeActivations(const ActQuant& a, const float* x, float* out, int64_t 
   }
 }
 
+bool QuantizeActivationsU8(const ActQuant& a, const float* x, int64_t m, int64_t k, uint8_t* q,
+                           int64_t ldq, float* scales) {
+  QF_CHECK(a.enabled() && a.scheme->kind == QuantKind::kInt, "QuantizeActivationsU8: not int8");
+  CheckStatic(a);
+  const bool dynamic = a.scheme->dynamic;
+  bool finite = true;
+  const bool parallel = m > 1 && m * k >= kParallelElements && !omp_in_parallel();
+#pragma omp parallel for if (parallel) schedule(static) reduction(&& : finite)
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * k;
+    bool row_finite = true;
+#pragma omp simd reduction(&& : row_finite)
+    for (int64_t c = 0; c < k; ++c) row_finite = row_finite && std::isfinite(xr[c]);
+    finite = finite && row_finite;
+    if (!row_finite) continue;
+    const float s = RowScale(a, dynamic ? RowAbsMax(xr, k) : 0.0f);
+    scales[r] = s;
+    uint8_t* qr = q + r * ldq;
+#pragma omp simd
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = xr[c] / s;
+      const float rv = std::copysign((std::fabs(v) + kTwo23) - kTwo23, v);
+      qr[c] = uint8_t(int(std::min(std::max(rv, kInt8Min), kInt8Max)) + 128);
+    }
+  }
+  return finite;
+}
+
 }  // namespace qf

@@ -59,4 +59,12 @@ void QuantizeActivationsRef(const ActQuant& a, const float* x, float* out, int64
 // forward pass calls: branch-free SIMD loops, rows in parallel when outside an OpenMP region.
 void QuantizeActivations(const ActQuant& a, const float* x, float* out, int64_t m, int64_t k);
 
+// The codes and scales of an int8 row's quantization (what QuantizeActivations multiplies back
+// together), for integer GEMMs: q[r * ldq + c] = clamp(rne(x / scale), -128, 127) + 128 as an
+// unsigned byte (the offset form kernels/cpu/int8_gemm.h takes), scales[r] = the row's scale.
+// Returns false, q and scales unspecified, when some x is not finite (the caller then takes
+// the float path). Only for int8 rows (QF_CHECK).
+bool QuantizeActivationsU8(const ActQuant& a, const float* x, int64_t m, int64_t k, uint8_t* q,
+                           int64_t ldq, float* scales);
+
 }  // namespace qf

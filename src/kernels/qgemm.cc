@@ -160,6 +160,229 @@ GgmlTensor ForKernels(GgmlTensor w) {
   return w;
 }
 
+IntRows QuantMatrix::Rows(int64_t r0, int64_t r1) const {
+  return {codes.data() + size_t(r0) * row_bytes,
+          row_bytes,
+          r1 - r0,
+          cols,
+          group,
+          layout == Layout::kNibbles,
+          scales.data() + r0 * groups(),
+          zeros.data() + r0 * groups()};
+}
+
+Int8Rows QuantMatrix::Int8() const {
+  return {reinterpret_cast<const int8_t*>(codes.data()), row_sums.data(), rows, cols};
+}
+
+size_t QuantMatrix::StreamedBytes() const {
+  return codes.size() + scales.size() * sizeof(float) +
+         (scheme.symmetric ? 0 : zeros.size() * sizeof(float)) + row_sums.size() * sizeof(int32_t);
+}
+
+QuantMatrix ToKernelLayout(const QuantizedTensor& q, const ActQuant& act) {
+  QuantMatrix w;
+  w.scheme = q.scheme;
+  w.rows = q.rows;
+  w.cols = q.cols;
+  const bool per_tensor = q.scheme.granularity == Granularity::kTensor;
+  w.group = per_tensor ? q.cols : q.group_size();
+  const int64_t N = q.rows, K = q.cols, groups = w.groups();
+  w.scales.resize(size_t(N * groups));
+  for (int64_t p = 0; p < N * groups; ++p) w.scales[size_t(p)] = q.scales[per_tensor ? 0 : p];
+  if (q.scheme.is_int()) {
+    w.zeros.resize(w.scales.size());
+    for (int64_t p = 0; p < N * groups; ++p)
+      w.zeros[size_t(p)] = q.zeros.empty() ? float(1 << (q.scheme.bits - 1))
+                                           : float(q.zeros[size_t(per_tensor ? 0 : p)]);
+  }
+  const bool int8_act = act.enabled() && act.scheme->kind == QuantKind::kInt && q.scheme.is_int() &&
+                        q.scheme.bits == 8 && q.scheme.granularity != Granularity::kGroup &&
+                        K <= kInt8MaxCols;
+  if (int8_act) {
+    w.layout = QuantMatrix::Layout::kInt8x16;
+    std::vector<int8_t> s(q.codes.size());
+    for (size_t i = 0; i < s.size(); ++i) s[i] = int8_t(int(q.codes[i]) - 128);
+    w.codes.resize(Int8PackedBytes(N, K));
+    w.row_sums.resize(size_t(Int8Rows16(N)));
+    Int8Pack(s.data(), N, K, reinterpret_cast<int8_t*>(w.codes.data()), w.row_sums.data());
+  } else if (q.scheme.is_int() && q.scheme.bits <= 4 && K % kNibbleChunk == 0) {
+    w.layout = QuantMatrix::Layout::kNibbles;
+    w.row_bytes = size_t(K / 2);
+    w.codes.assign(size_t(N) * w.row_bytes, 0);
+    constexpr int64_t half = kNibbleChunk / 2;
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t c = k / kNibbleChunk, j = k % kNibbleChunk;
+        uint8_t& b = w.codes[size_t(r) * w.row_bytes + size_t(c * half + j % half)];
+        b |= uint8_t(q.codes[size_t(r * K + k)] << (j < half ? 0 : 4));
+      }
+  } else {
+    w.layout = QuantMatrix::Layout::kBytes;
+    w.row_bytes = size_t(K);
+    w.codes = q.codes;
+  }
+  return w;
+}
+
+QuantizedTensor FromKernelLayout(const QuantMatrix& w) {
+  QuantizedTensor q;
+  q.scheme = w.scheme;
+  q.rows = w.rows;
+  q.cols = w.cols;
+  const int64_t N = w.rows, K = w.cols;
+  q.codes.resize(size_t(N * K));
+  if (w.layout == QuantMatrix::Layout::kInt8x16) {
+    const Int8Rows i8 = w.Int8();
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t k = 0; k < K; ++k)
+        q.codes[size_t(r * K + k)] = uint8_t(Int8Weight(i8, r, k) + 128);
+  } else if (w.layout == QuantMatrix::Layout::kNibbles) {
+    const IntRows rows = w.Rows(0, N);
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t k = 0; k < K; ++k) q.codes[size_t(r * K + k)] = uint8_t(IntCode(rows, r, k));
+  } else {
+    q.codes = w.codes;
+  }
+  const bool per_tensor = w.scheme.granularity == Granularity::kTensor;
+  q.scales = per_tensor ? std::vector<float>{w.scales[0]} : w.scales;
+  if (w.scheme.is_int() && !w.scheme.symmetric) {
+    for (size_t p = 0; p < (per_tensor ? 1 : w.zeros.size()); ++p)
+      q.zeros.push_back(int32_t(w.zeros[p]));
+  }
+  return q;
+}
+
+namespace {
+
+constexpr int64_t kInt8GemmRows = 32;
+
+void DecodeQuantRows(const QuantMatrix& w, int64_t r0, int64_t r1, float* out) {
+  const int64_t K = w.cols;
+  if (w.layout == QuantMatrix::Layout::kInt8x16) {
+    const Int8Rows i8 = w.Int8();
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t k = 0; k < K; ++k)
+        out[(r - r0) * K + k] =
+            w.scales[size_t(r)] * (float(Int8Weight(i8, r, k) + 128) - w.zeros[size_t(r)]);
+  } else if (w.scheme.is_int()) {
+    IntDecodeRows(w.Rows(r0, r1), out);
+  } else {
+    const float* lut =
+        (w.scheme.kind == QuantKind::kFp8E4M3 ? F8E4M3Values() : F8E5M2Values()).data();
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* c = w.codes.data() + size_t(r) * w.row_bytes;
+      float* o = out + (r - r0) * K;
+      for (int64_t k = 0; k < K; ++k)
+        o[k] = lut[c[k]] * w.scales[size_t(r * w.groups() + k / w.group)];
+    }
+  }
+}
+
+// y = float(acc - (zero - 128) * Σa) * scale_x * scale_w (+ bias) from exact int8 sums; false
+// when x has a non-finite value.
+bool MatMulInt8(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
+                float* y, int64_t m) {
+  const int64_t N = w.rows, K = w.cols, cols4 = Int8Cols4(K), N16 = Int8Rows16(N);
+  // Per thread (Apply runs concurrently); pointers taken here, as the row workers below run on
+  // other threads whose thread_local buffers are their own.
+  thread_local std::vector<uint8_t> au_buf;
+  thread_local std::vector<float> sa_buf;
+  thread_local std::vector<int32_t> acc_buf, sx_buf;
+  if (au_buf.size() < size_t(m * cols4)) au_buf.resize(size_t(m * cols4), 128);
+  if (sa_buf.size() < size_t(m)) sa_buf.resize(size_t(m));
+  if (sx_buf.size() < size_t(m)) sx_buf.resize(size_t(m));
+  if (acc_buf.size() < size_t(m * N16)) acc_buf.resize(size_t(m * N16));
+  uint8_t* au = au_buf.data();
+  float* sa = sa_buf.data();
+  int32_t* acc = acc_buf.data();
+  int32_t* sx = sx_buf.data();
+  if (!QuantizeActivationsU8(act, x, m, K, au, cols4, sa)) return false;
+  const bool asym = !w.scheme.symmetric;
+  if (asym)
+    for (int64_t t = 0; t < m; ++t) {
+      int32_t s = 0;
+      for (int64_t k = 0; k < K; ++k) s += int32_t(au[t * cols4 + k]) - 128;
+      sx[t] = s;
+    }
+  const Int8Rows i8 = w.Int8();
+  ForEachThreadRows(N, kInt8GemmRows, kInt8RowBlock, [&](int64_t r0, int64_t r1) {
+    Int8Gemm(i8, au, m, r0, r1, acc, N16);
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t r = r0; r < r1; ++r) {
+        int32_t a = acc[t * N16 + r];
+        if (asym) a -= (int32_t(w.zeros[size_t(r)]) - 128) * sx[t];
+        float v = float(a) * sa[t] * w.scales[size_t(r)];
+        if (bias) v += bias[r];
+        y[t * N + r] = v;
+      }
+  });
+  return true;
+}
+
+}  // namespace
+
+void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
+                   float* y, int64_t m) {
+  if (w.layout == QuantMatrix::Layout::kInt8x16 && MatMulInt8(x, w, act, bias, y, m)) return;
+  if (act.enabled()) {
+    // Per thread: Apply is const and runs concurrently (one window per thread in ppl/kld).
+    // Grown on demand, never shrunk: at most M·max(K) floats per thread.
+    thread_local std::vector<float> xq;
+    if (xq.size() < static_cast<size_t>(m * w.cols)) xq.resize(static_cast<size_t>(m * w.cols));
+    QuantizeActivations(act, x, xq.data(), m, w.cols);
+    x = xq.data();
+  }
+  const int64_t N = w.rows, K = w.cols;
+  if (w.scheme.is_int() && w.layout != QuantMatrix::Layout::kInt8x16 && m <= kQuantGemvTokens) {
+    ForEachThreadRows(N, kGemvRows, 1, [&](int64_t r0, int64_t r1) {
+      IntGemv(w.Rows(r0, r1), x, m, y + r0, N);
+      AddBias(bias, y, m, N, r0, r1);
+    });
+    return;
+  }
+  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
+#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
+  {
+    std::vector<float> buf(static_cast<size_t>(kRowTile * K));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
+      DecodeQuantRows(w, r0, r1, buf.data());
+      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
+      AddBias(bias, y, m, N, r0, r1);
+    }
+  }
+}
+
+void MatMulQuantNTRef(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
+                      float* y, int64_t m) {
+  const int64_t N = w.rows, K = w.cols;
+  if (w.layout == QuantMatrix::Layout::kInt8x16) {
+    const int64_t cols4 = Int8Cols4(K), N16 = Int8Rows16(N);
+    std::vector<uint8_t> au(size_t(m * cols4), 128);
+    std::vector<float> sa(static_cast<size_t>(m));
+    if (QuantizeActivationsU8(act, x, m, K, au.data(), cols4, sa.data())) {
+      std::vector<int32_t> acc(size_t(m * N16));
+      Int8GemmRef(w.Int8(), au.data(), m, 0, N, acc.data(), N16);
+      for (int64_t t = 0; t < m; ++t) {
+        int32_t sx = 0;
+        for (int64_t k = 0; k < K; ++k) sx += int32_t(au[size_t(t * cols4 + k)]) - 128;
+        for (int64_t r = 0; r < N; ++r) {
+          const int32_t a = acc[size_t(t * N16 + r)] - (int32_t(w.zeros[size_t(r)]) - 128) * sx;
+          float v = float(a) * sa[size_t(t)] * w.scales[size_t(r)];
+          if (bias) v += bias[r];
+          y[t * N + r] = v;
+        }
+      }
+      return;
+    }
+  }
+  std::vector<float> xq(size_t(m * K));
+  QuantizeActivationsRef(act, x, xq.data(), m, K);
+  MatMulDequantNTRef(xq.data(), FromKernelLayout(w), bias, y, m);
+}
+
 void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* bias, float* y,
                         int64_t m) {
   std::vector<float> full(static_cast<size_t>(w.rows * w.cols));

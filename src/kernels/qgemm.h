@@ -11,8 +11,11 @@
 #include <cstdint>
 #include <memory>
 
+#include "formats/activation.h"
 #include "formats/ggml_blocks.h"
 #include "formats/quantize.h"
+#include "kernels/cpu/int8_gemm.h"
+#include "kernels/cpu/int_dot.h"
 
 namespace qf {
 
@@ -33,6 +36,59 @@ struct GgmlTensor {
 }  // namespace qf
 
 namespace qf::kernels {
+
+// A QuantizedTensor in the layout the kernels run, its codes held once (ToKernelLayout):
+//   kNibbles: integer codes < 16 (int2/3/4) with cols % 64 == 0, two per byte
+//             (kernels/cpu/int_dot.h's nibble layout);
+//   kBytes:   one byte per code: int8 codes, fp8 bytes, and int2/3/4 rows of other widths;
+//   kInt8x16: int8 codes of a linear whose activations are int8 too (W8A8) and whose
+//             parameters are per channel or per tensor: code - 128 as signed bytes in
+//             kernels/cpu/int8_gemm.h's 16-row blocks, with row sums.
+// scales and zeros are [rows, cols / group] (group = cols for per-channel and per-tensor
+// schemes: a tensor's one scale repeated per row); zeros hold the integer zero points as floats,
+// 2^(bits-1) for symmetric schemes, and are empty for fp8.
+struct QuantMatrix {
+  enum class Layout : uint8_t { kNibbles, kBytes, kInt8x16 };
+  QuantScheme scheme;
+  Layout layout = Layout::kBytes;
+  int64_t rows = 0, cols = 0, group = 0;
+  size_t row_bytes = 0;           // kNibbles, kBytes
+  std::vector<uint8_t> codes;     // rows * row_bytes, or Int8PackedBytes(rows, cols)
+  std::vector<int32_t> row_sums;  // kInt8x16
+  std::vector<float> scales, zeros;
+
+  int64_t groups() const { return cols / group; }
+  // Rows [r0, r1) for the integer kernels (kNibbles / kBytes of an integer scheme).
+  IntRows Rows(int64_t r0, int64_t r1) const;
+  Int8Rows Int8() const;
+  // Bytes the kernels stream per product: codes, scales, zeros (asymmetric only), row sums.
+  size_t StreamedBytes() const;
+};
+
+// act: the linear's activation quantization (int8 with per-channel/tensor int8 weights selects
+// kInt8x16). Codes, scales and zeros are those of q, value for value.
+QuantMatrix ToKernelLayout(const QuantizedTensor& q, const ActQuant& act);
+// The codes back in QuantizedTensor form (tests; the plain reference below).
+QuantizedTensor FromKernelLayout(const QuantMatrix& w);
+
+// y[M, N] = act(x)[M, K] · deq(w)ᵀ (+ bias), where act is the activation quantization:
+//   - kInt8x16: x quantized to int8 per QuantizeActivationsU8 (exactly QuantizeActivations'
+//     codes), the int8 GEMM's exact sums acc, then y = float(acc) * scale_x * scale_w (+ bias):
+//     the exact integer product times the scales, one rounding each. A call whose x has a
+//     non-finite value takes the float path below instead.
+//   - otherwise x is quantized and dequantized (QuantizeActivations, when act is enabled), then
+//     integer weights run, up to kQuantGemvTokens tokens, the fixed-point GEMV of
+//     kernels/cpu/int_dot.h (its error bound), and with more tokens 64-row tiles decoded by
+//     IntDecodeRows before each sgemm: the same floats and the same sgemm calls as
+//     MatMulDequantNT on the QuantizedTensor (prefill and ppl unchanged bit for bit); fp8 bytes
+//     take those tiles at every token count.
+constexpr int64_t kQuantGemvTokens = 8;
+void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
+                   float* y, int64_t m);
+// The plain reference: kInt8x16 as the formula above with Int8GemmRef; the others the
+// activations by QuantizeActivationsRef, then MatMulDequantNTRef on FromKernelLayout(w).
+void MatMulQuantNTRef(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
+                      float* y, int64_t m);
 
 void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias, float* y,
                      int64_t m);

@@ -21,6 +21,10 @@ namespace qf::model {
 
 void Linear::Apply(const float* x, float* y, int64_t m) const {
   const float* b = bias.empty() ? nullptr : bias.data();
+  if (quant) {
+    kernels::MatMulQuantNT(x, *quant, act, b, y, m);
+    return;
+  }
   if (act.enabled()) {
     // Per thread: Apply is const and runs concurrently (one window per thread in ppl/kld).
     // Grown on demand, never shrunk: at most M·max(K) floats per thread.
@@ -31,8 +35,6 @@ void Linear::Apply(const float* x, float* y, int64_t m) const {
   }
   if (ggml) {
     kernels::MatMulGgmlNT(x, *ggml, b, y, m);
-  } else if (quant) {
-    kernels::MatMulDequantNT(x, *quant, b, y, m);
   } else {
     kernels::MatMulNT(x, weight.data(), b, y, m, n, k);
   }
@@ -109,8 +111,10 @@ Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTens
     const std::string module = weight.substr(0, weight.size() - std::string(".weight").size());
     QF_ASSIGN(std::optional<QuantizedTensor> q,
               io::ReadQuantizedLinear(store, *qcfg, module, n, k));
-    if (q) lin.quant = std::make_shared<const QuantizedTensor>(std::move(*q));
     QF_ASSIGN(lin.act, ReadActQuant(store, *qcfg, module));
+    if (q)
+      lin.quant =
+          std::make_shared<const kernels::QuantMatrix>(kernels::ToKernelLayout(*q, lin.act));
   }
   if (!lin.quant) {
     QF_ASSIGN(lin.weight, ReadTensorF32(store, weight, {n, k}));
@@ -245,6 +249,16 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
   }
   for (const auto& t : store.tensors()) m.params_ += t.numel();
   return m;
+}
+
+void Model::UseFloatActivationGemm() {
+  for (Layer& blk : layers_)
+    for (LinearId id : kBlockLinears) {
+      Linear& lin = blk[id];
+      if (lin.quant && lin.quant->layout == kernels::QuantMatrix::Layout::kInt8x16)
+        lin.quant = std::make_shared<const kernels::QuantMatrix>(
+            kernels::ToKernelLayout(kernels::FromKernelLayout(*lin.quant), ActQuant{}));
+    }
 }
 
 double FlopsPerToken(const ModelConfig& c, int64_t ctx) {

@@ -25,16 +25,18 @@ struct CompressedTensorsConfig;
 
 namespace qf::model {
 
-// y = x · Wᵀ (+ b), with W either fp32, quantized (compressed-tensors codes) or ggml blocks
-// of a GGUF file (both dequantized tile by tile in the kernel).
-// With act enabled (W8A8, FP8: the checkpoint's input_activations), x is first replaced by
-// QuantizeActivations(x), the values an int8/fp8 GEMM on the codes would see.
+// y = x · Wᵀ (+ b), with W either fp32, quantized (compressed-tensors codes in the kernels'
+// layout: kernels::MatMulQuantNT) or ggml blocks of a GGUF file (kernels::MatMulGgmlNT).
+// With act enabled (W8A8, FP8: the checkpoint's input_activations), x is quantized: int8
+// activations with int8 per-channel/tensor weights multiply as integers (MatMulQuantNT's
+// contract); otherwise x is replaced by QuantizeActivations(x), the values an int8/fp8 GEMM on
+// the codes would see.
 struct Linear {
-  std::vector<float> weight;                     // [N, K] when not quantized, else empty
-  std::shared_ptr<const QuantizedTensor> quant;  // codes [N, K] + scales/zeros, or null
-  std::shared_ptr<const GgmlTensor> ggml;        // ggml blocks [N, K] (GGUF), or null
-  std::vector<float> bias;                       // [N] or empty
-  ActQuant act;                                  // input quantization; disabled by default
+  std::vector<float> weight;                          // [N, K] when not quantized, else empty
+  std::shared_ptr<const kernels::QuantMatrix> quant;  // codes [N, K] + scales/zeros, or null
+  std::shared_ptr<const GgmlTensor> ggml;             // ggml blocks [N, K] (GGUF), or null
+  std::vector<float> bias;                            // [N] or empty
+  ActQuant act;                                       // input quantization; disabled by default
   int64_t n = 0, k = 0;
 
   // x[M,K] -> y[M,N]. Thread-safe (const; activation buffers are per thread).
@@ -112,6 +114,10 @@ class Model {
                           float* logits) const;
 
   const std::vector<Layer>& layers() const { return layers_; }
+  // The linears that multiply int8 activations by int8 weights as integers (W8A8) switched to
+  // the float path instead: activations quantized and dequantized, then the weight kernels in
+  // fp32 (what qforge did before the int8 GEMM; tests compare the two).
+  void UseFloatActivationGemm();
   const std::vector<float>& embedding() const { return embed_; }        // [V, H]
   const std::vector<float>& final_norm() const { return final_norm_; }  // [H]
   const Linear& lm_head() const { return lm_head_; }

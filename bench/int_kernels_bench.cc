@@ -1,0 +1,78 @@
+// Speed of the compressed-tensors kernels on one thread (kernels/cpu/int_dot, int8_gemm): the
+// decoding GEMV on the kernels' layout of each integer scheme, in ns per weight, and the int8
+// GEMM (W8A8) against fp32 sgemm on the same [m, k] x [n, k]ᵀ, in GMAC/s.
+// Usage: build/int_kernels_bench [rows=2048] [cols=2048] [m=64]
+// rows x cols is meant to fit in L2 for the kernels' own cost (the default: 2 MiB of int4).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "formats/quantize.h"
+#include "kernels/blas.h"
+#include "kernels/ops.h"
+#include "kernels/qgemm.h"
+
+namespace {
+
+template <class Fn>
+double BestSeconds(int reps, Fn&& fn) {
+  fn();
+  double best = 1e30;
+  for (int k = 0; k < 5; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) fn();
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best / reps;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace qf;
+  const int64_t n = argc > 1 ? std::atoll(argv[1]) : 2048;
+  const int64_t k = argc > 2 ? std::atoll(argv[2]) : 2048;
+  const int64_t m = argc > 3 ? std::atoll(argv[3]) : 64;
+  if (n <= 0 || k <= 0 || k % 128 != 0 || m <= 0) {
+    std::fprintf(stderr, "rows, m positive; cols a positive multiple of 128\n");
+    return 1;
+  }
+  kernels::SetThreads(1);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  std::vector<float> w(static_cast<size_t>(n * k)), x(static_cast<size_t>(m * k)),
+      y(static_cast<size_t>(m * n));
+  for (auto& v : w) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  std::printf("%-20s %12s %12s\n", "scheme", "gemv ns/w", "gemv4 ns/w");
+  for (const char* spec : {"int4-g128-sym", "int4-g128-asym", "int4-g32-sym", "int3-g128-asym",
+                           "int2-g64-asym", "int8-channel-sym", "int8-g128-sym"}) {
+    auto q = Quantize(w, n, k, *ParseScheme(spec));
+    const kernels::QuantMatrix mat = kernels::ToKernelLayout(*q, ActQuant{});
+    const kernels::IntRows rows = mat.Rows(0, n);
+    const double t1 = BestSeconds(10, [&] { kernels::IntGemv(rows, x.data(), 1, y.data(), n); });
+    const double t4 = BestSeconds(5, [&] { kernels::IntGemv(rows, x.data(), 4, y.data(), n); });
+    std::printf("%-20s %12.4f %12.4f\n", spec, t1 * 1e9 / double(n * k),
+                t4 * 1e9 / double(n * k) / 4);
+  }
+  // W8A8: the int8 GEMM against fp32 sgemm, both one thread, m tokens.
+  auto q8 = Quantize(w, n, k, *ParseScheme("int8-channel-sym"));
+  ActQuant a;
+  a.scheme = *ParseActScheme("int8-token");
+  const kernels::QuantMatrix mat8 = kernels::ToKernelLayout(*q8, a);
+  const double macs = double(m) * double(n) * double(k);
+  const double ti = BestSeconds(3, [&] {
+    kernels::MatMulQuantNT(x.data(), mat8, a, nullptr, y.data(), m);
+  });
+  const double tf = BestSeconds(3, [&] {
+    kernels::GemmNT(x.data(), w.data(), y.data(), m, n, k, n);
+  });
+  std::printf("m=%lld: int8 GEMM (W8A8, activations quantized in) %.1f GMAC/s, fp32 sgemm %.1f "
+              "GMAC/s (%.2fx)\n",
+              static_cast<long long>(m), macs / ti * 1e-9, macs / tf * 1e-9, tf / ti);
+  return 0;
+}

@@ -1,0 +1,258 @@
+// The integer weight-only kernels of int_dot.h: a decoder to floats (prefill tiles) and the
+// fixed-point GEMV (decoding), for each Highway target, and the plain references.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/int_dot.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/aligned_allocator.h>
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/int_dot.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qf::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int64_t kUnit = 32;  // codes per unit: a half nibble chunk; groups are whole units
+
+// One row of w decoded: out[cols] = scale * (float(code) - zero), as the plain decoder rounds it.
+void DecodeRow(const IntRows& w, int64_t r, float* out) {
+  const hn::ScalableTag<float> df;
+  const hn::Rebind<int32_t, decltype(df)> d32;
+  const hn::Rebind<uint8_t, decltype(df)> d8;
+  const int64_t NF = int64_t(hn::Lanes(df));
+  const int64_t groups = w.cols / w.group;
+  const uint8_t* row = w.codes + size_t(r) * w.row_bytes;
+  const float* sc = w.scales + r * groups;
+  const float* ze = w.zeros + r * groups;
+  auto params = [&](int64_t k) {
+    const int64_t g = k / w.group;
+    return std::pair{hn::Set(df, sc[g]), hn::Set(df, ze[g])};
+  };
+  if (w.nibbles) {
+    for (int64_t c = 0; c < w.cols / kNibbleChunk; ++c) {
+      const int64_t k = c * kNibbleChunk;
+      const auto [slo, zlo] = params(k);
+      const auto [shi, zhi] = params(k + kUnit);
+      for (int64_t j = 0; j < kUnit; j += NF) {
+        const auto v = hn::PromoteTo(d32, hn::LoadU(d8, row + c * kUnit + j));
+        const auto lo = hn::ConvertTo(df, hn::And(v, hn::Set(d32, 15)));
+        const auto hi = hn::ConvertTo(df, hn::ShiftRight<4>(v));
+        hn::StoreU(hn::Mul(slo, hn::Sub(lo, zlo)), df, out + k + j);
+        hn::StoreU(hn::Mul(shi, hn::Sub(hi, zhi)), df, out + k + kUnit + j);
+      }
+    }
+    return;
+  }
+  int64_t k = 0;
+  for (; k + kUnit <= w.cols; k += kUnit) {
+    const auto [s, z] = params(k);
+    for (int64_t j = 0; j < kUnit; j += NF) {
+      const auto v = hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(d8, row + k + j)));
+      hn::StoreU(hn::Mul(s, hn::Sub(v, z)), df, out + k + j);
+    }
+  }
+  for (; k < w.cols; ++k) {
+    const int64_t g = k / w.group;
+    out[k] = sc[g] * (float(row[k]) - ze[g]);
+  }
+}
+
+void DecodeRowsImpl(const IntRows& w, float* out) {
+  for (int64_t r = 0; r < w.rows; ++r) DecodeRow(w, r, out + r * w.cols);
+}
+
+// The float path: each row decoded (DecodeRow), then FMAs into M tokens' sums.
+void GemvFloat(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  const hn::ScalableTag<float> df;
+  const int64_t NF = int64_t(hn::Lanes(df));
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    DecodeRow(w, r, row.data());
+    for (int64_t t = 0; t < m; ++t) {
+      const float* xt = x + t * w.cols;
+      auto acc = hn::Zero(df);
+      int64_t k = 0;
+      for (; k + NF <= w.cols; k += NF)
+        acc = hn::MulAdd(hn::LoadU(df, row.data() + k), hn::LoadU(df, xt + k), acc);
+      float s = hn::GetLane(hn::SumOfLanes(df, acc));
+      for (; k < w.cols; ++k) s += row[size_t(k)] * xt[k];
+      y[t * ldy + r] = s;
+    }
+  }
+}
+
+#if HWY_TARGET != HWY_SCALAR
+using DI = hn::ScalableTag<int16_t>;
+using D8 = hn::Rebind<uint8_t, DI>;
+using DW = hn::Repartition<int32_t, DI>;
+using DFW = hn::Repartition<float, DI>;
+
+// The fixed-point GEMV for M tokens (xq: [M, cols] int16, dx: their steps).
+template <int M>
+void GemvInt(const IntRows& w, const int16_t* xq, const float* dx, float* y, int64_t ldy) {
+  const DI di;
+  const D8 d8;
+  const DW dw;
+  const DFW dfw;
+  const int64_t NI = int64_t(hn::Lanes(di));
+  const int64_t K = w.cols, groups = K / w.group;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* row = w.codes + size_t(r) * w.row_bytes;
+    const float* sc = w.scales + r * groups;
+    const float* ze = w.zeros + r * groups;
+    hn::Vec<DFW> facc[M];
+    hn::Vec<DW> acc[M], odd[M];
+    float tail[M] = {};
+    HWY_UNROLL(8)
+    for (int t = 0; t < M; ++t) {
+      facc[t] = hn::Zero(dfw);
+      acc[t] = odd[t] = hn::Zero(dw);
+    }
+    auto flush = [&](float scale) {
+      const auto s = hn::Set(dfw, scale);
+      HWY_UNROLL(8)
+      for (int t = 0; t < M; ++t) {
+        facc[t] = hn::MulAdd(hn::ConvertTo(dfw, hn::Add(acc[t], odd[t])), s, facc[t]);
+        acc[t] = odd[t] = hn::Zero(dw);
+      }
+    };
+    auto mac = [&](hn::Vec<DI> q, int64_t k) {
+      HWY_UNROLL(8)
+      for (int t = 0; t < M; ++t)
+        acc[t] = hn::ReorderWidenMulAccumulate(dw, q, hn::LoadU(di, xq + t * K + k), acc[t],
+                                               odd[t]);
+    };
+    const auto m15 = hn::Set(di, 15);
+    const int64_t G = w.group;
+    for (int64_t g = 0; g < groups; ++g) {
+      const auto z = hn::Set(di, int16_t(ze[g]));
+      // Spans of at most kIntGemvSpan weights of the group (per-channel rows: several).
+      for (int64_t ks = g * G; ks < (g + 1) * G; ks += kIntGemvSpan) {
+        const int64_t ke = std::min((g + 1) * G, ks + kIntGemvSpan);
+        if (w.nibbles && G % kNibbleChunk == 0) {  // whole chunks: both halves in this group
+          for (int64_t k = ks; k < ke; k += kNibbleChunk) {
+            const uint8_t* p = row + k / 2;
+            for (int64_t j = 0; j < kUnit; j += NI) {
+              const auto v = hn::PromoteTo(di, hn::LoadU(d8, p + j));
+              mac(hn::Sub(hn::And(v, m15), z), k + j);
+              mac(hn::Sub(hn::ShiftRight<4>(v), z), k + kUnit + j);
+            }
+          }
+        } else if (w.nibbles) {  // groups of 32: one half of a chunk
+          const uint8_t* p = row + (ks / kNibbleChunk) * kUnit;
+          const bool high = (ks / kUnit) % 2 == 1;
+          for (int64_t j = 0; j < kUnit; j += NI) {
+            const auto v = hn::PromoteTo(di, hn::LoadU(d8, p + j));
+            mac(hn::Sub(high ? hn::ShiftRight<4>(v) : hn::And(v, m15), z), ks + j);
+          }
+        } else {
+          int64_t k = ks;
+          for (; k + kUnit <= ke; k += kUnit)
+            for (int64_t j = 0; j < kUnit; j += NI)
+              mac(hn::Sub(hn::PromoteTo(di, hn::LoadU(d8, row + k + j)), z), k + j);
+          // The last cols % 32 weights (per-channel rows only: groups are whole units).
+          for (int t = 0; t < M && k < ke; ++t) {
+            int64_t sum = 0;
+            for (int64_t i = k; i < ke; ++i)
+              sum += int64_t(int(row[i]) - int(ze[g])) * xq[t * K + i];
+            tail[t] += sc[g] * float(sum);
+          }
+        }
+        flush(sc[g]);
+      }
+    }
+    for (int t = 0; t < M; ++t)
+      y[t * ldy + r] = (hn::GetLane(hn::SumOfLanes(dfw, facc[t])) + tail[t]) * dx[t];
+  }
+}
+
+void GemvImpl(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  const int64_t K = w.cols;
+  // Activations in fixed point, once per call; any non-finite one sends the call to floats.
+  // Aligned, so that a row's vectors do not straddle cache lines (cols a multiple of 32).
+  auto xq = hwy::AllocateAligned<int16_t>(static_cast<size_t>(m * K));
+  std::vector<float> dx(static_cast<size_t>(m));
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * K;
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t k = 0; k < K; ++k) {
+      finite = finite && std::isfinite(xt[k]);
+      amax = std::max(amax, std::fabs(xt[k]));
+    }
+    if (!finite) return GemvFloat(w, x, m, y, ldy);
+    dx[t] = amax > 0.0f ? amax / float(kIntGemvActivationMax) : 1.0f;
+    const float inv = 1.0f / dx[t];
+    for (int64_t k = 0; k < K; ++k)
+      xq[t * K + k] = int16_t(std::clamp(std::nearbyint(xt[k] * inv),
+                                                 -float(kIntGemvActivationMax),
+                                                 float(kIntGemvActivationMax)));
+  }
+  for (int64_t t0 = 0; t0 < m; t0 += 8) {
+    const int64_t n = std::min<int64_t>(8, m - t0);
+    const int16_t* q = xq.get() + t0 * K;
+    float* yt = y + t0 * ldy;
+    switch (n) {
+#define QF_INT_GEMV_CASE(M)                     \
+  case M:                                       \
+    GemvInt<M>(w, q, dx.data() + t0, yt, ldy); \
+    break;
+      QF_INT_GEMV_CASE(1)
+      QF_INT_GEMV_CASE(2)
+      QF_INT_GEMV_CASE(3)
+      QF_INT_GEMV_CASE(4)
+      QF_INT_GEMV_CASE(5)
+      QF_INT_GEMV_CASE(6)
+      QF_INT_GEMV_CASE(7)
+      QF_INT_GEMV_CASE(8)
+#undef QF_INT_GEMV_CASE
+    }
+  }
+}
+#else
+void GemvImpl(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  GemvFloat(w, x, m, y, ldy);
+}
+#endif
+
+}  // namespace qf::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace qf::kernels {
+HWY_EXPORT(DecodeRowsImpl);
+HWY_EXPORT(GemvImpl);
+
+void IntDecodeRows(const IntRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRowsImpl)(w, out); }
+
+void IntGemv(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemvImpl)(w, x, m, y, ldy);
+}
+
+void IntDecodeRowsRef(const IntRows& w, float* out) {
+  const int64_t groups = w.cols / w.group;
+  for (int64_t r = 0; r < w.rows; ++r)
+    for (int64_t k = 0; k < w.cols; ++k) {
+      const int64_t p = r * groups + k / w.group;
+      out[r * w.cols + k] = w.scales[p] * (float(IntCode(w, r, k)) - w.zeros[p]);
+    }
+}
+
+void IntGemvRef(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  std::vector<float> row(static_cast<size_t>(w.rows * w.cols));
+  IntDecodeRowsRef(w, row.data());
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t r = 0; r < w.rows; ++r) {
+      double s = 0.0;
+      for (int64_t k = 0; k < w.cols; ++k)
+        s += double(row[size_t(r * w.cols + k)]) * double(x[t * w.cols + k]);
+      y[t * ldy + r] = float(s);
+    }
+}
+
+}  // namespace qf::kernels
+#endif

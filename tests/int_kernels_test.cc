@@ -1,0 +1,283 @@
+// The compressed-tensors kernels: the layout conversion (kernels/qgemm.h QuantMatrix), the integer
+// weight-only decoder and GEMV (kernels/cpu/int_dot.h) against their references and against
+// the plain decoder of a QuantizedTensor, the int8 GEMM (kernels/cpu/int8_gemm.h) on every
+// path this CPU has against its reference, and W8A8's integer contract end to end.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "formats/activation.h"
+#include "formats/quantize.h"
+#include "kernels/cpu/int8_gemm.h"
+#include "kernels/cpu/int_dot.h"
+#include "kernels/qgemm.h"
+#include "test_util.h"
+
+namespace qf {
+namespace {
+
+std::vector<float> Random(int64_t n, uint32_t seed, float sd = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+QuantizedTensor QuantizeOrDie(const std::vector<float>& w, int64_t n, int64_t k,
+                              const std::string& spec) {
+  Result<QuantScheme> s = ParseScheme(spec);
+  EXPECT_TRUE(s.ok()) << spec;
+  Result<QuantizedTensor> q = Quantize(w, n, k, *s);
+  EXPECT_TRUE(q.ok()) << spec;
+  return std::move(q).value();
+}
+
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+struct Case {
+  std::string spec;
+  int64_t n, k;
+};
+// Every integer width, groups of 32/64/128, per channel and per tensor, sym and asym, with
+// cols that take the nibble layout (multiples of 64) and cols that do not.
+std::vector<Case> WeightOnlyCases() {
+  std::vector<Case> out;
+  for (const char* bits : {"int2", "int3", "int4", "int8"})
+    for (const char* gran : {"-g32", "-g64", "-g128", "-channel", "-tensor"})
+      for (const char* sym : {"-sym", "-asym"}) {
+        const std::string spec = std::string(bits) + gran + sym;
+        out.push_back({spec, 37, 256});
+        if (std::string(gran) == "-channel" || std::string(gran) == "-tensor")
+          out.push_back({spec, 19, 200});  // not a multiple of 64 (nor of 32): bytes, a tail
+        if (std::string(gran) == "-g32") out.push_back({spec, 5, 96});  // odd chunk count
+      }
+  return out;
+}
+
+TEST(QuantMatrix, LayoutRoundTripsAndDecodesAsThePlainDecoder) {
+  for (const Case& c : WeightOnlyCases()) {
+    SCOPED_TRACE(c.spec + " " + std::to_string(c.n) + "x" + std::to_string(c.k));
+    const std::vector<float> w = Random(c.n * c.k, 3);
+    const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
+    const kernels::QuantMatrix m = kernels::ToKernelLayout(q, ActQuant{});
+    const bool nibbles = q.scheme.bits <= 4 && c.k % 64 == 0;
+    EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles, nibbles);
+    const QuantizedTensor back = kernels::FromKernelLayout(m);
+    EXPECT_EQ(back.codes, q.codes);
+    EXPECT_EQ(back.scales, q.scales);
+    EXPECT_EQ(back.zeros, q.zeros);
+    std::vector<float> plain(static_cast<size_t>(c.n * c.k)), ref(plain.size()),
+        fast(plain.size());
+    kernels::DequantizeRows(q, 0, c.n, plain.data());
+    kernels::IntDecodeRowsRef(m.Rows(0, c.n), ref.data());
+    kernels::IntDecodeRows(m.Rows(0, c.n), fast.data());
+    EXPECT_TRUE(SameBits(plain, ref));
+    EXPECT_TRUE(SameBits(plain, fast));
+    // A row range in the middle.
+    std::vector<float> part(static_cast<size_t>(3 * c.k));
+    kernels::IntDecodeRows(m.Rows(2, 5), part.data());
+    EXPECT_EQ(0, std::memcmp(part.data(), plain.data() + 2 * c.k, part.size() * sizeof(float)));
+  }
+}
+
+// IntGemv is within its error bound of the reference: Σ|w| dx / 2 from the fixed-point
+// activations plus float rounding.
+TEST(IntGemv, WithinTheFixedPointBoundOfTheReference) {
+  for (const Case& c : WeightOnlyCases()) {
+    for (int64_t m : {1, 2, 3, 8, 11}) {
+      SCOPED_TRACE(c.spec + " " + std::to_string(c.n) + "x" + std::to_string(c.k) +
+                   " m=" + std::to_string(m));
+      const std::vector<float> w = Random(c.n * c.k, 5);
+      const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
+      const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+      std::vector<float> x = Random(m * c.k, 7, 2.0f);
+      x[size_t(c.k / 2)] = 40.0f;  // an outlier in token 0 sets its step
+      const int64_t ldy = c.n + 3;
+      std::vector<float> y(static_cast<size_t>(m * ldy), -1.0f), ref(y.size(), -1.0f);
+      kernels::IntGemv(mat.Rows(0, c.n), x.data(), m, y.data(), ldy);
+      kernels::IntGemvRef(mat.Rows(0, c.n), x.data(), m, ref.data(), ldy);
+      std::vector<float> deq(static_cast<size_t>(c.n * c.k));
+      kernels::IntDecodeRowsRef(mat.Rows(0, c.n), deq.data());
+      for (int64_t t = 0; t < m; ++t) {
+        float amax = 0.0f;
+        for (int64_t k = 0; k < c.k; ++k) amax = std::max(amax, std::fabs(x[size_t(t * c.k + k)]));
+        const double dx = amax / kernels::kIntGemvActivationMax;
+        for (int64_t r = 0; r < c.n; ++r) {
+          double sw = 0.0, swx = 0.0;
+          for (int64_t k = 0; k < c.k; ++k) {
+            sw += std::fabs(deq[size_t(r * c.k + k)]);
+            swx += std::fabs(deq[size_t(r * c.k + k)] * x[size_t(t * c.k + k)]);
+          }
+          const double bound = sw * dx / 2 + 1e-5 * swx + 1e-6;
+          EXPECT_NEAR(y[size_t(t * ldy + r)], ref[size_t(t * ldy + r)], bound)
+              << "row " << r << " token " << t;
+        }
+        EXPECT_EQ(y[size_t(t * ldy + c.n)], -1.0f);  // ldy padding untouched
+      }
+    }
+  }
+}
+
+TEST(IntGemv, NonFiniteActivationsTakeTheFloatPath) {
+  const int64_t n = 16, k = 128;
+  const QuantizedTensor q = QuantizeOrDie(Random(n * k, 1), n, k, "int4-g32-asym");
+  const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+  std::vector<float> x = Random(2 * k, 2);
+  x[5] = INFINITY;
+  std::vector<float> y(2 * n), ref(2 * n);
+  kernels::IntGemv(mat.Rows(0, n), x.data(), 2, y.data(), n);
+  kernels::IntGemvRef(mat.Rows(0, n), x.data(), 2, ref.data(), n);
+  for (int64_t r = 0; r < n; ++r) {
+    EXPECT_FALSE(std::isfinite(y[size_t(r)]));  // token 0 meets the infinity
+    EXPECT_NEAR(y[size_t(n + r)], ref[size_t(n + r)], 1e-4f * (1 + std::fabs(ref[size_t(n + r)])));
+  }
+}
+
+// Prefill (more than kQuantGemvTokens tokens): the same tiles and sgemm calls as the plain
+// path on the QuantizedTensor, so the same bits.
+TEST(MatMulQuantNT, PrefillEqualsThePlainTilePathBitForBit) {
+  for (const char* spec : {"int4-g128-sym", "int4-g32-asym", "int3-g64-asym", "int8-channel-sym",
+                           "int2-tensor-asym", "fp8-e4m3-channel", "fp8-e4m3-tensor"}) {
+    SCOPED_TRACE(spec);
+    const int64_t n = 150, k = 256, m = 23;
+    const QuantizedTensor q = QuantizeOrDie(Random(n * k, 9), n, k, spec);
+    const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+    const std::vector<float> x = Random(m * k, 4), bias = Random(n, 6);
+    std::vector<float> y(static_cast<size_t>(m * n)), plain(y.size());
+    kernels::MatMulQuantNT(x.data(), mat, ActQuant{}, bias.data(), y.data(), m);
+    kernels::MatMulDequantNT(x.data(), q, bias.data(), plain.data(), m);
+    EXPECT_TRUE(SameBits(y, plain));
+  }
+}
+
+// ---- int8 × int8 ----------------------------------------------------------------------------
+
+TEST(Int8Gemm, EveryPathEqualsTheReference) {
+  const std::vector<kernels::Int8Path> paths = kernels::Int8Paths();
+  std::string names;
+  for (auto p : paths) names += std::string(kernels::Int8PathName(p)) + " ";
+  std::printf("int8 GEMM paths on this CPU: %s\n", names.c_str());
+  std::mt19937 rng(17);
+  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{16, 4}, {37, 70}, {64, 512},
+                                                               {50, 131}, {1, 9}}) {
+    std::vector<int8_t> w(static_cast<size_t>(n * k));
+    for (auto& v : w) v = int8_t(int(rng() % 256) - 128);
+    w[0] = -128;  // the extremes
+    w[1] = 127;
+    std::vector<int8_t> packed(kernels::Int8PackedBytes(n, k));
+    std::vector<int32_t> sums(static_cast<size_t>(kernels::Int8Rows16(n)));
+    kernels::Int8Pack(w.data(), n, k, packed.data(), sums.data());
+    const kernels::Int8Rows rows{packed.data(), sums.data(), n, k};
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < k; ++c) ASSERT_EQ(kernels::Int8Weight(rows, r, c), w[size_t(r * k + c)]);
+    for (int64_t m : {1, 2, 5, 6, 7, 13}) {
+      const int64_t cols4 = kernels::Int8Cols4(k), ld = kernels::Int8Rows16(n);
+      std::vector<uint8_t> au(static_cast<size_t>(m * cols4));
+      for (auto& v : au) v = uint8_t(rng() % 256);
+      au[0] = 0;  // activation -128
+      au[1] = 255;
+      std::vector<int32_t> ref(static_cast<size_t>(m * ld), 7);
+      kernels::Int8GemmRef(rows, au.data(), m, 0, n, ref.data(), ld);
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t r = 0; r < n; ++r) {
+          int64_t s = 0;
+          for (int64_t c = 0; c < k; ++c)
+            s += int64_t(int(au[size_t(t * cols4 + c)]) - 128) * w[size_t(r * k + c)];
+          ASSERT_EQ(ref[size_t(t * ld + r)], s);
+        }
+      for (kernels::Int8Path p : paths) {
+        SCOPED_TRACE(std::string(kernels::Int8PathName(p)) + " " + std::to_string(n) + "x" +
+                     std::to_string(k) + " m=" + std::to_string(m));
+        std::vector<int32_t> acc(ref.size(), 7);
+        kernels::Int8GemmOn(p, rows, au.data(), m, 0, n, acc.data(), ld);
+        for (int64_t t = 0; t < m; ++t)
+          for (int64_t r = 0; r < n; ++r)
+            ASSERT_EQ(acc[size_t(t * ld + r)], ref[size_t(t * ld + r)]) << t << "," << r;
+        if (n > 16) {  // a range starting at the second block
+          std::vector<int32_t> part(ref.size(), 7);
+          kernels::Int8GemmOn(p, rows, au.data(), m, 16, n, part.data(), ld);
+          for (int64_t t = 0; t < m; ++t)
+            for (int64_t r = 16; r < n; ++r)
+              ASSERT_EQ(part[size_t(t * ld + r)], ref[size_t(t * ld + r)]);
+        }
+      }
+    }
+  }
+}
+
+// QuantizeActivationsU8's codes are QuantizeActivations' values divided by the scale.
+TEST(Int8Gemm, ActivationCodesMatchTheFakeQuantization) {
+  for (const char* spec : {"int8-token", "int8-tensor"}) {
+    ActQuant a;
+    a.scheme = *ParseActScheme(spec);
+    a.scale = 0.05f;
+    const int64_t m = 7, k = 300;
+    std::vector<float> x = Random(m * k, 8, 3.0f);
+    x[10] = 1000.0f;  // saturates the static row
+    std::vector<float> fq(x.size());
+    QuantizeActivationsRef(a, x.data(), fq.data(), m, k);
+    std::vector<uint8_t> q(static_cast<size_t>(m * k));
+    std::vector<float> s(static_cast<size_t>(m));
+    ASSERT_TRUE(QuantizeActivationsU8(a, x.data(), m, k, q.data(), k, s.data()));
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < k; ++c)
+        ASSERT_EQ(float(int(q[size_t(r * k + c)]) - 128) * s[size_t(r)], fq[size_t(r * k + c)]);
+    x[3] = NAN;
+    EXPECT_FALSE(QuantizeActivationsU8(a, x.data(), m, k, q.data(), k, s.data()));
+  }
+}
+
+// W8A8: MatMulQuantNT equals the exact integer product times the scales (the reference) bit
+// for bit at every token count, sym and asym weights, per channel and per tensor, dynamic and
+// static activations, with a bias; and is within fp32 rounding of the fake quantization.
+TEST(MatMulQuantNT, W8A8IsTheExactIntegerProductTimesTheScales) {
+  for (const char* wspec : {"int8-channel-sym", "int8-channel-asym", "int8-tensor-sym"})
+    for (const char* aspec : {"int8-token", "int8-tensor"})
+      for (int64_t m : {1, 3, 8, 9, 40}) {
+        SCOPED_TRACE(std::string(wspec) + " " + aspec + " m=" + std::to_string(m));
+        const int64_t n = 70, k = 200;
+        const QuantizedTensor q = QuantizeOrDie(Random(n * k, 12), n, k, wspec);
+        ActQuant a;
+        a.scheme = *ParseActScheme(aspec);
+        a.scale = 0.02f;
+        const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, a);
+        ASSERT_EQ(mat.layout, kernels::QuantMatrix::Layout::kInt8x16);
+        const std::vector<float> x = Random(m * k, 13), bias = Random(n, 14);
+        std::vector<float> y(static_cast<size_t>(m * n)), ref(y.size()), fake(y.size());
+        kernels::MatMulQuantNT(x.data(), mat, a, bias.data(), y.data(), m);
+        kernels::MatMulQuantNTRef(x.data(), mat, a, bias.data(), ref.data(), m);
+        EXPECT_TRUE(SameBits(y, ref));
+        // The fake quantization: dequantized activations times dequantized weights in float.
+        std::vector<float> xq(x.size());
+        QuantizeActivationsRef(a, x.data(), xq.data(), m, k);
+        kernels::MatMulDequantNTRef(xq.data(), q, bias.data(), fake.data(), m);
+        for (size_t i = 0; i < y.size(); ++i)
+          EXPECT_NEAR(y[i], fake[i], 1e-5f * (1.0f + std::fabs(fake[i])));
+      }
+}
+
+TEST(MatMulQuantNT, W8A8WithANonFiniteActivationTakesTheFloatPath) {
+  const int64_t n = 32, k = 64, m = 2;
+  const QuantizedTensor q = QuantizeOrDie(Random(n * k, 1), n, k, "int8-channel-sym");
+  ActQuant a;
+  a.scheme = *ParseActScheme("int8-token");
+  const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, a);
+  std::vector<float> x = Random(m * k, 2);
+  x[k + 3] = NAN;
+  std::vector<float> y(static_cast<size_t>(m * n));
+  kernels::MatMulQuantNT(x.data(), mat, a, nullptr, y.data(), m);
+  for (int64_t r = 0; r < n; ++r) {
+    EXPECT_TRUE(std::isfinite(y[size_t(r)]));
+    EXPECT_TRUE(std::isnan(y[size_t(n + r)]));
+  }
+}
+
+}  // namespace
+}  // namespace qf
