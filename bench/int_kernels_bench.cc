@@ -65,14 +65,13 @@ int main(int argc, char** argv) {
   a.scheme = *ParseActScheme("int8-token");
   const kernels::QuantMatrix mat8 = kernels::ToKernelLayout(*q8, a);
   const double macs = double(m) * double(n) * double(k);
-  const double ti = BestSeconds(3, [&] {
-    kernels::MatMulQuantNT(x.data(), mat8, a, nullptr, y.data(), m);
-  });
-  const double tf = BestSeconds(3, [&] {
-    kernels::GemmNT(x.data(), w.data(), y.data(), m, n, k, n);
-  });
-  std::printf("m=%lld: int8 GEMM (W8A8, activations quantized in) %.1f GMAC/s, fp32 sgemm %.1f "
-              "GMAC/s (%.2fx)\n",
-              static_cast<long long>(m), macs / ti * 1e-9, macs / tf * 1e-9, tf / ti);
+  const double ti =
+      BestSeconds(3, [&] { kernels::MatMulQuantNT(x.data(), mat8, a, nullptr, y.data(), m); });
+  const double tf =
+      BestSeconds(3, [&] { kernels::GemmNT(x.data(), w.data(), y.data(), m, n, k, n); });
+  std::printf(
+      "m=%lld: int8 GEMM (W8A8, activations quantized in) %.1f GMAC/s, fp32 sgemm %.1f "
+      "GMAC/s (%.2fx)\n",
+      static_cast<long long>(m), macs / ti * 1e-9, macs / tf * 1e-9, tf / ti);
   return 0;
 }

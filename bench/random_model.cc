@@ -136,8 +136,8 @@ int main(int argc, char** argv) {
       << "  \"torch_dtype\": \"bfloat16\"\n}\n";
   if (!cfg) return Fail("cannot write " + (out / "config.json").string());
   const std::filesystem::path tok = std::filesystem::path(QF_SOURCE_DIR) / "models/llama-27m";
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-                        "special_tokens_map.json"})
+  for (const char* f :
+       {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
     if (std::filesystem::exists(tok / f))
       std::filesystem::copy_file(tok / f, out / f,
                                  std::filesystem::copy_options::overwrite_existing, ec);

@@ -24,7 +24,8 @@ TEST(BenchCli, ReportsRatesAndWeightBytes) {
   // gate, up [1536, 512]; down [512, 1536]), 4 bytes each.
   const int64_t weights = 8192 * 512 + 6 * (2 * 512 * 512 + 2 * 256 * 512 + 3 * 1536 * 512);
   EXPECT_EQ(j["weight_bytes_per_token"].get<int64_t>(), 4 * weights);
-  // A W4A16 folder streams codes (1 byte each here) + fp32 scales instead.
+  // A W4A16 folder streams codes (two per byte in the kernels' layout) + fp32 scales instead
+  // (symmetric: no zeros).
   const std::string q4 = (qf::testing::TempDir() / "bench_w4").string();
   ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + q4 + " --scheme W4A16 -q", &log),
             0)
@@ -33,7 +34,7 @@ TEST(BenchCli, ReportsRatesAndWeightBytes) {
   const auto k = nlohmann::json::parse(log.substr(log.find('{')));
   const int64_t linears = weights - 8192 * 512;
   EXPECT_EQ(k["weight_bytes_per_token"].get<int64_t>(),
-            4 * 8192 * 512 + linears + linears / 128 * 4);
+            4 * 8192 * 512 + linears / 2 + linears / 128 * 4);
   EXPECT_EQ(k["prefill_tokens_per_second"].get<double>(), 0.0);
 }
 

@@ -3,6 +3,7 @@
 // the plain decoder of a QuantizedTensor, the int8 GEMM (kernels/cpu/int8_gemm.h) on every
 // path this CPU has against its reference, and W8A8's integer contract end to end.
 #include <gtest/gtest.h>
+#include <hwy/targets.h>
 
 #include <cmath>
 #include <cstring>
@@ -12,6 +13,7 @@
 
 #include "formats/activation.h"
 #include "formats/quantize.h"
+#include "kernels/cpu/fp8_dot.h"
 #include "kernels/cpu/int8_gemm.h"
 #include "kernels/cpu/int_dot.h"
 #include "kernels/qgemm.h"
@@ -41,6 +43,18 @@ bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// Runs fn once per Highway target compiled in and supported here (int_dot's decoder and GEMV),
+// then restores the default.
+template <class Fn>
+void ForEachTarget(Fn&& fn) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    fn();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
 struct Case {
   std::string spec;
   int64_t n, k;
@@ -62,67 +76,84 @@ std::vector<Case> WeightOnlyCases() {
 }
 
 TEST(QuantMatrix, LayoutRoundTripsAndDecodesAsThePlainDecoder) {
-  for (const Case& c : WeightOnlyCases()) {
-    SCOPED_TRACE(c.spec + " " + std::to_string(c.n) + "x" + std::to_string(c.k));
-    const std::vector<float> w = Random(c.n * c.k, 3);
-    const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
-    const kernels::QuantMatrix m = kernels::ToKernelLayout(q, ActQuant{});
-    const bool nibbles = q.scheme.bits <= 4 && c.k % 64 == 0;
-    EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles, nibbles);
-    const QuantizedTensor back = kernels::FromKernelLayout(m);
-    EXPECT_EQ(back.codes, q.codes);
-    EXPECT_EQ(back.scales, q.scales);
-    EXPECT_EQ(back.zeros, q.zeros);
-    std::vector<float> plain(static_cast<size_t>(c.n * c.k)), ref(plain.size()),
-        fast(plain.size());
-    kernels::DequantizeRows(q, 0, c.n, plain.data());
-    kernels::IntDecodeRowsRef(m.Rows(0, c.n), ref.data());
-    kernels::IntDecodeRows(m.Rows(0, c.n), fast.data());
-    EXPECT_TRUE(SameBits(plain, ref));
-    EXPECT_TRUE(SameBits(plain, fast));
-    // A row range in the middle.
-    std::vector<float> part(static_cast<size_t>(3 * c.k));
-    kernels::IntDecodeRows(m.Rows(2, 5), part.data());
-    EXPECT_EQ(0, std::memcmp(part.data(), plain.data() + 2 * c.k, part.size() * sizeof(float)));
-  }
+  ForEachTarget([] {
+    for (const Case& c : WeightOnlyCases()) {
+      SCOPED_TRACE(c.spec + " " + std::to_string(c.n) + "x" + std::to_string(c.k));
+      const std::vector<float> w = Random(c.n * c.k, 3);
+      const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
+      const kernels::QuantMatrix m = kernels::ToKernelLayout(q, ActQuant{});
+      const bool nibbles = q.scheme.bits <= 4 && c.k % 64 == 0;
+      EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles, nibbles);
+      const QuantizedTensor back = kernels::FromKernelLayout(m);
+      EXPECT_EQ(back.codes, q.codes);
+      EXPECT_EQ(back.scales, q.scales);
+      EXPECT_EQ(back.zeros, q.zeros);
+      std::vector<float> plain(static_cast<size_t>(c.n * c.k)), ref(plain.size()),
+          fast(plain.size());
+      kernels::DequantizeRows(q, 0, c.n, plain.data());
+      kernels::IntDecodeRowsRef(m.Rows(0, c.n), ref.data());
+      kernels::IntDecodeRows(m.Rows(0, c.n), fast.data());
+      EXPECT_TRUE(SameBits(plain, ref));
+      EXPECT_TRUE(SameBits(plain, fast));
+      // A row range in the middle.
+      std::vector<float> part(static_cast<size_t>(3 * c.k));
+      kernels::IntDecodeRows(m.Rows(2, 5), part.data());
+      EXPECT_EQ(0, std::memcmp(part.data(), plain.data() + 2 * c.k, part.size() * sizeof(float)));
+    }
+  });
 }
 
 // IntGemv is within its error bound of the reference: Σ|w| dx / 2 from the fixed-point
 // activations plus float rounding.
 TEST(IntGemv, WithinTheFixedPointBoundOfTheReference) {
-  for (const Case& c : WeightOnlyCases()) {
-    for (int64_t m : {1, 2, 3, 8, 11}) {
-      SCOPED_TRACE(c.spec + " " + std::to_string(c.n) + "x" + std::to_string(c.k) +
-                   " m=" + std::to_string(m));
-      const std::vector<float> w = Random(c.n * c.k, 5);
-      const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
-      const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
-      std::vector<float> x = Random(m * c.k, 7, 2.0f);
-      x[size_t(c.k / 2)] = 40.0f;  // an outlier in token 0 sets its step
-      const int64_t ldy = c.n + 3;
-      std::vector<float> y(static_cast<size_t>(m * ldy), -1.0f), ref(y.size(), -1.0f);
-      kernels::IntGemv(mat.Rows(0, c.n), x.data(), m, y.data(), ldy);
-      kernels::IntGemvRef(mat.Rows(0, c.n), x.data(), m, ref.data(), ldy);
-      std::vector<float> deq(static_cast<size_t>(c.n * c.k));
-      kernels::IntDecodeRowsRef(mat.Rows(0, c.n), deq.data());
-      for (int64_t t = 0; t < m; ++t) {
-        float amax = 0.0f;
-        for (int64_t k = 0; k < c.k; ++k) amax = std::max(amax, std::fabs(x[size_t(t * c.k + k)]));
-        const double dx = amax / kernels::kIntGemvActivationMax;
-        for (int64_t r = 0; r < c.n; ++r) {
-          double sw = 0.0, swx = 0.0;
-          for (int64_t k = 0; k < c.k; ++k) {
-            sw += std::fabs(deq[size_t(r * c.k + k)]);
-            swx += std::fabs(deq[size_t(r * c.k + k)] * x[size_t(t * c.k + k)]);
+  ForEachTarget([] {
+    for (const Case& c : WeightOnlyCases()) {
+      for (int64_t m : {1, 2, 3, 8, 11}) {
+        SCOPED_TRACE(c.spec + " " + std::to_string(c.n) + "x" + std::to_string(c.k) +
+                     " m=" + std::to_string(m));
+        const std::vector<float> w = Random(c.n * c.k, 5);
+        const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
+        const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+        std::vector<float> x = Random(m * c.k, 7, 2.0f);
+        x[size_t(c.k / 2)] = 40.0f;  // an outlier in token 0 sets its step
+        const int64_t ldy = c.n + 3;
+        std::vector<float> ref(static_cast<size_t>(m * ldy), -1.0f);
+        kernels::IntGemvRef(mat.Rows(0, c.n), x.data(), m, ref.data(), ldy);
+        {
+          std::vector<float> y(ref.size(), -1.0f);
+          kernels::IntGemv(mat.Rows(0, c.n), x.data(), m, y.data(), ldy);
+          // Activations prepared once, rows split in two: the same bits.
+          std::vector<int16_t> xq(static_cast<size_t>(m * c.k));
+          std::vector<float> dx(static_cast<size_t>(m));
+          ASSERT_TRUE(kernels::IntGemvActivations(x.data(), m, c.k, xq.data(), dx.data()));
+          std::vector<float> split(y.size(), -1.0f);
+          const int64_t h = c.n / 2;
+          kernels::IntGemvFixed(mat.Rows(0, h), xq.data(), dx.data(), m, split.data(), ldy);
+          kernels::IntGemvFixed(mat.Rows(h, c.n), xq.data(), dx.data(), m, split.data() + h, ldy);
+          EXPECT_TRUE(SameBits(y, split));
+          std::vector<float> deq(static_cast<size_t>(c.n * c.k));
+          kernels::IntDecodeRowsRef(mat.Rows(0, c.n), deq.data());
+          for (int64_t t = 0; t < m; ++t) {
+            float amax = 0.0f;
+            for (int64_t k = 0; k < c.k; ++k)
+              amax = std::max(amax, std::fabs(x[size_t(t * c.k + k)]));
+            const double dx = amax / kernels::kIntGemvActivationMax;
+            for (int64_t r = 0; r < c.n; ++r) {
+              double sw = 0.0, swx = 0.0;
+              for (int64_t k = 0; k < c.k; ++k) {
+                sw += std::fabs(deq[size_t(r * c.k + k)]);
+                swx += std::fabs(deq[size_t(r * c.k + k)] * x[size_t(t * c.k + k)]);
+              }
+              const double bound = sw * dx / 2 + 1e-5 * swx + 1e-6;
+              EXPECT_NEAR(y[size_t(t * ldy + r)], ref[size_t(t * ldy + r)], bound)
+                  << "row " << r << " token " << t;
+            }
+            EXPECT_EQ(y[size_t(t * ldy + c.n)], -1.0f);  // ldy padding untouched
           }
-          const double bound = sw * dx / 2 + 1e-5 * swx + 1e-6;
-          EXPECT_NEAR(y[size_t(t * ldy + r)], ref[size_t(t * ldy + r)], bound)
-              << "row " << r << " token " << t;
         }
-        EXPECT_EQ(y[size_t(t * ldy + c.n)], -1.0f);  // ldy padding untouched
       }
     }
-  }
+  });
 }
 
 TEST(IntGemv, NonFiniteActivationsTakeTheFloatPath) {
@@ -157,6 +188,48 @@ TEST(MatMulQuantNT, PrefillEqualsThePlainTilePathBitForBit) {
   }
 }
 
+// ---- fp8 e4m3 -------------------------------------------------------------------------------
+
+// Every byte value (NaNs included) decodes as the table does, on every target; the GEMV is the
+// double-summed reference within float rounding.
+TEST(Fp8Kernels, DecodeEqualsTheTableAndGemvTheReference) {
+  ForEachTarget([] {
+    const int64_t n = 9, k = 256 + 5;  // every byte, and a tail
+    std::vector<uint8_t> codes(static_cast<size_t>(n * k));
+    for (size_t i = 0; i < codes.size(); ++i) codes[i] = uint8_t(i * 37 % 256);
+    for (int b = 0; b < 256; ++b) codes[size_t(b)] = uint8_t(b);
+    std::vector<float> scales = Random(n, 2);
+    const kernels::Fp8Rows rows{codes.data(), size_t(k), n, k, scales.data()};
+    std::vector<float> ref(static_cast<size_t>(n * k)), fast(ref.size());
+    kernels::Fp8DecodeRowsRef(rows, ref.data());
+    kernels::Fp8DecodeRows(rows, fast.data());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (std::isnan(ref[i])) {
+        EXPECT_TRUE(std::isnan(fast[i])) << i;
+      } else {
+        EXPECT_EQ(std::memcmp(&ref[i], &fast[i], 4), 0) << i << ": " << ref[i] << " " << fast[i];
+      }
+    }
+    for (size_t i = 0; i < codes.size(); ++i)
+      if ((codes[i] & 0x7f) == 0x7f) codes[i] = 0;  // no NaN weights for the GEMV
+    for (int64_t m : {1, 3, 4, 6}) {
+      const std::vector<float> x = Random(m * k, 3);
+      std::vector<float> y(static_cast<size_t>(m * n)), yr(y.size());
+      kernels::Fp8Gemv(rows, x.data(), m, y.data(), n);
+      kernels::Fp8GemvRef(rows, x.data(), m, yr.data(), n);
+      std::vector<float> deq(static_cast<size_t>(n * k));
+      kernels::Fp8DecodeRowsRef(rows, deq.data());
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t r = 0; r < n; ++r) {
+          double mag = 0.0;
+          for (int64_t i = 0; i < k; ++i)
+            mag += std::fabs(double(deq[size_t(r * k + i)]) * x[size_t(t * k + i)]);
+          EXPECT_NEAR(y[size_t(t * n + r)], yr[size_t(t * n + r)], 1e-5 * mag + 1e-30);
+        }
+    }
+  });
+}
+
 // ---- int8 × int8 ----------------------------------------------------------------------------
 
 TEST(Int8Gemm, EveryPathEqualsTheReference) {
@@ -165,8 +238,8 @@ TEST(Int8Gemm, EveryPathEqualsTheReference) {
   for (auto p : paths) names += std::string(kernels::Int8PathName(p)) + " ";
   std::printf("int8 GEMM paths on this CPU: %s\n", names.c_str());
   std::mt19937 rng(17);
-  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{16, 4}, {37, 70}, {64, 512},
-                                                               {50, 131}, {1, 9}}) {
+  for (auto [n, k] :
+       std::vector<std::pair<int64_t, int64_t>>{{16, 4}, {37, 70}, {64, 512}, {50, 131}, {1, 9}}) {
     std::vector<int8_t> w(static_cast<size_t>(n * k));
     for (auto& v : w) v = int8_t(int(rng() % 256) - 128);
     w[0] = -128;  // the extremes
@@ -176,7 +249,8 @@ TEST(Int8Gemm, EveryPathEqualsTheReference) {
     kernels::Int8Pack(w.data(), n, k, packed.data(), sums.data());
     const kernels::Int8Rows rows{packed.data(), sums.data(), n, k};
     for (int64_t r = 0; r < n; ++r)
-      for (int64_t c = 0; c < k; ++c) ASSERT_EQ(kernels::Int8Weight(rows, r, c), w[size_t(r * k + c)]);
+      for (int64_t c = 0; c < k; ++c)
+        ASSERT_EQ(kernels::Int8Weight(rows, r, c), w[size_t(r * k + c)]);
     for (int64_t m : {1, 2, 5, 6, 7, 13}) {
       const int64_t cols4 = kernels::Int8Cols4(k), ld = kernels::Int8Rows16(n);
       std::vector<uint8_t> au(static_cast<size_t>(m * cols4));

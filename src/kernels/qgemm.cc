@@ -171,6 +171,10 @@ IntRows QuantMatrix::Rows(int64_t r0, int64_t r1) const {
           zeros.data() + r0 * groups()};
 }
 
+Fp8Rows QuantMatrix::Fp8(int64_t r0, int64_t r1) const {
+  return {codes.data() + size_t(r0) * row_bytes, row_bytes, r1 - r0, cols, scales.data() + r0};
+}
+
 Int8Rows QuantMatrix::Int8() const {
   return {reinterpret_cast<const int8_t*>(codes.data()), row_sums.data(), rows, cols};
 }
@@ -267,6 +271,8 @@ void DecodeQuantRows(const QuantMatrix& w, int64_t r0, int64_t r1, float* out) {
             w.scales[size_t(r)] * (float(Int8Weight(i8, r, k) + 128) - w.zeros[size_t(r)]);
   } else if (w.scheme.is_int()) {
     IntDecodeRows(w.Rows(r0, r1), out);
+  } else if (w.scheme.kind == QuantKind::kFp8E4M3) {
+    Fp8DecodeRows(w.Fp8(r0, r1), out);
   } else {
     const float* lut =
         (w.scheme.kind == QuantKind::kFp8E4M3 ? F8E4M3Values() : F8E5M2Values()).data();
@@ -334,9 +340,26 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
     x = xq.data();
   }
   const int64_t N = w.rows, K = w.cols;
-  if (w.scheme.is_int() && w.layout != QuantMatrix::Layout::kInt8x16 && m <= kQuantGemvTokens) {
+  const bool e4m3 = w.scheme.kind == QuantKind::kFp8E4M3;
+  if ((w.scheme.is_int() || e4m3) && w.layout != QuantMatrix::Layout::kInt8x16 &&
+      m <= kQuantGemvTokens) {
+    // Integer rows: the fixed-point activations once, shared by the threads (pointers taken
+    // here: thread_local names the calling thread's buffers only on this thread).
+    thread_local std::vector<int16_t> xq_buf;
+    thread_local std::vector<float> dx_buf;
+    if (xq_buf.size() < size_t(m * K)) xq_buf.resize(size_t(m * K));
+    if (dx_buf.size() < size_t(m)) dx_buf.resize(size_t(m));
+    const int16_t* xq = xq_buf.data();
+    const float* dx = dx_buf.data();
+    const bool fixed = !e4m3 && IntGemvActivations(x, m, K, xq_buf.data(), dx_buf.data());
     ForEachThreadRows(N, kGemvRows, 1, [&](int64_t r0, int64_t r1) {
-      IntGemv(w.Rows(r0, r1), x, m, y + r0, N);
+      if (e4m3) {
+        Fp8Gemv(w.Fp8(r0, r1), x, m, y + r0, N);
+      } else if (fixed) {
+        IntGemvFixed(w.Rows(r0, r1), xq, dx, m, y + r0, N);
+      } else {  // a non-finite activation: IntGemv's float path
+        IntGemv(w.Rows(r0, r1), x, m, y + r0, N);
+      }
       AddBias(bias, y, m, N, r0, r1);
     });
     return;

@@ -14,6 +14,7 @@
 #include "formats/activation.h"
 #include "formats/ggml_blocks.h"
 #include "formats/quantize.h"
+#include "kernels/cpu/fp8_dot.h"
 #include "kernels/cpu/int8_gemm.h"
 #include "kernels/cpu/int_dot.h"
 
@@ -60,6 +61,8 @@ struct QuantMatrix {
   int64_t groups() const { return cols / group; }
   // Rows [r0, r1) for the integer kernels (kNibbles / kBytes of an integer scheme).
   IntRows Rows(int64_t r0, int64_t r1) const;
+  // Rows [r0, r1) of an fp8-e4m3 matrix for kernels/cpu/fp8_dot.
+  Fp8Rows Fp8(int64_t r0, int64_t r1) const;
   Int8Rows Int8() const;
   // Bytes the kernels stream per product: codes, scales, zeros (asymmetric only), row sums.
   size_t StreamedBytes() const;
@@ -80,8 +83,9 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w);
 //     integer weights run, up to kQuantGemvTokens tokens, the fixed-point GEMV of
 //     kernels/cpu/int_dot.h (its error bound), and with more tokens 64-row tiles decoded by
 //     IntDecodeRows before each sgemm: the same floats and the same sgemm calls as
-//     MatMulDequantNT on the QuantizedTensor (prefill and ppl unchanged bit for bit); fp8 bytes
-//     take those tiles at every token count.
+//     MatMulDequantNT on the QuantizedTensor (prefill and ppl unchanged bit for bit); fp8-e4m3
+//     bytes the same way with kernels/cpu/fp8_dot's GEMV and tile decoder (fp8-e5m2: tiles of
+//     the table decoder at every token count).
 constexpr int64_t kQuantGemvTokens = 8;
 void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                    float* y, int64_t m);

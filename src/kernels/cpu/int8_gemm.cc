@@ -23,8 +23,8 @@ int32_t Load4(const uint8_t* p) {
   return v;
 }
 
-void Portable(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1,
-              int32_t* acc, int64_t ldacc) {
+void Portable(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1, int32_t* acc,
+              int64_t ldacc) {
   const int64_t quads = Int8Cols4(w.cols) / 4, cols4 = quads * 4;
   const int64_t end = std::min(Int8Rows16(w.rows), (r1 + 15) / 16 * 16);
   for (int64_t b = r0 / 16; b * 16 < end; ++b) {
@@ -195,8 +195,8 @@ void Int8GemmOn(Int8Path path, const Int8Rows& w, const uint8_t* au, int64_t m, 
   }
 }
 
-void Int8Gemm(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1,
-              int32_t* acc, int64_t ldacc) {
+void Int8Gemm(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1, int32_t* acc,
+              int64_t ldacc) {
   static const Int8Path best = Int8Paths().back();
   Int8GemmOn(best, w, au, m, r0, r1, acc, ldacc);
 }

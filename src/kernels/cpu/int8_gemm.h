@@ -28,7 +28,7 @@ inline size_t Int8PackedBytes(int64_t rows, int64_t cols) {
 }
 
 struct Int8Rows {
-  const int8_t* data = nullptr;      // Int8PackedBytes(rows, cols)
+  const int8_t* data = nullptr;       // Int8PackedBytes(rows, cols)
   const int32_t* row_sums = nullptr;  // [Int8Rows16(rows)]: Σ_k w[r, k]
   int64_t rows = 0, cols = 0;
 };
@@ -49,8 +49,8 @@ std::vector<Int8Path> Int8Paths();
 // multiple of 16; r1 a multiple of 16 or w.rows; rows up to the next 16 are written too, so acc
 // needs room for them) and tokens t < m. au: activations offset to unsigned bytes (a + 128),
 // cols4 per token, the padding columns any value (their weights are zero).
-void Int8Gemm(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1,
-              int32_t* acc, int64_t ldacc);
+void Int8Gemm(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1, int32_t* acc,
+              int64_t ldacc);
 void Int8GemmOn(Int8Path path, const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0,
                 int64_t r1, int32_t* acc, int64_t ldacc);
 // The reference: plain loops over w as Int8Weight reads it (rows [r0, min(r1, rows)) only).

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/int_dot.h"
@@ -123,8 +124,8 @@ void GemvInt(const IntRows& w, const int16_t* xq, const float* dx, float* y, int
     auto mac = [&](hn::Vec<DI> q, int64_t k) {
       HWY_UNROLL(8)
       for (int t = 0; t < M; ++t)
-        acc[t] = hn::ReorderWidenMulAccumulate(dw, q, hn::LoadU(di, xq + t * K + k), acc[t],
-                                               odd[t]);
+        acc[t] =
+            hn::ReorderWidenMulAccumulate(dw, q, hn::LoadU(di, xq + t * K + k), acc[t], odd[t]);
     };
     const auto m15 = hn::Set(di, 15);
     const int64_t G = w.group;
@@ -170,36 +171,17 @@ void GemvInt(const IntRows& w, const int16_t* xq, const float* dx, float* y, int
   }
 }
 
-void GemvImpl(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+void FixedImpl(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, float* y,
+               int64_t ldy) {
   const int64_t K = w.cols;
-  // Activations in fixed point, once per call; any non-finite one sends the call to floats.
-  // Aligned, so that a row's vectors do not straddle cache lines (cols a multiple of 32).
-  auto xq = hwy::AllocateAligned<int16_t>(static_cast<size_t>(m * K));
-  std::vector<float> dx(static_cast<size_t>(m));
-  for (int64_t t = 0; t < m; ++t) {
-    const float* xt = x + t * K;
-    float amax = 0.0f;
-    bool finite = true;
-    for (int64_t k = 0; k < K; ++k) {
-      finite = finite && std::isfinite(xt[k]);
-      amax = std::max(amax, std::fabs(xt[k]));
-    }
-    if (!finite) return GemvFloat(w, x, m, y, ldy);
-    dx[t] = amax > 0.0f ? amax / float(kIntGemvActivationMax) : 1.0f;
-    const float inv = 1.0f / dx[t];
-    for (int64_t k = 0; k < K; ++k)
-      xq[t * K + k] = int16_t(std::clamp(std::nearbyint(xt[k] * inv),
-                                                 -float(kIntGemvActivationMax),
-                                                 float(kIntGemvActivationMax)));
-  }
   for (int64_t t0 = 0; t0 < m; t0 += 8) {
     const int64_t n = std::min<int64_t>(8, m - t0);
-    const int16_t* q = xq.get() + t0 * K;
+    const int16_t* q = xq + t0 * K;
     float* yt = y + t0 * ldy;
     switch (n) {
-#define QF_INT_GEMV_CASE(M)                     \
-  case M:                                       \
-    GemvInt<M>(w, q, dx.data() + t0, yt, ldy); \
+#define QF_INT_GEMV_CASE(M)             \
+  case M:                               \
+    GemvInt<M>(w, q, dx + t0, yt, ldy); \
     break;
       QF_INT_GEMV_CASE(1)
       QF_INT_GEMV_CASE(2)
@@ -213,9 +195,31 @@ void GemvImpl(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy
     }
   }
 }
-#else
+
 void GemvImpl(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
-  GemvFloat(w, x, m, y, ldy);
+  // Aligned, so that a row's vectors do not straddle cache lines (cols a multiple of 32).
+  auto xq = hwy::AllocateAligned<int16_t>(static_cast<size_t>(m * w.cols));
+  std::vector<float> dx(static_cast<size_t>(m));
+  if (!IntGemvActivations(x, m, w.cols, xq.get(), dx.data())) return GemvFloat(w, x, m, y, ldy);
+  FixedImpl(w, xq.get(), dx.data(), m, y, ldy);
+}
+#else
+void FixedImpl(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, float* y,
+               int64_t ldy);
+void GemvImpl(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  std::vector<int16_t> xq(static_cast<size_t>(m * w.cols));
+  std::vector<float> dx(static_cast<size_t>(m));
+  if (!IntGemvActivations(x, m, w.cols, xq.data(), dx.data())) return GemvFloat(w, x, m, y, ldy);
+  FixedImpl(w, xq.data(), dx.data(), m, y, ldy);
+}
+void FixedImpl(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, float* y,
+               int64_t ldy) {
+  // The scalar target has no integer GEMV: the floats back from the fixed-point activations.
+  std::vector<float> x(static_cast<size_t>(m * w.cols));
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t k = 0; k < w.cols; ++k)
+      x[size_t(t * w.cols + k)] = float(xq[t * w.cols + k]) * dx[t];
+  GemvFloat(w, x.data(), m, y, ldy);
 }
 #endif
 
@@ -226,11 +230,44 @@ HWY_AFTER_NAMESPACE();
 namespace qf::kernels {
 HWY_EXPORT(DecodeRowsImpl);
 HWY_EXPORT(GemvImpl);
+HWY_EXPORT(FixedImpl);
 
 void IntDecodeRows(const IntRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRowsImpl)(w, out); }
 
+bool IntGemvActivations(const float* x, int64_t m, int64_t k, int16_t* xq, float* dx) {
+  constexpr float kMax = float(kIntGemvActivationMax), kTwo23 = 8388608.0f;
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * k;
+    float amax = 0.0f;
+    bool finite = true;
+#pragma omp simd reduction(max : amax) reduction(&& : finite)
+    for (int64_t i = 0; i < k; ++i) {
+      const float a = std::fabs(xt[i]);
+      finite = finite && a <= std::numeric_limits<float>::max();  // false for inf and NaN
+      amax = a > amax ? a : amax;
+    }
+    if (!finite) return false;
+    dx[t] = amax > 0.0f ? amax / kMax : 1.0f;
+    const float inv = 1.0f / dx[t];
+    int16_t* q = xq + t * k;
+    // Round half to even by the 2^23 trick (|x / dx| <= 8191 + an ulp), then clamp.
+#pragma omp simd
+    for (int64_t i = 0; i < k; ++i) {
+      const float v = xt[i] * inv;
+      const float r = std::copysign((std::fabs(v) + kTwo23) - kTwo23, v);
+      q[i] = int16_t(std::min(std::max(r, -kMax), kMax));
+    }
+  }
+  return true;
+}
+
 void IntGemv(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvImpl)(w, x, m, y, ldy);
+}
+
+void IntGemvFixed(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, float* y,
+                  int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(FixedImpl)(w, xq, dx, m, y, ldy);
 }
 
 void IntDecodeRowsRef(const IntRows& w, float* out) {

@@ -42,6 +42,12 @@ struct IntRows {
 // y[t * ldy + r] = Σ_k scale(r, k) (code(r, k) - zero(r, k)) x[t * cols + k], r < rows, t < m.
 // Single-threaded.
 void IntGemv(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy);
+// The fixed-point activations of IntGemv: dx[t] = max|x[t]| / kIntGemvActivationMax (1 for a
+// zero row), xq = rne(x / dx); false when some x is not finite. Once per product: the GEMV on
+// them (IntGemvFixed) then runs on any split of the rows.
+bool IntGemvActivations(const float* x, int64_t m, int64_t k, int16_t* xq, float* dx);
+void IntGemvFixed(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, float* y,
+                  int64_t ldy);
 // out[rows, cols] = scale * (float(code) - zero).
 void IntDecodeRows(const IntRows& w, float* out);
 // The references: plain loops; the GEMV's dot products summed in double.

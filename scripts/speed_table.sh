@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Prefill and decode speed of every format qforge writes, on a random-weight checkpoint with a
+# real model's block shapes (bench/random_model: weights that do not fit in cache), as a
+# Markdown table; with BASE_QFORGE set, the same benchmarks with that (older) binary run in the
+# same script, row by row beside this build's, so both see the same machine state.
+# Usage: scripts/speed_table.sh [SHAPE=llama-3.2-1b] [WORK=build/speed]
+#   env: BASE_QFORGE=/path/to/qforge (optional), THREADS=2, PP=512, TG=32, REPS=2,
+#        LAYERS=N (random_model --layers; e.g. 4 for llama-3.1-8b),
+#        FORMATS="fp32 W4A16 W8A16 W8A8 FP8-dynamic Q4_0 Q8_0"
+# Run on an otherwise idle machine; the table names the CPU (lscpu) and OPENBLAS_CORETYPE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHAPE=${1:-llama-3.2-1b}
+WORK=${2:-build/speed}
+THREADS=${THREADS:-2}
+PP=${PP:-512}
+TG=${TG:-32}
+REPS=${REPS:-2}
+FORMATS=${FORMATS:-fp32 W4A16 W8A16 W8A8 FP8-dynamic Q4_0 Q8_0}
+Q=build/qforge
+[[ -x $Q && -x build/random_model ]] || { echo "speed_table: build first (scripts/setup.sh)" >&2; exit 1; }
+mkdir -p "$WORK"
+MODEL=$WORK/$SHAPE${LAYERS:+-$LAYERS}
+if [[ ! -f $MODEL/config.json ]]; then
+  build/random_model "$SHAPE" "$MODEL" ${LAYERS:+--layers $LAYERS} >&2
+fi
+
+path_of() {  # the model file or folder of a format (made on first use)
+  local f=$1
+  case $f in
+    fp32) echo "$MODEL" ;;
+    Q*|IQ*)
+      [[ -f $MODEL-$f.gguf ]] || $Q quantize "$MODEL" -o "$MODEL-$f.gguf" --scheme "$f" -q >&2
+      echo "$MODEL-$f.gguf" ;;
+    *)
+      [[ -f $MODEL-$f/config.json ]] || $Q quantize "$MODEL" -o "$MODEL-$f" --scheme "$f" -q >/dev/null
+      echo "$MODEL-$f" ;;
+  esac
+}
+
+bench() {  # binary model -> "pp tg ratio bytes"
+  "$1" bench "$2" -p "$PP" -n "$TG" -r "$REPS" -t "$THREADS" -q --json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.2f %.2f %.3f %d" % (
+      j["prefill_tokens_per_second"], j["decode_tokens_per_second"],
+      j["decode_bandwidth_ratio"], j["weight_bytes_per_token"]))'
+}
+
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+echo "$SHAPE${LAYERS:+ ($LAYERS layers)}, $THREADS threads, pp$PP / tg$TG, $REPS reps; $cpu;" \
+  "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+echo
+if [[ -n ${BASE_QFORGE:-} ]]; then
+  echo "| format | MiB/token | pp$PP before | pp$PP | × fp32 | tg$TG before | tg$TG | × fp32 | bandwidth used |"
+  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+else
+  echo "| format | MiB/token | pp$PP | × fp32 | tg$TG | × fp32 | bandwidth used |"
+  echo "|---|--:|--:|--:|--:|--:|--:|"
+fi
+fp_pp="" fp_tg=""
+for f in $FORMATS; do
+  p=$(path_of "$f")
+  read -r pp tg ratio bytes <<<"$(bench $Q "$p")"
+  if [[ -z $fp_pp ]]; then fp_pp=$pp fp_tg=$tg; fi
+  xpp=$(python3 -c "print('%.2f' % ($pp / $fp_pp))")
+  xtg=$(python3 -c "print('%.2f' % ($tg / $fp_tg))")
+  mib=$(python3 -c "print('%.0f' % ($bytes / 2**20))")
+  pct=$(python3 -c "print('%.0f%%' % ($ratio * 100))")
+  if [[ -n ${BASE_QFORGE:-} ]]; then
+    read -r bpp btg _ _ <<<"$(bench "$BASE_QFORGE" "$p")"
+    echo "| $f | $mib | $bpp | $pp | $xpp | $btg | $tg | $xtg | $pct |"
+  else
+    echo "| $f | $mib | $pp | $xpp | $tg | $xtg | $pct |"
+  fi
+done
