@@ -12,6 +12,7 @@
 
 #include "formats/quantize.h"
 #include "kernels/blas.h"
+#include "kernels/cpu/fp8_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
 
@@ -73,5 +74,15 @@ int main(int argc, char** argv) {
       "m=%lld: int8 GEMM (W8A8, activations quantized in) %.1f GMAC/s, fp32 sgemm %.1f "
       "GMAC/s (%.2fx)\n",
       static_cast<long long>(m), macs / ti * 1e-9, macs / tf * 1e-9, tf / ti);
+  // FP8 W8A8: the bf16 GEMM (where the CPU has AVX512-BF16), activations quantized in.
+  auto qf8 = Quantize(w, n, k, *ParseScheme("fp8-e4m3-channel"));
+  ActQuant af;
+  af.scheme = *ParseActScheme("fp8-e4m3-token");
+  const kernels::QuantMatrix matf = kernels::ToKernelLayout(*qf8, af);
+  const double t8 =
+      BestSeconds(3, [&] { kernels::MatMulQuantNT(x.data(), matf, af, nullptr, y.data(), m); });
+  std::printf("m=%lld: fp8 GEMM (%s) %.1f GMAC/s (%.2fx sgemm)\n", static_cast<long long>(m),
+              kernels::Fp8GemmAvailable() ? "AVX512-BF16" : "decoded tiles + sgemm",
+              macs / t8 * 1e-9, tf / t8);
   return 0;
 }

@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "formats/activation.h"
 #include "formats/quantize.h"
 #include "kernels/cpu/fp8_dot.h"
+#include "kernels/cpu/fp8_gemm.h"
 #include "kernels/cpu/int8_gemm.h"
 #include "kernels/cpu/int_dot.h"
 #include "kernels/qgemm.h"
@@ -228,6 +230,86 @@ TEST(Fp8Kernels, DecodeEqualsTheTableAndGemvTheReference) {
         }
     }
   });
+}
+
+// QuantizeActivationsBf16's values times the scale are QuantizeActivations' values.
+TEST(Fp8Kernels, ActivationValuesMatchTheFakeQuantization) {
+  for (const char* spec : {"fp8-e4m3-token", "fp8-e4m3-tensor"}) {
+    ActQuant a;
+    a.scheme = *ParseActScheme(spec);
+    a.scale = 0.01f;
+    const int64_t m = 5, k = 301;
+    std::vector<float> x = Random(m * k, 8, 3.0f);
+    x[10] = 1e5f;    // saturates the static row
+    x[11] = 1e-12f;  // underflows
+    std::vector<float> fq(x.size());
+    QuantizeActivationsRef(a, x.data(), fq.data(), m, k);
+    std::vector<uint16_t> q(static_cast<size_t>(m * k));
+    std::vector<float> s(static_cast<size_t>(m));
+    ASSERT_TRUE(QuantizeActivationsBf16(a, x.data(), m, k, q.data(), k, s.data()));
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < k; ++c)
+        ASSERT_EQ(BF16ToF32(q[size_t(r * k + c)]) * s[size_t(r)], fq[size_t(r * k + c)])
+            << spec << " " << r << "," << c;
+    x[3] = NAN;
+    EXPECT_FALSE(QuantizeActivationsBf16(a, x.data(), m, k, q.data(), k, s.data()));
+  }
+}
+
+TEST(Fp8Kernels, GemmIsTheReferenceWithinFp32Rounding) {
+  if (!kernels::Fp8GemmAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+  std::mt19937 rng(5);
+  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{16, 2}, {37, 71}, {64, 512}}) {
+    std::vector<uint8_t> codes(static_cast<size_t>(n * k));
+    for (auto& c : codes) c = uint8_t(rng() % 256);
+    for (auto& c : codes)
+      if ((c & 0x7f) == 0x7f) c = 0x40;  // no NaN
+    std::vector<float> scales(static_cast<size_t>(n), 1.0f);
+    const kernels::Fp8Rows rows{codes.data(), size_t(k), n, k, scales.data()};
+    for (int64_t m : {1, 6, 7, 13}) {
+      SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(k) + " m=" + std::to_string(m));
+      const int64_t cols2 = kernels::Fp8GemmCols2(k);
+      std::vector<uint16_t> a(static_cast<size_t>(m * cols2), 0);
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t c = 0; c < k; ++c)
+          a[size_t(t * cols2 + c)] = uint16_t(BitsFromF32(F8E4M3Values()[rng() % 126]) >> 16);
+      const int64_t ld = n + 5;
+      std::vector<float> acc(static_cast<size_t>(m * ld), -7.0f), ref(acc.size(), -7.0f);
+      kernels::Fp8Gemm(rows, a.data(), m, acc.data(), ld);
+      kernels::Fp8GemmRef(rows, a.data(), m, ref.data(), ld);
+      for (int64_t t = 0; t < m; ++t) {
+        for (int64_t r = 0; r < n; ++r) {
+          double mag = 0.0;
+          for (int64_t c = 0; c < k; ++c)
+            mag += std::fabs(double(BF16ToF32(a[size_t(t * cols2 + c)])) *
+                             F8E4M3Values()[codes[size_t(r * k + c)]]);
+          ASSERT_NEAR(acc[size_t(t * ld + r)], ref[size_t(t * ld + r)], 1e-6 * mag + 1e-30);
+        }
+        EXPECT_EQ(acc[size_t(t * ld + n)], -7.0f);  // nothing past the rows
+      }
+    }
+  }
+}
+
+// FP8 W8A8 prefill (the bf16 GEMM where the CPU has it) is the fake quantization within fp32
+// rounding, with a bias, dynamic and static activations.
+TEST(MatMulQuantNT, Fp8PrefillIsTheFloatPathWithinFp32Rounding) {
+  for (const char* wspec : {"fp8-e4m3-channel", "fp8-e4m3-tensor"})
+    for (const char* aspec : {"fp8-e4m3-token", "fp8-e4m3-tensor"}) {
+      SCOPED_TRACE(std::string(wspec) + " " + aspec);
+      const int64_t n = 70, k = 201, m = 23;
+      const QuantizedTensor q = QuantizeOrDie(Random(n * k, 12), n, k, wspec);
+      ActQuant a;
+      a.scheme = *ParseActScheme(aspec);
+      a.scale = 0.01f;
+      const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, a);
+      const std::vector<float> x = Random(m * k, 13), bias = Random(n, 14);
+      std::vector<float> y(static_cast<size_t>(m * n)), ref(y.size());
+      kernels::MatMulQuantNT(x.data(), mat, a, bias.data(), y.data(), m);
+      kernels::MatMulQuantNTRef(x.data(), mat, a, bias.data(), ref.data(), m);
+      for (size_t i = 0; i < y.size(); ++i)
+        EXPECT_NEAR(y[i], ref[i], 2e-5f * (1.0f + std::fabs(ref[i])));
+    }
 }
 
 // ---- int8 × int8 ----------------------------------------------------------------------------

@@ -208,4 +208,38 @@ bool QuantizeActivationsU8(const ActQuant& a, const float* x, int64_t m, int64_t
   return finite;
 }
 
+bool QuantizeActivationsBf16(const ActQuant& a, const float* x, int64_t m, int64_t k, uint16_t* q,
+                             int64_t ldq, float* scales) {
+  QF_CHECK(a.enabled() && a.scheme->kind == QuantKind::kFp8E4M3,
+           "QuantizeActivationsBf16: not an fp8 row");
+  CheckStatic(a);
+  const bool dynamic = a.scheme->dynamic;
+  bool finite = true;
+  const bool parallel = m > 1 && m * k >= kParallelElements && !omp_in_parallel();
+#pragma omp parallel for if (parallel) schedule(static) reduction(&& : finite)
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * k;
+    bool row_finite = true;
+#pragma omp simd reduction(&& : row_finite)
+    for (int64_t c = 0; c < k; ++c) row_finite = row_finite && std::isfinite(xr[c]);
+    finite = finite && row_finite;
+    if (!row_finite) continue;
+    const float s = RowScale(a, dynamic ? RowAbsMax(xr, k) : 0.0f);
+    scales[r] = s;
+    uint16_t* qr = q + r * ldq;
+    constexpr int32_t kMinBiased = 127 - 6;  // as Fp8Row
+#pragma omp simd
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = xr[c] / s;
+      const float av = std::fabs(v);
+      const int32_t eb = std::max(static_cast<int32_t>(BitsFromF32(av) >> 23), kMinBiased);
+      const float inv_quantum = F32FromBits(static_cast<uint32_t>(257 - eb) << 23);
+      const float quantum = F32FromBits(static_cast<uint32_t>(eb - 3) << 23);
+      const float rv = ((av * inv_quantum + kTwo23) - kTwo23) * quantum;
+      qr[c] = uint16_t(BitsFromF32(std::copysign(std::min(rv, kF8E4M3Max), v)) >> 16);
+    }
+  }
+  return finite;
+}
+
 }  // namespace qf

@@ -67,4 +67,10 @@ void QuantizeActivations(const ActQuant& a, const float* x, float* out, int64_t 
 bool QuantizeActivationsU8(const ActQuant& a, const float* x, int64_t m, int64_t k, uint8_t* q,
                            int64_t ldq, float* scales);
 
+// The same for an fp8 row: q[r * ldq + c] = the bf16 bits of the e4m3 value of x / scale (what
+// QuantizeActivations multiplies back by the scale; exact in bf16, 4 significant bits),
+// scales[r] = the row's scale. False when some x is not finite. Only for fp8 rows (QF_CHECK).
+bool QuantizeActivationsBf16(const ActQuant& a, const float* x, int64_t m, int64_t k, uint16_t* q,
+                             int64_t ldq, float* scales);
+
 }  // namespace qf

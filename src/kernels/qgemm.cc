@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "formats/fp8.h"
+#include "kernels/cpu/fp8_gemm.h"
 #include "kernels/cpu/ggml_dot.h"
 #include "kernels/ops.h"
 
@@ -260,6 +261,7 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w) {
 namespace {
 
 constexpr int64_t kInt8GemmRows = 32;
+constexpr int64_t kFp8GemmRows = 32;
 
 void DecodeQuantRows(const QuantMatrix& w, int64_t r0, int64_t r1, float* out) {
   const int64_t K = w.cols;
@@ -326,11 +328,41 @@ bool MatMulInt8(const float* x, const QuantMatrix& w, const ActQuant& act, const
   return true;
 }
 
+// FP8 weights × fp8 activations on AVX512-BF16 (kernels/cpu/fp8_gemm.h): y = acc * scale_x *
+// scale_w (+ bias); false when x has a non-finite value.
+bool MatMulFp8(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
+               float* y, int64_t m) {
+  const int64_t N = w.rows, K = w.cols, cols2 = Fp8GemmCols2(K);
+  thread_local std::vector<uint16_t> a_buf;
+  thread_local std::vector<float> sa_buf;
+  if (a_buf.size() < size_t(m * cols2)) a_buf.resize(size_t(m * cols2));
+  if (sa_buf.size() < size_t(m)) sa_buf.resize(size_t(m));
+  uint16_t* a = a_buf.data();
+  float* sa = sa_buf.data();
+  if (!QuantizeActivationsBf16(act, x, m, K, a, cols2, sa)) return false;
+  if (cols2 != K)
+    for (int64_t t = 0; t < m; ++t) a[t * cols2 + K] = 0;
+  ForEachThreadRows(N, kFp8GemmRows, kFp8GemmRows, [&](int64_t r0, int64_t r1) {
+    Fp8Gemm(w.Fp8(r0, r1), a, m, y + r0, N);
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t r = r0; r < r1; ++r) {
+        float v = y[t * N + r] * sa[t] * w.scales[size_t(r)];
+        if (bias) v += bias[r];
+        y[t * N + r] = v;
+      }
+  });
+  return true;
+}
+
 }  // namespace
 
 void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                    float* y, int64_t m) {
   if (w.layout == QuantMatrix::Layout::kInt8x16 && MatMulInt8(x, w, act, bias, y, m)) return;
+  if (m > kQuantGemvTokens && w.scheme.kind == QuantKind::kFp8E4M3 && act.enabled() &&
+      act.scheme->kind == QuantKind::kFp8E4M3 && Fp8GemmAvailable() &&
+      MatMulFp8(x, w, act, bias, y, m))
+    return;
   if (act.enabled()) {
     // Per thread: Apply is const and runs concurrently (one window per thread in ppl/kld).
     // Grown on demand, never shrunk: at most M·max(K) floats per thread.

@@ -26,7 +26,8 @@ HWY_INLINE hn::Vec<DF> E4M3(const uint8_t* p) {
   const DU du;
   const auto v = hn::PromoteTo(du, hn::LoadU(D8(), p));
   const auto mag = hn::And(v, hn::Set(du, 0x7Fu));
-  const auto bits = hn::Or(hn::ShiftLeft<20>(mag), hn::ShiftLeft<24>(hn::And(v, hn::Set(du, 0x80u))));
+  const auto bits =
+      hn::Or(hn::ShiftLeft<20>(mag), hn::ShiftLeft<24>(hn::And(v, hn::Set(du, 0x80u))));
   const auto f = hn::Mul(hn::BitCast(df, bits), hn::Set(df, 1.329227995784916e36f));  // 2^120
   return hn::IfThenElse(hn::RebindMask(df, hn::Eq(mag, hn::Set(du, 0x7Fu))),
                         hn::Set(df, std::numeric_limits<float>::quiet_NaN()), f);
