@@ -11,6 +11,8 @@ PACKAGES=(
   libopenblas-openmp-dev libhwy-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev jq
+  # `qforge compare -o PREFIX` draws its plots with gnuplot (optional at run time).
+  gnuplot-nox
   # Not used by qforge: installed beside the OpenMP build (as numpy's dependencies do on many
   # machines) so that blas_test's one-runtime check meets the case it guards against.
   libopenblas0-pthread

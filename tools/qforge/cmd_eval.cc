@@ -4,19 +4,29 @@
 // OTHER) and compare against such a file later without running BASE (--base-logits FILE OTHER).
 #include <cstdio>
 
+#include <filesystem>
+#include <memory>
+
 #include "common.h"
+#include "core/atomic_file.h"
 #include "core/mmap.h"
 #include "core/progress.h"
+#include "core/sysinfo.h"
+#include "eval/bench.h"
+#include "eval/compare.h"
 #include "eval/perplexity.h"
 
 namespace qf::cli {
 namespace {
 
 struct EvalArgs {
-  std::vector<std::string> models;  // ppl: MODEL; kld: BASE OTHER, BASE alone, or OTHER alone
+  std::vector<std::string> models;  // ppl: MODEL; kld: BASE OTHER, BASE alone, or OTHER alone;
+                                    // compare: BASE MODEL...
   std::string text, scoring = "qforge", save_base_logits, base_logits;
   eval::WindowOptions win;
   CommonOptions common;
+  eval::BenchOptions bench{512, 64, 2, 0};  // compare: -p/-n/-r (0 and 0: no benchmark)
+  std::string output;                       // compare: -o PREFIX
 };
 
 void AddWindowOptions(CLI::App* cmd, EvalArgs* a) {
@@ -235,7 +245,163 @@ int RunKld(const EvalArgs& a) {
   return 0;
 }
 
+// Parameters as the model holds them (every weight, norm and bias once; codes count as the
+// weights they stand for): the denominator of bits per weight.
+int64_t LogicalParameters(const model::Model& m) {
+  auto linear = [](const model::Linear& l) { return l.n * l.k + int64_t(l.bias.size()); };
+  int64_t p = int64_t(m.embedding().size() + m.final_norm().size()) + linear(m.lm_head());
+  for (const model::Layer& L : m.layers()) {
+    p += int64_t(L.attn_norm.size() + L.ffn_norm.size() + L.q_norm.size() + L.k_norm.size());
+    for (model::LinearId id : model::kBlockLinears) p += linear(L[id]);
+  }
+  return p;
+}
+
+Status WriteFile(const std::string& path, const std::string& text) {
+  QF_ASSIGN(AtomicFile f, AtomicFile::Create(path));
+  QF_TRY(f.Write(text));
+  return f.Commit();
+}
+
+// Runs gnuplot on `script` (its outputs are temporary names, renamed here when it succeeds).
+// Returns false, with a warning, where gnuplot is missing or fails.
+bool RunGnuplot(const std::string& script) {
+  FILE* p = popen("gnuplot 2>&1", "w");
+  if (!p) return false;
+  std::fwrite(script.data(), 1, script.size(), p);
+  return pclose(p) == 0;
+}
+
+int RunCompare(const EvalArgs& a) {
+  if (a.models.size() < 2) return FailFlags(Err("compare needs BASE and at least one MODEL"));
+  if (Status st = CheckWindowFlags(a); !st.ok()) return FailFlags(st.error());
+  const int threads = ApplyThreads(a.common);
+  const bool bench = a.bench.prompt > 0 || a.bench.gen > 0;
+  std::vector<eval::CompareRow> rows;
+  auto row_of = [&](const std::string& path, const model::Model& m) {
+    eval::CompareRow r;
+    r.path = path;
+    std::filesystem::path p(path);
+    r.label = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
+    r.file_bytes = m.file_bytes();
+    r.params = LogicalParameters(m);
+    r.bits_per_weight = r.params ? double(r.file_bytes) * 8.0 / double(r.params) : 0.0;
+    return r;
+  };
+  auto run_bench = [&](const model::Model& m, eval::CompareRow* r) -> Status {
+    if (!bench) return Status::Ok();
+    QF_ASSIGN(r->bench, eval::RunBench(m, a.bench));
+    r->benched = true;
+    return Status::Ok();
+  };
+  auto grown = [](const RssBytes& before, const RssBytes& peak) {
+    return std::max<int64_t>(0, peak.anon - before.anon) +
+           std::max<int64_t>(0, peak.file - before.file);
+  };
+
+  // The base stays loaded: every other model is scored against it window by window.
+  const RssBytes before_base = CurrentRss();
+  std::unique_ptr<RssWatch> watch = std::make_unique<RssWatch>();
+  auto base = LoadModelAndTokenizer(a.models[0]);
+  if (!base.ok()) return Fail(base.error());
+  eval::WindowOptions win = a.win;
+  bool add_bos = false;
+  auto tokens = PrepareTokens(a, a.models[0], *base->tokenizer, &win, &add_bos);
+  if (!tokens.ok()) return Fail(tokens.error());
+  rows.push_back(row_of(a.models[0], base->model));
+  if (Status st = run_bench(base->model, &rows[0]); !st.ok()) return Fail(st.error());
+  rows[0].memory_bytes = grown(before_base, watch->Peaks());
+
+  for (size_t i = 1; i < a.models.size(); ++i) {
+    const RssBytes before = CurrentRss();
+    watch = std::make_unique<RssWatch>();
+    auto other = model::Model::Load(a.models[i]);
+    if (!other.ok()) return Fail(other.error());
+    eval::CompareRow r = row_of(a.models[i], *other);
+    const int64_t ctx_limit =
+        std::min(base->model.config().max_position, other->config().max_position);
+    auto windows = eval::CountWindows(int64_t(tokens->size()), win, ctx_limit);
+    if (!windows.ok()) return Fail(windows.error().Context(a.text));
+    ProgressBar pb("compare " + r.label, *windows, ShowProgress(a.common));
+    auto kld = eval::KlDivergence(base->model, *other, *tokens, win,
+                                  [&](int64_t d, int64_t) { pb.Update(d); });
+    pb.Finish();
+    if (!kld.ok()) return Fail(kld.error().Context(a.models[i]));
+    if (i == 1) rows[0].ppl = kld->base;
+    r.ppl = kld->other;
+    r.kld_mean = kld->kld_mean;
+    r.kld_stderr = kld->kld_stderr;
+    r.top1 = kld->top1_agreement;
+    if (Status st = run_bench(*other, &r); !st.ok()) return Fail(st.error());
+    r.memory_bytes = grown(before, watch->Peaks());
+    rows.push_back(std::move(r));
+  }
+
+  const std::string md = eval::CompareMarkdown(rows);
+  const nlohmann::json j = {{"text", a.text},
+                            {"ctx", win.ctx},
+                            {"threads", threads},
+                            {"prompt", bench ? a.bench.prompt : 0},
+                            {"gen", bench ? a.bench.gen : 0},
+                            {"models", eval::CompareJson(rows)}};
+  if (!a.output.empty()) {
+    if (Status st = WriteFile(a.output + ".md", md); !st.ok()) return Fail(st.error());
+    if (Status st = WriteFile(a.output + ".json", j.dump(2) + "\n"); !st.ok())
+      return Fail(st.error());
+    // gnuplot writes temporary names; they replace the plots only when it succeeds.
+    const std::string q = a.output + "-quality.svg", sp = a.output + "-speed.svg";
+    const std::string qt = q + ".tmp", st = sp + ".tmp";
+    if (RunGnuplot(eval::CompareGnuplot(rows, qt, st))) {
+      std::error_code ec;
+      std::filesystem::rename(qt, q, ec);
+      if (bench) std::filesystem::rename(st, sp, ec);
+    } else {
+      std::error_code ec;
+      std::filesystem::remove(qt, ec);
+      std::filesystem::remove(st, ec);
+      std::fprintf(stderr,
+                   "qforge: warning: gnuplot did not run (apt install gnuplot-nox): plots "
+                   "skipped\n");
+    }
+  }
+  if (a.common.json) {
+    PrintJson(j);
+  } else {
+    std::printf("%s of %lld tokens of %s, %d threads\n\n%s", WindowWord(win), (long long)win.ctx,
+                a.text.c_str(), threads, md.c_str());
+    if (!a.output.empty())
+      std::printf("\nwrote %s.md, %s.json and the plots %s-quality.svg%s\n", a.output.c_str(),
+                  a.output.c_str(), a.output.c_str(),
+                  bench ? (", " + a.output + "-speed.svg").c_str() : "");
+  }
+  return 0;
+}
+
 }  // namespace
+
+void RegisterCompare(CLI::App& app, int* rc) {
+  auto a = std::make_shared<EvalArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "compare",
+      "before/after table: size, bits/weight, PPL, KLD and top-1 against BASE, speed, memory");
+  cmd->add_option("models", a->models, "BASE MODEL... (folders or .gguf files)")
+      ->required()
+      ->expected(2, 64);
+  cmd->add_option("-p,--prompt", a->bench.prompt, "bench: prompt tokens (0: skip)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
+  cmd->add_option("-n,--gen", a->bench.gen, "bench: tokens decoded (0: skip)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
+  cmd->add_option("-r,--reps", a->bench.reps, "bench: timed repetitions")
+      ->capture_default_str()
+      ->check(IntegerIn(1, 100));
+  cmd->add_option("-o,--output", a->output,
+                  "also write PREFIX.md, PREFIX.json, PREFIX-quality.svg and PREFIX-speed.svg "
+                  "(plots by gnuplot)");
+  AddWindowOptions(cmd, a.get());
+  cmd->callback([a, rc] { *rc = RunCompare(*a); });
+}
 
 void RegisterPpl(CLI::App& app, int* rc) {
   auto a = std::make_shared<EvalArgs>();

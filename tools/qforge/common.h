@@ -76,6 +76,7 @@ int FailFlags(const Error& e);
 void RegisterInfo(CLI::App& app, int* rc);
 void RegisterPpl(CLI::App& app, int* rc);
 void RegisterKld(CLI::App& app, int* rc);
+void RegisterCompare(CLI::App& app, int* rc);  // cmd_eval.cc
 void RegisterGenerate(CLI::App& app, int* rc);
 void RegisterQuantize(CLI::App& app, int* rc);
 void RegisterConvert(CLI::App& app, int* rc);

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   qf::cli::RegisterInfo(app, &rc);
   qf::cli::RegisterPpl(app, &rc);
   qf::cli::RegisterKld(app, &rc);
+  qf::cli::RegisterCompare(app, &rc);
   qf::cli::RegisterGenerate(app, &rc);
   qf::cli::RegisterQuantize(app, &rc);
   qf::cli::RegisterConvert(app, &rc);

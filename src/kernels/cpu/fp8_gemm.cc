@@ -21,7 +21,8 @@ constexpr int kTokens = 6;
 const std::array<uint16_t, 256>& Bf16OfE4M3() {
   static const std::array<uint16_t, 256> t = [] {
     std::array<uint16_t, 256> o{};
-    for (int b = 0; b < 256; ++b) o[size_t(b)] = uint16_t(BitsFromF32(F8E4M3Values()[size_t(b)]) >> 16);
+    for (int b = 0; b < 256; ++b)
+      o[size_t(b)] = uint16_t(BitsFromF32(F8E4M3Values()[size_t(b)]) >> 16);
     return o;
   }();
   return t;
@@ -48,17 +49,16 @@ void WidenBlock(const Fp8Rows& w, int64_t r0, uint32_t* out) {
 
 #if defined(__x86_64__)
 template <int NB, int T>
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void Tile(const uint32_t* blk,
-                                                                  int64_t pairs, const uint32_t* a,
-                                                                  int64_t lda, float* acc,
-                                                                  int64_t ldacc, int64_t valid) {
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void Tile(const uint32_t* blk, int64_t pairs,
+                                                                 const uint32_t* a, int64_t lda,
+                                                                 float* acc, int64_t ldacc,
+                                                                 int64_t valid) {
   __m512 c[NB][T];
   for (int b = 0; b < NB; ++b)
     for (int t = 0; t < T; ++t) c[b][t] = _mm512_setzero_ps();
   for (int64_t q = 0; q < pairs; ++q) {
     __m512bh wv[NB];
-    for (int b = 0; b < NB; ++b)
-      wv[b] = (__m512bh)_mm512_loadu_si512(blk + (b * pairs + q) * 16);
+    for (int b = 0; b < NB; ++b) wv[b] = (__m512bh)_mm512_loadu_si512(blk + (b * pairs + q) * 16);
     for (int t = 0; t < T; ++t) {
       const __m512bh av = (__m512bh)_mm512_set1_epi32(int32_t(a[t * lda + q]));
       for (int b = 0; b < NB; ++b) c[b][t] = _mm512_dpbf16_ps(c[b][t], av, wv[b]);
