@@ -224,6 +224,14 @@ constexpr Row kRows[] = {
     {"bench {model} --seed -1", "--seed: -1 is out of range"},
     {"bench {model} -t -1", "--threads: -1 is out of range"},
     {"bench {model} -t 1.5", "--threads: '1.5' is not an integer"},
+
+    // compare: models, windows, bench flags.
+    {"compare {model} --text {text}", "compare needs BASE and at least one MODEL"},
+    {"compare {model} {model} --text {text} --ctx 1", "--ctx: 1 is out of range"},
+    {"compare {model} {model} --text {text} -p -1", "--prompt: -1 is out of range"},
+    {"compare {model} {model} --text {text} -r 0", "--reps: 0 is out of range"},
+    {"compare {model} {model} --text {text} --max-windows x",
+     "--max-windows: 'x' is not an integer"},
 };
 
 std::string Expand(std::string s, const std::string& out) {
@@ -263,8 +271,8 @@ TEST(CliFlags, EveryBadFlagIsOneLineExit2AndWritesNothing) {
 
 // The help of every command still prints, exit 0, with the validators' ranges.
 TEST(CliFlags, HelpStillWorks) {
-  for (const char* command :
-       {"", " info", " ppl", " kld", " generate", " quantize", " convert", " imatrix", " bench"}) {
+  for (const char* command : {"", " info", " ppl", " kld", " compare", " generate", " quantize",
+                              " convert", " imatrix", " bench"}) {
     std::string log;
     EXPECT_EQ(RunCommand(Q() + command + " --help", &log), 0) << command << "\n" << log;
     EXPECT_NE(log.find("Usage:"), std::string::npos) << command << "\n" << log;

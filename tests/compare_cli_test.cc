@@ -37,8 +37,7 @@ TEST(CompareCli, OneRowPerModelWithQualitySpeedAndFiles) {
   std::string log;
   ASSERT_EQ(RunCommand(Q() + " compare " + Bundled() + " " + w4 + " " + w8 + " --text " +
                            qf::testing::LocalText().string() +
-                           " --ctx 128 --max-windows 3 -p 16 -n 4 -r 1 -q -o " + prefix +
-                           " --json",
+                           " --ctx 128 --max-windows 3 -p 16 -n 4 -r 1 -q -o " + prefix + " --json",
                        &log),
             0)
       << log;
@@ -76,10 +75,10 @@ TEST(CompareCli, BadInputIsOneLineAndWritesNothing) {
   const std::string prefix = (qf::testing::TempDir() / "cmp_bad").string();
   std::string log;
   // One model only: a flag error (2).
-  EXPECT_EQ(RunCommand(Q() + " compare " + Bundled() + " --text " +
-                           qf::testing::LocalText().string(),
-                       &log),
-            2)
+  EXPECT_EQ(
+      RunCommand(Q() + " compare " + Bundled() + " --text " + qf::testing::LocalText().string(),
+                 &log),
+      2)
       << log;
   // A missing model: a file error (1), no output files.
   EXPECT_EQ(RunCommand(Q() + " compare " + Bundled() + " /nonexistent/model --text " +

@@ -25,10 +25,10 @@ std::string Quoted(const std::string& s) {
 
 std::string CompareMarkdown(const std::vector<CompareRow>& rows) {
   const bool bench = std::any_of(rows.begin(), rows.end(), [](auto& r) { return r.benched; });
-  std::string s =
-      "| model | MiB | bits/weight | PPL | ΔPPL | mean KLD | top-1 |" +
-      std::string(bench ? " prefill t/s | decode t/s | decode bandwidth |" : "") +
-      " memory MiB |\n|---|--:|--:|--:|--:|--:|--:|" + (bench ? "--:|--:|--:|" : "") + "--:|\n";
+  std::string s = "| model | MiB | bits/weight | PPL | ΔPPL | mean KLD | top-1 |" +
+                  std::string(bench ? " prefill t/s | decode t/s | decode bandwidth |" : "") +
+                  " memory MiB |\n|---|--:|--:|--:|--:|--:|--:|" + (bench ? "--:|--:|--:|" : "") +
+                  "--:|\n";
   const double base_ppl = rows.empty() ? 0.0 : rows[0].ppl.ppl;
   for (size_t i = 0; i < rows.size(); ++i) {
     const CompareRow& r = rows[i];

@@ -17,10 +17,10 @@
 namespace qf::eval {
 
 struct CompareRow {
-  std::string path;          // as given on the command line
-  std::string label;         // its last path component
-  uint64_t file_bytes = 0;   // the model's files on disk
-  int64_t params = 0;        // parameters stored (codes count as parameters)
+  std::string path;            // as given on the command line
+  std::string label;           // its last path component
+  uint64_t file_bytes = 0;     // the model's files on disk
+  int64_t params = 0;          // parameters stored (codes count as parameters)
   double bits_per_weight = 0;  // file_bytes * 8 / params
   PplResult ppl;
   double kld_mean = 0, kld_stderr = 0, top1 = 1;  // against the base (the base row: 0 and 1)

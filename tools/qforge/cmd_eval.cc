@@ -386,7 +386,7 @@ void RegisterCompare(CLI::App& app, int* rc) {
       "before/after table: size, bits/weight, PPL, KLD and top-1 against BASE, speed, memory");
   cmd->add_option("models", a->models, "BASE MODEL... (folders or .gguf files)")
       ->required()
-      ->expected(2, 64);
+      ->expected(1, 64);  // one alone: the handler's error names what is missing
   cmd->add_option("-p,--prompt", a->bench.prompt, "bench: prompt tokens (0: skip)")
       ->capture_default_str()
       ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
