@@ -12,26 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
+
 #include "formats/ggml_blocks.h"
 #include "kernels/cpu/ggml_dot.h"
 
-namespace {
-
-// Best of 7 timings of `reps` calls, in seconds per call.
-template <class Fn>
-double BestSeconds(int reps, Fn&& fn) {
-  fn();
-  double best = 1e30;
-  for (int k = 0; k < 7; ++k) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int r = 0; r < reps; ++r) fn();
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best / reps;
-}
-
-}  // namespace
+using qf::bench::BestSeconds;
 
 int main(int argc, char** argv) {
   const int64_t rows = argc > 1 ? std::atoll(argv[1]) : 1536;

@@ -10,28 +10,15 @@
 #include <random>
 #include <vector>
 
+#include "bench_util.h"
+
 #include "formats/quantize.h"
 #include "kernels/blas.h"
 #include "kernels/cpu/fp8_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
 
-namespace {
-
-template <class Fn>
-double BestSeconds(int reps, Fn&& fn) {
-  fn();
-  double best = 1e30;
-  for (int k = 0; k < 5; ++k) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int r = 0; r < reps; ++r) fn();
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best / reps;
-}
-
-}  // namespace
+using qf::bench::BestSeconds;
 
 int main(int argc, char** argv) {
   using namespace qf;

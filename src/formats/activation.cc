@@ -79,30 +79,57 @@ void CheckStatic(const ActQuant& a) {
            "static activation row {} needs a finite scale > 0, got {}", a.scheme->name, a.scale);
 }
 
-// One row, int8: out = clamp(rne(x / s), -128, 127) * s (see the file comment).
-void Int8Row(const float* x, float* out, int64_t k, float s) {
-#pragma omp simd
-  for (int64_t c = 0; c < k; ++c) {
-    const float v = x[c] / s;
-    const float r = std::copysign((std::fabs(v) + kTwo23) - kTwo23, v);
-    out[c] = std::min(std::max(r, kInt8Min), kInt8Max) * s;
-  }
+// The int8 level of v = x / s: clamp(rne(v), -128, 127) (see the file comment).
+inline float Int8Level(float v) {
+  const float r = std::copysign((std::fabs(v) + kTwo23) - kTwo23, v);
+  return std::min(std::max(r, kInt8Min), kInt8Max);
 }
 
-// One row, fp8 e4m3: out = decode(encode(x / s)) * s (see the file comment).
-void Fp8Row(const float* x, float* out, int64_t k, float s) {
+// The e4m3 value of v = x / s: decode(encode(v)) (see the file comment).
+inline float Fp8Level(float v) {
   constexpr int32_t kMinBiased = 127 - 6;  // e4m3 emin = -6; subnormals share its quantum
+  const float a = std::fabs(v);
+  // Biased exponent of a (0 for zero and f32 subnormals, 255 for inf/NaN), at least emin's.
+  const int32_t eb = std::max(static_cast<int32_t>(BitsFromF32(a) >> 23), kMinBiased);
+  const float inv_quantum = F32FromBits(static_cast<uint32_t>(257 - eb) << 23);  // 2^-(e-3)
+  const float quantum = F32FromBits(static_cast<uint32_t>(eb - 3) << 23);        // 2^(e-3)
+  const float r = ((a * inv_quantum + kTwo23) - kTwo23) * quantum;
+  return std::copysign(std::min(r, kF8E4M3Max), v);
+}
+
+// One row, int8: out = clamp(rne(x / s), -128, 127) * s.
+void Int8Row(const float* x, float* out, int64_t k, float s) {
 #pragma omp simd
-  for (int64_t c = 0; c < k; ++c) {
-    const float v = x[c] / s;
-    const float a = std::fabs(v);
-    // Biased exponent of a (0 for zero and f32 subnormals, 255 for inf/NaN), at least emin's.
-    const int32_t eb = std::max(static_cast<int32_t>(BitsFromF32(a) >> 23), kMinBiased);
-    const float inv_quantum = F32FromBits(static_cast<uint32_t>(257 - eb) << 23);  // 2^-(e-3)
-    const float quantum = F32FromBits(static_cast<uint32_t>(eb - 3) << 23);        // 2^(e-3)
-    const float r = ((a * inv_quantum + kTwo23) - kTwo23) * quantum;
-    out[c] = std::copysign(std::min(r, kF8E4M3Max), v) * s;
+  for (int64_t c = 0; c < k; ++c) out[c] = Int8Level(x[c] / s) * s;
+}
+
+// One row, fp8 e4m3: out = decode(encode(x / s)) * s.
+void Fp8Row(const float* x, float* out, int64_t k, float s) {
+#pragma omp simd
+  for (int64_t c = 0; c < k; ++c) out[c] = Fp8Level(x[c] / s) * s;
+}
+
+// row(xr, s, r) for every row r of x[m, k] with its scale s (stored in scales[r]) when the
+// whole row is finite; false when some row is not (those rows are skipped).
+template <class Row>
+bool ForFiniteRows(const ActQuant& a, const float* x, int64_t m, int64_t k, float* scales,
+                   Row&& row) {
+  CheckStatic(a);
+  const bool dynamic = a.scheme->dynamic;
+  bool finite = true;
+  const bool parallel = m > 1 && m * k >= kParallelElements && !omp_in_parallel();
+#pragma omp parallel for if (parallel) schedule(static) reduction(&& : finite)
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * k;
+    bool row_finite = true;
+#pragma omp simd reduction(&& : row_finite)
+    for (int64_t c = 0; c < k; ++c) row_finite = row_finite && std::isfinite(xr[c]);
+    finite = finite && row_finite;
+    if (!row_finite) continue;
+    scales[r] = RowScale(a, dynamic ? RowAbsMax(xr, k) : 0.0f);
+    row(xr, scales[r], r);
   }
+  return finite;
 }
 
 }  // namespace
@@ -183,63 +210,22 @@ void QuantizeActivations(const ActQuant& a, const float* x, float* out, int64_t 
 bool QuantizeActivationsU8(const ActQuant& a, const float* x, int64_t m, int64_t k, uint8_t* q,
                            int64_t ldq, float* scales) {
   QF_CHECK(a.enabled() && a.scheme->kind == QuantKind::kInt, "QuantizeActivationsU8: not int8");
-  CheckStatic(a);
-  const bool dynamic = a.scheme->dynamic;
-  bool finite = true;
-  const bool parallel = m > 1 && m * k >= kParallelElements && !omp_in_parallel();
-#pragma omp parallel for if (parallel) schedule(static) reduction(&& : finite)
-  for (int64_t r = 0; r < m; ++r) {
-    const float* xr = x + r * k;
-    bool row_finite = true;
-#pragma omp simd reduction(&& : row_finite)
-    for (int64_t c = 0; c < k; ++c) row_finite = row_finite && std::isfinite(xr[c]);
-    finite = finite && row_finite;
-    if (!row_finite) continue;
-    const float s = RowScale(a, dynamic ? RowAbsMax(xr, k) : 0.0f);
-    scales[r] = s;
+  return ForFiniteRows(a, x, m, k, scales, [&](const float* xr, float s, int64_t r) {
     uint8_t* qr = q + r * ldq;
 #pragma omp simd
-    for (int64_t c = 0; c < k; ++c) {
-      const float v = xr[c] / s;
-      const float rv = std::copysign((std::fabs(v) + kTwo23) - kTwo23, v);
-      qr[c] = uint8_t(int(std::min(std::max(rv, kInt8Min), kInt8Max)) + 128);
-    }
-  }
-  return finite;
+    for (int64_t c = 0; c < k; ++c) qr[c] = uint8_t(int(Int8Level(xr[c] / s)) + 128);
+  });
 }
 
 bool QuantizeActivationsBf16(const ActQuant& a, const float* x, int64_t m, int64_t k, uint16_t* q,
                              int64_t ldq, float* scales) {
   QF_CHECK(a.enabled() && a.scheme->kind == QuantKind::kFp8E4M3,
            "QuantizeActivationsBf16: not an fp8 row");
-  CheckStatic(a);
-  const bool dynamic = a.scheme->dynamic;
-  bool finite = true;
-  const bool parallel = m > 1 && m * k >= kParallelElements && !omp_in_parallel();
-#pragma omp parallel for if (parallel) schedule(static) reduction(&& : finite)
-  for (int64_t r = 0; r < m; ++r) {
-    const float* xr = x + r * k;
-    bool row_finite = true;
-#pragma omp simd reduction(&& : row_finite)
-    for (int64_t c = 0; c < k; ++c) row_finite = row_finite && std::isfinite(xr[c]);
-    finite = finite && row_finite;
-    if (!row_finite) continue;
-    const float s = RowScale(a, dynamic ? RowAbsMax(xr, k) : 0.0f);
-    scales[r] = s;
+  return ForFiniteRows(a, x, m, k, scales, [&](const float* xr, float s, int64_t r) {
     uint16_t* qr = q + r * ldq;
-    constexpr int32_t kMinBiased = 127 - 6;  // as Fp8Row
 #pragma omp simd
-    for (int64_t c = 0; c < k; ++c) {
-      const float v = xr[c] / s;
-      const float av = std::fabs(v);
-      const int32_t eb = std::max(static_cast<int32_t>(BitsFromF32(av) >> 23), kMinBiased);
-      const float inv_quantum = F32FromBits(static_cast<uint32_t>(257 - eb) << 23);
-      const float quantum = F32FromBits(static_cast<uint32_t>(eb - 3) << 23);
-      const float rv = ((av * inv_quantum + kTwo23) - kTwo23) * quantum;
-      qr[c] = uint16_t(BitsFromF32(std::copysign(std::min(rv, kF8E4M3Max), v)) >> 16);
-    }
-  }
-  return finite;
+    for (int64_t c = 0; c < k; ++c) qr[c] = uint16_t(BitsFromF32(Fp8Level(xr[c] / s)) >> 16);
+  });
 }
 
 }  // namespace qf

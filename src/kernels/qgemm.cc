@@ -25,6 +25,25 @@ void AddBias(const float* bias, float* y, int64_t m, int64_t N, int64_t r0, int6
     for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
 }
 
+// y[m, N] = x · decode(W)ᵀ (+ bias), W decoded kRowTile rows at a time by decode(r0, r1, out)
+// into a per-thread buffer right before the sgemm of those rows; tiles spread over the threads.
+template <class Decode>
+void TiledGemm(const float* x, int64_t N, int64_t K, const float* bias, float* y, int64_t m,
+               Decode&& decode) {
+  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
+#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
+  {
+    std::vector<float> buf(static_cast<size_t>(kRowTile * K));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
+      decode(r0, r1, buf.data());
+      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
+      AddBias(bias, y, m, N, r0, r1);
+    }
+  }
+}
+
 }  // namespace
 
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out) {
@@ -55,19 +74,8 @@ void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out
 
 void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias, float* y,
                      int64_t m) {
-  const int64_t N = w.rows, K = w.cols;
-  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
-#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
-  {
-    std::vector<float> buf(static_cast<size_t>(kRowTile * K));
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
-      DequantizeRows(w, r0, r1, buf.data());
-      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
-      AddBias(bias, y, m, N, r0, r1);
-    }
-  }
+  TiledGemm(x, w.rows, w.cols, bias, y, m,
+            [&](int64_t r0, int64_t r1, float* out) { DequantizeRows(w, r0, r1, out); });
 }
 
 namespace {
@@ -396,18 +404,8 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
     });
     return;
   }
-  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
-#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
-  {
-    std::vector<float> buf(static_cast<size_t>(kRowTile * K));
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
-      DecodeQuantRows(w, r0, r1, buf.data());
-      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
-      AddBias(bias, y, m, N, r0, r1);
-    }
-  }
+  TiledGemm(x, N, K, bias, y, m,
+            [&](int64_t r0, int64_t r1, float* out) { DecodeQuantRows(w, r0, r1, out); });
 }
 
 void MatMulQuantNTRef(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
