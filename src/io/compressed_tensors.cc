@@ -795,4 +795,31 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
   return Status::Ok();
 }
 
+int64_t LogicalParameterCount(const TensorStore& store) {
+  auto ends_with = [](const std::string& s, std::string_view suf) {
+    return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  int64_t params = 0;
+  for (const auto& t : store.tensors()) {
+    if (ends_with(t.name, ".weight_shape") && t.numel() == 2 &&
+        (t.dtype == DType::kI64 || t.dtype == DType::kI32)) {
+      int64_t dims[2];
+      for (int i = 0; i < 2; ++i) {
+        if (t.dtype == DType::kI64) {
+          std::memcpy(&dims[i], t.data.data() + 8 * i, 8);
+        } else {
+          int32_t v;
+          std::memcpy(&v, t.data.data() + 4 * i, 4);
+          dims[i] = v;
+        }
+      }
+      params += dims[0] * dims[1];
+    } else if (!ends_with(t.name, ".weight_packed") && !ends_with(t.name, ".weight_scale") &&
+               !ends_with(t.name, ".weight_zero_point") && !ends_with(t.name, ".input_scale")) {
+      params += t.numel();
+    }
+  }
+  return params;
+}
+
 }  // namespace qf::io

@@ -110,6 +110,11 @@ Result<std::optional<QuantizedTensor>> ReadQuantizedLinear(const TensorStore& st
 // <module>.input_scale (static activation quantization), or nullopt when the file has none.
 Result<std::optional<float>> ReadInputScale(const TensorStore& store, const std::string& module);
 
+// The model parameters a store holds, counting a quantized linear by its logical [N, K]
+// (weight_shape), not by its packed storage; scales, zero points and input scales are metadata,
+// not parameters. For a checkpoint without quantization: every tensor's element count.
+int64_t LogicalParameterCount(const TensorStore& store);
+
 struct QuantizedLinearEntry {
   std::string module;  // e.g. "model.layers.0.self_attn.q_proj"
   const QuantizedTensor* q = nullptr;

@@ -247,7 +247,7 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
     QF_ASSIGN(Layer blk, ReadLayer(store, c, l, qc));
     m.layers_.push_back(std::move(blk));
   }
-  for (const auto& t : store.tensors()) m.params_ += t.numel();
+  m.params_ = io::LogicalParameterCount(store);
   return m;
 }
 

@@ -104,6 +104,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const std::filesystem::path& path() const { return path_; }
   uint64_t file_bytes() const { return file_bytes_; }
+  // Parameters as the files hold them, a quantized linear counted by its logical [N, K]
+  // (io::LogicalParameterCount; GGUF: every tensor's logical size).
   int64_t parameter_count() const { return params_; }
 
   KVCache NewCache(int64_t capacity) const;

@@ -28,31 +28,7 @@ int RunInfo(const InfoArgs& a) {
   const model::ModelConfig& c = *cfg;
   auto qcfg = io::LoadQuantizationConfig(a.model);
   if (!qcfg.ok()) return Fail(qcfg.error());
-  // Model parameters, counting a quantized linear by its logical [N, K] (weight_shape), not by
-  // its packed storage; scales, zero points and input scales are metadata, not parameters.
-  int64_t params = 0;
-  auto ends_with = [](const std::string& s, std::string_view suf) {
-    return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-  };
-  for (const auto& t : store->tensors()) {
-    if (ends_with(t.name, ".weight_shape") && t.numel() == 2 &&
-        (t.dtype == DType::kI64 || t.dtype == DType::kI32)) {
-      int64_t dims[2];
-      for (int i = 0; i < 2; ++i) {
-        if (t.dtype == DType::kI64) {
-          std::memcpy(&dims[i], t.data.data() + 8 * i, 8);
-        } else {
-          int32_t v;
-          std::memcpy(&v, t.data.data() + 4 * i, 4);
-          dims[i] = v;
-        }
-      }
-      params += dims[0] * dims[1];
-    } else if (!ends_with(t.name, ".weight_packed") && !ends_with(t.name, ".weight_scale") &&
-               !ends_with(t.name, ".weight_zero_point") && !ends_with(t.name, ".input_scale")) {
-      params += t.numel();
-    }
-  }
+  const int64_t params = io::LogicalParameterCount(*store);
 
   nlohmann::json j;
   j["path"] = a.model;
