@@ -40,10 +40,10 @@ path_of() {  # the model file or folder of a format (made on first use)
 
 bench() {  # binary model -> "pp tg ratio bytes"
   "$1" bench "$2" -p "$PP" -n "$TG" -r "$REPS" -t "$THREADS" -q --json 2>/dev/null |
-    python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.2f %.2f %.3f %d" % (
-      j["prefill_tokens_per_second"], j["decode_tokens_per_second"],
-      j["decode_bandwidth_ratio"], j["weight_bytes_per_token"]))'
+    jq -r '"\(.prefill_tokens_per_second) \(.decode_tokens_per_second) \(.decode_bandwidth_ratio) \(.weight_bytes_per_token)"' |
+    awk '{ printf "%.2f %.2f %.3f %.0f\n", $1, $2, $3, $4 }'
 }
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }  # calc FORMAT EXPRESSION
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 echo "$SHAPE${LAYERS:+ ($LAYERS layers)}, $THREADS threads, pp$PP / tg$TG, $REPS reps; $cpu;" \
@@ -61,10 +61,10 @@ for f in $FORMATS; do
   p=$(path_of "$f")
   read -r pp tg ratio bytes <<<"$(bench $Q "$p")"
   if [[ -z $fp_pp ]]; then fp_pp=$pp fp_tg=$tg; fi
-  xpp=$(python3 -c "print('%.2f' % ($pp / $fp_pp))")
-  xtg=$(python3 -c "print('%.2f' % ($tg / $fp_tg))")
-  mib=$(python3 -c "print('%.0f' % ($bytes / 2**20))")
-  pct=$(python3 -c "print('%.0f%%' % ($ratio * 100))")
+  xpp=$(calc %.2f "$pp / $fp_pp")
+  xtg=$(calc %.2f "$tg / $fp_tg")
+  mib=$(calc %.0f "$bytes / 1048576")
+  pct=$(calc %.0f%% "$ratio * 100")
   if [[ -n ${BASE_QFORGE:-} ]]; then
     read -r bpp btg _ _ <<<"$(bench "$BASE_QFORGE" "$p")"
     echo "| $f | $mib | $bpp | $pp | $xpp | $btg | $tg | $xtg | $pct |"
