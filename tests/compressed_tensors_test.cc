@@ -70,14 +70,7 @@ std::vector<float> RandomMatrix(int64_t n, int64_t k, uint32_t seed) {
   return w;
 }
 
-QuantizedTensor QuantizeOrDie(const std::vector<float>& w, int64_t n, int64_t k,
-                              const std::string& spec) {
-  Result<QuantScheme> s = ParseScheme(spec);
-  EXPECT_TRUE(s.ok()) << spec;
-  Result<QuantizedTensor> q = Quantize(w, n, k, *s);
-  EXPECT_TRUE(q.ok()) << q.error().message();
-  return std::move(q).value();
-}
+using testing::QuantizeOrDie;
 
 // Scales rounded to `dt`, codes re-encoded with them: what a quantizer writing bf16 scales does.
 QuantizedTensor RoundScales(const std::vector<float>& w, QuantizedTensor q, DType dt) {

@@ -32,14 +32,7 @@ std::vector<float> Random(int64_t n, uint32_t seed, float sd = 1.0f) {
   return v;
 }
 
-QuantizedTensor QuantizeOrDie(const std::vector<float>& w, int64_t n, int64_t k,
-                              const std::string& spec) {
-  Result<QuantScheme> s = ParseScheme(spec);
-  EXPECT_TRUE(s.ok()) << spec;
-  Result<QuantizedTensor> q = Quantize(w, n, k, *s);
-  EXPECT_TRUE(q.ok()) << spec;
-  return std::move(q).value();
-}
+using testing::QuantizeOrDie;
 
 bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -121,37 +114,26 @@ TEST(IntGemv, WithinTheFixedPointBoundOfTheReference) {
         const int64_t ldy = c.n + 3;
         std::vector<float> ref(static_cast<size_t>(m * ldy), -1.0f);
         kernels::IntGemvRef(mat.Rows(0, c.n), x.data(), m, ref.data(), ldy);
-        {
-          std::vector<float> y(ref.size(), -1.0f);
-          kernels::IntGemv(mat.Rows(0, c.n), x.data(), m, y.data(), ldy);
-          // Activations prepared once, rows split in two: the same bits.
-          std::vector<int16_t> xq(static_cast<size_t>(m * c.k));
-          std::vector<float> dx(static_cast<size_t>(m));
-          ASSERT_TRUE(kernels::IntGemvActivations(x.data(), m, c.k, xq.data(), dx.data()));
-          std::vector<float> split(y.size(), -1.0f);
-          const int64_t h = c.n / 2;
-          kernels::IntGemvFixed(mat.Rows(0, h), xq.data(), dx.data(), m, split.data(), ldy);
-          kernels::IntGemvFixed(mat.Rows(h, c.n), xq.data(), dx.data(), m, split.data() + h, ldy);
-          EXPECT_TRUE(SameBits(y, split));
-          std::vector<float> deq(static_cast<size_t>(c.n * c.k));
-          kernels::IntDecodeRowsRef(mat.Rows(0, c.n), deq.data());
-          for (int64_t t = 0; t < m; ++t) {
-            float amax = 0.0f;
-            for (int64_t k = 0; k < c.k; ++k)
-              amax = std::max(amax, std::fabs(x[size_t(t * c.k + k)]));
-            const double dx = amax / kernels::kIntGemvActivationMax;
-            for (int64_t r = 0; r < c.n; ++r) {
-              double sw = 0.0, swx = 0.0;
-              for (int64_t k = 0; k < c.k; ++k) {
-                sw += std::fabs(deq[size_t(r * c.k + k)]);
-                swx += std::fabs(deq[size_t(r * c.k + k)] * x[size_t(t * c.k + k)]);
-              }
-              const double bound = sw * dx / 2 + 1e-5 * swx + 1e-6;
-              EXPECT_NEAR(y[size_t(t * ldy + r)], ref[size_t(t * ldy + r)], bound)
-                  << "row " << r << " token " << t;
-            }
-            EXPECT_EQ(y[size_t(t * ldy + c.n)], -1.0f);  // ldy padding untouched
-          }
+        std::vector<float> y(ref.size(), -1.0f);
+        kernels::IntGemv(mat.Rows(0, c.n), x.data(), m, y.data(), ldy);
+        // Activations prepared once, rows split in two: the same bits.
+        std::vector<int16_t> xq(static_cast<size_t>(m * c.k));
+        std::vector<float> dx(static_cast<size_t>(m));
+        ASSERT_TRUE(kernels::IntGemvActivations(x.data(), m, c.k, xq.data(), dx.data()));
+        std::vector<float> split(y.size(), -1.0f);
+        const int64_t h = c.n / 2;
+        kernels::IntGemvFixed(mat.Rows(0, h), xq.data(), dx.data(), m, split.data(), ldy);
+        kernels::IntGemvFixed(mat.Rows(h, c.n), xq.data(), dx.data(), m, split.data() + h, ldy);
+        EXPECT_TRUE(SameBits(y, split));
+        std::vector<float> deq(static_cast<size_t>(c.n * c.k));
+        kernels::IntDecodeRowsRef(mat.Rows(0, c.n), deq.data());
+        for (int64_t t = 0; t < m; ++t) {
+          for (int64_t r = 0; r < c.n; ++r)
+            EXPECT_NEAR(y[size_t(t * ldy + r)], ref[size_t(t * ldy + r)],
+                        testing::FixedPointGemvBound(deq.data() + r * c.k, x.data() + t * c.k, c.k,
+                                                     kernels::kIntGemvActivationMax, 1e-5))
+                << "row " << r << " token " << t;
+          EXPECT_EQ(y[size_t(t * ldy + c.n)], -1.0f);  // ldy padding untouched
         }
       }
     }

@@ -102,15 +102,28 @@ int RunCommand(const std::string& cmd, std::string* output) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel) {
+QuantizedTensor QuantizeOrDie(const std::vector<float>& w, int64_t n, int64_t k,
+                              const std::string& spec) {
+  Result<QuantScheme> s = ParseScheme(spec);
+  EXPECT_TRUE(s.ok()) << spec << ": " << (s.ok() ? "" : s.error().message());
+  if (!s.ok()) return {};
+  Result<QuantizedTensor> q = Quantize(w, n, k, *s);
+  EXPECT_TRUE(q.ok()) << spec << ": " << (q.ok() ? "" : q.error().message());
+  return q.ok() ? std::move(q).value() : QuantizedTensor{};
+}
+
+double FixedPointGemvBound(const float* w, const float* x, int64_t k, int xmax, double rel) {
   double mag = 0, wsum = 0, amax = 0;
   for (int64_t i = 0; i < k; ++i) {
     mag += std::fabs(double(w[i]) * x[i]);
     wsum += std::fabs(double(w[i]));
     amax = std::max(amax, std::fabs(double(x[i])));
   }
-  const int xmax = kernels::GgmlGemvActivationMax();
   return (xmax > 0 ? wsum * amax / xmax / 2 : 0.0) + rel * mag + 1e-30;
+}
+
+double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel) {
+  return FixedPointGemvBound(w, x, k, kernels::GgmlGemvActivationMax(), rel);
 }
 
 }  // namespace qf::testing

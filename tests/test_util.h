@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include "formats/quantize.h"
 
 namespace qf::testing {
 
@@ -31,10 +34,16 @@ std::filesystem::path LocalText();
 // Runs a shell command; returns its exit status and fills `output` with stdout+stderr.
 int RunCommand(const std::string& cmd, std::string* output);
 
-// The error bound of kernels::GgmlGemv for one output y = w · x over k inputs (w: the reference
-// decoder's weights): the fixed-point activations' rounding, Σ|w| · max|x| / xmax / 2 with xmax
-// = kernels::GgmlGemvActivationMax() on the SIMD target chosen now, plus rel · Σ|w·x| of float
-// rounding.
+// Quantize(w[n, k]) to the scheme `spec` (ParseScheme), adding a test failure (with the spec and
+// the error) when either fails.
+QuantizedTensor QuantizeOrDie(const std::vector<float>& w, int64_t n, int64_t k,
+                              const std::string& spec);
+
+// The error bound of a GEMV with fixed-point activations for one output y = w · x over k inputs
+// (w: the reference decoder's weights): the activations' rounding, Σ|w| · max|x| / xmax / 2
+// (none when xmax is 0: the float path), plus rel · Σ|w·x| of float rounding.
+double FixedPointGemvBound(const float* w, const float* x, int64_t k, int xmax, double rel);
+// kernels::GgmlGemv's: xmax = kernels::GgmlGemvActivationMax() on the SIMD target chosen now.
 double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel);
 
 // Shorthands for CLI tests: the binary, the bundled model, the WikiText-2 test file, the local

@@ -18,6 +18,15 @@ namespace {
 // Output rows dequantized per tile: 64 rows × K floats stays in L2 for K up to ~8k.
 constexpr int64_t kRowTile = 64;
 
+// A per-thread buffer (the caller's thread_local vector) grown to at least n elements, never
+// shrunk; its data. The pointer is what row workers on other threads use: there, the name of a
+// thread_local refers to their own (empty) buffer.
+template <class T>
+T* Grown(std::vector<T>& v, int64_t n, T fill = T()) {
+  if (v.size() < size_t(n)) v.resize(size_t(n), fill);
+  return v.data();
+}
+
 // y[i, j] += bias[j] for the output columns [r0, r1) of y[m, N] (bias may be null).
 void AddBias(const float* bias, float* y, int64_t m, int64_t N, int64_t r0, int64_t r1) {
   if (!bias) return;
@@ -141,13 +150,13 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
   {
     // Per thread, kept between calls (ppl runs one window per thread inside its own parallel
     // region, where this region is serial): grown to the largest tile seen, never shrunk.
-    thread_local std::vector<float> buf;
-    if (buf.size() < static_cast<size_t>(tile * K)) buf.resize(static_cast<size_t>(tile * K));
+    thread_local std::vector<float> buf_vec;
+    float* buf = Grown(buf_vec, tile * K);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t r0 = t * tile, r1 = std::min(N, r0 + tile);
-      DequantizeRows(w, r0, r1, buf.data());
-      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
+      DequantizeRows(w, r0, r1, buf);
+      GemmNT(x, buf, y + r0, m, r1 - r0, K, N);
       AddBias(bias, y, m, N, r0, r1);
     }
   }
@@ -271,6 +280,13 @@ namespace {
 constexpr int64_t kInt8GemmRows = 32;
 constexpr int64_t kFp8GemmRows = 32;
 
+// The epilogue of the integer and fp8 GEMMs: the sum times the activation and weight scales,
+// in that order, plus the bias.
+inline float Scaled(float sum, float scale_x, float scale_w, const float* bias, int64_t r) {
+  const float v = sum * scale_x * scale_w;
+  return bias ? v + bias[r] : v;
+}
+
 void DecodeQuantRows(const QuantMatrix& w, int64_t r0, int64_t r1, float* out) {
   const int64_t K = w.cols;
   if (w.layout == QuantMatrix::Layout::kInt8x16) {
@@ -300,19 +316,14 @@ void DecodeQuantRows(const QuantMatrix& w, int64_t r0, int64_t r1, float* out) {
 bool MatMulInt8(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                 float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols, cols4 = Int8Cols4(K), N16 = Int8Rows16(N);
-  // Per thread (Apply runs concurrently); pointers taken here, as the row workers below run on
-  // other threads whose thread_local buffers are their own.
+  // Per thread: Apply runs concurrently (one window per thread in ppl/kld).
   thread_local std::vector<uint8_t> au_buf;
   thread_local std::vector<float> sa_buf;
   thread_local std::vector<int32_t> acc_buf, sx_buf;
-  if (au_buf.size() < size_t(m * cols4)) au_buf.resize(size_t(m * cols4), 128);
-  if (sa_buf.size() < size_t(m)) sa_buf.resize(size_t(m));
-  if (sx_buf.size() < size_t(m)) sx_buf.resize(size_t(m));
-  if (acc_buf.size() < size_t(m * N16)) acc_buf.resize(size_t(m * N16));
-  uint8_t* au = au_buf.data();
-  float* sa = sa_buf.data();
-  int32_t* acc = acc_buf.data();
-  int32_t* sx = sx_buf.data();
+  uint8_t* au = Grown(au_buf, m * cols4, uint8_t(128));
+  float* sa = Grown(sa_buf, m);
+  int32_t* acc = Grown(acc_buf, m * N16);
+  int32_t* sx = Grown(sx_buf, m);
   if (!QuantizeActivationsU8(act, x, m, K, au, cols4, sa)) return false;
   const bool asym = !w.scheme.symmetric;
   if (asym)
@@ -328,9 +339,7 @@ bool MatMulInt8(const float* x, const QuantMatrix& w, const ActQuant& act, const
       for (int64_t r = r0; r < r1; ++r) {
         int32_t a = acc[t * N16 + r];
         if (asym) a -= (int32_t(w.zeros[size_t(r)]) - 128) * sx[t];
-        float v = float(a) * sa[t] * w.scales[size_t(r)];
-        if (bias) v += bias[r];
-        y[t * N + r] = v;
+        y[t * N + r] = Scaled(float(a), sa[t], w.scales[size_t(r)], bias, r);
       }
   });
   return true;
@@ -343,21 +352,16 @@ bool MatMulFp8(const float* x, const QuantMatrix& w, const ActQuant& act, const 
   const int64_t N = w.rows, K = w.cols, cols2 = Fp8GemmCols2(K);
   thread_local std::vector<uint16_t> a_buf;
   thread_local std::vector<float> sa_buf;
-  if (a_buf.size() < size_t(m * cols2)) a_buf.resize(size_t(m * cols2));
-  if (sa_buf.size() < size_t(m)) sa_buf.resize(size_t(m));
-  uint16_t* a = a_buf.data();
-  float* sa = sa_buf.data();
+  uint16_t* a = Grown(a_buf, m * cols2);
+  float* sa = Grown(sa_buf, m);
   if (!QuantizeActivationsBf16(act, x, m, K, a, cols2, sa)) return false;
   if (cols2 != K)
     for (int64_t t = 0; t < m; ++t) a[t * cols2 + K] = 0;
   ForEachThreadRows(N, kFp8GemmRows, kFp8GemmRows, [&](int64_t r0, int64_t r1) {
     Fp8Gemm(w.Fp8(r0, r1), a, m, y + r0, N);
     for (int64_t t = 0; t < m; ++t)
-      for (int64_t r = r0; r < r1; ++r) {
-        float v = y[t * N + r] * sa[t] * w.scales[size_t(r)];
-        if (bias) v += bias[r];
-        y[t * N + r] = v;
-      }
+      for (int64_t r = r0; r < r1; ++r)
+        y[t * N + r] = Scaled(y[t * N + r], sa[t], w.scales[size_t(r)], bias, r);
   });
   return true;
 }
@@ -374,24 +378,21 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
   if (act.enabled()) {
     // Per thread: Apply is const and runs concurrently (one window per thread in ppl/kld).
     // Grown on demand, never shrunk: at most M·max(K) floats per thread.
-    thread_local std::vector<float> xq;
-    if (xq.size() < static_cast<size_t>(m * w.cols)) xq.resize(static_cast<size_t>(m * w.cols));
-    QuantizeActivations(act, x, xq.data(), m, w.cols);
-    x = xq.data();
+    thread_local std::vector<float> xq_buf;
+    float* xq = Grown(xq_buf, m * w.cols);
+    QuantizeActivations(act, x, xq, m, w.cols);
+    x = xq;
   }
   const int64_t N = w.rows, K = w.cols;
   const bool e4m3 = w.scheme.kind == QuantKind::kFp8E4M3;
   if ((w.scheme.is_int() || e4m3) && w.layout != QuantMatrix::Layout::kInt8x16 &&
       m <= kQuantGemvTokens) {
-    // Integer rows: the fixed-point activations once, shared by the threads (pointers taken
-    // here: thread_local names the calling thread's buffers only on this thread).
+    // Integer rows: the fixed-point activations once, shared by the threads.
     thread_local std::vector<int16_t> xq_buf;
     thread_local std::vector<float> dx_buf;
-    if (xq_buf.size() < size_t(m * K)) xq_buf.resize(size_t(m * K));
-    if (dx_buf.size() < size_t(m)) dx_buf.resize(size_t(m));
-    const int16_t* xq = xq_buf.data();
-    const float* dx = dx_buf.data();
-    const bool fixed = !e4m3 && IntGemvActivations(x, m, K, xq_buf.data(), dx_buf.data());
+    int16_t* xq = e4m3 ? nullptr : Grown(xq_buf, m * K);
+    float* dx = e4m3 ? nullptr : Grown(dx_buf, m);
+    const bool fixed = !e4m3 && IntGemvActivations(x, m, K, xq, dx);
     ForEachThreadRows(N, kGemvRows, 1, [&](int64_t r0, int64_t r1) {
       if (e4m3) {
         Fp8Gemv(w.Fp8(r0, r1), x, m, y + r0, N);
@@ -423,9 +424,7 @@ void MatMulQuantNTRef(const float* x, const QuantMatrix& w, const ActQuant& act,
         for (int64_t k = 0; k < K; ++k) sx += int32_t(au[size_t(t * cols4 + k)]) - 128;
         for (int64_t r = 0; r < N; ++r) {
           const int32_t a = acc[size_t(t * N16 + r)] - (int32_t(w.zeros[size_t(r)]) - 128) * sx;
-          float v = float(a) * sa[size_t(t)] * w.scales[size_t(r)];
-          if (bias) v += bias[r];
-          y[t * N + r] = v;
+          y[t * N + r] = Scaled(float(a), sa[size_t(t)], w.scales[size_t(r)], bias, r);
         }
       }
       return;

@@ -54,23 +54,27 @@ int RunBenchCmd(const BenchArgs& a) {
 
 }  // namespace
 
+void AddBenchOptions(CLI::App* cmd, eval::BenchOptions* opt) {
+  cmd->add_option("-p,--prompt", opt->prompt, "prompt tokens processed in one pass (0: skip)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
+  cmd->add_option("-n,--gen", opt->gen, "tokens decoded one at a time (0: skip)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
+  cmd->add_option("-r,--reps", opt->reps, "timed repetitions (after one warm-up)")
+      ->capture_default_str()
+      ->check(IntegerIn(1, 100));
+  cmd->add_option("--seed", opt->seed, "seed of the random token ids")
+      ->capture_default_str()
+      ->check(Seed());
+}
+
 void RegisterBench(CLI::App& app, int* rc) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand(
       "bench", "prefill and decode speed (llama-bench style) and decode bandwidth use");
   cmd->add_option("model", a->model, "model folder or .gguf")->required();
-  cmd->add_option("-p,--prompt", a->opt.prompt, "prompt tokens processed in one pass (0: skip)")
-      ->capture_default_str()
-      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
-  cmd->add_option("-n,--gen", a->opt.gen, "tokens decoded one at a time (0: skip)")
-      ->capture_default_str()
-      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
-  cmd->add_option("-r,--reps", a->opt.reps, "timed repetitions (after one warm-up)")
-      ->capture_default_str()
-      ->check(IntegerIn(1, 100));
-  cmd->add_option("--seed", a->opt.seed, "seed of the random token ids")
-      ->capture_default_str()
-      ->check(Seed());
+  AddBenchOptions(cmd, &a->opt);
   AddCommonOptions(cmd, &a->common);
   cmd->callback([a, rc] { *rc = RunBenchCmd(*a); });
 }

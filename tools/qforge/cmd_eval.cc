@@ -12,7 +12,6 @@
 #include "core/mmap.h"
 #include "core/progress.h"
 #include "core/sysinfo.h"
-#include "eval/bench.h"
 #include "eval/compare.h"
 #include "eval/perplexity.h"
 
@@ -245,18 +244,6 @@ int RunKld(const EvalArgs& a) {
   return 0;
 }
 
-// Parameters as the model holds them (every weight, norm and bias once; codes count as the
-// weights they stand for): the denominator of bits per weight.
-int64_t LogicalParameters(const model::Model& m) {
-  auto linear = [](const model::Linear& l) { return l.n * l.k + int64_t(l.bias.size()); };
-  int64_t p = int64_t(m.embedding().size() + m.final_norm().size()) + linear(m.lm_head());
-  for (const model::Layer& L : m.layers()) {
-    p += int64_t(L.attn_norm.size() + L.ffn_norm.size() + L.q_norm.size() + L.k_norm.size());
-    for (model::LinearId id : model::kBlockLinears) p += linear(L[id]);
-  }
-  return p;
-}
-
 Status WriteFile(const std::string& path, const std::string& text) {
   QF_ASSIGN(AtomicFile f, AtomicFile::Create(path));
   QF_TRY(f.Write(text));
@@ -284,7 +271,7 @@ int RunCompare(const EvalArgs& a) {
     std::filesystem::path p(path);
     r.label = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
     r.file_bytes = m.file_bytes();
-    r.params = LogicalParameters(m);
+    r.params = m.parameter_count();
     r.bits_per_weight = r.params ? double(r.file_bytes) * 8.0 / double(r.params) : 0.0;
     return r;
   };
@@ -386,16 +373,8 @@ void RegisterCompare(CLI::App& app, int* rc) {
       "before/after table: size, bits/weight, PPL, KLD and top-1 against BASE, speed, memory");
   cmd->add_option("models", a->models, "BASE MODEL... (folders or .gguf files)")
       ->required()
-      ->expected(1, 64);  // one alone: the handler's error names what is missing
-  cmd->add_option("-p,--prompt", a->bench.prompt, "bench: prompt tokens (0: skip)")
-      ->capture_default_str()
-      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
-  cmd->add_option("-n,--gen", a->bench.gen, "bench: tokens decoded (0: skip)")
-      ->capture_default_str()
-      ->check(IntegerIn(0, kMaxTokens, "0 = skip"));
-  cmd->add_option("-r,--reps", a->bench.reps, "bench: timed repetitions")
-      ->capture_default_str()
-      ->check(IntegerIn(1, 100));
+      ->expected(1, 64);            // one alone: the handler's error names what is missing
+  AddBenchOptions(cmd, &a->bench);  // -p 0 -n 0: no speed columns
   cmd->add_option("-o,--output", a->output,
                   "also write PREFIX.md, PREFIX.json, PREFIX-quality.svg and PREFIX-speed.svg "
                   "(plots by gnuplot)");

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "eval/bench.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
 
@@ -53,6 +54,8 @@ struct CommonOptions {
 
 // Adds --threads/--quiet/--json to a subcommand.
 void AddCommonOptions(CLI::App* cmd, CommonOptions* opt, bool with_json = true);
+// Adds bench's -p/--prompt, -n/--gen, -r/--reps and --seed (defaults: opt's values).
+void AddBenchOptions(CLI::App* cmd, eval::BenchOptions* opt);  // cmd_bench.cc
 // Applies --threads; returns the thread count in use.
 int ApplyThreads(const CommonOptions& opt);
 bool ShowProgress(const CommonOptions& opt);
