@@ -14,6 +14,7 @@
 
 #include "formats/ggml_blocks.h"
 #include "kernels/cpu/ggml_dot.h"
+#include "kernels/cpu/q8_gemm.h"
 #include "kernels/qgemm.h"
 #include "test_util.h"
 
@@ -66,6 +67,13 @@ void ForEachTarget(Fn&& fn) {
     fn();
   }
   hwy::SetSupportedTargetsForTest(0);
+}
+
+// MatMulGgmlNT's error bound for one output: the GEMV's up to 8 tokens, the Q8 prefill's beyond
+// where it runs (the float tiles are exact up to float rounding: within either).
+double MatMulBound(const GgmlTensor& w, int64_t m, const float* wr, const float* x, int64_t k) {
+  if (m > 8 && kernels::GgmlQ8Runs(w)) return testing::Q8GemmBound(wr, x, k, 1e-5);
+  return testing::GgmlGemvBound(wr, x, k, 1e-5);
 }
 
 TEST(GgmlKernels, EveryModelTypeHasKernels) {
@@ -230,7 +238,7 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
       for (int64_t i = 0; i < m; ++i) {
         for (int64_t r = 0; r < rows; ++r) {
           const double bound =
-              testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols, 1e-5) +
+              MatMulBound(w, m, &dec[size_t(r * cols)], &x[size_t(i * cols)], cols) +
               1e-6 * std::fabs(bias[size_t(r)]);
           EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)], bound)
               << "token " << i << " row " << r;
@@ -420,10 +428,123 @@ TEST(GgmlKernels, MatMulOnInterleavedTensors) {
       kernels::MatMulGgmlNT(x.data(), w, nullptr, got.data(), m);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t r = 0; r < rows; ++r)
-          EXPECT_NEAR(
-              ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
-              testing::GgmlGemvBound(&dec[size_t(r * cols)], &x[size_t(i * cols)], cols, 1e-5))
+          EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
+                      MatMulBound(w, m, &dec[size_t(r * cols)], &x[size_t(i * cols)], cols))
               << "token " << i << " row " << r;
+    }
+  }
+}
+
+// ---- the integer prefill (kernels/cpu/q8_gemm.h) ----------------------------------------------
+
+// GgmlDecodeLevels: a * level - c is the reference decoder's float, bit for bit, on every target,
+// for plain and interleaved rows; the span is the type's.
+TEST(GgmlKernels, LevelsRebuildTheReferenceDecodeOnEveryTarget) {
+  for (const auto* t : ModelTypes()) {
+    SCOPED_TRACE(std::string(t->name));
+    const int64_t rows = 32, cols = 2 * 256;
+    const auto blocks = MakeBlocks(*t, rows, cols, 17);
+    const size_t row_bytes = size_t(cols / t->block) * t->block_bytes;
+    std::vector<float> ref(static_cast<size_t>(rows * cols));
+    ASSERT_TRUE(DequantizeRowsGgml(*t, blocks.data(), rows, cols, ref.data()).ok());
+    std::vector<std::byte> inter(blocks.size());
+    const bool interleaves = kernels::GgmlInterleaves(*t);
+    if (interleaves) kernels::GgmlInterleave(*t, blocks.data(), rows, cols, inter.data());
+    const int want_span = t->name == "Q2_K" || t->name == "Q3_K" || t->name == "Q6_K" ? 16 : 32;
+    ForEachTarget([&] {
+      for (bool il : {false, true}) {
+        if (il && !interleaves) continue;
+        SCOPED_TRACE(il ? "interleaved" : "plain");
+        std::vector<int8_t> q(static_cast<size_t>(rows * cols));
+        std::vector<float> a(static_cast<size_t>(rows * cols / 16)), c(a.size());
+        const int span = kernels::GgmlDecodeLevels(
+            {t, il ? inter.data() : blocks.data(), row_bytes, rows, cols, il}, q.data(), a.data(),
+            c.data());
+        EXPECT_EQ(span, want_span);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < rows * cols; ++i) {
+          const float v = a[size_t(i / 16)] * float(q[size_t(i)]) - c[size_t(i / 16)];
+          const float r = ref[size_t(i)];
+          if (!(std::memcmp(&v, &r, 4) == 0 || (std::isnan(v) && std::isnan(r)))) ++differ;
+        }
+        EXPECT_EQ(differ, 0);
+        for (int64_t i = 0; i < rows * cols; i += span)  // one (a, c) per span
+          for (int64_t j = i + 16; j < i + span; j += 16) {
+            EXPECT_EQ(a[size_t(i / 16)], a[size_t(j / 16)]);
+            EXPECT_EQ(c[size_t(i / 16)], c[size_t(j / 16)]);
+          }
+      }
+    });
+  }
+}
+
+// QuantizeQ8 (vectorised where the CPU allows) gives QuantizeQ8Ref's codes, scales and sums;
+// a non-finite activation or a subnormal block scale is refused by both.
+TEST(GgmlKernels, Q8ActivationsEqualTheirReference) {
+  std::mt19937 rng(23);
+  std::student_t_distribution<float> dist(3.f);
+  const int64_t m = 70, K = 512;
+  std::vector<float> x(static_cast<size_t>(m * K));
+  for (auto& v : x) v = dist(rng);
+  for (int k = 0; k < 32; ++k) x[size_t(K + 64 + k)] = 0.f;  // an all-zero block
+  x[size_t(2 * K + 7)] = 1e6f;
+  kernels::Q8Activations a, b;
+  ASSERT_TRUE(kernels::QuantizeQ8(x.data(), m, K, a));
+  ASSERT_TRUE(kernels::QuantizeQ8Ref(x.data(), m, K, b));
+  EXPECT_EQ(a.u, b.u);
+  EXPECT_EQ(a.d, b.d);
+  EXPECT_EQ(a.s16, b.s16);
+  EXPECT_EQ(a.z16, b.z16);
+  EXPECT_EQ(a.z32, b.z32);
+  EXPECT_EQ(b.u[size_t(K + 64)], 128);
+  for (int64_t i = 0; i < m * K; ++i) {  // |x - d xq| <= d / 2
+    const float d = b.d[size_t(i / 32)];
+    ASSERT_LE(std::fabs(x[size_t(i)] - d * float(int(b.u[size_t(i)]) - 128)), d * 0.5001f) << i;
+  }
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), 1e-42f}) {
+    std::vector<float> y(x.begin(), x.begin() + 3 * K);
+    for (int k = 0; k < 32; ++k) y[size_t(K + 32 + k)] = bad == 1e-42f ? bad : 0.f;
+    if (bad != 1e-42f) y[size_t(K + 40)] = bad;
+    EXPECT_FALSE(kernels::QuantizeQ8(y.data(), 3, K, a)) << bad;
+    EXPECT_FALSE(kernels::QuantizeQ8Ref(y.data(), 3, K, b)) << bad;
+  }
+}
+
+// Every int8 path the CPU has returns Q8GemmRef's floats bit for bit: spans of 16 and 32, with
+// and without mins, rows not a multiple of 16, every token-count tail.
+TEST(GgmlKernels, Q8GemmPathsEqualTheReference) {
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd;
+  for (const char* name : {"Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K", "Q2_K", "IQ4_NL"}) {
+    SCOPED_TRACE(name);
+    const GgmlBlockType& t = *FindGgmlBlockType(name);
+    const int64_t rows = 53, cols = 512;
+    const auto blocks = MakeBlocks(t, rows, cols, 41);
+    std::vector<int8_t> q(static_cast<size_t>(rows * cols));
+    std::vector<float> a(static_cast<size_t>(rows * cols / 16)), c(a.size());
+    const int span = kernels::GgmlDecodeLevels(
+        {&t, blocks.data(), size_t(cols / t.block) * t.block_bytes, rows, cols, false}, q.data(),
+        a.data(), c.data());
+    const bool has_min = std::any_of(c.begin(), c.end(), [](float v) { return v != 0.f; });
+    EXPECT_EQ(has_min, t.name == "Q4_1" || t.name == "Q4_K" || t.name == "Q2_K");
+    kernels::Q8Weights w;
+    kernels::PackQ8Weights(q.data(), a.data(), has_min ? c.data() : nullptr, rows, cols, span, w);
+    for (int64_t m : {1, 2, 3, 4, 5, 7, 11}) {
+      SCOPED_TRACE(m);
+      std::vector<float> x(static_cast<size_t>(m * cols));
+      for (auto& v : x) v = nd(rng);
+      kernels::Q8Activations xa;
+      ASSERT_TRUE(kernels::QuantizeQ8(x.data(), m, cols, xa));
+      std::vector<float> ref(static_cast<size_t>(m * rows));
+      kernels::Q8GemmRef(q.data(), a.data(), has_min ? c.data() : nullptr, rows, cols, span, xa,
+                         ref.data(), rows);
+      for (kernels::Int8Path p : kernels::Int8Paths()) {
+        SCOPED_TRACE(kernels::Int8PathName(p));
+        std::vector<float> got(ref.size(), -1.f);
+        kernels::Q8GemmOn(p, w, xa, got.data(), rows);
+        EXPECT_EQ(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)), 0);
+      }
     }
   }
 }

@@ -126,4 +126,18 @@ double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel) {
   return FixedPointGemvBound(w, x, k, kernels::GgmlGemvActivationMax(), rel);
 }
 
+double Q8GemmBound(const float* w, const float* x, int64_t k, double rel) {
+  double mag = 0, err = 0;
+  for (int64_t b = 0; b < k; b += 32) {
+    double wsum = 0, amax = 0;
+    for (int64_t i = b; i < std::min(k, b + 32); ++i) {
+      mag += std::fabs(double(w[i]) * x[i]);
+      wsum += std::fabs(double(w[i]));
+      amax = std::max(amax, std::fabs(double(x[i])));
+    }
+    err += wsum * amax / 127 / 2;
+  }
+  return err + rel * mag + 1e-30;
+}
+
 }  // namespace qf::testing

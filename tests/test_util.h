@@ -46,6 +46,10 @@ double FixedPointGemvBound(const float* w, const float* x, int64_t k, int xmax, 
 // kernels::GgmlGemv's: xmax = kernels::GgmlGemvActivationMax() on the SIMD target chosen now.
 double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel);
 
+// kernels/cpu/q8_gemm.h's (activations in blocks of 32, 8 bits: half a block's step per
+// weight, max|x over the block| / 127 / 2).
+double Q8GemmBound(const float* w, const float* x, int64_t k, double rel);
+
 // Shorthands for CLI tests: the binary, the bundled model, the WikiText-2 test file, the local
 // text as strings.
 inline std::string Q() { return QforgeBinary(); }

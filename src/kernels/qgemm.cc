@@ -10,6 +10,7 @@
 #include "formats/fp8.h"
 #include "kernels/cpu/fp8_gemm.h"
 #include "kernels/cpu/ggml_dot.h"
+#include "kernels/cpu/q8_gemm.h"
 #include "kernels/ops.h"
 
 namespace qf::kernels {
@@ -133,6 +134,53 @@ int64_t GgmlTileRows(int64_t m, int64_t n, int64_t k) {
   return std::max(rows, kRowTile);
 }
 
+namespace {
+
+// Rows per tile of the Q8 prefill GEMM: each tile's levels (rows x K bytes) are decoded once and
+// reused by every token; 64 rows keep them in L2 for K up to 8k.
+constexpr int64_t kQ8TileRows = 64;
+
+bool UseQ8Prefill() {
+  static const bool vnni = Int8Paths().back() == Int8Path::kAvx512Vnni;
+  return vnni;
+}
+
+}  // namespace
+
+bool GgmlQ8Runs(const GgmlTensor& w) {
+  return UseQ8Prefill() && GgmlKernelSupports(*w.type) && w.cols % kQ8Block == 0 &&
+         w.cols <= kInt8MaxCols;
+}
+
+bool MatMulGgmlQ8(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
+  const int64_t N = w.rows, K = w.cols;
+  // The caller's thread quantizes; the row workers read it (Apply runs concurrently: per thread).
+  thread_local Q8Activations acts;
+  if (!QuantizeQ8(x, m, K, acts)) return false;
+  const Q8Activations& xa = acts;
+  const int64_t tiles = (N + kQ8TileRows - 1) / kQ8TileRows;
+#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
+  {
+    thread_local std::vector<int8_t> levels;
+    thread_local std::vector<float> a, c;
+    thread_local Q8Weights packed;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kQ8TileRows, r1 = std::min(N, r0 + kQ8TileRows);
+      int8_t* lv = Grown(levels, (r1 - r0) * K);
+      float* av = Grown(a, (r1 - r0) * K / 16);
+      float* cv = Grown(c, (r1 - r0) * K / 16);
+      const int span = GgmlDecodeLevels(RowsOf(w, r0, r1), lv, av, cv);
+      const bool has_min =
+          std::any_of(cv, cv + (r1 - r0) * K / 16, [](float v) { return v != 0.f; });
+      PackQ8Weights(lv, av, has_min ? cv : nullptr, r1 - r0, K, span, packed);
+      Q8Gemm(packed, xa, y + r0, N);
+      AddBias(bias, y, m, N, r0, r1);
+    }
+  }
+  return true;
+}
+
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols;
   const bool nested = omp_in_parallel();
@@ -144,6 +192,8 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
     });
     return;
   }
+  if (m > kGemvTokens && !w.float_prefill && GgmlQ8Runs(w) && MatMulGgmlQ8(x, w, bias, y, m))
+    return;
   const int64_t tile = GgmlTileRows(m, N, K);
   const int64_t tiles = (N + tile - 1) / tile;
 #pragma omp parallel if (tiles > 1 && !nested)

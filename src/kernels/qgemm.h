@@ -32,6 +32,9 @@ struct GgmlTensor {
   const std::byte* data = nullptr;
   std::shared_ptr<const void> owner;
   bool interleaved = false;
+  // Prefill on the float tiles even where the integer prefill (MatMulGgmlQ8) runs: the exact
+  // products of the decoded weights (Model::UseFloatActivationGemm; tests).
+  bool float_prefill = false;
 };
 
 }  // namespace qf
@@ -112,6 +115,11 @@ void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out
 // the SIMD decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of fp32
 // weights per tile).
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
+// The integer prefill of MatMulGgmlNT (kernels/cpu/q8_gemm.h: 8-bit activations in blocks of
+// 32, exact int32 sums per span, float scales per span), taken with more than 8 tokens where
+// GgmlQ8Runs(w); false (y untouched) when x has a non-finite value.
+bool GgmlQ8Runs(const GgmlTensor& w);
+bool MatMulGgmlQ8(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 // Decodes rows [r0, r1) of w into out[(r1 - r0), K].
 void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out);

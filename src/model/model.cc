@@ -252,13 +252,19 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
 }
 
 void Model::UseFloatActivationGemm() {
-  for (Layer& blk : layers_)
-    for (LinearId id : kBlockLinears) {
-      Linear& lin = blk[id];
-      if (lin.quant && lin.quant->layout == kernels::QuantMatrix::Layout::kInt8x16)
-        lin.quant = std::make_shared<const kernels::QuantMatrix>(
-            kernels::ToKernelLayout(kernels::FromKernelLayout(*lin.quant), ActQuant{}));
+  const auto to_float = [](Linear& lin) {
+    if (lin.quant && lin.quant->layout == kernels::QuantMatrix::Layout::kInt8x16)
+      lin.quant = std::make_shared<const kernels::QuantMatrix>(
+          kernels::ToKernelLayout(kernels::FromKernelLayout(*lin.quant), ActQuant{}));
+    if (lin.ggml && !lin.ggml->float_prefill) {
+      GgmlTensor g = *lin.ggml;
+      g.float_prefill = true;
+      lin.ggml = std::make_shared<const GgmlTensor>(std::move(g));
     }
+  };
+  for (Layer& blk : layers_)
+    for (LinearId id : kBlockLinears) to_float(blk[id]);
+  to_float(lm_head_);
 }
 
 double FlopsPerToken(const ModelConfig& c, int64_t ctx) {

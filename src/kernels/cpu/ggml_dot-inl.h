@@ -135,6 +135,38 @@ void DecodeRowsT(const GgmlRows& w, float* out) {
   }
 }
 
+// The levels of the integer prefill GEMM (GgmlDecodeLevels): each emit's int16 levels narrowed
+// to int8 (every type's levels fit) and its factors stored once per 16 weights.
+template <class B>
+struct LevelEmitter {
+  int8_t* q;
+  float *a, *c;
+  HWY_INLINE void Put(size_t i, VI v, float af, float cf) const {
+    const hn::Rebind<int8_t, DI> d8;
+    hn::StoreU(hn::DemoteTo(d8, v), d8, q + i);
+    a[i / 16] = af;
+    c[i / 16] = B::kMin ? cf : 0.f;
+  }
+  HWY_INLINE void Emit(size_t i0, VI q0, size_t i1, VI q1, float af, float cf, int) const {
+    Put(i0, q0, af, cf);
+    if (i1 != kNone) Put(i1, q1, af, cf);
+  }
+  HWY_INLINE void End(float, const float*, int, int) const {}
+};
+
+template <class B>
+void DecodeLevelsT(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  const int64_t nb = w.cols / int64_t(B::kW), K = w.cols;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes;
+    for (int64_t blk = 0; blk < nb; ++blk, p += B::kB) {
+      const int64_t k0 = blk * int64_t(B::kW);
+      LevelEmitter<B> e{q + r * K + k0, a + (r * K + k0) / 16, c + (r * K + k0) / 16};
+      B::Run(p, e);
+    }
+  }
+}
+
 // The float GEMV: levels decoded to floats (as GgmlDecodeRows) and multiplied into x with FMAs,
 // M tokens at a time, two accumulators per token alternating between successive vectors.
 template <class B, int M>
@@ -564,6 +596,25 @@ void DecodeRowsOf(const GgmlRows& w, float* out) {
                                 HWY_ATTR { DecodeRowsT<decltype(b)>(g, out + r0 * w.cols); });
   });
   QF_CHECK(ok, "no kernel for ggml type {}", w.type->name);
+}
+
+template <ggml::GgmlFamily kF>
+int DecodeLevelsOf(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  int span = 0;
+  const bool ok = WithBlock<kF>(w.type->id, [&](auto b) HWY_ATTR {
+    using B = decltype(b);
+    span = B::kSpan;
+    if (!w.interleaved) {
+      DecodeLevelsT<B>(w, q, a, c);
+      return;
+    }
+    ForEachRestoredGroup(w, [&](const GgmlRows& g, int64_t r0) HWY_ATTR {
+      const int64_t o = r0 * w.cols;
+      DecodeLevelsT<B>(g, q + o, a + o / 16, c + o / 16);
+    });
+  });
+  QF_CHECK(ok, "no kernel for ggml type {}", w.type->name);
+  return span;
 }
 
 template <ggml::GgmlFamily kF>

@@ -62,6 +62,11 @@ void GgmlDeinterleave(const GgmlBlockType& t, const std::byte* in, int64_t rows,
 void GgmlDecodeRows(const GgmlRows& w, float* out);
 // y[t * ldy + r] = Σ_k decode(w)[r, k] · x[t * cols + k] for r < rows, t < m. Single-threaded.
 void GgmlGemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy);
+// The rows as integer levels with float factors, for the integer prefill GEMM (q8_gemm.h):
+// levels[r * cols + k] (int8), a and c per 16 weights ([r * cols / 16 + k / 16]) such that
+// a * float(level) - c (c = 0 for types without a min) is GgmlDecodeRows' float, bit for bit.
+// Returns the type's span: weights per distinct (a, c), 32 or 16 (Q2_K, Q3_K, Q6_K).
+int GgmlDecodeLevels(const GgmlRows& w, int8_t* levels, float* a, float* c);
 // The largest |xq| of GgmlGemv's fixed-point activations on the target chosen now (dx = max|x| /
 // this; 8191 with 16 float lanes, 4095 with 8, 2047 with 4), 0 where the GEMV runs in float.
 int GgmlGemvActivationMax();

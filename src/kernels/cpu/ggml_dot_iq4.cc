@@ -34,6 +34,7 @@ struct BIQ4_NL {  // x = d * grid[q]
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = false;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -51,6 +52,7 @@ struct BIQ4_XS {  // 6-bit sub-block scales ls; x = d * (ls - 32) * grid[q]
   static constexpr size_t kW = 256, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = true;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -82,6 +84,9 @@ void DecodeRowsIQ4(const GgmlRows& w, float* out) { DecodeRowsOf<ggml::GgmlFamil
 void GemvIQ4(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   GemvOf<ggml::GgmlFamily::kIQ4>(w, x, m, y, ldy);
 }
+int DecodeLevelsIQ4(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  return DecodeLevelsOf<ggml::GgmlFamily::kIQ4>(w, q, a, c);
+}
 
 }  // namespace qf::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -90,6 +95,7 @@ HWY_AFTER_NAMESPACE();
 namespace qf::kernels {
 HWY_EXPORT(DecodeRowsIQ4);
 HWY_EXPORT(GemvIQ4);
+HWY_EXPORT(DecodeLevelsIQ4);
 
 namespace ggml_dot {
 namespace {
@@ -98,11 +104,14 @@ void DecodeRows(const GgmlRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRows
 void Gemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvIQ4)(w, x, m, y, ldy);
 }
+int DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  return HWY_DYNAMIC_DISPATCH(DecodeLevelsIQ4)(w, q, a, c);
+}
 std::vector<Unit> NoInterleavedLayout(int) { return {}; }
 
 }  // namespace
 
-const Family kIQ4Kernels{DecodeRows, Gemv, NoInterleavedLayout};
+const Family kIQ4Kernels{DecodeRows, Gemv, NoInterleavedLayout, DecodeLevels};
 
 }  // namespace ggml_dot
 }  // namespace qf::kernels

@@ -179,6 +179,7 @@ struct BQ2_K {  // x = d*sc * q - dmin*m
   static constexpr size_t kW = 256, kB = sizeof(Block);
   static constexpr bool kMin = true;
   static constexpr bool kSuper = true;
+  static constexpr int kSpan = 16;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -218,6 +219,7 @@ struct BQ3_K {  // x = d*sc * (q - (high bit ? 0 : 4))
   static constexpr size_t kW = 256, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = true;
+  static constexpr int kSpan = 16;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -271,6 +273,7 @@ struct BQK45 {
   static constexpr size_t kW = 256, kB = sizeof(Block);
   static constexpr bool kMin = true;
   static constexpr bool kSuper = true;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -314,6 +317,7 @@ struct BQ6_K {  // x = d*sc * (q - 32)
   static constexpr size_t kW = 256, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = true;
+  static constexpr int kSpan = 16;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -358,6 +362,9 @@ void DecodeRowsKQuant(const GgmlRows& w, float* out) {
 void GemvKQuant(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   GemvOf<ggml::GgmlFamily::kKQuant>(w, x, m, y, ldy);
 }
+int DecodeLevelsKQuant(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  return DecodeLevelsOf<ggml::GgmlFamily::kKQuant>(w, q, a, c);
+}
 
 }  // namespace qf::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -366,6 +373,7 @@ HWY_AFTER_NAMESPACE();
 namespace qf::kernels {
 HWY_EXPORT(DecodeRowsKQuant);
 HWY_EXPORT(GemvKQuant);
+HWY_EXPORT(DecodeLevelsKQuant);
 
 namespace ggml_dot {
 namespace {
@@ -373,6 +381,9 @@ namespace {
 void DecodeRows(const GgmlRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRowsKQuant)(w, out); }
 void Gemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvKQuant)(w, x, m, y, ldy);
+}
+int DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  return HWY_DYNAMIC_DISPATCH(DecodeLevelsKQuant)(w, q, a, c);
 }
 
 // The order Q4_Kx16 and Q6_Kx16 read the units in.
@@ -411,7 +422,7 @@ std::vector<Unit> InterleaveUnits(int id) {
 
 }  // namespace
 
-const Family kKQuantKernels{DecodeRows, Gemv, InterleaveUnits};
+const Family kKQuantKernels{DecodeRows, Gemv, InterleaveUnits, DecodeLevels};
 
 }  // namespace ggml_dot
 }  // namespace qf::kernels

@@ -84,6 +84,7 @@ struct BQ4_0 {  // x = (q - 8) * d
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = false;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -104,6 +105,7 @@ struct BQ4_1 {  // x = q * d + m
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = true;
   static constexpr bool kSuper = false;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -135,6 +137,7 @@ struct BQ5_0 {  // x = (q - 16) * d
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = false;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -157,6 +160,7 @@ struct BQ5_1 {  // x = q * d + m
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = true;
   static constexpr bool kSuper = false;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -180,6 +184,7 @@ struct BQ8_0 {  // x = q * d, q int8
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = false;
+  static constexpr int kSpan = 32;  // weights per pair of factors (a, c)
   template <class E>
   static HWY_INLINE void Run(const uint8_t* p, E& e) {
     const Block& b = BlockAt<Block>(p);
@@ -198,6 +203,9 @@ void DecodeRowsLegacy(const GgmlRows& w, float* out) {
 void GemvLegacy(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   GemvOf<ggml::GgmlFamily::kLegacy>(w, x, m, y, ldy);
 }
+int DecodeLevelsLegacy(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  return DecodeLevelsOf<ggml::GgmlFamily::kLegacy>(w, q, a, c);
+}
 
 }  // namespace qf::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -206,6 +214,7 @@ HWY_AFTER_NAMESPACE();
 namespace qf::kernels {
 HWY_EXPORT(DecodeRowsLegacy);
 HWY_EXPORT(GemvLegacy);
+HWY_EXPORT(DecodeLevelsLegacy);
 
 namespace ggml_dot {
 namespace {
@@ -213,6 +222,9 @@ namespace {
 void DecodeRows(const GgmlRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRowsLegacy)(w, out); }
 void Gemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvLegacy)(w, x, m, y, ldy);
+}
+int DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  return HWY_DYNAMIC_DISPATCH(DecodeLevelsLegacy)(w, q, a, c);
 }
 
 // Q4_0: d, then the codes in pairs (weights 2c, 2c + 1 | 16 + 2c, 17 + 2c); Q8_0: d, then the
@@ -237,7 +249,7 @@ std::vector<Unit> InterleaveUnits(int id) {
 
 }  // namespace
 
-const Family kLegacyKernels{DecodeRows, Gemv, InterleaveUnits};
+const Family kLegacyKernels{DecodeRows, Gemv, InterleaveUnits, DecodeLevels};
 
 }  // namespace ggml_dot
 }  // namespace qf::kernels

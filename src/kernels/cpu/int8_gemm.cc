@@ -48,18 +48,25 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void VnniTile(
     const int8_t* blk, int64_t quads, const uint8_t* a, int64_t cols4, const int32_t* sums,
     int32_t* acc, int64_t ldacc) {
   __m512i c[NB][T];
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) c[b][t] = _mm512_setzero_si512();
   for (int64_t q = 0; q < quads; ++q) {
     __m512i wv[NB];
+#pragma GCC unroll 8
     for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(blk + (b * quads + q) * 64);
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512i av = _mm512_set1_epi32(Load4(a + t * cols4 + 4 * q));
+#pragma GCC unroll 8
       for (int b = 0; b < NB; ++b) c[b][t] = _mm512_dpbusd_epi32(c[b][t], av, wv[b]);
     }
   }
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b) {
     const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(sums + 16 * b), 7);
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t)
       _mm512_storeu_si512(acc + t * ldacc + 16 * b, _mm512_sub_epi32(c[b][t], corr));
   }
@@ -72,21 +79,29 @@ __attribute__((target("avx2"))) void Avx2Tile(const int8_t* blk, int64_t quads, 
                                               int64_t cols4, const int32_t* sums, int32_t* acc,
                                               int64_t ldacc) {
   __m256i c[NB][2][T];
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 8
     for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) c[b][h][t] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t q = 0; q < quads; ++q) {
     __m256i wv[NB][2];
+#pragma GCC unroll 8
     for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 8
       for (int h = 0; h < 2; ++h)
         wv[b][h] = _mm256_loadu_si256(
             reinterpret_cast<const __m256i*>(blk + (b * quads + q) * 64 + 32 * h));
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const uint32_t v = uint32_t(Load4(a + t * cols4 + 4 * q));
       const __m256i lo = _mm256_set1_epi32(int32_t(v & 0x7f7f7f7fu));
       const __m256i hi = _mm256_set1_epi32(int32_t((v >> 7) & 0x01010101u));
+#pragma GCC unroll 8
       for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 8
         for (int h = 0; h < 2; ++h) {
           const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, wv[b][h]), ones);
           const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, wv[b][h]), ones);
@@ -94,10 +109,13 @@ __attribute__((target("avx2"))) void Avx2Tile(const int8_t* blk, int64_t quads, 
         }
     }
   }
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 8
     for (int h = 0; h < 2; ++h) {
       const __m256i corr = _mm256_slli_epi32(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 16 * b + 8 * h)), 7);
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + t * ldacc + 16 * b + 8 * h),
                             _mm256_sub_epi32(c[b][h][t], corr));
