@@ -111,9 +111,10 @@ void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out
 
 // The same for ggml blocks. Up to 8 tokens (decoding): the GEMV of kernels/cpu/ggml_dot on the
 // blocks as stored (plain or interleaved), rows split over the threads (within that GEMV's error
-// bound of the reference: fixed-point activations). More tokens (prefill): tiles of rows decoded by
-// the SIMD decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of fp32
-// weights per tile).
+// bound of the reference: fixed-point activations). More tokens (prefill): MatMulGgmlQ8 where it
+// runs (within q8_gemm.h's bound: 8-bit activations in blocks of 32), else tiles of rows decoded
+// by the SIMD decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of
+// fp32 weights per tile).
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 // The integer prefill of MatMulGgmlNT (kernels/cpu/q8_gemm.h: 8-bit activations in blocks of
 // 32, exact int32 sums per span, float scales per span), taken with more than 8 tokens where
