@@ -69,13 +69,6 @@ void ForEachTarget(Fn&& fn) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-// MatMulGgmlNT's error bound for one output: the GEMV's up to 8 tokens, the Q8 prefill's beyond
-// where it runs (the float tiles are exact up to float rounding: within either).
-double MatMulBound(const GgmlTensor& w, int64_t m, const float* wr, const float* x, int64_t k) {
-  if (m > 8 && kernels::GgmlQ8Runs(w)) return testing::Q8GemmBound(wr, x, k, 1e-5);
-  return testing::GgmlGemvBound(wr, x, k, 1e-5);
-}
-
 TEST(GgmlKernels, EveryModelTypeHasKernels) {
   const auto types = ModelTypes();
   EXPECT_EQ(types.size(), 12u);
@@ -238,7 +231,7 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
       for (int64_t i = 0; i < m; ++i) {
         for (int64_t r = 0; r < rows; ++r) {
           const double bound =
-              MatMulBound(w, m, &dec[size_t(r * cols)], &x[size_t(i * cols)], cols) +
+              testing::GgmlMatMulBound(w, m, &dec[size_t(r * cols)], &x[size_t(i * cols)], cols) +
               1e-6 * std::fabs(bias[size_t(r)]);
           EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)], bound)
               << "token " << i << " row " << r;
@@ -428,8 +421,9 @@ TEST(GgmlKernels, MatMulOnInterleavedTensors) {
       kernels::MatMulGgmlNT(x.data(), w, nullptr, got.data(), m);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t r = 0; r < rows; ++r)
-          EXPECT_NEAR(ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
-                      MatMulBound(w, m, &dec[size_t(r * cols)], &x[size_t(i * cols)], cols))
+          EXPECT_NEAR(
+              ref[size_t(i * rows + r)], got[size_t(i * rows + r)],
+              testing::GgmlMatMulBound(w, m, &dec[size_t(r * cols)], &x[size_t(i * cols)], cols))
               << "token " << i << " row " << r;
     }
   }

@@ -192,15 +192,15 @@ TEST(GgufLoad, QuantizedRowsAreTheSourceRowsInRotateHalfOrder) {
 
 // ---- kernel ------------------------------------------------------------------------------
 
-// y and ref ([m, n]) agree within the GEMV's bound (decoding-sized m; larger m take the exact
-// tile path and meet it by far). dec: the decoded weights [n, k].
-void ExpectWithinGemvBound(const std::vector<float>& y, const std::vector<float>& ref,
-                           const std::vector<float>& dec, const std::vector<float>& x, int64_t m,
-                           int64_t n, int64_t k) {
+// y and ref ([m, n]) agree within MatMulGgmlNT's bound for w and m (testing::GgmlMatMulBound).
+// dec: the decoded weights [n, k].
+void ExpectWithinMatMulBound(const GgmlTensor& w, const std::vector<float>& y,
+                             const std::vector<float>& ref, const std::vector<float>& dec,
+                             const std::vector<float>& x, int64_t m, int64_t n, int64_t k) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t r = 0; r < n; ++r)
       ASSERT_NEAR(y[size_t(i * n + r)], ref[size_t(i * n + r)],
-                  testing::GgmlGemvBound(&dec[size_t(r * k)], &x[size_t(i * k)], k, 1e-5) +
+                  testing::GgmlMatMulBound(w, m, &dec[size_t(r * k)], &x[size_t(i * k)], k) +
                       1e-6 * std::fabs(ref[size_t(i * n + r)]))
           << "token " << i << " row " << r;
 }
@@ -230,7 +230,7 @@ TEST(GgufLoad, GgmlKernelEqualsReference) {
       for (const float* b : biases) {
         kernels::MatMulGgmlNT(x.data(), t, b, y.data(), m);
         kernels::MatMulGgmlNTRef(x.data(), t, b, ref.data(), m);
-        ExpectWithinGemvBound(y, ref, dec, x, m, n, k);
+        ExpectWithinMatMulBound(t, y, ref, dec, x, m, n, k);
       }
     }
   }
@@ -256,7 +256,7 @@ TEST(GgufLoad, Q4KmLinearsKernelEqualsReference) {
                              ref.data(), m);
     std::vector<float> dec(static_cast<size_t>(lin.n * lin.k));
     kernels::DequantizeRows(*lin.ggml, 0, lin.n, dec.data());
-    ExpectWithinGemvBound(y, ref, dec, x, m, lin.n, lin.k);
+    ExpectWithinMatMulBound(*lin.ggml, y, ref, dec, x, m, lin.n, lin.k);
   };
   for (const Layer& L : gg.layers())
     for (const LinearId id : kBlockLinears) check(L[id]);

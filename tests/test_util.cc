@@ -15,6 +15,7 @@
 
 #include "core/result.h"
 #include "kernels/cpu/ggml_dot.h"
+#include "kernels/qgemm.h"
 
 namespace qf::testing {
 
@@ -81,9 +82,18 @@ std::filesystem::path LocalText() {
 }
 
 std::filesystem::path TempDir() {
+  // Removed when the test process exits (some tests write hundreds of MiB there), unless
+  // QF_KEEP_TEST_DIRS is set. The handler reads its own copy of the path: it runs after the
+  // static below is destroyed, having been registered while the static was being built.
   static const std::filesystem::path dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("qforge_test_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
+    static const std::string* doomed = new std::string(d.string());
+    if (!std::getenv("QF_KEEP_TEST_DIRS"))
+      std::atexit([] {
+        std::error_code ec;
+        std::filesystem::remove_all(*doomed, ec);
+      });
     return d;
   }();
   return dir;
@@ -138,6 +148,11 @@ double Q8GemmBound(const float* w, const float* x, int64_t k, double rel) {
     err += wsum * amax / 127 / 2;
   }
   return err + rel * mag + 1e-30;
+}
+
+double GgmlMatMulBound(const GgmlTensor& w, int64_t m, const float* wr, const float* x, int64_t k) {
+  if (m > kernels::kQuantGemvTokens && kernels::GgmlQ8Runs(w)) return Q8GemmBound(wr, x, k, 1e-5);
+  return GgmlGemvBound(wr, x, k, 1e-5);
 }
 
 }  // namespace qf::testing

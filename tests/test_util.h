@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "formats/quantize.h"
+#include "kernels/qgemm.h"
 
 namespace qf::testing {
 
@@ -49,6 +50,10 @@ double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel);
 // kernels/cpu/q8_gemm.h's (activations in blocks of 32, 8 bits: half a block's step per
 // weight, max|x over the block| / 127 / 2).
 double Q8GemmBound(const float* w, const float* x, int64_t k, double rel);
+// kernels::MatMulGgmlNT's for one output of w with m tokens (rel 1e-5): the GEMV's up to 8
+// tokens, the Q8 prefill's beyond where it runs (the float tiles are exact up to float
+// rounding, within either). wr: the output's decoded weight row, x: the token's activations.
+double GgmlMatMulBound(const GgmlTensor& w, int64_t m, const float* wr, const float* x, int64_t k);
 
 // Shorthands for CLI tests: the binary, the bundled model, the WikiText-2 test file, the local
 // text as strings.

@@ -55,9 +55,9 @@ bool BlockScale(float amax, float& d, float& id) {
 
 #if defined(__x86_64__)
 // Tokens [t0, t1).
-__attribute__((target("avx512f,avx512bw,avx512dq"))) bool QuantizeAvx512(const float* x,
-                                                                          int64_t t0, int64_t t1,
-                                                                          Q8Activations& o) {
+__attribute__((target("avx512f,avx512bw,avx512dq"))) bool QuantizeAvx512(const float* x, int64_t t0,
+                                                                         int64_t t1,
+                                                                         Q8Activations& o) {
   const int64_t K = o.K, nb = K / 32;
   const __m512 lim = _mm512_set1_ps(127.f), nlim = _mm512_set1_ps(-127.f);
   const __m512i off = _mm512_set1_epi32(128);
@@ -138,55 +138,55 @@ constexpr int kMaxTokens = 4;
 
 template <int NB, int T, int S, bool kMin>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void VnniTile(const Spans& s, int64_t b0,
-                                                                      int64_t t0, float* y,
-                                                                      int64_t ldy) {
+                                                                     int64_t t0, float* y,
+                                                                     int64_t ldy) {
   const Q8Weights& w = s.w;
   const int8_t* blk = w.codes.data() + b0 * s.quads * 64;
   const uint8_t* u = s.x.u.data() + t0 * s.K;
   __m512 out[NB][T];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) out[b][t] = _mm512_setzero_ps();
   for (int64_t j = 0; j < s.spans; ++j) {
     __m512i acc[NB][T];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int b = 0; b < NB; ++b) {
       const __m512i init = _mm512_loadu_si512(w.init.data() + s.P(b0 + b, j));
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) acc[b][t] = init;
     }
     for (int64_t q = j * (S / 4); q < (j + 1) * (S / 4); ++q) {
       __m512i wv[NB];
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(blk + (b * s.quads + q) * 64);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const __m512i av = _mm512_set1_epi32(Load4(u + t * s.K + 4 * q));
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int b = 0; b < NB; ++b) acc[b][t] = _mm512_dpbusd_epi32(acc[b][t], av, wv[b]);
       }
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int b = 0; b < NB; ++b) {
       const __m512 av = _mm512_loadu_ps(w.a.data() + s.P(b0 + b, j));
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t)
         out[b][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[b][t]),
                                     _mm512_mul_ps(av, _mm512_set1_ps(s.D(t0 + t, j))), out[b][t]);
       if constexpr (kMin) {
         const __m512 cv = _mm512_loadu_ps(w.c.data() + s.P(b0 + b, j));
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int t = 0; t < T; ++t)
           out[b][t] = _mm512_fnmadd_ps(cv, _mm512_set1_ps(s.Z(t0 + t, j)), out[b][t]);
       }
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b) {
     const int64_t r = (b0 + b) * 16, n = std::min<int64_t>(16, w.rows - r);
     const __mmask16 mask = __mmask16((1u << n) - 1);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy + r, mask, out[b][t]);
   }
 }
@@ -202,30 +202,30 @@ __attribute__((target("avx2,fma"))) void Avx2Tile(const Spans& s, int64_t b0, in
   const uint8_t* u = s.x.u.data() + t0 * s.K;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 out[2][T];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int h = 0; h < 2; ++h)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) out[h][t] = _mm256_setzero_ps();
   for (int64_t j = 0; j < s.spans; ++j) {
     __m256i acc[2][T];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int h = 0; h < 2; ++h) {
-      const __m256i init = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(w.init.data() + s.P(b0, j) + 8 * h));
-      #pragma GCC unroll 8
+      const __m256i init =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.init.data() + s.P(b0, j) + 8 * h));
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) acc[h][t] = init;
     }
     for (int64_t q = j * (S / 4); q < (j + 1) * (S / 4); ++q) {
       __m256i wv[2];
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int h = 0; h < 2; ++h)
         wv[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + q * 64 + 32 * h));
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const uint32_t v = uint32_t(Load4(u + t * s.K + 4 * q));
         const __m256i lo = _mm256_set1_epi32(int32_t(v & 0x7f7f7f7fu));
         const __m256i hi = _mm256_set1_epi32(int32_t((v >> 7) & 0x01010101u));
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int h = 0; h < 2; ++h) {
           const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, wv[h]), ones);
           const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, wv[h]), ones);
@@ -233,29 +233,30 @@ __attribute__((target("avx2,fma"))) void Avx2Tile(const Spans& s, int64_t b0, in
         }
       }
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int h = 0; h < 2; ++h) {
       const __m256 av = _mm256_loadu_ps(w.a.data() + s.P(b0, j) + 8 * h);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t)
         out[h][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[h][t]),
                                     _mm256_mul_ps(av, _mm256_set1_ps(s.D(t0 + t, j))), out[h][t]);
       if constexpr (kMin) {
         const __m256 cv = _mm256_loadu_ps(w.c.data() + s.P(b0, j) + 8 * h);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int t = 0; t < T; ++t)
           out[h][t] = _mm256_fnmadd_ps(cv, _mm256_set1_ps(s.Z(t0 + t, j)), out[h][t]);
       }
     }
   }
   const int64_t r = b0 * 16;
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int h = 0; h < 2; ++h)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       float tmp[8];
       _mm256_storeu_ps(tmp, out[h][t]);
-      for (int i = 0; i < 8 && r + 8 * h + i < w.rows; ++i) y[(t0 + t) * ldy + r + 8 * h + i] = tmp[i];
+      for (int i = 0; i < 8 && r + 8 * h + i < w.rows; ++i)
+        y[(t0 + t) * ldy + r + 8 * h + i] = tmp[i];
     }
 }
 
@@ -366,7 +367,8 @@ void PackQ8Weights(const int8_t* levels, const float* a16, const float* c16, int
     std::fill(out.codes.begin() + b * quads * 64, out.codes.end(), int8_t(0));
     std::fill(out.init.begin() + b * spans * 16, out.init.end(), 0);
     std::fill(out.a.begin() + b * spans * 16, out.a.end(), 0.f);
-    std::fill(out.c.begin() + std::min<int64_t>(int64_t(out.c.size()), b * spans * 16), out.c.end(), 0.f);
+    std::fill(out.c.begin() + std::min<int64_t>(int64_t(out.c.size()), b * spans * 16), out.c.end(),
+              0.f);
   }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / 16, i = r % 16;
@@ -404,8 +406,8 @@ void Q8Gemm(const Q8Weights& w, const Q8Activations& x, float* y, int64_t ldy) {
   Q8GemmOn(best, w, x, y, ldy);
 }
 
-void Q8GemmRef(const int8_t* levels, const float* a16, const float* c16, int64_t rows,
-               int64_t cols, int span, const Q8Activations& x, float* y, int64_t ldy) {
+void Q8GemmRef(const int8_t* levels, const float* a16, const float* c16, int64_t rows, int64_t cols,
+               int span, const Q8Activations& x, float* y, int64_t ldy) {
   const int64_t spans = cols / span, nd = cols / 32;
   const std::vector<float>& z = span == 16 ? x.z16 : x.z32;
   for (int64_t t = 0; t < x.m; ++t)

@@ -27,10 +27,10 @@ constexpr int64_t kQ8Block = 32;
 // x[m, K] in Q8 blocks (K a multiple of 32).
 struct Q8Activations {
   int64_t m = 0, K = 0;
-  std::vector<uint8_t> u;          // [m, K]: xq + 128
-  std::vector<float> d;            // [m, K / 32]
-  std::vector<float> z16, z32;     // [m, K / 16], [m, K / 32]: d · Σ xq over the span
-  std::vector<int32_t> s16;        // [m, K / 16]: Σ xq over 16 weights
+  std::vector<uint8_t> u;       // [m, K]: xq + 128
+  std::vector<float> d;         // [m, K / 32]
+  std::vector<float> z16, z32;  // [m, K / 16], [m, K / 32]: d · Σ xq over the span
+  std::vector<int32_t> s16;     // [m, K / 16]: Σ xq over 16 weights
 };
 // False (out unspecified) when some x is not finite: the caller takes the float path.
 bool QuantizeQ8(const float* x, int64_t m, int64_t K, Q8Activations& out);
@@ -43,8 +43,8 @@ struct Q8Weights {
   int64_t rows = 0, cols = 0;
   int span = 32;
   bool has_min = false;
-  std::vector<int8_t> codes;   // Int8PackedBytes(rows, cols)
-  std::vector<int32_t> init;   // -128 · Σ levels over the span (the unsigned activations' offset)
+  std::vector<int8_t> codes;  // Int8PackedBytes(rows, cols)
+  std::vector<int32_t> init;  // -128 · Σ levels over the span (the unsigned activations' offset)
   std::vector<float> a, c;
   int64_t spans() const { return cols / span; }
 };
@@ -57,7 +57,7 @@ void PackQ8Weights(const int8_t* levels, const float* a16, const float* c16, int
 void Q8Gemm(const Q8Weights& w, const Q8Activations& x, float* y, int64_t ldy);
 void Q8GemmOn(Int8Path path, const Q8Weights& w, const Q8Activations& x, float* y, int64_t ldy);
 // The reference: plain loops over the unpacked levels and factors (as PackQ8Weights takes them).
-void Q8GemmRef(const int8_t* levels, const float* a16, const float* c16, int64_t rows,
-               int64_t cols, int span, const Q8Activations& x, float* y, int64_t ldy);
+void Q8GemmRef(const int8_t* levels, const float* a16, const float* c16, int64_t rows, int64_t cols,
+               int span, const Q8Activations& x, float* y, int64_t ldy);
 
 }  // namespace qf::kernels
