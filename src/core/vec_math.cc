@@ -30,12 +30,53 @@ float MaxValueImpl(const float* x, int64_t n) {
 }
 
 // Weights are read this far ahead of use (the rows follow one another in memory).
-constexpr int64_t kPrefetchFloats = 1024;
+constexpr int64_t kPrefetchFloats = 4096;
 
+// One row's dot product from its four accumulators (filled up to column j): the remaining
+// whole vectors into a0, the four summed, then the scalar tail. Every row goes through this, so
+// its result does not depend on how many rows run side by side.
+template <class D, class V>
+HWY_INLINE float FinishRow(D d, V a0, V a1, V a2, V a3, const float* wr, const float* x, int64_t j,
+                           int64_t K) {
+  const int64_t N = int64_t(hn::Lanes(d));
+  for (; j + N <= K; j += N) a0 = hn::MulAdd(hn::LoadU(d, wr + j), hn::LoadU(d, x + j), a0);
+  float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; j < K; ++j) s += wr[j] * x[j];
+  return s;
+}
+
+// Four rows at a time (four independent streams for the memory system, x loaded once for all
+// four, the horizontal sums of one row overlapping the next rows' loads); each row's products
+// and sums in the same order as a row alone.
 void GemvRowsImpl(const float* w, const float* x, int64_t n, int64_t K, float* y) {
   const hn::ScalableTag<float> d;
   const int64_t N = int64_t(hn::Lanes(d));
-  for (int64_t r = 0; r < n; ++r) {
+  constexpr int R = 4;
+  int64_t r = 0;
+  for (; r + R <= n; r += R) {
+    const float* wr[R];
+    hn::Vec<decltype(d)> a[R][4];
+    for (int i = 0; i < R; ++i) {
+      wr[i] = w + (r + i) * K;
+      for (auto& v : a[i]) v = hn::Zero(d);
+    }
+    int64_t j = 0;
+    for (; j + 4 * N <= K; j += 4 * N) {
+      const auto x0 = hn::LoadU(d, x + j), x1 = hn::LoadU(d, x + j + N),
+                 x2 = hn::LoadU(d, x + j + 2 * N), x3 = hn::LoadU(d, x + j + 3 * N);
+      HWY_UNROLL(4)
+      for (int i = 0; i < R; ++i) {
+        hwy::Prefetch(wr[i] + j + kPrefetchFloats);
+        a[i][0] = hn::MulAdd(hn::LoadU(d, wr[i] + j), x0, a[i][0]);
+        a[i][1] = hn::MulAdd(hn::LoadU(d, wr[i] + j + N), x1, a[i][1]);
+        a[i][2] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 2 * N), x2, a[i][2]);
+        a[i][3] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 3 * N), x3, a[i][3]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      y[r + i] = FinishRow(d, a[i][0], a[i][1], a[i][2], a[i][3], wr[i], x, j, K);
+  }
+  for (; r < n; ++r) {
     const float* wr = w + r * K;
     auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
     int64_t j = 0;
@@ -46,10 +87,7 @@ void GemvRowsImpl(const float* w, const float* x, int64_t n, int64_t K, float* y
       a2 = hn::MulAdd(hn::LoadU(d, wr + j + 2 * N), hn::LoadU(d, x + j + 2 * N), a2);
       a3 = hn::MulAdd(hn::LoadU(d, wr + j + 3 * N), hn::LoadU(d, x + j + 3 * N), a3);
     }
-    for (; j + N <= K; j += N) a0 = hn::MulAdd(hn::LoadU(d, wr + j), hn::LoadU(d, x + j), a0);
-    float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-    for (; j < K; ++j) s += wr[j] * x[j];
-    y[r] = s;
+    y[r] = FinishRow(d, a0, a1, a2, a3, wr, x, j, K);
   }
 }
 
