@@ -11,6 +11,8 @@
 //     float path (levels decoded to floats and multiplied in with FMAs), as does the scalar
 //     target.
 //   - GgmlDecodeRows (prefill tiles for the sgemm): levels decoded to floats.
+//   - GgmlDecodeLevels (the integer prefill, q8_gemm.h): the int8 levels themselves with the
+//     emit's float factors, one (a, c) per 16 weights.
 // Both take interleaved rows (GgmlInterleave) of Q4_0 / Q4_K: the GEMV then runs a kernel
 // where int32 lanes are rows; the decoder and the fallbacks restore 16 rows at a time.
 // Contract: GgmlDecodeRows equals the type's reference decoder (GgmlBlockType::decode) float for
