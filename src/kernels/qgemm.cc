@@ -35,20 +35,43 @@ void AddBias(const float* bias, float* y, int64_t m, int64_t N, int64_t r0, int6
     for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
 }
 
-// y[m, N] = x · decode(W)ᵀ (+ bias), W decoded kRowTile rows at a time by decode(r0, r1, out)
+// Rows per tile of ggml blocks' float prefill. Each sgemm call packs all of X again, so with many
+// tokens (prefill, ppl windows) narrow tiles cost more than the decoding: tiles then grow up to
+// kTileFloats weights (4 MiB, whatever the model size), while the rows still split into at
+// least kMinTiles tiles for the threads to share. Few tokens (generation) keep 64-row tiles.
+// The tile depends on the shape only, never on the thread count: its rows are one sgemm's
+// output columns, so every thread count computes the same bits.
+constexpr int64_t kTileFloats = int64_t(1) << 20;
+constexpr int64_t kMinTiles = 4;
+
+int64_t TileRows(int64_t m, int64_t n, int64_t k) {
+  if (m < 16) return kRowTile;
+  auto round_up = [](int64_t v) { return (v + kRowTile - 1) / kRowTile * kRowTile; };
+  int64_t rows = std::max(kRowTile, kTileFloats / k / kRowTile * kRowTile);
+  rows = std::min(rows, round_up((n + kMinTiles - 1) / kMinTiles));
+  return std::max(rows, kRowTile);
+}
+
+// y[m, N] = x · decode(W)ᵀ (+ bias), W decoded `tile` rows at a time by decode(r0, r1, out)
 // into a per-thread buffer right before the sgemm of those rows; tiles spread over the threads.
+// The compressed-tensors paths keep kRowTile rows at every token count (OpenBLAS's sums depend
+// on the tile width in their last bits, and the calibrated methods' outputs on those bits);
+// ggml blocks take TileRows.
 template <class Decode>
 void TiledGemm(const float* x, int64_t N, int64_t K, const float* bias, float* y, int64_t m,
-               Decode&& decode) {
-  const int64_t tiles = (N + kRowTile - 1) / kRowTile;
+               int64_t tile, Decode&& decode) {
+  const int64_t tiles = (N + tile - 1) / tile;
 #pragma omp parallel if (tiles > 1 && !omp_in_parallel())
   {
-    std::vector<float> buf(static_cast<size_t>(kRowTile * K));
+    // Per thread, kept between calls (ppl runs one window per thread inside its own parallel
+    // region, where this region is serial): grown to the largest tile seen, never shrunk.
+    thread_local std::vector<float> buf_vec;
+    float* buf = Grown(buf_vec, tile * K);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kRowTile, r1 = std::min(N, r0 + kRowTile);
-      decode(r0, r1, buf.data());
-      GemmNT(x, buf.data(), y + r0, m, r1 - r0, K, N);
+      const int64_t r0 = t * tile, r1 = std::min(N, r0 + tile);
+      decode(r0, r1, buf);
+      GemmNT(x, buf, y + r0, m, r1 - r0, K, N);
       AddBias(bias, y, m, N, r0, r1);
     }
   }
@@ -84,7 +107,7 @@ void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out
 
 void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias, float* y,
                      int64_t m) {
-  TiledGemm(x, w.rows, w.cols, bias, y, m,
+  TiledGemm(x, w.rows, w.cols, bias, y, m, kRowTile,
             [&](int64_t r0, int64_t r1, float* out) { DequantizeRows(w, r0, r1, out); });
 }
 
@@ -112,27 +135,11 @@ void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
     w.type->decode(w.data + size_t(r) * w.row_bytes, w.cols, out + (r - r0) * w.cols);
 }
 
-// Rows per tile of MatMulGgmlNT. Each sgemm call packs all of X again, so with many tokens
-// (prefill, ppl windows) narrow tiles cost more than the decoding: tiles then grow up to
-// kTileFloats weights (4 MiB, whatever the model size), while the rows still split into at
-// least kMinTiles tiles for the threads to share. Few tokens (generation) keep 64-row tiles.
-// The tile depends on the shape only, never on the thread count: its rows are one sgemm's
-// output columns, so every thread count computes the same bits.
-constexpr int64_t kTileFloats = int64_t(1) << 20;
-constexpr int64_t kMinTiles = 4;
 // Up to this many tokens the fused GEMV of kernels/cpu/ggml_dot runs instead (rows split over the
 // threads, at least kGemvRows each): decoding the blocks costs more than the dot products until
 // the decoded weights are reused by enough tokens.
 constexpr int64_t kGemvTokens = 8;
 constexpr int64_t kGemvRows = 32;
-
-int64_t GgmlTileRows(int64_t m, int64_t n, int64_t k) {
-  if (m < 16) return kRowTile;
-  auto round_up = [](int64_t v) { return (v + kRowTile - 1) / kRowTile * kRowTile; };
-  int64_t rows = std::max(kRowTile, kTileFloats / k / kRowTile * kRowTile);
-  rows = std::min(rows, round_up((n + kMinTiles - 1) / kMinTiles));
-  return std::max(rows, kRowTile);
-}
 
 namespace {
 
@@ -183,7 +190,6 @@ bool MatMulGgmlQ8(const float* x, const GgmlTensor& w, const float* bias, float*
 
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols;
-  const bool nested = omp_in_parallel();
   if (m <= kGemvTokens && GgmlKernelSupports(*w.type)) {
     // Each GgmlGemv call prepares the activations once; ranges are whole interleaved groups.
     ForEachThreadRows(N, kGemvRows, kGgmlInterleaveRows, [&](int64_t r0, int64_t r1) {
@@ -194,22 +200,8 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
   }
   if (m > kGemvTokens && !w.float_prefill && GgmlQ8Runs(w) && MatMulGgmlQ8(x, w, bias, y, m))
     return;
-  const int64_t tile = GgmlTileRows(m, N, K);
-  const int64_t tiles = (N + tile - 1) / tile;
-#pragma omp parallel if (tiles > 1 && !nested)
-  {
-    // Per thread, kept between calls (ppl runs one window per thread inside its own parallel
-    // region, where this region is serial): grown to the largest tile seen, never shrunk.
-    thread_local std::vector<float> buf_vec;
-    float* buf = Grown(buf_vec, tile * K);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * tile, r1 = std::min(N, r0 + tile);
-      DequantizeRows(w, r0, r1, buf);
-      GemmNT(x, buf, y + r0, m, r1 - r0, K, N);
-      AddBias(bias, y, m, N, r0, r1);
-    }
-  }
+  TiledGemm(x, N, K, bias, y, m, TileRows(m, N, K),
+            [&](int64_t r0, int64_t r1, float* out) { DequantizeRows(w, r0, r1, out); });
 }
 
 void MatMulGgmlNTRef(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
@@ -455,7 +447,7 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
     });
     return;
   }
-  TiledGemm(x, N, K, bias, y, m,
+  TiledGemm(x, N, K, bias, y, m, kRowTile,
             [&](int64_t r0, int64_t r1, float* out) { DecodeQuantRows(w, r0, r1, out); });
 }
 

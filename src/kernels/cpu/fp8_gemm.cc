@@ -54,24 +54,24 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void Tile(const uint32_t*
                                                                  float* acc, int64_t ldacc,
                                                                  int64_t valid) {
   __m512 c[NB][T];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) c[b][t] = _mm512_setzero_ps();
   for (int64_t q = 0; q < pairs; ++q) {
     __m512bh wv[NB];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int b = 0; b < NB; ++b) wv[b] = (__m512bh)_mm512_loadu_si512(blk + (b * pairs + q) * 16);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512bh av = (__m512bh)_mm512_set1_epi32(int32_t(a[t * lda + q]));
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int b = 0; b < NB; ++b) c[b][t] = _mm512_dpbf16_ps(c[b][t], av, wv[b]);
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int64_t n = std::min<int64_t>(16, valid - 16 * b);
       if (n <= 0) continue;
