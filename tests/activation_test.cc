@@ -625,6 +625,18 @@ TEST(ActivationEndToEnd, W8A8DynamicInt8Tokens) {
   EXPECT_GE(d.top1_same, int(kIds.size()) - 1);
 }
 
+// The perplexity tests' text: 32 windows of 256 tokens (+1) of the local text, bundled tokenizer.
+std::vector<int32_t> PplTokens() {
+  auto tok = text::LoadTokenizer(testing::BundledModel());
+  EXPECT_TRUE(tok.ok()) << tok.error().message();
+  if (!tok.ok()) return {};
+  std::ifstream in(testing::LocalText());
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<int32_t> tokens = (*tok)->Encode(text.substr(0, 200000), true);
+  tokens.resize(std::min<size_t>(tokens.size(), 32 * 256 + 1));
+  return tokens;
+}
+
 // W8A8 multiplies int8 by int8 (kernels/qgemm.h): its perplexity equals the float path's (the
 // activations quantized, dequantized and multiplied in fp32) up to fp32 rounding, which the
 // next layer's int8 rounding can amplify where a value sits on a rounding boundary: on
@@ -638,12 +650,8 @@ TEST(ActivationEndToEnd, W8A8PerplexityMovesOnlyByFp32Rounding) {
   ASSERT_EQ(a.layers()[0].down.quant->layout, kernels::QuantMatrix::Layout::kInt8x16);
   b.UseFloatActivationGemm();
   ASSERT_NE(b.layers()[0].down.quant->layout, kernels::QuantMatrix::Layout::kInt8x16);
-  auto tok = text::LoadTokenizer(testing::BundledModel());
-  ASSERT_TRUE(tok.ok()) << tok.error().message();
-  std::ifstream in(testing::LocalText());
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<int32_t> tokens = (*tok)->Encode(text.substr(0, 200000), true);
-  tokens.resize(std::min<size_t>(tokens.size(), 32 * 256 + 1));
+  const std::vector<int32_t> tokens = PplTokens();
+  ASSERT_EQ(tokens.size(), size_t(32 * 256 + 1));
   eval::WindowOptions win;
   win.ctx = 256;
   Result<eval::PplResult> pa = eval::Perplexity(a, tokens, win),
@@ -660,12 +668,8 @@ TEST(ActivationEndToEnd, W8A8PerplexityMovesOnlyByFp32Rounding) {
 // 142.9818 (2.3e-4 relative), Q4_K_M 141.9652 -> 141.9846 (1.4e-4); 2e-3 allowed on 8k tokens
 // of the local text (a wrong level, factor or span moves it by far more).
 TEST(ActivationEndToEnd, GgufPrefillOnQ8ActivationsMovesPplLittle) {
-  auto tok = text::LoadTokenizer(testing::BundledModel());
-  ASSERT_TRUE(tok.ok()) << tok.error().message();
-  std::ifstream in(testing::LocalText());
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<int32_t> tokens = (*tok)->Encode(text.substr(0, 200000), true);
-  tokens.resize(std::min<size_t>(tokens.size(), 32 * 256 + 1));
+  const std::vector<int32_t> tokens = PplTokens();
+  ASSERT_EQ(tokens.size(), size_t(32 * 256 + 1));
   eval::WindowOptions win;
   win.ctx = 256;
   for (const char* mix : {"Q4_0", "Q4_K_M"}) {
