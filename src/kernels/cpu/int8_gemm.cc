@@ -8,20 +8,16 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/result.h"
+#include "kernels/cpu/int8_x86.h"
 
 namespace qf::kernels {
 namespace {
 
 constexpr int kMaxTokens = 6;
 
-int32_t Load4(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
+using int8_x86::Load4;
 
 void Portable(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1, int32_t* acc,
               int64_t ldacc) {
@@ -72,8 +68,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void VnniTile(
   }
 }
 
-// The same sums on AVX2: a = 128 h + l (h in {0, 1}, l < 128), so vpmaddubsw's pair sums
-// (at most 2 · 127 · 128) never saturate; vpmaddwd with ones sums the pairs.
+// The same sums on AVX2 (int8_x86::DotBytes: the bytes split so that no pair sum saturates).
 template <int NB, int T>
 __attribute__((target("avx2"))) void Avx2Tile(const int8_t* blk, int64_t quads, const uint8_t* a,
                                               int64_t cols4, const int32_t* sums, int32_t* acc,
@@ -85,7 +80,6 @@ __attribute__((target("avx2"))) void Avx2Tile(const int8_t* blk, int64_t quads, 
     for (int h = 0; h < 2; ++h)
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) c[b][h][t] = _mm256_setzero_si256();
-  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t q = 0; q < quads; ++q) {
     __m256i wv[NB][2];
 #pragma GCC unroll 8
@@ -96,17 +90,12 @@ __attribute__((target("avx2"))) void Avx2Tile(const int8_t* blk, int64_t quads, 
             reinterpret_cast<const __m256i*>(blk + (b * quads + q) * 64 + 32 * h));
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      const uint32_t v = uint32_t(Load4(a + t * cols4 + 4 * q));
-      const __m256i lo = _mm256_set1_epi32(int32_t(v & 0x7f7f7f7fu));
-      const __m256i hi = _mm256_set1_epi32(int32_t((v >> 7) & 0x01010101u));
+      const int8_x86::Avx2Bytes av = int8_x86::SplitBytes(a + t * cols4 + 4 * q);
 #pragma GCC unroll 8
       for (int b = 0; b < NB; ++b)
 #pragma GCC unroll 8
-        for (int h = 0; h < 2; ++h) {
-          const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, wv[b][h]), ones);
-          const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, wv[b][h]), ones);
-          c[b][h][t] = _mm256_add_epi32(c[b][h][t], _mm256_add_epi32(pl, _mm256_slli_epi32(ph, 7)));
-        }
+        for (int h = 0; h < 2; ++h)
+          c[b][h][t] = _mm256_add_epi32(c[b][h][t], int8_x86::DotBytes(av, wv[b][h]));
     }
   }
 #pragma GCC unroll 8

@@ -14,15 +14,12 @@
 #include <limits>
 
 #include "core/result.h"
+#include "kernels/cpu/int8_x86.h"
 
 namespace qf::kernels {
 namespace {
 
-int32_t Load4(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
+using int8_x86::Load4;
 
 // The scales' shared part: z per 16 and per 32 from the integer sums.
 void SpanSums(Q8Activations& o) {
@@ -191,8 +188,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void VnniTile(const Spans
   }
 }
 
-// AVX2: a 16-row block as two halves of 8 rows; the unsigned activation bytes split into 7 bits
-// and 1 so that vpmaddubsw's pair sums never saturate (as int8_gemm.cc's AVX2 path).
+// AVX2: a 16-row block as two halves of 8 rows; the sums by int8_x86::DotBytes (as
+// int8_gemm.cc's AVX2 path).
 template <int NB, int T, int S, bool kMin>
 __attribute__((target("avx2,fma"))) void Avx2Tile(const Spans& s, int64_t b0, int64_t t0, float* y,
                                                   int64_t ldy) {
@@ -200,7 +197,6 @@ __attribute__((target("avx2,fma"))) void Avx2Tile(const Spans& s, int64_t b0, in
   const Q8Weights& w = s.w;
   const int8_t* blk = w.codes.data() + b0 * s.quads * 64;
   const uint8_t* u = s.x.u.data() + t0 * s.K;
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 out[2][T];
 #pragma GCC unroll 8
   for (int h = 0; h < 2; ++h)
@@ -222,15 +218,10 @@ __attribute__((target("avx2,fma"))) void Avx2Tile(const Spans& s, int64_t b0, in
         wv[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + q * 64 + 32 * h));
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        const uint32_t v = uint32_t(Load4(u + t * s.K + 4 * q));
-        const __m256i lo = _mm256_set1_epi32(int32_t(v & 0x7f7f7f7fu));
-        const __m256i hi = _mm256_set1_epi32(int32_t((v >> 7) & 0x01010101u));
+        const int8_x86::Avx2Bytes av = int8_x86::SplitBytes(u + t * s.K + 4 * q);
 #pragma GCC unroll 8
-        for (int h = 0; h < 2; ++h) {
-          const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, wv[h]), ones);
-          const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, wv[h]), ones);
-          acc[h][t] = _mm256_add_epi32(acc[h][t], _mm256_add_epi32(pl, _mm256_slli_epi32(ph, 7)));
-        }
+        for (int h = 0; h < 2; ++h)
+          acc[h][t] = _mm256_add_epi32(acc[h][t], int8_x86::DotBytes(av, wv[h]));
       }
     }
 #pragma GCC unroll 8
