@@ -432,7 +432,7 @@ TEST(GgmlKernels, MatMulOnInterleavedTensors) {
 // ---- the integer prefill (kernels/cpu/q8_gemm.h) ----------------------------------------------
 
 // GgmlDecodeLevels: a * level - c is the reference decoder's float, bit for bit, on every target,
-// for plain and interleaved rows; the span is the type's.
+// for plain and interleaved rows; the span and the mins are the type's.
 TEST(GgmlKernels, LevelsRebuildTheReferenceDecodeOnEveryTarget) {
   for (const auto* t : ModelTypes()) {
     SCOPED_TRACE(std::string(t->name));
@@ -445,16 +445,21 @@ TEST(GgmlKernels, LevelsRebuildTheReferenceDecodeOnEveryTarget) {
     const bool interleaves = kernels::GgmlInterleaves(*t);
     if (interleaves) kernels::GgmlInterleave(*t, blocks.data(), rows, cols, inter.data());
     const int want_span = t->name == "Q2_K" || t->name == "Q3_K" || t->name == "Q6_K" ? 16 : 32;
+    const bool want_min = t->name == "Q4_1" || t->name == "Q5_1" || t->name == "Q2_K" ||
+                          t->name == "Q4_K" || t->name == "Q5_K";
     ForEachTarget([&] {
       for (bool il : {false, true}) {
         if (il && !interleaves) continue;
         SCOPED_TRACE(il ? "interleaved" : "plain");
         std::vector<int8_t> q(static_cast<size_t>(rows * cols));
         std::vector<float> a(static_cast<size_t>(rows * cols / 16)), c(a.size());
-        const int span = kernels::GgmlDecodeLevels(
+        const kernels::GgmlLevelsInfo info = kernels::GgmlDecodeLevels(
             {t, il ? inter.data() : blocks.data(), row_bytes, rows, cols, il}, q.data(), a.data(),
             c.data());
+        const int span = info.span;
         EXPECT_EQ(span, want_span);
+        EXPECT_EQ(info.has_min, want_min);
+        EXPECT_EQ(std::any_of(c.begin(), c.end(), [](float v) { return v != 0.f; }), want_min);
         int64_t differ = 0;
         for (int64_t i = 0; i < rows * cols; ++i) {
           const float v = a[size_t(i / 16)] * float(q[size_t(i)]) - c[size_t(i / 16)];
@@ -517,10 +522,12 @@ TEST(GgmlKernels, Q8GemmPathsEqualTheReference) {
     const auto blocks = MakeBlocks(t, rows, cols, 41);
     std::vector<int8_t> q(static_cast<size_t>(rows * cols));
     std::vector<float> a(static_cast<size_t>(rows * cols / 16)), c(a.size());
-    const int span = kernels::GgmlDecodeLevels(
+    const kernels::GgmlLevelsInfo info = kernels::GgmlDecodeLevels(
         {&t, blocks.data(), size_t(cols / t.block) * t.block_bytes, rows, cols, false}, q.data(),
         a.data(), c.data());
-    const bool has_min = std::any_of(c.begin(), c.end(), [](float v) { return v != 0.f; });
+    const int span = info.span;
+    const bool has_min = info.has_min;
+    EXPECT_EQ(has_min, std::any_of(c.begin(), c.end(), [](float v) { return v != 0.f; }));
     EXPECT_EQ(has_min, t.name == "Q4_1" || t.name == "Q4_K" || t.name == "Q2_K");
     kernels::Q8Weights w;
     kernels::PackQ8Weights(q.data(), a.data(), has_min ? c.data() : nullptr, rows, cols, span, w);

@@ -177,10 +177,8 @@ bool MatMulGgmlQ8(const float* x, const GgmlTensor& w, const float* bias, float*
       int8_t* lv = Grown(levels, (r1 - r0) * K);
       float* av = Grown(a, (r1 - r0) * K / 16);
       float* cv = Grown(c, (r1 - r0) * K / 16);
-      const int span = GgmlDecodeLevels(RowsOf(w, r0, r1), lv, av, cv);
-      const bool has_min =
-          std::any_of(cv, cv + (r1 - r0) * K / 16, [](float v) { return v != 0.f; });
-      PackQ8Weights(lv, av, has_min ? cv : nullptr, r1 - r0, K, span, packed);
+      const GgmlLevelsInfo info = GgmlDecodeLevels(RowsOf(w, r0, r1), lv, av, cv);
+      PackQ8Weights(lv, av, info.has_min ? cv : nullptr, r1 - r0, K, info.span, packed);
       Q8Gemm(packed, xa, y + r0, N);
       AddBias(bias, y, m, N, r0, r1);
     }
@@ -198,8 +196,7 @@ void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float*
     });
     return;
   }
-  if (m > kGemvTokens && !w.float_prefill && GgmlQ8Runs(w) && MatMulGgmlQ8(x, w, bias, y, m))
-    return;
+  if (!w.float_prefill && GgmlQ8Runs(w) && MatMulGgmlQ8(x, w, bias, y, m)) return;
   TiledGemm(x, N, K, bias, y, m, TileRows(m, N, K),
             [&](int64_t r0, int64_t r1, float* out) { DequantizeRows(w, r0, r1, out); });
 }

@@ -599,11 +599,11 @@ void DecodeRowsOf(const GgmlRows& w, float* out) {
 }
 
 template <ggml::GgmlFamily kF>
-int DecodeLevelsOf(const GgmlRows& w, int8_t* q, float* a, float* c) {
-  int span = 0;
+GgmlLevelsInfo DecodeLevelsOf(const GgmlRows& w, int8_t* q, float* a, float* c) {
+  GgmlLevelsInfo info;
   const bool ok = WithBlock<kF>(w.type->id, [&](auto b) HWY_ATTR {
     using B = decltype(b);
-    span = B::kSpan;
+    info = {B::kSpan, B::kMin};
     if (!w.interleaved) {
       DecodeLevelsT<B>(w, q, a, c);
       return;
@@ -614,7 +614,7 @@ int DecodeLevelsOf(const GgmlRows& w, int8_t* q, float* a, float* c) {
     });
   });
   QF_CHECK(ok, "no kernel for ggml type {}", w.type->name);
-  return span;
+  return info;
 }
 
 template <ggml::GgmlFamily kF>

@@ -80,7 +80,7 @@ void GgmlGemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ld
   Kernels(*w.type).gemv(w, x, m, y, ldy);
 }
 
-int GgmlDecodeLevels(const GgmlRows& w, int8_t* levels, float* a, float* c) {
+GgmlLevelsInfo GgmlDecodeLevels(const GgmlRows& w, int8_t* levels, float* a, float* c) {
   return Kernels(*w.type).decode_levels(w, levels, a, c);
 }
 

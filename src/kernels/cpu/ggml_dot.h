@@ -67,8 +67,13 @@ void GgmlGemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ld
 // The rows as integer levels with float factors, for the integer prefill GEMM (q8_gemm.h):
 // levels[r * cols + k] (int8), a and c per 16 weights ([r * cols / 16 + k / 16]) such that
 // a * float(level) - c (c = 0 for types without a min) is GgmlDecodeRows' float, bit for bit.
-// Returns the type's span: weights per distinct (a, c), 32 or 16 (Q2_K, Q3_K, Q6_K).
-int GgmlDecodeLevels(const GgmlRows& w, int8_t* levels, float* a, float* c);
+// Returns the type's span (weights per distinct (a, c): 32, or 16 for Q2_K, Q3_K, Q6_K) and
+// whether it has mins (c not all 0: Q4_1, Q5_1, Q2_K, Q4_K, Q5_K).
+struct GgmlLevelsInfo {
+  int span = 32;
+  bool has_min = false;
+};
+GgmlLevelsInfo GgmlDecodeLevels(const GgmlRows& w, int8_t* levels, float* a, float* c);
 // The largest |xq| of GgmlGemv's fixed-point activations on the target chosen now (dx = max|x| /
 // this; 8191 with 16 float lanes, 4095 with 8, 2047 with 4), 0 where the GEMV runs in float.
 int GgmlGemvActivationMax();

@@ -24,7 +24,7 @@ struct Family {
   // The interleaved layout of type `id`; empty where the family has no interleaved kernel for it.
   std::vector<Unit> (*interleave_units)(int id);
   // GgmlDecodeLevels for the family's types.
-  int (*decode_levels)(const GgmlRows& w, int8_t* q, float* a, float* c);
+  GgmlLevelsInfo (*decode_levels)(const GgmlRows& w, int8_t* q, float* a, float* c);
 };
 
 extern const Family kLegacyKernels, kKQuantKernels, kIQ4Kernels;

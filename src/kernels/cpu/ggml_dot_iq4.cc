@@ -84,7 +84,7 @@ void DecodeRowsIQ4(const GgmlRows& w, float* out) { DecodeRowsOf<ggml::GgmlFamil
 void GemvIQ4(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   GemvOf<ggml::GgmlFamily::kIQ4>(w, x, m, y, ldy);
 }
-int DecodeLevelsIQ4(const GgmlRows& w, int8_t* q, float* a, float* c) {
+GgmlLevelsInfo DecodeLevelsIQ4(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return DecodeLevelsOf<ggml::GgmlFamily::kIQ4>(w, q, a, c);
 }
 
@@ -104,7 +104,7 @@ void DecodeRows(const GgmlRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRows
 void Gemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvIQ4)(w, x, m, y, ldy);
 }
-int DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
+GgmlLevelsInfo DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return HWY_DYNAMIC_DISPATCH(DecodeLevelsIQ4)(w, q, a, c);
 }
 std::vector<Unit> NoInterleavedLayout(int) { return {}; }

@@ -362,7 +362,7 @@ void DecodeRowsKQuant(const GgmlRows& w, float* out) {
 void GemvKQuant(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   GemvOf<ggml::GgmlFamily::kKQuant>(w, x, m, y, ldy);
 }
-int DecodeLevelsKQuant(const GgmlRows& w, int8_t* q, float* a, float* c) {
+GgmlLevelsInfo DecodeLevelsKQuant(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return DecodeLevelsOf<ggml::GgmlFamily::kKQuant>(w, q, a, c);
 }
 
@@ -382,7 +382,7 @@ void DecodeRows(const GgmlRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRows
 void Gemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvKQuant)(w, x, m, y, ldy);
 }
-int DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
+GgmlLevelsInfo DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return HWY_DYNAMIC_DISPATCH(DecodeLevelsKQuant)(w, q, a, c);
 }
 

@@ -203,7 +203,7 @@ void DecodeRowsLegacy(const GgmlRows& w, float* out) {
 void GemvLegacy(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   GemvOf<ggml::GgmlFamily::kLegacy>(w, x, m, y, ldy);
 }
-int DecodeLevelsLegacy(const GgmlRows& w, int8_t* q, float* a, float* c) {
+GgmlLevelsInfo DecodeLevelsLegacy(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return DecodeLevelsOf<ggml::GgmlFamily::kLegacy>(w, q, a, c);
 }
 
@@ -223,7 +223,7 @@ void DecodeRows(const GgmlRows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRows
 void Gemv(const GgmlRows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvLegacy)(w, x, m, y, ldy);
 }
-int DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
+GgmlLevelsInfo DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return HWY_DYNAMIC_DISPATCH(DecodeLevelsLegacy)(w, q, a, c);
 }
 
