@@ -151,7 +151,7 @@ double Q8GemmBound(const float* w, const float* x, int64_t k, double rel) {
 }
 
 double GgmlMatMulBound(const GgmlTensor& w, int64_t m, const float* wr, const float* x, int64_t k) {
-  if (m > kernels::kQuantGemvTokens && kernels::GgmlQ8Runs(w)) return Q8GemmBound(wr, x, k, 1e-5);
+  if (m > kernels::kGgmlGemvTokens && kernels::GgmlQ8Runs(w)) return Q8GemmBound(wr, x, k, 1e-5);
   return GgmlGemvBound(wr, x, k, 1e-5);
 }
 

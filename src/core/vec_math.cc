@@ -45,50 +45,41 @@ HWY_INLINE float FinishRow(D d, V a0, V a1, V a2, V a3, const float* wr, const f
   return s;
 }
 
-// Four rows at a time (four independent streams for the memory system, x loaded once for all
-// four, the horizontal sums of one row overlapping the next rows' loads); each row's products
-// and sums in the same order as a row alone.
+// R rows side by side from w (R independent streams for the memory system, x loaded once for
+// all of them, the horizontal sums of one row overlapping the next rows' loads); each row's
+// products and sums in the same order whatever R.
+template <int R, class D>
+HWY_INLINE void GemvRowBlock(D d, const float* w, const float* x, int64_t K, float* y) {
+  const int64_t N = int64_t(hn::Lanes(d));
+  const float* wr[R];
+  hn::Vec<D> a[R][4];
+  for (int i = 0; i < R; ++i) {
+    wr[i] = w + i * K;
+    for (auto& v : a[i]) v = hn::Zero(d);
+  }
+  int64_t j = 0;
+  for (; j + 4 * N <= K; j += 4 * N) {
+    const auto x0 = hn::LoadU(d, x + j), x1 = hn::LoadU(d, x + j + N),
+               x2 = hn::LoadU(d, x + j + 2 * N), x3 = hn::LoadU(d, x + j + 3 * N);
+    HWY_UNROLL(4)
+    for (int i = 0; i < R; ++i) {
+      hwy::Prefetch(wr[i] + j + kPrefetchFloats);
+      a[i][0] = hn::MulAdd(hn::LoadU(d, wr[i] + j), x0, a[i][0]);
+      a[i][1] = hn::MulAdd(hn::LoadU(d, wr[i] + j + N), x1, a[i][1]);
+      a[i][2] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 2 * N), x2, a[i][2]);
+      a[i][3] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 3 * N), x3, a[i][3]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    y[i] = FinishRow(d, a[i][0], a[i][1], a[i][2], a[i][3], wr[i], x, j, K);
+}
+
+// Four rows at a time, then the rest one by one.
 void GemvRowsImpl(const float* w, const float* x, int64_t n, int64_t K, float* y) {
   const hn::ScalableTag<float> d;
-  const int64_t N = int64_t(hn::Lanes(d));
-  constexpr int R = 4;
   int64_t r = 0;
-  for (; r + R <= n; r += R) {
-    const float* wr[R];
-    hn::Vec<decltype(d)> a[R][4];
-    for (int i = 0; i < R; ++i) {
-      wr[i] = w + (r + i) * K;
-      for (auto& v : a[i]) v = hn::Zero(d);
-    }
-    int64_t j = 0;
-    for (; j + 4 * N <= K; j += 4 * N) {
-      const auto x0 = hn::LoadU(d, x + j), x1 = hn::LoadU(d, x + j + N),
-                 x2 = hn::LoadU(d, x + j + 2 * N), x3 = hn::LoadU(d, x + j + 3 * N);
-      HWY_UNROLL(4)
-      for (int i = 0; i < R; ++i) {
-        hwy::Prefetch(wr[i] + j + kPrefetchFloats);
-        a[i][0] = hn::MulAdd(hn::LoadU(d, wr[i] + j), x0, a[i][0]);
-        a[i][1] = hn::MulAdd(hn::LoadU(d, wr[i] + j + N), x1, a[i][1]);
-        a[i][2] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 2 * N), x2, a[i][2]);
-        a[i][3] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 3 * N), x3, a[i][3]);
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      y[r + i] = FinishRow(d, a[i][0], a[i][1], a[i][2], a[i][3], wr[i], x, j, K);
-  }
-  for (; r < n; ++r) {
-    const float* wr = w + r * K;
-    auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
-    int64_t j = 0;
-    for (; j + 4 * N <= K; j += 4 * N) {
-      hwy::Prefetch(wr + j + kPrefetchFloats);
-      a0 = hn::MulAdd(hn::LoadU(d, wr + j), hn::LoadU(d, x + j), a0);
-      a1 = hn::MulAdd(hn::LoadU(d, wr + j + N), hn::LoadU(d, x + j + N), a1);
-      a2 = hn::MulAdd(hn::LoadU(d, wr + j + 2 * N), hn::LoadU(d, x + j + 2 * N), a2);
-      a3 = hn::MulAdd(hn::LoadU(d, wr + j + 3 * N), hn::LoadU(d, x + j + 3 * N), a3);
-    }
-    y[r] = FinishRow(d, a0, a1, a2, a3, wr, x, j, K);
-  }
+  for (; r + 4 <= n; r += 4) GemvRowBlock<4>(d, w + r * K, x, K, y + r);
+  for (; r < n; ++r) GemvRowBlock<1>(d, w + r * K, x, K, y + r);
 }
 
 double ExpShiftSumImpl(const float* x, float* out, int64_t n, float shift) {

@@ -96,18 +96,16 @@ Result<BenchResult> RunBench(const model::Model& m, const BenchOptions& opt) {
                  tg_cache = m.NewCache(std::max<int64_t>(opt.gen, 1));
   for (int rep = 0; rep <= opt.reps; ++rep) {  // rep 0 warms caches and buffers up
     if (opt.prompt > 0) {
-      model::KVCache& cache = pp_cache;
-      cache.Clear();
+      pp_cache.Clear();
       const auto t0 = Clock::now();
-      QF_TRY(m.Forward(std::span(ids).first(size_t(opt.prompt)), cache, logits.data(), false));
+      QF_TRY(m.Forward(std::span(ids).first(size_t(opt.prompt)), pp_cache, logits.data(), false));
       if (rep > 0) pp.push_back(double(opt.prompt) / Seconds(t0));
     }
     if (opt.gen > 0) {
-      model::KVCache& cache = tg_cache;
-      cache.Clear();
+      tg_cache.Clear();
       const auto t0 = Clock::now();
       for (int64_t i = 0; i < opt.gen; ++i)
-        QF_TRY(m.Forward(std::span(ids).subspan(size_t(i), 1), cache, logits.data(), false));
+        QF_TRY(m.Forward(std::span(ids).subspan(size_t(i), 1), tg_cache, logits.data(), false));
       if (rep > 0) tg.push_back(double(opt.gen) / Seconds(t0));
     }
   }

@@ -135,10 +135,7 @@ void DequantizeRows(const GgmlTensor& w, int64_t r0, int64_t r1, float* out) {
     w.type->decode(w.data + size_t(r) * w.row_bytes, w.cols, out + (r - r0) * w.cols);
 }
 
-// Up to this many tokens the fused GEMV of kernels/cpu/ggml_dot runs instead (rows split over the
-// threads, at least kGemvRows each): decoding the blocks costs more than the dot products until
-// the decoded weights are reused by enough tokens.
-constexpr int64_t kGemvTokens = 8;
+// The decoding GEMVs' rows per thread, at least (ggml blocks and compressed-tensors codes).
 constexpr int64_t kGemvRows = 32;
 
 namespace {
@@ -188,7 +185,7 @@ bool MatMulGgmlQ8(const float* x, const GgmlTensor& w, const float* bias, float*
 
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols;
-  if (m <= kGemvTokens && GgmlKernelSupports(*w.type)) {
+  if (m <= kGgmlGemvTokens && GgmlKernelSupports(*w.type)) {
     // Each GgmlGemv call prepares the activations once; ranges are whole interleaved groups.
     ForEachThreadRows(N, kGemvRows, kGgmlInterleaveRows, [&](int64_t r0, int64_t r1) {
       GgmlGemv(RowsOf(w, r0, r1), x, m, y + r0, N);

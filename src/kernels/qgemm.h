@@ -109,15 +109,18 @@ void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* b
 // Dequantizes rows [r0, r1) of w into out[(r1 - r0), K].
 void DequantizeRows(const QuantizedTensor& w, int64_t r0, int64_t r1, float* out);
 
-// The same for ggml blocks. Up to 8 tokens (decoding): the GEMV of kernels/cpu/ggml_dot on the
-// blocks as stored (plain or interleaved), rows split over the threads (within that GEMV's error
-// bound of the reference: fixed-point activations). More tokens (prefill): MatMulGgmlQ8 where it
-// runs (within q8_gemm.h's bound: 8-bit activations in blocks of 32), else tiles of rows decoded
+// Up to this many tokens MatMulGgmlNT runs the fused GEMV of kernels/cpu/ggml_dot: decoding the
+// blocks costs more than the dot products until the decoded weights are reused by enough tokens.
+constexpr int64_t kGgmlGemvTokens = 8;
+// The same for ggml blocks. Up to kGgmlGemvTokens (decoding): the GEMV of kernels/cpu/ggml_dot on
+// the blocks as stored (plain or interleaved), rows split over the threads (within that GEMV's
+// error bound of the reference: fixed-point activations). More tokens (prefill): MatMulGgmlQ8 where
+// it runs (within q8_gemm.h's bound: 8-bit activations in blocks of 32), else tiles of rows decoded
 // by the SIMD decoders (bit-exact) into a per-thread buffer before each sgemm (up to 4 MiB of
 // fp32 weights per tile).
 void MatMulGgmlNT(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
 // The integer prefill of MatMulGgmlNT (kernels/cpu/q8_gemm.h: 8-bit activations in blocks of
-// 32, exact int32 sums per span, float scales per span), taken with more than 8 tokens where
+// 32, exact int32 sums per span, float scales per span), taken above kGgmlGemvTokens tokens where
 // GgmlQ8Runs(w); false (y untouched) when x has a non-finite value.
 bool GgmlQ8Runs(const GgmlTensor& w);
 bool MatMulGgmlQ8(const float* x, const GgmlTensor& w, const float* bias, float* y, int64_t m);
