@@ -1,6 +1,7 @@
 // Speed of the compressed-tensors kernels on one thread (kernels/cpu/int_dot, int8_gemm): the
 // decoding GEMV on the kernels' layout of each integer scheme, in ns per weight, and the int8
-// GEMM (W8A8) against fp32 sgemm on the same [m, k] x [n, k]ᵀ, in GMAC/s.
+// GEMM (W8A8), the weight-only prefill (A16 GEMM) and the fp8 GEMM against fp32 sgemm on the
+// same [m, k] x [n, k]ᵀ, in GMAC/s.
 // Usage: build/int_kernels_bench [rows=2048] [cols=2048] [m=64]
 // rows x cols is meant to fit in L2 for the kernels' own cost (the default: 2 MiB of int4).
 #include <algorithm>
@@ -14,6 +15,7 @@
 
 #include "formats/quantize.h"
 #include "kernels/blas.h"
+#include "kernels/cpu/a16_gemm.h"
 #include "kernels/cpu/fp8_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
@@ -61,6 +63,17 @@ int main(int argc, char** argv) {
       "m=%lld: int8 GEMM (W8A8, activations quantized in) %.1f GMAC/s, fp32 sgemm %.1f "
       "GMAC/s (%.2fx)\n",
       static_cast<long long>(m), macs / ti * 1e-9, macs / tf * 1e-9, tf / ti);
+  // Weight-only integer prefill: the A16 GEMM (16-bit activations) where it runs, else the
+  // decoded tiles + sgemm, activations quantized and weights packed in.
+  for (const char* spec : {"int4-g128-sym", "int4-g128-asym", "int8-channel-sym"}) {
+    auto qw = Quantize(w, n, k, *ParseScheme(spec));
+    const kernels::QuantMatrix matw = kernels::ToKernelLayout(*qw, ActQuant{});
+    const double tw = BestSeconds(
+        3, [&] { kernels::MatMulQuantNT(x.data(), matw, ActQuant{}, nullptr, y.data(), m); });
+    std::printf("m=%lld: %s prefill (%s) %.1f GMAC/s (%.2fx sgemm)\n", static_cast<long long>(m),
+                spec, kernels::A16GemmFast() ? "A16 GEMM" : "decoded tiles + sgemm",
+                macs / tw * 1e-9, tf / tw);
+  }
   // FP8 W8A8: the bf16 GEMM (where the CPU has AVX512-BF16), activations quantized in.
   auto qf8 = Quantize(w, n, k, *ParseScheme("fp8-e4m3-channel"));
   ActQuant af;

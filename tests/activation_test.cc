@@ -24,6 +24,7 @@
 #include "formats/quantize.h"
 #include "io/compressed_tensors.h"
 #include "io/safetensors.h"
+#include "kernels/cpu/a16_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
 #include "model/decoder_walk.h"
@@ -692,6 +693,32 @@ TEST(ActivationEndToEnd, GgufPrefillOnQ8ActivationsMovesPplLittle) {
     std::printf("%s ppl: Q8 prefill %.6f, float tiles %.6f\n", mix, pa->ppl, pb->ppl);
     EXPECT_NE(pa->ppl, pb->ppl);  // the two paths really differ, else this compares nothing
     EXPECT_NEAR(pa->ppl, pb->ppl, 2e-3 * pb->ppl);
+  }
+}
+
+// Integer weight-only prefill multiplies 16-bit activations (spans of up to 128, step 2^-15 of
+// the span's largest value) by the codes' levels (kernels/cpu/a16_gemm.h): perplexity moves from
+// the float tiles' by that rounding only, two orders of magnitude below the Q8 prefill's.
+TEST(ActivationEndToEnd, WeightOnlyPrefillOnA16ActivationsMovesPplLittle) {
+  if (!kernels::A16GemmFast())
+    GTEST_SKIP() << "the integer prefill does not run on this CPU (no AVX512-VNNI)";
+  const std::vector<int32_t> tokens = PplTokens();
+  ASSERT_EQ(tokens.size(), size_t(32 * 256 + 1));
+  eval::WindowOptions win;
+  win.ctx = 256;
+  for (const char* spec : {"int4-g128-asym", "int8-channel-sym"}) {
+    SCOPED_TRACE(spec);
+    const Written w = WriteBundled(std::string("e2e_a16_") + spec, spec, std::nullopt);
+    model::Model a = LoadOrDie(w.dir), b = LoadOrDie(w.dir);
+    b.UseFloatActivationGemm();
+    ASSERT_TRUE(b.layers()[0].down.quant->float_prefill);
+    ASSERT_FALSE(a.layers()[0].down.quant->float_prefill);
+    Result<eval::PplResult> pa = eval::Perplexity(a, tokens, win),
+                            pb = eval::Perplexity(b, tokens, win);
+    ASSERT_TRUE(pa.ok() && pb.ok());
+    std::printf("%s ppl: A16 prefill %.8f, float tiles %.8f\n", spec, pa->ppl, pb->ppl);
+    EXPECT_NE(pa->ppl, pb->ppl);  // the two paths really differ, else this compares nothing
+    EXPECT_NEAR(pa->ppl, pb->ppl, 2e-5 * pb->ppl);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "formats/activation.h"
 #include "formats/quantize.h"
+#include "kernels/cpu/a16_gemm.h"
 #include "kernels/cpu/fp8_dot.h"
 #include "kernels/cpu/fp8_gemm.h"
 #include "kernels/cpu/int8_gemm.h"
@@ -155,20 +156,146 @@ TEST(IntGemv, NonFiniteActivationsTakeTheFloatPath) {
   }
 }
 
-// Prefill (more than kQuantGemvTokens tokens): the same tiles and sgemm calls as the plain
-// path on the QuantizedTensor, so the same bits.
+// Prefill (more than kQuantGemvTokens tokens) on the float tiles: the same tiles and sgemm calls
+// as the plain path on the QuantizedTensor, so the same bits.
 TEST(MatMulQuantNT, PrefillEqualsThePlainTilePathBitForBit) {
   for (const char* spec : {"int4-g128-sym", "int4-g32-asym", "int3-g64-asym", "int8-channel-sym",
                            "int2-tensor-asym", "fp8-e4m3-channel", "fp8-e4m3-tensor"}) {
     SCOPED_TRACE(spec);
     const int64_t n = 150, k = 256, m = 23;
     const QuantizedTensor q = QuantizeOrDie(Random(n * k, 9), n, k, spec);
-    const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+    kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+    mat.float_prefill = true;  // integer weights: the tiles, not the A16 GEMM (tested below)
     const std::vector<float> x = Random(m * k, 4), bias = Random(n, 6);
     std::vector<float> y(static_cast<size_t>(m * n)), plain(y.size());
     kernels::MatMulQuantNT(x.data(), mat, ActQuant{}, bias.data(), y.data(), m);
     kernels::MatMulDequantNT(x.data(), q, bias.data(), plain.data(), m);
     EXPECT_TRUE(SameBits(y, plain));
+  }
+}
+
+// ---- the A16 GEMM (integer weight-only prefill) ------------------------------------------------
+
+// QuantizeA16 (AVX-512 where the CPU has it, tokens split over the threads) gives the plain
+// reference's codes and steps; each code is its activation within half a step (and the float
+// rounding of x / d); a zero span has
+// step 0 and codes 0; a non-finite activation makes both refuse.
+TEST(A16Gemm, ActivationsEqualTheirReference) {
+  for (int64_t span : {32, 64, 128}) {
+    SCOPED_TRACE(span);
+    const int64_t m = 70, k = 256;
+    std::vector<float> x = Random(m * k, 11, 3.0f);
+    for (int64_t i = 0; i < span; ++i) x[size_t(k + i)] = 0.0f;  // token 1, span 0
+    x[size_t(5 * k + 7)] = 1e30f;
+    kernels::A16Activations a, r;
+    ASSERT_TRUE(kernels::QuantizeA16(x.data(), m, k, span, a));
+    ASSERT_TRUE(kernels::QuantizeA16Ref(x.data(), m, k, span, r));
+    EXPECT_EQ(a.q, r.q);
+    EXPECT_EQ(a.d, r.d);
+    EXPECT_EQ(r.d[size_t(k / span)], 0.0f);
+    int top = 0;
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t i = 0; i < k; ++i) {
+        const float d = r.d[size_t(t * (k / span) + i / span)];
+        const int16_t q = r.q[size_t(t * k + i)];
+        top = std::max(top, std::abs(int(q)));
+        // Half a step, plus the rounding of x / d in float (x times the step's inverse).
+        const double v = x[size_t(t * k + i)];
+        EXPECT_LE(std::fabs(double(q) * d - v), 0.5 * d + 2.5e-7 * std::fabs(v)) << t << " " << i;
+      }
+    EXPECT_EQ(top, kernels::kA16Max);
+    x[size_t(3 * k + 1)] = NAN;
+    EXPECT_FALSE(kernels::QuantizeA16(x.data(), m, k, span, a));
+    EXPECT_FALSE(kernels::QuantizeA16Ref(x.data(), m, k, span, r));
+    x[size_t(3 * k + 1)] = -INFINITY;
+    EXPECT_FALSE(kernels::QuantizeA16(x.data(), m, k, span, a));
+  }
+}
+
+// Every A16 path this CPU has returns A16GemmRef's floats bit for bit, for every integer width,
+// group, per-channel/tensor scale, sym and asym scheme whose columns divide into spans; row
+// ranges packed separately give the same rows.
+TEST(A16Gemm, EveryPathEqualsTheReference) {
+  int ran = 0;
+  for (const Case& c : WeightOnlyCases()) {
+    const QuantizedTensor q = QuantizeOrDie(Random(c.n * c.k, 13), c.n, c.k, c.spec);
+    const kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+    const int64_t span = kernels::A16Span(c.k, mat.group);
+    if (span == 0) continue;
+    ++ran;
+    for (int64_t m : {1, 5, 13}) {
+      SCOPED_TRACE(c.spec + " " + std::to_string(c.n) + "x" + std::to_string(c.k) +
+                   " m=" + std::to_string(m));
+      std::vector<float> x = Random(m * c.k, 17, 2.0f);
+      x[size_t(c.k / 3)] = 300.0f;  // an outlier sets its span's step
+      kernels::A16Activations xa;
+      ASSERT_TRUE(kernels::QuantizeA16Ref(x.data(), m, c.k, span, xa));
+      const int64_t ldy = c.n + 3;
+      std::vector<float> ref(static_cast<size_t>(m * ldy), -1.0f);
+      kernels::A16GemmRef(mat.Rows(0, c.n), xa, ref.data(), ldy);
+      for (kernels::Int8Path p : kernels::A16Paths()) {
+        SCOPED_TRACE(kernels::Int8PathName(p));
+        kernels::A16Weights pk;
+        kernels::PackA16Weights(mat.Rows(0, c.n), span, pk);
+        std::vector<float> y(ref.size(), -1.0f);
+        kernels::A16GemmOn(p, pk, xa, y.data(), ldy);
+        EXPECT_TRUE(SameBits(y, ref));  // the ldy padding (-1) untouched included
+        if (c.n > 16) {
+          kernels::A16Weights tail;
+          kernels::PackA16Weights(mat.Rows(16, c.n), span, tail);
+          std::vector<float> yt(ref.size(), -1.0f);
+          kernels::A16GemmOn(p, tail, xa, yt.data() + 16, ldy);
+          for (int64_t t = 0; t < m; ++t)
+            EXPECT_EQ(0, std::memcmp(yt.data() + t * ldy + 16, ref.data() + t * ldy + 16,
+                                     size_t(c.n - 16) * sizeof(float)));
+        }
+      }
+    }
+  }
+  EXPECT_GT(ran, 30);
+}
+
+// MatMulA16 (the prefill MatMulQuantNT takes where A16GemmFast()) is the float product of the
+// decoded weights within the 16-bit activations' rounding; MatMulQuantNT returns its bits where
+// it runs, the tiles' elsewhere and where float_prefill is set; a non-finite activation makes
+// MatMulA16 refuse and MatMulQuantNT take the tiles.
+TEST(MatMulQuantNT, A16PrefillIsTheFloatProductWithinTheActivationRounding) {
+  for (const char* spec : {"int4-g128-sym", "int4-g32-asym", "int3-g64-asym", "int8-channel-sym",
+                           "int8-channel-asym", "int2-tensor-asym"}) {
+    SCOPED_TRACE(spec);
+    const int64_t n = 150, k = 256, m = 23;
+    const QuantizedTensor q = QuantizeOrDie(Random(n * k, 9), n, k, spec);
+    kernels::QuantMatrix mat = kernels::ToKernelLayout(q, ActQuant{});
+    const int64_t span = kernels::A16Span(k, mat.group);
+    ASSERT_GT(span, 0);
+    std::vector<float> x = Random(m * k, 4), bias = Random(n, 6);
+    x[size_t(2 * k + 100)] = -50.0f;
+    std::vector<float> y(static_cast<size_t>(m * n), -7.0f), plain(y.size()), deq(size_t(n * k));
+    ASSERT_TRUE(kernels::MatMulA16(x.data(), mat, bias.data(), y.data(), m));
+    kernels::MatMulDequantNT(x.data(), q, bias.data(), plain.data(), m);
+    kernels::DequantizeRows(q, 0, n, deq.data());
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t r = 0; r < n; ++r) {
+        const size_t i = size_t(t * n + r);
+        ASSERT_NEAR(y[i], plain[i],
+                    testing::A16GemmBound(deq.data() + r * k, x.data() + t * k, k, span, 1e-5) +
+                        1e-6 * std::fabs(bias[size_t(r)]))
+            << "token " << t << " row " << r;
+      }
+    std::vector<float> via(y.size());
+    kernels::MatMulQuantNT(x.data(), mat, ActQuant{}, bias.data(), via.data(), m);
+    EXPECT_TRUE(SameBits(via, kernels::A16GemmFast() ? y : plain));
+    mat.float_prefill = true;
+    kernels::MatMulQuantNT(x.data(), mat, ActQuant{}, bias.data(), via.data(), m);
+    EXPECT_TRUE(SameBits(via, plain));
+    mat.float_prefill = false;
+    x[size_t(k + 3)] = NAN;
+    std::vector<float> untouched(y.size(), -7.0f), z = untouched;
+    EXPECT_FALSE(kernels::MatMulA16(x.data(), mat, bias.data(), z.data(), m));
+    EXPECT_TRUE(SameBits(z, untouched));
+    kernels::MatMulQuantNT(x.data(), mat, ActQuant{}, bias.data(), via.data(), m);
+    kernels::MatMulDequantNT(x.data(), q, bias.data(), plain.data(), m);
+    EXPECT_TRUE(SameBits(via, plain));
   }
 }
 

@@ -150,6 +150,20 @@ double Q8GemmBound(const float* w, const float* x, int64_t k, double rel) {
   return err + rel * mag + 1e-30;
 }
 
+double A16GemmBound(const float* w, const float* x, int64_t k, int64_t span, double rel) {
+  double mag = 0, err = 0;
+  for (int64_t b = 0; b < k; b += span) {
+    double wsum = 0, amax = 0;
+    for (int64_t i = b; i < std::min(k, b + span); ++i) {
+      mag += std::fabs(double(w[i]) * x[i]);
+      wsum += std::fabs(double(w[i]));
+      amax = std::max(amax, std::fabs(double(x[i])));
+    }
+    err += wsum * amax / 32767 / 2;
+  }
+  return err + rel * mag + 1e-30;
+}
+
 double GgmlMatMulBound(const GgmlTensor& w, int64_t m, const float* wr, const float* x, int64_t k) {
   if (m > kernels::kGgmlGemvTokens && kernels::GgmlQ8Runs(w)) return Q8GemmBound(wr, x, k, 1e-5);
   return GgmlGemvBound(wr, x, k, 1e-5);

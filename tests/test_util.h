@@ -50,6 +50,9 @@ double GgmlGemvBound(const float* w, const float* x, int64_t k, double rel);
 // kernels/cpu/q8_gemm.h's (activations in blocks of 32, 8 bits: half a block's step per
 // weight, max|x over the block| / 127 / 2).
 double Q8GemmBound(const float* w, const float* x, int64_t k, double rel);
+// kernels/cpu/a16_gemm.h's (activations in spans of `span`, 16 bits: max|x over the span| /
+// 32767 / 2 per weight).
+double A16GemmBound(const float* w, const float* x, int64_t k, int64_t span, double rel);
 // kernels::MatMulGgmlNT's for one output of w with m tokens (rel 1e-5): the GEMV's up to 8
 // tokens, the Q8 prefill's beyond where it runs (the float tiles are exact up to float
 // rounding, within either). wr: the output's decoded weight row, x: the token's activations.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "formats/fp8.h"
+#include "kernels/cpu/a16_gemm.h"
 #include "kernels/cpu/fp8_gemm.h"
 #include "kernels/cpu/ggml_dot.h"
 #include "kernels/cpu/q8_gemm.h"
@@ -315,6 +316,9 @@ namespace {
 
 constexpr int64_t kInt8GemmRows = 32;
 constexpr int64_t kFp8GemmRows = 32;
+// Rows per tile of the A16 prefill GEMM: each tile's levels are packed once and reused by every
+// token.
+constexpr int64_t kA16TileRows = 64;
 
 // The epilogue of the integer and fp8 GEMMs: the sum times the activation and weight scales,
 // in that order, plus the bias.
@@ -404,6 +408,28 @@ bool MatMulFp8(const float* x, const QuantMatrix& w, const ActQuant& act, const 
 
 }  // namespace
 
+bool MatMulA16(const float* x, const QuantMatrix& w, const float* bias, float* y, int64_t m) {
+  const int64_t N = w.rows, K = w.cols, span = A16Span(K, w.group);
+  if (span == 0 || !w.scheme.is_int() || w.layout == QuantMatrix::Layout::kInt8x16) return false;
+  // The caller's thread quantizes; the row workers read it (Apply runs concurrently: per thread).
+  thread_local A16Activations acts;
+  if (!QuantizeA16(x, m, K, span, acts)) return false;
+  const A16Activations& xa = acts;
+  const int64_t tiles = (N + kA16TileRows - 1) / kA16TileRows;
+#pragma omp parallel if (tiles > 1 && !omp_in_parallel())
+  {
+    thread_local A16Weights packed;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kA16TileRows, r1 = std::min(N, r0 + kA16TileRows);
+      PackA16Weights(w.Rows(r0, r1), span, packed);
+      A16Gemm(packed, xa, y + r0, N);
+      AddBias(bias, y, m, N, r0, r1);
+    }
+  }
+  return true;
+}
+
 void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                    float* y, int64_t m) {
   if (w.layout == QuantMatrix::Layout::kInt8x16 && MatMulInt8(x, w, act, bias, y, m)) return;
@@ -441,6 +467,8 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
     });
     return;
   }
+  if (w.scheme.is_int() && !w.float_prefill && A16GemmFast() && MatMulA16(x, w, bias, y, m))
+    return;
   TiledGemm(x, N, K, bias, y, m, kRowTile,
             [&](int64_t r0, int64_t r1, float* out) { DecodeQuantRows(w, r0, r1, out); });
 }

@@ -60,6 +60,9 @@ struct QuantMatrix {
   std::vector<uint8_t> codes;     // rows * row_bytes, or Int8PackedBytes(rows, cols)
   std::vector<int32_t> row_sums;  // kInt8x16
   std::vector<float> scales, zeros;
+  // Prefill of integer weights on the float tiles even where the A16 integer GEMM runs: the
+  // exact products of the decoded weights (Model::UseFloatActivationGemm; tests).
+  bool float_prefill = false;
 
   int64_t groups() const { return cols / group; }
   // Rows [r0, r1) for the integer kernels (kNibbles / kBytes of an integer scheme).
@@ -88,14 +91,21 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w);
 //     scale_w (+ bias): within fp32 rounding of the float path below.
 //   - otherwise x is quantized and dequantized (QuantizeActivations, when act is enabled), then
 //     integer weights run, up to kQuantGemvTokens tokens, the fixed-point GEMV of
-//     kernels/cpu/int_dot.h (its error bound), and with more tokens 64-row tiles decoded by
-//     IntDecodeRows before each sgemm: the same floats and the same sgemm calls as
-//     MatMulDequantNT on the QuantizedTensor (prefill and ppl unchanged bit for bit); fp8-e4m3
-//     bytes the same way with kernels/cpu/fp8_dot's GEMV and tile decoder (fp8-e5m2: tiles of
-//     the table decoder at every token count).
+//     kernels/cpu/int_dot.h (its error bound); with more tokens, where A16GemmFast() and
+//     A16Span(K, group) > 0 (and not w.float_prefill), the integer A16 GEMM of
+//     kernels/cpu/a16_gemm.h (16-bit activations per span of up to 128 weights, exact int32
+//     sums, its error bound: MatMulA16), else 64-row tiles decoded by IntDecodeRows before each
+//     sgemm: the same floats and the same sgemm calls as MatMulDequantNT on the QuantizedTensor;
+//     fp8-e4m3 bytes the same way with kernels/cpu/fp8_dot's GEMV and tile decoder (fp8-e5m2:
+//     tiles of the table decoder at every token count).
 constexpr int64_t kQuantGemvTokens = 8;
 void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                    float* y, int64_t m);
+// The integer prefill of MatMulQuantNT for integer weights (kNibbles / kBytes): y = A16Gemm on
+// QuantizeA16(x) with weights packed 64 rows at a time (+ bias); false (y untouched) when
+// A16Span(K, group) is 0 or x has a non-finite value. Taken on any CPU when called directly
+// (tests), by MatMulQuantNT only where A16GemmFast().
+bool MatMulA16(const float* x, const QuantMatrix& w, const float* bias, float* y, int64_t m);
 // The plain reference: kInt8x16 as the formula above with Int8GemmRef; the others the
 // activations by QuantizeActivationsRef, then MatMulDequantNTRef on FromKernelLayout(w).
 void MatMulQuantNTRef(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,

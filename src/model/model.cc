@@ -256,6 +256,11 @@ void Model::UseFloatActivationGemm() {
     if (lin.quant && lin.quant->layout == kernels::QuantMatrix::Layout::kInt8x16)
       lin.quant = std::make_shared<const kernels::QuantMatrix>(
           kernels::ToKernelLayout(kernels::FromKernelLayout(*lin.quant), ActQuant{}));
+    if (lin.quant && !lin.quant->float_prefill) {
+      kernels::QuantMatrix q = *lin.quant;
+      q.float_prefill = true;
+      lin.quant = std::make_shared<const kernels::QuantMatrix>(std::move(q));
+    }
     if (lin.ggml && !lin.ggml->float_prefill) {
       GgmlTensor g = *lin.ggml;
       g.float_prefill = true;

@@ -116,10 +116,10 @@ class Model {
                           float* logits) const;
 
   const std::vector<Layer>& layers() const { return layers_; }
-  // The linears that multiply 8-bit activations as integers switched to the float path
-  // instead: W8A8 activations quantized and dequantized, then the weight kernels in fp32; ggml
-  // blocks' prefill on decoded float tiles instead of Q8 activations (what qforge did before
-  // the integer GEMMs; tests compare the two).
+  // The linears whose prefill multiplies quantized activations as integers switched to the
+  // float path instead: W8A8 activations quantized and dequantized, then the weight kernels in
+  // fp32; integer weight-only and ggml blocks' prefill on decoded float tiles instead of 16-bit
+  // (A16) or Q8 activations (what qforge did before the integer GEMMs; tests compare the two).
   void UseFloatActivationGemm();
   const std::vector<float>& embedding() const { return embed_; }        // [V, H]
   const std::vector<float>& final_norm() const { return final_norm_; }  // [H]
