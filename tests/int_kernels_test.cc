@@ -56,7 +56,8 @@ struct Case {
   int64_t n, k;
 };
 // Every integer width, groups of 32/64/128, per channel and per tensor, sym and asym, with
-// cols that take the nibble layout (multiples of 64) and cols that do not.
+// cols that take the nibble layout (multiples of 64) and cols that do not, and rows in whole
+// groups of 16 (int2/3/4 with groups of 64 or more: the interleaved nibbles).
 std::vector<Case> WeightOnlyCases() {
   std::vector<Case> out;
   for (const char* bits : {"int2", "int3", "int4", "int8"})
@@ -67,7 +68,11 @@ std::vector<Case> WeightOnlyCases() {
         if (std::string(gran) == "-channel" || std::string(gran) == "-tensor")
           out.push_back({spec, 19, 200});  // not a multiple of 64 (nor of 32): bytes, a tail
         if (std::string(gran) == "-g32") out.push_back({spec, 5, 96});  // odd chunk count
+        if (std::string(gran) != "-g32") out.push_back({spec, 48, 384});  // interleaved nibbles
       }
+  // Per-channel rows longer than one int32 span of the GEMV (kIntGemvSpan), interleaved and not.
+  out.push_back({"int4-channel-asym", 16, 2240});
+  out.push_back({"int3-channel-sym", 16, 2240});
   return out;
 }
 
@@ -79,7 +84,9 @@ TEST(QuantMatrix, LayoutRoundTripsAndDecodesAsThePlainDecoder) {
       const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
       const kernels::QuantMatrix m = kernels::ToKernelLayout(q, ActQuant{});
       const bool nibbles = q.scheme.bits <= 4 && c.k % 64 == 0;
-      EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles, nibbles);
+      const bool interleaved = nibbles && c.n % 16 == 0 && m.group % 64 == 0;
+      EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles, nibbles && !interleaved);
+      EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles16, interleaved);
       const QuantizedTensor back = kernels::FromKernelLayout(m);
       EXPECT_EQ(back.codes, q.codes);
       EXPECT_EQ(back.scales, q.scales);
@@ -91,10 +98,11 @@ TEST(QuantMatrix, LayoutRoundTripsAndDecodesAsThePlainDecoder) {
       kernels::IntDecodeRows(m.Rows(0, c.n), fast.data());
       EXPECT_TRUE(SameBits(plain, ref));
       EXPECT_TRUE(SameBits(plain, fast));
-      // A row range in the middle.
-      std::vector<float> part(static_cast<size_t>(3 * c.k));
-      kernels::IntDecodeRows(m.Rows(2, 5), part.data());
-      EXPECT_EQ(0, std::memcmp(part.data(), plain.data() + 2 * c.k, part.size() * sizeof(float)));
+      // A row range in the middle (whole groups of 16 for interleaved rows).
+      const int64_t r0 = interleaved ? (c.n >= 32 ? 16 : 0) : 2, r1 = interleaved ? r0 + 16 : 5;
+      std::vector<float> part(static_cast<size_t>((r1 - r0) * c.k));
+      kernels::IntDecodeRows(m.Rows(r0, r1), part.data());
+      EXPECT_EQ(0, std::memcmp(part.data(), plain.data() + r0 * c.k, part.size() * sizeof(float)));
     }
   });
 }
@@ -122,7 +130,7 @@ TEST(IntGemv, WithinTheFixedPointBoundOfTheReference) {
         std::vector<float> dx(static_cast<size_t>(m));
         ASSERT_TRUE(kernels::IntGemvActivations(x.data(), m, c.k, xq.data(), dx.data()));
         std::vector<float> split(y.size(), -1.0f);
-        const int64_t h = c.n / 2;
+        const int64_t h = c.n % 16 == 0 ? 16 : c.n / 2;
         kernels::IntGemvFixed(mat.Rows(0, h), xq.data(), dx.data(), m, split.data(), ldy);
         kernels::IntGemvFixed(mat.Rows(h, c.n), xq.data(), dx.data(), m, split.data() + h, ldy);
         EXPECT_TRUE(SameBits(y, split));

@@ -221,7 +221,8 @@ IntRows QuantMatrix::Rows(int64_t r0, int64_t r1) const {
           r1 - r0,
           cols,
           group,
-          layout == Layout::kNibbles,
+          layout == Layout::kNibbles || layout == Layout::kNibbles16,
+          layout == Layout::kNibbles16,
           scales.data() + r0 * groups(),
           zeros.data() + r0 * groups()};
 }
@@ -276,6 +277,14 @@ QuantMatrix ToKernelLayout(const QuantizedTensor& q, const ActQuant& act) {
         uint8_t& b = w.codes[size_t(r) * w.row_bytes + size_t(c * half + j % half)];
         b |= uint8_t(q.codes[size_t(r * K + k)] << (j < half ? 0 : 4));
       }
+    if (IntInterleaves(N, w.group)) {
+      std::vector<uint8_t> rows = std::move(w.codes);
+      w.codes.resize(rows.size());
+      IntInterleave(rows.data(), N, w.row_bytes, w.codes.data());
+      w.scales = IntInterleaveParams(w.scales, N, groups);
+      w.zeros = IntInterleaveParams(w.zeros, N, groups);
+      w.layout = QuantMatrix::Layout::kNibbles16;
+    }
   } else {
     w.layout = QuantMatrix::Layout::kBytes;
     w.row_bytes = size_t(K);
@@ -296,7 +305,8 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w) {
     for (int64_t r = 0; r < N; ++r)
       for (int64_t k = 0; k < K; ++k)
         q.codes[size_t(r * K + k)] = uint8_t(Int8Weight(i8, r, k) + 128);
-  } else if (w.layout == QuantMatrix::Layout::kNibbles) {
+  } else if (w.layout == QuantMatrix::Layout::kNibbles ||
+             w.layout == QuantMatrix::Layout::kNibbles16) {
     const IntRows rows = w.Rows(0, N);
     for (int64_t r = 0; r < N; ++r)
       for (int64_t k = 0; k < K; ++k) q.codes[size_t(r * K + k)] = uint8_t(IntCode(rows, r, k));
@@ -304,10 +314,12 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w) {
     q.codes = w.codes;
   }
   const bool per_tensor = w.scheme.granularity == Granularity::kTensor;
-  q.scales = per_tensor ? std::vector<float>{w.scales[0]} : w.scales;
+  const bool inter = w.layout == QuantMatrix::Layout::kNibbles16;
+  const std::vector<float> scales = inter ? IntDeinterleaveParams(w.scales, N, w.groups()) : w.scales;
+  const std::vector<float> zeros = inter ? IntDeinterleaveParams(w.zeros, N, w.groups()) : w.zeros;
+  q.scales = per_tensor ? std::vector<float>{scales[0]} : scales;
   if (w.scheme.is_int() && !w.scheme.symmetric) {
-    for (size_t p = 0; p < (per_tensor ? 1 : w.zeros.size()); ++p)
-      q.zeros.push_back(int32_t(w.zeros[p]));
+    for (size_t p = 0; p < (per_tensor ? 1 : zeros.size()); ++p) q.zeros.push_back(int32_t(zeros[p]));
   }
   return q;
 }
@@ -455,7 +467,8 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
     int16_t* xq = e4m3 ? nullptr : Grown(xq_buf, m * K);
     float* dx = e4m3 ? nullptr : Grown(dx_buf, m);
     const bool fixed = !e4m3 && IntGemvActivations(x, m, K, xq, dx);
-    ForEachThreadRows(N, kGemvRows, 1, [&](int64_t r0, int64_t r1) {
+    const int64_t align = w.layout == QuantMatrix::Layout::kNibbles16 ? kIntInterleaveRows : 1;
+    ForEachThreadRows(N, kGemvRows, align, [&](int64_t r0, int64_t r1) {
       if (e4m3) {
         Fp8Gemv(w.Fp8(r0, r1), x, m, y + r0, N);
       } else if (fixed) {

@@ -44,6 +44,8 @@ namespace qf::kernels {
 // A QuantizedTensor in the layout the kernels run, its codes held once (ToKernelLayout):
 //   kNibbles: integer codes < 16 (int2/3/4) with cols % 64 == 0, two per byte
 //             (kernels/cpu/int_dot.h's nibble layout);
+//   kNibbles16: the same nibbles interleaved in groups of 16 rows (int_dot.h IntInterleave),
+//             where IntInterleaves(rows, group): the decoding GEMV's lanes are rows;
 //   kBytes:   one byte per code: int8 codes, fp8 bytes, and int2/3/4 rows of other widths;
 //   kInt8x16: int8 codes of a linear whose activations are int8 too (W8A8) and whose
 //             parameters are per channel or per tensor: code - 128 as signed bytes in
@@ -52,11 +54,11 @@ namespace qf::kernels {
 // schemes: a tensor's one scale repeated per row); zeros hold the integer zero points as floats,
 // 2^(bits-1) for symmetric schemes, and are empty for fp8.
 struct QuantMatrix {
-  enum class Layout : uint8_t { kNibbles, kBytes, kInt8x16 };
+  enum class Layout : uint8_t { kNibbles, kNibbles16, kBytes, kInt8x16 };
   QuantScheme scheme;
   Layout layout = Layout::kBytes;
   int64_t rows = 0, cols = 0, group = 0;
-  size_t row_bytes = 0;           // kNibbles, kBytes
+  size_t row_bytes = 0;           // kNibbles, kNibbles16, kBytes
   std::vector<uint8_t> codes;     // rows * row_bytes, or Int8PackedBytes(rows, cols)
   std::vector<int32_t> row_sums;  // kInt8x16
   std::vector<float> scales, zeros;
@@ -65,7 +67,8 @@ struct QuantMatrix {
   bool float_prefill = false;
 
   int64_t groups() const { return cols / group; }
-  // Rows [r0, r1) for the integer kernels (kNibbles / kBytes of an integer scheme).
+  // Rows [r0, r1) for the integer kernels (kNibbles / kNibbles16 / kBytes of an integer scheme;
+  // kNibbles16: r0 a multiple of 16).
   IntRows Rows(int64_t r0, int64_t r1) const;
   // Rows [r0, r1) of an fp8-e4m3 matrix for kernels/cpu/fp8_dot.
   Fp8Rows Fp8(int64_t r0, int64_t r1) const;
@@ -101,7 +104,7 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w);
 constexpr int64_t kQuantGemvTokens = 8;
 void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                    float* y, int64_t m);
-// The integer prefill of MatMulQuantNT for integer weights (kNibbles / kBytes): y = A16Gemm on
+// The integer prefill of MatMulQuantNT for integer weights (kNibbles / kNibbles16 / kBytes): y = A16Gemm on
 // QuantizeA16(x) with weights packed 64 rows at a time (+ bias); false (y untouched) when
 // A16Span(K, group) is 0 or x has a non-finite value. Taken on any CPU when called directly
 // (tests), by MatMulQuantNT only where A16GemmFast().

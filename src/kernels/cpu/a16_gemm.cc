@@ -183,13 +183,15 @@ void VnniTiled(const Spans& s, float* y, int64_t ldy) {
 // Row r of w as levels code - zero.
 void RowLevels(const IntRows& w, int64_t r, int16_t* out) {
   const int64_t K = w.cols, groups = K / w.group;
-  const uint8_t* row = w.codes + size_t(r) * w.row_bytes;
-  const float* ze = w.zeros + r * groups;
+  thread_local std::vector<uint8_t> tmp;
+  if (w.interleaved) tmp.resize(w.row_bytes);
+  const uint8_t* row = IntRowBytes(w, r, tmp.data());
+  auto zero = [&](int64_t k) { return int16_t(w.zeros[w.Param(r, k / w.group)]); };
   if (w.nibbles) {
     constexpr int64_t H = kNibbleChunk / 2;
     for (int64_t c = 0; c < K / kNibbleChunk; ++c) {
       const int64_t k = c * kNibbleChunk;
-      const int16_t zlo = int16_t(ze[k / w.group]), zhi = int16_t(ze[(k + H) / w.group]);
+      const int16_t zlo = zero(k), zhi = zero(k + H);
       const uint8_t* p = row + c * H;
       for (int64_t j = 0; j < H; ++j) {
         out[k + j] = int16_t((p[j] & 15) - zlo);
@@ -199,7 +201,7 @@ void RowLevels(const IntRows& w, int64_t r, int16_t* out) {
     return;
   }
   for (int64_t g = 0; g < groups; ++g) {
-    const int16_t z = int16_t(ze[g]);
+    const int16_t z = zero(g * w.group);
     for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) out[k] = int16_t(row[k] - z);
   }
 }
@@ -275,7 +277,7 @@ void PackA16Weights(const IntRows& w, int64_t span, A16Weights& out) {
     int16_t* dst = out.levels.data() + b * pairs * 32 + 2 * i;
     for (int64_t p = 0; p < pairs; ++p) std::memcpy(dst + p * 32, row.data() + 2 * p, 4);
     for (int64_t j = 0; j < spans; ++j)
-      out.a[size_t((b * spans + j) * 16 + i)] = w.scales[r * groups + j * span / w.group];
+      out.a[size_t((b * spans + j) * 16 + i)] = w.scales[w.Param(r, j * span / w.group)];
   }
 }
 
@@ -309,12 +311,12 @@ void A16Gemm(const A16Weights& w, const A16Activations& x, float* y, int64_t ldy
 }
 
 void A16GemmRef(const IntRows& w, const A16Activations& x, float* y, int64_t ldy) {
-  const int64_t K = w.cols, S = x.span, spans = K / S, groups = K / w.group;
+  const int64_t K = w.cols, S = x.span, spans = K / S;
   for (int64_t t = 0; t < x.m; ++t)
     for (int64_t r = 0; r < w.rows; ++r) {
       float out = 0.f;
       for (int64_t j = 0; j < spans; ++j) {
-        const int64_t g = r * groups + j * S / w.group;
+        const size_t g = w.Param(r, j * S / w.group);
         int32_t acc = 0;
         for (int64_t k = j * S; k < (j + 1) * S; ++k)
           acc += (IntCode(w, r, k) - int32_t(w.zeros[g])) * int32_t(x.q[size_t(t * K + k)]);

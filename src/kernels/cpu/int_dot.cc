@@ -4,10 +4,12 @@
 #define HWY_TARGET_INCLUDE "kernels/cpu/int_dot.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/aligned_allocator.h>
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -26,12 +28,12 @@ void DecodeRow(const IntRows& w, int64_t r, float* out) {
   const hn::Rebind<uint8_t, decltype(df)> d8;
   const int64_t NF = int64_t(hn::Lanes(df));
   const int64_t groups = w.cols / w.group;
-  const uint8_t* row = w.codes + size_t(r) * w.row_bytes;
-  const float* sc = w.scales + r * groups;
-  const float* ze = w.zeros + r * groups;
+  thread_local std::vector<uint8_t> tmp;
+  if (w.interleaved) tmp.resize(w.row_bytes);
+  const uint8_t* row = IntRowBytes(w, r, tmp.data());
   auto params = [&](int64_t k) {
-    const int64_t g = k / w.group;
-    return std::pair{hn::Set(df, sc[g]), hn::Set(df, ze[g])};
+    const size_t p = w.Param(r, k / w.group);
+    return std::pair{hn::Set(df, w.scales[p]), hn::Set(df, w.zeros[p])};
   };
   if (w.nibbles) {
     for (int64_t c = 0; c < w.cols / kNibbleChunk; ++c) {
@@ -57,8 +59,8 @@ void DecodeRow(const IntRows& w, int64_t r, float* out) {
     }
   }
   for (; k < w.cols; ++k) {
-    const int64_t g = k / w.group;
-    out[k] = sc[g] * (float(row[k]) - ze[g]);
+    const size_t p = w.Param(r, k / w.group);
+    out[k] = w.scales[p] * (float(row[k]) - w.zeros[p]);
   }
 }
 
@@ -171,6 +173,119 @@ void GemvInt(const IntRows& w, const int16_t* xq, const float* dx, float* y, int
   }
 }
 
+// The fixed-point GEMV on interleaved nibbles (IntInterleave): per group of 16 rows, kL rows
+// per int32 vector; each 2-byte unit of 16 rows widened to int16 lanes, its low nibbles times
+// the activation pair k, k + 1 and its high ones times k + 32, k + 33 of the 64-weight chunk, in
+// every lane. Per span (a group, at most kIntGemvSpan weights): sum - zero * Σ xq, exact in
+// int32 (at most 15 * 8191 * 2048 each), then times the row's scale into float lanes.
+using DR = hn::ScalableTag<int32_t>;
+using DR16 = hn::Repartition<int16_t, DR>;
+using DRF = hn::Repartition<float, DR>;
+constexpr size_t kL = hn::MaxLanes(DR());
+constexpr size_t kG = size_t(kIntInterleaveRows) / kL;
+static_assert(kL >= 4 && kL <= size_t(kIntInterleaveRows) && kIntInterleaveRows % kL == 0,
+              "a group of 16 rows must be a whole number of int32 vectors");
+
+constexpr size_t kPrefetch = 4096;
+
+template <int M>
+void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float* y,
+                     int64_t ldy) {
+  const DR dr;
+  const DR16 d16;
+  const DRF df;
+  const hn::Rebind<uint8_t, DR16> d8;
+  constexpr int64_t R = kIntInterleaveRows, H = kNibbleChunk / 2;
+  const int64_t K = w.cols, G = w.group, groups = K / G, chunks = K / kNibbleChunk;
+  // Σ xq over the chunks before each chunk, per token: a span's sum is a difference.
+  thread_local std::vector<int32_t> pre;
+  pre.resize(size_t(M * (chunks + 1)));
+#pragma GCC unroll 8
+  for (int t = 0; t < M; ++t) {
+    int32_t* pt = pre.data() + t * (chunks + 1);
+    pt[0] = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      int32_t sum = 0;
+      for (int64_t k = c * kNibbleChunk; k < (c + 1) * kNibbleChunk; ++k) sum += xq[t * K + k];
+      pt[c + 1] = pt[c] + sum;
+    }
+  }
+  auto pair = [&](int t, int64_t k) {
+    int32_t v;
+    std::memcpy(&v, xq + t * K + k, 4);
+    return hn::BitCast(d16, hn::Set(dr, v));
+  };
+  const auto m15 = hn::Set(d16, 15);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += R) {
+    const uint8_t* blk = w.codes + size_t(r0) * w.row_bytes;
+    hn::Vec<DRF> acc[kG][M];
+#pragma GCC unroll 8
+    for (size_t v = 0; v < kG; ++v)
+#pragma GCC unroll 8
+      for (int t = 0; t < M; ++t) acc[v][t] = hn::Zero(df);
+    for (int64_t g = 0; g < groups; ++g) {
+      const size_t p0 = w.Param(r0, g);  // the 16 rows' parameters side by side
+      for (int64_t ks = g * G; ks < (g + 1) * G; ks += kIntGemvSpan) {
+        const int64_t ke = std::min((g + 1) * G, ks + kIntGemvSpan);
+        // Low and high nibbles' sums apart (two dependency chains), each with its odd half.
+        hn::Vec<DR> sum[2][kG][M], odd[2][kG][M];
+#pragma GCC unroll 8
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 8
+          for (size_t v = 0; v < kG; ++v)
+#pragma GCC unroll 8
+            for (int t = 0; t < M; ++t) sum[h][v][t] = odd[h][v][t] = hn::Zero(dr);
+        for (int64_t c = ks / kNibbleChunk; c < ke / kNibbleChunk; ++c) {
+          const uint8_t* p = blk + size_t(c * H) * R;  // the chunk's 16 units of 16 rows
+          const int64_t k0 = c * kNibbleChunk;
+          // One stream of codes: fetched kPrefetch bytes ahead (past the group's end too).
+          for (size_t l = 0; l < size_t(H * R); l += 64) hwy::Prefetch(p + kPrefetch + l);
+#pragma GCC unroll 4
+          for (int64_t u = 0; u < H / 2; ++u) {
+            hn::Vec<DR16> xl[M], xh[M];
+#pragma GCC unroll 8
+            for (int t = 0; t < M; ++t) {
+              xl[t] = pair(t, k0 + 2 * u);
+              xh[t] = pair(t, k0 + H + 2 * u);
+            }
+#pragma GCC unroll 8
+            for (size_t v = 0; v < kG; ++v) {
+              const auto q = hn::PromoteTo(d16, hn::LoadU(d8, p + size_t(u * 2 * R) + 2 * kL * v));
+              const auto lo = hn::And(q, m15), hi = hn::ShiftRight<4>(q);
+#pragma GCC unroll 8
+              for (int t = 0; t < M; ++t) {
+                sum[0][v][t] =
+                    hn::ReorderWidenMulAccumulate(dr, lo, xl[t], sum[0][v][t], odd[0][v][t]);
+                sum[1][v][t] =
+                    hn::ReorderWidenMulAccumulate(dr, hi, xh[t], sum[1][v][t], odd[1][v][t]);
+              }
+            }
+          }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < M; ++t) {
+          const int32_t* pt = pre.data() + t * (chunks + 1);
+          const auto sx = hn::Set(dr, pt[ke / kNibbleChunk] - pt[ks / kNibbleChunk]);
+#pragma GCC unroll 8
+          for (size_t v = 0; v < kG; ++v) {
+            const auto total =
+                hn::Sub(hn::Add(hn::RearrangeToOddPlusEven(sum[0][v][t], odd[0][v][t]),
+                                hn::RearrangeToOddPlusEven(sum[1][v][t], odd[1][v][t])),
+                        hn::Mul(hn::ConvertTo(dr, hn::LoadU(df, w.zeros + p0 + kL * v)), sx));
+            acc[v][t] =
+                hn::MulAdd(hn::ConvertTo(df, total), hn::LoadU(df, w.scales + p0 + kL * v), acc[v][t]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (size_t v = 0; v < kG; ++v)
+#pragma GCC unroll 8
+      for (int t = 0; t < M; ++t)
+        hn::StoreU(hn::Mul(acc[v][t], hn::Set(df, dx[t])), df, y + t * ldy + r0 + int64_t(kL * v));
+  }
+}
+
 void FixedImpl(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, float* y,
                int64_t ldy) {
   const int64_t K = w.cols;
@@ -179,9 +294,12 @@ void FixedImpl(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, 
     const int16_t* q = xq + t0 * K;
     float* yt = y + t0 * ldy;
     switch (n) {
-#define QF_INT_GEMV_CASE(M)             \
-  case M:                               \
-    GemvInt<M>(w, q, dx + t0, yt, ldy); \
+#define QF_INT_GEMV_CASE(M)                     \
+  case M:                                       \
+    if (w.interleaved)                          \
+      GemvInterleaved<M>(w, q, dx + t0, yt, ldy); \
+    else                                        \
+      GemvInt<M>(w, q, dx + t0, yt, ldy);       \
     break;
       QF_INT_GEMV_CASE(1)
       QF_INT_GEMV_CASE(2)
@@ -270,11 +388,43 @@ void IntGemvFixed(const IntRows& w, const int16_t* xq, const float* dx, int64_t 
   HWY_DYNAMIC_DISPATCH(FixedImpl)(w, xq, dx, m, y, ldy);
 }
 
+void IntInterleave(const uint8_t* in, int64_t rows, size_t row_bytes, uint8_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* g = out + size_t(r / kIntInterleaveRows * kIntInterleaveRows) * row_bytes;
+    for (size_t b = 0; b < row_bytes; ++b)
+      g[IntInterleavedByte(r % kIntInterleaveRows, b)] = in[size_t(r) * row_bytes + b];
+  }
+}
+
+std::vector<float> IntInterleaveParams(const std::vector<float>& p, int64_t rows, int64_t groups) {
+  IntRows w;
+  w.rows = rows;
+  w.cols = groups;
+  w.group = 1;
+  w.interleaved = true;
+  std::vector<float> out(p.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < groups; ++g) out[w.Param(r, g)] = p[size_t(r * groups + g)];
+  return out;
+}
+
+std::vector<float> IntDeinterleaveParams(const std::vector<float>& p, int64_t rows,
+                                         int64_t groups) {
+  IntRows w;
+  w.rows = rows;
+  w.cols = groups;
+  w.group = 1;
+  w.interleaved = true;
+  std::vector<float> out(p.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < groups; ++g) out[size_t(r * groups + g)] = p[w.Param(r, g)];
+  return out;
+}
+
 void IntDecodeRowsRef(const IntRows& w, float* out) {
-  const int64_t groups = w.cols / w.group;
   for (int64_t r = 0; r < w.rows; ++r)
     for (int64_t k = 0; k < w.cols; ++k) {
-      const int64_t p = r * groups + k / w.group;
+      const size_t p = w.Param(r, k / w.group);
       out[r * w.cols + k] = w.scales[p] * (float(IntCode(w, r, k)) - w.zeros[p]);
     }
 }
