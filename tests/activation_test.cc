@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <cstring>
 #include <random>
 #include <set>
 #include <sstream>
@@ -644,6 +645,37 @@ std::vector<int32_t> PplTokens() {
 // WikiText-2 test (375k tokens) 140.9641 vs 140.9762, 8.6e-5 relative; on these 8k tokens of
 // the local text 2.8e-4 (2k tokens gave 3.3e-3: the flips average out), and 2e-3 is allowed
 // (a wrong scale, zero or row moves it by far more).
+// A quantized checkpoint's unquantized bf16 lm_head is held as stored (half the bytes per
+// decoded token): decoding gives the fp32 path's bits on the widened weights, prefill (tiles
+// before the sgemm) the same products within float rounding.
+TEST(ActivationEndToEnd, QuantizedCheckpointKeepsItsBf16LmHead) {
+  const Written w = WriteBundled("e2e_bf16_head", "int4-g128-sym", std::nullopt);
+  const model::Model a = LoadOrDie(w.dir);
+  const model::Linear& head = a.lm_head();
+  ASSERT_EQ(head.bf16.size(), size_t(head.n * head.k));
+  ASSERT_TRUE(head.weight.empty());
+  model::Linear f = head;
+  f.bf16.clear();
+  for (uint16_t v : head.bf16) f.weight.push_back(BF16ToF32(v));
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  for (int64_t m : {1, 2, 5, 40}) {
+    SCOPED_TRACE(m);
+    std::vector<float> x(size_t(m * head.k));
+    for (float& v : x) v = nd(rng);
+    std::vector<float> y(size_t(m * head.n)), yf(y.size());
+    head.Apply(x.data(), y.data(), m);
+    f.Apply(x.data(), yf.data(), m);
+    if (m <= kernels::kGemmNTGemvTokens) {
+      EXPECT_EQ(0, std::memcmp(y.data(), yf.data(), y.size() * sizeof(float)));
+    } else {
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], yf[i], 1e-4f * (1 + std::fabs(yf[i])));
+    }
+  }
+  // The fp model keeps fp32 (the calibrated methods run on it).
+  EXPECT_TRUE(FpModel().lm_head().bf16.empty());
+}
+
 TEST(ActivationEndToEnd, W8A8PerplexityMovesOnlyByFp32Rounding) {
   const Written acts =
       WriteBundled("e2e_w8a8_ppl", "int8-channel-sym", io::CtArgsFromActScheme(Row("int8-token")));

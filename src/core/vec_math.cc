@@ -32,26 +32,39 @@ float MaxValueImpl(const float* x, int64_t n) {
 // Weights are read this far ahead of use (the rows follow one another in memory).
 constexpr int64_t kPrefetchFloats = 4096;
 
+// Weights as floats: fp32 as they are, bf16 widened in registers (exact).
+template <class D>
+HWY_INLINE hn::Vec<D> LoadW(D d, const float* p) {
+  return hn::LoadU(d, p);
+}
+template <class D>
+HWY_INLINE hn::Vec<D> LoadW(D d, const hwy::bfloat16_t* p) {
+  return hn::PromoteTo(d, hn::LoadU(hn::Rebind<hwy::bfloat16_t, D>(), p));
+}
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(hwy::bfloat16_t v) { return hwy::F32FromBF16(v); }
+
 // One row's dot product from its four accumulators (filled up to column j): the remaining
 // whole vectors into a0, the four summed, then the scalar tail. Every row goes through this, so
 // its result does not depend on how many rows run side by side.
-template <class D, class V>
-HWY_INLINE float FinishRow(D d, V a0, V a1, V a2, V a3, const float* wr, const float* x, int64_t j,
+template <class D, class V, class T>
+HWY_INLINE float FinishRow(D d, V a0, V a1, V a2, V a3, const T* wr, const float* x, int64_t j,
                            int64_t K) {
   const int64_t N = int64_t(hn::Lanes(d));
-  for (; j + N <= K; j += N) a0 = hn::MulAdd(hn::LoadU(d, wr + j), hn::LoadU(d, x + j), a0);
+  for (; j + N <= K; j += N) a0 = hn::MulAdd(LoadW(d, wr + j), hn::LoadU(d, x + j), a0);
   float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-  for (; j < K; ++j) s += wr[j] * x[j];
+  for (; j < K; ++j) s += ToFloat(wr[j]) * x[j];
   return s;
 }
 
 // R rows side by side from w (R independent streams for the memory system, x loaded once for
 // all of them, the horizontal sums of one row overlapping the next rows' loads); each row's
-// products and sums in the same order whatever R.
-template <int R, class D>
-HWY_INLINE void GemvRowBlock(D d, const float* w, const float* x, int64_t K, float* y) {
+// products and sums in the same order whatever R, and whatever T (fp32 or bf16 weights: the
+// same floats once widened, so the same bits).
+template <int R, class D, class T>
+HWY_INLINE void GemvRowBlock(D d, const T* w, const float* x, int64_t K, float* y) {
   const int64_t N = int64_t(hn::Lanes(d));
-  const float* wr[R];
+  const T* wr[R];
   hn::Vec<D> a[R][4];
   for (int i = 0; i < R; ++i) {
     wr[i] = w + i * K;
@@ -64,10 +77,10 @@ HWY_INLINE void GemvRowBlock(D d, const float* w, const float* x, int64_t K, flo
     HWY_UNROLL(4)
     for (int i = 0; i < R; ++i) {
       hwy::Prefetch(wr[i] + j + kPrefetchFloats);
-      a[i][0] = hn::MulAdd(hn::LoadU(d, wr[i] + j), x0, a[i][0]);
-      a[i][1] = hn::MulAdd(hn::LoadU(d, wr[i] + j + N), x1, a[i][1]);
-      a[i][2] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 2 * N), x2, a[i][2]);
-      a[i][3] = hn::MulAdd(hn::LoadU(d, wr[i] + j + 3 * N), x3, a[i][3]);
+      a[i][0] = hn::MulAdd(LoadW(d, wr[i] + j), x0, a[i][0]);
+      a[i][1] = hn::MulAdd(LoadW(d, wr[i] + j + N), x1, a[i][1]);
+      a[i][2] = hn::MulAdd(LoadW(d, wr[i] + j + 2 * N), x2, a[i][2]);
+      a[i][3] = hn::MulAdd(LoadW(d, wr[i] + j + 3 * N), x3, a[i][3]);
     }
   }
   for (int i = 0; i < R; ++i)
@@ -75,11 +88,18 @@ HWY_INLINE void GemvRowBlock(D d, const float* w, const float* x, int64_t K, flo
 }
 
 // Four rows at a time, then the rest one by one.
-void GemvRowsImpl(const float* w, const float* x, int64_t n, int64_t K, float* y) {
+template <class T>
+void GemvRowsT(const T* w, const float* x, int64_t n, int64_t K, float* y) {
   const hn::ScalableTag<float> d;
   int64_t r = 0;
   for (; r + 4 <= n; r += 4) GemvRowBlock<4>(d, w + r * K, x, K, y + r);
   for (; r < n; ++r) GemvRowBlock<1>(d, w + r * K, x, K, y + r);
+}
+void GemvRowsImpl(const float* w, const float* x, int64_t n, int64_t K, float* y) {
+  GemvRowsT(w, x, n, K, y);
+}
+void GemvRowsBf16Impl(const uint16_t* w, const float* x, int64_t n, int64_t K, float* y) {
+  GemvRowsT(reinterpret_cast<const hwy::bfloat16_t*>(w), x, n, K, y);
 }
 
 double ExpShiftSumImpl(const float* x, float* out, int64_t n, float shift) {
@@ -198,6 +218,7 @@ namespace qf::vec {
 
 HWY_EXPORT(MaxValueImpl);
 HWY_EXPORT(GemvRowsImpl);
+HWY_EXPORT(GemvRowsBf16Impl);
 HWY_EXPORT(ExpShiftSumImpl);
 HWY_EXPORT(SiluMulImpl);
 HWY_EXPORT(PowErrorSumImpl);
@@ -207,6 +228,9 @@ float MaxValue(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(MaxValue
 
 void GemvRows(const float* w, const float* x, int64_t n, int64_t k, float* y) {
   HWY_DYNAMIC_DISPATCH(GemvRowsImpl)(w, x, n, k, y);
+}
+void GemvRowsBf16(const uint16_t* w, const float* x, int64_t n, int64_t k, float* y) {
+  HWY_DYNAMIC_DISPATCH(GemvRowsBf16Impl)(w, x, n, k, y);
 }
 double ExpShiftSum(const float* x, float* out, int64_t n, float shift) {
   return HWY_DYNAMIC_DISPATCH(ExpShiftSumImpl)(x, out, n, shift);

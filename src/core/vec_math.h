@@ -26,6 +26,9 @@ double IntRoundErrorSum(const float* x, const float* w, int64_t n, float scale, 
 // GEMV for float weights: 4 rows at a time, x from L1, each row's products in two float
 // accumulators, summed in float). The reference is MatMulNTRef (kernels/ops.h) with m = 1.
 void GemvRows(const float* w, const float* x, int64_t n, int64_t k, float* y);
+// The same with bf16 weights (bit patterns), widened in registers: GemvRows' bits on the
+// widened floats.
+void GemvRowsBf16(const uint16_t* w, const float* x, int64_t n, int64_t k, float* y);
 
 float MaxValueRef(const float* x, int64_t n);
 double PowErrorSumRef(const float* x, const float* q, const float* w, int64_t n, float p);

@@ -30,7 +30,7 @@ uint64_t LinearBytes(const model::Linear& l) {
     // In the kernels' layout (kernels/qgemm.h QuantMatrix): what the kernels read.
     b += l.quant->StreamedBytes();
   } else {
-    b += l.weight.size() * sizeof(float);
+    b += l.weight.size() * sizeof(float) + l.bf16.size() * sizeof(uint16_t);
   }
   return b;
 }

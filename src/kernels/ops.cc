@@ -17,9 +17,6 @@
 namespace qf::kernels {
 namespace {
 
-// Up to this many rows, Y = X·Wᵀ runs as one GEMV per row (W streamed once per row).
-constexpr int64_t kGemvRows = 2;
-
 // Queries per attention tile: small enough to skip most of the masked upper triangle.
 constexpr int64_t kAttnQueryTile = 64;
 }  // namespace
@@ -31,7 +28,7 @@ void SetThreads(int threads) {
 
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
             int64_t ldy) {
-  if (m <= kGemvRows) {  // decode: sgemm would repack all of W for each call
+  if (m <= kGemmNTGemvTokens) {  // decode: sgemm would repack all of W for each call
     ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
       for (int64_t i = 0; i < m; ++i)
         vec::GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);

@@ -13,8 +13,10 @@ namespace qf::kernels {
 // Y[M,N] = X[M,K] · W[N,K]ᵀ (+ bias[N] when non-null): GemmNT, then the bias.
 void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
               int64_t k);
+// Up to this many rows, GemmNT runs one GEMV per row (W streamed once per row).
+constexpr int64_t kGemmNTGemvTokens = 2;
 // Y[M,N] (row stride ldy) = X[M,K] · W[N,K]ᵀ without bias: a GEMV (vec_math GemvRows) per row
-// for M <= 2, else kernels/blas Sgemm (fixed tiles).
+// for M <= kGemmNTGemvTokens, else kernels/blas Sgemm (fixed tiles).
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, int64_t ldy);
 void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
                  int64_t k);

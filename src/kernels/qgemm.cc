@@ -7,6 +7,8 @@
 #include <array>
 #include <vector>
 
+#include "core/dtype.h"
+#include "core/vec_math.h"
 #include "formats/fp8.h"
 #include "kernels/cpu/a16_gemm.h"
 #include "kernels/cpu/fp8_gemm.h"
@@ -110,6 +112,21 @@ void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias
                      int64_t m) {
   TiledGemm(x, w.rows, w.cols, bias, y, m, kRowTile,
             [&](int64_t r0, int64_t r1, float* out) { DequantizeRows(w, r0, r1, out); });
+}
+
+void MatMulBf16NT(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m,
+                  int64_t n, int64_t k) {
+  if (m <= kGemmNTGemvTokens) {
+    ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
+      for (int64_t i = 0; i < m; ++i)
+        vec::GemvRowsBf16(w + r0 * k, x + i * k, r1 - r0, k, y + i * n + r0);
+      AddBias(bias, y, m, n, r0, r1);
+    });
+    return;
+  }
+  TiledGemm(x, n, k, bias, y, m, kRowTile, [&](int64_t r0, int64_t r1, float* out) {
+    for (int64_t i = r0 * k; i < r1 * k; ++i) out[i - r0 * k] = BF16ToF32(w[i]);
+  });
 }
 
 namespace {
@@ -224,7 +241,8 @@ IntRows QuantMatrix::Rows(int64_t r0, int64_t r1) const {
           layout == Layout::kNibbles || layout == Layout::kNibbles16,
           layout == Layout::kNibbles16,
           scales.data() + r0 * groups(),
-          zeros.data() + r0 * groups()};
+          zeros.data() + r0 * groups(),
+          scheme.is_int() && scheme.symmetric ? 1 << (scheme.bits - 1) : 0};
 }
 
 Fp8Rows QuantMatrix::Fp8(int64_t r0, int64_t r1) const {

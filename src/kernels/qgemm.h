@@ -116,6 +116,12 @@ void MatMulQuantNTRef(const float* x, const QuantMatrix& w, const ActQuant& act,
 
 void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias, float* y,
                      int64_t m);
+// y[M, N] = x · wᵀ (+ bias) for bf16 weights w[N, K] (bit patterns: an unquantized linear of a
+// quantized checkpoint held as stored, half the bytes of fp32): a few tokens (GemmNT's GEMV
+// range) by vec::GemvRowsBf16, the same rows per thread as GemmNT, so MatMulNT's bits on the
+// widened weights; more tokens on 64-row tiles widened to fp32 before each sgemm.
+void MatMulBf16NT(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m,
+                  int64_t n, int64_t k);
 void MatMulDequantNTRef(const float* x, const QuantizedTensor& w, const float* bias, float* y,
                         int64_t m);
 

@@ -35,6 +35,8 @@ void Linear::Apply(const float* x, float* y, int64_t m) const {
   }
   if (ggml) {
     kernels::MatMulGgmlNT(x, *ggml, b, y, m);
+  } else if (!bf16.empty()) {
+    kernels::MatMulBf16NT(x, bf16.data(), b, y, m, n, k);
   } else {
     kernels::MatMulNT(x, weight.data(), b, y, m, n, k);
   }
@@ -243,6 +245,19 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
   }
   QF_ASSIGN(std::optional<io::CompressedTensorsConfig> qcfg, io::LoadQuantizationConfig(dir));
   const io::CompressedTensorsConfig* qc = qcfg ? &*qcfg : nullptr;
+  if (qc) {
+    // A quantized checkpoint's unquantized lm_head (compressed-tensors leaves it out of the
+    // scheme) is run as stored when that is bf16: half the bytes per decoded token, the same
+    // values (the fp model keeps fp32: the calibrated methods' arithmetic is unchanged).
+    const io::TensorInfo* t =
+        store.Find(c.tie_embeddings && !store.Find(nm.lm_head) ? nm.embed : nm.lm_head);
+    if (t && t->dtype == DType::kBF16) {
+      m.lm_head_.bf16.resize(m.lm_head_.weight.size());
+      for (size_t i = 0; i < m.lm_head_.bf16.size(); ++i)
+        m.lm_head_.bf16[i] = uint16_t(BitsFromF32(m.lm_head_.weight[i]) >> 16);
+      std::vector<float>().swap(m.lm_head_.weight);
+    }
+  }
   for (int64_t l = 0; l < c.layers; ++l) {
     QF_ASSIGN(Layer blk, ReadLayer(store, c, l, qc));
     m.layers_.push_back(std::move(blk));

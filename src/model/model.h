@@ -33,6 +33,9 @@ namespace qf::model {
 // the codes would see.
 struct Linear {
   std::vector<float> weight;                          // [N, K] when not quantized, else empty
+  // [N, K] bf16 bit patterns instead of `weight`: an unquantized linear (lm_head) of a quantized
+  // checkpoint that stores it in bf16, held as stored (kernels::MatMulBf16NT); else empty.
+  std::vector<uint16_t> bf16;
   std::shared_ptr<const kernels::QuantMatrix> quant;  // codes [N, K] + scales/zeros, or null
   std::shared_ptr<const GgmlTensor> ggml;             // ggml blocks [N, K] (GGUF), or null
   std::vector<float> bias;                            // [N] or empty

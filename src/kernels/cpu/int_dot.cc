@@ -271,7 +271,10 @@ void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float
             const auto total =
                 hn::Sub(hn::Add(hn::RearrangeToOddPlusEven(sum[0][v][t], odd[0][v][t]),
                                 hn::RearrangeToOddPlusEven(sum[1][v][t], odd[1][v][t])),
-                        hn::Mul(hn::ConvertTo(dr, hn::LoadU(df, w.zeros + p0 + kL * v)), sx));
+                        hn::Mul(w.sym_zero != 0
+                                    ? hn::Set(dr, w.sym_zero)
+                                    : hn::ConvertTo(dr, hn::LoadU(df, w.zeros + p0 + kL * v)),
+                                sx));
             acc[v][t] =
                 hn::MulAdd(hn::ConvertTo(df, total), hn::LoadU(df, w.scales + p0 + kL * v), acc[v][t]);
           }

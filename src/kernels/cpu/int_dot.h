@@ -51,6 +51,9 @@ struct IntRows {
   bool interleaved = false;
   const float* scales = nullptr;
   const float* zeros = nullptr;
+  // Symmetric schemes: the zero every group has (2^(bits-1)), which the interleaved GEMV uses
+  // instead of streaming `zeros`; 0 for asymmetric ones.
+  int sym_zero = 0;
   int64_t groups() const { return cols / group; }
   size_t Param(int64_t r, int64_t g) const {
     return interleaved ? size_t(((r / 16) * groups() + g) * 16 + r % 16) : size_t(r * groups() + g);
