@@ -25,7 +25,7 @@ TEST(BenchCli, ReportsRatesAndWeightBytes) {
   const int64_t weights = 8192 * 512 + 6 * (2 * 512 * 512 + 2 * 256 * 512 + 3 * 1536 * 512);
   EXPECT_EQ(j["weight_bytes_per_token"].get<int64_t>(), 4 * weights);
   // A W4A16 folder streams codes (two per byte in the kernels' layout) + fp32 scales instead
-  // (symmetric: no zeros).
+  // (symmetric: no zeros), and its lm_head as the file stores it (bf16).
   const std::string q4 = (qf::testing::TempDir() / "bench_w4").string();
   ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + q4 + " --scheme W4A16 -q", &log),
             0)
@@ -34,7 +34,7 @@ TEST(BenchCli, ReportsRatesAndWeightBytes) {
   const auto k = nlohmann::json::parse(log.substr(log.find('{')));
   const int64_t linears = weights - 8192 * 512;
   EXPECT_EQ(k["weight_bytes_per_token"].get<int64_t>(),
-            4 * 8192 * 512 + linears / 2 + linears / 128 * 4);
+            2 * 8192 * 512 + linears / 2 + linears / 128 * 4);
   EXPECT_EQ(k["prefill_tokens_per_second"].get<double>(), 0.0);
 }
 

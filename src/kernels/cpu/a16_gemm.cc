@@ -269,6 +269,32 @@ void PackA16Weights(const IntRows& w, int64_t span, A16Weights& out) {
     std::fill(out.levels.begin() + b * pairs * 32, out.levels.end(), int16_t(0));
     std::fill(out.a.begin() + b * spans * 16, out.a.end(), 0.f);
   }
+  if (w.interleaved) {  // whole 16-row groups: each 2-byte unit of 16 rows is two pairs
+    constexpr int64_t H = kNibbleChunk / 2;
+    for (int64_t b = 0; b < R16 / 16; ++b) {
+      const uint8_t* blk = w.codes + size_t(b * 16) * w.row_bytes;
+      int16_t* dst = out.levels.data() + b * pairs * 32;
+      for (int64_t g = 0; g < groups; ++g) {
+        const size_t p0 = w.Param(b * 16, g);  // the 16 rows' parameters side by side
+        int16_t zz[32];
+        for (int e = 0; e < 32; ++e) zz[e] = int16_t(w.zeros[p0 + size_t(e / 2)]);
+        for (int64_t k = g * w.group; k < (g + 1) * w.group; k += kNibbleChunk)
+          for (int64_t u = 0; u < H / 2; ++u) {
+            const uint8_t* src = blk + size_t(k / 2 + 2 * u) * 16;
+            int16_t* lo = dst + (k / 2 + u) * 32;
+            int16_t* hi = dst + (k / 2 + H / 2 + u) * 32;
+#pragma omp simd
+            for (int e = 0; e < 32; ++e) {
+              lo[e] = int16_t((src[e] & 15) - zz[e]);
+              hi[e] = int16_t((src[e] >> 4) - zz[e]);
+            }
+          }
+        for (int64_t j = g * w.group / span; j < (g + 1) * w.group / span; ++j)
+          std::memcpy(out.a.data() + (b * spans + j) * 16, w.scales + p0, 16 * sizeof(float));
+      }
+    }
+    return;
+  }
   thread_local std::vector<int16_t> row;
   row.resize(size_t(K));
   for (int64_t r = 0; r < w.rows; ++r) {
