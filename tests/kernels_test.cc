@@ -48,7 +48,8 @@ TEST(Kernels, AttentionMatchesReference) {
     int64_t m, pos0, heads, kv_heads, dim, window;
   };
   for (const Case c : {Case{1, 9, 4, 2, 8, 0}, Case{70, 0, 8, 4, 64, 0}, Case{130, 3, 6, 3, 16, 0},
-                       Case{100, 0, 4, 1, 8, 17}, Case{1, 40, 2, 2, 8, 5}}) {
+                       Case{100, 0, 4, 1, 8, 17}, Case{1, 40, 2, 2, 8, 5},
+                       Case{1, 300, 8, 4, 64, 0}, Case{1, 77, 4, 2, 72, 33}}) {
     const int64_t t = c.pos0 + c.m;
     auto q = Random(size_t(c.m * c.heads * c.dim), 1);
     auto k = Random(size_t(t * c.kv_heads * c.dim), 2);

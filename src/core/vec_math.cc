@@ -127,6 +127,64 @@ double ExpShiftSumImpl(const float* x, float* out, int64_t n, float shift) {
   return total;
 }
 
+// out[j] = scale · <q, k_j> for n keys k_j = k + j · stride of d floats: four keys at a time
+// (four independent sums), each key's products in the same order whatever the grouping.
+template <int R, class D>
+HWY_INLINE void DotKeys(D df, const float* q, const float* k, int64_t stride, int64_t d,
+                        float scale, float* out) {
+  const int64_t N = int64_t(hn::Lanes(df));
+  hn::Vec<D> acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = hn::Zero(df);
+  int64_t c = 0;
+  for (; c + N <= d; c += N) {
+    const auto qv = hn::LoadU(df, q + c);
+    for (int i = 0; i < R; ++i) acc[i] = hn::MulAdd(qv, hn::LoadU(df, k + i * stride + c), acc[i]);
+  }
+  for (int i = 0; i < R; ++i) {
+    float s = hn::GetLane(hn::SumOfLanes(df, acc[i]));
+    for (int64_t t = c; t < d; ++t) s += q[t] * k[i * stride + t];
+    out[i] = scale * s;
+  }
+}
+
+void DotKeysImpl(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale,
+                 float* out) {
+  const hn::ScalableTag<float> df;
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) DotKeys<4>(df, q, k + j * stride, stride, d, scale, out + j);
+  for (; j < n; ++j) DotKeys<1>(df, q, k + j * stride, stride, d, scale, out + j);
+}
+
+// out[c] = Σ_j p[j] · v_j[c] over n rows v_j = v + j · stride of d floats, j in order: four
+// vectors of columns at a time kept in registers over all the rows.
+void WeightedRowsImpl(const float* p, const float* v, int64_t stride, int64_t n, int64_t d,
+                      float* out) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = int64_t(hn::Lanes(df));
+  int64_t c = 0;
+  for (; c + 4 * N <= d; c += 4 * N) {
+    hn::Vec<decltype(df)> acc[4];
+    for (auto& a : acc) a = hn::Zero(df);
+    for (int64_t j = 0; j < n; ++j) {
+      const auto pj = hn::Set(df, p[j]);
+      for (int i = 0; i < 4; ++i)
+        acc[i] = hn::MulAdd(pj, hn::LoadU(df, v + j * stride + c + i * N), acc[i]);
+    }
+    for (int i = 0; i < 4; ++i) hn::StoreU(acc[i], df, out + c + i * N);
+  }
+  for (; c + N <= d; c += N) {
+    auto acc = hn::Zero(df);
+    for (int64_t j = 0; j < n; ++j)
+      acc = hn::MulAdd(hn::Set(df, p[j]), hn::LoadU(df, v + j * stride + c), acc);
+    hn::StoreU(acc, df, out + c);
+  }
+  for (; c < d; ++c) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < n; ++j) acc += p[j] * v[j * stride + c];
+    out[c] = acc;
+  }
+}
+
 void SiluMulImpl(float* g, const float* u, int64_t n) {
   const hn::ScalableTag<float> d;
   const int64_t N = int64_t(hn::Lanes(d));
@@ -221,6 +279,8 @@ HWY_EXPORT(GemvRowsImpl);
 HWY_EXPORT(GemvRowsBf16Impl);
 HWY_EXPORT(ExpShiftSumImpl);
 HWY_EXPORT(SiluMulImpl);
+HWY_EXPORT(DotKeysImpl);
+HWY_EXPORT(WeightedRowsImpl);
 HWY_EXPORT(PowErrorSumImpl);
 HWY_EXPORT(IntRoundErrorSumImpl);
 
@@ -236,6 +296,14 @@ double ExpShiftSum(const float* x, float* out, int64_t n, float shift) {
   return HWY_DYNAMIC_DISPATCH(ExpShiftSumImpl)(x, out, n, shift);
 }
 void SiluMulVec(float* g, const float* u, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMulImpl)(g, u, n); }
+void DotKeys(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale,
+             float* out) {
+  HWY_DYNAMIC_DISPATCH(DotKeysImpl)(q, k, stride, n, d, scale, out);
+}
+void WeightedRows(const float* p, const float* v, int64_t stride, int64_t n, int64_t d,
+                  float* out) {
+  HWY_DYNAMIC_DISPATCH(WeightedRowsImpl)(p, v, stride, n, d, out);
+}
 double PowErrorSum(const float* x, const float* q, const float* w, int64_t n, float p) {
   return HWY_DYNAMIC_DISPATCH(PowErrorSumImpl)(x, q, w, n, p);
 }

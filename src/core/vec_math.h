@@ -13,6 +13,12 @@ float MaxValue(const float* x, int64_t n);
 double ExpShiftSum(const float* x, float* out, int64_t n, float shift);
 // g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i].
 void SiluMulVec(float* g, const float* u, int64_t n);
+// One query's attention pieces (decoding): out[j] = scale · Σ_c q[c] k[j · stride + c] for
+// j < n (d floats each), and out[c] = Σ_j p[j] v[j · stride + c] for c < d (j in order). The
+// reference is kernels::AttentionRef.
+void DotKeys(const float* q, const float* k, int64_t stride, int64_t n, int64_t d, float scale,
+             float* out);
+void WeightedRows(const float* p, const float* v, int64_t stride, int64_t n, int64_t d, float* out);
 
 // Σ_i w[i] · |q[i] − x[i]|^p (w null: all 1), the clip search's error; |d|^p as d·d for p = 2,
 // else exp(p · log |d|) (0 for d = 0); summed in float within blocks of 256, then in double.

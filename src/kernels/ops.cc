@@ -137,6 +137,13 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
         const float* qh = q + r0 * q_stride + h * head_dim;
         const float* kh = k_cache + first * kv_stride + (h / group) * head_dim;
         const float* vh = v_cache + first * kv_stride + (h / group) * head_dim;
+        if (rows == 1) {  // one query (decoding): dot products, no BLAS call to pack for
+          float* row = scores.data();
+          vec::DotKeys(qh, kh, kv_stride, span, head_dim, scale, row);
+          SoftmaxRow(row, 0, span);  // span = the query's visible keys exactly
+          vec::WeightedRows(row, vh, kv_stride, span, head_dim, out + r0 * q_stride + h * head_dim);
+          continue;
+        }
         Sgemm(Trans::kNo, Trans::kYes, rows, span, head_dim, scale, qh, q_stride, kh, kv_stride,
               0.0f, scores.data(), span);
         for (int64_t r = 0; r < rows; ++r) {
