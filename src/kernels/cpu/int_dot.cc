@@ -399,7 +399,10 @@ void IntInterleave(const uint8_t* in, int64_t rows, size_t row_bytes, uint8_t* o
   }
 }
 
-std::vector<float> IntInterleaveParams(const std::vector<float>& p, int64_t rows, int64_t groups) {
+namespace {
+// p [rows, groups] <-> the interleaved rows' order (IntRows::Param).
+std::vector<float> PermuteParams(const std::vector<float>& p, int64_t rows, int64_t groups,
+                                 bool interleave) {
   IntRows w;
   w.rows = rows;
   w.cols = groups;
@@ -407,21 +410,21 @@ std::vector<float> IntInterleaveParams(const std::vector<float>& p, int64_t rows
   w.interleaved = true;
   std::vector<float> out(p.size());
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t g = 0; g < groups; ++g) out[w.Param(r, g)] = p[size_t(r * groups + g)];
+    for (int64_t g = 0; g < groups; ++g) {
+      const size_t plain = size_t(r * groups + g), inter = w.Param(r, g);
+      out[interleave ? inter : plain] = p[interleave ? plain : inter];
+    }
   return out;
+}
+}  // namespace
+
+std::vector<float> IntInterleaveParams(const std::vector<float>& p, int64_t rows, int64_t groups) {
+  return PermuteParams(p, rows, groups, true);
 }
 
 std::vector<float> IntDeinterleaveParams(const std::vector<float>& p, int64_t rows,
                                          int64_t groups) {
-  IntRows w;
-  w.rows = rows;
-  w.cols = groups;
-  w.group = 1;
-  w.interleaved = true;
-  std::vector<float> out(p.size());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t g = 0; g < groups; ++g) out[size_t(r * groups + g)] = p[w.Param(r, g)];
-  return out;
+  return PermuteParams(p, rows, groups, false);
 }
 
 void IntDecodeRowsRef(const IntRows& w, float* out) {
