@@ -1,10 +1,8 @@
 // The 16-bit activations and the paths of a16_gemm.h. Register blocking as q8_gemm.cc's: up to
-// two 16-row blocks times up to 4 tokens, each with an int32 accumulator for the current span and
+// two 16-row blocks times up to 6 tokens, each with an int32 accumulator for the current span and
 // a float accumulator for the output; vpdpwssd adds two level x activation products per int32
 // lane (16 rows per vector).
 #include "kernels/cpu/a16_gemm.h"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +10,7 @@
 #include <limits>
 
 #include "core/result.h"
+#include "kernels/cpu/int8_x86.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -180,12 +179,11 @@ void VnniTiled(const Spans& s, float* y, int64_t ldy) {
 }
 #endif
 
-// Row r of w as levels code - zero.
+// Row r of w as levels code - zero (rows as stored: PackA16Weights unpacks interleaved rows a
+// unit of 16 rows at a time).
 void RowLevels(const IntRows& w, int64_t r, int16_t* out) {
   const int64_t K = w.cols, groups = K / w.group;
-  thread_local std::vector<uint8_t> tmp;
-  if (w.interleaved) tmp.resize(w.row_bytes);
-  const uint8_t* row = IntRowBytes(w, r, tmp.data());
+  const uint8_t* row = w.codes + size_t(r) * w.row_bytes;
   auto zero = [&](int64_t k) { return int16_t(w.zeros[w.Param(r, k / w.group)]); };
   if (w.nibbles) {
     constexpr int64_t H = kNibbleChunk / 2;
@@ -237,18 +235,10 @@ bool QuantizeA16Ref(const float* x, int64_t m, int64_t K, int64_t span, A16Activ
 
 bool QuantizeA16(const float* x, int64_t m, int64_t K, int64_t span, A16Activations& o) {
 #if defined(__x86_64__)
-  static const bool avx512 = __builtin_cpu_supports("avx512f") &&
-                             __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512dq");
-  if (avx512) {
+  if (int8_x86::HasAvx512Quantize()) {
     Resize(m, K, span, o);
-    // Tokens split over the threads (outside a parallel region), 32 at least each.
-    const int parts =
-        omp_in_parallel() ? 1 : int(std::clamp<int64_t>(m / 32, 1, omp_get_max_threads()));
-    bool ok = true;
-#pragma omp parallel for num_threads(parts) reduction(&& : ok) if (parts > 1)
-    for (int p = 0; p < parts; ++p) ok = QuantizeAvx512(x, m * p / parts, m * (p + 1) / parts, o);
-    return ok;
+    return int8_x86::ForTokenParts(
+        m, [&](int64_t t0, int64_t t1) { return QuantizeAvx512(x, t0, t1, o); });
   }
 #endif
   return QuantizeA16Ref(x, m, K, span, o);

@@ -27,7 +27,6 @@ void DecodeRow(const IntRows& w, int64_t r, float* out) {
   const hn::Rebind<int32_t, decltype(df)> d32;
   const hn::Rebind<uint8_t, decltype(df)> d8;
   const int64_t NF = int64_t(hn::Lanes(df));
-  const int64_t groups = w.cols / w.group;
   thread_local std::vector<uint8_t> tmp;
   if (w.interleaved) tmp.resize(w.row_bytes);
   const uint8_t* row = IntRowBytes(w, r, tmp.data());

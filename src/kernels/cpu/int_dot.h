@@ -56,7 +56,8 @@ struct IntRows {
   int sym_zero = 0;
   int64_t groups() const { return cols / group; }
   size_t Param(int64_t r, int64_t g) const {
-    return interleaved ? size_t(((r / 16) * groups() + g) * 16 + r % 16) : size_t(r * groups() + g);
+    constexpr int64_t R = kIntInterleaveRows;
+    return interleaved ? size_t(((r / R) * groups() + g) * R + r % R) : size_t(r * groups() + g);
   }
 };
 

@@ -6,8 +6,6 @@
 #include "kernels/cpu/q8_gemm.h"
 
 #include <immintrin.h>
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -321,18 +319,11 @@ bool QuantizeQ8Ref(const float* x, int64_t m, int64_t K, Q8Activations& o) {
 
 bool QuantizeQ8(const float* x, int64_t m, int64_t K, Q8Activations& o) {
 #if defined(__x86_64__)
-  static const bool avx512 = __builtin_cpu_supports("avx512f") &&
-                             __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512dq");
-  if (avx512) {
+  if (int8_x86::HasAvx512Quantize()) {
     Resize(m, K, o);
-    // Tokens split over the threads (outside a parallel region), 32 at least each.
-    const int parts =
-        omp_in_parallel() ? 1 : int(std::clamp<int64_t>(m / 32, 1, omp_get_max_threads()));
-    bool ok = true;
-#pragma omp parallel for num_threads(parts) reduction(&& : ok) if (parts > 1)
-    for (int p = 0; p < parts; ++p) ok = QuantizeAvx512(x, m * p / parts, m * (p + 1) / parts, o);
-    if (!ok) return false;
+    if (!int8_x86::ForTokenParts(
+            m, [&](int64_t t0, int64_t t1) { return QuantizeAvx512(x, t0, t1, o); }))
+      return false;
     SpanSums(o);
     return true;
   }
