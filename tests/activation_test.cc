@@ -669,7 +669,8 @@ TEST(ActivationEndToEnd, QuantizedCheckpointKeepsItsBf16LmHead) {
     if (m <= kernels::kGemmNTGemvTokens) {
       EXPECT_EQ(0, std::memcmp(y.data(), yf.data(), y.size() * sizeof(float)));
     } else {
-      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], yf[i], 1e-4f * (1 + std::fabs(yf[i])));
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_NEAR(y[i], yf[i], 1e-4f * (1 + std::fabs(yf[i])));
     }
   }
   // The fp model keeps fp32 (the calibrated methods run on it).

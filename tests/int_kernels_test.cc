@@ -67,7 +67,7 @@ std::vector<Case> WeightOnlyCases() {
         out.push_back({spec, 37, 256});
         if (std::string(gran) == "-channel" || std::string(gran) == "-tensor")
           out.push_back({spec, 19, 200});  // not a multiple of 64 (nor of 32): bytes, a tail
-        if (std::string(gran) == "-g32") out.push_back({spec, 5, 96});  // odd chunk count
+        if (std::string(gran) == "-g32") out.push_back({spec, 5, 96});    // odd chunk count
         if (std::string(gran) != "-g32") out.push_back({spec, 48, 384});  // interleaved nibbles
       }
   // Per-channel rows longer than one int32 span of the GEMV (kIntGemvSpan), interleaved and not.

@@ -333,11 +333,13 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w) {
   }
   const bool per_tensor = w.scheme.granularity == Granularity::kTensor;
   const bool inter = w.layout == QuantMatrix::Layout::kNibbles16;
-  const std::vector<float> scales = inter ? IntDeinterleaveParams(w.scales, N, w.groups()) : w.scales;
+  const std::vector<float> scales =
+      inter ? IntDeinterleaveParams(w.scales, N, w.groups()) : w.scales;
   const std::vector<float> zeros = inter ? IntDeinterleaveParams(w.zeros, N, w.groups()) : w.zeros;
   q.scales = per_tensor ? std::vector<float>{scales[0]} : scales;
   if (w.scheme.is_int() && !w.scheme.symmetric) {
-    for (size_t p = 0; p < (per_tensor ? 1 : zeros.size()); ++p) q.zeros.push_back(int32_t(zeros[p]));
+    for (size_t p = 0; p < (per_tensor ? 1 : zeros.size()); ++p)
+      q.zeros.push_back(int32_t(zeros[p]));
   }
   return q;
 }
@@ -498,8 +500,7 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
     });
     return;
   }
-  if (w.scheme.is_int() && !w.float_prefill && A16GemmFast() && MatMulA16(x, w, bias, y, m))
-    return;
+  if (w.scheme.is_int() && !w.float_prefill && A16GemmFast() && MatMulA16(x, w, bias, y, m)) return;
   TiledGemm(x, N, K, bias, y, m, kRowTile,
             [&](int64_t r0, int64_t r1, float* out) { DecodeQuantRows(w, r0, r1, out); });
 }

@@ -104,9 +104,9 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w);
 constexpr int64_t kQuantGemvTokens = 8;
 void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                    float* y, int64_t m);
-// The integer prefill of MatMulQuantNT for integer weights (kNibbles / kNibbles16 / kBytes): y = A16Gemm on
-// QuantizeA16(x) with weights packed 64 rows at a time (+ bias); false (y untouched) when
-// A16Span(K, group) is 0 or x has a non-finite value. Taken on any CPU when called directly
+// The integer prefill of MatMulQuantNT for integer weights (kNibbles / kNibbles16 / kBytes): y =
+// A16Gemm on QuantizeA16(x) with weights packed 64 rows at a time (+ bias); false (y untouched)
+// when A16Span(K, group) is 0 or x has a non-finite value. Taken on any CPU when called directly
 // (tests), by MatMulQuantNT only where A16GemmFast().
 bool MatMulA16(const float* x, const QuantMatrix& w, const float* bias, float* y, int64_t m);
 // The plain reference: kInt8x16 as the formula above with Int8GemmRef; the others the

@@ -32,7 +32,7 @@ namespace qf::model {
 // contract); otherwise x is replaced by QuantizeActivations(x), the values an int8/fp8 GEMM on
 // the codes would see.
 struct Linear {
-  std::vector<float> weight;                          // [N, K] when not quantized, else empty
+  std::vector<float> weight;  // [N, K] when not quantized, else empty
   // [N, K] bf16 bit patterns instead of `weight`: an unquantized linear (lm_head) of a quantized
   // checkpoint that stores it in bf16, held as stored (kernels::MatMulBf16NT); else empty.
   std::vector<uint16_t> bf16;

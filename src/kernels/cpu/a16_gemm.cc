@@ -164,9 +164,10 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void VnniTile(const Spans
 using TileFn = void (*)(const Spans&, int64_t, int64_t, float*, int64_t);
 
 void VnniTiled(const Spans& s, float* y, int64_t ldy) {
-  static constexpr TileFn f[2][kMaxTokens] = {
-      {VnniTile<1, 1>, VnniTile<1, 2>, VnniTile<1, 3>, VnniTile<1, 4>, VnniTile<1, 5>, VnniTile<1, 6>},
-      {VnniTile<2, 1>, VnniTile<2, 2>, VnniTile<2, 3>, VnniTile<2, 4>, VnniTile<2, 5>, VnniTile<2, 6>}};
+  static constexpr TileFn f[2][kMaxTokens] = {{VnniTile<1, 1>, VnniTile<1, 2>, VnniTile<1, 3>,
+                                               VnniTile<1, 4>, VnniTile<1, 5>, VnniTile<1, 6>},
+                                              {VnniTile<2, 1>, VnniTile<2, 2>, VnniTile<2, 3>,
+                                               VnniTile<2, 4>, VnniTile<2, 5>, VnniTile<2, 6>}};
   const int64_t blocks = Int8Rows16(s.w.rows) / 16;
   for (int64_t b = 0; b < blocks;) {
     const int nb = b + 2 <= blocks ? 2 : 1;
@@ -227,8 +228,8 @@ bool QuantizeA16Ref(const float* x, int64_t m, int64_t K, int64_t span, A16Activ
       if (!SpanStep(amax, d, id)) return false;
       o.d[size_t(t * ns + j)] = d;
       for (int64_t k = 0; k < span; ++k)
-        o.q[size_t(t * K + j * span + k)] = int16_t(
-            std::nearbyint(std::clamp(xs[k] * id, -float(kA16Max), float(kA16Max))));
+        o.q[size_t(t * K + j * span + k)] =
+            int16_t(std::nearbyint(std::clamp(xs[k] * id, -float(kA16Max), float(kA16Max))));
     }
   return true;
 }
@@ -309,8 +310,7 @@ bool A16GemmFast() {
   return fast;
 }
 
-void A16GemmOn(Int8Path path, const A16Weights& w, const A16Activations& x, float* y,
-               int64_t ldy) {
+void A16GemmOn(Int8Path path, const A16Weights& w, const A16Activations& x, float* y, int64_t ldy) {
   QF_CHECK(x.K == w.cols && x.span == w.span,
            "A16 GEMM: activations of {} columns in spans of {} for weights of {} in spans of {}",
            x.K, x.span, w.cols, w.span);

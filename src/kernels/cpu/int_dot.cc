@@ -188,8 +188,7 @@ static_assert(kL >= 4 && kL <= size_t(kIntInterleaveRows) && kIntInterleaveRows 
 constexpr size_t kPrefetch = 4096;
 
 template <int M>
-void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float* y,
-                     int64_t ldy) {
+void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float* y, int64_t ldy) {
   const DR dr;
   const DR16 d16;
   const DRF df;
@@ -267,15 +266,14 @@ void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float
           const auto sx = hn::Set(dr, pt[ke / kNibbleChunk] - pt[ks / kNibbleChunk]);
 #pragma GCC unroll 8
           for (size_t v = 0; v < kG; ++v) {
-            const auto total =
-                hn::Sub(hn::Add(hn::RearrangeToOddPlusEven(sum[0][v][t], odd[0][v][t]),
-                                hn::RearrangeToOddPlusEven(sum[1][v][t], odd[1][v][t])),
-                        hn::Mul(w.sym_zero != 0
-                                    ? hn::Set(dr, w.sym_zero)
-                                    : hn::ConvertTo(dr, hn::LoadU(df, w.zeros + p0 + kL * v)),
-                                sx));
-            acc[v][t] =
-                hn::MulAdd(hn::ConvertTo(df, total), hn::LoadU(df, w.scales + p0 + kL * v), acc[v][t]);
+            const auto total = hn::Sub(
+                hn::Add(hn::RearrangeToOddPlusEven(sum[0][v][t], odd[0][v][t]),
+                        hn::RearrangeToOddPlusEven(sum[1][v][t], odd[1][v][t])),
+                hn::Mul(w.sym_zero != 0 ? hn::Set(dr, w.sym_zero)
+                                        : hn::ConvertTo(dr, hn::LoadU(df, w.zeros + p0 + kL * v)),
+                        sx));
+            acc[v][t] = hn::MulAdd(hn::ConvertTo(df, total), hn::LoadU(df, w.scales + p0 + kL * v),
+                                   acc[v][t]);
           }
         }
       }
@@ -296,12 +294,12 @@ void FixedImpl(const IntRows& w, const int16_t* xq, const float* dx, int64_t m, 
     const int16_t* q = xq + t0 * K;
     float* yt = y + t0 * ldy;
     switch (n) {
-#define QF_INT_GEMV_CASE(M)                     \
-  case M:                                       \
-    if (w.interleaved)                          \
+#define QF_INT_GEMV_CASE(M)                       \
+  case M:                                         \
+    if (w.interleaved)                            \
       GemvInterleaved<M>(w, q, dx + t0, yt, ldy); \
-    else                                        \
-      GemvInt<M>(w, q, dx + t0, yt, ldy);       \
+    else                                          \
+      GemvInt<M>(w, q, dx + t0, yt, ldy);         \
     break;
       QF_INT_GEMV_CASE(1)
       QF_INT_GEMV_CASE(2)

@@ -88,8 +88,7 @@ inline size_t IntInterleavedByte(int64_t i, size_t b) {
 void IntInterleave(const uint8_t* in, int64_t rows, size_t row_bytes, uint8_t* out);
 // Parameters [rows, groups] -> the interleaved rows' order (IntRows::Param), and back.
 std::vector<float> IntInterleaveParams(const std::vector<float>& p, int64_t rows, int64_t groups);
-std::vector<float> IntDeinterleaveParams(const std::vector<float>& p, int64_t rows,
-                                         int64_t groups);
+std::vector<float> IntDeinterleaveParams(const std::vector<float>& p, int64_t rows, int64_t groups);
 // Row r's bytes in the row-major layout: the row itself, or (interleaved rows) its bytes gathered
 // into tmp (row_bytes of room).
 inline const uint8_t* IntRowBytes(const IntRows& w, int64_t r, uint8_t* tmp) {
@@ -108,10 +107,9 @@ inline int IntCode(const IntRows& w, int64_t r, int64_t k) {
   const int64_t c = k / kNibbleChunk, j = k % kNibbleChunk;
   const size_t b = size_t(c * (kNibbleChunk / 2) + j % (kNibbleChunk / 2));
   const uint8_t v =
-      w.interleaved
-          ? w.codes[size_t(r / kIntInterleaveRows * kIntInterleaveRows) * w.row_bytes +
-                    IntInterleavedByte(r % kIntInterleaveRows, b)]
-          : w.codes[size_t(r) * w.row_bytes + b];
+      w.interleaved ? w.codes[size_t(r / kIntInterleaveRows * kIntInterleaveRows) * w.row_bytes +
+                              IntInterleavedByte(r % kIntInterleaveRows, b)]
+                    : w.codes[size_t(r) * w.row_bytes + b];
   return j < kNibbleChunk / 2 ? (v & 15) : (v >> 4);
 }
 
