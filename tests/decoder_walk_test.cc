@@ -155,7 +155,8 @@ Block MakeBlock(const Case& k, uint64_t seed) {
     Linear lin;
     lin.n = n;
     lin.k = kk;
-    lin.weight = vec(n * kk, 0.0f);
+    const std::vector<float> w = vec(n * kk, 0.0f);
+    lin.weight.assign(w.begin(), w.end());
     if (bias) lin.bias = vec(n, 0.0f);
     if (quant) {
       auto q = Quantize(lin.weight, n, kk, w8, {});
@@ -431,7 +432,8 @@ TEST(WalkHead, NormShownThenProjected) {
   Linear head;
   head.n = c.vocab_size;
   head.k = c.hidden;
-  head.weight = Input(head.n * head.k, 10);
+  const std::vector<float> head_w = Input(head.n * head.k, 10);
+  head.weight.assign(head_w.begin(), head_w.end());
   std::vector<float> h(x.size()), logits(size_t(rows * head.n)), h_ref(x.size()),
       ref(logits.size());
   Keeper k;

@@ -88,6 +88,23 @@ TEST(ModelGolden, Stories260kLogitsMatchPyTorch) {
   ExpectMatchesReference(*m, dir, 1e-3);
 }
 
+// Every weight row the GEMVs stream starts on a cache line (memory.h: a 16-byte aligned row
+// makes every vector load of it span two lines). Rows of 512 floats here, so the row starts
+// are aligned exactly when the storage is.
+TEST(ModelWeights, StorageIsCacheLineAligned) {
+  const Model& m = Bundled();
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % kCacheLine == 0; };
+  EXPECT_TRUE(aligned(m.lm_head().weight.data()));
+  for (const Layer& l : m.layers())
+    for (LinearId id : kBlockLinears) {
+      ASSERT_FALSE(l[id].weight.empty());
+      EXPECT_TRUE(aligned(l[id].weight.data()));
+    }
+  kernels::QuantMatrix q;
+  q.codes.resize(1000);
+  EXPECT_TRUE(aligned(q.codes.data()));
+}
+
 TEST(ModelForward, IncrementalDecodeEqualsFullPass) {
   const Model& m = Bundled();
   const std::vector<int32_t> ids = {1, 355, 2225, 4761, 282, 2251, 263, 1809, 5350, 704};

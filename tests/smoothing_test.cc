@@ -136,7 +136,9 @@ TEST(Smoothing, AwqLossIsTheOutputError) {
   HessianAccumulator h(k);
   h.Add(x.data(), m);
   model::Linear lin;
-  lin.n = n, lin.k = k, lin.weight = Random(static_cast<size_t>(n * k), 12);
+  lin.n = n, lin.k = k;
+  const std::vector<float> w = Random(static_cast<size_t>(n * k), 12);
+  lin.weight.assign(w.begin(), w.end());
   const model::Linear* next[] = {&lin};
   const QuantScheme scheme = *ParseScheme("int3-g128-asym");
   auto r = AwqScales(obs, h, next, scheme);
@@ -144,7 +146,7 @@ TEST(Smoothing, AwqLossIsTheOutputError) {
   EXPECT_LE(r->loss, r->loss_plain);
   EXPECT_LT(r->loss, 0.8 * r->loss_plain);
   // Explicit output error of the chosen scales.
-  std::vector<float> ws = lin.weight;
+  std::vector<float> ws = w;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < k; ++j) ws[i * k + j] *= r->scales[j];
   auto fq = QuantizeDequantize(ws, n, k, scheme);

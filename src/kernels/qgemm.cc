@@ -296,7 +296,7 @@ QuantMatrix ToKernelLayout(const QuantizedTensor& q, const ActQuant& act) {
         b |= uint8_t(q.codes[size_t(r * K + k)] << (j < half ? 0 : 4));
       }
     if (IntInterleaves(N, w.group)) {
-      std::vector<uint8_t> rows = std::move(w.codes);
+      const AlignedVector<uint8_t> rows = std::move(w.codes);
       w.codes.resize(rows.size());
       IntInterleave(rows.data(), N, w.row_bytes, w.codes.data());
       w.scales = IntInterleaveParams(w.scales, N, groups);
@@ -306,7 +306,7 @@ QuantMatrix ToKernelLayout(const QuantizedTensor& q, const ActQuant& act) {
   } else {
     w.layout = QuantMatrix::Layout::kBytes;
     w.row_bytes = size_t(K);
-    w.codes = q.codes;
+    w.codes.assign(q.codes.begin(), q.codes.end());
   }
   return w;
 }
@@ -329,7 +329,7 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w) {
     for (int64_t r = 0; r < N; ++r)
       for (int64_t k = 0; k < K; ++k) q.codes[size_t(r * K + k)] = uint8_t(IntCode(rows, r, k));
   } else {
-    q.codes = w.codes;
+    q.codes.assign(w.codes.begin(), w.codes.end());
   }
   const bool per_tensor = w.scheme.granularity == Granularity::kTensor;
   const bool inter = w.layout == QuantMatrix::Layout::kNibbles16;

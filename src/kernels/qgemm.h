@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/memory.h"
 #include "formats/activation.h"
 #include "formats/ggml_blocks.h"
 #include "formats/quantize.h"
@@ -59,7 +60,7 @@ struct QuantMatrix {
   Layout layout = Layout::kBytes;
   int64_t rows = 0, cols = 0, group = 0;
   size_t row_bytes = 0;           // kNibbles, kNibbles16, kBytes
-  std::vector<uint8_t> codes;     // rows * row_bytes, or Int8PackedBytes(rows, cols)
+  AlignedVector<uint8_t> codes;   // rows * row_bytes, or Int8PackedBytes(rows, cols)
   std::vector<int32_t> row_sums;  // kInt8x16
   std::vector<float> scales, zeros;
   // Prefill of integer weights on the float tiles even where the A16 integer GEMM runs: the

@@ -100,7 +100,7 @@ Result<AwqSearch> AwqScales(const ChannelObserver& x, const HessianAccumulator& 
     double total = 0;
     for (const model::Linear* lin : next) {
       const int64_t n = lin->n;
-      std::vector<float> ws(lin->weight);
+      std::vector<float> ws(lin->weight.begin(), lin->weight.end());
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < k; ++j) ws[i * k + j] *= s[j];
       auto fq = QuantizeDequantize(ws, n, k, scheme);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/memory.h"
 #include "formats/ggml_blocks.h"
 #include "io/safetensors.h"
 #include "kernels/qgemm.h"
@@ -88,13 +89,14 @@ class GgufReader {
 
   // Any runnable type as fp32 (block types decoded), checked finite; rows unpermuted for
   // permute_heads > 0 (1-D tensors are rows of one value).
-  Result<std::vector<float>> ReadF32(const std::string& name, const std::vector<int64_t>& shape,
-                                     int64_t permute_heads = 0) {
+  template <class Vec = std::vector<float>>
+  Result<Vec> ReadF32(const std::string& name, const std::vector<int64_t>& shape,
+                      int64_t permute_heads = 0) {
     QF_ASSIGN(const GgufTensorInfo* t, Find(name, shape));
     const int64_t n = t->numel();
     const int64_t cols = shape.size() >= 2 ? shape.back() : 1;
     const int64_t rows = n / std::max<int64_t>(cols, 1);
-    std::vector<float> out(static_cast<size_t>(n));
+    Vec out(static_cast<size_t>(n));
     if (const auto dt = FloatDType(t->type)) {
       if (!ConvertToF32(*dt, t->data.data(), size_t(n), out.data()))
         return Err("{}: tensor '{}': cannot convert {} to f32", where(), name,
@@ -126,7 +128,7 @@ class GgufReader {
     lin.k = k;
     QF_ASSIGN(const GgufTensorInfo* t, Find(weight, {n, k}));
     if (FloatDType(t->type)) {
-      QF_ASSIGN(lin.weight, ReadF32(weight, {n, k}, permute_heads));
+      QF_ASSIGN(lin.weight, ReadF32<AlignedVector<float>>(weight, {n, k}, permute_heads));
     } else {
       QF_ASSIGN(const GgmlBlockType* bt, BlockType(*t));
       auto g = std::make_shared<GgmlTensor>();

@@ -42,8 +42,12 @@ void Linear::Apply(const float* x, float* y, int64_t m) const {
   }
 }
 
-Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std::string& name,
-                                         const std::vector<int64_t>& shape) {
+namespace {
+
+// ReadTensorF32 into a vector of type Vec (std::vector, or AlignedVector for weights).
+template <class Vec>
+Result<Vec> ReadTensorInto(const io::TensorStore& store, const std::string& name,
+                           const std::vector<int64_t>& shape) {
   const io::TensorInfo* t = store.Find(name);
   if (!t) return Err("{}: missing tensor '{}'", store.files().front().string(), name);
   if (t->shape != shape)
@@ -53,7 +57,7 @@ Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std
     return Err("{}: tensor '{}' has dtype {}, expected a float type", t->file, name,
                Name(t->dtype));
   const int64_t n = t->numel();
-  std::vector<float> out(static_cast<size_t>(n));
+  Vec out(static_cast<size_t>(n));
   const size_t elem = Info(t->dtype).bytes;
   constexpr int64_t kChunk = 1 << 16;
   bool finite = true;
@@ -70,6 +74,18 @@ Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std
                bad - out.begin());
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std::string& name,
+                                         const std::vector<int64_t>& shape) {
+  return ReadTensorInto<std::vector<float>>(store, name, shape);
+}
+
+Result<AlignedVector<float>> ReadWeightF32(const io::TensorStore& store, const std::string& name,
+                                           const std::vector<int64_t>& shape) {
+  return ReadTensorInto<AlignedVector<float>>(store, name, shape);
 }
 
 namespace {
@@ -119,7 +135,7 @@ Result<Linear> ReadLinear(const io::TensorStore& store, const io::CompressedTens
           std::make_shared<const kernels::QuantMatrix>(kernels::ToKernelLayout(*q, lin.act));
   }
   if (!lin.quant) {
-    QF_ASSIGN(lin.weight, ReadTensorF32(store, weight, {n, k}));
+    QF_ASSIGN(lin.weight, ReadWeightF32(store, weight, {n, k}));
   }
   if (bias_pattern) {
     QF_ASSIGN(lin.bias, ReadTensorF32(store, LayerTensorName(bias_pattern, layer), {n}));
@@ -239,9 +255,9 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
   m.lm_head_.n = c.vocab_size;
   m.lm_head_.k = c.hidden;
   if (c.tie_embeddings && !store.Find(nm.lm_head)) {
-    m.lm_head_.weight = m.embed_;
+    m.lm_head_.weight.assign(m.embed_.begin(), m.embed_.end());
   } else {
-    QF_ASSIGN(m.lm_head_.weight, ReadTensorF32(store, nm.lm_head, {c.vocab_size, c.hidden}));
+    QF_ASSIGN(m.lm_head_.weight, ReadWeightF32(store, nm.lm_head, {c.vocab_size, c.hidden}));
   }
   QF_ASSIGN(std::optional<io::CompressedTensorsConfig> qcfg, io::LoadQuantizationConfig(dir));
   const io::CompressedTensorsConfig* qc = qcfg ? &*qcfg : nullptr;
@@ -255,7 +271,7 @@ Result<Model> Model::Load(const std::filesystem::path& dir) {
       m.lm_head_.bf16.resize(m.lm_head_.weight.size());
       for (size_t i = 0; i < m.lm_head_.bf16.size(); ++i)
         m.lm_head_.bf16[i] = uint16_t(BitsFromF32(m.lm_head_.weight[i]) >> 16);
-      std::vector<float>().swap(m.lm_head_.weight);
+      AlignedVector<float>().swap(m.lm_head_.weight);
     }
   }
   for (int64_t l = 0; l < c.layers; ++l) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/memory.h"
 #include "core/result.h"
 #include "formats/activation.h"
 #include "formats/quantize.h"
@@ -32,7 +33,7 @@ namespace qf::model {
 // contract); otherwise x is replaced by QuantizeActivations(x), the values an int8/fp8 GEMM on
 // the codes would see.
 struct Linear {
-  std::vector<float> weight;  // [N, K] when not quantized, else empty
+  AlignedVector<float> weight;  // [N, K] when not quantized, else empty (64-byte aligned rows)
   // [N, K] bf16 bit patterns instead of `weight`: an unquantized linear (lm_head) of a quantized
   // checkpoint that stores it in bf16, held as stored (kernels::MatMulBf16NT); else empty.
   std::vector<uint16_t> bf16;
@@ -49,6 +50,9 @@ struct Linear {
 // Reads one tensor of a store as fp32, checking its shape and that every value is finite.
 Result<std::vector<float>> ReadTensorF32(const io::TensorStore& store, const std::string& name,
                                          const std::vector<int64_t>& shape);
+// The same into cache-line-aligned storage (a linear's weight).
+Result<AlignedVector<float>> ReadWeightF32(const io::TensorStore& store, const std::string& name,
+                                           const std::vector<int64_t>& shape);
 
 // The linears of a decoder block, in the order GPTQ's true-sequential pass visits them.
 enum class LinearId : uint8_t { kQ, kK, kV, kO, kGate, kUp, kDown };

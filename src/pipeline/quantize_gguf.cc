@@ -268,7 +268,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
           ConvertFromF32(dt, r.weight.data(), r.weight.size(), tmp.data());
           ConvertToF32(dt, tmp.data(), r.weight.size(), deq.data());
         } else {
-          deq = r.weight;
+          deq.assign(r.weight.begin(), r.weight.end());
         }
         return deq;
       }

@@ -65,7 +65,7 @@ Result<bool> Ignored(const std::string& module, const std::vector<std::string>& 
   return false;
 }
 
-LinearReport Distortion(const std::string& module, const std::vector<float>& w, int64_t n,
+LinearReport Distortion(const std::string& module, std::span<const float> w, int64_t n,
                         int64_t k, const std::vector<float>& deq) {
   LinearReport r;
   r.module = module;
@@ -413,7 +413,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
           rep.seconds_quantize += Seconds(ts);
           rep.linears.push_back(Distortion(ModuleOf(name), lin->weight, lin->n, lin->k, deq));
           rep.quantized_params += lin->n * lin->k;
-          lin->weight = std::move(deq);
+          lin->weight.assign(deq.begin(), deq.end());
           continue;
         }
         GptqStats st;
@@ -436,7 +436,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         rep.linears.push_back(lr);
         rep.quantized_params += lin->n * lin->k;
-        lin->weight = std::move(deq);  // later stages run on the quantized values, as fp32
+        lin->weight.assign(deq.begin(), deq.end());  // later stages run on the quantized values, as fp32
         lin->act = aq;
         col.Add(name, std::move(qt));
       }
