@@ -1,4 +1,4 @@
-// Benchmark: kernels/blas's fixed-tile products (thread-count independent) against one
+// Benchmark: qforge's own fp32 GEMM (kernels/cpu/f32_gemm.h) and kernels/blas's fixed-tile products (thread-count independent) against one
 // OpenBLAS call that splits the work itself (the library's threading: fast, but its result
 // may depend on the thread count), on the shapes qforge runs: prefill GEMMs Y = X·Wᵀ of
 // llama-27m and Llama-3.2-1B blocks, and the Hessian XᵀX of 4096 calibration rows.
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/blas.h"
+#include "kernels/cpu/f32_gemm.h"
 #include "kernels/ops.h"
 
 namespace {
@@ -65,8 +66,8 @@ int main(int argc, char** argv) {
                         {"27m down 512x512x1536", 512, 512, 1536},
                         {"1B gate  512x8192x2048", 512, 8192, 2048},
                         {"1B down  512x2048x8192", 512, 2048, 8192}};
-  std::printf("%-24s %7s %14s %14s %7s\n", "GEMM X[M,K]·W[N,K]ᵀ", "threads", "tiled GFLOP/s",
-              "1 call GFLOP/s", "ratio");
+  std::printf("%-24s %7s %14s %14s %7s %14s %9s\n", "GEMM X[M,K]·W[N,K]ᵀ", "threads",
+              "tiled GFLOP/s", "1 call GFLOP/s", "ratio", "F32Gemm GFLOP/s", "/ tiled");
   for (int threads = 1; threads <= max_threads; threads *= 2) {
     qf::kernels::SetThreads(threads);
     for (const Gemm& g : gemms) {
@@ -85,8 +86,14 @@ int main(int argc, char** argv) {
                         x.data(), int(g.k), w.data(), int(g.k), 0.0f, y.data(), int(g.n));
           },
           reps);
-      std::printf("%-24s %7d %14.1f %14.1f %7.2f\n", g.what, threads, flop / tiled / 1e9,
-                  flop / one / 1e9, one / tiled);
+      const double own = MedianSeconds(
+          [&] {
+            qf::kernels::F32Gemm(qf::kernels::BLayout::kNT, g.m, g.n, g.k, 1.0f, x.data(), g.k,
+                                 w.data(), g.k, y.data(), g.n);
+          },
+          reps);
+      std::printf("%-24s %7d %14.1f %14.1f %7.2f %14.1f %9.2f\n", g.what, threads,
+                  flop / tiled / 1e9, flop / one / 1e9, one / tiled, flop / own / 1e9, tiled / own);
     }
   }
   std::printf("\n%-24s %7s %14s %14s %7s\n", "Hessian XᵀX, X[4096,K]", "threads", "tiled GFLOP/s",

@@ -21,6 +21,8 @@
 namespace qf {
 namespace {
 
+using testing::ForEachTarget;
+
 // rows x cols weights of a type: real encodings of heavy-tailed values, then random codes written
 // into a third of the blocks (every code pattern, under the fitted headers), and a few fp16
 // scales replaced by subnormal, negative and zero ones.
@@ -54,19 +56,6 @@ std::vector<const GgmlBlockType*> ModelTypes() {
   for (const auto& t : GgmlBlockTypes())
     if (!t.activation_only) out.push_back(&t);
   return out;
-}
-
-// Runs fn once per SIMD target compiled in and supported here, then restores the default.
-template <class Fn>
-void ForEachTarget(Fn&& fn) {
-  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
-  EXPECT_GE(targets.size(), 2u);  // at least one SIMD target beside the emulated baseline
-  for (int64_t target : targets) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    fn();
-  }
-  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST(GgmlKernels, EveryModelTypeHasKernels) {

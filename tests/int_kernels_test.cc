@@ -33,22 +33,11 @@ std::vector<float> Random(int64_t n, uint32_t seed, float sd = 1.0f) {
   return v;
 }
 
+using testing::ForEachTarget;
 using testing::QuantizeOrDie;
 
 bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-// Runs fn once per Highway target compiled in and supported here (int_dot's decoder and GEMV),
-// then restores the default.
-template <class Fn>
-void ForEachTarget(Fn&& fn) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    fn();
-  }
-  hwy::SetSupportedTargetsForTest(0);
 }
 
 struct Case {

@@ -3,17 +3,22 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
 #include <hwy/targets.h>
 
 #include "core/vec_math.h"
+#include "kernels/cpu/f32_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
+#include "test_util.h"
 
 namespace qf::kernels {
 namespace {
+
+using testing::ForEachTarget;
 
 std::vector<float> Random(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -127,15 +132,60 @@ TEST(Kernels, LogSumExpIsStable) {
   EXPECT_NEAR(LogSumExp(y.data(), 4), std::log(s), 1e-6);
 }
 
-// Runs `body` once per SIMD target compiled into the binary that this CPU supports.
-template <class Fn>
-void ForEachTarget(Fn body) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    body();
-  }
-  hwy::SetSupportedTargetsForTest(0);
+// F32Gemm's contract: each output is one fma chain over k in order, so every target, thread
+// count and tiling gives F32GemmRef's bits. Shapes cross the register tile (rows), panel
+// (columns), K block (128) and thread tile (512 rows, 128 columns) edges; strides exceed the
+// widths; C's padding columns must stay untouched.
+TEST(F32Gemm, EqualsItsReferenceBitForBitOnEveryTarget) {
+  struct Case {
+    int64_t m, n, k;
+    BLayout layout;
+    float alpha;
+    int64_t lda, ldb, ldc;
+    std::vector<float> a, b, want;
+  };
+  std::vector<Case> cases;
+  const int64_t shapes[][3] = {{1, 1, 1},     {3, 5, 7},       {9, 17, 33},  {6, 64, 128},
+                               {13, 53, 300}, {300, 260, 513}, {64, 500, 64}, {530, 70, 140}};
+  for (const auto& sh : shapes)
+    for (BLayout layout : {BLayout::kNT, BLayout::kNN})
+      for (float alpha : {1.0f, 0.125f}) {
+        Case c{sh[0], sh[1], sh[2], layout, alpha, sh[2] + 3, 0, sh[1] + 5, {}, {}, {}};
+        c.ldb = layout == BLayout::kNT ? c.k + 2 : c.n + 2;
+        c.a = Random(size_t(c.m * c.lda), uint64_t(c.m * 7 + c.k));
+        c.b = Random(size_t((layout == BLayout::kNT ? c.n : c.k) * c.ldb), uint64_t(c.n * 11 + c.k));
+        c.want.assign(size_t(c.m * c.ldc), -7.0f);
+        F32GemmRef(layout, c.m, c.n, c.k, alpha, c.a.data(), c.lda, c.b.data(), c.ldb,
+                   c.want.data(), c.ldc);
+        cases.push_back(std::move(c));
+      }
+  ForEachTarget([&] {
+    for (int threads : {1, 2}) {
+      SetThreads(threads);
+      for (const Case& c : cases) {
+        std::vector<float> got(c.want.size(), -7.0f);
+        F32Gemm(c.layout, c.m, c.n, c.k, c.alpha, c.a.data(), c.lda, c.b.data(), c.ldb,
+                got.data(), c.ldc);
+        EXPECT_EQ(0, std::memcmp(got.data(), c.want.data(), got.size() * sizeof(float)))
+            << c.m << "x" << c.n << "x" << c.k << " layout " << int(c.layout) << " alpha "
+            << c.alpha << " threads " << threads;
+      }
+    }
+  });
+  // The reference is the product within fp32 rounding (it is not compared with itself only).
+  const int64_t m = 5, n = 6, k = 700;
+  const auto a = Random(size_t(m * k), 1), b = Random(size_t(n * k), 2);
+  std::vector<float> c(size_t(m * n));
+  F32GemmRef(BLayout::kNT, m, n, k, 1.0f, a.data(), k, b.data(), k, c.data(), n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double exact = 0, mag = 0;
+      for (int64_t p = 0; p < k; ++p) {
+        exact += double(a[size_t(i * k + p)]) * b[size_t(j * k + p)];
+        mag += std::abs(double(a[size_t(i * k + p)]) * b[size_t(j * k + p)]);
+      }
+      EXPECT_NEAR(c[size_t(i * n + j)], exact, double(k) * 6e-8 * mag);
+    }
 }
 
 TEST(VecMath, MatchesReferenceOnEveryTarget) {

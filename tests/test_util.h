@@ -3,6 +3,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <hwy/targets.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -31,6 +32,18 @@ std::string MissingShared(const std::string& rel);
 // itself or its own saved logits): the repository's README.md repeated to at least 100,000
 // bytes, written once per process into TempDir(). Deterministic for a given checkout.
 std::filesystem::path LocalText();
+
+// Runs fn once per Highway SIMD target compiled into the binary that this CPU supports (each
+// kernel's SIMD paths against its reference), then restores the default choice.
+template <class Fn>
+void ForEachTarget(Fn&& fn) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    fn();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
 
 // Runs a shell command; returns its exit status and fills `output` with stdout+stderr.
 int RunCommand(const std::string& cmd, std::string* output);

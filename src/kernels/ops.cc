@@ -1,7 +1,7 @@
 // fp32 forward-pass kernels: GEMM, norms, RoPE, SwiGLU, attention, and their references.
-// The fast versions parallelise with OpenMP over work splits that depend only on the shapes
-// (BLAS through kernels/blas: fixed tiles, single-threaded calls), so results do not depend on
-// the thread count.
+// The fast versions parallelise with OpenMP over work splits that depend only on the shapes, and
+// their products (kernels/cpu/f32_gemm: one fma chain per output) do not depend on the split:
+// results are the same for every thread count, and no BLAS library's kernel choice enters them.
 #include "kernels/ops.h"
 
 #include <omp.h>
@@ -11,8 +11,8 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/blas.h"
 #include "core/vec_math.h"
+#include "kernels/cpu/f32_gemm.h"
 
 namespace qf::kernels {
 namespace {
@@ -35,7 +35,7 @@ void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int6
     });
     return;
   }
-  Sgemm(Trans::kNo, Trans::kYes, m, n, k, 1.0f, x, k, w, k, 0.0f, y, ldy);
+  F32Gemm(BLayout::kNT, m, n, k, 1.0f, x, k, w, k, y, ldy);
 }
 
 void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
@@ -144,8 +144,8 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
           vec::WeightedRows(row, vh, kv_stride, span, head_dim, out + r0 * q_stride + h * head_dim);
           continue;
         }
-        Sgemm(Trans::kNo, Trans::kYes, rows, span, head_dim, scale, qh, q_stride, kh, kv_stride,
-              0.0f, scores.data(), span);
+        F32Gemm(BLayout::kNT, rows, span, head_dim, scale, qh, q_stride, kh, kv_stride,
+                scores.data(), span);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t pos = pos0 + r0 + r;
           const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) - first : 0;
@@ -153,8 +153,8 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
           SoftmaxRow(row, lo, pos + 1 - first);
           for (int64_t j = pos + 1 - first; j < span; ++j) row[j] = 0.0f;
         }
-        Sgemm(Trans::kNo, Trans::kNo, rows, head_dim, span, 1.0f, scores.data(), span, vh,
-              kv_stride, 0.0f, out + r0 * q_stride + h * head_dim, q_stride);
+        F32Gemm(BLayout::kNN, rows, head_dim, span, 1.0f, scores.data(), span, vh, kv_stride,
+                out + r0 * q_stride + h * head_dim, q_stride);
       }
     }
   }

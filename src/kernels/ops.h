@@ -1,6 +1,6 @@
 // fp32 building blocks of the decoder forward pass. Shapes use M = tokens (rows),
 // N = output features, K = input features; all matrices row-major.
-// Contract: *Ref functions are the plain-loop references; the others may use BLAS/OpenMP and
+// Contract: *Ref functions are the plain-loop references; the others use SIMD and OpenMP and
 // are tested against them.
 #pragma once
 
@@ -16,7 +16,7 @@ void MatMulNT(const float* x, const float* w, const float* bias, float* y, int64
 // Up to this many rows, GemmNT runs one GEMV per row (W streamed once per row).
 constexpr int64_t kGemmNTGemvTokens = 2;
 // Y[M,N] (row stride ldy) = X[M,K] · W[N,K]ᵀ without bias: a GEMV (vec_math GemvRows) per row
-// for M <= kGemmNTGemvTokens, else kernels/blas Sgemm (fixed tiles).
+// for M <= kGemmNTGemvTokens, else kernels/cpu/f32_gemm F32Gemm (one fma chain per output).
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k, int64_t ldy);
 void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
                  int64_t k);

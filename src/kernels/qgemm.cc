@@ -38,12 +38,11 @@ void AddBias(const float* bias, float* y, int64_t m, int64_t N, int64_t r0, int6
     for (int64_t j = r0; j < r1; ++j) y[i * N + j] += bias[j];
 }
 
-// Rows per tile of ggml blocks' float prefill. Each sgemm call packs all of X again, so with many
-// tokens (prefill, ppl windows) narrow tiles cost more than the decoding: tiles then grow up to
-// kTileFloats weights (4 MiB, whatever the model size), while the rows still split into at
+// Rows per tile of ggml blocks' float prefill. Each tile's GEMM streams all of X again, so with
+// many tokens (prefill, ppl windows) narrow tiles cost more than the decoding: tiles then grow up
+// to kTileFloats weights (4 MiB, whatever the model size), while the rows still split into at
 // least kMinTiles tiles for the threads to share. Few tokens (generation) keep 64-row tiles.
-// The tile depends on the shape only, never on the thread count: its rows are one sgemm's
-// output columns, so every thread count computes the same bits.
+// No tiling changes a bit: F32Gemm computes each output as one fma chain over K.
 constexpr int64_t kTileFloats = int64_t(1) << 20;
 constexpr int64_t kMinTiles = 4;
 
@@ -56,10 +55,8 @@ int64_t TileRows(int64_t m, int64_t n, int64_t k) {
 }
 
 // y[m, N] = x · decode(W)ᵀ (+ bias), W decoded `tile` rows at a time by decode(r0, r1, out)
-// into a per-thread buffer right before the sgemm of those rows; tiles spread over the threads.
-// The compressed-tensors paths keep kRowTile rows at every token count (OpenBLAS's sums depend
-// on the tile width in their last bits, and the calibrated methods' outputs on those bits);
-// ggml blocks take TileRows.
+// into a per-thread buffer right before the GEMM of those rows (GemmNT); tiles spread over the
+// threads. The compressed-tensors paths keep kRowTile rows, ggml blocks take TileRows.
 template <class Decode>
 void TiledGemm(const float* x, int64_t N, int64_t K, const float* bias, float* y, int64_t m,
                int64_t tile, Decode&& decode) {
