@@ -1,8 +1,9 @@
-// Benchmark: qforge's own fp32 GEMM (kernels/cpu/f32_gemm.h) and kernels/blas's fixed-tile products (thread-count independent) against one
-// OpenBLAS call that splits the work itself (the library's threading: fast, but its result
-// may depend on the thread count), on the shapes qforge runs: prefill GEMMs Y = X·Wᵀ of
-// llama-27m and Llama-3.2-1B blocks, and the Hessian XᵀX of 4096 calibration rows.
-// Prints GFLOP/s (median of reps after a warm-up, min time) per thread count, CPU and core type.
+// Benchmark: qforge's own fp32 GEMM (kernels/cpu/f32_gemm.h) and kernels/blas's fixed-tile products
+// (thread-count independent) against one OpenBLAS call that splits the work itself (the library's
+// threading: fast, but its result may depend on the thread count), on the shapes qforge runs:
+// prefill GEMMs Y = X·Wᵀ of llama-27m and Llama-3.2-1B blocks, and the Hessian XᵀX of 4096
+// calibration rows. Prints GFLOP/s (median of reps after a warm-up, min time) per thread count, CPU
+// and core type.
 #include <cblas.h>
 #include <omp.h>
 

@@ -145,7 +145,7 @@ TEST(F32Gemm, EqualsItsReferenceBitForBitOnEveryTarget) {
     std::vector<float> a, b, want;
   };
   std::vector<Case> cases;
-  const int64_t shapes[][3] = {{1, 1, 1},     {3, 5, 7},       {9, 17, 33},  {6, 64, 128},
+  const int64_t shapes[][3] = {{1, 1, 1},     {3, 5, 7},       {9, 17, 33},   {6, 64, 128},
                                {13, 53, 300}, {300, 260, 513}, {64, 500, 64}, {530, 70, 140}};
   for (const auto& sh : shapes)
     for (BLayout layout : {BLayout::kNT, BLayout::kNN})
@@ -153,7 +153,8 @@ TEST(F32Gemm, EqualsItsReferenceBitForBitOnEveryTarget) {
         Case c{sh[0], sh[1], sh[2], layout, alpha, sh[2] + 3, 0, sh[1] + 5, {}, {}, {}};
         c.ldb = layout == BLayout::kNT ? c.k + 2 : c.n + 2;
         c.a = Random(size_t(c.m * c.lda), uint64_t(c.m * 7 + c.k));
-        c.b = Random(size_t((layout == BLayout::kNT ? c.n : c.k) * c.ldb), uint64_t(c.n * 11 + c.k));
+        c.b =
+            Random(size_t((layout == BLayout::kNT ? c.n : c.k) * c.ldb), uint64_t(c.n * 11 + c.k));
         c.want.assign(size_t(c.m * c.ldc), -7.0f);
         F32GemmRef(layout, c.m, c.n, c.k, alpha, c.a.data(), c.lda, c.b.data(), c.ldb,
                    c.want.data(), c.ldc);
@@ -164,8 +165,8 @@ TEST(F32Gemm, EqualsItsReferenceBitForBitOnEveryTarget) {
       SetThreads(threads);
       for (const Case& c : cases) {
         std::vector<float> got(c.want.size(), -7.0f);
-        F32Gemm(c.layout, c.m, c.n, c.k, c.alpha, c.a.data(), c.lda, c.b.data(), c.ldb,
-                got.data(), c.ldc);
+        F32Gemm(c.layout, c.m, c.n, c.k, c.alpha, c.a.data(), c.lda, c.b.data(), c.ldb, got.data(),
+                c.ldc);
         EXPECT_EQ(0, std::memcmp(got.data(), c.want.data(), got.size() * sizeof(float)))
             << c.m << "x" << c.n << "x" << c.k << " layout " << int(c.layout) << " alpha "
             << c.alpha << " threads " << threads;

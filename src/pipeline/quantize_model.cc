@@ -65,8 +65,8 @@ Result<bool> Ignored(const std::string& module, const std::vector<std::string>& 
   return false;
 }
 
-LinearReport Distortion(const std::string& module, std::span<const float> w, int64_t n,
-                        int64_t k, const std::vector<float>& deq) {
+LinearReport Distortion(const std::string& module, std::span<const float> w, int64_t n, int64_t k,
+                        const std::vector<float>& deq) {
   LinearReport r;
   r.module = module;
   r.n = n;
@@ -436,7 +436,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         rep.linears.push_back(lr);
         rep.quantized_params += lin->n * lin->k;
-        lin->weight.assign(deq.begin(), deq.end());  // later stages run on the quantized values, as fp32
+        // Later stages run on the quantized values, as fp32.
+        lin->weight.assign(deq.begin(), deq.end());
         lin->act = aq;
         col.Add(name, std::move(qt));
       }

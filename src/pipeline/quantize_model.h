@@ -109,7 +109,7 @@ bool NeedsCalibration(const QuantizeOptions& opt);
 // figures, times and peak RSS; its linears have no scheme.
 struct SolveRequest {
   const std::string& weight_name;  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
-  std::span<const float> weight;  // [n, k] as the model holds it (fp32)
+  std::span<const float> weight;   // [n, k] as the model holds it (fp32)
   int64_t n, k;
   const methods::HessianAccumulator& hessian;
 };

@@ -106,8 +106,7 @@ template <int... I>
 void RunRows(int rows, std::integer_sequence<int, I...>, const float* a, int64_t lda,
              const float* panel, int64_t kc, float* c, int64_t ldc, bool resume, bool scale,
              float alpha) {
-  ((rows == I + 1 ? RegisterTile<I + 1>(a, lda, panel, kc, c, ldc, resume, scale, alpha)
-                  : void()),
+  ((rows == I + 1 ? RegisterTile<I + 1>(a, lda, panel, kc, c, ldc, resume, scale, alpha) : void()),
    ...);
 }
 
@@ -117,8 +116,7 @@ void Tile(BLayout layout, int64_t i0, int64_t rows, int64_t j0, int64_t cols, in
           int64_t ldc) {
   thread_local AlignedVector<float> packed;
   const int64_t panels = (cols + kPanel - 1) / kPanel;
-  if (packed.size() < size_t(kBlockK * panels * kPanel))
-    packed.resize(size_t(kBlockK * kTileCols));
+  if (packed.size() < size_t(kBlockK * panels * kPanel)) packed.resize(size_t(kBlockK * kTileCols));
   // Columns past C's last: register tiles write them to `edge` (kRows x kPanel), and the real
   // ones are copied out (and in, to resume).
   alignas(64) float edge[kRows * kPanel];
@@ -134,11 +132,12 @@ void Tile(BLayout layout, int64_t i0, int64_t rows, int64_t j0, int64_t cols, in
         const float* ar = a + (i0 + r0) * lda + k0;
         float* cr = c + (i0 + r0) * ldc + jp;
         if (w == kPanel) {
-          RunRows(nr, std::make_integer_sequence<int, kRows>(), ar, lda, panel, kc, cr, ldc,
-                  resume, scale, alpha);
+          RunRows(nr, std::make_integer_sequence<int, kRows>(), ar, lda, panel, kc, cr, ldc, resume,
+                  scale, alpha);
           continue;
         }
-        for (int r = 0; r < nr && resume; ++r) std::copy(cr + r * ldc, cr + r * ldc + w, edge + r * kPanel);
+        for (int r = 0; r < nr && resume; ++r)
+          std::copy(cr + r * ldc, cr + r * ldc + w, edge + r * kPanel);
         RunRows(nr, std::make_integer_sequence<int, kRows>(), ar, lda, panel, kc, edge, kPanel,
                 resume, scale, alpha);
         for (int r = 0; r < nr; ++r)
@@ -155,11 +154,11 @@ void F32GemmImpl(BLayout layout, int64_t m, int64_t n, int64_t k, float alpha, c
 #pragma omp parallel for schedule(dynamic, 1) if (row_tiles * col_tiles > 1 && !omp_in_parallel())
   for (int64_t t = 0; t < row_tiles * col_tiles; ++t) {
     const int64_t i0 = t / col_tiles * kTileRows, j0 = t % col_tiles * kTileCols;
-    Tile(layout, i0, std::min(kTileRows, m - i0), j0, std::min(kTileCols, n - j0), k, alpha, a,
-         lda, b, ldb, c, ldc);
+    Tile(layout, i0, std::min(kTileRows, m - i0), j0, std::min(kTileCols, n - j0), k, alpha, a, lda,
+         b, ldb, c, ldc);
   }
 }
-#else   // no fused multiply-add in this target's vectors: the contract's plain loops
+#else  // no fused multiply-add in this target's vectors: the contract's plain loops
 void F32GemmImpl(BLayout layout, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                  int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
   F32GemmRef(layout, m, n, k, alpha, a, lda, b, ldb, c, ldc);

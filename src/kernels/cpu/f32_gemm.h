@@ -4,7 +4,8 @@
 // kernels on AVX-512 AMD EPYC where OPENBLAS_CORETYPE=Haswell is set).
 //
 // Numeric contract: every output element is ONE fused multiply-add chain over k in order,
-//   acc = 0; for p in [0, K): acc = fma(A[i,p], B(p,j), acc);   C[i,j] = alpha == 1 ? acc : alpha·acc
+//   acc = 0; for p in [0, K): acc = fma(A[i,p], B(p,j), acc);
+//   C[i,j] = alpha == 1 ? acc : alpha·acc,
 // exactly as F32GemmRef computes it. The fast path (register tiles of broadcast A values times
 // vectors of packed B columns, K in blocks whose partial sums are stored in C and reloaded) gives
 // the same bits on every SIMD target, for every thread count and tile split.
