@@ -114,9 +114,8 @@ void RunRows(int rows, std::integer_sequence<int, I...>, const float* a, int64_t
 void Tile(BLayout layout, int64_t i0, int64_t rows, int64_t j0, int64_t cols, int64_t k,
           float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
           int64_t ldc) {
-  thread_local AlignedVector<float> packed;
+  thread_local AlignedVector<float> packed(size_t(kBlockK * kTileCols));  // cols <= kTileCols
   const int64_t panels = (cols + kPanel - 1) / kPanel;
-  if (packed.size() < size_t(kBlockK * panels * kPanel)) packed.resize(size_t(kBlockK * kTileCols));
   // Columns past C's last: register tiles write them to `edge` (kRows x kPanel), and the real
   // ones are copied out (and in, to resume).
   alignas(64) float edge[kRows * kPanel];
