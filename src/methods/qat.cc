@@ -1,0 +1,276 @@
+// Block-wise quantization-aware training (see qat.h).
+#include "methods/qat.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "formats/fp8.h"
+#include "train/block_backward.h"
+
+namespace qf::methods {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// AdamW over one parameter array.
+struct Adam {
+  std::vector<float> m, v;
+  explicit Adam(size_t n) : m(n, 0.0f), v(n, 0.0f) {}
+  void Step(std::vector<float>& p, const float* g, double lr, double wd, int64_t t) {
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
+    const int64_t n = int64_t(p.size());
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const double gi = g[i];
+      const double mi = b1 * m[size_t(i)] + (1 - b1) * gi;
+      const double vi = b2 * v[size_t(i)] + (1 - b2) * gi * gi;
+      m[size_t(i)] = float(mi);
+      v[size_t(i)] = float(vi);
+      const double upd = (mi / c1) / (std::sqrt(vi / c2) + eps) + wd * p[size_t(i)];
+      p[size_t(i)] = float(p[size_t(i)] - lr * upd);
+    }
+  }
+};
+
+double CosineLr(double lr, int64_t step, int64_t total) {
+  const double lo = lr / 20;  // EfficientQAT's eta_min
+  return lo + 0.5 * (lr - lo) * (1 + std::cos(M_PI * double(step) / double(std::max<int64_t>(1, total))));
+}
+
+}  // namespace
+
+Result<QatLinear> QatLinear::Init(const QuantizedTensor& start, std::span<const float> w) {
+  if (!start.scheme.is_int()) return Err("qat: {} is not an integer scheme", start.scheme.name);
+  if (int64_t(w.size()) != start.rows * start.cols) return Err("qat: weight shape mismatch");
+  QatLinear q;
+  q.n_ = start.rows;
+  q.k_ = start.cols;
+  q.maxq_ = float(start.scheme.MaxCode());
+  q.shape_.scheme = start.scheme;
+  q.shape_.fallback = start.fallback;
+  q.shape_.rows = start.rows;
+  q.shape_.cols = start.cols;
+  q.w.assign(w.begin(), w.end());
+  q.s = start.scales;
+  q.z.resize(q.s.size());
+  for (size_t i = 0; i < q.z.size(); ++i)
+    q.z[i] = start.scheme.symmetric ? float(1 << (start.scheme.bits - 1)) : float(start.zeros[i]);
+  return q;
+}
+
+int64_t QatLinear::Param(int64_t row, int64_t col) const {
+  switch (shape_.scheme.granularity) {
+    case Granularity::kTensor:
+      return 0;
+    case Granularity::kChannel:
+      return row;
+    case Granularity::kGroup:
+      return row * shape_.groups() + col / shape_.group_size();
+  }
+  return 0;
+}
+
+float QatLinear::Zero(int64_t p) const {
+  if (shape_.scheme.symmetric) return float(1 << (shape_.scheme.bits - 1));
+  return std::clamp(RoundHalfEven(z[size_t(p)]), 0.0f, maxq_);
+}
+
+void QatLinear::FakeQuantize(float* out) const {
+#pragma omp parallel for if (n_ * k_ > 65536)
+  for (int64_t r = 0; r < n_; ++r)
+    for (int64_t c = 0; c < k_; ++c) {
+      const int64_t p = Param(r, c);
+      const float sc = s[size_t(p)], zi = Zero(p);
+      const float code = std::clamp(RoundHalfEven(w[size_t(r * k_ + c)] / sc) + zi, 0.0f, maxq_);
+      out[r * k_ + c] = sc * (code - zi);
+    }
+}
+
+void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz) const {
+  std::fill_n(ds, s.size(), 0.0f);
+  std::fill_n(dz, z.size(), 0.0f);
+  const bool asym = !shape_.scheme.symmetric;
+  // Rows in parallel own their parameters, except the one set of a per-tensor scheme.
+  const bool rows_own = shape_.scheme.granularity != Granularity::kTensor;
+  std::vector<double> acc_s(size_t(rows_own ? s.size() : size_t(n_))),
+      acc_z(acc_s.size());
+#pragma omp parallel for if (n_ * k_ > 65536)
+  for (int64_t r = 0; r < n_; ++r)
+    for (int64_t c = 0; c < k_; ++c) {
+      const int64_t p = Param(r, c);
+      const size_t a = rows_own ? size_t(p) : size_t(r);
+      const float sc = s[size_t(p)], zi = Zero(p);
+      const size_t i = size_t(r * k_ + c);
+      const float u = w[i] / sc, rq = RoundHalfEven(u);
+      const float code = rq + zi;
+      const double g = dwhat[i];
+      if (code >= 0.0f && code <= maxq_) {
+        dw[i] = dwhat[i];
+        acc_s[a] += g * (double(rq) - double(u));
+      } else {
+        dw[i] = 0.0f;
+        acc_s[a] += g * (double(std::clamp(code, 0.0f, maxq_)) - zi);
+        if (asym) acc_z[a] -= g * sc;
+      }
+    }
+  if (rows_own) {
+    for (size_t p = 0; p < s.size(); ++p) {
+      ds[p] = float(acc_s[p]);
+      dz[p] = asym ? float(acc_z[p]) : 0.0f;
+    }
+  } else {
+    double ts = 0, tz = 0;
+    for (int64_t r = 0; r < n_; ++r) ts += acc_s[size_t(r)], tz += acc_z[size_t(r)];
+    ds[0] = float(ts);
+    dz[0] = asym ? float(tz) : 0.0f;
+  }
+}
+
+QuantizedTensor QatLinear::Freeze() const {
+  QuantizedTensor q = shape_;
+  q.codes.resize(size_t(n_ * k_));
+  q.scales = s;
+  if (!shape_.scheme.symmetric) {
+    q.zeros.resize(z.size());
+    for (size_t p = 0; p < z.size(); ++p) q.zeros[p] = int32_t(Zero(int64_t(p)));
+  }
+  for (int64_t r = 0; r < n_; ++r)
+    for (int64_t c = 0; c < k_; ++c) {
+      const int64_t p = Param(r, c);
+      const float code =
+          std::clamp(RoundHalfEven(w[size_t(r * k_ + c)] / s[size_t(p)]) + Zero(p), 0.0f, maxq_);
+      q.codes[size_t(r * k_ + c)] = uint8_t(code);
+    }
+  return q;
+}
+
+Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Layer& blk,
+                                  int64_t layer, std::array<QatLinear*, 7> train,
+                                  const float* inputs, const float* targets, int64_t S, int64_t T,
+                                  const float* cos, const float* sin, const QatOptions& opt,
+                                  const QatProgress& progress) {
+  if (!blk.q_norm.empty()) return Err("qat: blocks with q/k norms (Qwen3) are not supported yet");
+  if (opt.epochs < 0 || opt.batch < 1 || !(opt.lr >= 0) || !(opt.lr_q >= 0))
+    return Err("qat: bad --epochs / --batch / --lr");
+  const auto t0 = Clock::now();
+  const int64_t H = c.hidden, n_out = T * H;
+  // The linears the walk runs: a fake-quantized fp32 copy for each trained one.
+  std::array<model::Linear, 7> fq;
+  train::BlockLinears lin{};
+  std::array<std::vector<float>, 7> dwhat, dw;
+  std::array<std::vector<float>, 7> ds, dz;
+  std::vector<Adam> adam_w, adam_s, adam_z;
+  for (size_t i = 0; i < 7; ++i) {
+    const model::Linear& own = blk[model::kBlockLinears[i]];
+    lin[i] = &own;
+    if (!train[i]) continue;
+    QatLinear& q = *train[i];
+    if (q.rows() != own.n || q.cols() != own.k) return Err("qat: linear {} shape mismatch", i);
+    fq[i].n = own.n;
+    fq[i].k = own.k;
+    fq[i].bias = own.bias;
+    fq[i].weight.resize(size_t(own.n * own.k));
+    q.FakeQuantize(fq[i].weight.data());
+    lin[i] = &fq[i];
+    dwhat[i].resize(fq[i].weight.size());
+    dw[i].resize(fq[i].weight.size());
+    ds[i].resize(q.s.size());
+    dz[i].resize(q.z.size());
+  }
+  for (size_t i = 0; i < 7; ++i) {
+    adam_w.emplace_back(train[i] ? train[i]->w.size() : 0);
+    adam_s.emplace_back(train[i] ? train[i]->s.size() : 0);
+    adam_z.emplace_back(train[i] ? train[i]->z.size() : 0);
+  }
+  train::BlockTape tape(c, T);
+  train::BackwardScratch scratch(c, T);
+  std::vector<float> dout(static_cast<size_t>(n_out));
+
+  // Output MSE over all windows with the current weights.
+  auto evaluate = [&] {
+    double total = 0;
+    for (int64_t s = 0; s < S; ++s) {
+      train::ForwardBlock(c, blk, layer, lin, inputs + s * n_out, cos, sin, tape);
+      const float* y = targets + s * n_out;
+      for (int64_t i = 0; i < n_out; ++i) {
+        const double d = double(tape.x[size_t(i)]) - y[i];
+        total += d * d;
+      }
+    }
+    return total / double(S * n_out);
+  };
+
+  QatBlockReport rep;
+  rep.layer = layer;
+  rep.loss_start = evaluate();
+  // The starting state, kept in case training ends worse than it started.
+  std::array<QatLinear, 7> start;
+  for (size_t i = 0; i < 7; ++i)
+    if (train[i]) start[i] = *train[i];
+  const int64_t steps_per_epoch = (S + opt.batch - 1) / opt.batch;
+  const int64_t total = steps_per_epoch * opt.epochs;
+  std::mt19937_64 rng(opt.seed ^ (0x9e3779b97f4a7c15ull * uint64_t(layer + 1)));
+  std::vector<int64_t> order(static_cast<size_t>(S));
+  int64_t step = 0;
+  for (int epoch = 0; epoch < opt.epochs; ++epoch) {
+    for (int64_t i = 0; i < S; ++i) order[size_t(i)] = i;
+    for (int64_t i = S - 1; i > 0; --i)  // Fisher-Yates with the library-independent engine
+      std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
+    double epoch_loss = 0;
+    for (int64_t b0 = 0; b0 < S; b0 += opt.batch) {
+      const int64_t nb = std::min(opt.batch, S - b0);
+      for (size_t i = 0; i < 7; ++i)
+        if (train[i]) std::fill(dwhat[i].begin(), dwhat[i].end(), 0.0f);
+      double loss = 0;
+      const double norm = 2.0 / double(nb * n_out);
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t s = order[size_t(b0 + j)];
+        const float* x0 = inputs + s * n_out;
+        train::ForwardBlock(c, blk, layer, lin, x0, cos, sin, tape);
+        const float* y = targets + s * n_out;
+        for (int64_t i = 0; i < n_out; ++i) {
+          const double d = double(tape.x[size_t(i)]) - y[i];
+          loss += d * d;
+          dout[size_t(i)] = float(norm * d);
+        }
+        std::array<float*, 7> g{};
+        for (size_t i = 0; i < 7; ++i) g[i] = train[i] ? dwhat[i].data() : nullptr;
+        train::BackwardBlock(c, blk, lin, tape, x0, dout.data(), cos, sin, g, nullptr, scratch);
+      }
+      loss /= double(nb * n_out);
+      if (!std::isfinite(loss)) return Err("qat: layer {}: the loss is not finite (lower --lr)", layer);
+      epoch_loss += loss * double(nb);
+      ++step;
+      const double lr = CosineLr(opt.lr, step - 1, total), lr_q = CosineLr(opt.lr_q, step - 1, total);
+      for (size_t i = 0; i < 7; ++i) {
+        if (!train[i]) continue;
+        QatLinear& q = *train[i];
+        q.Backward(dwhat[i].data(), dw[i].data(), ds[i].data(), dz[i].data());
+        adam_w[i].Step(q.w, dw[i].data(), lr, opt.weight_decay, step);
+        adam_s[i].Step(q.s, ds[i].data(), lr_q, 0, step);
+        for (float& v : q.s) v = std::max(v, 1e-9f);
+        adam_z[i].Step(q.z, dz[i].data(), lr_q, 0, step);
+        q.FakeQuantize(fq[i].weight.data());
+      }
+      if (progress) progress(step, total, loss);
+    }
+    rep.epoch_loss.push_back(epoch_loss / double(S));
+  }
+  rep.steps = step;
+  rep.loss_end = evaluate();
+  if (!(rep.loss_end <= rep.loss_start)) {
+    for (size_t i = 0; i < 7; ++i)
+      if (train[i]) *train[i] = std::move(start[i]);
+    rep.reverted = true;
+    rep.loss_end = rep.loss_start;
+  }
+  rep.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return rep;
+}
+
+}  // namespace qf::methods

@@ -1,0 +1,82 @@
+// Quantization-aware training of one decoder block (EfficientQAT's Block-AP, arXiv 2407.11062):
+// the block runs with fake-quantized weights ŵ = s·(clamp(rne(w/s) + round(z), 0, maxq) −
+// round(z)), the latent weights w and the parameters s, z are trained with AdamW and a cosine
+// schedule to minimise the mean squared error between the block's output on the quantized
+// model's inputs and the fp model's block output; then the codes are frozen. Rounding passes
+// gradients straight through (STE): inside the grid ∂ŵ/∂w = 1, ∂ŵ/∂s = rne(w/s) − w/s,
+// ∂ŵ/∂z = 0; where the code clamps ∂ŵ/∂w = 0, ∂ŵ/∂s = code − zero, ∂ŵ/∂z = −s (LSQ /
+// EfficientQAT). Integer schemes of the format table; symmetric ones keep z at 2^(bits−1).
+// Contract: the same inputs, options and seed give the same codes whatever the thread count
+// (the forward and backward products run on kernels::F32Gemm; sums in fixed order).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "core/result.h"
+#include "formats/quantize.h"
+#include "model/model.h"
+
+namespace qf::methods {
+
+// A linear under training: latent weights and one (scale, zero) per parameter set.
+class QatLinear {
+ public:
+  // Starts from a rounding of the scheme (codes are ignored: the scales and zeros are kept)
+  // and latent weights w [rows, cols] (the fp weights, or a solver's dequantized result).
+  static Result<QatLinear> Init(const QuantizedTensor& start, std::span<const float> w);
+
+  int64_t rows() const { return n_; }
+  int64_t cols() const { return k_; }
+  // ŵ [rows, cols], the values the block runs with.
+  void FakeQuantize(float* out) const;
+  // Gradients of the latent weights, scales and zeros (overwritten) from ∂loss/∂ŵ.
+  void Backward(const float* dwhat, float* dw, float* ds, float* dz) const;
+  // The codes and parameters of the current state: Dequantize(Freeze()) equals FakeQuantize.
+  QuantizedTensor Freeze() const;
+
+  std::vector<float> w, s, z;  // z: code units (asymmetric schemes; fixed otherwise)
+
+ private:
+  int64_t Param(int64_t row, int64_t col) const;
+  float Zero(int64_t p) const;
+  QuantizedTensor shape_;  // scheme, rows, cols (codes/scales unused)
+  int64_t n_ = 0, k_ = 0;
+  float maxq_ = 0;
+};
+
+struct QatOptions {
+  int epochs = 2;
+  double lr = 1e-4;     // latent weights (AdamW); scales and zeros use lr_q
+  double lr_q = 5e-4;
+  double weight_decay = 0;
+  int64_t batch = 4;    // windows per step
+  uint64_t seed = 0;    // window order
+};
+
+struct QatBlockReport {
+  int64_t layer = 0;
+  double loss_start = 0;  // output MSE of the starting rounding, over all windows
+  double loss_end = 0;    // of the frozen codes
+  bool reverted = false;  // training ended above loss_start: the starting rounding is kept
+  std::vector<double> epoch_loss;  // mean training loss of each epoch
+  int64_t steps = 0;
+  double seconds = 0;
+};
+
+// step, total steps, latest batch loss
+using QatProgress = std::function<void(int64_t, int64_t, double)>;
+
+// Trains the non-null entries of `train` (in model::kBlockLinears order; the others run as
+// `blk` holds them) on S windows of T tokens: inputs [S, T, H] (the quantized model's block
+// inputs), targets [S, T, H] (the fp block's outputs), RoPE tables cos/sin of >= T rows.
+Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Layer& blk,
+                                  int64_t layer, std::array<QatLinear*, 7> train,
+                                  const float* inputs, const float* targets, int64_t S, int64_t T,
+                                  const float* cos, const float* sin, const QatOptions& opt,
+                                  const QatProgress& progress = {});
+
+}  // namespace qf::methods

@@ -1,0 +1,368 @@
+// Training passes (train/, methods/qat): every backward op and a whole decoder block's backward
+// against central finite differences of the forward kernels; the training forward is the
+// inference walk; fake quantization, its straight-through gradients and the frozen codes;
+// block-wise QAT lowers the block's output error and gives the same codes on 1 and 2 threads.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "formats/quantize.h"
+#include "formats/scheme.h"
+#include "kernels/ops.h"
+#include "methods/qat.h"
+#include "model/config.h"
+#include "model/decoder_walk.h"
+#include "train/backward_ops.h"
+#include "train/block_backward.h"
+
+namespace qf {
+namespace {
+
+std::vector<float> Random(size_t n, uint64_t seed, float sd = 1.0f, float center = 0.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(center, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+double Dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * b[i];
+  return s;
+}
+
+// Checks grad[i] = ∂L/∂p[i] by central differences of L at every `stride`-th entry of p.
+void CheckGradient(std::vector<float>& p, const std::vector<float>& grad,
+                   const std::function<double()>& loss, const char* what, float h = 1e-2f,
+                   size_t stride = 1) {
+  ASSERT_EQ(p.size(), grad.size()) << what;
+  double worst = 0;
+  for (size_t i = 0; i < p.size(); i += stride) {
+    const float keep = p[i];
+    p[i] = keep + h;
+    const double up = loss();
+    p[i] = keep - h;
+    const double down = loss();
+    p[i] = keep;
+    const double fd = (up - down) / (2.0 * double(h));
+    const double err = std::abs(fd - grad[i]) / std::max(1.0, std::abs(fd));
+    worst = std::max(worst, err);
+    EXPECT_LT(err, 2e-2) << what << " [" << i << "]: finite difference " << fd << ", backward "
+                         << grad[i];
+  }
+  EXPECT_GT(worst, 0.0) << what << ": no entry checked";
+}
+
+TEST(TrainOps, RmsNormBackwardMatchesFiniteDifferences) {
+  const int64_t m = 3, d = 12;
+  std::vector<float> x = Random(m * d, 1), w = Random(d, 2, 0.3f, 1.0f), r = Random(m * d, 3);
+  std::vector<float> y(x.size()), dx(x.size(), 5.0f);
+  auto loss = [&] {
+    kernels::RmsNorm(x.data(), w.data(), y.data(), m, d, 1e-5f);
+    return Dot(r, y);
+  };
+  train::RmsNormBackward(x.data(), w.data(), r.data(), dx.data(), m, d, 1e-5f, false);
+  CheckGradient(x, dx, loss, "rmsnorm dx");
+  // accumulate adds to what is there
+  std::vector<float> acc(x.size(), 1.0f);
+  train::RmsNormBackward(x.data(), w.data(), r.data(), acc.data(), m, d, 1e-5f, true);
+  for (size_t i = 0; i < acc.size(); ++i) EXPECT_FLOAT_EQ(acc[i], dx[i] + 1.0f);
+}
+
+TEST(TrainOps, RopeBackwardMatchesFiniteDifferences) {
+  const int64_t m = 4, heads = 2, D = 8, pos0 = 3;
+  model::ModelConfig c;
+  c.head_dim = D;
+  c.rope_theta = 100.0;
+  std::vector<float> cos, sin;
+  model::RopeTables(c, pos0 + m, &cos, &sin);
+  std::vector<float> x = Random(m * heads * D, 4), r = Random(x.size(), 5);
+  auto loss = [&] {
+    std::vector<float> y = x;
+    kernels::Rope(y.data(), m, heads, D, pos0, cos.data(), sin.data());
+    return Dot(r, y);
+  };
+  std::vector<float> g = r;
+  train::RopeBackward(g.data(), m, heads, D, pos0, cos.data(), sin.data());
+  CheckGradient(x, g, loss, "rope dx");
+}
+
+TEST(TrainOps, SiluMulBackwardMatchesFiniteDifferences) {
+  const int64_t m = 2, f = 9;
+  std::vector<float> gate = Random(m * f, 6, 2.0f), up = Random(m * f, 7), r = Random(m * f, 8);
+  auto loss = [&] {
+    std::vector<float> h = gate;
+    kernels::SiluMul(h.data(), up.data(), m, f);
+    return Dot(r, h);
+  };
+  std::vector<float> dgate(gate.size()), dup(up.size());
+  train::SiluMulBackward(gate.data(), up.data(), r.data(), dgate.data(), dup.data(), m, f);
+  CheckGradient(gate, dgate, loss, "silu dgate");
+  CheckGradient(up, dup, loss, "silu dup");
+}
+
+TEST(TrainOps, AttentionBackwardMatchesFiniteDifferences) {
+  for (const int64_t window : {int64_t{0}, int64_t{3}}) {
+    SCOPED_TRACE(window);
+    const int64_t t = 6, heads = 4, kvh = 2, D = 8;
+    std::vector<float> q = Random(t * heads * D, 9), k = Random(t * kvh * D, 10),
+                       v = Random(t * kvh * D, 11), r = Random(q.size(), 12);
+    auto loss = [&] {
+      std::vector<float> out(q.size());
+      kernels::Attention(q.data(), k.data(), v.data(), out.data(), t, 0, heads, kvh, D, window);
+      return Dot(r, out);
+    };
+    std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+    train::AttentionBackward(q.data(), k.data(), v.data(), r.data(), dq.data(), dk.data(),
+                             dv.data(), t, heads, kvh, D, window);
+    CheckGradient(q, dq, loss, "attention dq");
+    CheckGradient(k, dk, loss, "attention dk");
+    CheckGradient(v, dv, loss, "attention dv");
+  }
+}
+
+TEST(TrainOps, LinearBackwardMatchesFiniteDifferences) {
+  const int64_t m = 5, n = 7, k = 6;
+  std::vector<float> x = Random(m * k, 13), w = Random(n * k, 14), r = Random(m * n, 15);
+  auto loss = [&] {
+    std::vector<float> y(size_t(m * n));
+    kernels::MatMulNT(x.data(), w.data(), nullptr, y.data(), m, n, k);
+    return Dot(r, y);
+  };
+  std::vector<float> dx(x.size()), dw(w.size(), 0.0f), dyt(size_t(n * m)),
+      tmp(size_t(std::max(m, n) * k));
+  train::LinearBackward(x.data(), w.data(), r.data(), dx.data(), dw.data(), m, n, k, false,
+                        dyt.data(), tmp.data());
+  CheckGradient(x, dx, loss, "linear dx");
+  CheckGradient(w, dw, loss, "linear dw");
+}
+
+// A small Llama block (GQA, optional sliding window) with random weights.
+struct SmallBlock {
+  model::ModelConfig c;
+  model::Layer layer;
+  std::vector<float> cos, sin;
+};
+
+SmallBlock MakeSmallBlock(int64_t t, int64_t window, uint64_t seed) {
+  SmallBlock b;
+  model::ModelConfig& c = b.c;
+  c.family = model::FindFamily("LlamaForCausalLM");
+  c.hidden = 32;
+  c.intermediate = 48;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.head_dim = 8;
+  c.layers = 1;
+  c.vocab_size = 16;
+  c.max_position = 64;
+  c.rms_eps = 1e-5;
+  c.rope_theta = 500.0;
+  c.sliding_window = window;
+  uint64_t s = seed;
+  auto lin = [&](int64_t n, int64_t k) {
+    model::Linear L;
+    L.n = n;
+    L.k = k;
+    const std::vector<float> w = Random(size_t(n * k), ++s, 0.2f);
+    L.weight.assign(w.begin(), w.end());
+    return L;
+  };
+  b.layer.attn_norm = Random(size_t(c.hidden), ++s, 0.2f, 1.0f);
+  b.layer.ffn_norm = Random(size_t(c.hidden), ++s, 0.2f, 1.0f);
+  b.layer.q = lin(c.q_dim(), c.hidden);
+  b.layer.k = lin(c.kv_dim(), c.hidden);
+  b.layer.v = lin(c.kv_dim(), c.hidden);
+  b.layer.o = lin(c.hidden, c.q_dim());
+  b.layer.gate = lin(c.intermediate, c.hidden);
+  b.layer.up = lin(c.intermediate, c.hidden);
+  b.layer.down = lin(c.hidden, c.intermediate);
+  model::RopeTables(c, t, &b.cos, &b.sin);
+  return b;
+}
+
+train::BlockLinears Own(const model::Layer& L) {
+  train::BlockLinears lin{};
+  for (size_t i = 0; i < 7; ++i) lin[i] = &L[model::kBlockLinears[i]];
+  return lin;
+}
+
+TEST(TrainBlock, ForwardIsTheInferenceWalk) {
+  const int64_t t = 9;
+  SmallBlock b = MakeSmallBlock(t, 0, 20);
+  const std::vector<float> x0 = Random(size_t(t * b.c.hidden), 21);
+  train::BlockTape tape(b.c, t);
+  train::ForwardBlock(b.c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
+  model::WalkScratch sc(b.c, t);
+  std::vector<float> x = x0;
+  const model::KvSlot kv = sc.Slot(b.cos.data(), b.sin.data());
+  model::WalkBlock(b.c, b.layer, 0, sc.Buffers(x.data()), t, {&kv, 1});
+  ASSERT_EQ(x.size(), tape.x.size());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], tape.x[i]) << i;
+  for (size_t i = 0; i < sc.k.size(); ++i) ASSERT_EQ(sc.k[i], tape.k[i]) << i;
+}
+
+TEST(TrainBlock, BackwardMatchesFiniteDifferences) {
+  for (const int64_t window : {int64_t{0}, int64_t{4}}) {
+    SCOPED_TRACE(window);
+    const int64_t t = 7;
+    SmallBlock b = MakeSmallBlock(t, window, 30);
+    const model::ModelConfig& c = b.c;
+    std::vector<float> x0 = Random(size_t(t * c.hidden), 31);
+    const std::vector<float> r = Random(x0.size(), 32);
+    train::BlockTape tape(c, t);
+    auto loss = [&] {
+      train::ForwardBlock(c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(),
+                          tape);
+      return Dot(r, tape.x);
+    };
+    loss();
+    std::array<std::vector<float>, 7> dw;
+    std::array<float*, 7> dwp{};
+    for (size_t i = 0; i < 7; ++i) {
+      dw[i].assign(b.layer[model::kBlockLinears[i]].weight.size(), 0.0f);
+      dwp[i] = dw[i].data();
+    }
+    std::vector<float> dx0(x0.size());
+    train::BackwardScratch scratch(c, t);
+    train::BackwardBlock(c, b.layer, Own(b.layer), tape, x0.data(), r.data(), b.cos.data(),
+                         b.sin.data(), dwp, dx0.data(), scratch);
+    CheckGradient(x0, dx0, loss, "block dx0", 1e-2f, 3);
+    const char* names[] = {"q", "k", "v", "o", "gate", "up", "down"};
+    for (size_t i = 0; i < 7; ++i) {
+      model::Linear& L = b.layer[model::kBlockLinears[i]];
+      std::vector<float> w(L.weight.begin(), L.weight.end());
+      auto loss_w = [&] {
+        L.weight.assign(w.begin(), w.end());
+        return loss();
+      };
+      CheckGradient(w, dw[i], loss_w, names[i], 1e-2f, 5);
+      L.weight.assign(w.begin(), w.end());
+    }
+  }
+}
+
+TEST(Qat, FakeQuantizeStartsAtTheRoundingAndFreezesToIt) {
+  for (const char* name : {"int4-g32-asym", "int2-g32-asym", "int3-channel-sym", "int4-tensor-asym",
+                           "int8-g32-sym"}) {
+    SCOPED_TRACE(name);
+    auto scheme = ParseScheme(name);
+    ASSERT_TRUE(scheme.ok());
+    const int64_t n = 6, k = 64;
+    const std::vector<float> w = Random(size_t(n * k), 40, 0.05f);
+    auto q = Quantize(w, n, k, *scheme);
+    ASSERT_TRUE(q.ok());
+    auto deq = Dequantize(*q);
+    ASSERT_TRUE(deq.ok());
+    auto ql = methods::QatLinear::Init(*q, w);
+    ASSERT_TRUE(ql.ok());
+    std::vector<float> fq(w.size());
+    ql->FakeQuantize(fq.data());
+    for (size_t i = 0; i < fq.size(); ++i) ASSERT_EQ(fq[i], (*deq)[i]) << i;
+    // Move the state, then Freeze must give codes whose dequantization is the fake quantization.
+    for (float& s : ql->s) s *= 1.07f;
+    for (float& z : ql->z) z += 0.6f;
+    ql->FakeQuantize(fq.data());
+    const QuantizedTensor frozen = ql->Freeze();
+    ASSERT_TRUE(Validate(frozen).ok());
+    auto deq2 = Dequantize(frozen);
+    ASSERT_TRUE(deq2.ok());
+    for (size_t i = 0; i < fq.size(); ++i) ASSERT_EQ(fq[i], (*deq2)[i]) << i;
+  }
+}
+
+TEST(Qat, StraightThroughGradients) {
+  // One row of int2 asym (codes 0..3), scale 0.1, zero 1: values below, inside and above the grid.
+  const std::vector<float> w = {0.26f, -0.9f, 0.05f, 0.12f};
+  auto q = Quantize(w, 1, 4, *ParseScheme("int2-channel-asym"));
+  ASSERT_TRUE(q.ok());
+  auto ql = methods::QatLinear::Init(*q, w);
+  ASSERT_TRUE(ql.ok());
+  ql->s = {0.1f};
+  ql->z = {1.0f};
+  const std::vector<float> g = {1, 2, 3, 4};
+  std::vector<float> dw(4), ds(1), dz(1);
+  ql->Backward(g.data(), dw.data(), ds.data(), dz.data());
+  // 0.26: code 2.6→3+1 = 4 clamps to 3: dw 0, ds (3 − 1)·1, dz −0.1·1.
+  // −0.9: code −9+1 clamps to 0: dw 0, ds (0 − 1)·2, dz −0.1·2.
+  // 0.05: rne(0.5) = 0, code 1 inside: dw 3, ds (0 − 0.5)·3. 0.12: rne(1.2) = 1: dw 4, ds −0.2·4.
+  EXPECT_EQ(dw, (std::vector<float>{0, 0, 3, 4}));
+  EXPECT_NEAR(ds[0], 2.0 - 2.0 - 1.5 - 0.8, 1e-5);
+  EXPECT_NEAR(dz[0], -0.3, 1e-6);
+  std::vector<float> fq(4);
+  ql->FakeQuantize(fq.data());
+  EXPECT_FLOAT_EQ(fq[0], 0.2f);   // (3 − 1)·0.1
+  EXPECT_FLOAT_EQ(fq[1], -0.1f);  // (0 − 1)·0.1
+  EXPECT_FLOAT_EQ(fq[2], 0.0f);
+  EXPECT_FLOAT_EQ(fq[3], 0.1f);
+}
+
+// Block-AP on the small block: int2 starting from RTN, targets the fp block's outputs.
+struct QatRun {
+  methods::QatBlockReport rep;
+  std::vector<QuantizedTensor> frozen;
+};
+
+QatRun RunQat(int threads) {
+  const int64_t S = 6, T = 8;
+  SmallBlock b = MakeSmallBlock(T, 0, 50);
+  const model::ModelConfig& c = b.c;
+  const std::vector<float> inputs = Random(size_t(S * T * c.hidden), 51);
+  std::vector<float> targets(inputs.size());
+  train::BlockTape tape(c, T);
+  for (int64_t s = 0; s < S; ++s) {
+    train::ForwardBlock(c, b.layer, 0, Own(b.layer), inputs.data() + s * T * c.hidden,
+                        b.cos.data(), b.sin.data(), tape);
+    std::copy(tape.x.begin(), tape.x.end(), targets.begin() + s * T * c.hidden);
+  }
+  const QuantScheme scheme = *ParseScheme("int2-g32-asym");
+  std::vector<methods::QatLinear> ql;
+  for (size_t i = 0; i < 7; ++i) {
+    const model::Linear& L = b.layer[model::kBlockLinears[i]];
+    auto q = Quantize(L.weight, L.n, L.k, scheme);
+    EXPECT_TRUE(q.ok());
+    auto one = methods::QatLinear::Init(*q, L.weight);
+    EXPECT_TRUE(one.ok());
+    ql.push_back(std::move(*one));
+  }
+  std::array<methods::QatLinear*, 7> train{};
+  for (size_t i = 0; i < 7; ++i) train[i] = &ql[i];
+  methods::QatOptions opt;
+  opt.epochs = 4;
+  opt.batch = 2;
+  opt.lr = 2e-3;
+  opt.lr_q = 2e-3;
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  auto rep = methods::TrainBlock(c, b.layer, 0, train, inputs.data(), targets.data(), S, T,
+                                 b.cos.data(), b.sin.data(), opt);
+  omp_set_num_threads(before);
+  EXPECT_TRUE(rep.ok()) << rep.error().message();
+  QatRun run;
+  run.rep = *rep;
+  for (auto& q : ql) run.frozen.push_back(q.Freeze());
+  return run;
+}
+
+TEST(Qat, BlockTrainingLowersTheOutputErrorAndIsThreadCountInvariant) {
+  const QatRun one = RunQat(1), two = RunQat(2);
+  EXPECT_FALSE(one.rep.reverted);
+  EXPECT_EQ(one.rep.steps, 4 * 3);
+  ASSERT_EQ(one.rep.epoch_loss.size(), 4u);
+  EXPECT_LT(one.rep.loss_end, 0.8 * one.rep.loss_start)
+      << "start " << one.rep.loss_start << " end " << one.rep.loss_end;
+  EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
+  for (size_t i = 0; i < 7; ++i) {
+    EXPECT_EQ(one.frozen[i].codes, two.frozen[i].codes) << i;
+    EXPECT_EQ(one.frozen[i].scales, two.frozen[i].scales) << i;
+    EXPECT_EQ(one.frozen[i].zeros, two.frozen[i].zeros) << i;
+  }
+}
+
+}  // namespace
+}  // namespace qf
