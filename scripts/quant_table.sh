@@ -26,6 +26,7 @@ ROWS=(
   "int4-g128-asym|gptq||142.2075 (141.5553 ao)"
   "int4-g128-asym|awq||"
   "int4-g128-asym|awq+gptq||"
+  "int4-g128-asym|gptq+qat||"
   "int4-g128-sym|rtn||146.0377"
   "int4-g128-sym|gptq||143.1763"
   "int4-g128-sym|awq||"
@@ -34,8 +35,10 @@ ROWS=(
   "int3-g128-asym|rtn||154.9341"
   "int3-g128-asym|gptq||147.8214"
   "int3-g128-asym|awq||"
+  "int3-g128-asym|gptq+qat||"
   "int2-g64-asym|rtn||214.5396"
   "int2-g64-asym|gptq||181.7348"
+  "int2-g64-asym|gptq+qat||"
   "W8A16|rtn||140.8578"
   "W8A8|rtn||"
   "W8A8|smoothquant||"
@@ -62,6 +65,6 @@ for row in "${ROWS[@]}"; do
     "$scheme" "$method" "${flags:+ $flags}" "$(jq .bits_per_weight <<< "$qj")" \
     "$(jq '.output_bytes / 1048576' <<< "$qj")" "$ppl" "$(jq -n "$ppl - $FP_PPL")" "${ref:-–}" \
     "$(jq .kld_mean <<< "$kj")" "$(jq '.top1_agreement * 100' <<< "$kj")" \
-    "$(jq '.seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_write' <<< "$qj")" \
+    "$(jq '.seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_qat + .seconds_write' <<< "$qj")" \
     "$(jq '.peak_rss_bytes / 1048576' <<< "$qj")"
 done

@@ -18,8 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bottom to top. tools/ (the CLI) and fuzz/ sit above all of them.
-const std::vector<std::string> kLayers = {"core",  "formats", "kernels",  "io",  "text",
-                                          "model", "methods", "pipeline", "eval"};
+const std::vector<std::string> kLayers = {"core",  "formats", "kernels", "io",       "text",
+                                          "model", "train",   "methods", "pipeline", "eval"};
 
 int LayerOf(const std::string& folder) {
   for (size_t i = 0; i < kLayers.size(); ++i)

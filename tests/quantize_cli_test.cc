@@ -240,6 +240,12 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
       {"--act int7-token", "--act"},
       {"--method awq --calib /nonexistent.txt", "/nonexistent.txt"},
       {"--ignore 're:(('", "bad regular expression"},
+      {"--epochs 2", "apply to --method qat"},
+      {"--method gptq --lr 1e-3", "apply to --method qat"},
+      {"--method qat --scheme fp8", "integer schemes only"},
+      {"--method qat --scheme W8A8", "weight-only schemes only"},
+      {"--method qat --epochs -1", "--epochs"},
+      {"--method qat --batch 0", "--batch"},
   };
   for (const Case& c : cases) {
     std::string log;
@@ -253,6 +259,56 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
   std::string log;
   EXPECT_NE(RunCommand(Q() + " quantize /nonexistent -o " + out + " --scheme W4A16", &log), 0);
   EXPECT_NE(log.find("/nonexistent"), std::string::npos) << log;
+}
+
+// Block-wise QAT on the bundled model (few short windows): every block's output error ends at
+// or below its starting rounding's, the codes are the same on 1 and 2 threads, and the model
+// is closer to the fp model than the RTN rounding it started from.
+TEST(QuantizeCli, QatIsDeterministicAndBeatsItsStart) {
+  QF_NEED_SHARED("data/calib.txt");
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
+  const std::string calib = (qf::testing::SharedDir() / "data/calib.txt").string();
+  const fs::path a = qf::testing::TempDir() / "qat_a", b = qf::testing::TempDir() / "qat_b",
+                 r = qf::testing::TempDir() / "qat_rtn";
+  const std::string scheme = " --scheme int3-g128-asym";
+  const std::string common = scheme + " --method qat --calib " + calib +
+                             " --nsamples 8 --seqlen 128 --epochs 2 --batch 1 --lr 1e-3 -q";
+  std::string log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log),
+      0)
+      << log;
+  const auto qa = Json(log);
+  ASSERT_EQ(qa["qat"].size(), 6u);
+  for (const auto& blk : qa["qat"]) {
+    EXPECT_EQ(blk["steps"], 14);  // 7 training windows (one held out) x 2 epochs
+    EXPECT_EQ(blk["epoch_loss"].size(), 2u);
+    EXPECT_LE(blk["loss_end"].get<double>(), blk["loss_start"].get<double>());
+  }
+  EXPECT_FALSE(qa["qat"][0]["reverted"].get<bool>()) << "the first block did not improve";
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0)
+      << log;
+  EXPECT_TRUE(*ReadTextFile(a / "model.safetensors") == *ReadTextFile(b / "model.safetensors"))
+      << "QAT output differs between runs (2 threads vs 1)";
+  // Its starting point: RTN with the clip search (QAT's default).
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + r.string() + scheme + " --clip -q",
+                       &log),
+            0)
+      << log;
+  auto kld = [&](const fs::path& p) {
+    std::string out;
+    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
+                             " --max-windows 16 --json -q",
+                         &out),
+              0)
+        << out;
+    return Json(out)["kld_mean"].get<double>();
+  };
+  const double k_qat = kld(a), k_rtn = kld(r);
+  std::printf("int3-g128-asym mean KLD over 16 windows: QAT %.5f, its RTN start %.5f\n", k_qat,
+              k_rtn);
+  EXPECT_LT(k_qat, 0.9 * k_rtn);
 }
 
 // AWQ and SmoothQuant end to end on the bundled model (few windows): the output loads, AWQ's

@@ -17,7 +17,9 @@ ProgressBar::~ProgressBar() { Finish(); }
 
 bool ProgressBar::IsInteractive() { return ::isatty(1) && ::isatty(2); }
 
-void ProgressBar::Update(int64_t done) {
+void ProgressBar::Update(int64_t done) { Update(done, std::string()); }
+
+void ProgressBar::Update(int64_t done, const std::string& note) {
   if (!enabled_) return;
   const auto now = std::chrono::steady_clock::now();
   if (drawn_ && done < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
@@ -30,8 +32,9 @@ void ProgressBar::Update(int64_t done) {
   const int fill = int(frac * kWidth);
   std::string bar(size_t(fill), '#');
   bar.resize(kWidth, '.');
-  std::fprintf(stderr, "\r%s [%s] %lld/%lld %3.0f%% %.0fs elapsed, ETA %.0fs ", label_.c_str(),
-               bar.c_str(), (long long)done, (long long)total_, frac * 100.0, elapsed, eta);
+  std::fprintf(stderr, "\r%s [%s] %lld/%lld %3.0f%% %.0fs elapsed, ETA %.0fs %s\033[K",
+               label_.c_str(), bar.c_str(), (long long)done, (long long)total_, frac * 100.0,
+               elapsed, eta, note.c_str());
   std::fflush(stderr);
 }
 

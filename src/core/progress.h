@@ -13,6 +13,8 @@ class ProgressBar {
   ProgressBar(std::string label, int64_t total, bool enabled);
   ~ProgressBar();
   void Update(int64_t done);
+  // The same with a note drawn after the ETA (e.g. the latest training loss).
+  void Update(int64_t done, const std::string& note);
   void Finish();
 
   // True when both stdout and stderr are terminals: where a bar is wanted by default.

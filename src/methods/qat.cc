@@ -16,30 +16,52 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// AdamW over one parameter array.
+// AdamW over one parameter array: Step moves p by −lr · (m̂ / (√v̂ + ε) + wd · p); StepLog
+// trains log p instead (the gradient g · p, the move a factor exp(−lr · m̂ / (√v̂ + ε))), so
+// that lr is a relative rate whatever the magnitude of p (scales span orders of magnitude).
 struct Adam {
   std::vector<float> m, v;
   explicit Adam(size_t n) : m(n, 0.0f), v(n, 0.0f) {}
-  void Step(std::vector<float>& p, const float* g, double lr, double wd, int64_t t) {
-    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
+  static constexpr double kB1 = 0.9, kB2 = 0.999, kEps = 1e-8;
+  // Bias corrections of step t (from 1).
+  struct Bias {
+    double c1, c2;
+    explicit Bias(int64_t t)
+        : c1(1.0 - std::pow(kB1, double(t))), c2(1.0 - std::pow(kB2, double(t))) {}
+  };
+  double Direction(size_t i, double g, const Bias& b) {
+    const double mi = kB1 * m[i] + (1 - kB1) * g;
+    const double vi = kB2 * v[i] + (1 - kB2) * g * g;
+    m[i] = float(mi);
+    v[i] = float(vi);
+    return (mi / b.c1) / (std::sqrt(vi / b.c2) + kEps);
+  }
+  // unit(i): the size of a step of lr = 1 for p[i].
+  template <class Unit>
+  void Step(std::vector<float>& p, const float* g, double lr, double wd, int64_t t, Unit unit) {
+    const Bias b(t);
     const int64_t n = int64_t(p.size());
 #pragma omp parallel for if (n > 65536)
     for (int64_t i = 0; i < n; ++i) {
-      const double gi = g[i];
-      const double mi = b1 * m[size_t(i)] + (1 - b1) * gi;
-      const double vi = b2 * v[size_t(i)] + (1 - b2) * gi * gi;
-      m[size_t(i)] = float(mi);
-      v[size_t(i)] = float(vi);
-      const double upd = (mi / c1) / (std::sqrt(vi / c2) + eps) + wd * p[size_t(i)];
-      p[size_t(i)] = float(p[size_t(i)] - lr * upd);
+      const size_t j = size_t(i);
+      p[j] = float(p[j] - lr * (double(unit(i)) * Direction(j, g[i], b) + wd * p[j]));
+    }
+  }
+  void StepLog(std::vector<float>& p, const float* g, double lr, int64_t t) {
+    const Bias b(t);
+    const int64_t n = int64_t(p.size());
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const size_t j = size_t(i);
+      p[j] = float(p[j] * std::exp(-lr * Direction(j, double(g[i]) * p[j], b)));
     }
   }
 };
 
 double CosineLr(double lr, int64_t step, int64_t total) {
   const double lo = lr / 20;  // EfficientQAT's eta_min
-  return lo + 0.5 * (lr - lo) * (1 + std::cos(M_PI * double(step) / double(std::max<int64_t>(1, total))));
+  return lo + 0.5 * (lr - lo) *
+                  (1 + std::cos(M_PI * double(step) / double(std::max<int64_t>(1, total))));
 }
 
 }  // namespace
@@ -97,8 +119,7 @@ void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz) co
   const bool asym = !shape_.scheme.symmetric;
   // Rows in parallel own their parameters, except the one set of a per-tensor scheme.
   const bool rows_own = shape_.scheme.granularity != Granularity::kTensor;
-  std::vector<double> acc_s(size_t(rows_own ? s.size() : size_t(n_))),
-      acc_z(acc_s.size());
+  std::vector<double> acc_s(size_t(rows_own ? s.size() : size_t(n_))), acc_z(acc_s.size());
 #pragma omp parallel for if (n_ * k_ > 65536)
   for (int64_t r = 0; r < n_; ++r)
     for (int64_t c = 0; c < k_; ++c) {
@@ -106,12 +127,12 @@ void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz) co
       const size_t a = rows_own ? size_t(p) : size_t(r);
       const float sc = s[size_t(p)], zi = Zero(p);
       const size_t i = size_t(r * k_ + c);
-      const float u = w[i] / sc, rq = RoundHalfEven(u);
+      const float rq = RoundHalfEven(w[i] / sc);
       const float code = rq + zi;
       const double g = dwhat[i];
       if (code >= 0.0f && code <= maxq_) {
         dw[i] = dwhat[i];
-        acc_s[a] += g * (double(rq) - double(u));
+        acc_s[a] += g * double(rq);
       } else {
         dw[i] = 0.0f;
         acc_s[a] += g * (double(std::clamp(code, 0.0f, maxq_)) - zi);
@@ -192,9 +213,14 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   std::vector<float> dout(static_cast<size_t>(n_out));
 
   // Output MSE over all windows with the current weights.
+  // The last windows (an eighth, at least one) are held out: the start and end losses are
+  // measured on them, so that a block that fits its training windows at the expense of unseen
+  // text is caught (and reverted).
+  const int64_t V = S >= 2 ? std::max<int64_t>(1, S / 8) : 0, S_train = S - V;
   auto evaluate = [&] {
     double total = 0;
-    for (int64_t s = 0; s < S; ++s) {
+    const int64_t e0 = V ? S_train : 0;
+    for (int64_t s = e0; s < S; ++s) {
       train::ForwardBlock(c, blk, layer, lin, inputs + s * n_out, cos, sin, tape);
       const float* y = targets + s * n_out;
       for (int64_t i = 0; i < n_out; ++i) {
@@ -202,7 +228,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
         total += d * d;
       }
     }
-    return total / double(S * n_out);
+    return total / double((S - e0) * n_out);
   };
 
   QatBlockReport rep;
@@ -212,18 +238,18 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   std::array<QatLinear, 7> start;
   for (size_t i = 0; i < 7; ++i)
     if (train[i]) start[i] = *train[i];
-  const int64_t steps_per_epoch = (S + opt.batch - 1) / opt.batch;
+  const int64_t steps_per_epoch = (S_train + opt.batch - 1) / opt.batch;
   const int64_t total = steps_per_epoch * opt.epochs;
   std::mt19937_64 rng(opt.seed ^ (0x9e3779b97f4a7c15ull * uint64_t(layer + 1)));
-  std::vector<int64_t> order(static_cast<size_t>(S));
+  std::vector<int64_t> order(static_cast<size_t>(S_train));
   int64_t step = 0;
   for (int epoch = 0; epoch < opt.epochs; ++epoch) {
-    for (int64_t i = 0; i < S; ++i) order[size_t(i)] = i;
-    for (int64_t i = S - 1; i > 0; --i)  // Fisher-Yates with the library-independent engine
+    for (int64_t i = 0; i < S_train; ++i) order[size_t(i)] = i;
+    for (int64_t i = S_train - 1; i > 0; --i)  // Fisher-Yates with the library-independent engine
       std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
     double epoch_loss = 0;
-    for (int64_t b0 = 0; b0 < S; b0 += opt.batch) {
-      const int64_t nb = std::min(opt.batch, S - b0);
+    for (int64_t b0 = 0; b0 < S_train; b0 += opt.batch) {
+      const int64_t nb = std::min(opt.batch, S_train - b0);
       for (size_t i = 0; i < 7; ++i)
         if (train[i]) std::fill(dwhat[i].begin(), dwhat[i].end(), 0.0f);
       double loss = 0;
@@ -243,23 +269,27 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
         train::BackwardBlock(c, blk, lin, tape, x0, dout.data(), cos, sin, g, nullptr, scratch);
       }
       loss /= double(nb * n_out);
-      if (!std::isfinite(loss)) return Err("qat: layer {}: the loss is not finite (lower --lr)", layer);
+      if (!std::isfinite(loss))
+        return Err("qat: layer {}: the loss is not finite (lower --lr)", layer);
       epoch_loss += loss * double(nb);
+      rep.step_loss.push_back(float(loss));
       ++step;
-      const double lr = CosineLr(opt.lr, step - 1, total), lr_q = CosineLr(opt.lr_q, step - 1, total);
+      const double lr = CosineLr(opt.lr, step - 1, total),
+                   lr_q = CosineLr(opt.lr_q, step - 1, total);
       for (size_t i = 0; i < 7; ++i) {
         if (!train[i]) continue;
         QatLinear& q = *train[i];
         q.Backward(dwhat[i].data(), dw[i].data(), ds[i].data(), dz[i].data());
-        adam_w[i].Step(q.w, dw[i].data(), lr, opt.weight_decay, step);
-        adam_s[i].Step(q.s, ds[i].data(), lr_q, 0, step);
-        for (float& v : q.s) v = std::max(v, 1e-9f);
-        adam_z[i].Step(q.z, dz[i].data(), lr_q, 0, step);
+        // Latent weights move in units of their group's scale (one code step), zeros in codes.
+        adam_w[i].Step(q.w, dw[i].data(), lr, opt.weight_decay, step,
+                       [&q](int64_t e) { return q.ScaleAt(e); });
+        adam_s[i].StepLog(q.s, ds[i].data(), lr_q, step);
+        adam_z[i].Step(q.z, dz[i].data(), lr_q, 0, step, [](int64_t) { return 1.0f; });
         q.FakeQuantize(fq[i].weight.data());
       }
       if (progress) progress(step, total, loss);
     }
-    rep.epoch_loss.push_back(epoch_loss / double(S));
+    rep.epoch_loss.push_back(epoch_loss / double(S_train));
   }
   rep.steps = step;
   rep.loss_end = evaluate();

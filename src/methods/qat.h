@@ -3,11 +3,13 @@
 // round(z)), the latent weights w and the parameters s, z are trained with AdamW and a cosine
 // schedule to minimise the mean squared error between the block's output on the quantized
 // model's inputs and the fp model's block output; then the codes are frozen. Rounding passes
-// gradients straight through (STE): inside the grid ∂ŵ/∂w = 1, ∂ŵ/∂s = rne(w/s) − w/s,
-// ∂ŵ/∂z = 0; where the code clamps ∂ŵ/∂w = 0, ∂ŵ/∂s = code − zero, ∂ŵ/∂z = −s (LSQ /
-// EfficientQAT). Integer schemes of the format table; symmetric ones keep z at 2^(bits−1).
-// Contract: the same inputs, options and seed give the same codes whatever the thread count
-// (the forward and backward products run on kernels::F32Gemm; sums in fixed order).
+// gradients straight through (STE) to the weights: ∂ŵ/∂w = 1 inside the grid, 0 where the code
+// clamps. The scales get the exact derivative at fixed codes, ∂ŵ/∂s = code − zero (not LSQ's
+// rne(w/s) − w/s: that one is ~0 on a solver's grid-point weights and, as the latent weights
+// drift, pushes every scale down); the zeros ∂ŵ/∂z = −s where the code clamps, else 0. Integer
+// schemes of the format table; symmetric ones keep z at 2^(bits−1). Contract: the same inputs,
+// options and seed give the same codes whatever the thread count (the forward and backward products
+// run on kernels::F32Gemm; sums in fixed order).
 #pragma once
 
 #include <array>
@@ -37,6 +39,8 @@ class QatLinear {
   void Backward(const float* dwhat, float* dw, float* ds, float* dz) const;
   // The codes and parameters of the current state: Dequantize(Freeze()) equals FakeQuantize.
   QuantizedTensor Freeze() const;
+  // The scale covering element e of w (row-major).
+  float ScaleAt(int64_t e) const { return s[size_t(Param(e / k_, e % k_))]; }
 
   std::vector<float> w, s, z;  // z: code units (asymmetric schemes; fixed otherwise)
 
@@ -48,21 +52,27 @@ class QatLinear {
   float maxq_ = 0;
 };
 
+// Defaults measured on llama-27m (int2/3/4, 128 x 512 calibration tokens): one pass over the
+// windows, one window per step.
 struct QatOptions {
-  int epochs = 2;
-  double lr = 1e-4;     // latent weights (AdamW); scales and zeros use lr_q
-  double lr_q = 5e-4;
+  int epochs = 1;
+  double lr = 1e-2;    // latent weights (AdamW), in units of their group's scale: a step
+                       // moves a weight by at most ~lr of one code step, at any bit width
+  double lr_q = 1e-3;  // scales (relative: AdamW on log s) and zeros (code units)
   double weight_decay = 0;
-  int64_t batch = 4;    // windows per step
-  uint64_t seed = 0;    // window order
+  int64_t batch = 1;  // windows per step
+  uint64_t seed = 0;  // window order
 };
 
 struct QatBlockReport {
   int64_t layer = 0;
-  double loss_start = 0;  // output MSE of the starting rounding, over all windows
-  double loss_end = 0;    // of the frozen codes
-  bool reverted = false;  // training ended above loss_start: the starting rounding is kept
-  std::vector<double> epoch_loss;  // mean training loss of each epoch
+  // Output MSE on the held-out windows (the last eighth, at least one; all when S = 1): of the
+  // starting rounding, and of the frozen codes.
+  double loss_start = 0;
+  double loss_end = 0;
+  bool reverted = false;           // training ended above loss_start: the starting rounding is kept
+  std::vector<double> epoch_loss;  // mean training loss of each epoch (training windows)
+  std::vector<float> step_loss;    // the loss of each step's batch: the loss curve
   int64_t steps = 0;
   double seconds = 0;
 };

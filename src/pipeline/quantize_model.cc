@@ -169,7 +169,7 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg, const
 }
 
 bool NeedsCalibration(const Method& m, const QuantizeOptions& opt) {
-  return m.transform != Transform::kNone || m.solver == Solver::kGptq ||
+  return m.transform != Transform::kNone || m.solver == Solver::kGptq || m.qat ||
          (opt.act && !opt.act->dynamic);
 }
 
@@ -228,6 +228,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       model::Embed(embed, H, ids, x.data() + s * T * H);
     }
   }
+  // QAT's targets: the fp model's residual stream [S, T, H], walked through the fp blocks.
+  std::vector<float> x_fp;
+  if (method.qat) x_fp = x;
   std::vector<float> cos, sin;
   model::RopeTables(cfg, T, &cos, &sin);
   std::vector<float> att(static_cast<size_t>(S * T * qd));
@@ -329,6 +332,28 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   for (int64_t l = 0; l < cfg.layers; ++l) {
     QF_ASSIGN(model::Layer layer, model::ReadLayer(store, cfg, l, nullptr));
     auto module = [&](const char* pattern) { return ModuleOf(model::LayerTensorName(pattern, l)); };
+    if (method.qat) {
+      if (!layer.q_norm.empty())
+        return Err("--method {}: blocks with q/k norms (Qwen3) are not supported yet", opt.method);
+      // The fp block's outputs on the fp stream: this block's targets, the next block's inputs.
+      observe(ByStage{}, [&](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
+        const model::KvSlot kv = sc.Slot(cos.data(), sin.data());
+        model::WalkBlock(cfg, layer, l, sc.Buffers(x_fp.data() + s * T * H), T, {&kv, 1}, {},
+                         &hooks);
+      });
+    }
+    // QAT's starting point per linear (kBlockLinears order): its rounding in `col`, the latent
+    // weights (the fp weights after RTN, GPTQ's result after GPTQ) and its report line.
+    struct QatStart {
+      QuantizedTensor* tensor = nullptr;
+      std::vector<float> latent, fp;
+      size_t report = 0;
+    };
+    std::array<QatStart, 7> qat_start;
+    // The true-sequential walks below update x in place (o's residual); QAT trains on the
+    // block's inputs and then walks the whole block again from them.
+    std::vector<float> x_in;
+    if (method.qat) x_in = x;
 
     if (method.transform != Transform::kNone) {
       // One pass over the fp block: inputs of q/k/v, o, gate/up and down.
@@ -436,10 +461,17 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         rep.linears.push_back(lr);
         rep.quantized_params += lin->n * lin->k;
+        if (method.qat) {
+          QatStart& qs = qat_start[size_t(id)];
+          qs.fp.assign(lin->weight.begin(), lin->weight.end());
+          qs.latent = method.solver == Solver::kGptq ? deq : qs.fp;
+          qs.report = rep.linears.size() - 1;
+        }
         // Later stages run on the quantized values, as fp32.
         lin->weight.assign(deq.begin(), deq.end());
         lin->act = aq;
         col.Add(name, std::move(qt));
+        if (method.qat) qat_start[size_t(id)].tensor = col.tensors.back().get();
       }
       return Status::Ok();
     };
@@ -462,11 +494,46 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       observe(only(grp.input, ob), walk_block(layer, l, {grp.from, grp.input}, false));
       QF_TRY(solve(ob, grp.linears));
     }
-    // The quantized block's outputs feed the next block.
-    observe(
-        ByStage{},
-        walk_block(layer, l, {g_cache.empty() ? Stage::kMlpIn : Stage::kMlpOut, Stage::kBlockOut},
-                   false));
+    if (method.qat) {
+      // Block-AP: train the block's linears from their rounding on the quantized stream's
+      // inputs against the fp block's outputs, then freeze the codes in place.
+      const auto tq = Clock::now();
+      std::array<methods::QatLinear, 7> ql;
+      std::array<methods::QatLinear*, 7> train{};
+      for (size_t i = 0; i < 7; ++i) {
+        if (!qat_start[i].tensor) continue;
+        QF_ASSIGN(ql[i], methods::QatLinear::Init(*qat_start[i].tensor, qat_start[i].latent));
+        train[i] = &ql[i];
+      }
+      methods::QatOptions qo = opt.qat;
+      qo.seed = opt.seed;
+      QF_ASSIGN(
+          methods::QatBlockReport qr,
+          methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(), S, T, cos.data(),
+                              sin.data(), qo, [&](int64_t step, int64_t total, double loss) {
+                                if (opt.qat_progress) opt.qat_progress(l, step, total, loss);
+                              }));
+      for (size_t i = 0; i < 7; ++i) {
+        if (!train[i]) continue;
+        QatStart& qs = qat_start[i];
+        *qs.tensor = ql[i].Freeze();
+        QF_ASSIGN(std::vector<float> deq, Dequantize(*qs.tensor));
+        LinearReport& lr = rep.linears[qs.report];
+        const LinearReport d = Distortion(lr.module, qs.fp, lr.n, lr.k, deq);
+        lr.rel_mse = d.rel_mse;
+        lr.snr_db = d.snr_db;
+        layer[model::kBlockLinears[i]].weight.assign(deq.begin(), deq.end());
+      }
+      rep.qat.push_back(std::move(qr));
+      rep.seconds_qat += Seconds(tq);
+      x = std::move(x_in);
+    }
+    // The quantized block's outputs feed the next block (after QAT the whole block runs again:
+    // the attention outputs and SwiGLU outputs kept so far are the starting rounding's).
+    const Stage resume = method.qat        ? Stage::kAttnIn
+                         : g_cache.empty() ? Stage::kMlpIn
+                                           : Stage::kMlpOut;
+    observe(ByStage{}, walk_block(layer, l, {resume, Stage::kBlockOut}, false));
     if (progress) progress(l + 1, cfg.layers);
   }
   if (external && lm_head) {
@@ -500,11 +567,18 @@ Result<Method> ParseMethod(std::string_view name) {
       {"smoothquant", {Transform::kSmoothQuant, Solver::kRtn}},
       {"smoothquant+rtn", {Transform::kSmoothQuant, Solver::kRtn}},
       {"smoothquant+gptq", {Transform::kSmoothQuant, Solver::kGptq}},
+      {"qat", {Transform::kNone, Solver::kRtn, true}},
+      {"rtn+qat", {Transform::kNone, Solver::kRtn, true}},
+      {"gptq+qat", {Transform::kNone, Solver::kGptq, true}},
+      {"awq+qat", {Transform::kAwq, Solver::kRtn, true}},
+      {"awq+gptq+qat", {Transform::kAwq, Solver::kGptq, true}},
   };
   for (const auto& [n, m] : kMethods)
     if (n == name) return m;
-  return Err("--method {}: unknown (rtn, gptq, awq, smoothquant, awq+gptq, smoothquant+gptq)",
-             name);
+  return Err(
+      "--method {}: unknown (rtn, gptq, awq, smoothquant, awq+gptq, smoothquant+gptq, qat, "
+      "gptq+qat, awq+qat, awq+gptq+qat)",
+      name);
 }
 
 std::string_view TransformName(Transform t) {
@@ -546,6 +620,15 @@ Status CheckOptions(const QuantizeOptions& opt) {
     return Err("--calib: {} with {} needs no calibration data", opt.method,
                opt.act ? "dynamic activations" : "weight-only quantization");
   if (!(opt.alpha >= 0.0 && opt.alpha <= 1.0)) return Err("--alpha must be in [0, 1]");
+  if (method.qat) {
+    if (!opt.scheme.is_int())
+      return Err("--method {}: integer schemes only, not {}", opt.method, opt.scheme.name);
+    if (opt.act)
+      return Err("--method {}: weight-only schemes only (activation quantization is not trained)",
+                 opt.method);
+    if (opt.qat.epochs < 0 || opt.qat.batch < 1 || !(opt.qat.lr >= 0) || !(opt.qat.lr_q >= 0))
+      return Err("--epochs must be >= 0, --batch >= 1, --lr >= 0");
+  }
   return Status::Ok();
 }
 

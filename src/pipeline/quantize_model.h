@@ -20,21 +20,27 @@
 #include "formats/scheme.h"
 #include "pipeline/calibration.h"
 #include "methods/hessian.h"
+#include "methods/qat.h"
 
 namespace qf::pipeline {
 
-// A --method: an optional equivalent transform, then a solver.
+// A --method: an optional equivalent transform, then a solver, then optionally block-wise
+// quantization-aware training (methods/qat) starting from the solver's rounding.
 enum class Transform : uint8_t { kNone, kAwq, kSmoothQuant };
 enum class Solver : uint8_t { kRtn, kGptq };
 struct Method {
   Transform transform = Transform::kNone;
   Solver solver = Solver::kRtn;
-  // MSE clip search by default: GPTQ (it beats the authors' plain min-max groups) and AWQ (part
-  // of the method); RTN and SmoothQuant keep plain min-max (their references' defaults).
-  bool ClipsByDefault() const { return solver == Solver::kGptq || transform == Transform::kAwq; }
+  bool qat = false;
+  // MSE clip search by default: GPTQ (it beats the authors' plain min-max groups), AWQ (part
+  // of the method) and QAT (a better start); RTN and SmoothQuant keep plain min-max (their
+  // references' defaults).
+  bool ClipsByDefault() const {
+    return solver == Solver::kGptq || transform == Transform::kAwq || qat;
+  }
 };
-// rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq (and awq+rtn, smoothquant+rtn);
-// an unknown name is an Error listing them.
+// rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq (and awq+rtn, smoothquant+rtn),
+// qat | gptq+qat | awq+qat | awq+gptq+qat; an unknown name is an Error listing them.
 Result<Method> ParseMethod(std::string_view name);
 std::string_view TransformName(Transform t);  // "", "awq", "smoothquant"
 
@@ -51,6 +57,9 @@ struct QuantizeOptions {
   CalibrationOptions calib;         // GPTQ: calibration windows
   std::vector<std::string> ignore;  // module names, or "re:REGEX"; lm_head always kept
   uint64_t seed = 0;
+  methods::QatOptions qat;  // --method *qat: epochs, learning rates, batch (seed: seed)
+  // --method *qat: called after each training step (layer, step, steps of that layer, loss).
+  std::function<void(int64_t, int64_t, int64_t, double)> qat_progress;
 };
 
 struct LinearReport {
@@ -77,6 +86,7 @@ struct TransformReport {
 
 struct QuantizeReport {
   std::vector<LinearReport> linears;
+  std::vector<methods::QatBlockReport> qat;  // per block, --method *qat
   std::vector<TransformReport> transforms;
   std::vector<std::string> kept;  // modules left unquantized (ignored)
   int64_t quantized_params = 0;
@@ -87,7 +97,7 @@ struct QuantizeReport {
   bool calib_from_model = false;  // no --calib: windows sampled from the model itself
   // Time breakdown: calibration data, forward passes over it, Hessians, solving/rounding, write.
   double seconds_calib_data = 0, seconds_forward = 0, seconds_statistics = 0;
-  double seconds_quantize = 0, seconds_write = 0;
+  double seconds_quantize = 0, seconds_write = 0, seconds_qat = 0;
   // Peak resident memory: the process's true peak (getrusage), and the highest RssAnon (what
   // qforge allocated) and RssFile (mapped model pages, reclaimable) seen during the run.
   int64_t peak_rss_bytes = 0, peak_rss_anon_bytes = 0, peak_rss_file_bytes = 0;

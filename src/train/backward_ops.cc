@@ -49,8 +49,8 @@ void RopeBackward(float* dy, int64_t m, int64_t heads, int64_t head_dim, int64_t
   }
 }
 
-void SiluMulBackward(const float* gate, const float* up, const float* dh, float* dgate,
-                     float* dup, int64_t m, int64_t f) {
+void SiluMulBackward(const float* gate, const float* up, const float* dh, float* dgate, float* dup,
+                     int64_t m, int64_t f) {
   const int64_t n = m * f;
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
@@ -61,52 +61,79 @@ void SiluMulBackward(const float* gate, const float* up, const float* dh, float*
   }
 }
 
-void AttentionBackward(const float* q, const float* k, const float* v, const float* dout,
-                       float* dq, float* dk, float* dv, int64_t t, int64_t heads,
-                       int64_t kv_heads, int64_t head_dim, int64_t window) {
+void AttentionBackward(const float* q, const float* k, const float* v, const float* dout, float* dq,
+                       float* dk, float* dv, int64_t t, int64_t heads, int64_t kv_heads,
+                       int64_t head_dim, int64_t window) {
+  using kernels::BLayout;
   const int64_t D = head_dim, group = heads / kv_heads;
-  const int64_t qs = heads * D, ks = kv_heads * D;
+  const int64_t qs = heads * D, ks = kv_heads * D, td = t * D;
   const float scale = 1.0f / std::sqrt(float(D));
-  for (int64_t i = 0; i < t; ++i) std::fill_n(dk + i * ks, ks, 0.0f);
-  for (int64_t i = 0; i < t; ++i) std::fill_n(dv + i * ks, ks, 0.0f);
-  // One KV head per iteration: it owns its dk/dv columns, its query heads' dq columns.
-#pragma omp parallel for schedule(static, 1)
-  for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
-    std::vector<float> p(static_cast<size_t>(t)), dp(static_cast<size_t>(t));
-    const float* kh = k + kvh * D;
-    const float* vh = v + kvh * D;
-    float* dkh = dk + kvh * D;
-    float* dvh = dv + kvh * D;
-    for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+  // Each query head's share of dk and dv, summed per KV head in head order afterwards.
+  std::vector<float> dk_h(static_cast<size_t>(heads * td)), dv_h(dk_h.size());
+  auto gather = [&](const float* src, int64_t stride, int64_t col, float* dst) {
+    for (int64_t i = 0; i < t; ++i) std::copy_n(src + i * stride + col, D, dst + i * D);
+  };
+  auto transpose = [&](const float* a, float* at) {
+    for (int64_t i = 0; i < t; ++i)
+      for (int64_t j = 0; j < t; ++j) at[j * t + i] = a[i * t + j];
+  };
+#pragma omp parallel
+  {
+    std::vector<float> qh(static_cast<size_t>(td)), kh(qh.size()), vh(qh.size()), doh(qh.size()),
+        dqh(qh.size()), p(static_cast<size_t>(t * t)), dp(p.size()), pt(p.size());
+    // One head per iteration; the products run serially inside (F32Gemm in a parallel region),
+    // so each head's result is the same on any thread.
+#pragma omp for schedule(static, 1)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t kvh = h / group;
+      gather(q, qs, h * D, qh.data());
+      gather(k, ks, kvh * D, kh.data());
+      gather(v, ks, kvh * D, vh.data());
+      gather(dout, qs, h * D, doh.data());
+      // P = softmax(scale · Q Kᵀ) over each query's visible keys, 0 elsewhere.
+      kernels::F32Gemm(BLayout::kNT, t, t, D, scale, qh.data(), D, kh.data(), D, p.data(), t);
+      kernels::F32Gemm(BLayout::kNT, t, t, D, 1.0f, doh.data(), D, vh.data(), D, dp.data(), t);
       for (int64_t i = 0; i < t; ++i) {
         const int64_t first = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
         const int64_t n = i + 1 - first;
-        const float* qi = q + i * qs + h * D;
-        const float* doi = dout + i * qs + h * D;
-        float* s = p.data() + first;
-        float* g = dp.data() + first;
-        vec::DotKeys(qi, kh + first * ks, ks, n, D, scale, s);
-        const float mx = vec::MaxValue(s, n);
-        const double sum = vec::ExpShiftSum(s, s, n, mx);
-        const float inv = float(1.0 / sum);
-        for (int64_t j = 0; j < n; ++j) s[j] *= inv;
-        vec::DotKeys(doi, vh + first * ks, ks, n, D, 1.0f, g);
+        float* pr = p.data() + i * t;
+        float* gr = dp.data() + i * t;
+        const float mx = vec::MaxValue(pr + first, n);
+        const float inv = float(1.0 / vec::ExpShiftSum(pr + first, pr + first, n, mx));
         double delta = 0;
-        for (int64_t j = 0; j < n; ++j) delta += double(s[j]) * g[j];
-        for (int64_t j = 0; j < n; ++j) g[j] = s[j] * (g[j] - float(delta));
-        float* dqi = dq + i * qs + h * D;
-        vec::WeightedRows(g, kh + first * ks, ks, n, D, dqi);
-        for (int64_t c = 0; c < D; ++c) dqi[c] *= scale;
-        for (int64_t j = 0; j < n; ++j) {
-          float* dkj = dkh + (first + j) * ks;
-          float* dvj = dvh + (first + j) * ks;
-          const float gs = g[j] * scale, pj = s[j];
-          for (int64_t c = 0; c < D; ++c) dkj[c] += gs * qi[c];
-          for (int64_t c = 0; c < D; ++c) dvj[c] += pj * doi[c];
+        for (int64_t j = first; j <= i; ++j) {
+          pr[j] *= inv;
+          delta += double(pr[j]) * gr[j];
         }
+        // dS = P ⊙ (dP − Σ_j P dP), the softmax's backward; masked entries 0.
+        for (int64_t j = first; j <= i; ++j) gr[j] = pr[j] * (gr[j] - float(delta));
+        std::fill(pr, pr + first, 0.0f);
+        std::fill(pr + i + 1, pr + t, 0.0f);
+        std::fill(gr, gr + first, 0.0f);
+        std::fill(gr + i + 1, gr + t, 0.0f);
       }
+      // dQ = scale · dS K, dK = scale · dSᵀ Q, dV = Pᵀ dO.
+      kernels::F32Gemm(BLayout::kNN, t, D, t, scale, dp.data(), t, kh.data(), D, dqh.data(), D);
+      for (int64_t i = 0; i < t; ++i) std::copy_n(dqh.data() + i * D, D, dq + i * qs + h * D);
+      transpose(dp.data(), pt.data());
+      kernels::F32Gemm(BLayout::kNN, t, D, t, scale, pt.data(), t, qh.data(), D,
+                       dk_h.data() + h * td, D);
+      transpose(p.data(), pt.data());
+      kernels::F32Gemm(BLayout::kNN, t, D, t, 1.0f, pt.data(), t, doh.data(), D,
+                       dv_h.data() + h * td, D);
     }
   }
+  for (int64_t kvh = 0; kvh < kv_heads; ++kvh)
+    for (int64_t i = 0; i < t; ++i)
+      for (int64_t c = 0; c < D; ++c) {
+        float sk = 0, sv = 0;
+        for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+          sk += dk_h[size_t(h * td + i * D + c)];
+          sv += dv_h[size_t(h * td + i * D + c)];
+        }
+        dk[i * ks + kvh * D + c] = sk;
+        dv[i * ks + kvh * D + c] = sv;
+      }
 }
 
 void LinearBackward(const float* x, const float* w, const float* dy, float* dx, float* dw,
@@ -124,7 +151,7 @@ void LinearBackward(const float* x, const float* w, const float* dy, float* dx, 
     }
   }
   if (!dw) return;
-  // dw += dyᵀ x: dy transposed to [n, m], then one product over the m rows.
+    // dw += dyᵀ x: dy transposed to [n, m], then one product over the m rows.
 #pragma omp parallel for if (m * n > 65536)
   for (int64_t j = 0; j < n; ++j)
     for (int64_t i = 0; i < m; ++i) dyt[j * m + i] = dy[i * n + j];

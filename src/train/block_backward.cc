@@ -95,7 +95,8 @@ void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const B
   auto back = [&](LinearId id, const float* x, const float* dy, float* dx, bool acc) {
     const model::Linear& L = *lin[Index(id)];
     QF_CHECK(!L.weight.empty(), "training: linear {} is not fp32", int(id));
-    LinearBackward(x, L.weight.data(), dy, dx, dw[Index(id)], t, L.n, L.k, acc, s.dyt.data(), s.tmp.data());
+    LinearBackward(x, L.weight.data(), dy, dx, dw[Index(id)], t, L.n, L.k, acc, s.dyt.data(),
+                   s.tmp.data());
   };
   // MLP: x2 = x1 + down(silu(gate) · up).
   back(LinearId::kDown, tape.g.data(), dout, s.dh.data(), false);
@@ -109,8 +110,7 @@ void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const B
   // Attention: x1 = x0 + o(attention(rope(q), rope(k), v)).
   back(LinearId::kO, tape.att.data(), s.dx1.data(), s.datt.data(), false);
   AttentionBackward(tape.q.data(), tape.k.data(), tape.v.data(), s.datt.data(), s.dq.data(),
-                    s.dk.data(), s.dv.data(), t, c.heads, c.kv_heads, c.head_dim,
-                    c.sliding_window);
+                    s.dk.data(), s.dv.data(), t, c.heads, c.kv_heads, c.head_dim, c.sliding_window);
   RopeBackward(s.dq.data(), t, c.heads, c.head_dim, 0, cos, sin);
   RopeBackward(s.dk.data(), t, c.kv_heads, c.head_dim, 0, cos, sin);
   float* dattn = dx0 ? s.dmlp.data() : nullptr;  // dmlp is free again: ∂loss/∂attn_in

@@ -34,6 +34,8 @@ struct QuantizeArgs {
   int64_t nsamples = 128, seqlen = 512;
   std::vector<std::string> ignore;
   uint64_t seed = 0;
+  methods::QatOptions qat;  // --epochs, --lr, --lr-q, --batch
+  bool qat_given = false;
   CommonOptions common;
 };
 
@@ -293,6 +295,9 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   QF_ASSIGN(const pipeline::Method method, pipeline::ParseMethod(a.method));
   if (a.alpha_given && method.transform != pipeline::Transform::kSmoothQuant)
     return Err("--alpha applies to --method smoothquant[+gptq]");
+  if (a.qat_given && !method.qat)
+    return Err("--epochs/--lr/--lr-q/--batch apply to --method qat (or gptq+qat, awq+qat, ...)");
+  opt.qat = a.qat;
   opt.alpha = a.alpha;
   if (a.clip && a.no_clip) return Err("--clip and --no-clip are exclusive");
   opt.clip = a.clip || (method.ClipsByDefault() && !a.no_clip);
@@ -311,7 +316,7 @@ int RunQuantize(const QuantizeArgs& a) {
   if (const GgufMix* mix = FindGgufMix(a.scheme)) return RunQuantizeGguf(a, *mix);
   auto flags = OptionsFromFlags(a);
   if (!flags.ok()) return FailFlags(flags.error());
-  const pipeline::QuantizeOptions& opt = *flags;
+  pipeline::QuantizeOptions& opt = *flags;
   const QuantScheme& scheme = opt.scheme;
   // Input: the flags are fine; what the files hold decides from here (exit 1).
   if (model::IsGgufFile(a.model))
@@ -326,6 +331,17 @@ int RunQuantize(const QuantizeArgs& a) {
                  "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the "
                  "model itself\n",
                  (long long)a.nsamples);
+  std::unique_ptr<ProgressBar> qat_bar;
+  int64_t qat_layer = -1;
+  opt.qat_progress = [&](int64_t layer, int64_t step, int64_t total, double loss) {
+    if (layer != qat_layer) {
+      qat_bar = std::make_unique<ProgressBar>(fmt::format("qat layer {}", layer), total,
+                                              ShowProgress(a.common));
+      qat_layer = layer;
+    }
+    qat_bar->Update(step, fmt::format("loss {:.4g}", loss));
+    if (step == total) qat_bar.reset();
+  };
   std::unique_ptr<ProgressBar> pb;
   auto r = pipeline::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
     if (!pb) pb = std::make_unique<ProgressBar>("quantize layers", total, ShowProgress(a.common));
@@ -355,6 +371,16 @@ int RunQuantize(const QuantizeArgs& a) {
                      {"snr_db", l.snr_db},
                      {"activations", l.act},
                      {"input_scale", l.input_scale}});
+    nlohmann::json qat = nlohmann::json::array();
+    for (const auto& q : r->qat)
+      qat.push_back({{"layer", q.layer},
+                     {"loss_start", q.loss_start},
+                     {"loss_end", q.loss_end},
+                     {"epoch_loss", q.epoch_loss},
+                     {"step_loss", q.step_loss},
+                     {"steps", q.steps},
+                     {"reverted", q.reverted},
+                     {"seconds", q.seconds}});
     nlohmann::json tr = nlohmann::json::array();
     for (const auto& t : r->transforms)
       tr.push_back({{"input", t.input},
@@ -373,6 +399,7 @@ int RunQuantize(const QuantizeArgs& a) {
                {"clip", opt.clip},
                {"linears", lin},
                {"transforms", tr},
+               {"qat", qat},
                {"kept", r->kept},
                {"quantized_params", r->quantized_params},
                {"total_params", r->total_params},
@@ -385,6 +412,7 @@ int RunQuantize(const QuantizeArgs& a) {
                {"seconds_forward", r->seconds_forward},
                {"seconds_statistics", r->seconds_statistics},
                {"seconds_quantize", r->seconds_quantize},
+               {"seconds_qat", r->seconds_qat},
                {"seconds_write", r->seconds_write},
                {"peak_rss_bytes", r->peak_rss_bytes},
                {"peak_rss_anon_bytes", r->peak_rss_anon_bytes},
@@ -400,6 +428,10 @@ int RunQuantize(const QuantizeArgs& a) {
       std::printf("smoothquant %-40s alpha %.2f  s in [%.3g, %.3g]\n", t.input.c_str(), t.ratio,
                   t.scale_min, t.scale_max);
   }
+  for (const auto& q : r->qat)
+    std::printf("qat layer %-3lld output MSE %.4g -> %.4g (%lld steps%s, %.1f s)\n",
+                (long long)q.layer, q.loss_start, q.loss_end, (long long)q.steps,
+                q.reverted ? ", reverted: training ended worse" : "", q.seconds);
   std::printf("%-44s %-18s %10s %8s %s\n", "module", "scheme", "rel MSE", "SNR dB", "activations");
   for (const auto& l : r->linears)
     std::printf(
@@ -417,9 +449,10 @@ int RunQuantize(const QuantizeArgs& a) {
         (long long)r->calib_samples, (long long)r->calib_tokens,
         r->calib_from_model ? " sampled from the model" : "", r->seconds_calib_data,
         r->seconds_forward, r->seconds_statistics);
-  std::printf("wrote %s: %.2f MiB; solve/round %.2f s, write %.2f s; %s\n", a.out.c_str(),
-              double(r->output_bytes) / (1 << 20), r->seconds_quantize, r->seconds_write,
-              PeakRssText(*r).c_str());
+  std::printf("wrote %s: %.2f MiB; solve/round %.2f s,%s write %.2f s; %s\n", a.out.c_str(),
+              double(r->output_bytes) / (1 << 20), r->seconds_quantize,
+              r->qat.empty() ? "" : fmt::format(" qat {:.2f} s,", r->seconds_qat).c_str(),
+              r->seconds_write, PeakRssText(*r).c_str());
   return 0;
 }
 
@@ -434,8 +467,26 @@ void RegisterQuantize(CLI::App& app, int* rc) {
                   "output folder (compressed-tensors) or FILE.gguf (GGUF types)");
   cmd->add_option("--scheme", a->scheme, SchemeHelp())->capture_default_str()->check(SchemeFlag());
   cmd->add_option("--method", a->method,
-                  "rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq")
+                  "rtn | gptq | awq | smoothquant | awq+gptq | smoothquant+gptq | qat | gptq+qat "
+                  "| awq+qat | awq+gptq+qat")
       ->capture_default_str();
+  auto qat_flag = [a](const std::string&) { a->qat_given = true; };
+  cmd->add_option("--epochs", a->qat.epochs, "qat: passes over the calibration windows per block")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 10000))
+      ->each(qat_flag);
+  cmd->add_option("--lr", a->qat.lr, "qat: AdamW learning rate of the weights (cosine schedule)")
+      ->capture_default_str()
+      ->check(NumberIn(0.0, 1.0))
+      ->each(qat_flag);
+  cmd->add_option("--lr-q", a->qat.lr_q, "qat: learning rate of the scales and zeros")
+      ->capture_default_str()
+      ->check(NumberIn(0.0, 1.0))
+      ->each(qat_flag);
+  cmd->add_option("--batch", a->qat.batch, "qat: calibration windows per training step")
+      ->capture_default_str()
+      ->check(IntegerIn(1, 1 << 20))
+      ->each(qat_flag);
   cmd->add_option(
          "--act", a->act,
          "activation quantization: int8-token | int8-tensor | fp8-token | fp8-tensor | none "
