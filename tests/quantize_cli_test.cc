@@ -242,6 +242,7 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
       {"--ignore 're:(('", "bad regular expression"},
       {"--epochs 2", "apply to --method qat"},
       {"--method gptq --lr 1e-3", "apply to --method qat"},
+      {"--e2e-epochs 1", "apply to --method qat"},
       {"--method qat --scheme fp8", "integer schemes only"},
       {"--method qat --scheme W8A8", "weight-only schemes only"},
       {"--method qat --epochs -1", "--epochs"},
@@ -261,9 +262,10 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
   EXPECT_NE(log.find("/nonexistent"), std::string::npos) << log;
 }
 
-// Block-wise QAT on the bundled model (few short windows): every block's output error ends at
-// or below its starting rounding's, the codes are the same on 1 and 2 threads, and the model
-// is closer to the fp model than the RTN rounding it started from.
+// Block-wise QAT and end-to-end scale tuning on the bundled model (few short windows): every
+// block's output error and the final next-token loss end at or below their starts, the codes
+// are the same on 1 and 2 threads, and the model is closer to the fp model than the RTN
+// rounding it started from.
 TEST(QuantizeCli, QatIsDeterministicAndBeatsItsStart) {
   QF_NEED_SHARED("data/calib.txt");
   QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
@@ -272,7 +274,7 @@ TEST(QuantizeCli, QatIsDeterministicAndBeatsItsStart) {
                  r = qf::testing::TempDir() / "qat_rtn";
   const std::string scheme = " --scheme int3-g128-asym";
   const std::string common = scheme + " --method qat --calib " + calib +
-                             " --nsamples 8 --seqlen 128 --epochs 2 --batch 1 --lr 1e-3 -q";
+                             " --nsamples 8 --seqlen 128 --epochs 2 --batch 1 --e2e-epochs 1 -q";
   std::string log;
   ASSERT_EQ(
       RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log),
@@ -286,6 +288,10 @@ TEST(QuantizeCli, QatIsDeterministicAndBeatsItsStart) {
     EXPECT_LE(blk["loss_end"].get<double>(), blk["loss_start"].get<double>());
   }
   EXPECT_FALSE(qa["qat"][0]["reverted"].get<bool>()) << "the first block did not improve";
+  const auto& e2e = qa["qat_e2e"];
+  ASSERT_TRUE(e2e.is_object()) << log;
+  EXPECT_EQ(e2e["steps"], 7);
+  EXPECT_LE(e2e["loss_end"].get<double>(), e2e["loss_start"].get<double>());
   ASSERT_EQ(
       RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0)
       << log;

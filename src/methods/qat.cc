@@ -9,6 +9,10 @@
 #include <random>
 
 #include "formats/fp8.h"
+#include "kernels/cpu/f32_gemm.h"
+#include "kernels/ops.h"
+#include "model/decoder_walk.h"
+#include "train/backward_ops.h"
 #include "train/block_backward.h"
 
 namespace qf::methods {
@@ -296,6 +300,176 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   if (!(rep.loss_end <= rep.loss_start)) {
     for (size_t i = 0; i < 7; ++i)
       if (train[i]) *train[i] = std::move(start[i]);
+    rep.reverted = true;
+    rep.loss_end = rep.loss_start;
+  }
+  rep.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return rep;
+}
+
+Result<QatE2eReport> TuneScalesEndToEnd(
+    const model::ModelConfig& c, std::vector<model::Layer>& layers,
+    const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
+    std::span<const float> final_norm, const model::Linear& lm_head,
+    const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
+    const QatOptions& opt, const QatProgress& progress) {
+  const auto t0 = Clock::now();
+  const int64_t L = int64_t(layers.size()), H = c.hidden, V = c.vocab_size;
+  const int64_t S = int64_t(windows.size());
+  if (S == 0 || tensors.size() != layers.size()) return Err("qat e2e: no windows or bad layers");
+  const int64_t T = int64_t(windows[0].size());
+  if (T < 2) return Err("qat e2e: windows of at least 2 tokens");
+  for (const model::Layer& blk : layers)
+    if (!blk.q_norm.empty()) return Err("qat: blocks with q/k norms (Qwen3) are not supported yet");
+  // Each tuned linear: its codes as (code - zero) floats, the scale index of each element.
+  struct Tuned {
+    QuantizedTensor* q;
+    model::Linear* lin;
+    std::vector<float> level;  // code - zero, [n, k]
+    std::vector<float> dw, ds;
+    Adam adam;
+    Tuned(QuantizedTensor* qt, model::Linear* l) : q(qt), lin(l), adam(qt->scales.size()) {}
+    int64_t Param(int64_t e) const {
+      const int64_t r = e / q->cols, col = e % q->cols;
+      switch (q->scheme.granularity) {
+        case Granularity::kTensor:
+          return 0;
+        case Granularity::kChannel:
+          return r;
+        case Granularity::kGroup:
+          return r * q->groups() + col / q->group_size();
+      }
+      return 0;
+    }
+    void Install() {
+      const int64_t n = int64_t(level.size());
+#pragma omp parallel for if (n > 65536)
+      for (int64_t e = 0; e < n; ++e)
+        lin->weight[size_t(e)] = q->scales[size_t(Param(e))] * level[size_t(e)];
+    }
+  };
+  std::vector<Tuned> tuned;
+  std::vector<std::array<float*, 7>> dw(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l)
+    for (size_t i = 0; i < 7; ++i) {
+      QuantizedTensor* q = tensors[size_t(l)][i];
+      dw[size_t(l)][i] = nullptr;
+      if (!q) continue;
+      if (!q->scheme.is_int()) return Err("qat e2e: {} is not an integer scheme", q->scheme.name);
+      model::Linear& lin = layers[size_t(l)][model::kBlockLinears[i]];
+      tuned.emplace_back(q, &lin);
+      Tuned& t = tuned.back();
+      t.level.resize(q->codes.size());
+      for (int64_t e = 0; e < int64_t(q->codes.size()); ++e)
+        t.level[size_t(e)] = float(q->codes[size_t(e)]) - q->Params(e / q->cols, e % q->cols).zero;
+      t.dw.resize(q->codes.size());
+      t.ds.resize(q->scales.size());
+      t.Install();
+    }
+  // dw pointers per layer/linear (after tuned stops growing).
+  {
+    size_t j = 0;
+    for (int64_t l = 0; l < L; ++l)
+      for (size_t i = 0; i < 7; ++i)
+        if (tensors[size_t(l)][i]) dw[size_t(l)][i] = tuned[j++].dw.data();
+  }
+  std::vector<train::BlockLinears> lin(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l)
+    for (size_t i = 0; i < 7; ++i) lin[size_t(l)][i] = &layers[size_t(l)][model::kBlockLinears[i]];
+
+  std::vector<train::BlockTape> tapes;
+  for (int64_t l = 0; l < L; ++l) tapes.emplace_back(c, T);
+  train::BackwardScratch scratch(c, T);
+  std::vector<float> x0(static_cast<size_t>(T * H)), h(x0.size()), logits(size_t(T * V)),
+      dx(x0.size()), dx_next(x0.size()), dh(x0.size());
+  // Forward of one window; returns its summed cross-entropy; with `grad`, backpropagates it
+  // (scaled by `scale`) into the linears' dw.
+  auto run = [&](const std::vector<int32_t>& ids, bool grad, double scale) -> double {
+    model::Embed(embed, H, ids, x0.data());
+    for (int64_t l = 0; l < L; ++l)
+      train::ForwardBlock(c, layers[size_t(l)], l, lin[size_t(l)],
+                          l == 0 ? x0.data() : tapes[size_t(l - 1)].x.data(), cos, sin,
+                          tapes[size_t(l)]);
+    const float* xl = tapes[size_t(L - 1)].x.data();
+    kernels::RmsNorm(xl, final_norm.data(), h.data(), T, H, float(c.rms_eps));
+    lm_head.Apply(h.data(), logits.data(), T);
+    double ce = 0;
+    for (int64_t t = 0; t + 1 < T; ++t) {
+      float* row = logits.data() + t * V;
+      const double lse = kernels::LogSumExp(row, V);
+      const int32_t next = ids[size_t(t + 1)];
+      ce += lse - double(row[next]);
+      if (grad) {  // d ce / d logits = softmax - onehot
+        for (int64_t v = 0; v < V; ++v) row[v] = float(scale * std::exp(double(row[v]) - lse));
+        row[next] -= float(scale);
+      }
+    }
+    if (!grad) return ce;
+    std::fill(logits.begin() + (T - 1) * V, logits.end(), 0.0f);  // the last token scores nothing
+    // dh = dlogits · W_lm; then the final norm; then the blocks top-down.
+    kernels::F32Gemm(kernels::BLayout::kNN, T, H, V, 1.0f, logits.data(), V, lm_head.weight.data(),
+                     H, dh.data(), H);
+    train::RmsNormBackward(xl, final_norm.data(), dh.data(), dx.data(), T, H, float(c.rms_eps),
+                           false);
+    for (int64_t l = L - 1; l >= 0; --l) {
+      const float* in = l == 0 ? x0.data() : tapes[size_t(l - 1)].x.data();
+      train::BackwardBlock(c, layers[size_t(l)], lin[size_t(l)], tapes[size_t(l)], in, dx.data(),
+                           cos, sin, dw[size_t(l)], l > 0 ? dx_next.data() : nullptr, scratch);
+      std::swap(dx, dx_next);
+    }
+    return ce;
+  };
+  const int64_t Vh = S >= 2 ? std::max<int64_t>(1, S / 8) : 0, S_train = S - Vh;
+  auto evaluate = [&] {
+    double total = 0;
+    const int64_t e0 = Vh ? S_train : 0;
+    for (int64_t s = e0; s < S; ++s) total += run(windows[size_t(s)], false, 0);
+    return total / double((S - e0) * (T - 1));
+  };
+  QatE2eReport rep;
+  rep.loss_start = evaluate();
+  std::vector<std::vector<float>> start;
+  for (const Tuned& t : tuned) start.push_back(t.q->scales);
+  const int64_t total = (S_train + opt.batch - 1) / opt.batch * opt.epochs;
+  std::mt19937_64 rng(opt.seed ^ 0x5851f42d4c957f2dull);
+  std::vector<int64_t> order(static_cast<size_t>(S_train));
+  int64_t step = 0;
+  for (int epoch = 0; epoch < opt.epochs; ++epoch) {
+    for (int64_t i = 0; i < S_train; ++i) order[size_t(i)] = i;
+    for (int64_t i = S_train - 1; i > 0; --i)
+      std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
+    for (int64_t b0 = 0; b0 < S_train; b0 += opt.batch) {
+      const int64_t nb = std::min(opt.batch, S_train - b0);
+      for (Tuned& t : tuned) std::fill(t.dw.begin(), t.dw.end(), 0.0f);
+      const double scale = 1.0 / double(nb * (T - 1));
+      double loss = 0;
+      for (int64_t j = 0; j < nb; ++j)
+        loss += run(windows[size_t(order[size_t(b0 + j)])], true, scale);
+      loss *= scale;
+      if (!std::isfinite(loss)) return Err("qat e2e: the loss is not finite (lower --lr-q)");
+      ++step;
+      const double lr = CosineLr(opt.lr_q, step - 1, total);
+      for (Tuned& t : tuned) {
+        // ds = Σ dŵ · (code − zero) over each parameter set.
+        std::fill(t.ds.begin(), t.ds.end(), 0.0f);
+        std::vector<double> acc(t.ds.size(), 0.0);
+        for (int64_t e = 0; e < int64_t(t.level.size()); ++e)
+          acc[size_t(t.Param(e))] += double(t.dw[size_t(e)]) * t.level[size_t(e)];
+        for (size_t p = 0; p < acc.size(); ++p) t.ds[p] = float(acc[p]);
+        t.adam.StepLog(t.q->scales, t.ds.data(), lr, step);
+        t.Install();
+      }
+      rep.step_loss.push_back(float(loss));
+      if (progress) progress(step, total, loss);
+    }
+  }
+  rep.steps = step;
+  rep.loss_end = evaluate();
+  if (!(rep.loss_end <= rep.loss_start)) {
+    for (size_t i = 0; i < tuned.size(); ++i) {
+      tuned[i].q->scales = start[i];
+      tuned[i].Install();
+    }
     rep.reverted = true;
     rep.loss_end = rep.loss_start;
   }

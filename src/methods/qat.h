@@ -89,4 +89,25 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
                                   const float* cos, const float* sin, const QatOptions& opt,
                                   const QatProgress& progress = {});
 
+// End-to-end tuning of the quantization scales (EfficientQAT's E2E-QP): the codes and zeros
+// stay frozen, only the scales of every quantized linear are trained (AdamW on log s, cosine
+// schedule, `opt.epochs` passes, `opt.batch` windows per step, lr_q) to minimise the
+// next-token cross-entropy of the whole model on the calibration windows; the output stays
+// in the same format. `tensors[l][i]` is layer l's linear kBlockLinears[i] (null: kept as
+// `layers` holds it); `layers` must hold the dequantized weights of those tensors and is
+// updated with the tuned ones. The last eighth of the windows is held out as in TrainBlock.
+struct QatE2eReport {
+  double loss_start = 0, loss_end = 0;  // held-out next-token cross-entropy (nats per token)
+  std::vector<float> step_loss;
+  int64_t steps = 0;
+  bool reverted = false;
+  double seconds = 0;
+};
+Result<QatE2eReport> TuneScalesEndToEnd(
+    const model::ModelConfig& c, std::vector<model::Layer>& layers,
+    const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
+    std::span<const float> final_norm, const model::Linear& lm_head,
+    const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
+    const QatOptions& opt, const QatProgress& progress = {});
+
 }  // namespace qf::methods

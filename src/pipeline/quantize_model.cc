@@ -329,6 +329,10 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     return obs;
   };
 
+  // End-to-end tuning needs every block afterwards: the blocks and their tensors are kept.
+  const bool e2e = method.qat && opt.e2e_epochs > 0;
+  std::vector<model::Layer> kept_layers;
+  std::vector<std::array<QuantizedTensor*, 7>> kept_tensors;
   for (int64_t l = 0; l < cfg.layers; ++l) {
     QF_ASSIGN(model::Layer layer, model::ReadLayer(store, cfg, l, nullptr));
     auto module = [&](const char* pattern) { return ModuleOf(model::LayerTensorName(pattern, l)); };
@@ -534,7 +538,42 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                          : g_cache.empty() ? Stage::kMlpIn
                                            : Stage::kMlpOut;
     observe(ByStage{}, walk_block(layer, l, {resume, Stage::kBlockOut}, false));
+    if (e2e) {
+      std::array<QuantizedTensor*, 7> ts{};
+      for (size_t i = 0; i < 7; ++i) ts[i] = qat_start[i].tensor;
+      kept_tensors.push_back(ts);
+      kept_layers.push_back(std::move(layer));
+    }
     if (progress) progress(l + 1, cfg.layers);
+  }
+  if (e2e) {
+    // The scales of every block through the whole model against the next tokens (codes kept).
+    const auto te = Clock::now();
+    x = {};
+    x_fp = {};
+    att = {};
+    g_cache = {};
+    QF_ASSIGN(const std::vector<float> embed,
+              model::ReadTensorF32(store, nm.embed, {cfg.vocab_size, H}));
+    QF_ASSIGN(const std::vector<float> norm, model::ReadTensorF32(store, nm.final_norm, {H}));
+    model::Linear head;
+    head.n = cfg.vocab_size;
+    head.k = H;
+    const std::string head_name =
+        store.Find(nm.lm_head) ? std::string(nm.lm_head) : std::string(nm.embed);  // tied
+    QF_ASSIGN(head.weight, model::ReadWeightF32(store, head_name, {cfg.vocab_size, H}));
+    methods::QatOptions eo = opt.qat;
+    eo.epochs = opt.e2e_epochs;
+    eo.seed = opt.seed;
+    QF_ASSIGN(methods::QatE2eReport er,
+              methods::TuneScalesEndToEnd(cfg, kept_layers, kept_tensors, embed, norm, head,
+                                          windows, cos.data(), sin.data(), eo,
+                                          [&](int64_t step, int64_t total, double loss) {
+                                            if (opt.qat_progress)
+                                              opt.qat_progress(-1, step, total, loss);
+                                          }));
+    rep.qat_e2e = std::move(er);
+    rep.seconds_qat += Seconds(te);
   }
   if (external && lm_head) {
     // The output projection, on the final-norm output of the quantized stack.
@@ -626,8 +665,11 @@ Status CheckOptions(const QuantizeOptions& opt) {
     if (opt.act)
       return Err("--method {}: weight-only schemes only (activation quantization is not trained)",
                  opt.method);
-    if (opt.qat.epochs < 0 || opt.qat.batch < 1 || !(opt.qat.lr >= 0) || !(opt.qat.lr_q >= 0))
-      return Err("--epochs must be >= 0, --batch >= 1, --lr >= 0");
+    if (opt.qat.epochs < 0 || opt.qat.batch < 1 || !(opt.qat.lr >= 0) || !(opt.qat.lr_q >= 0) ||
+        opt.e2e_epochs < 0)
+      return Err("--epochs and --e2e-epochs must be >= 0, --batch >= 1, --lr >= 0");
+  } else if (opt.e2e_epochs != 0) {
+    return Err("--e2e-epochs applies to --method qat (or gptq+qat, awq+qat, ...)");
   }
   return Status::Ok();
 }

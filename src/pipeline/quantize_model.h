@@ -58,7 +58,9 @@ struct QuantizeOptions {
   std::vector<std::string> ignore;  // module names, or "re:REGEX"; lm_head always kept
   uint64_t seed = 0;
   methods::QatOptions qat;  // --method *qat: epochs, learning rates, batch (seed: seed)
-  // --method *qat: called after each training step (layer, step, steps of that layer, loss).
+  int e2e_epochs = 0;       // --method *qat: then end-to-end scale tuning (lr_q, batch)
+  // --method *qat: called after each training step (layer, or -1 for the end-to-end tuning;
+  // step, steps of that stage, loss).
   std::function<void(int64_t, int64_t, int64_t, double)> qat_progress;
 };
 
@@ -86,7 +88,8 @@ struct TransformReport {
 
 struct QuantizeReport {
   std::vector<LinearReport> linears;
-  std::vector<methods::QatBlockReport> qat;  // per block, --method *qat
+  std::vector<methods::QatBlockReport> qat;      // per block, --method *qat
+  std::optional<methods::QatE2eReport> qat_e2e;  // --e2e-epochs
   std::vector<TransformReport> transforms;
   std::vector<std::string> kept;  // modules left unquantized (ignored)
   int64_t quantized_params = 0;

@@ -35,6 +35,7 @@ struct QuantizeArgs {
   std::vector<std::string> ignore;
   uint64_t seed = 0;
   methods::QatOptions qat;  // --epochs, --lr, --lr-q, --batch
+  int e2e_epochs = 0;
   bool qat_given = false;
   CommonOptions common;
 };
@@ -296,8 +297,11 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   if (a.alpha_given && method.transform != pipeline::Transform::kSmoothQuant)
     return Err("--alpha applies to --method smoothquant[+gptq]");
   if (a.qat_given && !method.qat)
-    return Err("--epochs/--lr/--lr-q/--batch apply to --method qat (or gptq+qat, awq+qat, ...)");
+    return Err(
+        "--epochs/--lr/--lr-q/--batch/--e2e-epochs apply to --method qat (or gptq+qat, awq+qat, "
+        "...)");
   opt.qat = a.qat;
+  opt.e2e_epochs = a.e2e_epochs;
   opt.alpha = a.alpha;
   if (a.clip && a.no_clip) return Err("--clip and --no-clip are exclusive");
   opt.clip = a.clip || (method.ClipsByDefault() && !a.no_clip);
@@ -332,11 +336,12 @@ int RunQuantize(const QuantizeArgs& a) {
                  "model itself\n",
                  (long long)a.nsamples);
   std::unique_ptr<ProgressBar> qat_bar;
-  int64_t qat_layer = -1;
+  int64_t qat_layer = -2;
   opt.qat_progress = [&](int64_t layer, int64_t step, int64_t total, double loss) {
     if (layer != qat_layer) {
-      qat_bar = std::make_unique<ProgressBar>(fmt::format("qat layer {}", layer), total,
-                                              ShowProgress(a.common));
+      qat_bar = std::make_unique<ProgressBar>(
+          layer < 0 ? std::string("qat end to end") : fmt::format("qat layer {}", layer), total,
+          ShowProgress(a.common));
       qat_layer = layer;
     }
     qat_bar->Update(step, fmt::format("loss {:.4g}", loss));
@@ -381,6 +386,10 @@ int RunQuantize(const QuantizeArgs& a) {
                      {"steps", q.steps},
                      {"reverted", q.reverted},
                      {"seconds", q.seconds}});
+    nlohmann::json e2e = nullptr;
+    if (const auto& e = r->qat_e2e)
+      e2e = {{"loss_start", e->loss_start}, {"loss_end", e->loss_end}, {"step_loss", e->step_loss},
+             {"steps", e->steps},           {"reverted", e->reverted}, {"seconds", e->seconds}};
     nlohmann::json tr = nlohmann::json::array();
     for (const auto& t : r->transforms)
       tr.push_back({{"input", t.input},
@@ -400,6 +409,7 @@ int RunQuantize(const QuantizeArgs& a) {
                {"linears", lin},
                {"transforms", tr},
                {"qat", qat},
+               {"qat_e2e", e2e},
                {"kept", r->kept},
                {"quantized_params", r->quantized_params},
                {"total_params", r->total_params},
@@ -432,6 +442,10 @@ int RunQuantize(const QuantizeArgs& a) {
     std::printf("qat layer %-3lld output MSE %.4g -> %.4g (%lld steps%s, %.1f s)\n",
                 (long long)q.layer, q.loss_start, q.loss_end, (long long)q.steps,
                 q.reverted ? ", reverted: training ended worse" : "", q.seconds);
+  if (const auto& e = r->qat_e2e)
+    std::printf("qat end to end: next-token loss %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
+                e->loss_start, e->loss_end, (long long)e->steps,
+                e->reverted ? ", reverted: training ended worse" : "", e->seconds);
   std::printf("%-44s %-18s %10s %8s %s\n", "module", "scheme", "rel MSE", "SNR dB", "activations");
   for (const auto& l : r->linears)
     std::printf(
@@ -482,6 +496,12 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_option("--lr-q", a->qat.lr_q, "qat: learning rate of the scales and zeros")
       ->capture_default_str()
       ->check(NumberIn(0.0, 1.0))
+      ->each(qat_flag);
+  cmd->add_option("--e2e-epochs", a->e2e_epochs,
+                  "qat: then tune every scale end to end (codes frozen) on the next-token loss, "
+                  "this many passes (0: off)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 10000))
       ->each(qat_flag);
   cmd->add_option("--batch", a->qat.batch, "qat: calibration windows per training step")
       ->capture_default_str()
