@@ -23,6 +23,17 @@ nlohmann::json Json(const std::string& out) {
   return nlohmann::json::parse(out.substr(out.find('{')));
 }
 
+// Mean KLD of a quantized folder against the bundled model over the first WikiText-2 windows.
+double KldMean(const fs::path& p, int windows) {
+  std::string out;
+  EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
+                           " --max-windows " + std::to_string(windows) + " --json -q",
+                       &out),
+            0)
+      << out;
+  return Json(out)["kld_mean"].get<double>();
+}
+
 // Reference RTN figures of the GPTQ authors' code on this model (anchors/peer_gptq_llama-27m.json).
 double AnchorRtn(int bits, int group, bool sym) {
   std::ifstream in(qf::testing::SharedDir() / "anchors/peer_gptq_llama-27m.json");
@@ -171,16 +182,7 @@ TEST(QuantizeCli, GptqIsDeterministicAndBeatsRtn) {
                        &log),
             0)
       << log;
-  auto kld = [&](const fs::path& p) {
-    std::string out;
-    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
-                             " --max-windows 16 --json -q",
-                         &out),
-              0)
-        << out;
-    return Json(out)["kld_mean"].get<double>();
-  };
-  const double k_gptq = kld(a), k_rtn = kld(r);
+  const double k_gptq = KldMean(a, 16), k_rtn = KldMean(r, 16);
   std::printf("int3-g128-asym mean KLD over 16 windows: GPTQ %.5f, RTN %.5f\n", k_gptq, k_rtn);
   EXPECT_LT(k_gptq, 0.85 * k_rtn);
 }
@@ -302,16 +304,7 @@ TEST(QuantizeCli, QatIsDeterministicAndBeatsItsStart) {
                        &log),
             0)
       << log;
-  auto kld = [&](const fs::path& p) {
-    std::string out;
-    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
-                             " --max-windows 16 --json -q",
-                         &out),
-              0)
-        << out;
-    return Json(out)["kld_mean"].get<double>();
-  };
-  const double k_qat = kld(a), k_rtn = kld(r);
+  const double k_qat = KldMean(a, 16), k_rtn = KldMean(r, 16);
   std::printf("int3-g128-asym mean KLD over 16 windows: QAT %.5f, its RTN start %.5f\n", k_qat,
               k_rtn);
   EXPECT_LT(k_qat, 0.9 * k_rtn);
@@ -346,16 +339,7 @@ TEST(QuantizeCli, AwqBeatsRtnAndIsDeterministic) {
                        &log),
             0)
       << log;
-  auto kld = [&](const fs::path& p) {
-    std::string out;
-    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
-                             " --max-windows 16 --json -q",
-                         &out),
-              0)
-        << out;
-    return Json(out)["kld_mean"].get<double>();
-  };
-  const double k_awq = kld(a), k_rtn = kld(r);
+  const double k_awq = KldMean(a, 16), k_rtn = KldMean(r, 16);
   std::printf("int3-g128-asym mean KLD over 16 windows: AWQ %.5f, RTN %.5f\n", k_awq, k_rtn);
   EXPECT_LT(k_awq, 0.9 * k_rtn);
 }
@@ -393,16 +377,7 @@ TEST(QuantizeCli, SmoothQuantW8A8RunsActivationQuantization) {
     EXPECT_EQ(l["activations"], "fp8-e4m3-tensor");
     EXPECT_GT(l["input_scale"].get<double>(), 0.0);
   }
-  auto kld = [&](const fs::path& p) {
-    std::string out;
-    EXPECT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + p.string() + " --text " + Wiki() +
-                             " --max-windows 4 --json -q",
-                         &out),
-              0)
-        << out;
-    return Json(out)["kld_mean"].get<double>();
-  };
-  const double k_sq = kld(sq), k_fp8 = kld(fp8);
+  const double k_sq = KldMean(sq, 4), k_fp8 = KldMean(fp8, 4);
   std::printf("mean KLD over 4 windows: W8A8 smoothquant %.5f, FP8 static %.5f\n", k_sq, k_fp8);
   EXPECT_GT(k_sq, 0.0);  // activations really are quantized
   EXPECT_LT(k_sq, 0.02);

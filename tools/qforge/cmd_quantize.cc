@@ -489,11 +489,14 @@ void RegisterQuantize(CLI::App& app, int* rc) {
       ->capture_default_str()
       ->check(IntegerIn(0, 10000))
       ->each(qat_flag);
-  cmd->add_option("--lr", a->qat.lr, "qat: AdamW learning rate of the weights (cosine schedule)")
+  cmd->add_option(
+         "--lr", a->qat.lr,
+         "qat: AdamW rate of the latent weights, in steps of their group's scale (cosine schedule)")
       ->capture_default_str()
       ->check(NumberIn(0.0, 1.0))
       ->each(qat_flag);
-  cmd->add_option("--lr-q", a->qat.lr_q, "qat: learning rate of the scales and zeros")
+  cmd->add_option("--lr-q", a->qat.lr_q,
+                  "qat: relative rate of the scales (AdamW on log s) and rate of the zeros (codes)")
       ->capture_default_str()
       ->check(NumberIn(0.0, 1.0))
       ->each(qat_flag);
