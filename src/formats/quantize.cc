@@ -51,12 +51,20 @@ Result<FittedParams> FitAll(std::span<const float> w, int64_t n, int64_t k,
 
 }  // namespace
 
-GroupParams QuantizedTensor::Params(int64_t row, int64_t col) const {
-  size_t i = 0;
-  if (scheme.granularity == Granularity::kChannel) i = static_cast<size_t>(row);
-  if (scheme.granularity == Granularity::kGroup) {
-    i = static_cast<size_t>(row * groups() + col / group_size());
+int64_t QuantizedTensor::ParamIndex(int64_t row, int64_t col) const {
+  switch (scheme.granularity) {
+    case Granularity::kTensor:
+      return 0;
+    case Granularity::kChannel:
+      return row;
+    case Granularity::kGroup:
+      return row * groups() + col / group_size();
   }
+  return 0;
+}
+
+GroupParams QuantizedTensor::Params(int64_t row, int64_t col) const {
+  const size_t i = static_cast<size_t>(ParamIndex(row, col));
   GroupParams p;
   p.scale = scales[i];
   if (scheme.is_int()) {

@@ -25,6 +25,8 @@ struct QuantizedTensor {
 
   int64_t group_size() const { return ColumnsPerParam(scheme, cols); }  // G, or K
   int64_t groups() const { return cols / group_size(); }                // sets per row
+  // Index into scales/zeros of the parameter set covering W[row, col].
+  int64_t ParamIndex(int64_t row, int64_t col) const;
   // Parameters covering W[row, col].
   GroupParams Params(int64_t row, int64_t col) const;
 };

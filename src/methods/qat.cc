@@ -89,17 +89,7 @@ Result<QatLinear> QatLinear::Init(const QuantizedTensor& start, std::span<const 
   return q;
 }
 
-int64_t QatLinear::Param(int64_t row, int64_t col) const {
-  switch (shape_.scheme.granularity) {
-    case Granularity::kTensor:
-      return 0;
-    case Granularity::kChannel:
-      return row;
-    case Granularity::kGroup:
-      return row * shape_.groups() + col / shape_.group_size();
-  }
-  return 0;
-}
+int64_t QatLinear::Param(int64_t row, int64_t col) const { return shape_.ParamIndex(row, col); }
 
 float QatLinear::Zero(int64_t p) const {
   if (shape_.scheme.symmetric) return float(1 << (shape_.scheme.bits - 1));
@@ -329,18 +319,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     std::vector<float> dw, ds;
     Adam adam;
     Tuned(QuantizedTensor* qt, model::Linear* l) : q(qt), lin(l), adam(qt->scales.size()) {}
-    int64_t Param(int64_t e) const {
-      const int64_t r = e / q->cols, col = e % q->cols;
-      switch (q->scheme.granularity) {
-        case Granularity::kTensor:
-          return 0;
-        case Granularity::kChannel:
-          return r;
-        case Granularity::kGroup:
-          return r * q->groups() + col / q->group_size();
-      }
-      return 0;
-    }
+    int64_t Param(int64_t e) const { return q->ParamIndex(e / q->cols, e % q->cols); }
     void Install() {
       const int64_t n = int64_t(level.size());
 #pragma omp parallel for if (n > 65536)
