@@ -90,7 +90,7 @@ TEST(TrainOps, RopeBackwardMatchesFiniteDifferences) {
     return Dot(r, y);
   };
   std::vector<float> g = r;
-  train::RopeBackward(g.data(), m, heads, D, pos0, cos.data(), sin.data());
+  kernels::RopeInverse(g.data(), m, heads, D, pos0, cos.data(), sin.data());
   CheckGradient(x, g, loss, "rope dx");
 }
 

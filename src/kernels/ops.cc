@@ -81,8 +81,13 @@ void RmsNorm(const float* x, const float* weight, float* out, int64_t m, int64_t
   }
 }
 
-void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, const float* cos,
-          const float* sin) {
+namespace {
+
+// Rotates each pair (j, j + head_dim/2) of every head by the position's angle θ (kInverse: by
+// −θ, the transpose, which is RoPE's backward pass).
+template <bool kInverse>
+void RotatePairs(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0,
+                 const float* cos, const float* sin) {
   const int64_t half = head_dim / 2;
 #pragma omp parallel for if (m > 16)
   for (int64_t i = 0; i < m; ++i) {
@@ -92,11 +97,28 @@ void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, co
       float* v = x + (i * heads + h) * head_dim;
       for (int64_t j = 0; j < half; ++j) {
         const float a = v[j], b = v[j + half];
-        v[j] = a * c[j] - b * s[j];
-        v[j + half] = b * c[j] + a * s[j];
+        if constexpr (kInverse) {
+          v[j] = a * c[j] + b * s[j];
+          v[j + half] = b * c[j] - a * s[j];
+        } else {
+          v[j] = a * c[j] - b * s[j];
+          v[j + half] = b * c[j] + a * s[j];
+        }
       }
     }
   }
+}
+
+}  // namespace
+
+void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, const float* cos,
+          const float* sin) {
+  RotatePairs<false>(x, m, heads, head_dim, pos0, cos, sin);
+}
+
+void RopeInverse(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0,
+                 const float* cos, const float* sin) {
+  RotatePairs<true>(x, m, heads, head_dim, pos0, cos, sin);
 }
 
 void SiluMul(float* gate, const float* up, int64_t m, int64_t f) {

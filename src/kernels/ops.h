@@ -34,6 +34,9 @@ void RmsNorm(const float* x, const float* weight, float* out, int64_t m, int64_t
 // token at position pos0 + row, with cos/sin tables [positions, head_dim/2].
 void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, const float* cos,
           const float* sin);
+// The rotation back (by −θ), in place: RoPE's transpose, i.e. its backward pass (train/).
+void RopeInverse(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0,
+                 const float* cos, const float* sin);
 
 // gate[M,F] = silu(gate) * up, in place.
 void SiluMul(float* gate, const float* up, int64_t m, int64_t f);

@@ -31,24 +31,6 @@ void RmsNormBackward(const float* x, const float* weight, const float* dy, float
   }
 }
 
-void RopeBackward(float* dy, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0,
-                  const float* cos, const float* sin) {
-  const int64_t half = head_dim / 2;
-#pragma omp parallel for if (m > 16)
-  for (int64_t i = 0; i < m; ++i) {
-    const float* c = cos + (pos0 + i) * half;
-    const float* s = sin + (pos0 + i) * half;
-    for (int64_t h = 0; h < heads; ++h) {
-      float* v = dy + (i * heads + h) * head_dim;
-      for (int64_t j = 0; j < half; ++j) {
-        const float a = v[j], b = v[j + half];
-        v[j] = a * c[j] + b * s[j];
-        v[j + half] = b * c[j] - a * s[j];
-      }
-    }
-  }
-}
-
 void SiluMulBackward(const float* gate, const float* up, const float* dh, float* dgate, float* dup,
                      int64_t m, int64_t f) {
   const int64_t n = m * f;

@@ -1,4 +1,5 @@
-// Backward passes of the forward ops in kernels/ops.h, for training (methods/qat): each takes
+// Backward passes of the forward ops in kernels/ops.h, for training (methods/qat; RoPE's is
+// kernels::RopeInverse, beside the forward rotation): each takes
 // the forward's inputs (and what the forward kept) and the gradient of a loss with respect to
 // the op's output, and returns the gradients with respect to its inputs. Plain loops in float
 // with double where a sum runs over a whole row; the parallel loops split rows or KV heads, so
@@ -14,10 +15,6 @@ namespace qf::train {
 // gradient with respect to x; the weight is not trained.
 void RmsNormBackward(const float* x, const float* weight, const float* dy, float* dx, int64_t m,
                      int64_t d, float eps, bool accumulate);
-
-// kernels::Rope is a rotation of each pair; its backward rotates dy back, in place.
-void RopeBackward(float* dy, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0,
-                  const float* cos, const float* sin);
 
 // h = silu(gate) · up (kernels::SiluMul, gate before the op): dgate and dup from dh.
 void SiluMulBackward(const float* gate, const float* up, const float* dh, float* dgate, float* dup,

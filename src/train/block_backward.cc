@@ -111,8 +111,8 @@ void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const B
   back(LinearId::kO, tape.att.data(), s.dx1.data(), s.datt.data(), false);
   AttentionBackward(tape.q.data(), tape.k.data(), tape.v.data(), s.datt.data(), s.dq.data(),
                     s.dk.data(), s.dv.data(), t, c.heads, c.kv_heads, c.head_dim, c.sliding_window);
-  RopeBackward(s.dq.data(), t, c.heads, c.head_dim, 0, cos, sin);
-  RopeBackward(s.dk.data(), t, c.kv_heads, c.head_dim, 0, cos, sin);
+  kernels::RopeInverse(s.dq.data(), t, c.heads, c.head_dim, 0, cos, sin);
+  kernels::RopeInverse(s.dk.data(), t, c.kv_heads, c.head_dim, 0, cos, sin);
   float* dattn = dx0 ? s.dmlp.data() : nullptr;  // dmlp is free again: ∂loss/∂attn_in
   back(LinearId::kQ, tape.attn_in.data(), s.dq.data(), dattn, false);
   back(LinearId::kK, tape.attn_in.data(), s.dk.data(), dattn, true);
