@@ -62,6 +62,19 @@ struct Adam {
   }
 };
 
+// The windows held out of training (the last eighth, at least one; none when S = 1): both
+// training passes measure their start and end losses on them, so that fitting the training
+// windows at the expense of unseen text is caught (and reverted).
+int64_t HeldOutWindows(int64_t S) { return S >= 2 ? std::max<int64_t>(1, S / 8) : 0; }
+
+// 0 .. n-1 shuffled (Fisher-Yates with the library-independent engine): one epoch's order.
+void Shuffle(std::vector<int64_t>& order, std::mt19937_64& rng) {
+  const int64_t n = int64_t(order.size());
+  for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+  for (int64_t i = n - 1; i > 0; --i)
+    std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
+}
+
 double CosineLr(double lr, int64_t step, int64_t total) {
   const double lo = lr / 20;  // EfficientQAT's eta_min
   return lo + 0.5 * (lr - lo) *
@@ -96,14 +109,17 @@ float QatLinear::Zero(int64_t p) const {
   return std::clamp(RoundHalfEven(z[size_t(p)]), 0.0f, maxq_);
 }
 
+float QatLinear::Code(int64_t r, int64_t c) const {
+  const int64_t p = Param(r, c);
+  return std::clamp(RoundHalfEven(w[size_t(r * k_ + c)] / s[size_t(p)]) + Zero(p), 0.0f, maxq_);
+}
+
 void QatLinear::FakeQuantize(float* out) const {
 #pragma omp parallel for if (n_ * k_ > 65536)
   for (int64_t r = 0; r < n_; ++r)
     for (int64_t c = 0; c < k_; ++c) {
       const int64_t p = Param(r, c);
-      const float sc = s[size_t(p)], zi = Zero(p);
-      const float code = std::clamp(RoundHalfEven(w[size_t(r * k_ + c)] / sc) + zi, 0.0f, maxq_);
-      out[r * k_ + c] = sc * (code - zi);
+      out[r * k_ + c] = s[size_t(p)] * (Code(r, c) - Zero(p));
     }
 }
 
@@ -155,12 +171,7 @@ QuantizedTensor QatLinear::Freeze() const {
     for (size_t p = 0; p < z.size(); ++p) q.zeros[p] = int32_t(Zero(int64_t(p)));
   }
   for (int64_t r = 0; r < n_; ++r)
-    for (int64_t c = 0; c < k_; ++c) {
-      const int64_t p = Param(r, c);
-      const float code =
-          std::clamp(RoundHalfEven(w[size_t(r * k_ + c)] / s[size_t(p)]) + Zero(p), 0.0f, maxq_);
-      q.codes[size_t(r * k_ + c)] = uint8_t(code);
-    }
+    for (int64_t c = 0; c < k_; ++c) q.codes[size_t(r * k_ + c)] = uint8_t(Code(r, c));
   return q;
 }
 
@@ -206,11 +217,8 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   train::BackwardScratch scratch(c, T);
   std::vector<float> dout(static_cast<size_t>(n_out));
 
-  // Output MSE over all windows with the current weights.
-  // The last windows (an eighth, at least one) are held out: the start and end losses are
-  // measured on them, so that a block that fits its training windows at the expense of unseen
-  // text is caught (and reverted).
-  const int64_t V = S >= 2 ? std::max<int64_t>(1, S / 8) : 0, S_train = S - V;
+  // Output MSE over the held-out windows (all of them when none is) with the current weights.
+  const int64_t V = HeldOutWindows(S), S_train = S - V;
   auto evaluate = [&] {
     double total = 0;
     const int64_t e0 = V ? S_train : 0;
@@ -238,9 +246,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   std::vector<int64_t> order(static_cast<size_t>(S_train));
   int64_t step = 0;
   for (int epoch = 0; epoch < opt.epochs; ++epoch) {
-    for (int64_t i = 0; i < S_train; ++i) order[size_t(i)] = i;
-    for (int64_t i = S_train - 1; i > 0; --i)  // Fisher-Yates with the library-independent engine
-      std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
+    Shuffle(order, rng);
     double epoch_loss = 0;
     for (int64_t b0 = 0; b0 < S_train; b0 += opt.batch) {
       const int64_t nb = std::min(opt.batch, S_train - b0);
@@ -328,11 +334,11 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     }
   };
   std::vector<Tuned> tuned;
-  std::vector<std::array<float*, 7>> dw(static_cast<size_t>(L));
+  tuned.reserve(size_t(L) * 7);  // no reallocation: dw below points into the entries
+  std::vector<std::array<float*, 7>> dw(static_cast<size_t>(L));  // null: not tuned
   for (int64_t l = 0; l < L; ++l)
     for (size_t i = 0; i < 7; ++i) {
       QuantizedTensor* q = tensors[size_t(l)][i];
-      dw[size_t(l)][i] = nullptr;
       if (!q) continue;
       if (!q->scheme.is_int()) return Err("qat e2e: {} is not an integer scheme", q->scheme.name);
       model::Linear& lin = layers[size_t(l)][model::kBlockLinears[i]];
@@ -344,14 +350,8 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       t.dw.resize(q->codes.size());
       t.ds.resize(q->scales.size());
       t.Install();
+      dw[size_t(l)][i] = t.dw.data();
     }
-  // dw pointers per layer/linear (after tuned stops growing).
-  {
-    size_t j = 0;
-    for (int64_t l = 0; l < L; ++l)
-      for (size_t i = 0; i < 7; ++i)
-        if (tensors[size_t(l)][i]) dw[size_t(l)][i] = tuned[j++].dw.data();
-  }
   std::vector<train::BlockLinears> lin(static_cast<size_t>(L));
   for (int64_t l = 0; l < L; ++l)
     for (size_t i = 0; i < 7; ++i) lin[size_t(l)][i] = &layers[size_t(l)][model::kBlockLinears[i]];
@@ -398,7 +398,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     }
     return ce;
   };
-  const int64_t Vh = S >= 2 ? std::max<int64_t>(1, S / 8) : 0, S_train = S - Vh;
+  const int64_t Vh = HeldOutWindows(S), S_train = S - Vh;
   auto evaluate = [&] {
     double total = 0;
     const int64_t e0 = Vh ? S_train : 0;
@@ -414,9 +414,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   std::vector<int64_t> order(static_cast<size_t>(S_train));
   int64_t step = 0;
   for (int epoch = 0; epoch < opt.epochs; ++epoch) {
-    for (int64_t i = 0; i < S_train; ++i) order[size_t(i)] = i;
-    for (int64_t i = S_train - 1; i > 0; --i)
-      std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
+    Shuffle(order, rng);
     for (int64_t b0 = 0; b0 < S_train; b0 += opt.batch) {
       const int64_t nb = std::min(opt.batch, S_train - b0);
       for (Tuned& t : tuned) std::fill(t.dw.begin(), t.dw.end(), 0.0f);
@@ -430,7 +428,6 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       const double lr = CosineLr(opt.lr_q, step - 1, total);
       for (Tuned& t : tuned) {
         // ds = Σ dŵ · (code − zero) over each parameter set.
-        std::fill(t.ds.begin(), t.ds.end(), 0.0f);
         std::vector<double> acc(t.ds.size(), 0.0);
         for (int64_t e = 0; e < int64_t(t.level.size()); ++e)
           acc[size_t(t.Param(e))] += double(t.dw[size_t(e)]) * t.level[size_t(e)];

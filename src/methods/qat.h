@@ -47,7 +47,8 @@ class QatLinear {
  private:
   int64_t Param(int64_t row, int64_t col) const;
   float Zero(int64_t p) const;
-  QuantizedTensor shape_;  // scheme, rows, cols (codes/scales unused)
+  float Code(int64_t row, int64_t col) const;  // clamp(rne(w/s) + zero, 0, maxq)
+  QuantizedTensor shape_;                      // scheme, rows, cols (codes/scales unused)
   int64_t n_ = 0, k_ = 0;
   float maxq_ = 0;
 };
