@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "formats/fp8.h"
@@ -96,6 +97,11 @@ Result<QatLinear> QatLinear::Init(const QuantizedTensor& start, std::span<const 
   q.shape_.cols = start.cols;
   q.w.assign(w.begin(), w.end());
   q.s = start.scales;
+  // A zero scale (a ggml block of zeros) would make every code undefined: the smallest normal
+  // float keeps the group at zero. Negative scales (ggml's Q4_0 picks d = max / -8) train as
+  // they are: the log-space step keeps the sign.
+  for (float& v : q.s)
+    if (v == 0.0f) v = std::numeric_limits<float>::min();
   q.z.resize(q.s.size());
   for (size_t i = 0; i < q.z.size(); ++i)
     q.z[i] = start.scheme.symmetric ? float(1 << (start.scheme.bits - 1)) : float(start.zeros[i]);
@@ -282,7 +288,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
         q.Backward(dwhat[i].data(), dw[i].data(), ds[i].data(), dz[i].data());
         // Latent weights move in units of their group's scale (one code step), zeros in codes.
         adam_w[i].Step(q.w, dw[i].data(), lr, opt.weight_decay, step,
-                       [&q](int64_t e) { return q.ScaleAt(e); });
+                       [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); });
         adam_s[i].StepLog(q.s, ds[i].data(), lr_q, step);
         adam_z[i].Step(q.z, dz[i].data(), lr_q, 0, step, [](int64_t) { return 1.0f; });
         q.FakeQuantize(fq[i].weight.data());

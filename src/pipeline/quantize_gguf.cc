@@ -11,6 +11,7 @@
 
 #include "core/dtype.h"
 #include "formats/ggml_blocks.h"
+#include "formats/ggml_grid.h"
 #include "io/gguf.h"
 #include "pipeline/gguf_convert.h"
 #include "io/safetensors.h"
@@ -69,11 +70,11 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
                                             const GgufQuantizeOptions& opt,
                                             const std::function<void(size_t, size_t)>& progress) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (opt.gptq)
+  if (opt.gptq || opt.qat)
     return Err(
-        "{}: --method gptq needs the model folder (config.json + *.safetensors): its "
+        "{}: --method {} needs the model folder (config.json + *.safetensors): its "
         "calibration pass runs the fp weights",
-        src.string());
+        src.string(), opt.qat ? "qat" : "gptq");
   QF_ASSIGN(io::GgufFile f, io::GgufFile::Open(src));
   QF_ASSIGN(model::ModelConfig cfg, model::GgufModelConfig(f));
   std::vector<const io::GgufTensorInfo*> tensors;
@@ -183,9 +184,10 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                                           const std::function<void(size_t, size_t)>& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!opt.mix) return Err("no GGUF mix given");
-  if (opt.gptq && !opt.imatrix.empty())
+  if ((opt.gptq || opt.qat) && !opt.imatrix.empty())
     return Err(
-        "--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
+        "--imatrix does not apply to --method gptq or qat (they calibrate on the model's "
+        "activations)");
   std::error_code ec;
   if (model::IsGgufFile(src)) return QuantizeGgufFile(src, out, opt, progress);
   if (!fs::is_directory(src, ec))
@@ -245,20 +247,33 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     if (p.source) by_source[p.source->name] = types.size() - 1;
   }
   rep.bits_per_weight = rep.quantized_params ? qbits / double(rep.quantized_params) : 0.0;
+  if (opt.qat) {
+    bool trainable = false;
+    for (size_t i = 0; i < plan.size(); ++i)
+      trainable |= LayerOf(plan[i].name) >= 0 && blocks[i] && GgmlUniformScheme(*blocks[i]);
+    if (!trainable)
+      return Err(
+          "--method qat trains GGUF types whose blocks are a uniform integer grid (Q4_0, Q8_0); "
+          "{} gives the decoder linears none",
+          opt.mix->name);
+  }
 
-  // GPTQ: the solved tensors' bytes, in Hugging Face row order, by plan index.
+  // GPTQ / QAT: the solved tensors' bytes, in Hugging Face row order, by plan index.
   std::map<size_t, std::vector<std::byte>> solved;
-  if (opt.gptq && !opt.dry_run) {
+  const std::string method = opt.qat ? (opt.gptq ? "gptq+qat" : "qat") : "gptq";
+  if ((opt.gptq || opt.qat) && !opt.dry_run) {
     const auto head = by_source.find(cfg.family->names->lm_head);
     const bool lm_head = head != by_source.end() && plan[head->second].name == "output.weight" &&
                          blocks[head->second] != nullptr;
     GptqOptions gopt;
     gopt.damp = opt.damp;
-    auto solve = [&](const SolveRequest& r) -> Result<std::vector<float>> {
+    auto solve = [&](const SolveRequest& r) -> Result<Solved> {
       const auto it = by_source.find(r.weight_name);
       if (it == by_source.end()) return Err("{}: not in the GGUF tensor plan", r.weight_name);
       const size_t i = it->second;
-      std::vector<float> deq(r.weight.size());
+      Solved out;
+      std::vector<float>& deq = out.weights;
+      deq.resize(r.weight.size());
       if (!blocks[i]) {  // kept as a float type: run with its rounding
         const io::GgmlType gt = types[i];
         std::vector<std::byte> tmp(r.weight.size() * 4);
@@ -270,19 +285,51 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
         } else {
           deq.assign(r.weight.begin(), r.weight.end());
         }
-        return deq;
+        return out;
       }
       const GgmlBlockType& bt = *blocks[i];
-      GptqStats st;
-      QF_ASSIGN(std::vector<std::byte> q,
-                GptqGgml(r.weight, r.n, r.k, std::span<const double>(r.hessian.matrix()), bt, {},
-                         gopt, &st));
+      std::vector<std::byte> q;
+      if (opt.gptq) {
+        GptqStats st;
+        QF_ASSIGN(q, GptqGgml(r.weight, r.n, r.k, std::span<const double>(r.hessian.matrix()), bt,
+                              {}, gopt, &st));
+        rep.tensors[i].gptq = true;
+      } else {  // QAT's plain start: the type's own rounding, as llama-quantize without imatrix
+        QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(bt, r.n, r.k));
+        q.resize(bytes);
+        QF_TRY(QuantizeRowsGgml(bt, r.weight.data(), r.n, r.k, nullptr, q.data()));
+      }
       QF_TRY(DequantizeRowsGgml(bt, q.data(), r.n, r.k, deq.data()));
-      rep.tensors[i].gptq = true;
+      if (opt.qat && GgmlUniformScheme(bt)) {
+        QF_ASSIGN(out.grid, GgmlToQuantized(bt, q, r.n, r.k));
+      }
       solved[i] = std::move(q);
-      return deq;
+      return out;
     };
-    QF_ASSIGN(QuantizeReport cr, RunCalibratedSolver(src, opt.calib, opt.damp, lm_head, solve));
+    // QAT's trained grids back into their blocks (fp16 scales), and the values those hold.
+    auto write = [&](const std::string& weight_name,
+                     QuantizedTensor& g) -> Result<std::vector<float>> {
+      const auto it = by_source.find(weight_name);
+      if (it == by_source.end()) return Err("{}: not in the GGUF tensor plan", weight_name);
+      const size_t i = it->second;
+      const GgmlBlockType& bt = *blocks[i];
+      QF_ASSIGN(std::vector<std::byte> q, QuantizedToGgml(bt, g));
+      QF_ASSIGN(g, GgmlToQuantized(bt, q, g.rows, g.cols));
+      std::vector<float> held(size_t(g.rows * g.cols));
+      QF_TRY(DequantizeRowsGgml(bt, q.data(), g.rows, g.cols, held.data()));
+      rep.tensors[i].qat = true;
+      solved[i] = std::move(q);
+      return held;
+    };
+    QuantizeOptions qopt;
+    qopt.method = method;
+    qopt.calib = opt.calib;
+    qopt.damp = opt.damp;
+    qopt.seed = opt.calib.seed;
+    qopt.qat = opt.qat_options;
+    qopt.e2e_epochs = opt.e2e_epochs;
+    qopt.qat_progress = opt.qat_progress;
+    QF_ASSIGN(QuantizeReport cr, RunCalibratedSolver(src, qopt, lm_head, solve, write));
     for (const LinearReport& l : cr.linears)  // the pass measured each solved linear's error
       if (const auto it = by_source.find(l.module + ".weight"); it != by_source.end())
         rep.tensors[it->second].rel_mse = l.rel_mse;
@@ -297,9 +344,9 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
   QF_TRY(pipeline::AddGgufTokenizer(src, cfg, &w));
   QF_TRY(pipeline::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
   QF_TRY(AddImatrixKeys(opt, &w));
-  if (opt.gptq) {
+  if (opt.gptq || opt.qat) {
     const QuantizeReport* cr = rep.calibrated ? &*rep.calibrated : nullptr;
-    QF_TRY(w.Set("quantize.qforge.method", io::GgufValue(std::string("gptq"))));
+    QF_TRY(w.Set("quantize.qforge.method", io::GgufValue(method)));
     QF_TRY(w.Set("quantize.qforge.calibration",
                  io::GgufValue(opt.calib.text_path.empty() ? std::string("sampled from the model")
                                                            : opt.calib.text_path)));
@@ -308,6 +355,10 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                  io::GgufValue(
                      int32_t(cr && cr->calib_samples ? cr->calib_tokens / cr->calib_samples : 0))));
     QF_TRY(w.Set("quantize.qforge.seed", io::GgufValue(int32_t(opt.calib.seed))));
+    if (opt.qat) {
+      QF_TRY(w.Set("quantize.qforge.qat_epochs", io::GgufValue(int32_t(opt.qat_options.epochs))));
+      QF_TRY(w.Set("quantize.qforge.e2e_epochs", io::GgufValue(int32_t(opt.e2e_epochs))));
+    }
   }
   for (size_t i = 0; i < plan.size(); ++i) {
     const pipeline::GgufTensorPlan& p = plan[i];

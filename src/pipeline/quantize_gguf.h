@@ -42,6 +42,14 @@ struct GgufQuantizeOptions {
   // by methods::GptqGgml in a calibrated true-sequential pass (RunCalibratedSolver), their
   // importance being diag(H); token_embd is encoded plainly. No imatrix then.
   bool gptq = false;
+  // QAT (--method qat | gptq+qat): the linears whose type is a scheme row (Q4_0, Q8_0:
+  // formats/ggml_grid) are trained block by block (methods/qat) from their rounding (plain, or
+  // GPTQ's with gptq) and then, with e2e_epochs, their scales end to end; the others are solved
+  // as without QAT. Needs the folder, as GPTQ.
+  bool qat = false;
+  methods::QatOptions qat_options;  // seed: calib.seed
+  int e2e_epochs = 0;
+  std::function<void(int64_t, int64_t, int64_t, double)> qat_progress;  // as QuantizeOptions'
   CalibrationOptions calib;
   double damp = 0.01;
 };
@@ -54,6 +62,7 @@ struct GgufTensorReport {
   uint64_t bytes = 0;
   bool used_imatrix = false;
   bool gptq = false;
+  bool qat = false;
   double rel_mse = 0;  // GPTQ tensors: Σ(w − ŵ)² / Σw²
 };
 
@@ -63,7 +72,7 @@ struct GgufQuantizeReport {
   int64_t quantized_params = 0, total_params = 0;
   double bits_per_weight = 0;  // over the quantized tensors
   double seconds = 0;
-  std::optional<QuantizeReport> calibrated;  // the GPTQ pass (calibration, times, peak RSS)
+  std::optional<QuantizeReport> calibrated;  // the GPTQ / QAT pass (calibration, times, peak RSS)
 };
 
 Result<GgufQuantizeReport> QuantizeToGguf(const std::filesystem::path& src,

@@ -186,11 +186,12 @@ void Collected::AddNorm(const std::string& name, const std::vector<float>& v, DT
 // earlier groups already quantized, solved (RTN or GPTQ) and installed with its activation
 // quantization; the quantized block's outputs become the next block's inputs.
 // With `external`, each linear goes to that solver instead (no transform; `lm_head` adds the
-// output projection at the end).
+// output projection at the end); with QAT its grids are trained and handed to `write`.
 Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                      const model::ModelConfig& cfg, const Method& method,
                      const QuantizeOptions& opt, const LayerProgress& progress, QuantizeReport& rep,
-                     Collected& col, const LinearSolver* external = nullptr, bool lm_head = false) {
+                     Collected& col, const LinearSolver* external = nullptr, bool lm_head = false,
+                     const GridWriter* write = nullptr) {
   const model::TensorNames& nm = *cfg.family->names;
   auto t0 = Clock::now();
   // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
@@ -352,6 +353,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       QuantizedTensor* tensor = nullptr;
       std::vector<float> latent, fp;
       size_t report = 0;
+      std::string name;  // of the weight
     };
     std::array<QatStart, 7> qat_start;
     // The true-sequential walks below update x in place (o's residual); QAT trains on the
@@ -437,12 +439,22 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         const auto ts = Clock::now();
         if (external) {
-          QF_ASSIGN(std::vector<float> deq,
+          QF_ASSIGN(Solved sv,
                     (*external)(SolveRequest{name, lin->weight, lin->n, lin->k, *ob.hess}));
           rep.seconds_quantize += Seconds(ts);
-          rep.linears.push_back(Distortion(ModuleOf(name), lin->weight, lin->n, lin->k, deq));
+          rep.linears.push_back(
+              Distortion(ModuleOf(name), lin->weight, lin->n, lin->k, sv.weights));
           rep.quantized_params += lin->n * lin->k;
-          lin->weight.assign(deq.begin(), deq.end());
+          if (method.qat && sv.grid) {
+            QatStart& qs = qat_start[size_t(id)];
+            qs.fp.assign(lin->weight.begin(), lin->weight.end());
+            qs.latent = method.solver == Solver::kGptq ? sv.weights : qs.fp;
+            qs.report = rep.linears.size() - 1;
+            qs.name = name;
+            col.Add(name, std::move(*sv.grid));
+            qs.tensor = col.tensors.back().get();
+          }
+          lin->weight.assign(sv.weights.begin(), sv.weights.end());
           continue;
         }
         GptqStats st;
@@ -470,6 +482,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
           qs.fp.assign(lin->weight.begin(), lin->weight.end());
           qs.latent = method.solver == Solver::kGptq ? deq : qs.fp;
           qs.report = rep.linears.size() - 1;
+          qs.name = name;
         }
         // Later stages run on the quantized values, as fp32.
         lin->weight.assign(deq.begin(), deq.end());
@@ -479,7 +492,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       }
       return Status::Ok();
     };
-    const bool hessian = method.solver == Solver::kGptq;
+    const bool hessian = method.solver == Solver::kGptq || external;
     const bool channels =
         (opt.act && !opt.act->dynamic) || (method.solver == Solver::kRtn && opt.clip);
     // True sequential: each group's input is formed with the groups before it quantized,
@@ -521,7 +534,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         if (!train[i]) continue;
         QatStart& qs = qat_start[i];
         *qs.tensor = ql[i].Freeze();
-        QF_ASSIGN(std::vector<float> deq, Dequantize(*qs.tensor));
+        QF_ASSIGN(std::vector<float> deq,
+                  write ? (*write)(qs.name, *qs.tensor) : Dequantize(*qs.tensor));
         LinearReport& lr = rep.linears[qs.report];
         const LinearReport d = Distortion(lr.module, qs.fp, lr.n, lr.k, deq);
         lr.rel_mse = d.rel_mse;
@@ -573,6 +587,12 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                                               opt.qat_progress(-1, step, total, loss);
                                           }));
     rep.qat_e2e = std::move(er);
+    if (write)  // the tuned scales, as the caller's format stores them
+      for (size_t i = 0; i < col.tensors.size(); ++i) {
+        QF_ASSIGN(const std::vector<float> held,
+                  (*write)(col.entries[i].module + ".weight", *col.tensors[i]));
+        (void)held;
+      }
     rep.seconds_qat += Seconds(te);
   }
   if (external && lm_head) {
@@ -585,10 +605,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       model::WalkHead(cfg, norm, nullptr, window_x(s), sc.h.data(), T, nullptr, &hooks);
     });
     const auto ts = Clock::now();
-    QF_ASSIGN(std::vector<float> deq,
-              (*external)(SolveRequest{head, w, cfg.vocab_size, H, *o_head.hess}));
+    QF_ASSIGN(const Solved sv, (*external)(SolveRequest{head, w, cfg.vocab_size, H, *o_head.hess}));
     rep.seconds_quantize += Seconds(ts);
-    rep.linears.push_back(Distortion(ModuleOf(head), w, cfg.vocab_size, H, deq));
+    rep.linears.push_back(Distortion(ModuleOf(head), w, cfg.vocab_size, H, sv.weights));
     rep.quantized_params += cfg.vocab_size * H;
   }
   return Status::Ok();
@@ -632,23 +651,32 @@ std::string_view TransformName(Transform t) {
   return "";
 }
 
-Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const CalibrationOptions& calib,
-                                           double damp, bool lm_head, const LinearSolver& solve,
-                                           const LayerProgress& progress) {
+Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOptions& opt,
+                                           bool lm_head, const LinearSolver& solve,
+                                           const GridWriter& write, const LayerProgress& progress) {
+  QF_ASSIGN(const Method method, ParseMethod(opt.method));
+  if (method.transform != Transform::kNone)
+    return Err("--method {}: an external solver takes gptq, qat or gptq+qat", opt.method);
+  if (method.qat) {
+    if (!write) return Err("--method {}: no writer for the trained grids", opt.method);
+    QF_TRY(CheckQatOptions(opt.qat, opt.e2e_epochs));
+  }
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
-  QuantizeOptions opt;
-  opt.method = "gptq";
-  opt.calib = calib;
-  opt.damp = damp;
   RssWatch watch;
   QuantizeReport rep;
   Collected col;
-  QF_TRY(RunCalibrated(src, store, cfg, Method{Transform::kNone, Solver::kGptq}, opt, progress, rep,
-                       col, &solve, lm_head));
+  QF_TRY(RunCalibrated(src, store, cfg, method, opt, progress, rep, col, &solve, lm_head,
+                       method.qat ? &write : nullptr));
   for (const io::TensorInfo& t : store.tensors()) rep.total_params += t.numel();
   RecordPeakRss(watch, rep);
   return rep;
+}
+
+Status CheckQatOptions(const methods::QatOptions& q, int e2e_epochs) {
+  if (q.epochs < 0 || q.batch < 1 || !(q.lr >= 0) || !(q.lr_q >= 0) || e2e_epochs < 0)
+    return Err("--epochs and --e2e-epochs must be >= 0, --batch >= 1, --lr >= 0");
+  return Status::Ok();
 }
 
 Status CheckOptions(const QuantizeOptions& opt) {
@@ -665,9 +693,7 @@ Status CheckOptions(const QuantizeOptions& opt) {
     if (opt.act)
       return Err("--method {}: weight-only schemes only (activation quantization is not trained)",
                  opt.method);
-    if (opt.qat.epochs < 0 || opt.qat.batch < 1 || !(opt.qat.lr >= 0) || !(opt.qat.lr_q >= 0) ||
-        opt.e2e_epochs < 0)
-      return Err("--epochs and --e2e-epochs must be >= 0, --batch >= 1, --lr >= 0");
+    QF_TRY(CheckQatOptions(opt.qat, opt.e2e_epochs));
   } else if (opt.e2e_epochs != 0) {
     return Err("--e2e-epochs applies to --method qat (or gptq+qat, awq+qat, ...)");
   }

@@ -111,25 +111,39 @@ using LayerProgress = std::function<void(int64_t done, int64_t total)>;
 // Errors for unknown methods and flags that do not apply to the method (QuantizeModel checks
 // this first; the CLI calls it before printing anything).
 Status CheckOptions(const QuantizeOptions& opt);
+// The QAT flags' ranges (--epochs, --e2e-epochs >= 0, --batch >= 1, --lr, --lr-q >= 0).
+Status CheckQatOptions(const methods::QatOptions& qat, int e2e_epochs);
 // Whether the method needs calibration data (GPTQ, AWQ, SmoothQuant, static activations).
 bool NeedsCalibration(const QuantizeOptions& opt);
 
 // A calibrated true-sequential pass whose solver the caller supplies (the GGUF writer's GPTQ
-// k-quants): each decoder linear, in GPTQ's order, is handed to `solve` with the Hessian of its
-// input over the calibration tokens (the earlier linears already solved), and `solve` returns
-// the weights the model runs with from then on (its dequantized result). With `lm_head`, the
-// output projection follows last (input: the final-norm output). The report holds calibration
-// figures, times and peak RSS; its linears have no scheme.
+// k-quants and QAT): each decoder linear, in GPTQ's order, is handed to `solve` with the Hessian
+// of its input over the calibration tokens (the earlier linears already solved), and `solve`
+// returns the weights the model runs with from then on (its dequantized result). With
+// `lm_head`, the output projection follows last (input: the final-norm output). opt.method is
+// gptq, qat or gptq+qat (no transform); opt.calib, damp, seed and the QAT options apply. With
+// QAT, the linears whose result comes with a grid (codes and scales of a scheme row: GGUF Q4_0,
+// Q8_0) are trained block by block (and end to end with opt.e2e_epochs) starting from it; each
+// trained grid goes to `write`, which stores it in the caller's format, may round its scales to
+// what the format holds, and returns the values it holds (after each block's training, and again
+// after the end-to-end tuning). The report holds calibration figures, times, the QAT losses and
+// peak RSS; its linears have no scheme.
 struct SolveRequest {
   const std::string& weight_name;  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
   std::span<const float> weight;   // [n, k] as the model holds it (fp32)
   int64_t n, k;
   const methods::HessianAccumulator& hessian;
 };
-using LinearSolver = std::function<Result<std::vector<float>>(const SolveRequest&)>;
+struct Solved {
+  std::vector<float> weights;           // [n, k]: what the model runs with
+  std::optional<QuantizedTensor> grid;  // the same values as a scheme row's codes, when they are
+};
+using LinearSolver = std::function<Result<Solved>(const SolveRequest&)>;
+using GridWriter =
+    std::function<Result<std::vector<float>>(const std::string& weight_name, QuantizedTensor&)>;
 Result<QuantizeReport> RunCalibratedSolver(const std::filesystem::path& src,
-                                           const CalibrationOptions& calib, double damp,
-                                           bool lm_head, const LinearSolver& solve,
+                                           const QuantizeOptions& opt, bool lm_head,
+                                           const LinearSolver& solve, const GridWriter& write = {},
                                            const LayerProgress& progress = {});
 
 Result<QuantizeReport> QuantizeModel(const std::filesystem::path& src,

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <functional>
 #include <map>
+#include <memory>
 #include <regex>
 
 #include "common.h"
@@ -117,27 +119,84 @@ CLI::Validator IgnoreFlag() {
   });
 }
 
+// --method *qat: one progress bar per trained block (and one for the end-to-end tuning), with
+// the latest loss.
+std::function<void(int64_t, int64_t, int64_t, double)> QatProgress(const QuantizeArgs& a) {
+  struct State {
+    std::unique_ptr<ProgressBar> bar;
+    int64_t layer = -2;
+  };
+  auto st = std::make_shared<State>();
+  const bool show = ShowProgress(a.common);
+  return [st, show](int64_t layer, int64_t step, int64_t total, double loss) {
+    if (layer != st->layer) {
+      st->bar = std::make_unique<ProgressBar>(
+          layer < 0 ? std::string("qat end to end") : fmt::format("qat layer {}", layer), total,
+          show);
+      st->layer = layer;
+    }
+    st->bar->Update(step, fmt::format("loss {:.4g}", loss));
+    if (step == total) st->bar.reset();
+  };
+}
+
+// The QAT part of a report: --json's "qat" (per block) and "qat_e2e", or its text lines.
+void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
+  nlohmann::json qat = nlohmann::json::array();
+  for (const auto& q : r.qat)
+    qat.push_back({{"layer", q.layer},
+                   {"loss_start", q.loss_start},
+                   {"loss_end", q.loss_end},
+                   {"epoch_loss", q.epoch_loss},
+                   {"step_loss", q.step_loss},
+                   {"steps", q.steps},
+                   {"reverted", q.reverted},
+                   {"seconds", q.seconds}});
+  nlohmann::json e2e = nullptr;
+  if (const auto& e = r.qat_e2e)
+    e2e = {{"loss_start", e->loss_start}, {"loss_end", e->loss_end}, {"step_loss", e->step_loss},
+           {"steps", e->steps},           {"reverted", e->reverted}, {"seconds", e->seconds}};
+  j["qat"] = qat;
+  j["qat_e2e"] = e2e;
+  j["seconds_qat"] = r.seconds_qat;
+}
+void PrintQat(const pipeline::QuantizeReport& r) {
+  for (const auto& q : r.qat)
+    std::printf("qat layer %-3lld output MSE %.4g -> %.4g (%lld steps%s, %.1f s)\n",
+                (long long)q.layer, q.loss_start, q.loss_end, (long long)q.steps,
+                q.reverted ? ", reverted: training ended worse" : "", q.seconds);
+  if (const auto& e = r.qat_e2e)
+    std::printf("qat end to end: next-token loss %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
+                e->loss_start, e->loss_end, (long long)e->steps,
+                e->reverted ? ", reverted: training ended worse" : "", e->seconds);
+}
+
 // --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
 Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
                                                            const GgufMix& mix) {
   const Result<pipeline::Method> method = pipeline::ParseMethod(a.method);
   if (!method.ok() || method->transform != pipeline::Transform::kNone)
-    return Err("--method {} does not apply to GGUF types (rtn, optionally with --imatrix, or gptq)",
-               a.method);
-  const bool gptq = method->solver == pipeline::Solver::kGptq;
+    return Err(
+        "--method {} does not apply to GGUF types (rtn, optionally with --imatrix, gptq, qat or "
+        "gptq+qat)",
+        a.method);
+  const bool gptq = method->solver == pipeline::Solver::kGptq, qat = method->qat;
+  if (a.qat_given && !qat)
+    return Err("--epochs/--lr/--lr-q/--batch/--e2e-epochs apply to --method qat or gptq+qat");
+  if (qat) QF_TRY(pipeline::CheckQatOptions(a.qat, a.e2e_epochs));
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given ||
       !a.ignore.empty())
     return Err(
         "--group/--clip/--act-order/--act/--alpha/--ignore apply to compressed-tensors schemes, "
         "not to {}",
         mix.name);
-  if (!gptq && !a.calib.empty())
+  if (!gptq && !qat && !a.calib.empty())
     return Err(
         "--calib: {} with --method rtn needs no calibration data (an --imatrix file carries it)",
         mix.name);
-  if (gptq && !a.imatrix.empty())
-    return Err(
-        "--imatrix does not apply to --method gptq (its importance is the calibration Hessian)");
+  if ((gptq || qat) && !a.imatrix.empty())
+    return Err("--imatrix does not apply to --method {} (it calibrates on the model's activations)",
+               a.method);
   if (!a.dry_run && std::filesystem::path(a.out).extension() != ".gguf")
     return Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name);
   pipeline::GgufQuantizeOptions opt;
@@ -159,6 +218,10 @@ Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a
   opt.dry_run = a.dry_run;
   opt.allow_requantize = a.allow_requantize;
   opt.gptq = gptq;
+  opt.qat = qat;
+  opt.qat_options = a.qat;
+  opt.qat_options.seed = a.seed;
+  opt.e2e_epochs = a.e2e_epochs;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.damp = a.damp;
   return opt;
@@ -169,13 +232,14 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   auto flags = GgufOptionsFromFlags(a, mix);
   if (!flags.ok()) return FailFlags(flags.error());
   pipeline::GgufQuantizeOptions& opt = *flags;
-  const bool gptq = opt.gptq;
-  if (gptq && model::IsGgufFile(a.model))
+  const bool calibrated = opt.gptq || opt.qat;
+  if (calibrated && model::IsGgufFile(a.model))
     return Fail(
-        Err("{}: --method gptq needs the model folder (config.json + *.safetensors): its "
+        Err("{}: --method {} needs the model folder (config.json + *.safetensors): its "
             "calibration pass runs the fp weights",
-            a.model));
-  if (gptq && a.calib.empty() && !a.dry_run)
+            a.model, a.method));
+  if (opt.qat) opt.qat_progress = QatProgress(a);
+  if (calibrated && a.calib.empty() && !a.dry_run)
     std::fprintf(stderr,
                  "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the "
                  "model itself\n",
@@ -211,6 +275,7 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
                     {"fallback", t.fallback},
                     {"imatrix", t.used_imatrix},
                     {"gptq", t.gptq},
+                    {"qat", t.qat},
                     {"rel_mse", t.rel_mse}});
     nlohmann::json j = {{"model", a.model},
                         {"output", a.out},
@@ -234,6 +299,7 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
       j["peak_rss_bytes"] = c->peak_rss_bytes;
       j["peak_rss_anon_bytes"] = c->peak_rss_anon_bytes;
       j["peak_rss_file_bytes"] = c->peak_rss_file_bytes;
+      if (opt.qat) AddQatJson(*c, j);
     }
     PrintJson(j);
     return 0;
@@ -248,13 +314,17 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
                   (unsigned long long)t.bytes);
     }
   }
-  if (const auto& c = r->calibrated)
+  if (const auto& c = r->calibrated) {
+    PrintQat(*c);
     std::printf(
         "calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s, "
-        "GPTQ %.2f s; %s\n",
+        "%s %.2f s%s; %s\n",
         (long long)c->calib_samples, (long long)c->calib_tokens,
         c->calib_from_model ? " sampled from the model" : "", c->seconds_calib_data,
-        c->seconds_forward, c->seconds_statistics, c->seconds_quantize, PeakRssText(*c).c_str());
+        c->seconds_forward, c->seconds_statistics, opt.gptq ? "GPTQ" : "rounding",
+        c->seconds_quantize, opt.qat ? fmt::format(", qat {:.2f} s", c->seconds_qat).c_str() : "",
+        PeakRssText(*c).c_str());
+  }
   std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
               a.dry_run ? "would write" : "wrote", a.out.c_str(), double(r->file_bytes) / (1 << 20),
               r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params,
@@ -335,18 +405,7 @@ int RunQuantize(const QuantizeArgs& a) {
                  "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the "
                  "model itself\n",
                  (long long)a.nsamples);
-  std::unique_ptr<ProgressBar> qat_bar;
-  int64_t qat_layer = -2;
-  opt.qat_progress = [&](int64_t layer, int64_t step, int64_t total, double loss) {
-    if (layer != qat_layer) {
-      qat_bar = std::make_unique<ProgressBar>(
-          layer < 0 ? std::string("qat end to end") : fmt::format("qat layer {}", layer), total,
-          ShowProgress(a.common));
-      qat_layer = layer;
-    }
-    qat_bar->Update(step, fmt::format("loss {:.4g}", loss));
-    if (step == total) qat_bar.reset();
-  };
+  opt.qat_progress = QatProgress(a);
   std::unique_ptr<ProgressBar> pb;
   auto r = pipeline::QuantizeModel(a.model, a.out, opt, [&](int64_t done, int64_t total) {
     if (!pb) pb = std::make_unique<ProgressBar>("quantize layers", total, ShowProgress(a.common));
@@ -376,20 +435,6 @@ int RunQuantize(const QuantizeArgs& a) {
                      {"snr_db", l.snr_db},
                      {"activations", l.act},
                      {"input_scale", l.input_scale}});
-    nlohmann::json qat = nlohmann::json::array();
-    for (const auto& q : r->qat)
-      qat.push_back({{"layer", q.layer},
-                     {"loss_start", q.loss_start},
-                     {"loss_end", q.loss_end},
-                     {"epoch_loss", q.epoch_loss},
-                     {"step_loss", q.step_loss},
-                     {"steps", q.steps},
-                     {"reverted", q.reverted},
-                     {"seconds", q.seconds}});
-    nlohmann::json e2e = nullptr;
-    if (const auto& e = r->qat_e2e)
-      e2e = {{"loss_start", e->loss_start}, {"loss_end", e->loss_end}, {"step_loss", e->step_loss},
-             {"steps", e->steps},           {"reverted", e->reverted}, {"seconds", e->seconds}};
     nlohmann::json tr = nlohmann::json::array();
     for (const auto& t : r->transforms)
       tr.push_back({{"input", t.input},
@@ -400,33 +445,32 @@ int RunQuantize(const QuantizeArgs& a) {
                     {"loss_plain", t.loss_plain},
                     {"scale_min", t.scale_min},
                     {"scale_max", t.scale_max}});
-    PrintJson({{"model", a.model},
-               {"output", a.out},
-               {"scheme", std::string(scheme.name)},
-               {"method", a.method},
-               {"activations", opt.act ? std::string(opt.act->name) : std::string()},
-               {"clip", opt.clip},
-               {"linears", lin},
-               {"transforms", tr},
-               {"qat", qat},
-               {"qat_e2e", e2e},
-               {"kept", r->kept},
-               {"quantized_params", r->quantized_params},
-               {"total_params", r->total_params},
-               {"bits_per_weight", r->bits_per_weight},
-               {"output_bytes", r->output_bytes},
-               {"calib_samples", r->calib_samples},
-               {"calib_tokens", r->calib_tokens},
-               {"calib_from_model", r->calib_from_model},
-               {"seconds_calib_data", r->seconds_calib_data},
-               {"seconds_forward", r->seconds_forward},
-               {"seconds_statistics", r->seconds_statistics},
-               {"seconds_quantize", r->seconds_quantize},
-               {"seconds_qat", r->seconds_qat},
-               {"seconds_write", r->seconds_write},
-               {"peak_rss_bytes", r->peak_rss_bytes},
-               {"peak_rss_anon_bytes", r->peak_rss_anon_bytes},
-               {"peak_rss_file_bytes", r->peak_rss_file_bytes}});
+    nlohmann::json j = {{"model", a.model},
+                        {"output", a.out},
+                        {"scheme", std::string(scheme.name)},
+                        {"method", a.method},
+                        {"activations", opt.act ? std::string(opt.act->name) : std::string()},
+                        {"clip", opt.clip},
+                        {"linears", lin},
+                        {"transforms", tr},
+                        {"kept", r->kept},
+                        {"quantized_params", r->quantized_params},
+                        {"total_params", r->total_params},
+                        {"bits_per_weight", r->bits_per_weight},
+                        {"output_bytes", r->output_bytes},
+                        {"calib_samples", r->calib_samples},
+                        {"calib_tokens", r->calib_tokens},
+                        {"calib_from_model", r->calib_from_model},
+                        {"seconds_calib_data", r->seconds_calib_data},
+                        {"seconds_forward", r->seconds_forward},
+                        {"seconds_statistics", r->seconds_statistics},
+                        {"seconds_quantize", r->seconds_quantize},
+                        {"seconds_write", r->seconds_write},
+                        {"peak_rss_bytes", r->peak_rss_bytes},
+                        {"peak_rss_anon_bytes", r->peak_rss_anon_bytes},
+                        {"peak_rss_file_bytes", r->peak_rss_file_bytes}};
+    AddQatJson(*r, j);
+    PrintJson(j);
     return 0;
   }
   for (const auto& t : r->transforms) {
@@ -438,14 +482,7 @@ int RunQuantize(const QuantizeArgs& a) {
       std::printf("smoothquant %-40s alpha %.2f  s in [%.3g, %.3g]\n", t.input.c_str(), t.ratio,
                   t.scale_min, t.scale_max);
   }
-  for (const auto& q : r->qat)
-    std::printf("qat layer %-3lld output MSE %.4g -> %.4g (%lld steps%s, %.1f s)\n",
-                (long long)q.layer, q.loss_start, q.loss_end, (long long)q.steps,
-                q.reverted ? ", reverted: training ended worse" : "", q.seconds);
-  if (const auto& e = r->qat_e2e)
-    std::printf("qat end to end: next-token loss %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
-                e->loss_start, e->loss_end, (long long)e->steps,
-                e->reverted ? ", reverted: training ended worse" : "", e->seconds);
+  PrintQat(*r);
   std::printf("%-44s %-18s %10s %8s %s\n", "module", "scheme", "rel MSE", "SNR dB", "activations");
   for (const auto& l : r->linears)
     std::printf(
