@@ -378,9 +378,10 @@ namespace {
 struct E2eRun {
   methods::QatE2eReport rep;
   std::vector<std::vector<float>> scales;
+  std::vector<std::vector<uint8_t>> codes, start_codes;
 };
 
-E2eRun RunE2e(int threads) {
+E2eRun RunE2e(int threads, bool weights = false) {
   const int64_t T = 16, S = 17;
   SmallBlock b0 = MakeSmallBlock(T, 0, 60), b1 = MakeSmallBlock(T, 0, 61);
   model::ModelConfig c = b0.c;
@@ -414,19 +415,25 @@ E2eRun RunE2e(int threads) {
       owned.push_back(std::make_unique<QuantizedTensor>(std::move(*q)));
       tensors[l][i] = owned.back().get();
     }
+  E2eRun run;
+  for (const auto& q : owned) run.start_codes.push_back(q->codes);
   methods::QatOptions opt;
   opt.epochs = 3;
   opt.batch = 2;
   opt.lr_q = 0.02;
+  opt.lr = 0.05;
+  opt.e2e_weights = weights;
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
   auto rep = methods::TuneScalesEndToEnd(c, layers, tensors, embed, norm, head, windows,
                                          b0.cos.data(), b0.sin.data(), opt);
   omp_set_num_threads(before);
   EXPECT_TRUE(rep.ok()) << rep.error().message();
-  E2eRun run;
   run.rep = *rep;
-  for (const auto& q : owned) run.scales.push_back(q->scales);
+  for (const auto& q : owned) {
+    run.scales.push_back(q->scales);
+    run.codes.push_back(q->codes);
+  }
   // The layers run the tuned scales: their weights are the tensors' dequantized values.
   for (size_t l = 0; l < 2; ++l)
     for (size_t i = 0; i < 7; ++i) {
@@ -447,6 +454,22 @@ TEST(Qat, EndToEndScaleTuningLowersTheLossAndIsThreadCountInvariant) {
   for (size_t i = 0; i < 4; ++i) first += sl[i], last += sl[sl.size() - 1 - i];
   EXPECT_LT(last, first) << "training did not lower the loss";
   EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
+  EXPECT_EQ(one.scales, two.scales);
+  EXPECT_EQ(one.codes, one.start_codes);  // scales only: the codes stay
+}
+
+// --e2e-weights: the latent weights train too, so codes move, the loss ends below the
+// scales-only tuning's from the same start, the layers run the frozen codes, and the result
+// does not depend on the thread count.
+TEST(Qat, EndToEndWeightTrainingMovesCodesAndBeatsScalesOnly) {
+  const E2eRun scales = RunE2e(1), one = RunE2e(1, true), two = RunE2e(2, true);
+  EXPECT_EQ(one.rep.steps, 3 * 8);
+  EXPECT_FALSE(one.rep.reverted);
+  EXPECT_DOUBLE_EQ(one.rep.loss_start, scales.rep.loss_start);
+  EXPECT_LT(one.rep.loss_end, scales.rep.loss_end);
+  EXPECT_NE(one.codes, one.start_codes);
+  EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
+  EXPECT_EQ(one.codes, two.codes);
   EXPECT_EQ(one.scales, two.scales);
 }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <random>
 
 #include "formats/fp8.h"
@@ -323,16 +324,24 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   if (T < 2) return Err("qat e2e: windows of at least 2 tokens");
   for (const model::Layer& blk : layers)
     if (!blk.q_norm.empty()) return Err("qat: blocks with q/k norms (Qwen3) are not supported yet");
-  // Each tuned linear: its codes as (code - zero) floats, the scale index of each element.
+  // Each tuned linear: its codes as (code - zero) floats, the scale index of each element; with
+  // e2e_weights a QatLinear (latent weights, scales, zeros) instead.
   struct Tuned {
     QuantizedTensor* q;
     model::Linear* lin;
     std::vector<float> level;  // code - zero, [n, k]
     std::vector<float> dw, ds;
     Adam adam;
+    std::optional<QatLinear> ql;
+    std::vector<float> gw, dz;
+    Adam adam_w{0}, adam_z{0};
     Tuned(QuantizedTensor* qt, model::Linear* l) : q(qt), lin(l), adam(qt->scales.size()) {}
     int64_t Param(int64_t e) const { return q->ParamIndex(e / q->cols, e % q->cols); }
     void Install() {
+      if (ql) {
+        ql->FakeQuantize(lin->weight.data());
+        return;
+      }
       const int64_t n = int64_t(level.size());
 #pragma omp parallel for if (n > 65536)
       for (int64_t e = 0; e < n; ++e)
@@ -355,6 +364,14 @@ Result<QatE2eReport> TuneScalesEndToEnd(
         t.level[size_t(e)] = float(q->codes[size_t(e)]) - q->Params(e / q->cols, e % q->cols).zero;
       t.dw.resize(q->codes.size());
       t.ds.resize(q->scales.size());
+      if (opt.e2e_weights) {
+        QF_ASSIGN(const std::vector<float> w, Dequantize(*q));
+        QF_ASSIGN(t.ql, QatLinear::Init(*q, w));
+        t.gw.resize(w.size());
+        t.dz.resize(t.ql->z.size());
+        t.adam_w = Adam(w.size());
+        t.adam_z = Adam(t.dz.size());
+      }
       t.Install();
       dw[size_t(l)][i] = t.dw.data();
     }
@@ -415,6 +432,9 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   rep.loss_start = evaluate();
   std::vector<std::vector<float>> start;
   for (const Tuned& t : tuned) start.push_back(t.q->scales);
+  std::vector<QatLinear> start_ql;
+  for (const Tuned& t : tuned)
+    if (t.ql) start_ql.push_back(*t.ql);
   const int64_t total = (S_train + opt.batch - 1) / opt.batch * opt.epochs;
   std::mt19937_64 rng(opt.seed ^ 0x5851f42d4c957f2dull);
   std::vector<int64_t> order(static_cast<size_t>(S_train));
@@ -432,7 +452,18 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       if (!std::isfinite(loss)) return Err("qat e2e: the loss is not finite (lower --lr-q)");
       ++step;
       const double lr = CosineLr(opt.lr_q, step - 1, total);
+      const double lr_w = CosineLr(opt.lr, step - 1, total);
       for (Tuned& t : tuned) {
+        if (t.ql) {  // as a block's training step (TrainBlock)
+          QatLinear& q = *t.ql;
+          q.Backward(t.dw.data(), t.gw.data(), t.ds.data(), t.dz.data());
+          t.adam_w.Step(q.w, t.gw.data(), lr_w, opt.weight_decay, step,
+                        [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); });
+          t.adam.StepLog(q.s, t.ds.data(), lr, step);
+          t.adam_z.Step(q.z, t.dz.data(), lr, 0, step, [](int64_t) { return 1.0f; });
+          t.Install();
+          continue;
+        }
         // ds = Σ dŵ · (code − zero) over each parameter set.
         std::vector<double> acc(t.ds.size(), 0.0);
         for (int64_t e = 0; e < int64_t(t.level.size()); ++e)
@@ -448,13 +479,16 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   rep.steps = step;
   rep.loss_end = evaluate();
   if (!(rep.loss_end <= rep.loss_start)) {
-    for (size_t i = 0; i < tuned.size(); ++i) {
+    for (size_t i = 0, j = 0; i < tuned.size(); ++i) {
       tuned[i].q->scales = start[i];
+      if (tuned[i].ql) tuned[i].ql = std::move(start_ql[j++]);
       tuned[i].Install();
     }
     rep.reverted = true;
     rep.loss_end = rep.loss_start;
   }
+  for (Tuned& t : tuned)  // the codes of the trained state (Dequantize gives what ran)
+    if (t.ql) *t.q = t.ql->Freeze();
   rep.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return rep;
 }

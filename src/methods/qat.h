@@ -63,6 +63,9 @@ struct QatOptions {
   double weight_decay = 0;
   int64_t batch = 1;  // windows per step
   uint64_t seed = 0;  // window order
+  // End-to-end tuning only: train the latent weights too (codes may change, lr; the zeros with
+  // lr_q), not only the scales.
+  bool e2e_weights = false;
 };
 
 struct QatBlockReport {
@@ -94,9 +97,12 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
 // stay frozen, only the scales of every quantized linear are trained (AdamW on log s, cosine
 // schedule, `opt.epochs` passes, `opt.batch` windows per step, lr_q) to minimise the
 // next-token cross-entropy of the whole model on the calibration windows; the output stays
-// in the same format. `tensors[l][i]` is layer l's linear kBlockLinears[i] (null: kept as
-// `layers` holds it); `layers` must hold the dequantized weights of those tensors and is
-// updated with the tuned ones. The last eighth of the windows is held out as in TrainBlock.
+// in the same format. With opt.e2e_weights every linear trains as in TrainBlock instead
+// (latent weights from the dequantized values with lr, scales and zeros with lr_q; codes
+// refrozen at the end): quantization-aware training of the whole model. `tensors[l][i]` is layer
+// l's linear kBlockLinears[i] (null: kept as `layers` holds it); `layers` must hold the dequantized
+// weights of those tensors and is updated with the tuned ones. The last eighth of the windows is
+// held out as in TrainBlock.
 struct QatE2eReport {
   double loss_start = 0, loss_end = 0;  // held-out next-token cross-entropy (nats per token)
   std::vector<float> step_loss;

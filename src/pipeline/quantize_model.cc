@@ -676,6 +676,7 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOp
 Status CheckQatOptions(const methods::QatOptions& q, int e2e_epochs) {
   if (q.epochs < 0 || q.batch < 1 || !(q.lr >= 0) || !(q.lr_q >= 0) || e2e_epochs < 0)
     return Err("--epochs and --e2e-epochs must be >= 0, --batch >= 1, --lr >= 0");
+  if (q.e2e_weights && e2e_epochs == 0) return Err("--e2e-weights needs --e2e-epochs N");
   return Status::Ok();
 }
 

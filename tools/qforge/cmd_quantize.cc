@@ -182,7 +182,9 @@ Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a
         a.method);
   const bool gptq = method->solver == pipeline::Solver::kGptq, qat = method->qat;
   if (a.qat_given && !qat)
-    return Err("--epochs/--lr/--lr-q/--batch/--e2e-epochs apply to --method qat or gptq+qat");
+    return Err(
+        "--epochs/--lr/--lr-q/--batch/--e2e-epochs/--e2e-weights apply to --method qat or "
+        "gptq+qat");
   if (qat) QF_TRY(pipeline::CheckQatOptions(a.qat, a.e2e_epochs));
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given ||
       !a.ignore.empty())
@@ -368,7 +370,9 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
     return Err("--alpha applies to --method smoothquant[+gptq]");
   if (a.qat_given && !method.qat)
     return Err(
-        "--epochs/--lr/--lr-q/--batch/--e2e-epochs apply to --method qat (or gptq+qat, awq+qat, "
+        "--epochs/--lr/--lr-q/--batch/--e2e-epochs/--e2e-weights apply to --method qat (or "
+        "gptq+qat, "
+        "awq+qat, "
         "...)");
   opt.qat = a.qat;
   opt.e2e_epochs = a.e2e_epochs;
@@ -542,6 +546,10 @@ void RegisterQuantize(CLI::App& app, int* rc) {
                   "this many passes (0: off)")
       ->capture_default_str()
       ->check(IntegerIn(0, 10000))
+      ->each(qat_flag);
+  cmd->add_flag("--e2e-weights", a->qat.e2e_weights,
+                "qat: the end-to-end pass trains the latent weights too (codes may change), not "
+                "only the scales")
       ->each(qat_flag);
   cmd->add_option("--batch", a->qat.batch, "qat: calibration windows per training step")
       ->capture_default_str()
