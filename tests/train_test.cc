@@ -381,13 +381,15 @@ struct E2eRun {
   std::vector<std::vector<uint8_t>> codes, start_codes;
 };
 
-E2eRun RunE2e(int threads, bool weights = false) {
+E2eRun RunE2e(int threads, bool weights = false,
+              methods::E2eLoss loss = methods::E2eLoss::kNextToken) {
   const int64_t T = 16, S = 17;
   SmallBlock b0 = MakeSmallBlock(T, 0, 60), b1 = MakeSmallBlock(T, 0, 61);
   model::ModelConfig c = b0.c;
   c.layers = 2;
   c.vocab_size = 24;
   std::vector<model::Layer> layers = {b0.layer, b1.layer};
+  const std::vector<model::Layer> fp = layers;  // the KL loss's reference
   const std::vector<float> embed = Random(size_t(c.vocab_size * c.hidden), 62);
   const std::vector<float> norm = Random(size_t(c.hidden), 63, 0.1f, 1.0f);
   model::Linear head;
@@ -423,10 +425,11 @@ E2eRun RunE2e(int threads, bool weights = false) {
   opt.lr_q = 0.02;
   opt.lr = 0.05;
   opt.e2e_weights = weights;
+  opt.e2e_loss = loss;
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
   auto rep = methods::TuneScalesEndToEnd(c, layers, tensors, embed, norm, head, windows,
-                                         b0.cos.data(), b0.sin.data(), opt);
+                                         b0.cos.data(), b0.sin.data(), opt, {}, &fp);
   omp_set_num_threads(before);
   EXPECT_TRUE(rep.ok()) << rep.error().message();
   run.rep = *rep;
@@ -470,6 +473,19 @@ TEST(Qat, EndToEndWeightTrainingMovesCodesAndBeatsScalesOnly) {
   EXPECT_NE(one.codes, one.start_codes);
   EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
   EXPECT_EQ(one.codes, two.codes);
+  EXPECT_EQ(one.scales, two.scales);
+}
+
+// --e2e-loss kl: the loss is the KL divergence from the fp model (positive at the start, lower
+// at the end, both on the held-out window), the same on 1 and 2 threads.
+TEST(Qat, EndToEndKlToTheFpModelLowersItAndIsThreadCountInvariant) {
+  const E2eRun one = RunE2e(1, false, methods::E2eLoss::kKlToFp),
+               two = RunE2e(2, false, methods::E2eLoss::kKlToFp);
+  EXPECT_EQ(one.rep.loss, methods::E2eLoss::kKlToFp);
+  EXPECT_GT(one.rep.loss_start, 0.0);
+  EXPECT_FALSE(one.rep.reverted);
+  EXPECT_LT(one.rep.loss_end, one.rep.loss_start);
+  EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
   EXPECT_EQ(one.scales, two.scales);
 }
 

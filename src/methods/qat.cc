@@ -315,7 +315,8 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
     std::span<const float> final_norm, const model::Linear& lm_head,
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
-    const QatOptions& opt, const QatProgress& progress) {
+    const QatOptions& opt, const QatProgress& progress,
+    const std::vector<model::Layer>* fp_layers) {
   const auto t0 = Clock::now();
   const int64_t L = int64_t(layers.size()), H = c.hidden, V = c.vocab_size;
   const int64_t S = int64_t(windows.size());
@@ -324,6 +325,9 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   if (T < 2) return Err("qat e2e: windows of at least 2 tokens");
   for (const model::Layer& blk : layers)
     if (!blk.q_norm.empty()) return Err("qat: blocks with q/k norms (Qwen3) are not supported yet");
+  const bool kl = opt.e2e_loss == E2eLoss::kKlToFp;
+  if (kl && (!fp_layers || fp_layers->size() != layers.size()))
+    return Err("qat e2e: the KL loss needs the fp model's blocks");
   // Each tuned linear: its codes as (code - zero) floats, the scale index of each element; with
   // e2e_weights a QatLinear (latent weights, scales, zeros) instead.
   struct Tuned {
@@ -384,9 +388,43 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   train::BackwardScratch scratch(c, T);
   std::vector<float> x0(static_cast<size_t>(T * H)), h(x0.size()), logits(size_t(T * V)),
       dx(x0.size()), dx_next(x0.size()), dh(x0.size());
+  // KL: the fp model's log-probabilities of the window [T, V], from its blocks (two tapes in
+  // turn: each block reads the one before's output).
+  std::vector<float> logp_fp;
+  std::vector<train::BlockLinears> fp_lin;
+  std::vector<train::BlockTape> fp_tapes;
+  if (kl) {
+    logp_fp.resize(logits.size());
+    fp_lin.resize(size_t(L));
+    for (int64_t l = 0; l < L; ++l)
+      for (size_t i = 0; i < 7; ++i)
+        fp_lin[size_t(l)][i] = &(*fp_layers)[size_t(l)][model::kBlockLinears[i]];
+    fp_tapes.emplace_back(c, T);
+    fp_tapes.emplace_back(c, T);
+  }
+  auto fp_log_probs = [&](const std::vector<int32_t>& ids) {
+    model::Embed(embed, H, ids, x0.data());
+    const float* in = x0.data();
+    for (int64_t l = 0; l < L; ++l) {
+      train::BlockTape& tp = fp_tapes[size_t(l % 2)];
+      train::ForwardBlock(c, (*fp_layers)[size_t(l)], l, fp_lin[size_t(l)], in, cos, sin, tp);
+      in = tp.x.data();
+    }
+    kernels::RmsNorm(in, final_norm.data(), h.data(), T, H, float(c.rms_eps));
+    lm_head.Apply(h.data(), logp_fp.data(), T);
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = logp_fp.data() + t * V;
+      const float lse = float(kernels::LogSumExp(row, V));
+      for (int64_t v = 0; v < V; ++v) row[v] -= lse;
+    }
+  };
   // Forward of one window; returns its summed cross-entropy; with `grad`, backpropagates it
   // (scaled by `scale`) into the linears' dw.
+  // Forward of one window; returns its summed loss (cross-entropy of the next tokens, or KL to
+  // the fp model at every position); with `grad`, backpropagates it (scaled by `scale`) into
+  // the linears' dw.
   auto run = [&](const std::vector<int32_t>& ids, bool grad, double scale) -> double {
+    if (kl) fp_log_probs(ids);
     model::Embed(embed, H, ids, x0.data());
     for (int64_t l = 0; l < L; ++l)
       train::ForwardBlock(c, layers[size_t(l)], l, lin[size_t(l)],
@@ -396,9 +434,18 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     kernels::RmsNorm(xl, final_norm.data(), h.data(), T, H, float(c.rms_eps));
     lm_head.Apply(h.data(), logits.data(), T);
     double ce = 0;
-    for (int64_t t = 0; t + 1 < T; ++t) {
+    for (int64_t t = 0; t + 1 < T || (kl && t < T); ++t) {
       float* row = logits.data() + t * V;
       const double lse = kernels::LogSumExp(row, V);
+      if (kl) {  // Σ p (log p − log q); d/d logits = q − p
+        const float* lp = logp_fp.data() + t * V;
+        for (int64_t v = 0; v < V; ++v) {
+          const double p = std::exp(double(lp[v]));
+          ce += p * (double(lp[v]) - (double(row[v]) - lse));
+          if (grad) row[v] = float(scale * (std::exp(double(row[v]) - lse) - p));
+        }
+        continue;
+      }
       const int32_t next = ids[size_t(t + 1)];
       ce += lse - double(row[next]);
       if (grad) {  // d ce / d logits = softmax - onehot
@@ -407,7 +454,8 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       }
     }
     if (!grad) return ce;
-    std::fill(logits.begin() + (T - 1) * V, logits.end(), 0.0f);  // the last token scores nothing
+    if (!kl)  // the last token scores nothing
+      std::fill(logits.begin() + (T - 1) * V, logits.end(), 0.0f);
     // dh = dlogits · W_lm; then the final norm; then the blocks top-down.
     kernels::F32Gemm(kernels::BLayout::kNN, T, H, V, 1.0f, logits.data(), V, lm_head.weight.data(),
                      H, dh.data(), H);
@@ -422,13 +470,15 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     return ce;
   };
   const int64_t Vh = HeldOutWindows(S), S_train = S - Vh;
+  const int64_t positions = kl ? T : T - 1;  // scored per window
   auto evaluate = [&] {
     double total = 0;
     const int64_t e0 = Vh ? S_train : 0;
     for (int64_t s = e0; s < S; ++s) total += run(windows[size_t(s)], false, 0);
-    return total / double((S - e0) * (T - 1));
+    return total / double((S - e0) * positions);
   };
   QatE2eReport rep;
+  rep.loss = kl ? E2eLoss::kKlToFp : E2eLoss::kNextToken;
   rep.loss_start = evaluate();
   std::vector<std::vector<float>> start;
   for (const Tuned& t : tuned) start.push_back(t.q->scales);
@@ -444,7 +494,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     for (int64_t b0 = 0; b0 < S_train; b0 += opt.batch) {
       const int64_t nb = std::min(opt.batch, S_train - b0);
       for (Tuned& t : tuned) std::fill(t.dw.begin(), t.dw.end(), 0.0f);
-      const double scale = 1.0 / double(nb * (T - 1));
+      const double scale = 1.0 / double(nb * positions);
       double loss = 0;
       for (int64_t j = 0; j < nb; ++j)
         loss += run(windows[size_t(order[size_t(b0 + j)])], true, scale);

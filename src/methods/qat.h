@@ -53,6 +53,10 @@ class QatLinear {
   float maxq_ = 0;
 };
 
+// What the end-to-end tuning minimises: the next-token cross-entropy of the calibration text, or
+// the KL divergence from the fp model's next-token distributions (every position).
+enum class E2eLoss : uint8_t { kNextToken, kKlToFp };
+
 // Defaults measured on llama-27m (int2/3/4, 128 x 512 calibration tokens): one pass over the
 // windows, one window per step.
 struct QatOptions {
@@ -66,6 +70,7 @@ struct QatOptions {
   // End-to-end tuning only: train the latent weights too (codes may change, lr; the zeros with
   // lr_q), not only the scales.
   bool e2e_weights = false;
+  E2eLoss e2e_loss = E2eLoss::kNextToken;  // end-to-end tuning only
 };
 
 struct QatBlockReport {
@@ -99,12 +104,15 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
 // next-token cross-entropy of the whole model on the calibration windows; the output stays
 // in the same format. With opt.e2e_weights every linear trains as in TrainBlock instead
 // (latent weights from the dequantized values with lr, scales and zeros with lr_q; codes
-// refrozen at the end): quantization-aware training of the whole model. `tensors[l][i]` is layer
-// l's linear kBlockLinears[i] (null: kept as `layers` holds it); `layers` must hold the dequantized
-// weights of those tensors and is updated with the tuned ones. The last eighth of the windows is
-// held out as in TrainBlock.
+// refrozen at the end): quantization-aware training of the whole model. With opt.e2e_loss =
+// kKlToFp the loss is the mean KL(p_fp || p_q) over every position instead, p_fp from
+// `fp_layers` (the fp model's blocks; same final norm and lm_head) window by window.
+// `tensors[l][i]` is layer l's linear kBlockLinears[i] (null: kept as `layers` holds it); `layers`
+// must hold the dequantized weights of those tensors and is updated with the tuned ones. The last
+// eighth of the windows is held out as in TrainBlock.
 struct QatE2eReport {
-  double loss_start = 0, loss_end = 0;  // held-out next-token cross-entropy (nats per token)
+  E2eLoss loss = E2eLoss::kNextToken;
+  double loss_start = 0, loss_end = 0;  // held-out loss (nats per token)
   std::vector<float> step_loss;
   int64_t steps = 0;
   bool reverted = false;
@@ -115,6 +123,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
     std::span<const float> final_norm, const model::Linear& lm_head,
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
-    const QatOptions& opt, const QatProgress& progress = {});
+    const QatOptions& opt, const QatProgress& progress = {},
+    const std::vector<model::Layer>* fp_layers = nullptr);
 
 }  // namespace qf::methods

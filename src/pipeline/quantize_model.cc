@@ -579,13 +579,20 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     methods::QatOptions eo = opt.qat;
     eo.epochs = opt.e2e_epochs;
     eo.seed = opt.seed;
-    QF_ASSIGN(methods::QatE2eReport er,
-              methods::TuneScalesEndToEnd(cfg, kept_layers, kept_tensors, embed, norm, head,
-                                          windows, cos.data(), sin.data(), eo,
-                                          [&](int64_t step, int64_t total, double loss) {
-                                            if (opt.qat_progress)
-                                              opt.qat_progress(-1, step, total, loss);
-                                          }));
+    std::vector<model::Layer> fp_layers;  // the KL loss's reference: the source's blocks
+    if (eo.e2e_loss == methods::E2eLoss::kKlToFp)
+      for (int64_t l = 0; l < cfg.layers; ++l) {
+        QF_ASSIGN(model::Layer fl, model::ReadLayer(store, cfg, l, nullptr));
+        fp_layers.push_back(std::move(fl));
+      }
+    QF_ASSIGN(methods::QatE2eReport er, methods::TuneScalesEndToEnd(
+                                            cfg, kept_layers, kept_tensors, embed, norm, head,
+                                            windows, cos.data(), sin.data(), eo,
+                                            [&](int64_t step, int64_t total, double loss) {
+                                              if (opt.qat_progress)
+                                                opt.qat_progress(-1, step, total, loss);
+                                            },
+                                            fp_layers.empty() ? nullptr : &fp_layers));
     rep.qat_e2e = std::move(er);
     if (write)  // the tuned scales, as the caller's format stores them
       for (size_t i = 0; i < col.tensors.size(); ++i) {
@@ -676,7 +683,8 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOp
 Status CheckQatOptions(const methods::QatOptions& q, int e2e_epochs) {
   if (q.epochs < 0 || q.batch < 1 || !(q.lr >= 0) || !(q.lr_q >= 0) || e2e_epochs < 0)
     return Err("--epochs and --e2e-epochs must be >= 0, --batch >= 1, --lr >= 0");
-  if (q.e2e_weights && e2e_epochs == 0) return Err("--e2e-weights needs --e2e-epochs N");
+  if ((q.e2e_weights || q.e2e_loss != methods::E2eLoss::kNextToken) && e2e_epochs == 0)
+    return Err("--e2e-weights and --e2e-loss need --e2e-epochs N");
   return Status::Ok();
 }
 

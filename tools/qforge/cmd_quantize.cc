@@ -154,8 +154,13 @@ void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
                    {"seconds", q.seconds}});
   nlohmann::json e2e = nullptr;
   if (const auto& e = r.qat_e2e)
-    e2e = {{"loss_start", e->loss_start}, {"loss_end", e->loss_end}, {"step_loss", e->step_loss},
-           {"steps", e->steps},           {"reverted", e->reverted}, {"seconds", e->seconds}};
+    e2e = {{"loss", e->loss == methods::E2eLoss::kKlToFp ? "kl" : "ce"},
+           {"loss_start", e->loss_start},
+           {"loss_end", e->loss_end},
+           {"step_loss", e->step_loss},
+           {"steps", e->steps},
+           {"reverted", e->reverted},
+           {"seconds", e->seconds}};
   j["qat"] = qat;
   j["qat_e2e"] = e2e;
   j["seconds_qat"] = r.seconds_qat;
@@ -166,7 +171,8 @@ void PrintQat(const pipeline::QuantizeReport& r) {
                 (long long)q.layer, q.loss_start, q.loss_end, (long long)q.steps,
                 q.reverted ? ", reverted: training ended worse" : "", q.seconds);
   if (const auto& e = r.qat_e2e)
-    std::printf("qat end to end: next-token loss %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
+    std::printf("qat end to end: %s %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
+                e->loss == methods::E2eLoss::kKlToFp ? "KL to the fp model" : "next-token loss",
                 e->loss_start, e->loss_end, (long long)e->steps,
                 e->reverted ? ", reverted: training ended worse" : "", e->seconds);
 }
@@ -183,7 +189,7 @@ Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a
   const bool gptq = method->solver == pipeline::Solver::kGptq, qat = method->qat;
   if (a.qat_given && !qat)
     return Err(
-        "--epochs/--lr/--lr-q/--batch/--e2e-epochs/--e2e-weights apply to --method qat or "
+        "--epochs/--lr/--lr-q/--batch/--e2e-* apply to --method qat or "
         "gptq+qat");
   if (qat) QF_TRY(pipeline::CheckQatOptions(a.qat, a.e2e_epochs));
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given ||
@@ -370,7 +376,7 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
     return Err("--alpha applies to --method smoothquant[+gptq]");
   if (a.qat_given && !method.qat)
     return Err(
-        "--epochs/--lr/--lr-q/--batch/--e2e-epochs/--e2e-weights apply to --method qat (or "
+        "--epochs/--lr/--lr-q/--batch/--e2e-* apply to --method qat (or "
         "gptq+qat, "
         "awq+qat, "
         "...)");
@@ -550,6 +556,14 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_flag("--e2e-weights", a->qat.e2e_weights,
                 "qat: the end-to-end pass trains the latent weights too (codes may change), not "
                 "only the scales")
+      ->each(qat_flag);
+  cmd->add_option("--e2e-loss", a->qat.e2e_loss,
+                  "qat: what the end-to-end pass minimises: ce (next-token cross-entropy of the "
+                  "calibration text) or kl (KL divergence from the fp model's distributions)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, methods::E2eLoss>{{"ce", methods::E2eLoss::kNextToken},
+                                                  {"kl", methods::E2eLoss::kKlToFp}},
+          CLI::ignore_case))
       ->each(qat_flag);
   cmd->add_option("--batch", a->qat.batch, "qat: calibration windows per training step")
       ->capture_default_str()
