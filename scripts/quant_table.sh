@@ -3,7 +3,8 @@
 # WikiText-2 perplexity (ctx 512, whole file) beside the GPTQ authors' figure for the same
 # scheme (../shared/anchors/peer_gptq_llama-27m.json), and the mean KLD / top-1 agreement
 # against the fp model over the first KLD_WINDOWS (64) windows of the same file.
-# Calibrated methods use 128 x 512 tokens of ../shared/data/calib.txt, seed 0.
+# Calibrated methods use 128 x 512 tokens of ../shared/data/calib.txt, seed 0. Rows whose scheme
+# is a GGUF type (Q4_0, ...) write a .gguf file.
 # Usage: scripts/quant_table.sh [ROW-REGEX]   (only rows whose "scheme|method|flags" match)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,12 +43,16 @@ ROWS=(
   "int2-g64-asym|gptq||181.7348"
   "int2-g64-asym|gptq+qat||"
   "int2-g64-asym|gptq+qat|--e2e-epochs 1|"
+  "int2-g64-asym|gptq+qat|--epochs 0 --e2e-epochs 1 --e2e-weights|"
   "W8A16|rtn||140.8578"
   "W8A8|rtn||"
   "W8A8|smoothquant||"
   "W8A8|smoothquant+gptq||"
   "FP8|rtn||"
   "FP8-dynamic|rtn||"
+  "Q4_0|gptq||"
+  "Q4_0|gptq+qat||"
+  "Q4_0|gptq+qat|--e2e-epochs 1|"
 )
 
 echo "| scheme | method | bits/weight | file MiB | PPL | ΔPPL | reference | mean KLD | top-1 | quantize s | peak RSS MiB |"
@@ -56,6 +61,7 @@ for row in "${ROWS[@]}"; do
   grep -qE -- "$FILTER" <<< "$row" || continue
   IFS='|' read -r scheme method flags ref <<< "$row"
   dir="$OUT/row"
+  [[ $scheme == Q* ]] && dir="$OUT/row.gguf"
   rm -rf "$dir"
   calib=""
   case "$method|$scheme" in
@@ -68,6 +74,6 @@ for row in "${ROWS[@]}"; do
     "$scheme" "$method" "${flags:+ $flags}" "$(jq .bits_per_weight <<< "$qj")" \
     "$(jq '.output_bytes / 1048576' <<< "$qj")" "$ppl" "$(jq -n "$ppl - $FP_PPL")" "${ref:-–}" \
     "$(jq .kld_mean <<< "$kj")" "$(jq '.top1_agreement * 100' <<< "$kj")" \
-    "$(jq '.seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_qat + .seconds_write' <<< "$qj")" \
-    "$(jq '.peak_rss_bytes / 1048576' <<< "$qj")"
+    "$(jq '.seconds_write as $w | if $w == null then .seconds else .seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_qat + $w end' <<< "$qj")" \
+    "$(jq '(.peak_rss_bytes // 0) / 1048576' <<< "$qj")"
 done
