@@ -64,6 +64,27 @@ struct Adam {
   }
 };
 
+// One QatLinear's optimiser and gradient buffers: AdamW on the latent weights in units of their
+// group's |scale| (one code step), on log s (relative) and on the zeros (code units).
+struct QatStepper {
+  Adam w, s, z;
+  std::vector<float> dw, ds, dz;
+  explicit QatStepper(const QatLinear& q)
+      : w(q.w.size()),
+        s(q.s.size()),
+        z(q.z.size()),
+        dw(q.w.size()),
+        ds(q.s.size()),
+        dz(q.z.size()) {}
+  // The gradients from ∂loss/∂ŵ, then step t of each (lr: weights; lr_q: scales and zeros).
+  void Step(QatLinear& q, const float* dwhat, double lr, double lr_q, double wd, int64_t t) {
+    q.Backward(dwhat, dw.data(), ds.data(), dz.data());
+    w.Step(q.w, dw.data(), lr, wd, t, [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); });
+    s.StepLog(q.s, ds.data(), lr_q, t);
+    z.Step(q.z, dz.data(), lr_q, 0, t, [](int64_t) { return 1.0f; });
+  }
+};
+
 // The windows held out of training (the last eighth, at least one; none when S = 1): both
 // training passes measure their start and end losses on them, so that fitting the training
 // windows at the expense of unseen text is caught (and reverted).
@@ -195,9 +216,8 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   // The linears the walk runs: a fake-quantized fp32 copy for each trained one.
   std::array<model::Linear, 7> fq;
   train::BlockLinears lin{};
-  std::array<std::vector<float>, 7> dwhat, dw;
-  std::array<std::vector<float>, 7> ds, dz;
-  std::vector<Adam> adam_w, adam_s, adam_z;
+  std::array<std::vector<float>, 7> dwhat;
+  std::array<std::optional<QatStepper>, 7> stepper;
   for (size_t i = 0; i < 7; ++i) {
     const model::Linear& own = blk[model::kBlockLinears[i]];
     lin[i] = &own;
@@ -211,14 +231,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
     q.FakeQuantize(fq[i].weight.data());
     lin[i] = &fq[i];
     dwhat[i].resize(fq[i].weight.size());
-    dw[i].resize(fq[i].weight.size());
-    ds[i].resize(q.s.size());
-    dz[i].resize(q.z.size());
-  }
-  for (size_t i = 0; i < 7; ++i) {
-    adam_w.emplace_back(train[i] ? train[i]->w.size() : 0);
-    adam_s.emplace_back(train[i] ? train[i]->s.size() : 0);
-    adam_z.emplace_back(train[i] ? train[i]->z.size() : 0);
+    stepper[i].emplace(q);
   }
   train::BlockTape tape(c, T);
   train::BackwardScratch scratch(c, T);
@@ -285,14 +298,8 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
                    lr_q = CosineLr(opt.lr_q, step - 1, total);
       for (size_t i = 0; i < 7; ++i) {
         if (!train[i]) continue;
-        QatLinear& q = *train[i];
-        q.Backward(dwhat[i].data(), dw[i].data(), ds[i].data(), dz[i].data());
-        // Latent weights move in units of their group's scale (one code step), zeros in codes.
-        adam_w[i].Step(q.w, dw[i].data(), lr, opt.weight_decay, step,
-                       [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); });
-        adam_s[i].StepLog(q.s, ds[i].data(), lr_q, step);
-        adam_z[i].Step(q.z, dz[i].data(), lr_q, 0, step, [](int64_t) { return 1.0f; });
-        q.FakeQuantize(fq[i].weight.data());
+        stepper[i]->Step(*train[i], dwhat[i].data(), lr, lr_q, opt.weight_decay, step);
+        train[i]->FakeQuantize(fq[i].weight.data());
       }
       if (progress) progress(step, total, loss);
     }
@@ -328,17 +335,17 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   const bool kl = opt.e2e_loss == E2eLoss::kKlToFp;
   if (kl && (!fp_layers || fp_layers->size() != layers.size()))
     return Err("qat e2e: the KL loss needs the fp model's blocks");
-  // Each tuned linear: its codes as (code - zero) floats, the scale index of each element; with
-  // e2e_weights a QatLinear (latent weights, scales, zeros) instead.
+  // Each tuned linear: its codes as (code - zero) floats, the scale index of each element, the
+  // scales' optimiser; with e2e_weights a QatLinear (latent weights, scales, zeros) and its
+  // optimiser instead.
   struct Tuned {
     QuantizedTensor* q;
     model::Linear* lin;
-    std::vector<float> level;  // code - zero, [n, k]
-    std::vector<float> dw, ds;
+    std::vector<float> level;   // code - zero, [n, k]
+    std::vector<float> dw, ds;  // ∂loss/∂ŵ, ∂loss/∂s
     Adam adam;
     std::optional<QatLinear> ql;
-    std::vector<float> gw, dz;
-    Adam adam_w{0}, adam_z{0};
+    std::optional<QatStepper> stepper;
     Tuned(QuantizedTensor* qt, model::Linear* l) : q(qt), lin(l), adam(qt->scales.size()) {}
     int64_t Param(int64_t e) const { return q->ParamIndex(e / q->cols, e % q->cols); }
     void Install() {
@@ -363,18 +370,17 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       model::Linear& lin = layers[size_t(l)][model::kBlockLinears[i]];
       tuned.emplace_back(q, &lin);
       Tuned& t = tuned.back();
-      t.level.resize(q->codes.size());
-      for (int64_t e = 0; e < int64_t(q->codes.size()); ++e)
-        t.level[size_t(e)] = float(q->codes[size_t(e)]) - q->Params(e / q->cols, e % q->cols).zero;
       t.dw.resize(q->codes.size());
-      t.ds.resize(q->scales.size());
       if (opt.e2e_weights) {
         QF_ASSIGN(const std::vector<float> w, Dequantize(*q));
         QF_ASSIGN(t.ql, QatLinear::Init(*q, w));
-        t.gw.resize(w.size());
-        t.dz.resize(t.ql->z.size());
-        t.adam_w = Adam(w.size());
-        t.adam_z = Adam(t.dz.size());
+        t.stepper.emplace(*t.ql);
+      } else {
+        t.level.resize(q->codes.size());
+        for (int64_t e = 0; e < int64_t(q->codes.size()); ++e)
+          t.level[size_t(e)] =
+              float(q->codes[size_t(e)]) - q->Params(e / q->cols, e % q->cols).zero;
+        t.ds.resize(q->scales.size());
       }
       t.Install();
       dw[size_t(l)][i] = t.dw.data();
@@ -418,8 +424,6 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       for (int64_t v = 0; v < V; ++v) row[v] -= lse;
     }
   };
-  // Forward of one window; returns its summed cross-entropy; with `grad`, backpropagates it
-  // (scaled by `scale`) into the linears' dw.
   // Forward of one window; returns its summed loss (cross-entropy of the next tokens, or KL to
   // the fp model at every position); with `grad`, backpropagates it (scaled by `scale`) into
   // the linears' dw.
@@ -505,12 +509,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       const double lr_w = CosineLr(opt.lr, step - 1, total);
       for (Tuned& t : tuned) {
         if (t.ql) {  // as a block's training step (TrainBlock)
-          QatLinear& q = *t.ql;
-          q.Backward(t.dw.data(), t.gw.data(), t.ds.data(), t.dz.data());
-          t.adam_w.Step(q.w, t.gw.data(), lr_w, opt.weight_decay, step,
-                        [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); });
-          t.adam.StepLog(q.s, t.ds.data(), lr, step);
-          t.adam_z.Step(q.z, t.dz.data(), lr, 0, step, [](int64_t) { return 1.0f; });
+          t.stepper->Step(*t.ql, t.dw.data(), lr_w, lr, opt.weight_decay, step);
           t.Install();
           continue;
         }

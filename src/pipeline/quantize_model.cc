@@ -356,6 +356,16 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       std::string name;  // of the weight
     };
     std::array<QatStart, 7> qat_start;
+    // Records linear `id`'s start: its rounding just added to `col`, `solved` its values.
+    auto keep_start = [&](model::LinearId id, const std::string& name, const model::Linear& lin,
+                          const std::vector<float>& solved) {
+      QatStart& qs = qat_start[size_t(id)];
+      qs.fp.assign(lin.weight.begin(), lin.weight.end());
+      qs.latent = method.solver == Solver::kGptq ? solved : qs.fp;
+      qs.report = rep.linears.size() - 1;
+      qs.name = name;
+      qs.tensor = col.tensors.back().get();
+    };
     // The true-sequential walks below update x in place (o's residual); QAT trains on the
     // block's inputs and then walks the whole block again from them.
     std::vector<float> x_in;
@@ -446,13 +456,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
               Distortion(ModuleOf(name), lin->weight, lin->n, lin->k, sv.weights));
           rep.quantized_params += lin->n * lin->k;
           if (method.qat && sv.grid) {
-            QatStart& qs = qat_start[size_t(id)];
-            qs.fp.assign(lin->weight.begin(), lin->weight.end());
-            qs.latent = method.solver == Solver::kGptq ? sv.weights : qs.fp;
-            qs.report = rep.linears.size() - 1;
-            qs.name = name;
             col.Add(name, std::move(*sv.grid));
-            qs.tensor = col.tensors.back().get();
+            keep_start(id, name, *lin, sv.weights);
           }
           lin->weight.assign(sv.weights.begin(), sv.weights.end());
           continue;
@@ -477,18 +482,11 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         rep.linears.push_back(lr);
         rep.quantized_params += lin->n * lin->k;
-        if (method.qat) {
-          QatStart& qs = qat_start[size_t(id)];
-          qs.fp.assign(lin->weight.begin(), lin->weight.end());
-          qs.latent = method.solver == Solver::kGptq ? deq : qs.fp;
-          qs.report = rep.linears.size() - 1;
-          qs.name = name;
-        }
+        col.Add(name, std::move(qt));
+        if (method.qat) keep_start(id, name, *lin, deq);
         // Later stages run on the quantized values, as fp32.
         lin->weight.assign(deq.begin(), deq.end());
         lin->act = aq;
-        col.Add(name, std::move(qt));
-        if (method.qat) qat_start[size_t(id)].tensor = col.tensors.back().get();
       }
       return Status::Ok();
     };
@@ -561,7 +559,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     if (progress) progress(l + 1, cfg.layers);
   }
   if (e2e) {
-    // The scales of every block through the whole model against the next tokens (codes kept).
+    // Every block's scales (with --e2e-weights its weights and zeros too) through the whole
+    // model, on the next-token loss or the KL to the fp model.
     const auto te = Clock::now();
     x = {};
     x_fp = {};
