@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
                 spec, kernels::A16GemmFast() ? "A16 GEMM" : "decoded tiles + sgemm",
                 macs / tw * 1e-9, tf / tw);
   }
-  // FP8 W8A8: the bf16 GEMM (where the CPU has AVX512-BF16), activations quantized in.
+  // FP8 W8A8: the path Fp8GemmUsesBf16 picked (AVX512-BF16 or fp32 FMAs: the same bits),
+  // activations quantized in; then each path's kernel alone.
   auto qf8 = Quantize(w, n, k, *ParseScheme("fp8-e4m3-channel"));
   ActQuant af;
   af.scheme = *ParseActScheme("fp8-e4m3-token");
@@ -82,7 +83,25 @@ int main(int argc, char** argv) {
   const double t8 =
       BestSeconds(3, [&] { kernels::MatMulQuantNT(x.data(), matf, af, nullptr, y.data(), m); });
   std::printf("m=%lld: fp8 GEMM (%s) %.1f GMAC/s (%.2fx sgemm)\n", static_cast<long long>(m),
-              kernels::Fp8GemmAvailable() ? "AVX512-BF16" : "decoded tiles + sgemm",
-              macs / t8 * 1e-9, tf / t8);
+              kernels::Fp8GemmUsesBf16() ? "AVX512-BF16" : "fp32 FMA", macs / t8 * 1e-9, tf / t8);
+  {
+    const int64_t cols2 = kernels::Fp8GemmCols2(k);
+    std::vector<uint16_t> a8(size_t(m * cols2), 0);
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t c = 0; c < k; ++c)
+        a8[size_t(t * cols2 + c)] =
+            uint16_t(BitsFromF32(F8E4M3Values()[size_t(t + c) % 0x7f]) >> 16);
+    const kernels::Fp8Rows rows = matf.Fp8(0, n);
+    const double tfma =
+        BestSeconds(3, [&] { kernels::Fp8GemmFma(rows, a8.data(), m, y.data(), n); });
+    std::printf("m=%lld: fp8 kernels: fp32 FMA %.1f GMAC/s", static_cast<long long>(m),
+                macs / tfma * 1e-9);
+    if (kernels::Fp8GemmBf16Available()) {
+      const double tbf =
+          BestSeconds(3, [&] { kernels::Fp8GemmBf16(rows, a8.data(), m, y.data(), n); });
+      std::printf(", AVX512-BF16 %.1f GMAC/s", macs / tbf * 1e-9);
+    }
+    std::printf("\n");
+  }
   return 0;
 }

@@ -4,6 +4,7 @@
 // path this CPU has against its reference, and W8A8's integer contract end to end.
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -362,37 +363,56 @@ TEST(Fp8Kernels, ActivationValuesMatchTheFakeQuantization) {
   }
 }
 
-TEST(Fp8Kernels, GemmIsTheReferenceWithinFp32Rounding) {
-  if (!kernels::Fp8GemmAvailable()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+// Both FP8 GEMM paths (the AVX512-BF16 kernel where the CPU has it, the fp32 FMAs on every Highway
+// target) are the contract's chain bit for bit (odd k included, ldacc > rows, one and two threads);
+// the chain is the exact sum within fp32 rounding.
+TEST(Fp8Kernels, GemmPathsAreTheContractBitForBit) {
   std::mt19937 rng(5);
-  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{16, 2}, {37, 71}, {64, 512}}) {
+  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{
+           {16, 2}, {37, 71}, {64, 512}, {300, 130}, {20, 1}}) {
     std::vector<uint8_t> codes(static_cast<size_t>(n * k));
     for (auto& c : codes) c = uint8_t(rng() % 256);
     for (auto& c : codes)
       if ((c & 0x7f) == 0x7f) c = 0x40;  // no NaN
     std::vector<float> scales(static_cast<size_t>(n), 1.0f);
     const kernels::Fp8Rows rows{codes.data(), size_t(k), n, k, scales.data()};
-    for (int64_t m : {1, 6, 7, 13}) {
+    for (int64_t m : {1, 6, 7, 13, 40}) {
       SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(k) + " m=" + std::to_string(m));
       const int64_t cols2 = kernels::Fp8GemmCols2(k);
       std::vector<uint16_t> a(static_cast<size_t>(m * cols2), 0);
       for (int64_t t = 0; t < m; ++t)
         for (int64_t c = 0; c < k; ++c)
-          a[size_t(t * cols2 + c)] = uint16_t(BitsFromF32(F8E4M3Values()[rng() % 126]) >> 16);
+          a[size_t(t * cols2 + c)] =
+              uint16_t(BitsFromF32(F8E4M3Values()[rng() % 256 % 0x7f]) >> 16 | (rng() % 2) << 15);
       const int64_t ld = n + 5;
-      std::vector<float> acc(static_cast<size_t>(m * ld), -7.0f), ref(acc.size(), -7.0f);
-      kernels::Fp8Gemm(rows, a.data(), m, acc.data(), ld);
+      std::vector<float> ref(static_cast<size_t>(m * ld), -7.0f);
       kernels::Fp8GemmRef(rows, a.data(), m, ref.data(), ld);
       for (int64_t t = 0; t < m; ++t) {
         for (int64_t r = 0; r < n; ++r) {
-          double mag = 0.0;
-          for (int64_t c = 0; c < k; ++c)
-            mag += std::fabs(double(BF16ToF32(a[size_t(t * cols2 + c)])) *
-                             F8E4M3Values()[codes[size_t(r * k + c)]]);
-          ASSERT_NEAR(acc[size_t(t * ld + r)], ref[size_t(t * ld + r)], 1e-6 * mag + 1e-30);
+          double exact = 0.0, mag = 0.0;
+          for (int64_t c = 0; c < k; ++c) {
+            const double p = double(BF16ToF32(a[size_t(t * cols2 + c)])) *
+                             F8E4M3Values()[codes[size_t(r * k + c)]];
+            exact += p;
+            mag += std::fabs(p);
+          }
+          ASSERT_NEAR(ref[size_t(t * ld + r)], exact, 1e-6 * mag + 1e-30);
         }
-        EXPECT_EQ(acc[size_t(t * ld + n)], -7.0f);  // nothing past the rows
       }
+      auto same_as_ref =
+          [&](void (*gemm)(const kernels::Fp8Rows&, const uint16_t*, int64_t, float*, int64_t),
+              const char* name) {
+            for (int threads : {1, 2}) {
+              omp_set_num_threads(threads);
+              std::vector<float> acc(ref.size(), -7.0f);
+              gemm(rows, a.data(), m, acc.data(), ld);
+              ASSERT_EQ(0, std::memcmp(acc.data(), ref.data(), acc.size() * sizeof(float)))
+                  << name << ", " << threads << " threads";
+            }
+          };
+      ForEachTarget([&] { same_as_ref(kernels::Fp8GemmFma, "fp32 path"); });
+      if (kernels::Fp8GemmBf16Available()) same_as_ref(kernels::Fp8GemmBf16, "AVX512-BF16 path");
+      same_as_ref(kernels::Fp8Gemm, "chosen path");
     }
   }
 }

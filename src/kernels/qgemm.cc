@@ -414,8 +414,9 @@ bool MatMulInt8(const float* x, const QuantMatrix& w, const ActQuant& act, const
   return true;
 }
 
-// FP8 weights × fp8 activations on AVX512-BF16 (kernels/cpu/fp8_gemm.h): y = acc * scale_x *
-// scale_w (+ bias); false when x has a non-finite value.
+// FP8 weights × fp8 activations (kernels/cpu/fp8_gemm.h: exact products, one fp32 chain per
+// output, the same bits on every CPU): y = acc * scale_x * scale_w (+ bias); false when x has a
+// non-finite value.
 bool MatMulFp8(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols, cols2 = Fp8GemmCols2(K);
@@ -463,8 +464,7 @@ void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, co
                    float* y, int64_t m) {
   if (w.layout == QuantMatrix::Layout::kInt8x16 && MatMulInt8(x, w, act, bias, y, m)) return;
   if (m > kQuantGemvTokens && w.scheme.kind == QuantKind::kFp8E4M3 && act.enabled() &&
-      act.scheme->kind == QuantKind::kFp8E4M3 && Fp8GemmAvailable() &&
-      MatMulFp8(x, w, act, bias, y, m))
+      act.scheme->kind == QuantKind::kFp8E4M3 && MatMulFp8(x, w, act, bias, y, m))
     return;
   if (act.enabled()) {
     // Per thread: Apply is const and runs concurrently (one window per thread in ppl/kld).

@@ -1,16 +1,23 @@
-// The AVX512-BF16 FP8 GEMM of fp8_gemm.h: 16-row blocks widened to bf16 pairs ([k / 2][16 rows]
-// of 32-bit pairs), then up to two blocks × 6 tokens of zmm accumulators over all of K.
+// The FP8 GEMM of fp8_gemm.h. AVX512-BF16 path: 16-row blocks widened to bf16 pairs ([k / 2][16
+// rows] of 32-bit pairs), then up to two blocks × 6 tokens of zmm accumulators over all of K.
+// fp32 path: activations and row tiles widened to fp32 with each pair's columns swapped, then
+// F32Gemm (one fma chain per output over k in order: the contract's order).
 #include "kernels/cpu/fp8_gemm.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <cmath>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/result.h"
 #include "formats/fp8.h"
+#include "kernels/cpu/f32_gemm.h"
 
 namespace qf::kernels {
 namespace {
@@ -46,6 +53,29 @@ void WidenBlock(const Fp8Rows& w, int64_t r0, uint32_t* out) {
     if (q < pairs) out[q * 16 + i] = lut[c[2 * q]];
   }
 }
+
+// Rows [r0, r1) of w as fp32 E4M3 values, Fp8GemmCols2(cols) per row, each pair's columns
+// swapped (out[2q] = w[2q + 1], out[2q + 1] = w[2q]; the padding column 0).
+void WidenRowsSwapped(const Fp8Rows& w, int64_t r0, int64_t r1, float* out) {
+  const float* lut = F8E4M3Values().data();
+  const int64_t cols2 = Fp8GemmCols2(w.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* c = w.codes + size_t(r) * w.row_bytes;
+    float* o = out + (r - r0) * cols2;
+    int64_t k = 0;
+    for (; k + 1 < w.cols; k += 2) {
+      o[k] = lut[c[k + 1]];
+      o[k + 1] = lut[c[k]];
+    }
+    if (k < w.cols) {
+      o[k] = 0.0f;
+      o[k + 1] = lut[c[k]];
+    }
+  }
+}
+
+// Weights per fp32 row tile (2 MiB, L2-sized), in 16 to 256 rows.
+constexpr int64_t kFmaTileFloats = int64_t(1) << 19;
 
 #if defined(__x86_64__)
 template <int NB, int T>
@@ -91,7 +121,7 @@ TileFn Pick(int t) {
 
 }  // namespace
 
-bool Fp8GemmAvailable() {
+bool Fp8GemmBf16Available() {
 #if defined(__x86_64__)
   static const bool v = [] {
     __builtin_cpu_init();
@@ -104,8 +134,39 @@ bool Fp8GemmAvailable() {
 #endif
 }
 
+bool Fp8GemmUsesBf16() {
+  static const bool v = [] {
+    if (!Fp8GemmBf16Available()) return false;
+    // 96 tokens × 128 rows × 1024 columns of random finite values: one F32Gemm tile (serial, as
+    // the bf16 path), widening included in both. Best of 5, alternating.
+    const int64_t m = 96, n = 128, k = 1024;
+    std::mt19937 rng(1);
+    std::vector<uint8_t> codes(size_t(n * k));
+    for (auto& c : codes) c = uint8_t(rng() % 0x7f) | uint8_t(rng() % 2 << 7);
+    std::vector<uint16_t> a(size_t(m * k));
+    for (auto& x : a) x = uint16_t(BitsFromF32(F8E4M3Values()[rng() % 0x7f]) >> 16);
+    std::vector<float> acc(size_t(m * n));
+    const Fp8Rows w{codes.data(), size_t(k), n, k, nullptr};
+    double best[2] = {1e30, 1e30};
+    for (int rep = 0; rep < 5; ++rep)
+      for (int path = 0; path < 2; ++path) {
+        const auto t0 = std::chrono::steady_clock::now();
+        (path == 0 ? Fp8GemmBf16 : Fp8GemmFma)(w, a.data(), m, acc.data(), n);
+        const std::chrono::duration<double> d = std::chrono::steady_clock::now() - t0;
+        best[path] = std::min(best[path], d.count());
+      }
+    return best[0] < best[1];
+  }();
+  return v;
+}
+
 void Fp8Gemm(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
+  (Fp8GemmUsesBf16() ? Fp8GemmBf16 : Fp8GemmFma)(w, a, m, acc, ldacc);
+}
+
+void Fp8GemmBf16(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
 #if defined(__x86_64__)
+  QF_CHECK(Fp8GemmBf16Available(), "Fp8GemmBf16 on a CPU without AVX512-BF16");
   const int64_t pairs = Fp8GemmCols2(w.cols) / 2;
   // Per thread, grown to the largest block pair seen.
   thread_local std::vector<uint32_t> buf;
@@ -121,19 +182,44 @@ void Fp8Gemm(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t
     }
   }
 #else
-  Fp8GemmRef(w, a, m, acc, ldacc);
+  (void)w, (void)a, (void)m, (void)acc, (void)ldacc;
+  QF_CHECK(false, "Fp8GemmBf16 on a CPU without AVX512-BF16");
 #endif
+}
+
+void Fp8GemmFma(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
+  const int64_t cols2 = Fp8GemmCols2(w.cols);
+  const int64_t tile = std::clamp<int64_t>(kFmaTileFloats / cols2 / 16 * 16, 16, 256);
+  // Per thread, grown to the largest call seen; F32Gemm's threads (at top level) read them.
+  thread_local std::vector<float> xa_buf, wt_buf;
+  if (xa_buf.size() < size_t(m * cols2)) xa_buf.resize(size_t(m * cols2));
+  if (wt_buf.size() < size_t(tile * cols2)) wt_buf.resize(size_t(tile * cols2));
+  float* xa = xa_buf.data();
+  float* wt = wt_buf.data();
+  for (int64_t i = 0; i < m * cols2; i += 2) {
+    xa[i] = BF16ToF32(a[i + 1]);
+    xa[i + 1] = BF16ToF32(a[i]);
+  }
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
+    const int64_t r1 = std::min(w.rows, r0 + tile);
+    WidenRowsSwapped(w, r0, r1, wt);
+    F32Gemm(BLayout::kNT, m, r1 - r0, cols2, 1.0f, xa, cols2, wt, cols2, acc + r0, ldacc);
+  }
 }
 
 void Fp8GemmRef(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
   const int64_t cols2 = Fp8GemmCols2(w.cols);
+  auto weight = [&](int64_t r, int64_t k) {
+    return k < w.cols ? F8E4M3Values()[w.codes[size_t(r) * w.row_bytes + size_t(k)]] : 0.0f;
+  };
   for (int64_t t = 0; t < m; ++t)
     for (int64_t r = 0; r < w.rows; ++r) {
-      double s = 0.0;
-      for (int64_t k = 0; k < w.cols; ++k)
-        s += double(BF16ToF32(a[t * cols2 + k])) *
-             double(F8E4M3Values()[w.codes[size_t(r) * w.row_bytes + size_t(k)]]);
-      acc[t * ldacc + r] = float(s);
+      float s = 0.0f;
+      for (int64_t k = 0; k < cols2; k += 2) {
+        s = std::fma(BF16ToF32(a[t * cols2 + k + 1]), weight(r, k + 1), s);
+        s = std::fma(BF16ToF32(a[t * cols2 + k]), weight(r, k), s);
+      }
+      acc[t * ldacc + r] = s;
     }
 }
 

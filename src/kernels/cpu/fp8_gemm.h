@@ -1,10 +1,19 @@
-// FP8 × FP8 GEMM for W8A8-FP8 (FP8, FP8-dynamic) on AVX512-BF16: E4M3 weights and e4m3
-// activation values are exact in bf16 (4 significant bits), so vdpbf16ps multiplies them
-// exactly and sums pairs of products into fp32 lanes; the scales come after, once per output.
-// Weights stay E4M3 bytes (kernels/cpu/fp8_dot.h Fp8Rows); each block of 16 rows is widened to
-// bf16 pairs in a per-thread buffer (16 · cols · 2 bytes) right before the tokens pass over it.
-// Contract: acc[t, r] = Σ_k a[t, k] · w[r, k] with every product exact and the sums in fp32
-// (pairs, then the lanes, in the kernel's order); within fp32 rounding of Fp8GemmRef (double).
+// FP8 × FP8 GEMM for W8A8-FP8 (FP8, FP8-dynamic): E4M3 weights times e4m3 activation values
+// (bf16 bits), the scales applied by the caller, once per output. Weights stay E4M3 bytes
+// (kernels/cpu/fp8_dot.h Fp8Rows) and are widened a block of rows at a time, right before the
+// tokens pass over it.
+//
+// Numeric contract (every path, every CPU, bit for bit): acc[t, r] is ONE fp32 chain over the
+// column pairs in order, each pair taking its odd column first (vdpbf16ps's order):
+//   acc = 0; for q: acc = fma(a[2q+1], w[2q+1], acc); acc = fma(a[2q], w[2q], acc);
+// as Fp8GemmRef computes it. Every product is exact (4-bit significands) and every partial sum is
+// a multiple of 2^-18, so vdpbf16ps's flushing of subnormals never applies.
+// Two paths: AVX512-BF16 (vdpbf16ps on 16-row blocks widened to bf16 pairs), and fp32 FMAs
+// (F32Gemm) over weights and activations widened to fp32 with each pair's columns swapped. On
+// some CPUs vdpbf16ps is the faster (AMD Zen 4: 32 products per instruction at the fp32 FMA
+// rate), on others the slower (Intel Xeon with AVX512-BF16 measured here: a quarter of the FMA
+// rate per instruction), so the path is chosen by timing both once per process
+// (Fp8GemmUsesBf16) - which cannot change a bit.
 #pragma once
 
 #include <cstdint>
@@ -13,13 +22,20 @@
 
 namespace qf::kernels {
 
-// Whether this CPU runs Fp8Gemm (AVX512F, AVX512BW, AVX512-BF16).
-bool Fp8GemmAvailable();
+// Whether this CPU has the AVX512-BF16 path (AVX512F, AVX512BW, AVX512-BF16).
+bool Fp8GemmBf16Available();
+// Whether Fp8Gemm runs the AVX512-BF16 path: available and faster than the fp32 path on a fixed
+// problem (timed once per process, the first time it is asked).
+bool Fp8GemmUsesBf16();
 // Columns of the activation rows: cols rounded up to even (pairs).
 inline int64_t Fp8GemmCols2(int64_t cols) { return (cols + 1) / 2 * 2; }
 // acc[t * ldacc + r] = Σ_k a[t, k] · e4m3(w[r, k]) for r < w.rows, t < m, without the weight
-// scales. a: bf16 bits, Fp8GemmCols2(cols) per token (the padding column 0).
+// scales, summed as the contract says. a: bf16 bits, Fp8GemmCols2(cols) per token (the padding
+// column 0). Single-threaded. Fp8GemmBf16 / Fp8GemmFma run one path (Bf16: only where
+// available); Fp8Gemm the chosen one; Fp8GemmRef the contract as a plain loop.
 void Fp8Gemm(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc);
+void Fp8GemmBf16(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc);
+void Fp8GemmFma(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc);
 void Fp8GemmRef(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc);
 
 }  // namespace qf::kernels
