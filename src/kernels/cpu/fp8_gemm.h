@@ -13,7 +13,8 @@
 // some CPUs vdpbf16ps is the faster (AMD Zen 4: 32 products per instruction at the fp32 FMA
 // rate), on others the slower (Intel Xeon with AVX512-BF16 measured here: a quarter of the FMA
 // rate per instruction), so the path is chosen by timing both once per process
-// (Fp8GemmUsesBf16) - which cannot change a bit.
+// (Fp8GemmUsesBf16) - which cannot change a bit: a CPU whose vdpbf16ps rounded otherwise
+// would run the fp32 path (Fp8GemmBf16IsExact).
 #pragma once
 
 #include <cstdint>
@@ -24,8 +25,11 @@ namespace qf::kernels {
 
 // Whether this CPU has the AVX512-BF16 path (AVX512F, AVX512BW, AVX512-BF16).
 bool Fp8GemmBf16Available();
-// Whether Fp8Gemm runs the AVX512-BF16 path: available and faster than the fp32 path on a fixed
-// problem (timed once per process, the first time it is asked).
+// Whether the AVX512-BF16 path gives the contract's bits on this CPU (checked once per process on
+// a fixed random problem against the fp32 path; false where the path is not available).
+bool Fp8GemmBf16IsExact();
+// Whether Fp8Gemm runs the AVX512-BF16 path: it is exact here and it was faster than the fp32
+// path on that problem (timed once per process, the first time it is asked).
 bool Fp8GemmUsesBf16();
 // Columns of the activation rows: cols rounded up to even (pairs).
 inline int64_t Fp8GemmCols2(int64_t cols) { return (cols + 1) / 2 * 2; }
