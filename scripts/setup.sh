@@ -11,6 +11,8 @@ PACKAGES=(
   libopenblas-openmp-dev libhwy-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev jq
+  # Open MPI: `mpirun -np N build/qforge quantize ...` (optional at build time; tests/mpi_test).
+  libopenmpi-dev openmpi-bin
   # `qforge compare -o PREFIX` draws its plots with gnuplot (optional at run time).
   gnuplot-nox
   # Not used by qforge: installed beside the OpenMP build (as numpy's dependencies do on many

@@ -219,7 +219,7 @@ Reference ReferenceGptq(const std::vector<float>& w, int64_t n, int64_t k,
 
 // ------------------------------------------------------------------ Hessian
 
-TEST(Hessian, RunningAverageEqualsDirectSum) {
+TEST(Hessian, AverageEqualsDirectSum) {
   const int64_t k = 40;
   const int64_t sizes[] = {1, 7, 300, HessianAccumulator::kChunkRows + 123, 0, 50};
   std::mt19937 rng(kSeed);
@@ -255,6 +255,37 @@ TEST(Hessian, RunningAverageEqualsDirectSum) {
       ASSERT_NEAR(merged, want, tol) << "merged H[" << i << "," << j << "] seed " << kSeed;
       ASSERT_EQ(got, h.matrix()[j * k + i]) << "asymmetric at " << i << "," << j;
     }
+  }
+}
+
+// The sum over chunks is kept in double-double, so accumulators that saw a contiguous split of
+// the same Add calls (the ranks of a data-parallel run), merged in order, give H bit for bit as
+// one that saw them all; so does an interleaved split. Rows of very different scales make the
+// chunk sums' rounding order matter in plain fp64.
+TEST(Hessian, SplitAndMergedIsTheWholeBitForBit) {
+  const int64_t k = 24;
+  std::mt19937 rng(kSeed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::vector<float>> calls;
+  for (int c = 0; c < 12; ++c) {
+    std::vector<float> x(static_cast<size_t>((20 + 7 * c) * k));
+    const float scale = std::ldexp(1.0f, (c * 7) % 23 - 11);  // 2^-11 .. 2^11
+    for (float& v : x) v = normal(rng) * scale;
+    calls.push_back(std::move(x));
+  }
+  HessianAccumulator whole(k);
+  for (const auto& x : calls) whole.Add(x.data(), int64_t(x.size()) / k);
+  for (size_t cut : {size_t(1), size_t(5), size_t(11)}) {
+    HessianAccumulator a(k), b(k), even(k), odd(k);
+    for (size_t c = 0; c < calls.size(); ++c) {
+      (c < cut ? a : b).Add(calls[c].data(), int64_t(calls[c].size()) / k);
+      (c % 2 ? odd : even).Add(calls[c].data(), int64_t(calls[c].size()) / k);
+    }
+    a.Merge(b);
+    even.Merge(odd);
+    ASSERT_EQ(a.samples(), whole.samples());
+    EXPECT_TRUE(a.matrix() == whole.matrix()) << "cut after " << cut;
+    EXPECT_TRUE(even.matrix() == whole.matrix()) << "interleaved";
   }
 }
 

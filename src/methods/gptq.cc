@@ -23,7 +23,7 @@ constexpr double kDampMax = 1.0;
 
 // Rows per work item of the sweep: small enough to balance N = 128 over a few threads, large
 // enough for an efficient sgemm; [32, K] fp32 rows stay in L2.
-constexpr int64_t kRowChunk = 32;
+constexpr int64_t kRowChunk = kGptqRowChunk;
 
 // Sweep position -> original column. kDescending: stable sort by descending diag(H) (torch's
 // argsort is unstable; ties only matter for dead columns). kGroupAware: GPTQModel's GAR with

@@ -47,6 +47,10 @@ struct GptqStats {
   double damp = 0;           // damping actually used (raised when Cholesky failed)
 };
 
+// Rows are independent in GPTQ's sweep, which runs them in fixed chunks of this many rows: the
+// rows of any chunk-aligned slice of W come out as they do in the whole (data-parallel solves).
+inline constexpr int64_t kGptqRowChunk = 32;
+
 // Quantizes W[n, k] (row-major) with error feedback through h [k, k] (full symmetric, e.g.
 // HessianAccumulator::matrix()); codes and parameters are in original column order. Group
 // schemes whose G does not divide k fall back to per-channel (QuantizedTensor::fallback).

@@ -1,21 +1,48 @@
-// Running-average Hessian (see hessian.h): fp32 XᵀX per chunk, fp64 running average.
+// Average Hessian (see hessian.h): fp32 XᵀX per chunk, summed in double-double, scaled once.
 // Contract: the result does not depend on the thread count (kernels::SyrkUpperXtX computes
 // fixed tiles, each with one single-threaded BLAS call).
 #include "methods/hessian.h"
 
 #include <algorithm>
 
+#include "core/dist.h"
 #include "core/result.h"
 #include "kernels/blas.h"
 
 namespace qf::methods {
+namespace {
 
-HessianAccumulator::HessianAccumulator(int64_t k) : k_(k), h_(static_cast<size_t>(k * k), 0.0) {
+// Index of (i, j), j >= i, in a row-by-row packed upper triangle of a K × K matrix.
+inline size_t Packed(int64_t k, int64_t i, int64_t j) {
+  return size_t(i * k - i * (i - 1) / 2 + (j - i));
+}
+
+// (hi, lo) += x in double-double: hi the rounded sum, the exact rounding error (TwoSum) into lo.
+inline void DdAdd(double& hi, double& lo, double x) {
+  const double s = hi + x, b = s - hi;
+  lo += (hi - (s - b)) + (x - b);
+  hi = s;
+}
+
+}  // namespace
+
+HessianAccumulator::HessianAccumulator(int64_t k)
+    : k_(k), hi_(static_cast<size_t>(k * k), 0.0), lo_(static_cast<size_t>(k * (k + 1) / 2), 0.0) {
   QF_CHECK(k >= 1, "K = {}", k);
+}
+
+void HessianAccumulator::AddUpper(const float* part) {
+  for (int64_t i = 0; i < k_; ++i) {
+    double* hi = hi_.data() + i * k_;
+    double* lo = lo_.data() + Packed(k_, i, i) - i;  // lo[j] for j >= i
+    const float* p = part + i * k_;
+    for (int64_t j = i; j < k_; ++j) DdAdd(hi[j], lo[j], double(p[j]));
+  }
 }
 
 void HessianAccumulator::Add(const float* x, int64_t m) {
   QF_CHECK(m >= 0, "M = {}", m);
+  QF_CHECK(!final_, "HessianAccumulator::Add after matrix()");
   if (m == 0) return;
   const size_t kk = static_cast<size_t>(k_ * k_);
   if (scratch_.size() != kk) scratch_.assign(kk, 0.0f);
@@ -23,38 +50,65 @@ void HessianAccumulator::Add(const float* x, int64_t m) {
     const int64_t rows = std::min(kChunkRows, m - r0);
     // scratch (upper) = X_chunkᵀ X_chunk; X_chunk is [rows, K] row-major.
     kernels::SyrkUpperXtX(x + r0 * k_, rows, k_, scratch_.data());
-    const int64_t total = samples_ + rows;
-    const double keep = static_cast<double>(samples_) / static_cast<double>(total);
-    const double add = 2.0 / static_cast<double>(total);
-    for (int64_t i = 0; i < k_; ++i) {
-      double* h_row = h_.data() + i * k_;
-      const float* s_row = scratch_.data() + i * k_;
-      for (int64_t j = i; j < k_; ++j) h_row[j] = h_row[j] * keep + add * s_row[j];
-    }
-    samples_ = total;
+    AddUpper(scratch_.data());
+    samples_ += rows;
   }
-  stale_ = true;
 }
 
 const std::vector<double>& HessianAccumulator::matrix() const {
-  if (stale_) {
-    for (int64_t i = 0; i < k_; ++i) {
-      for (int64_t j = 0; j < i; ++j) h_[i * k_ + j] = h_[j * k_ + i];
-    }
-    stale_ = false;
+  if (!final_) {
+    const double c = samples_ ? 2.0 / static_cast<double>(samples_) : 0.0;
+    for (int64_t i = 0; i < k_; ++i)
+      for (int64_t j = i; j < k_; ++j) {
+        double& h = hi_[size_t(i * k_ + j)];
+        h = (h + lo_[Packed(k_, i, j)]) * c;
+        hi_[size_t(j * k_ + i)] = h;
+      }
+    lo_ = {};
+    final_ = true;
   }
-  return h_;
+  return hi_;
 }
 
 void HessianAccumulator::Merge(const HessianAccumulator& other) {
   QF_CHECK(other.k_ == k_, "merging K = {} into K = {}", other.k_, k_);
-  if (other.samples_ == 0) return;
-  const int64_t total = samples_ + other.samples_;
-  const double a = static_cast<double>(samples_) / static_cast<double>(total);
-  const double b = static_cast<double>(other.samples_) / static_cast<double>(total);
-  const std::vector<double>& oh = other.matrix();
-  for (size_t i = 0; i < h_.size(); ++i) h_[i] = a * h_[i] + b * oh[i];
-  samples_ = total;
+  QF_CHECK(!final_ && !other.final_, "HessianAccumulator::Merge after matrix()");
+  for (int64_t i = 0; i < k_; ++i)
+    for (int64_t j = i; j < k_; ++j) {
+      const size_t p = Packed(k_, i, j);
+      DdAdd(hi_[size_t(i * k_ + j)], lo_[p], other.hi_[size_t(i * k_ + j)]);
+      lo_[p] += other.lo_[p];
+    }
+  samples_ += other.samples_;
+}
+
+void HessianAccumulator::ReduceAcrossRanks() {
+  if (dist::Size() == 1) return;
+  QF_CHECK(!final_, "HessianAccumulator::ReduceAcrossRanks after matrix()");
+  // [samples, then (hi, lo) of the upper triangle, row by row]
+  const size_t tri = lo_.size();
+  std::vector<double> p(1 + 2 * tri);
+  p[0] = double(samples_);
+  for (int64_t i = 0; i < k_; ++i)
+    for (int64_t j = i; j < k_; ++j) {
+      const size_t q = Packed(k_, i, j);
+      p[1 + 2 * q] = hi_[size_t(i * k_ + j)];
+      p[2 + 2 * q] = lo_[q];
+    }
+  dist::FoldInRankOrder(p, [](std::span<double> acc, std::span<const double> part) {
+    acc[0] += part[0];
+    for (size_t q = 1; q + 1 < acc.size(); q += 2) {
+      DdAdd(acc[q], acc[q + 1], part[q]);
+      acc[q + 1] += part[q + 1];
+    }
+  });
+  samples_ = int64_t(p[0]);
+  for (int64_t i = 0; i < k_; ++i)
+    for (int64_t j = i; j < k_; ++j) {
+      const size_t q = Packed(k_, i, j);
+      hi_[size_t(i * k_ + j)] = p[1 + 2 * q];
+      lo_[q] = p[2 + 2 * q];
+    }
 }
 
 }  // namespace qf::methods

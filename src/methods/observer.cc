@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/dist.h"
+
 namespace qf::methods {
 
 ChannelObserver::ChannelObserver(int64_t k)
@@ -36,6 +38,33 @@ void ChannelObserver::Add(const float* x, int64_t m) {
     }
   }
   rows_ += m;
+}
+
+void ChannelObserver::ReduceAcrossRanks() {
+  if (dist::Size() == 1) return;
+  // [rows, absmax (K), abs_sum (K), sq_sum (K)]
+  const size_t k = size_t(k_);
+  std::vector<double> p(1 + 3 * k);
+  p[0] = double(rows_);
+  for (size_t j = 0; j < k; ++j) {
+    p[1 + j] = absmax_[j];
+    p[1 + k + j] = abs_sum_[j];
+    p[1 + 2 * k + j] = sq_sum_[j];
+  }
+  dist::FoldInRankOrder(p, [k](std::span<double> acc, std::span<const double> part) {
+    acc[0] += part[0];
+    for (size_t j = 0; j < k; ++j) {
+      acc[1 + j] = std::max(acc[1 + j], part[1 + j]);
+      acc[1 + k + j] += part[1 + k + j];
+      acc[1 + 2 * k + j] += part[1 + 2 * k + j];
+    }
+  });
+  rows_ = int64_t(p[0]);
+  for (size_t j = 0; j < k; ++j) {
+    absmax_[j] = float(p[1 + j]);
+    abs_sum_[j] = p[1 + k + j];
+    sq_sum_[j] = p[1 + 2 * k + j];
+  }
 }
 
 float ChannelObserver::tensor_absmax() const {

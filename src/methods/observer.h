@@ -14,6 +14,8 @@ class ChannelObserver {
   explicit ChannelObserver(int64_t k);
 
   void Add(const float* x, int64_t m);  // m rows of k values
+  // Every rank's rows (core/dist.h: sums and maxima folded in rank order), on every rank.
+  void ReduceAcrossRanks();
 
   int64_t k() const { return k_; }
   int64_t rows() const { return rows_; }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/dist.h"
 #include "core/dtype.h"
 #include "formats/ggml_blocks.h"
 #include "formats/ggml_grid.h"
@@ -172,7 +173,7 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
   }
   rep.bits_per_weight = rep.quantized_params ? qbits / double(rep.quantized_params) : 0.0;
   rep.file_bytes = w.FileSize();
-  if (!opt.dry_run) QF_TRY(w.Write(out, progress));
+  if (!opt.dry_run && dist::IsRoot()) QF_TRY(w.Write(out, progress));  // rank 0 writes
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }
@@ -401,7 +402,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                        }));
   }
   rep.file_bytes = w.FileSize();
-  if (!opt.dry_run) QF_TRY(w.Write(out, progress));
+  if (!opt.dry_run && dist::IsRoot()) QF_TRY(w.Write(out, progress));  // rank 0 writes
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }

@@ -15,6 +15,7 @@
 #include <regex>
 
 #include "core/atomic_file.h"
+#include "core/dist.h"
 #include "core/sysinfo.h"
 #include "formats/quantize.h"
 #include "io/compressed_tensors.h"
@@ -98,6 +99,47 @@ void RecordPeakRss(RssWatch& watch, QuantizeReport& rep) {
   rep.peak_rss_bytes = PeakRssBytes();
   rep.peak_rss_anon_bytes = peaks.anon;
   rep.peak_rss_file_bytes = peaks.file;
+}
+
+// One linear's rounding, split by rows over the ranks (core/dist.h) where rows are independent
+// (per-channel and group schemes): each rank runs solve(r0, r1) on its share, dealt in units of
+// `unit` rows, and every rank then holds every row. solve must give a row the same bits in any
+// unit-aligned slice (GPTQ: its sweep's row chunks; RTN: rows alone). One rank, a per-tensor
+// scheme or fewer units than ranks: solve(0, n) everywhere. `summed` (a per-row sum the solve
+// reports, e.g. GPTQ's loss) becomes the sum over the ranks when rows were split.
+Result<QuantizedTensor> SolveRowsAcrossRanks(
+    int64_t n, int64_t k, int64_t unit, const QuantScheme& scheme,
+    const std::function<Result<QuantizedTensor>(int64_t, int64_t)>& solve,
+    double* summed = nullptr) {
+  if (dist::Size() == 1 || scheme.granularity == Granularity::kTensor ||
+      (n + unit - 1) / unit < dist::Size())
+    return solve(0, n);
+  const auto [r0, r1] = dist::ShareRows(n, unit);
+  QF_ASSIGN(QuantizedTensor part, solve(r0, r1));
+  if (summed) {
+    std::vector<double> v{*summed};
+    dist::SumInRankOrder(v);
+    *summed = v[0];
+  }
+  const auto per_row = [&](size_t size) { return int64_t(size) / (r1 - r0); };
+  const int64_t sets = per_row(part.scales.size());
+  QuantizedTensor q;
+  q.scheme = part.scheme;
+  q.fallback = part.fallback;
+  q.rows = n;
+  q.cols = k;
+  q.codes.resize(size_t(n * k));
+  std::copy(part.codes.begin(), part.codes.end(), q.codes.begin() + r0 * k);
+  q.scales.resize(size_t(n * sets));
+  std::copy(part.scales.begin(), part.scales.end(), q.scales.begin() + r0 * sets);
+  dist::AllGatherRows(q.codes, n, unit);
+  dist::AllGatherRows(q.scales, n, unit);
+  if (!part.zeros.empty()) {
+    q.zeros.resize(size_t(n * sets));
+    std::copy(part.zeros.begin(), part.zeros.end(), q.zeros.begin() + r0 * sets);
+    dist::AllGatherRows(q.zeros, n, unit);
+  }
+  return q;
 }
 
 // Accumulates what the write step needs, whichever method produced the codes.
@@ -193,6 +235,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                      Collected& col, const LinearSolver* external = nullptr, bool lm_head = false,
                      const GridWriter* write = nullptr) {
   const model::TensorNames& nm = *cfg.family->names;
+  if (method.qat && dist::Size() > 1)
+    return Err("--method {}: QAT runs in one process (not under mpirun yet)", opt.method);
   auto t0 = Clock::now();
   // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
   std::unique_ptr<text::Tokenizer> tok;
@@ -214,15 +258,19 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   rep.calib_samples = int64_t(windows.size());
   rep.calib_tokens = rep.calib_samples * copt.seqlen;
   rep.seconds_calib_data = Seconds(t0);
+  rep.ranks = dist::Size();
 
-  // S windows of T tokens.
-  const int64_t S = rep.calib_samples, T = copt.seqlen, H = cfg.hidden, F = cfg.intermediate;
+  // S windows of T tokens: under mpirun this rank's share [w0, w0 + S) of them (core/dist.h);
+  // each rank walks only its windows, and every observer is folded across the ranks (in rank
+  // order) before anything is chosen from it, so every rank solves from the same statistics.
+  const auto [w0, w1] = dist::Share(rep.calib_samples);
+  const int64_t S = w1 - w0, T = copt.seqlen, H = cfg.hidden, F = cfg.intermediate;
   const int64_t qd = cfg.q_dim();
   std::vector<float> x(static_cast<size_t>(S * T * H));
   {
     QF_ASSIGN(std::vector<float> embed, model::ReadTensorF32(store, nm.embed, {cfg.vocab_size, H}));
     for (int64_t s = 0; s < S; ++s) {
-      const std::span<const int32_t> ids(windows[size_t(s)].data(), size_t(T));
+      const std::span<const int32_t> ids(windows[size_t(w0 + s)].data(), size_t(T));
       for (const int32_t id : ids)
         if (id < 0 || id >= cfg.vocab_size)
           return Err("calibration token {} outside the vocabulary", id);
@@ -312,6 +360,12 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
           }
       rep.seconds_statistics += Seconds(tf);
     }
+    const auto tr = Clock::now();
+    for (Observed* ob : obs) {
+      if (ob && ob->hess) ob->hess->ReduceAcrossRanks();
+      if (ob && ob->chan) ob->chan->ReduceAcrossRanks();
+    }
+    rep.seconds_reduce += Seconds(tr);
   };
   // A window's walk over `span` of block l (on a copy of its residual stream with copy_x); the
   // scratch's layout keeps all four stage inputs alive until a span ending at kMlpOut returns.
@@ -464,10 +518,22 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         }
         GptqStats st;
         QuantizedTensor qt;
+        // Rows spread over the ranks under mpirun; the GPTQ loss summed over them.
+        const std::span<const float> w = lin->weight;
+        const int64_t k = lin->k;
         if (method.solver == Solver::kGptq) {
-          QF_ASSIGN(qt, Gptq(lin->weight, lin->n, lin->k, *ob.hess, opt.scheme, gopt, &st));
+          QF_ASSIGN(qt, SolveRowsAcrossRanks(
+                            lin->n, k, methods::kGptqRowChunk, opt.scheme,
+                            [&](int64_t r0, int64_t r1) {
+                              return Gptq(w.subspan(size_t(r0 * k)).first(size_t((r1 - r0) * k)),
+                                          r1 - r0, k, *ob.hess, opt.scheme, gopt, &st);
+                            },
+                            &st.loss));
         } else {
-          QF_ASSIGN(qt, Quantize(lin->weight, lin->n, lin->k, opt.scheme, fit));
+          QF_ASSIGN(qt, SolveRowsAcrossRanks(lin->n, k, 1, opt.scheme, [&](int64_t r0, int64_t r1) {
+                      return Quantize(w.subspan(size_t(r0 * k)).first(size_t((r1 - r0) * k)),
+                                      r1 - r0, k, opt.scheme, fit);
+                    }));
         }
         rep.seconds_quantize += Seconds(ts);
         QF_ASSIGN(std::vector<float> deq, Dequantize(qt));
@@ -745,6 +811,10 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   double bits = 0;
   for (const auto& q : col.tensors) bits += StoredBits(*q);
   rep.bits_per_weight = rep.quantized_params ? bits / double(rep.quantized_params) : 0.0;
+  if (!dist::IsRoot()) {  // rank 0 writes
+    RecordPeakRss(watch, rep);
+    return rep;
+  }
 
   io::CompressedTensorsWriteOptions wopt;
   wopt.scale_dtype = "f32";  // exact fp32 scales (codes were fitted with them)

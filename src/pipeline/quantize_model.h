@@ -101,6 +101,9 @@ struct QuantizeReport {
   // Time breakdown: calibration data, forward passes over it, Hessians, solving/rounding, write.
   double seconds_calib_data = 0, seconds_forward = 0, seconds_statistics = 0;
   double seconds_quantize = 0, seconds_write = 0, seconds_qat = 0;
+  // Under mpirun: the ranks, and the time spent folding statistics across them (and waiting).
+  int ranks = 1;
+  double seconds_reduce = 0;
   // Peak resident memory: the process's true peak (getrusage), and the highest RssAnon (what
   // qforge allocated) and RssFile (mapped model pages, reclaimable) seen during the run.
   int64_t peak_rss_bytes = 0, peak_rss_anon_bytes = 0, peak_rss_file_bytes = 0;

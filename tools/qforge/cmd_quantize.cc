@@ -65,6 +65,12 @@ std::string PeakRssText(const pipeline::QuantizeReport& r) {
                      double(r.peak_rss_file_bytes) / (1 << 20));
 }
 
+// ", across 2 ranks 0.31 s" under mpirun (folding the statistics and waiting for the slowest
+// rank); the RSS figures are rank 0's.
+std::string RanksText(const pipeline::QuantizeReport& r) {
+  return r.ranks > 1 ? fmt::format(", across {} ranks {:.2f} s", r.ranks, r.seconds_reduce) : "";
+}
+
 std::string SchemeHelp() {
   return "quantization scheme: " + SchemeChoices() + "; GGUF types write -o FILE.gguf";
 }
@@ -303,6 +309,8 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
       j["seconds_calib_data"] = c->seconds_calib_data;
       j["seconds_forward"] = c->seconds_forward;
       j["seconds_statistics"] = c->seconds_statistics;
+      j["ranks"] = c->ranks;
+      j["seconds_reduce"] = c->seconds_reduce;
       j["seconds_quantize"] = c->seconds_quantize;
       j["peak_rss_bytes"] = c->peak_rss_bytes;
       j["peak_rss_anon_bytes"] = c->peak_rss_anon_bytes;
@@ -325,12 +333,13 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
   if (const auto& c = r->calibrated) {
     PrintQat(*c);
     std::printf(
-        "calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f s, "
-        "%s %.2f s%s; %s\n",
+        "calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, Hessians %.2f "
+        "s%s, %s %.2f s%s; %s\n",
         (long long)c->calib_samples, (long long)c->calib_tokens,
         c->calib_from_model ? " sampled from the model" : "", c->seconds_calib_data,
-        c->seconds_forward, c->seconds_statistics, opt.gptq ? "GPTQ" : "rounding",
-        c->seconds_quantize, opt.qat ? fmt::format(", qat {:.2f} s", c->seconds_qat).c_str() : "",
+        c->seconds_forward, c->seconds_statistics, RanksText(*c).c_str(),
+        opt.gptq ? "GPTQ" : "rounding", c->seconds_quantize,
+        opt.qat ? fmt::format(", qat {:.2f} s", c->seconds_qat).c_str() : "",
         PeakRssText(*c).c_str());
   }
   std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
@@ -474,6 +483,8 @@ int RunQuantize(const QuantizeArgs& a) {
                         {"seconds_calib_data", r->seconds_calib_data},
                         {"seconds_forward", r->seconds_forward},
                         {"seconds_statistics", r->seconds_statistics},
+                        {"ranks", r->ranks},
+                        {"seconds_reduce", r->seconds_reduce},
                         {"seconds_quantize", r->seconds_quantize},
                         {"seconds_write", r->seconds_write},
                         {"peak_rss_bytes", r->peak_rss_bytes},
@@ -506,10 +517,10 @@ int RunQuantize(const QuantizeArgs& a) {
   if (r->calib_samples)
     std::printf(
         "calibration: %lld windows, %lld tokens%s; data %.2f s, forward %.2f s, statistics %.2f "
-        "s\n",
+        "s%s\n",
         (long long)r->calib_samples, (long long)r->calib_tokens,
         r->calib_from_model ? " sampled from the model" : "", r->seconds_calib_data,
-        r->seconds_forward, r->seconds_statistics);
+        r->seconds_forward, r->seconds_statistics, RanksText(*r).c_str());
   std::printf("wrote %s: %.2f MiB; solve/round %.2f s,%s write %.2f s; %s\n", a.out.c_str(),
               double(r->output_bytes) / (1 << 20), r->seconds_quantize,
               r->qat.empty() ? "" : fmt::format(" qat {:.2f} s,", r->seconds_qat).c_str(),

@@ -2,15 +2,20 @@
 // every flag error, CLI11's or a validator's, is one "qforge: error:" line and exit 2.
 #include <cctype>
 #include <cstdio>
+#include <string>
+#include <string_view>
 
 #include "common.h"
+#include "core/dist.h"
 
 namespace qf::cli {
 void RegisterImatrix(CLI::App& app, int* rc);  // cmd_imatrix.cc
 void RegisterBench(CLI::App& app, int* rc);    // cmd_bench.cc
 }  // namespace qf::cli
 
-int main(int argc, char** argv) {
+namespace {
+
+int Run(int argc, char** argv) {
   CLI::App app{"qforge " QF_VERSION ": quantize, run and evaluate large language models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", QF_VERSION);
@@ -67,5 +72,29 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "qforge: error: %s (see --help)\n", e.what());
     return qf::cli::kExitBadFlags;
   }
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Under mpirun (a build with Open MPI): one rank per process; calibration spreads its windows
+  // over them (core/dist.h). Only `quantize` knows how; the other commands would each run the
+  // whole job on every rank.
+  qf::dist::Init(&argc, &argv);
+  if (qf::dist::Size() > 1) {
+    if (argc < 2 || std::string_view(argv[1]) != "quantize") {
+      std::fprintf(stderr, "qforge: error: under mpirun only 'quantize' runs (%d ranks)\n",
+                   qf::dist::Size());
+      qf::dist::Abort("", qf::cli::kExitBadFlags);
+    }
+    // Rank 0 alone reports on stdout; every rank's errors reach stderr.
+    if (!qf::dist::IsRoot() && !std::freopen("/dev/null", "w", stdout))
+      qf::dist::Abort("qforge: error: cannot silence rank " + std::to_string(qf::dist::Rank()), 1);
+  }
+  const int rc = Run(argc, argv);
+  // A failed rank ends the whole job: the others may be waiting for its part.
+  if (rc != 0 && qf::dist::Size() > 1) qf::dist::Abort("", rc);
+  qf::dist::Finalize();
   return rc;
 }

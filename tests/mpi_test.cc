@@ -1,0 +1,114 @@
+// `mpirun -np 2 qforge quantize ...` (core/dist.h): the calibration windows spread over two
+// ranks give the single process's bytes, run after run; a rank that dies
+// fails the job with no output under the final name; commands that do not spread their work
+// refuse to run under mpirun. Skips where the build has no MPI or mpirun is missing.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/dist.h"
+#include "test_util.h"
+
+namespace qf {
+namespace {
+
+namespace fs = std::filesystem;
+using qf::testing::Bundled;
+using qf::testing::Local;
+using qf::testing::Q;
+using qf::testing::RunCommand;
+
+// Root runs as in CI need --allow-run-as-root; two ranks on a 2-core machine, --oversubscribe
+// where it has fewer.
+const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root -np 2 ";
+
+#define QF_NEED_MPI()                                                                 \
+  do {                                                                                \
+    if (!dist::Built()) GTEST_SKIP() << "this build has no Open MPI (libopenmpi-dev)"; \
+    std::string o_;                                                                   \
+    if (RunCommand("mpirun --version", &o_) != 0)                                     \
+      GTEST_SKIP() << "mpirun not found (openmpi-bin)";                               \
+  } while (0)
+
+std::string Bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Calibration of the bundled model on the local text, 8 windows of 128 tokens, `threads` per
+// process; `flags` picks scheme and method.
+std::string Quantize(const std::string& launcher, const fs::path& out, const std::string& flags,
+                     int threads = 1) {
+  return launcher + Q() + " quantize " + Bundled() + " -o " + out.string() + " " + flags +
+         " --calib " + Local() + " --nsamples 8 --seqlen 128 -t " + std::to_string(threads);
+}
+
+// Two ranks give the single process's bytes: the Hessians are summed in double-double
+// (methods/hessian.h), so folding the ranks' sums gives the bits of one process's sum; channel
+// maxima fold exactly; GPTQ's rows are solved in the same fixed chunks on whichever rank holds
+// them. GPTQ (W4A16), SmoothQuant with a static activation scale (W8A8-static) and
+// GPTQ into GGUF k-quants (Q4_K_M, solved on every rank); GPTQ also twice on two ranks.
+TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
+  QF_NEED_MPI();
+  const fs::path dir = qf::testing::TempDir() / "mpi";
+  for (const auto& [name, flags] : {std::pair<std::string, std::string>{
+                                        "gptq", "--scheme W4A16 --method gptq"},
+                                    {"sq", "--scheme W8A8-static --method smoothquant"},
+                                    {"q4km.gguf", "--scheme Q4_K_M --method gptq"}}) {
+    SCOPED_TRACE(name);
+    const bool gguf = name.ends_with(".gguf");
+    const auto file = [&](const std::string& run) {
+      const fs::path out = dir / (run + "-" + name);
+      return gguf ? out : out / "model.safetensors";
+    };
+    std::string log;
+    ASSERT_EQ(RunCommand(Quantize(kMpirun, dir / ("a-" + name), flags) + " --json", &log), 0)
+        << log;
+    const auto rep = nlohmann::json::parse(log.substr(log.find('{')));
+    EXPECT_EQ(rep["ranks"], 2) << log;
+    // The single process on two threads (the output does not depend on the thread count).
+    ASSERT_EQ(RunCommand(Quantize("", dir / ("one-" + name), flags, 2), &log), 0) << log;
+    const std::string a = Bytes(file("a"));
+    ASSERT_FALSE(a.empty());
+    EXPECT_TRUE(a == Bytes(file("one"))) << "2 ranks differ from one process";
+    if (name == "gptq") {  // and run after run
+      ASSERT_EQ(RunCommand(Quantize(kMpirun, dir / ("b-" + name), flags), &log), 0) << log;
+      EXPECT_TRUE(a == Bytes(file("b"))) << "two 2-rank runs differ";
+    }
+  }
+}
+
+// A rank killed during calibration (at its first exchange) fails the whole job: non-zero exit,
+// mpirun names the dead rank, and nothing is left under the output's name.
+TEST(Mpi, ADeadRankFailsTheJobWithoutOutput) {
+  QF_NEED_MPI();
+  const fs::path out = qf::testing::TempDir() / "mpi_dead";
+  std::string log;
+  const int rc = RunCommand(
+      Quantize(std::string(kMpirun) + "-x QF_TEST_KILL_RANK=1 ", out, "--scheme W4A16 --method gptq"),
+      &log);
+  EXPECT_NE(rc, 0) << log;
+  EXPECT_NE(log.find("rank 1"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(out)) << log;
+}
+
+// Commands that would run whole on every rank, and QAT (one process for now), refuse.
+TEST(Mpi, OtherCommandsAndQatRefuse) {
+  QF_NEED_MPI();
+  std::string log;
+  EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " ppl " + Bundled() + " --text " + Local(),
+                       &log),
+            0);
+  EXPECT_NE(log.find("under mpirun only 'quantize' runs"), std::string::npos) << log;
+  const fs::path out = qf::testing::TempDir() / "mpi_qat";
+  EXPECT_NE(RunCommand(Quantize(kMpirun, out, "--scheme W4A16 --method qat"), &log), 0);
+  EXPECT_NE(log.find("QAT runs in one process"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+}  // namespace
+}  // namespace qf
