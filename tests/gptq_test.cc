@@ -642,6 +642,51 @@ TEST(Gptq, DeadColumnsAndRankDeficientHessian) {
   }
 }
 
+// Linears that share an input share one FactorHessian (q/k/v, gate/up): each gives the codes
+// and parameters of its own Gptq; a factor made for another group or act-order is refused. A
+// slice of rows aligned to kGptqRowChunk comes out as those rows of the whole (the row split
+// of data-parallel runs).
+TEST(Gptq, SharedFactorAndChunkAlignedRowSlices) {
+  const int64_t k = 256;
+  const std::vector<float> x = CorrelatedInputs(600, k, kSeed + 50, kSeed + 51, 0.7f);
+  const HessianAccumulator h = HessianOf(x, k);
+  for (ActOrder order : {ActOrder::kOff, ActOrder::kDescending}) {
+    GptqOptions opt;
+    opt.act_order = order;
+    const QuantScheme scheme = Scheme("int4-g64-asym");
+    auto f = methods::FactorHessian(h.matrix(), k, 64, opt);
+    ASSERT_TRUE(f.ok()) << f.error().message();
+    for (int64_t n : {96, 40}) {
+      const std::vector<float> w = RandomWeights(n, k, kSeed + 52 + uint64_t(n));
+      GptqStats s1, s2;
+      auto own = Gptq(w, n, k, h, scheme, opt, &s1);
+      auto shared = Gptq(w, n, k, *f, scheme, opt, &s2);
+      ASSERT_TRUE(own.ok() && shared.ok());
+      EXPECT_EQ(own->codes, shared->codes) << "n " << n << " order " << OrderName(order);
+      EXPECT_EQ(own->scales, shared->scales);
+      EXPECT_EQ(own->zeros, shared->zeros);
+      EXPECT_EQ(s1.loss, s2.loss);
+      // Rows [32, 96) of the 96-row linear alone.
+      if (n == 96) {
+        const int64_t r0 = methods::kGptqRowChunk, rows = n - r0;
+        auto part =
+            Gptq(std::span<const float>(w).subspan(size_t(r0 * k)), rows, k, *f, scheme, opt);
+        ASSERT_TRUE(part.ok());
+        EXPECT_TRUE(
+            std::equal(part->codes.begin(), part->codes.end(), own->codes.begin() + r0 * k));
+        const int64_t sets = k / 64;
+        EXPECT_TRUE(
+            std::equal(part->scales.begin(), part->scales.end(), own->scales.begin() + r0 * sets));
+      }
+    }
+    GptqOptions other = opt;
+    other.act_order = order == ActOrder::kOff ? ActOrder::kDescending : ActOrder::kOff;
+    const std::vector<float> w = RandomWeights(8, k, kSeed + 60);
+    EXPECT_FALSE(Gptq(w, 8, k, *f, scheme, other).ok());
+    EXPECT_FALSE(Gptq(w, 8, k, *f, Scheme("int4-g128-asym"), opt).ok());
+  }
+}
+
 TEST(Gptq, GroupFallbackReportedLikeRtn) {
   const int64_t n = 16, k = 192;
   const std::vector<float> w = RandomWeights(n, k, kSeed + 50);

@@ -26,12 +26,12 @@ using qf::testing::RunCommand;
 // where it has fewer.
 const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root -np 2 ";
 
-#define QF_NEED_MPI()                                                                 \
-  do {                                                                                \
+#define QF_NEED_MPI()                                                                  \
+  do {                                                                                 \
     if (!dist::Built()) GTEST_SKIP() << "this build has no Open MPI (libopenmpi-dev)"; \
-    std::string o_;                                                                   \
-    if (RunCommand("mpirun --version", &o_) != 0)                                     \
-      GTEST_SKIP() << "mpirun not found (openmpi-bin)";                               \
+    std::string o_;                                                                    \
+    if (RunCommand("mpirun --version", &o_) != 0)                                      \
+      GTEST_SKIP() << "mpirun not found (openmpi-bin)";                                \
   } while (0)
 
 std::string Bytes(const fs::path& p) {
@@ -55,10 +55,10 @@ std::string Quantize(const std::string& launcher, const fs::path& out, const std
 TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
   QF_NEED_MPI();
   const fs::path dir = qf::testing::TempDir() / "mpi";
-  for (const auto& [name, flags] : {std::pair<std::string, std::string>{
-                                        "gptq", "--scheme W4A16 --method gptq"},
-                                    {"sq", "--scheme W8A8-static --method smoothquant"},
-                                    {"q4km.gguf", "--scheme Q4_K_M --method gptq"}}) {
+  for (const auto& [name, flags] :
+       {std::pair<std::string, std::string>{"gptq", "--scheme W4A16 --method gptq"},
+        {"sq", "--scheme W8A8-static --method smoothquant"},
+        {"q4km.gguf", "--scheme Q4_K_M --method gptq"}}) {
     SCOPED_TRACE(name);
     const bool gguf = name.ends_with(".gguf");
     const auto file = [&](const std::string& run) {
@@ -88,9 +88,9 @@ TEST(Mpi, ADeadRankFailsTheJobWithoutOutput) {
   QF_NEED_MPI();
   const fs::path out = qf::testing::TempDir() / "mpi_dead";
   std::string log;
-  const int rc = RunCommand(
-      Quantize(std::string(kMpirun) + "-x QF_TEST_KILL_RANK=1 ", out, "--scheme W4A16 --method gptq"),
-      &log);
+  const int rc = RunCommand(Quantize(std::string(kMpirun) + "-x QF_TEST_KILL_RANK=1 ", out,
+                                     "--scheme W4A16 --method gptq"),
+                            &log);
   EXPECT_NE(rc, 0) << log;
   EXPECT_NE(log.find("rank 1"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(out)) << log;
@@ -100,9 +100,8 @@ TEST(Mpi, ADeadRankFailsTheJobWithoutOutput) {
 TEST(Mpi, OtherCommandsAndQatRefuse) {
   QF_NEED_MPI();
   std::string log;
-  EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " ppl " + Bundled() + " --text " + Local(),
-                       &log),
-            0);
+  EXPECT_NE(
+      RunCommand(std::string(kMpirun) + Q() + " ppl " + Bundled() + " --text " + Local(), &log), 0);
   EXPECT_NE(log.find("under mpirun only 'quantize' runs"), std::string::npos) << log;
   const fs::path out = qf::testing::TempDir() / "mpi_qat";
   EXPECT_NE(RunCommand(Quantize(kMpirun, out, "--scheme W4A16 --method qat"), &log), 0);

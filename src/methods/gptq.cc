@@ -96,13 +96,9 @@ Result<std::vector<float>> InverseCholeskyUpper(const std::vector<double>& h, in
       k, k, kDampMax, kDampMax * mean);
 }
 
-Status CheckInputs(std::span<const float> w, int64_t n, int64_t k, std::span<const double> h,
-                   const GptqOptions& opt) {
+Status CheckWeights(std::span<const float> w, int64_t n, int64_t k, const GptqOptions& opt) {
   if (w.size() != static_cast<size_t>(n * k)) {
     return Err("gptq: weight has {} values, expected {} x {} = {}", w.size(), n, k, n * k);
-  }
-  if (h.size() != static_cast<size_t>(k * k)) {
-    return Err("gptq: Hessian has {} values, expected {} x {}", h.size(), k, k);
   }
   if (opt.block_size < 1) return Err("gptq: block size {} < 1", opt.block_size);
   if (!(opt.damp >= 0.0 && opt.damp <= kDampMax)) {
@@ -117,6 +113,16 @@ Status CheckInputs(std::span<const float> w, int64_t n, int64_t k, std::span<con
                  static_cast<int64_t>(i) % k, w[i]);
     }
   }
+  return Status::Ok();
+}
+
+Status CheckHessian(int64_t k, std::span<const double> h, const GptqOptions& opt) {
+  if (h.size() != static_cast<size_t>(k * k)) {
+    return Err("gptq: Hessian has {} values, expected {} x {}", h.size(), k, k);
+  }
+  if (!(opt.damp >= 0.0 && opt.damp <= kDampMax)) {
+    return Err("gptq: damping {} outside [0, {}]", opt.damp, kDampMax);
+  }
   for (size_t i = 0; i < h.size(); ++i) {
     if (!std::isfinite(h[i])) {
       return Err("gptq: Hessian [{}, {}] is {}", static_cast<int64_t>(i) / k,
@@ -128,6 +134,12 @@ Status CheckInputs(std::span<const float> w, int64_t n, int64_t k, std::span<con
     if (d < 0.0) return Err("gptq: Hessian diagonal [{}] = {} < 0", i, d);
   }
   return Status::Ok();
+}
+
+Status CheckInputs(std::span<const float> w, int64_t n, int64_t k, std::span<const double> h,
+                   const GptqOptions& opt) {
+  QF_TRY(CheckWeights(w, n, k, opt));
+  return CheckHessian(k, h, opt);
 }
 
 // Dead columns (inputs that were always 0): H[i,i] = 1 and the weights of column i zeroed, as
@@ -212,16 +224,60 @@ double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<flo
 
 }  // namespace
 
+Result<GptqFactor> FactorHessian(std::span<const double> h, int64_t k, int64_t g,
+                                 const GptqOptions& opt) {
+  QF_TRY(CheckHessian(k, h, opt));
+  if (g < 1 || k % g != 0) return Err("gptq: {} columns per parameter set for K = {}", g, k);
+  GptqFactor f;
+  f.k = k;
+  f.g = g;
+  f.act_order = opt.act_order;
+  f.damp_asked = opt.damp;
+  std::vector<double> hw(h.begin(), h.end());
+  f.dead.assign(static_cast<size_t>(k), 0);
+  for (int64_t i = 0; i < k; ++i) {  // the reference's dead columns: H[i,i] = 1
+    double& d = hw[static_cast<size_t>(i * k + i)];
+    if (d != 0.0) continue;
+    d = 1.0;
+    f.dead[static_cast<size_t>(i)] = 1;
+    ++f.dead_count;
+  }
+  std::vector<double> diag(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) diag[static_cast<size_t>(i)] = hw[static_cast<size_t>(i * k + i)];
+  f.perm = SweepOrder(diag, opt.act_order, g);
+  if (opt.act_order != ActOrder::kOff) {
+    std::vector<double> hp(hw.size());
+    for (int64_t a = 0; a < k; ++a) {
+      const double* src = hw.data() + f.perm[static_cast<size_t>(a)] * k;
+      double* dst = hp.data() + a * k;
+      for (int64_t b = 0; b < k; ++b) dst[b] = src[f.perm[static_cast<size_t>(b)]];
+    }
+    hw = std::move(hp);
+  }
+  QF_ASSIGN(f.u, InverseCholeskyUpper(hw, k, opt.damp, &f.damp));
+  return f;
+}
+
 Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
                              std::span<const double> h, const QuantScheme& scheme,
                              const GptqOptions& opt, GptqStats* stats) {
   QF_ASSIGN(ResolvedScheme resolved, ResolveScheme(scheme, n, k));
   QF_TRY(CheckInputs(w, n, k, h, opt));
+  QF_ASSIGN(const GptqFactor f, FactorHessian(h, k, ColumnsPerParam(resolved.scheme, k), opt));
+  return Gptq(w, n, k, f, scheme, opt, stats);
+}
+
+Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k, const GptqFactor& f,
+                             const QuantScheme& scheme, const GptqOptions& opt, GptqStats* stats) {
+  QF_ASSIGN(ResolvedScheme resolved, ResolveScheme(scheme, n, k));
+  QF_TRY(CheckWeights(w, n, k, opt));
   const QuantScheme& s = resolved.scheme;
   const Grid grid(s);
   const bool grouped = s.granularity == Granularity::kGroup;
   const int64_t g = ColumnsPerParam(s, k);  // columns per parameter set (k unless grouped)
   const int64_t groups = k / g;             // parameter sets per row
+  if (f.k != k || f.g != g || f.act_order != opt.act_order || f.damp_asked != opt.damp)
+    return Err("gptq: the Hessian factor was made for other options (K, group or act-order)");
   const bool static_fit = grouped && (opt.static_groups || opt.act_order == ActOrder::kDescending);
   const auto un = static_cast<size_t>(n);
 
@@ -236,9 +292,9 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
       grid.Fit(wk.data() + r * k, 1, k, 0, k, {&params[static_cast<size_t>(r)], 1}, opt.fit);
     }
   }
-
-  std::vector<double> hw(h.begin(), h.end());
-  const int64_t dead = ZeroDeadColumns(wk, hw, n, k);
+  for (int64_t i = 0; i < k; ++i)  // dead columns' weights are zeroed, as the reference does
+    if (f.dead[static_cast<size_t>(i)])
+      for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
 
   if (static_fit) {
 #pragma omp parallel for schedule(dynamic, 16)
@@ -250,30 +306,21 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
     }
   }
 
-  // Permute W, H and the importance into sweep order; slot[c] is the parameter set (original
+  // Permute W and the importance into sweep order; slot[c] is the parameter set (original
   // group) of sweep column c.
-  std::vector<double> diag(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i) diag[static_cast<size_t>(i)] = hw[static_cast<size_t>(i * k + i)];
-  const std::vector<int64_t> perm = SweepOrder(diag, opt.act_order, g);
+  const std::vector<int64_t>& perm = f.perm;
   std::vector<int64_t> slot(static_cast<size_t>(k));
   for (int64_t c = 0; c < k; ++c) slot[static_cast<size_t>(c)] = perm[static_cast<size_t>(c)] / g;
   std::vector<float> importance;
   FitOptions fit = opt.fit;
   if (opt.act_order != ActOrder::kOff) {
     std::vector<float> wp(wk.size());
-    std::vector<double> hp(hw.size());
     for (int64_t r = 0; r < n; ++r) {
       const float* src = wk.data() + r * k;
       float* dst = wp.data() + r * k;
       for (int64_t c = 0; c < k; ++c) dst[c] = src[perm[static_cast<size_t>(c)]];
     }
-    for (int64_t a = 0; a < k; ++a) {
-      const double* src = hw.data() + perm[static_cast<size_t>(a)] * k;
-      double* dst = hp.data() + a * k;
-      for (int64_t b = 0; b < k; ++b) dst[b] = src[perm[static_cast<size_t>(b)]];
-    }
     wk = std::move(wp);
-    hw = std::move(hp);
     if (!opt.fit.importance.empty()) {
       importance.resize(static_cast<size_t>(k));
       for (int64_t c = 0; c < k; ++c) {
@@ -283,10 +330,9 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
       fit.importance = importance;
     }
   }
-
-  double damp_used = 0.0;
-  QF_ASSIGN(const std::vector<float> u, InverseCholeskyUpper(hw, k, opt.damp, &damp_used));
-  hw = {};
+  const std::vector<float>& u = f.u;
+  const int64_t dead = f.dead_count;
+  const double damp_used = f.damp;
 
   const int64_t block = BlockSize(opt.block_size, g, grouped && !static_fit);
   QuantizedTensor q;

@@ -60,6 +60,28 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
                              std::span<const double> h, const QuantScheme& scheme,
                              const GptqOptions& opt = {}, GptqStats* stats = nullptr);
 
+// What GPTQ derives from the Hessian alone: the dead columns (inputs that were always 0), the
+// sweep order and U, the upper inverse-Cholesky factor of the damped Hessian in sweep order.
+// Linears that read the same input (q/k/v, gate/up) share one: one factorization per group.
+struct GptqFactor {
+  int64_t k = 0, g = 0;  // K; columns per parameter set of the resolved scheme (k: none)
+  ActOrder act_order = ActOrder::kOff;
+  double damp_asked = 0;      // GptqOptions::damp it was made with
+  std::vector<uint8_t> dead;  // [k]: 1 where H[i,i] == 0
+  int64_t dead_count = 0;
+  std::vector<int64_t> perm;  // sweep position -> original column
+  std::vector<float> u;       // [k, k] row-major, upper
+  double damp = 0;            // damping actually used
+};
+// Errors: non-finite H, negative diagonal, bad damping, H not positive definite even with
+// damping raised to 100% of mean(diag H).
+Result<GptqFactor> FactorHessian(std::span<const double> h, int64_t k, int64_t g,
+                                 const GptqOptions& opt = {});
+// Gptq with a factor made by FactorHessian for this K, the scheme's group and these options
+// (else an Error); bit for bit the Gptq of the Hessian it was made from.
+Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k, const GptqFactor& f,
+                             const QuantScheme& scheme, const GptqOptions& opt = {},
+                             GptqStats* stats = nullptr);
 // GPTQ with a ggml block type (formats/ggml_blocks) as the grid: when the sweep reaches a block
 // of a row, the type's own encoder fits it (sub-block scales and mins, quantized as the format
 // stores them) on the error-updated weights, weighted by `importance` [k] (empty: diag(H),

@@ -493,6 +493,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         importance = ob.chan->MeanSquare();
         fit.importance = importance;
       }
+      std::optional<methods::GptqFactor> factor;  // GPTQ: the group's, made on first use
       for (const model::LinearId id : group) {
         model::Linear* lin = &layer[id];
         const std::string name = model::LayerTensorName(model::WeightPattern(nm, id), l);
@@ -522,11 +523,18 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         const std::span<const float> w = lin->weight;
         const int64_t k = lin->k;
         if (method.solver == Solver::kGptq) {
+          if (!factor) {  // once per group: its linears share the input, hence the Hessian
+            if (ob.hess->samples() == 0)
+              return Err("gptq: no calibration samples reached {}", ModuleOf(name));
+            QF_ASSIGN(const ResolvedScheme rs, ResolveScheme(opt.scheme, lin->n, k));
+            QF_ASSIGN(factor, methods::FactorHessian(ob.hess->matrix(), k,
+                                                     ColumnsPerParam(rs.scheme, k), gopt));
+          }
           QF_ASSIGN(qt, SolveRowsAcrossRanks(
                             lin->n, k, methods::kGptqRowChunk, opt.scheme,
                             [&](int64_t r0, int64_t r1) {
                               return Gptq(w.subspan(size_t(r0 * k)).first(size_t((r1 - r0) * k)),
-                                          r1 - r0, k, *ob.hess, opt.scheme, gopt, &st);
+                                          r1 - r0, k, *factor, opt.scheme, gopt, &st);
                             },
                             &st.loss));
         } else {
