@@ -13,6 +13,8 @@ PACKAGES=(
   clang libclang-rt-14-dev jq
   # Open MPI: `mpirun -np N build/qforge quantize ...` (optional at build time; tests/mpi_test).
   libopenmpi-dev openmpi-bin
+  # mpirun's default launcher (plm rsh) wants an ssh client even for ranks on this host.
+  openssh-client
   # `qforge compare -o PREFIX` draws its plots with gnuplot (optional at run time).
   gnuplot-nox
   # Not used by qforge: installed beside the OpenMP build (as numpy's dependencies do on many
