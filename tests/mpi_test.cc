@@ -96,17 +96,55 @@ TEST(Mpi, ADeadRankFailsTheJobWithoutOutput) {
   EXPECT_FALSE(fs::exists(out)) << log;
 }
 
-// Commands that would run whole on every rank, and QAT (one process for now), refuse.
+// Commands that would run whole on every rank, QAT and saving base logits (one process for
+// now) refuse.
 TEST(Mpi, OtherCommandsAndQatRefuse) {
   QF_NEED_MPI();
   std::string log;
-  EXPECT_NE(
-      RunCommand(std::string(kMpirun) + Q() + " ppl " + Bundled() + " --text " + Local(), &log), 0);
-  EXPECT_NE(log.find("under mpirun only 'quantize' runs"), std::string::npos) << log;
+  EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " generate " + Bundled() + " -p Hi -n 2", &log),
+            0);
+  EXPECT_NE(log.find("under mpirun only 'quantize', 'ppl' and 'kld' run"), std::string::npos)
+      << log;
   const fs::path out = qf::testing::TempDir() / "mpi_qat";
   EXPECT_NE(RunCommand(Quantize(kMpirun, out, "--scheme W4A16 --method qat"), &log), 0);
   EXPECT_NE(log.find("QAT runs in one process"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(out));
+  const fs::path logits = qf::testing::TempDir() / "mpi_base.logits";
+  EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " kld " + Bundled() + " --text " + Local() +
+                           " --ctx 64 --max-windows 4 --save-base-logits " + logits.string(),
+                       &log),
+            0);
+  EXPECT_NE(log.find("--save-base-logits runs in one process"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(logits));
+}
+
+// ppl and kld on two ranks (windows split, per-window results gathered and summed in window
+// order) print the single process's figures to the last digit.
+TEST(Mpi, TwoRanksScoreAsOneProcess) {
+  QF_NEED_MPI();
+  const fs::path q = qf::testing::TempDir() / "mpi_rtn";
+  std::string log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + q.string() + " --scheme W4A16 -q", &log),
+      0)
+      << log;
+  const std::string args = " --text " + Local() + " --ctx 128 --max-windows 9 --json -q -t 1";
+  for (const std::string& cmd :
+       {"ppl " + Bundled() + args, "kld " + Bundled() + " " + q.string() + args}) {
+    SCOPED_TRACE(cmd);
+    std::string one, two;
+    ASSERT_EQ(RunCommand(Q() + " " + cmd, &one), 0) << one;
+    ASSERT_EQ(RunCommand(std::string(kMpirun) + Q() + " " + cmd, &two), 0) << two;
+    auto a = nlohmann::json::parse(one.substr(one.find('{')));
+    auto b = nlohmann::json::parse(two.substr(two.find('{')));
+    for (auto* j : {&a, &b})  // timing differs
+      for (const char* key : {"seconds", "tokens_per_second"}) {
+        j->erase(key);
+        for (const char* side : {"base_ppl", "other_ppl"})
+          if (j->contains(side)) (*j)[side].erase(key);
+      }
+    EXPECT_EQ(a, b);
+  }
 }
 
 }  // namespace

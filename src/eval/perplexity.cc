@@ -14,6 +14,7 @@
 #include <cmath>
 #include <optional>
 
+#include "core/dist.h"
 #include "core/mmap.h"
 #include "pipeline/gguf_convert.h"
 #include "kernels/ops.h"
@@ -56,6 +57,12 @@ struct NoSink {
   Status operator()(int64_t, const WindowWorker&) const { return Status::Ok(); }
 };
 
+// Every rank's windows of a window-indexed result (`windows` rows of equal size), on every rank.
+template <class T>
+void GatherWindows(std::vector<T>& v, int64_t windows) {
+  dist::AllGatherRows(v, windows, 1);
+}
+
 // Calls fn(window, worker) -> Status for each window, with the logits of every model in
 // worker.logits; with kOrdered, then sink(window, worker) -> Status in window order.
 // fn must only write results indexed by window.
@@ -64,8 +71,13 @@ Status ForEachWindow(const std::vector<const model::Model*>& models, const int32
                      int64_t windows, const WindowOptions& opt, const ProgressFn& progress, Fn fn,
                      Sink sink) {
   const int64_t ctx = opt.ctx, first = FirstScored(opt);
+  // Under mpirun each rank runs its share of the windows (callers gather the results by window:
+  // GatherWindows); the ordered sink (a file written in window order) runs in one process.
+  if (kOrdered && dist::Size() > 1)
+    return Err("--save-base-logits runs in one process (not under mpirun)");
+  const auto [w0, w1] = dist::Share(windows);
   const int threads = std::max(1, omp_get_max_threads());
-  const bool window_parallel = threads > 1 && windows >= threads;
+  const bool window_parallel = threads > 1 && (w1 - w0) >= threads;
   const int workers = window_parallel ? threads : 1;
   std::atomic<int64_t> done{0};
   std::atomic<bool> failed{false};
@@ -118,7 +130,7 @@ Status ForEachWindow(const std::vector<const model::Model*>& models, const int32
       }
     } else {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t win = 0; win < windows; ++win) {
+      for (int64_t win = w0; win < w1; ++win) {
         if (failed) continue;
         const Status st = run(win);
         if (!st.ok()) fail(st);
@@ -261,6 +273,7 @@ Result<PplResult> Perplexity(const model::Model& model, const std::vector<int32_
         return Status::Ok();
       },
       NoSink{}));
+  GatherWindows(nll, windows);
   PplResult r;
   FillTiming(r, windows, opt.ctx, std::chrono::duration<double>(Clock::now() - t0).count(), 1);
   NllStats stats;
@@ -319,6 +332,10 @@ Result<KldResult> KlDivergence(const model::Model& base, const model::Model& oth
         ForEachWindow<false>({&base, &other}, tokens.data(), windows, opt, progress, fn, NoSink{}));
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  GatherWindows(kld, windows);
+  GatherWindows(nll_b, windows);
+  GatherWindows(nll_o, windows);
+  GatherWindows(same, windows);
   KldResult r = Summarize(kld, nll_b, nll_o, same, opt.scoring);
   for (PplResult* p : {&r.base, &r.other}) FillTiming(*p, windows, opt.ctx, secs, 2);
   return r;
@@ -393,6 +410,10 @@ Result<KldResult> KlDivergence(const BaseLogitsReader& base, const model::Model&
       },
       NoSink{}));
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  GatherWindows(kld, windows);
+  GatherWindows(nll_b, windows);
+  GatherWindows(nll_o, windows);
+  GatherWindows(same, windows);
   KldResult r = Summarize(kld, nll_b, nll_o, same, opt.scoring);
   FillTiming(r.other, windows, opt.ctx, secs, 1);
   r.base.windows = windows;  // from the file: nothing run now

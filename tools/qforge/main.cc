@@ -78,13 +78,15 @@ int Run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Under mpirun (a build with Open MPI): one rank per process; calibration spreads its windows
-  // over them (core/dist.h). Only `quantize` knows how; the other commands would each run the
-  // whole job on every rank.
+  // Under mpirun (a build with Open MPI): one rank per process; calibration and the scoring of
+  // ppl / kld spread their windows over them (core/dist.h). The other commands would each run
+  // the whole job on every rank.
   qf::dist::Init(&argc, &argv);
   if (qf::dist::Size() > 1) {
-    if (argc < 2 || std::string_view(argv[1]) != "quantize") {
-      std::fprintf(stderr, "qforge: error: under mpirun only 'quantize' runs (%d ranks)\n",
+    const std::string_view cmd = argc < 2 ? "" : argv[1];
+    if (cmd != "quantize" && cmd != "ppl" && cmd != "kld") {
+      std::fprintf(stderr,
+                   "qforge: error: under mpirun only 'quantize', 'ppl' and 'kld' run (%d ranks)\n",
                    qf::dist::Size());
       qf::dist::Abort("", qf::cli::kExitBadFlags);
     }
