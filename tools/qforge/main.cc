@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
   qf::dist::Init(&argc, &argv);
   if (qf::dist::Size() > 1) {
     const std::string_view cmd = argc < 2 ? "" : argv[1];
-    if (cmd != "quantize" && cmd != "ppl" && cmd != "kld") {
+    const bool info = cmd == "--help" || cmd == "-h" || cmd == "--version";
+    if (!info && cmd != "quantize" && cmd != "ppl" && cmd != "kld") {
       std::fprintf(stderr,
                    "qforge: error: under mpirun only 'quantize', 'ppl' and 'kld' run (%d ranks)\n",
                    qf::dist::Size());
