@@ -34,6 +34,14 @@ const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root -np 2 ";
       GTEST_SKIP() << "mpirun not found (openmpi-bin)";                                \
   } while (0)
 
+// The JSON object in a command's output (stdout and stderr together: mpirun may add lines of
+// its own before or after it).
+nlohmann::json JsonIn(const std::string& out) {
+  const size_t a = out.find('{'), b = out.rfind('}');
+  if (a == std::string::npos || b == std::string::npos || b < a) return nullptr;
+  return nlohmann::json::parse(out.substr(a, b - a + 1));
+}
+
 std::string Bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -68,7 +76,7 @@ TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
     std::string log;
     ASSERT_EQ(RunCommand(Quantize(kMpirun, dir / ("a-" + name), flags) + " --json", &log), 0)
         << log;
-    const auto rep = nlohmann::json::parse(log.substr(log.find('{')));
+    const auto rep = JsonIn(log);
     EXPECT_EQ(rep["ranks"], 2) << log;
     // The single process on two threads (the output does not depend on the thread count).
     ASSERT_EQ(RunCommand(Quantize("", dir / ("one-" + name), flags, 2), &log), 0) << log;
@@ -135,8 +143,8 @@ TEST(Mpi, TwoRanksScoreAsOneProcess) {
     std::string one, two;
     ASSERT_EQ(RunCommand(Q() + " " + cmd, &one), 0) << one;
     ASSERT_EQ(RunCommand(std::string(kMpirun) + Q() + " " + cmd, &two), 0) << two;
-    auto a = nlohmann::json::parse(one.substr(one.find('{')));
-    auto b = nlohmann::json::parse(two.substr(two.find('{')));
+    auto a = JsonIn(one);
+    auto b = JsonIn(two);
     for (auto* j : {&a, &b})  // timing differs
       for (const char* key : {"seconds", "tokens_per_second"}) {
         j->erase(key);
