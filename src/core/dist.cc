@@ -58,6 +58,15 @@ void MaybeDieForTest() {
     std::raise(SIGKILL);
 }
 
+// Rank r's share [begin, end) of n items, and of n rows dealt in units of `unit` rows.
+std::pair<int64_t, int64_t> ShareOf(int r, int64_t n) {
+  return {n * r / g_size, n * (r + 1) / g_size};
+}
+std::pair<int64_t, int64_t> RowsOf(int r, int64_t n, int64_t unit) {
+  const auto [u0, u1] = ShareOf(r, (n + unit - 1) / unit);
+  return {std::min(n, u0 * unit), std::min(n, u1 * unit)};
+}
+
 }  // namespace
 
 bool Built() {
@@ -104,23 +113,15 @@ void Finalize() {
 int Rank() { return g_rank; }
 int Size() { return g_size; }
 
-std::pair<int64_t, int64_t> Share(int64_t n) {
-  return {n * g_rank / g_size, n * (g_rank + 1) / g_size};
-}
+std::pair<int64_t, int64_t> Share(int64_t n) { return ShareOf(g_rank, n); }
 
-std::pair<int64_t, int64_t> ShareRows(int64_t n, int64_t unit) {
-  const int64_t units = (n + unit - 1) / unit;
-  const auto [u0, u1] = Share(units);
-  return {std::min(n, u0 * unit), std::min(n, u1 * unit)};
-}
+std::pair<int64_t, int64_t> ShareRows(int64_t n, int64_t unit) { return RowsOf(g_rank, n, unit); }
 
 void AllGatherRows(std::span<std::byte> data, int64_t n, int64_t unit) {
   if (g_size == 1 || n == 0) return;
   const size_t row_bytes = data.size() / size_t(n);
-  const int64_t units = (n + unit - 1) / unit;
   for (int r = 0; r < g_size; ++r) {
-    const int64_t r0 = std::min(n, units * r / g_size * unit);
-    const int64_t r1 = std::min(n, units * (r + 1) / g_size * unit);
+    const auto [r0, r1] = RowsOf(r, n, unit);
     if (r1 > r0) Broadcast(data.subspan(size_t(r0) * row_bytes, size_t(r1 - r0) * row_bytes), r);
   }
 }

@@ -57,10 +57,11 @@ struct NoSink {
   Status operator()(int64_t, const WindowWorker&) const { return Status::Ok(); }
 };
 
-// Every rank's windows of a window-indexed result (`windows` rows of equal size), on every rank.
-template <class T>
-void GatherWindows(std::vector<T>& v, int64_t windows) {
-  dist::AllGatherRows(v, windows, 1);
+// Every rank's windows of window-indexed results (each `windows` rows of equal size), on every
+// rank.
+template <class... T>
+void GatherWindows(int64_t windows, std::vector<T>&... v) {
+  (dist::AllGatherRows(v, windows, 1), ...);
 }
 
 // Calls fn(window, worker) -> Status for each window, with the logits of every model in
@@ -273,7 +274,7 @@ Result<PplResult> Perplexity(const model::Model& model, const std::vector<int32_
         return Status::Ok();
       },
       NoSink{}));
-  GatherWindows(nll, windows);
+  GatherWindows(windows, nll);
   PplResult r;
   FillTiming(r, windows, opt.ctx, std::chrono::duration<double>(Clock::now() - t0).count(), 1);
   NllStats stats;
@@ -332,10 +333,7 @@ Result<KldResult> KlDivergence(const model::Model& base, const model::Model& oth
         ForEachWindow<false>({&base, &other}, tokens.data(), windows, opt, progress, fn, NoSink{}));
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  GatherWindows(kld, windows);
-  GatherWindows(nll_b, windows);
-  GatherWindows(nll_o, windows);
-  GatherWindows(same, windows);
+  GatherWindows(windows, kld, nll_b, nll_o, same);
   KldResult r = Summarize(kld, nll_b, nll_o, same, opt.scoring);
   for (PplResult* p : {&r.base, &r.other}) FillTiming(*p, windows, opt.ctx, secs, 2);
   return r;
@@ -410,10 +408,7 @@ Result<KldResult> KlDivergence(const BaseLogitsReader& base, const model::Model&
       },
       NoSink{}));
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  GatherWindows(kld, windows);
-  GatherWindows(nll_b, windows);
-  GatherWindows(nll_o, windows);
-  GatherWindows(same, windows);
+  GatherWindows(windows, kld, nll_b, nll_o, same);
   KldResult r = Summarize(kld, nll_b, nll_o, same, opt.scoring);
   FillTiming(r.other, windows, opt.ctx, secs, 1);
   r.base.windows = windows;  // from the file: nothing run now

@@ -142,18 +142,13 @@ Status CheckInputs(std::span<const float> w, int64_t n, int64_t k, std::span<con
   return CheckHessian(k, h, opt);
 }
 
-// Dead columns (inputs that were always 0): H[i,i] = 1 and the weights of column i zeroed, as
-// the reference does. Returns their count.
-int64_t ZeroDeadColumns(std::vector<float>& wk, std::vector<double>& hw, int64_t n, int64_t k) {
-  int64_t dead = 0;
-  for (int64_t i = 0; i < k; ++i) {
-    double& d = hw[static_cast<size_t>(i * k + i)];
-    if (d != 0.0) continue;
-    d = 1.0;
-    for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
-    ++dead;
-  }
-  return dead;
+// The weights of the factor's dead columns (inputs that were always 0) zeroed, as the reference
+// does; W [n, f.k] in original column order.
+void ZeroDeadWeights(const GptqFactor& f, std::vector<float>& wk, int64_t n) {
+  const int64_t k = f.k;
+  for (int64_t i = 0; i < k; ++i)
+    if (f.dead[static_cast<size_t>(i)])
+      for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
 }
 
 // Lazy-update block size: group starts must fall on the current, fully updated columns, so a
@@ -292,9 +287,7 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k, con
       grid.Fit(wk.data() + r * k, 1, k, 0, k, {&params[static_cast<size_t>(r)], 1}, opt.fit);
     }
   }
-  for (int64_t i = 0; i < k; ++i)  // dead columns' weights are zeroed, as the reference does
-    if (f.dead[static_cast<size_t>(i)])
-      for (int64_t r = 0; r < n; ++r) wk[static_cast<size_t>(r * k + i)] = 0.0f;
+  ZeroDeadWeights(f, wk, n);
 
   if (static_fit) {
 #pragma omp parallel for schedule(dynamic, 16)
@@ -330,10 +323,6 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k, con
       fit.importance = importance;
     }
   }
-  const std::vector<float>& u = f.u;
-  const int64_t dead = f.dead_count;
-  const double damp_used = f.damp;
-
   const int64_t block = BlockSize(opt.block_size, g, grouped && !static_fit);
   QuantizedTensor q;
   q.codes.resize(wk.size());
@@ -357,7 +346,7 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k, con
     };
     Chunk ForChunk(int64_t, int64_t) { return Chunk{*this}; }
   } rounder{grid, params, slot, fit, k, g, groups, grouped && !static_fit};
-  const double loss = Sweep(wk, n, k, u, perm, block, rounder, q.codes.data());
+  const double loss = Sweep(wk, n, k, f.u, perm, block, rounder, q.codes.data());
 
   q.scheme = s;
   q.fallback = std::move(resolved.fallback);
@@ -371,8 +360,8 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k, con
   }
   if (stats) {
     stats->loss = loss;
-    stats->dead_columns = dead;
-    stats->damp = damp_used;
+    stats->dead_columns = f.dead_count;
+    stats->damp = f.damp;
   }
   return q;
 }
@@ -401,14 +390,10 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
           static_cast<float>(std::max(h[static_cast<size_t>(i * k + i)], floor));
   }
 
+  // No act-order: the factor's sweep order is the columns' own.
+  QF_ASSIGN(const GptqFactor f, FactorHessian(h, k, k, opt));
   std::vector<float> wk(w.begin(), w.end());
-  std::vector<double> hw(h.begin(), h.end());
-  const int64_t dead = ZeroDeadColumns(wk, hw, n, k);
-  double damp_used = 0.0;
-  QF_ASSIGN(const std::vector<float> u, InverseCholeskyUpper(hw, k, opt.damp, &damp_used));
-  hw = {};
-  std::vector<int64_t> perm(static_cast<size_t>(k));
-  std::iota(perm.begin(), perm.end(), int64_t{0});
+  ZeroDeadWeights(f, wk, n);
 
   // A block is fitted by the type's own encoder when the sweep reaches it (its columns are
   // then fully updated: the lazy-update block divides it or is a multiple of it), and every
@@ -445,7 +430,7 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
   } rounder{t, imp.data(), out.data(), row_bytes};
   const int64_t block = BlockSize(opt.block_size, B, true);
   std::vector<uint8_t> codes(wk.size());
-  const double loss = Sweep(wk, n, k, u, perm, block, rounder, codes.data());
+  const double loss = Sweep(wk, n, k, f.u, f.perm, block, rounder, codes.data());
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t b = 0; b < k / B; ++b) {
@@ -456,8 +441,8 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
   }
   if (stats) {
     stats->loss = loss;
-    stats->dead_columns = dead;
-    stats->damp = damp_used;
+    stats->dead_columns = f.dead_count;
+    stats->damp = f.damp;
   }
   return out;
 }

@@ -24,6 +24,12 @@ inline void DdAdd(double& hi, double& lo, double x) {
   hi = s;
 }
 
+// (hi, lo) += (x_hi, x_lo): another double-double sum.
+inline void DdAdd(double& hi, double& lo, double x_hi, double x_lo) {
+  DdAdd(hi, lo, x_hi);
+  lo += x_lo;
+}
+
 }  // namespace
 
 HessianAccumulator::HessianAccumulator(int64_t k)
@@ -76,8 +82,7 @@ void HessianAccumulator::Merge(const HessianAccumulator& other) {
   for (int64_t i = 0; i < k_; ++i)
     for (int64_t j = i; j < k_; ++j) {
       const size_t p = Packed(k_, i, j);
-      DdAdd(hi_[size_t(i * k_ + j)], lo_[p], other.hi_[size_t(i * k_ + j)]);
-      lo_[p] += other.lo_[p];
+      DdAdd(hi_[size_t(i * k_ + j)], lo_[p], other.hi_[size_t(i * k_ + j)], other.lo_[p]);
     }
   samples_ += other.samples_;
 }
@@ -85,7 +90,7 @@ void HessianAccumulator::Merge(const HessianAccumulator& other) {
 void HessianAccumulator::ReduceAcrossRanks() {
   if (dist::Size() == 1) return;
   QF_CHECK(!final_, "HessianAccumulator::ReduceAcrossRanks after matrix()");
-  // [samples, then (hi, lo) of the upper triangle, row by row]
+  // [samples, then (hi, lo) of the upper triangle, row by row], folded as Merge does
   const size_t tri = lo_.size();
   std::vector<double> p(1 + 2 * tri);
   p[0] = double(samples_);
@@ -98,8 +103,7 @@ void HessianAccumulator::ReduceAcrossRanks() {
   dist::FoldInRankOrder(p, [](std::span<double> acc, std::span<const double> part) {
     acc[0] += part[0];
     for (size_t q = 1; q + 1 < acc.size(); q += 2) {
-      DdAdd(acc[q], acc[q + 1], part[q]);
-      acc[q + 1] += part[q + 1];
+      DdAdd(acc[q], acc[q + 1], part[q], part[q + 1]);
     }
   });
   samples_ = int64_t(p[0]);

@@ -85,12 +85,10 @@ int main(int argc, char** argv) {
   if (qf::dist::Size() > 1) {
     const std::string_view cmd = argc < 2 ? "" : argv[1];
     const bool info = cmd == "--help" || cmd == "-h" || cmd == "--version";
-    if (!info && cmd != "quantize" && cmd != "ppl" && cmd != "kld") {
-      std::fprintf(stderr,
-                   "qforge: error: under mpirun only 'quantize', 'ppl' and 'kld' run (%d ranks)\n",
-                   qf::dist::Size());
-      qf::dist::Abort("", qf::cli::kExitBadFlags);
-    }
+    if (!info && cmd != "quantize" && cmd != "ppl" && cmd != "kld")
+      qf::dist::Abort("qforge: error: under mpirun only 'quantize', 'ppl' and 'kld' run (" +
+                          std::to_string(qf::dist::Size()) + " ranks)",
+                      qf::cli::kExitBadFlags);
     // Rank 0 alone reports on stdout; every rank's errors reach stderr.
     if (!qf::dist::IsRoot() && !std::freopen("/dev/null", "w", stdout))
       qf::dist::Abort("qforge: error: cannot silence rank " + std::to_string(qf::dist::Rank()), 1);
