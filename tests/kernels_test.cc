@@ -10,6 +10,7 @@
 #include <hwy/targets.h>
 
 #include "core/vec_math.h"
+#include "kernels/cpu/cholesky.h"
 #include "kernels/cpu/f32_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
@@ -187,6 +188,105 @@ TEST(F32Gemm, EqualsItsReferenceBitForBitOnEveryTarget) {
       }
       EXPECT_NEAR(c[size_t(i * n + j)], exact, double(k) * 6e-8 * mag);
     }
+}
+
+// F32SyrkUpper: each upper entry of XᵀX is one fma chain over the rows in order (F32GemmRef with
+// A = Xᵀ), on every target and thread count; K across the 256-row bands, M across KC blocks.
+TEST(F32Gemm, SyrkUpperIsTheChainOnEveryTarget) {
+  for (auto [m, k] : std::vector<std::pair<int64_t, int64_t>>{{1, 3}, {130, 70}, {300, 600}}) {
+    const auto x = Random(size_t(m * k), uint64_t(m + k));
+    std::vector<float> want(size_t(k * k));
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = i; j < k; ++j) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < m; ++p)
+          acc = std::fma(x[size_t(p * k + i)], x[size_t(p * k + j)], acc);
+        want[size_t(i * k + j)] = acc;
+      }
+    ForEachTarget([&] {
+      for (int threads : {1, 2}) {
+        SetThreads(threads);
+        std::vector<float> got(size_t(k * k), -7.0f);
+        F32SyrkUpper(x.data(), m, k, got.data());
+        for (int64_t i = 0; i < k; ++i)
+          for (int64_t j = i; j < k; ++j)
+            ASSERT_EQ(got[size_t(i * k + j)], want[size_t(i * k + j)])
+                << m << "x" << k << " [" << i << "," << j << "] threads " << threads;
+        if (k > 256) {
+          EXPECT_EQ(got[size_t((k - 1) * k)], -7.0f);  // below the bands: untouched
+        }
+      }
+    });
+  }
+}
+
+// A = GᵀG / m + I/4 for a random G[m, n] (symmetric positive definite), row-major.
+std::vector<double> RandomSpd(int64_t n, uint64_t seed) {
+  const int64_t m = n + 8;
+  const auto g = Random(size_t(m * n), seed);
+  std::vector<double> a(size_t(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j <= i; ++j) {
+      double s = i == j ? 0.25 : 0.0;
+      for (int64_t p = 0; p < m; ++p) s += double(g[size_t(p * n + i)]) * g[size_t(p * n + j)] / m;
+      a[size_t(i * n + j)] = a[size_t(j * n + i)] = s;
+    }
+  return a;
+}
+
+// The blocked factor-and-invert: L⁻¹ with L⁻¹ A L⁻ᵀ = I, close to the plain loops, zero above
+// the diagonal, and the same bits on every target and thread count (sizes around the 128-column
+// panels and the 64-row strips).
+TEST(CholeskyF64, InverseFactorOnEveryTargetAndThreadCount) {
+  for (const int64_t n : {1, 5, 64, 127, 128, 129, 300}) {
+    const std::vector<double> a = RandomSpd(n, uint64_t(n));
+    std::vector<double> ref = a;
+    ASSERT_EQ(CholeskyInverseLowerRef(ref.data(), n), 0);
+    double scale = 0;
+    for (double v : ref) scale = std::max(scale, std::fabs(v));
+    for (int64_t i = 0; i < n; ++i)  // X A Xᵀ = I for X = the reference's L⁻¹
+      for (int64_t j = 0; j <= i; ++j) {
+        double s = 0;
+        for (int64_t p = 0; p <= i; ++p) {
+          double axj = 0;
+          for (int64_t q = 0; q <= j; ++q) axj += a[size_t(p * n + q)] * ref[size_t(j * n + q)];
+          s += ref[size_t(i * n + p)] * axj;
+        }
+        ASSERT_NEAR(s, i == j ? 1.0 : 0.0, 1e-9) << n << ": " << i << ", " << j;
+      }
+    std::vector<double> first;
+    ForEachTarget([&] {
+      for (int threads : {1, 2}) {
+        SetThreads(threads);
+        std::vector<double> got = a;
+        ASSERT_EQ(CholeskyInverseLower(got.data(), n), 0);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            const double v = got[size_t(i * n + j)];
+            if (j > i) {
+              ASSERT_EQ(v, 0.0) << n << ": above the diagonal " << i << ", " << j;
+            }
+            ASSERT_NEAR(v, ref[size_t(i * n + j)], 1e-11 * scale) << n << ": " << i << ", " << j;
+          }
+        if (first.empty()) first = got;
+        ASSERT_EQ(std::memcmp(first.data(), got.data(), got.size() * sizeof(double)), 0)
+            << n << ": differs with " << threads << " threads";
+      }
+    });
+  }
+}
+
+TEST(CholeskyF64, ReportsTheFirstMinorThatIsNotPositiveDefinite) {
+  for (const int64_t bad : {0, 2, 200}) {
+    const int64_t n = 300;
+    std::vector<double> a(size_t(n * n), 0.0), ref;
+    for (int64_t i = 0; i < n; ++i) a[size_t(i * n + i)] = i == bad ? -1.0 : 2.0;
+    ref = a;
+    EXPECT_EQ(CholeskyInverseLower(a.data(), n), bad + 1);
+    EXPECT_EQ(CholeskyInverseLowerRef(ref.data(), n), bad + 1);
+  }
+  std::vector<double> nan = {std::nan(""), 0.0, 0.0, 1.0};
+  EXPECT_EQ(CholeskyInverseLower(nan.data(), 2), 1);
 }
 
 TEST(VecMath, MatchesReferenceOnEveryTarget) {

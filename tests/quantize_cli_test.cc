@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/mmap.h"
+#include "io/safetensors.h"
 #include "test_util.h"
 
 namespace qf {
@@ -97,6 +98,63 @@ TEST(QuantizeCli, OutputIsDeterministicAndRunsEveryCommand) {
       0)
       << log;
   EXPECT_EQ(Json(log)["generated_ids"].size(), 8u);
+}
+
+// --max-shard-size: save_pretrained's shards and index, the same tensors as one file, and every
+// command reads the sharded folder.
+TEST(QuantizeCli, ShardsOutputsAsSavePretrainedDoes) {
+  const fs::path one = qf::testing::TempDir() / "shard_one",
+                 many = qf::testing::TempDir() / "shard_many";
+  std::string log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + one.string() +
+                           " --scheme W8A8 --method smoothquant --calib " +
+                           qf::testing::Local() + " --nsamples 4 --seqlen 64 -q",
+                       &log),
+            0)
+      << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + many.string() +
+                           " --scheme W8A8 --method smoothquant --calib " +
+                           qf::testing::Local() + " --nsamples 4 --seqlen 64 -q" +
+                           " --max-shard-size 5MB",
+                       &log),
+            0)
+      << log;
+  EXPECT_FALSE(fs::exists(many / "model.safetensors"));
+  ASSERT_TRUE(fs::exists(many / "model.safetensors.index.json"));
+  std::ifstream index_file(many / "model.safetensors.index.json");
+  const auto index = nlohmann::json::parse(index_file);
+  std::map<std::string, int> tensors_in;
+  for (const auto& [tensor, file] : index["weight_map"].items()) ++tensors_in[file];
+  EXPECT_GE(tensors_in.size(), 6u);  // ~43 MB of tensors
+  for (const auto& [file, count] : tensors_in) {
+    const auto bytes = fs::file_size(many / file);  // a larger tensor gets a shard of its own
+    EXPECT_TRUE(bytes <= 5'000'000u + 65'536u || count == 1) << file << ": " << bytes;
+  }
+  const auto a = io::TensorStore::Open(one), b = io::TensorStore::Open(many);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->tensors().size(), b->tensors().size());
+  for (const io::TensorInfo& t : a->tensors()) {
+    const io::TensorInfo* u = b->Find(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(u->dtype, t.dtype) << t.name;
+    EXPECT_EQ(u->shape, t.shape) << t.name;
+    EXPECT_TRUE(std::equal(t.data.begin(), t.data.end(), u->data.begin(), u->data.end()))
+        << t.name;
+  }
+  EXPECT_EQ(*ReadTextFile(one / "config.json"), *ReadTextFile(many / "config.json"));
+  std::string ka, kb;
+  for (auto [dir, text] : {std::pair{&one, &ka}, std::pair{&many, &kb}})
+    ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + dir->string() + " --text " +
+                             qf::testing::Local() + " --max-windows 2 --json",
+                         text),
+              0)
+        << *text;
+  EXPECT_EQ(Json(ka)["kld_mean"], Json(kb)["kld_mean"]);
+  EXPECT_NE(RunCommand(Q() + " quantize " + Bundled() + " -o " + many.string() +
+                           " --scheme W4A16 --max-shard-size 5XB",
+                       &log),
+            0);
+  EXPECT_NE(log.find("--max-shard-size 5XB"), std::string::npos) << log;
 }
 
 // W4A16 stays close to the fp model on the first windows of WikiText-2.

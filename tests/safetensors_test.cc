@@ -1,6 +1,7 @@
 // safetensors reader tests: hand-written files read back byte-exactly, shards, the bundled model,
 // and one test per malformed-header rule (each must be an Error naming the file and the problem).
 #include "io/safetensors.h"
+#include "io/safetensors_writer.h"
 
 #include <gtest/gtest.h>
 
@@ -554,6 +555,116 @@ TEST(TensorStore, BundledModel) {
   const TensorInfo* k = store->Find("model.layers.5.self_attn.k_proj.weight");
   ASSERT_NE(k, nullptr);
   EXPECT_EQ(k->shape, (std::vector<int64_t>{256, 512}));  // 4 kv heads x 64
+}
+
+// ---- writing: shards, shard sizes, the spill file ----------------------------------------------
+
+// Tensors "t0".."t4" of 10, 20, 30, 40 and 50 bytes (u8), each byte its tensor's index + 1.
+struct FiveTensors {
+  std::vector<std::vector<std::byte>> data;
+  std::vector<TensorToWrite> tensors;
+  FiveTensors() {
+    for (int i = 0; i < 5; ++i) data.emplace_back(size_t(10 * (i + 1)), std::byte(i + 1));
+    for (int i = 4; i >= 0; --i)  // any order in: name order out
+      tensors.push_back({"t" + std::to_string(i), DType::kU8, {10 * (i + 1)}, data[size_t(i)]});
+  }
+};
+
+std::vector<std::string> FilesIn(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(SafetensorsShards, FillShardsInNameOrderAndIndexThem) {
+  const FiveTensors five;
+  const fs::path dir = FreshDir("shards");
+  // 60 bytes: {t0 t1 t2} = 60, t3 (40 + 50 > 60), t4.
+  const auto names = WriteSafetensorsShards(dir, five.tensors, {{"format", "pt"}}, 60);
+  ASSERT_TRUE(names.ok()) << names.error().message();
+  const std::vector<std::string> want = {
+      "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+      "model-00003-of-00003.safetensors", "model.safetensors.index.json"};
+  EXPECT_EQ(*names, want);
+  EXPECT_EQ(FilesIn(dir), want);
+  std::ifstream in(dir / "model.safetensors.index.json");
+  const auto index = nlohmann::json::parse(in);
+  EXPECT_EQ(index["metadata"]["total_size"], 150);
+  EXPECT_EQ(index["weight_map"]["t2"], "model-00001-of-00003.safetensors");
+  EXPECT_EQ(index["weight_map"]["t3"], "model-00002-of-00003.safetensors");
+  EXPECT_EQ(index["weight_map"]["t4"], "model-00003-of-00003.safetensors");
+  const auto store = TensorStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.error().message();
+  ASSERT_EQ(store->tensors().size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    const TensorInfo* t = store->Find("t" + std::to_string(i));
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(t->shape, (std::vector<int64_t>{10 * (i + 1)}));
+    ASSERT_EQ(t->data.size(), five.data[size_t(i)].size());
+    EXPECT_EQ(std::memcmp(t->data.data(), five.data[size_t(i)].data(), t->data.size()), 0);
+  }
+}
+
+TEST(SafetensorsShards, LargeTensorGetsItsOwnShardAndOneShardHasNoIndex) {
+  const FiveTensors five;
+  const fs::path dir = FreshDir("shards_big");
+  // 25 bytes: t0 (10) + t1 (20) > 25, so each tensor is a shard; t2..t4 exceed it alone.
+  const auto names = WriteSafetensorsShards(dir, five.tensors, {}, 25);
+  ASSERT_TRUE(names.ok()) << names.error().message();
+  EXPECT_EQ(names->size(), 6u);
+  EXPECT_EQ(names->at(4), "model-00005-of-00005.safetensors");
+  const fs::path one = FreshDir("shards_one");
+  const auto single = WriteSafetensorsShards(one, five.tensors, {}, kDefaultMaxShardBytes);
+  ASSERT_TRUE(single.ok()) << single.error().message();
+  EXPECT_EQ(FilesIn(one), std::vector<std::string>{"model.safetensors"});
+  // The same bytes as the one-file writer.
+  ASSERT_TRUE(WriteSafetensors(one / "direct.safetensors", five.tensors).ok());
+  std::ifstream a(one / "model.safetensors", std::ios::binary),
+      b(one / "direct.safetensors", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}),
+            std::string(std::istreambuf_iterator<char>(b), {}));
+  EXPECT_FALSE(WriteSafetensorsShards(FreshDir("shards_zero"), five.tensors, {}, 0).ok());
+}
+
+TEST(SafetensorsShards, ParsesShardSizesAsTransformersDoes) {
+  EXPECT_EQ(*ParseShardSize("5GB"), 5'000'000'000u);
+  EXPECT_EQ(*ParseShardSize("500MB"), 500'000'000u);
+  EXPECT_EQ(*ParseShardSize("2GiB"), uint64_t{2} << 30);
+  EXPECT_EQ(*ParseShardSize("64KiB"), uint64_t{64} << 10);
+  EXPECT_EQ(*ParseShardSize("1000"), 1000u);
+  for (const char* bad : {"", "0", "GB", "5XB", "-1", "5 GB", "1.5GB", "99999999999999999999GB"}) {
+    const auto r = ParseShardSize(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message().find("--max-shard-size"), std::string::npos);
+  }
+}
+
+TEST(TensorSpill, HoldsTensorsOnDiskAndLeavesNoFile) {
+  const FiveTensors five;
+  const fs::path dir = FreshDir("spill");
+  {
+    auto spill = TensorSpill::Create(dir);
+    ASSERT_TRUE(spill.ok()) << spill.error().message();
+    for (const TensorToWrite& t : five.tensors)
+      ASSERT_TRUE(spill->Add(t.name, t.dtype, t.shape, t.data).ok());
+    EXPECT_EQ(spill->bytes(), 150u);
+    EXPECT_TRUE(FilesIn(dir).empty());  // unlinked at once
+    const auto back = spill->Tensors();
+    ASSERT_TRUE(back.ok()) << back.error().message();
+    ASSERT_EQ(back->size(), five.tensors.size());
+    for (size_t i = 0; i < back->size(); ++i) {
+      const TensorToWrite& t = (*back)[i];
+      EXPECT_EQ(t.name, five.tensors[i].name);
+      EXPECT_EQ(t.shape, five.tensors[i].shape);
+      ASSERT_EQ(t.data.size(), five.tensors[i].data.size());
+      EXPECT_EQ(std::memcmp(t.data.data(), five.tensors[i].data.data(), t.data.size()), 0);
+    }
+    EXPECT_FALSE(spill->Add("late", DType::kU8, {1}, five.data[0]).ok());
+    ASSERT_TRUE(WriteSafetensorsShards(dir, *back, {}, 60).ok());
+  }
+  EXPECT_EQ(FilesIn(dir).size(), 4u);  // three shards and the index, no scratch file
+  EXPECT_FALSE(TensorSpill::Create(dir / "missing").ok());
 }
 
 }  // namespace

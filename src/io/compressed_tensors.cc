@@ -399,14 +399,12 @@ std::vector<int64_t> ScaleShape(const QuantScheme& s, int64_t n, int64_t k) {
 
 // ---- writing -----------------------------------------------------------------------------------
 
-// Tensor bytes kept alive until WriteSafetensors has run (deque: elements never move).
+// A linear's tensors as they are encoded.
 struct TensorSink {
-  std::deque<std::vector<std::byte>> storage;
-  std::vector<TensorToWrite> tensors;
+  std::vector<EncodedTensor> tensors;
 
   void Add(std::string name, DType dtype, std::vector<int64_t> shape, std::vector<std::byte> b) {
-    storage.push_back(std::move(b));
-    tensors.push_back({std::move(name), dtype, std::move(shape), storage.back()});
+    tensors.push_back({std::move(name), dtype, std::move(shape), std::move(b)});
   }
   template <class T>
   void AddValues(std::string name, DType dtype, std::vector<int64_t> shape,
@@ -436,7 +434,7 @@ CtQuantArgs ArgsFromScheme(const QuantScheme& s) {
 }
 
 Status AppendLinear(const QuantizedLinearEntry& e, const std::string& format, DType scale_dtype,
-                    const std::map<std::string, float>& input_scales, TensorSink* sink) {
+                    std::optional<float> input_scale, TensorSink* sink) {
   const QuantizedTensor& q = *e.q;
   const std::string& m = e.module;
   const int bits = q.scheme.bits;
@@ -444,9 +442,9 @@ Status AppendLinear(const QuantizedLinearEntry& e, const std::string& format, DT
   QF_ASSIGN(std::vector<std::byte> scales,
             EncodeScales(q.scales, scale_dtype, m + ".weight_scale"));
   sink->Add(m + ".weight_scale", scale_dtype, ScaleShape(q.scheme, n, k), std::move(scales));
-  if (const auto it = input_scales.find(m); it != input_scales.end()) {
+  if (input_scale) {
     QF_ASSIGN(std::vector<std::byte> s,
-              EncodeScales(std::span(&it->second, 1), scale_dtype, m + ".input_scale"));
+              EncodeScales(std::span(&*input_scale, 1), scale_dtype, m + ".input_scale"));
     sink->Add(m + ".input_scale", scale_dtype, {1}, std::move(s));
   }
   if (!q.scheme.is_int()) {
@@ -684,19 +682,68 @@ Result<DType> ResolveScaleDType(const std::string& scale_dtype, const Json& src_
   return Err("scale dtype '{}' is not one of auto, f32, bf16, f16", scale_dtype);
 }
 
+namespace {
+// The writer's first checks: a separate output folder, something to write.
+Status CheckFolders(const fs::path& out_dir, const fs::path& src_dir, size_t linears) {
+  std::error_code ec;
+  if (fs::exists(out_dir) && fs::equivalent(out_dir, src_dir, ec))
+    return Err("{}: the output folder must differ from the source folder", out_dir.string());
+  if (linears == 0) return Err("{}: no quantized linears to write", out_dir.string());
+  return Status::Ok();
+}
+}  // namespace
+
+Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e, bool with_activations,
+                                                DType scale_dtype, std::optional<float> input_scale) {
+  if (!e.q) return Err("{} has no QuantizedTensor", e.module);
+  Status valid = Validate(*e.q);
+  if (!valid.ok()) return valid.error().Context(e.module);
+  if (e.q->scheme.kind == QuantKind::kFp8E5M2)
+    return Err("{}: compressed-tensors float weights are e4m3 only", e.module);
+  TensorSink sink;
+  QF_TRY(AppendLinear(e, FormatFor(e.q->scheme, with_activations), scale_dtype, input_scale,
+                      &sink));
+  return std::move(sink.tensors);
+}
+
 Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
                               const std::vector<TensorToWrite>& passthrough,
                               const std::vector<QuantizedLinearEntry>& linears,
                               const CompressedTensorsWriteOptions& opt) {
   const std::string where = out_dir.string();
-  std::error_code ec;
-  if (fs::exists(out_dir) && fs::equivalent(out_dir, src_dir, ec)) {
-    return Err("{}: the output folder must differ from the source folder", where);
-  }
-  if (linears.empty()) return Err("{}: no quantized linears to write", where);
+  QF_TRY(CheckFolders(out_dir, src_dir, linears.size()));
   QF_ASSIGN(Json config, ReadJsonFile(src_dir / "config.json"));
   if (!config.is_object()) return Err("{}: not a JSON object", (src_dir / "config.json").string());
   QF_ASSIGN(const DType scale_dtype, ResolveScaleDType(opt.scale_dtype, config));
+  std::deque<EncodedTensor> storage;  // elements never move
+  std::vector<TensorToWrite> encoded;
+  std::vector<EncodedLinear> modules;
+  for (const QuantizedLinearEntry& e : linears) {
+    const auto it = opt.input_scales.find(e.module);
+    Result<std::vector<EncodedTensor>> ts =
+        EncodeLinear(e, opt.input_activations.has_value(), scale_dtype,
+                     it == opt.input_scales.end() ? std::nullopt : std::optional(it->second));
+    if (!ts.ok()) return ts.error().Context(where);
+    for (EncodedTensor& t : *ts) {
+      storage.push_back(std::move(t));
+      encoded.push_back({storage.back().name, storage.back().dtype, storage.back().shape,
+                         storage.back().bytes});
+    }
+    modules.push_back({e.module, e.q->scheme});
+  }
+  return WriteCompressedTensors(out_dir, src_dir, passthrough, modules, encoded, opt);
+}
+
+Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
+                              const std::vector<TensorToWrite>& passthrough,
+                              const std::vector<EncodedLinear>& linears,
+                              const std::vector<TensorToWrite>& encoded,
+                              const CompressedTensorsWriteOptions& opt) {
+  const std::string where = out_dir.string();
+  std::error_code ec;
+  QF_TRY(CheckFolders(out_dir, src_dir, linears.size()));
+  QF_ASSIGN(Json config, ReadJsonFile(src_dir / "config.json"));
+  if (!config.is_object()) return Err("{}: not a JSON object", (src_dir / "config.json").string());
 
   CompressedTensorsConfig ignore_only;
   ignore_only.ignore = opt.ignore;
@@ -707,13 +754,10 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
     return Err("{}: static input activations must be per tensor, not {}", where, acts->strategy);
   }
   // Linears grouped by scheme name, modules in input order.
-  std::map<std::string, std::vector<const QuantizedLinearEntry*>> by_scheme;
+  std::map<std::string, std::vector<const EncodedLinear*>> by_scheme;
   std::set<std::string> modules, last_components;
-  for (const QuantizedLinearEntry& e : linears) {
-    if (!e.q) return Err("{}: {} has no QuantizedTensor", where, e.module);
-    Status valid = Validate(*e.q);
-    if (!valid.ok()) return valid.error().Context(where + ": " + e.module);
-    if (e.q->scheme.kind == QuantKind::kFp8E5M2) {
+  for (const EncodedLinear& e : linears) {
+    if (e.scheme.kind == QuantKind::kFp8E5M2) {
       return Err("{}: {}: compressed-tensors float weights are e4m3 only", where, e.module);
     }
     if (!modules.insert(e.module).second) return Err("{}: {} given twice", where, e.module);
@@ -724,7 +768,7 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
       return Err("{}: {}: input_scale must be given exactly when input activations are static",
                  where, e.module);
     }
-    by_scheme[std::string(e.q->scheme.name)].push_back(&e);
+    by_scheme[std::string(e.scheme.name)].push_back(&e);
     last_components.insert(LastComponent(e.module));
   }
   for (const auto& [m, scale] : opt.input_scales) {
@@ -747,18 +791,12 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
   }
   Json groups = Json::object();
   std::set<std::string> formats;
-  TensorSink sink;
-  sink.tensors = passthrough;
   int index = 1;
   for (const auto& [name, list] : by_scheme) {
-    const QuantScheme& scheme = list.front()->q->scheme;
-    const std::string format = FormatFor(scheme, acts.has_value());
-    formats.insert(format);
+    const QuantScheme& scheme = list.front()->scheme;
+    formats.insert(FormatFor(scheme, acts.has_value()));
     std::vector<std::string> targets;
-    for (const QuantizedLinearEntry* e : list) {
-      QF_TRY(AppendLinear(*e, format, scale_dtype, opt.input_scales, &sink));
-      targets.push_back(e->module);
-    }
+    for (const EncodedLinear* e : list) targets.push_back(e->module);
     std::sort(targets.begin(), targets.end());
     if (name == main_scheme) targets = {"Linear"};
     const std::string group_name =
@@ -767,7 +805,7 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
                           {"weights", ArgsFromScheme(scheme).ToJson()},
                           {"input_activations", acts ? acts->ToJson() : Json()},
                           {"output_activations", nullptr},
-                          {"format", format}};
+                          {"format", FormatFor(scheme, acts.has_value())}};
   }
   Json qc = {{"config_groups", groups},
              {"format", formats.size() == 1 ? *formats.begin() : std::string(kMixedPrecision)},
@@ -784,8 +822,9 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
 
   fs::create_directories(out_dir, ec);
   if (ec) return Err("{}: cannot create folder: {}", where, ec.message());
-  QF_TRY(
-      WriteSafetensors(out_dir / "model.safetensors", std::move(sink.tensors), {{"format", "pt"}}));
+  std::vector<TensorToWrite> all = passthrough;
+  all.insert(all.end(), encoded.begin(), encoded.end());
+  QF_TRY(WriteSafetensorsShards(out_dir, std::move(all), {{"format", "pt"}}, opt.max_shard_bytes));
   QF_TRY(WriteFileText(out_dir / "config.json", config.dump(2) + "\n"));
   for (const char* name : kTokenizerFiles) {
     if (!fs::is_regular_file(src_dir / name)) continue;

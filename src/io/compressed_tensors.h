@@ -133,10 +133,13 @@ struct CompressedTensorsWriteOptions {
   std::optional<CtQuantArgs> input_activations;
   // module -> static activation scale; one per linear iff input_activations is static.
   std::map<std::string, float> input_scales;
+  // Tensor data per model-0000i-of-0000N.safetensors shard (safetensors_writer.h).
+  uint64_t max_shard_bytes = kDefaultMaxShardBytes;
 };
 
-// Writes out_dir/model.safetensors (passthrough tensors as given plus every linear's tensors,
-// metadata {"format": "pt"}), out_dir/config.json (src_dir/config.json with quantization_config
+// Writes out_dir/model.safetensors, or its shards and index when the tensors take more than
+// opt.max_shard_bytes (passthrough tensors as given plus every linear's tensors, metadata
+// {"format": "pt"}), out_dir/config.json (src_dir/config.json with quantization_config
 // replaced) and copies the tokenizer files present in src_dir. Linears are grouped by scheme: the
 // most common scheme targets "Linear", the others list their modules by name. Errors: out_dir ==
 // src_dir, a quantized module in `ignore`, a passthrough "<m>.weight" of a quantized module or of
@@ -147,6 +150,33 @@ Status WriteCompressedTensors(const std::filesystem::path& out_dir,
                               const std::filesystem::path& src_dir,
                               const std::vector<TensorToWrite>& passthrough,
                               const std::vector<QuantizedLinearEntry>& linears,
+                              const CompressedTensorsWriteOptions& opt);
+
+// One quantized linear's tensors in the layout of `format` (weight_packed + weight_shape, or
+// int8 / fp8 weight; weight_scale in scale_dtype; weight_zero_point when asymmetric;
+// input_scale when given), owned. Errors: an invalid QuantizedTensor, e5m2, scales not exact in
+// scale_dtype.
+struct EncodedTensor {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e, bool with_activations,
+                                                DType scale_dtype, std::optional<float> input_scale);
+
+// A linear whose tensors were encoded ahead (EncodeLinear), e.g. held in a TensorSpill.
+struct EncodedLinear {
+  std::string module;
+  QuantScheme scheme;
+};
+// WriteCompressedTensors for linears encoded ahead: `encoded` holds their tensors (made with
+// the scale dtype opt.scale_dtype resolves to, and with_activations = opt.input_activations).
+Status WriteCompressedTensors(const std::filesystem::path& out_dir,
+                              const std::filesystem::path& src_dir,
+                              const std::vector<TensorToWrite>& passthrough,
+                              const std::vector<EncodedLinear>& linears,
+                              const std::vector<TensorToWrite>& encoded,
                               const CompressedTensorsWriteOptions& opt);
 
 // The scale dtype `opt.scale_dtype` resolves to for a source config.json.

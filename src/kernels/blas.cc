@@ -1,4 +1,4 @@
-// BLAS/LAPACK calls in fixed tiles (see blas.h): single-threaded OpenBLAS, OpenMP over tiles.
+// BLAS calls in fixed tiles (see blas.h): single-threaded OpenBLAS, OpenMP over tiles.
 #include "kernels/blas.h"
 
 #include <cblas.h>
@@ -9,14 +9,6 @@
 #include <vector>
 
 #include "core/result.h"
-
-// LAPACK's Fortran entry points, resolved from the OpenBLAS library cblas_* come from (not
-// through liblapacke, whose liblapack.so.3 is whichever build Debian's alternatives prefer).
-extern "C" {
-void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t);
-void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda, int* info,
-             size_t, size_t);
-}
 
 namespace qf::kernels {
 namespace {
@@ -83,18 +75,6 @@ void SyrkUpperXtX(const float* x, int64_t m, int64_t k, float* c) {
                   int(k), x + j0, int(k), 0.0f, c + i0 * k + j0, int(k));
     }
   });
-}
-
-int CholeskyThenInverseUpper(double* a, int64_t n) {
-  QF_CHECK(n >= 1 && n <= int64_t(1) << 30, "n = {}", n);
-  const int ni = int(n);
-  int info = 0;
-  const char upper = 'U', non_unit = 'N';
-  ForTiles(1, [&](int64_t) {
-    dpotrf_(&upper, &ni, a, &ni, &info, 1);
-    if (info == 0) dtrtri_(&upper, &non_unit, &ni, a, &ni, &info, 1, 1);
-  });
-  return info;
 }
 
 std::string BlasCoreName() {

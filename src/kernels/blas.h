@@ -1,6 +1,6 @@
-// BLAS and LAPACK: the one place qforge calls them (OpenBLAS, OpenMP build, linked directly:
-// BLAS and LAPACK symbols come from that one library, never from an alternatives-chosen
-// libblas.so.3 / liblapack.so.3).
+// BLAS: the one place qforge calls it (OpenBLAS, OpenMP build, linked directly: the symbols come
+// from that one library, never from an alternatives-chosen libblas.so.3). GPTQ's Cholesky factor
+// has its own kernels (kernels/cpu/cholesky.h), no LAPACK.
 // Contract: every call runs on one thread. Work is split over the OpenMP threads here, in tiles
 // whose bounds depend only on the matrix shapes, so each output element is computed by the same
 // single-threaded call whatever the thread count: results are independent of the thread count
@@ -34,11 +34,6 @@ int64_t GemmTileCols(int64_t n);
 // threads. The strict lower triangle of C is left as it was.
 void SyrkUpperXtX(const float* x, int64_t m, int64_t k, float* c);
 int64_t SyrkTile(int64_t k);
-
-// In place on the column-major [n, n] matrix a: the upper Cholesky factor R (A = RᵀR, LAPACK
-// dpotrf 'U'), then R⁻¹ (dtrtri 'U', 'N'). Returns LAPACK's info: 0 = done, > 0 = A is not
-// positive definite (a is then partly overwritten), < 0 = an argument was rejected.
-int CholeskyThenInverseUpper(double* a, int64_t n);
 
 // The kernel family OpenBLAS runs ("Haswell", "SkylakeX", ...: OPENBLAS_CORETYPE or its CPU
 // detection).

@@ -1,7 +1,8 @@
-// GPTQ column sweep (see gptq.h): fp64 inverse-Hessian Cholesky through LAPACK, fp32 sweep
-// with row-parallel in-block updates and one sgemm per block for the trailing columns.
-// Contract: work is split into fixed row chunks, each computed by one thread with
-// single-threaded BLAS, so codes do not depend on the thread count.
+// GPTQ column sweep (see gptq.h): fp64 inverse-Hessian Cholesky (kernels/cpu/cholesky), fp32 sweep
+// with row-parallel in-block updates and one GEMM per block for the trailing columns (qforge's
+// own F32Gemm: the same bits on every CPU, whatever kernels the BLAS would pick).
+// Contract: work is split into fixed row chunks, each computed by one thread, so codes do not
+// depend on the thread count.
 #include "methods/gptq.h"
 
 #include <algorithm>
@@ -9,7 +10,8 @@
 #include <numeric>
 #include <vector>
 
-#include "kernels/blas.h"
+#include "kernels/cpu/cholesky.h"
+#include "kernels/cpu/f32_gemm.h"
 
 namespace qf::methods {
 namespace {
@@ -65,22 +67,34 @@ std::vector<int64_t> SweepOrder(const std::vector<double>& diag, ActOrder order,
 // same factor is U = J R⁻ᵀ J: upper triangular, positive diagonal, UᵀU = J R⁻¹R⁻ᵀ J. One
 // potrf and one trtri, half the flops of the chain; agrees with it to ~1e-15 relative. As
 // column-major storage, J H J is the row-major H read backwards, and U is R⁻¹ read backwards.
-Result<std::vector<float>> InverseCholeskyUpper(const std::vector<double>& h, int64_t k,
-                                                double damp, double* damp_used) {
+// In place on h (consumed): memory is h, a packed copy of its upper triangle for damping retries
+// (dropped before u is made) and u.
+Result<std::vector<float>> InverseCholeskyUpper(std::vector<double> h, int64_t k, double damp,
+                                                double* damp_used) {
   double mean = 0.0;
   for (int64_t i = 0; i < k; ++i) mean += h[static_cast<size_t>(i * k + i)];
   mean /= static_cast<double>(k);
-  std::vector<double> a(h.size());
+  std::vector<double> upper(static_cast<size_t>(k * (k + 1) / 2));  // H, for another damping
+  for (int64_t i = 0, p = 0; i < k; ++i)
+    for (int64_t j = i; j < k; ++j) upper[size_t(p++)] = h[size_t(i * k + j)];
+  std::vector<double>& a = h;
   for (double d = damp; d <= kDampMax; d = d > 0.0 ? d * kDampRetryFactor : kDampFirstRetry) {
-    std::reverse_copy(h.begin(), h.end(), a.begin());
+    // a = J H J (H with rows and columns in reverse order: the flat array read backwards), plus
+    // damping. With J H J = L Lᵀ, U = J L⁻¹ J is upper and H⁻¹ = UᵀU: the reference's
+    // cholesky(cholesky_inverse(cholesky(H)), upper=True) from one factorization.
+    // Only the lower triangle is read: a[r, c] (c <= r) = H[k-1-r, k-1-c], row k-1-r of the
+    // packed upper triangle read backwards.
+    for (int64_t r = 0; r < k; ++r) {
+      const int64_t i = k - 1 - r;
+      const double* row = upper.data() + (i * k - i * (i - 1) / 2) - i;  // row[j] = H[i, j]
+      double* out = a.data() + r * k;
+      for (int64_t c = 0; c <= r; ++c) out[c] = row[k - 1 - c];
+    }
     for (int64_t i = 0; i < k; ++i) a[static_cast<size_t>(i * k + i)] += d * mean;
-    // Single-threaded LAPACK (kernels/blas): threaded potrf/trtri spin-wait between threads
-    // and ran 40x slower when the cores were shared with other work; one thread is also
-    // deterministic by construction.
-    const int info = kernels::CholeskyThenInverseUpper(a.data(), k);
-    QF_CHECK(info >= 0, "LAPACK argument {} rejected", -info);
-    if (info > 0) continue;
-    std::vector<float> u(h.size(), 0.0f);
+    // L, then L⁻¹ in place, by qforge's own blocked kernels: the same bits on every CPU.
+    if (kernels::CholeskyInverseLower(a.data(), k) != 0) continue;
+    upper = {};
+    std::vector<float> u(a.size(), 0.0f);
     const double* back = a.data() + (a.size() - 1);  // back[-(i * k + j)] = U[i, j]
     for (int64_t i = 0; i < k; ++i) {
       for (int64_t j = i; j < k; ++j) {
@@ -180,6 +194,7 @@ double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<flo
     const int64_t rows = std::min(kRowChunk, n - r0);
     auto rc = rounder.ForChunk(r0, rows);
     std::vector<float> err(static_cast<size_t>(rows * std::min(block, k)));  // [rows, nb]
+    std::vector<float> upd(static_cast<size_t>(rows * k));                    // [rows, K - i2]
     for (int64_t i1 = 0; i1 < k; i1 += block) {
       const int64_t i2 = std::min(i1 + block, k);
       const int64_t nb = i2 - i1;
@@ -204,11 +219,19 @@ double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<flo
         }
         row_loss[static_cast<size_t>(r)] += loss;
       }
-      // Lazy update of the chunk's columns after the block: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:]
-      // (fixed tiles, serial inside the parallel region).
+      // Lazy update of the chunk's columns after the block: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:],
+      // the product by qforge's own GEMM (one fma chain per entry: the same bits on every CPU;
+      // serial inside the parallel region), then subtracted.
       if (i2 < k) {
-        kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kNo, rows, k - i2, nb, -1.0f,
-                       err.data(), nb, u.data() + i1 * k + i2, k, 1.0f, wk.data() + r0 * k + i2, k);
+        const int64_t rest = k - i2;
+        kernels::F32Gemm(kernels::BLayout::kNN, rows, rest, nb, 1.0f, err.data(), nb,
+                         u.data() + i1 * k + i2, k, upd.data(), rest);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* w = wk.data() + (r0 + r) * k + i2;
+          const float* d = upd.data() + r * rest;
+#pragma omp simd
+          for (int64_t j = 0; j < rest; ++j) w[j] -= d[j];
+        }
       }
     }
   }
@@ -219,7 +242,7 @@ double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<flo
 
 }  // namespace
 
-Result<GptqFactor> FactorHessian(std::span<const double> h, int64_t k, int64_t g,
+Result<GptqFactor> FactorHessian(std::vector<double> h, int64_t k, int64_t g,
                                  const GptqOptions& opt) {
   QF_TRY(CheckHessian(k, h, opt));
   if (g < 1 || k % g != 0) return Err("gptq: {} columns per parameter set for K = {}", g, k);
@@ -228,7 +251,7 @@ Result<GptqFactor> FactorHessian(std::span<const double> h, int64_t k, int64_t g
   f.g = g;
   f.act_order = opt.act_order;
   f.damp_asked = opt.damp;
-  std::vector<double> hw(h.begin(), h.end());
+  std::vector<double>& hw = h;  // transformed in place
   f.dead.assign(static_cast<size_t>(k), 0);
   for (int64_t i = 0; i < k; ++i) {  // the reference's dead columns: H[i,i] = 1
     double& d = hw[static_cast<size_t>(i * k + i)];
@@ -249,7 +272,7 @@ Result<GptqFactor> FactorHessian(std::span<const double> h, int64_t k, int64_t g
     }
     hw = std::move(hp);
   }
-  QF_ASSIGN(f.u, InverseCholeskyUpper(hw, k, opt.damp, &f.damp));
+  QF_ASSIGN(f.u, InverseCholeskyUpper(std::move(hw), k, opt.damp, &f.damp));
   return f;
 }
 
@@ -258,7 +281,8 @@ Result<QuantizedTensor> Gptq(std::span<const float> w, int64_t n, int64_t k,
                              const GptqOptions& opt, GptqStats* stats) {
   QF_ASSIGN(ResolvedScheme resolved, ResolveScheme(scheme, n, k));
   QF_TRY(CheckInputs(w, n, k, h, opt));
-  QF_ASSIGN(const GptqFactor f, FactorHessian(h, k, ColumnsPerParam(resolved.scheme, k), opt));
+  QF_ASSIGN(const GptqFactor f, FactorHessian(std::vector<double>(h.begin(), h.end()), k,
+                                              ColumnsPerParam(resolved.scheme, k), opt));
   return Gptq(w, n, k, f, scheme, opt, stats);
 }
 
@@ -391,7 +415,7 @@ Result<std::vector<std::byte>> GptqGgml(std::span<const float> w, int64_t n, int
   }
 
   // No act-order: the factor's sweep order is the columns' own.
-  QF_ASSIGN(const GptqFactor f, FactorHessian(h, k, k, opt));
+  QF_ASSIGN(const GptqFactor f, FactorHessian(std::vector<double>(h.begin(), h.end()), k, k, opt));
   std::vector<float> wk(w.begin(), w.end());
   ZeroDeadWeights(f, wk, n);
 

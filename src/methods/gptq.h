@@ -75,7 +75,8 @@ struct GptqFactor {
 };
 // Errors: non-finite H, negative diagonal, bad damping, H not positive definite even with
 // damping raised to 100% of mean(diag H).
-Result<GptqFactor> FactorHessian(std::span<const double> h, int64_t k, int64_t g,
+// h is consumed (pass HessianAccumulator::Take() to spare a K x K copy).
+Result<GptqFactor> FactorHessian(std::vector<double> h, int64_t k, int64_t g,
                                  const GptqOptions& opt = {});
 // Gptq with a factor made by FactorHessian for this K, the scheme's group and these options
 // (else an Error); bit for bit the Gptq of the Hessian it was made from.

@@ -1,13 +1,13 @@
 // Average Hessian (see hessian.h): fp32 XᵀX per chunk, summed in double-double, scaled once.
-// Contract: the result does not depend on the thread count (kernels::SyrkUpperXtX computes
-// fixed tiles, each with one single-threaded BLAS call).
+// Contract: the result does not depend on the thread count or the CPU (kernels::F32SyrkUpper:
+// each entry of a chunk's XᵀX is one fma chain over its rows, whatever the SIMD target).
 #include "methods/hessian.h"
 
 #include <algorithm>
 
 #include "core/dist.h"
 #include "core/result.h"
-#include "kernels/blas.h"
+#include "kernels/cpu/f32_gemm.h"
 
 namespace qf::methods {
 namespace {
@@ -55,25 +55,40 @@ void HessianAccumulator::Add(const float* x, int64_t m) {
   for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
     const int64_t rows = std::min(kChunkRows, m - r0);
     // scratch (upper) = X_chunkᵀ X_chunk; X_chunk is [rows, K] row-major.
-    kernels::SyrkUpperXtX(x + r0 * k_, rows, k_, scratch_.data());
+    kernels::F32SyrkUpper(x + r0 * k_, rows, k_, scratch_.data());
     AddUpper(scratch_.data());
     samples_ += rows;
   }
 }
 
 const std::vector<double>& HessianAccumulator::matrix() const {
+  QF_CHECK(!taken_, "HessianAccumulator::matrix after Take()");
   if (!final_) {
     const double c = samples_ ? 2.0 / static_cast<double>(samples_) : 0.0;
-    for (int64_t i = 0; i < k_; ++i)
-      for (int64_t j = i; j < k_; ++j) {
-        double& h = hi_[size_t(i * k_ + j)];
-        h = (h + lo_[Packed(k_, i, j)]) * c;
-        hi_[size_t(j * k_ + i)] = h;
-      }
+    for (int64_t i = 0; i < k_; ++i) {
+      double* h = hi_.data() + i * k_;
+      const double* lo = lo_.data() + Packed(k_, i, i) - i;  // lo[j] for j >= i
+      for (int64_t j = i; j < k_; ++j) h[j] = (h[j] + lo[j]) * c;
+    }
+    // The lower triangle mirrored in square tiles (a row-by-row copy would write one cache line
+    // per entry at K = 8192).
+    constexpr int64_t kTile = 64;
+    for (int64_t i0 = 0; i0 < k_; i0 += kTile)
+      for (int64_t j0 = 0; j0 <= i0; j0 += kTile)
+        for (int64_t i = i0; i < std::min(k_, i0 + kTile); ++i)
+          for (int64_t j = j0; j < std::min(i, j0 + kTile); ++j)
+            hi_[size_t(i * k_ + j)] = hi_[size_t(j * k_ + i)];
     lo_ = {};
+    scratch_ = {};
     final_ = true;
   }
   return hi_;
+}
+
+std::vector<double> HessianAccumulator::Take() {
+  matrix();
+  taken_ = true;
+  return std::move(hi_);
 }
 
 void HessianAccumulator::Merge(const HessianAccumulator& other) {

@@ -14,9 +14,10 @@
 namespace qf::methods {
 
 // Average Hessian of a linear's inputs, H = (2/n) Σ x xᵀ over the n rows seen. Each chunk of
-// at most kChunkRows rows of one Add call is reduced with fp32 BLAS syrk (half the time of dsyrk
-// and no fp64 copy of the activations; the fp32 sum over <= 4096 products is accurate to ~1e-6
-// relative, far below GPTQ's 1% damping), and the chunks are summed in double-double.
+// at most kChunkRows rows of one Add call is reduced in fp32 by qforge's own GEMM
+// (kernels::F32SyrkUpper: the same bits on every CPU; no fp64 copy of the activations; the fp32
+// sum over <= 4096 products is accurate to ~1e-6 relative, far below GPTQ's 1% damping), and the
+// chunks are summed in double-double.
 class HessianAccumulator {
  public:
   static constexpr int64_t kChunkRows = 4096;
@@ -37,6 +38,9 @@ class HessianAccumulator {
   // [K, K], full symmetric: the first read turns the sum into H in place (frees the low
   // parts) and the accumulator is then read-only. Not safe to call concurrently with itself.
   const std::vector<double>& matrix() const;
+  // H by move, for a consumer that transforms it in place (methods::FactorHessian): the
+  // accumulator holds nothing afterwards (matrix() and Take() are then errors).
+  std::vector<double> Take();
 
  private:
   // The upper triangle of the sum Σ XᵀX as double-double hi + lo (lo packed row by row).
@@ -46,7 +50,8 @@ class HessianAccumulator {
   mutable std::vector<double> hi_;  // [K, K]: the sum's high parts (upper), then H (full)
   mutable std::vector<double> lo_;  // K(K+1)/2 low parts; empty once H is formed
   mutable bool final_ = false;
-  std::vector<float> scratch_;  // [K, K] upper triangle of one chunk's XᵀX
+  bool taken_ = false;
+  mutable std::vector<float> scratch_;  // [K, K] upper triangle of one chunk's XᵀX (until H)
 };
 
 }  // namespace qf::methods

@@ -142,22 +142,49 @@ Result<QuantizedTensor> SolveRowsAcrossRanks(
   return q;
 }
 
-// Accumulates what the write step needs, whichever method produced the codes.
+// Accumulates what the write step needs, whichever method produced the codes. Linears are held
+// while a method may still change them (QAT); Finish() then encodes them into the spill (the
+// writing rank of a compressed-tensors output) or drops them (other ranks, GGUF outputs whose
+// writer took them), so finished blocks do not stay in memory.
 struct Collected {
-  std::vector<std::unique_ptr<QuantizedTensor>> tensors;
-  std::vector<io::QuantizedLinearEntry> entries;
+  std::vector<std::unique_ptr<QuantizedTensor>> tensors;  // held
+  std::vector<io::QuantizedLinearEntry> entries;          // of the held tensors
+  std::vector<io::EncodedLinear> finished;                // in order of Finish()
+  std::optional<io::TensorSpill> spill;
+  bool with_activations = false;  // the output's format (compressed-tensors)
   std::map<std::string, bool> weight_names;  // "<module>.weight" of every quantized linear
+  double bits = 0;                           // stored bits of every quantized linear
+  double seconds = 0;                        // spent in Finish (encoding, the spill's writes)
 
   std::map<std::string, float> input_scales;  // module -> static activation scale
   // Tensors a transform changed (norm weights), written instead of the source's bytes.
   std::map<std::string, std::pair<DType, std::vector<std::byte>>> replaced;
 
   void Add(const std::string& weight_name, QuantizedTensor q) {
+    bits += StoredBits(q);
     tensors.push_back(std::make_unique<QuantizedTensor>(std::move(q)));
     entries.push_back({ModuleOf(weight_name), tensors.back().get()});
     weight_names[weight_name] = true;
   }
   void AddNorm(const std::string& name, const std::vector<float>& v, DType dtype);
+  // The held linears are final: to the spill (fp32 scales, as the codes were fitted) or gone.
+  Status Finish() {
+    const auto t0 = Clock::now();
+    for (const io::QuantizedLinearEntry& e : entries) {
+      finished.push_back({e.module, e.q->scheme});
+      if (!spill) continue;
+      const auto it = input_scales.find(e.module);
+      QF_ASSIGN(std::vector<io::EncodedTensor> ts,
+                io::EncodeLinear(e, with_activations, DType::kF32,
+                                 it == input_scales.end() ? std::nullopt
+                                                          : std::optional(it->second)));
+      for (io::EncodedTensor& t : ts) QF_TRY(spill->Add(t.name, t.dtype, t.shape, t.bytes));
+    }
+    tensors.clear();
+    entries.clear();
+    seconds += Seconds(t0);
+    return Status::Ok();
+  }
 };
 
 // The clip search of the method's solver: GPTQ's (quant.py mse), AWQ's grid for AWQ + RTN,
@@ -205,6 +232,7 @@ Status RunRtn(const io::TensorStore& store, const model::ModelConfig& cfg, const
       rep.quantized_params += n * k;
       col.Add(name, std::move(q));
     }
+    QF_TRY(col.Finish());
     if (progress) progress(l + 1, cfg.layers);
   }
   return Status::Ok();
@@ -527,7 +555,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
             if (ob.hess->samples() == 0)
               return Err("gptq: no calibration samples reached {}", ModuleOf(name));
             QF_ASSIGN(const ResolvedScheme rs, ResolveScheme(opt.scheme, lin->n, k));
-            QF_ASSIGN(factor, methods::FactorHessian(ob.hess->matrix(), k,
+            QF_ASSIGN(factor, methods::FactorHessian(ob.hess->Take(), k,
                                                      ColumnsPerParam(rs.scheme, k), gopt));
           }
           QF_ASSIGN(qt, SolveRowsAcrossRanks(
@@ -629,6 +657,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       for (size_t i = 0; i < 7; ++i) ts[i] = qat_start[i].tensor;
       kept_tensors.push_back(ts);
       kept_layers.push_back(std::move(layer));
+    } else {
+      QF_TRY(col.Finish());
     }
     if (progress) progress(l + 1, cfg.layers);
   }
@@ -673,6 +703,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                   (*write)(col.entries[i].module + ".weight", *col.tensors[i]));
         (void)held;
       }
+    QF_TRY(col.Finish());
     rep.seconds_qat += Seconds(te);
   }
   if (external && lm_head) {
@@ -797,14 +828,35 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   if (fs::exists(out) && fs::equivalent(src, out, eq_ec))
     return Err("{}: output folder must differ from the input", out.string());
 
+  // Rank 0 writes: its folder is made first, and finished linears go to a scratch file in it
+  // as each block is done. The folder is removed on every error.
+  fs::path tmp = out;
+  tmp += ".tmp-" + std::to_string(::getpid());
+  struct RemoveUnlessKept {
+    fs::path dir;
+    ~RemoveUnlessKept() {
+      std::error_code ec;
+      if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+  } cleanup;
   RssWatch watch;
   QuantizeReport rep;
   Collected col;
+  col.with_activations = opt.act.has_value();
+  if (dist::IsRoot()) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp, ec);
+    if (ec) return Err("{}: cannot create: {}", tmp.string(), ec.message());
+    cleanup.dir = tmp;
+    QF_ASSIGN(col.spill, io::TensorSpill::Create(tmp));
+  }
   if (NeedsCalibration(method, opt)) {
     QF_TRY(RunCalibrated(src, store, cfg, method, opt, progress, rep, col));
   } else {
     QF_TRY(RunRtn(store, cfg, method, opt, progress, rep, col));
   }
+  QF_TRY(col.Finish());
 
   std::vector<io::TensorToWrite> passthrough;
   for (const io::TensorInfo& t : store.tensors()) {
@@ -816,16 +868,15 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
       passthrough.push_back({t.name, t.dtype, t.shape, t.data});
     }
   }
-  double bits = 0;
-  for (const auto& q : col.tensors) bits += StoredBits(*q);
-  rep.bits_per_weight = rep.quantized_params ? bits / double(rep.quantized_params) : 0.0;
+  rep.bits_per_weight = rep.quantized_params ? col.bits / double(rep.quantized_params) : 0.0;
   if (!dist::IsRoot()) {  // rank 0 writes
     RecordPeakRss(watch, rep);
     return rep;
   }
 
   io::CompressedTensorsWriteOptions wopt;
-  wopt.scale_dtype = "f32";  // exact fp32 scales (codes were fitted with them)
+  wopt.scale_dtype = "f32";  // exact fp32 scales (codes were fitted with them; Finish's encoding)
+  wopt.max_shard_bytes = opt.max_shard_bytes;
   nlohmann::json calib = nullptr;
   if (NeedsCalibration(method, opt))
     calib = {{"text", rep.calib_from_model ? "sampled from the model" : opt.calib.text_path},
@@ -849,19 +900,12 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   wopt.ignore = {"lm_head"};
   for (const auto& m : rep.kept) wopt.ignore.push_back(m);
   const auto t1 = Clock::now();
-  fs::path tmp = out;
-  tmp += ".tmp-" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) return Err("{}: cannot create: {}", tmp.string(), ec.message());
-  Status st = io::WriteCompressedTensors(tmp, src, passthrough, col.entries, wopt);
-  if (st.ok()) st = ReplaceFolder(tmp, out);
-  if (!st.ok()) {
-    fs::remove_all(tmp, ec);
-    return st.error();
-  }
-  rep.seconds_write = Seconds(t1);
+  QF_ASSIGN(const std::vector<io::TensorToWrite> encoded, col.spill->Tensors());
+  QF_TRY(io::WriteCompressedTensors(tmp, src, passthrough, col.finished, encoded, wopt));
+  col.spill.reset();  // its scratch file, unlinked already, goes
+  QF_TRY(ReplaceFolder(tmp, out));
+  cleanup.dir.clear();
+  rep.seconds_write = Seconds(t1) + col.seconds;
   for (const auto& e : fs::directory_iterator(out))
     if (e.is_regular_file()) rep.output_bytes += e.file_size();
   RecordPeakRss(watch, rep);

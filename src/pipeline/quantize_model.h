@@ -18,6 +18,7 @@
 #include "core/result.h"
 #include "formats/activation.h"
 #include "formats/scheme.h"
+#include "io/safetensors_writer.h"
 #include "pipeline/calibration.h"
 #include "methods/hessian.h"
 #include "methods/qat.h"
@@ -57,6 +58,7 @@ struct QuantizeOptions {
   CalibrationOptions calib;         // GPTQ: calibration windows
   std::vector<std::string> ignore;  // module names, or "re:REGEX"; lm_head always kept
   uint64_t seed = 0;
+  uint64_t max_shard_bytes = io::kDefaultMaxShardBytes;  // --max-shard-size
   methods::QatOptions qat;  // --method *qat: epochs, learning rates, batch (seed: seed)
   int e2e_epochs = 0;       // --method *qat: then end-to-end scale tuning (lr_q, batch)
   // --method *qat: called after each training step (layer, or -1 for the end-to-end tuning;

@@ -15,6 +15,7 @@
 #include "formats/scheme.h"
 #include "formats/gguf_mix.h"
 #include "io/imatrix.h"
+#include "io/safetensors_writer.h"
 #include "pipeline/quantize_gguf.h"
 #include "pipeline/quantize_model.h"
 #include "model/gguf_model.h"
@@ -36,6 +37,7 @@ struct QuantizeArgs {
   int64_t nsamples = 128, seqlen = 512;
   std::vector<std::string> ignore;
   uint64_t seed = 0;
+  std::string max_shard_size;  // compressed-tensors output; empty: 5GB
   methods::QatOptions qat;  // --epochs, --lr, --lr-q, --batch
   int e2e_epochs = 0;
   bool qat_given = false;
@@ -213,6 +215,8 @@ Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a
                a.method);
   if (!a.dry_run && std::filesystem::path(a.out).extension() != ".gguf")
     return Err("--scheme {} writes a GGUF file: -o must end in .gguf", mix.name);
+  if (!a.max_shard_size.empty())
+    return Err("--max-shard-size applies to compressed-tensors schemes (a GGUF is one file)");
   pipeline::GgufQuantizeOptions opt;
   opt.mix = &mix;
   opt.ctx.pure = a.pure;
@@ -399,6 +403,9 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.ignore = a.ignore;
   opt.seed = a.seed;
+  if (!a.max_shard_size.empty()) {
+    QF_ASSIGN(opt.max_shard_bytes, io::ParseShardSize(a.max_shard_size));
+  }
   if (Status st = pipeline::CheckOptions(opt); !st.ok()) return st.error();
   return opt;
 }
@@ -612,6 +619,8 @@ void RegisterQuantize(CLI::App& app, int* rc) {
                   "modules to keep unquantized (name or re:REGEX); lm_head always")
       ->expected(1, -1)
       ->check(IgnoreFlag());
+  cmd->add_option("--max-shard-size", a->max_shard_size,
+                  "largest model-0000i-of-0000N.safetensors shard (5GB default; 500MB, 2GiB, ...)");
   cmd->add_option("--tensor-type", a->tensor_types,
                   "GGUF: REGEX=TYPE, the type of matching tensors (repeatable)");
   cmd->add_option("--output-tensor-type", a->output_type, "GGUF: type of output.weight");

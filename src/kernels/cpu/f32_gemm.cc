@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/memory.h"
 #include "kernels/cpu/f32_gemm.h"
@@ -193,6 +194,20 @@ void F32GemmRef(BLayout layout, int64_t m, int64_t n, int64_t k, float alpha, co
       }
       c[i * ldc + j] = alpha == 1.0f ? acc : alpha * acc;
     }
+}
+
+void F32SyrkUpper(const float* x, int64_t m, int64_t k, float* c) {
+  if (k <= 0) return;
+  // Bands of kSyrkBand rows of C: the band's columns of X transposed once ([band, M], the GEMM's
+  // A), times X (kNN) over the band's upper part, columns [i0, K).
+  constexpr int64_t kSyrkBand = 256;
+  std::vector<float> xt(size_t(std::min(kSyrkBand, k) * std::max<int64_t>(m, 1)));
+  for (int64_t i0 = 0; i0 < k; i0 += kSyrkBand) {
+    const int64_t rows = std::min(kSyrkBand, k - i0);
+    for (int64_t p = 0; p < m; ++p)
+      for (int64_t i = 0; i < rows; ++i) xt[size_t(i * m + p)] = x[p * k + i0 + i];
+    F32Gemm(BLayout::kNN, rows, k - i0, m, 1.0f, xt.data(), m, x + i0, k, c + i0 * k + i0, k);
+  }
 }
 
 }  // namespace qf::kernels

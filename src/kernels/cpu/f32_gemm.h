@@ -24,6 +24,12 @@ enum class BLayout : bool { kNT, kNN };
 void F32Gemm(BLayout layout, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
              int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
 
+// Upper triangle (j >= i) of C[K,K] (row-major, ldc = K) = Xᵀ·X for X[M,K] (row-major), each
+// entry one fma chain over the M rows in order (F32Gemm's contract with A = Xᵀ, B = X): the same
+// bits on every CPU and thread count, unlike a BLAS syrk. Entries below the diagonal within
+// 256-row bands of C are overwritten too; the rest of the lower triangle is left as it was.
+void F32SyrkUpper(const float* x, int64_t m, int64_t k, float* c);
+
 // The contract as plain loops (std::fma), single-threaded.
 void F32GemmRef(BLayout layout, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                 int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
