@@ -107,15 +107,14 @@ TEST(QuantizeCli, ShardsOutputsAsSavePretrainedDoes) {
                  many = qf::testing::TempDir() / "shard_many";
   std::string log;
   ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + one.string() +
-                           " --scheme W8A8 --method smoothquant --calib " +
-                           qf::testing::Local() + " --nsamples 4 --seqlen 64 -q",
+                           " --scheme W8A8 --method smoothquant --calib " + qf::testing::Local() +
+                           " --nsamples 4 --seqlen 64 -q",
                        &log),
             0)
       << log;
   ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + many.string() +
-                           " --scheme W8A8 --method smoothquant --calib " +
-                           qf::testing::Local() + " --nsamples 4 --seqlen 64 -q" +
-                           " --max-shard-size 5MB",
+                           " --scheme W8A8 --method smoothquant --calib " + qf::testing::Local() +
+                           " --nsamples 4 --seqlen 64 -q" + " --max-shard-size 5MB",
                        &log),
             0)
       << log;
@@ -138,8 +137,7 @@ TEST(QuantizeCli, ShardsOutputsAsSavePretrainedDoes) {
     ASSERT_NE(u, nullptr) << t.name;
     EXPECT_EQ(u->dtype, t.dtype) << t.name;
     EXPECT_EQ(u->shape, t.shape) << t.name;
-    EXPECT_TRUE(std::equal(t.data.begin(), t.data.end(), u->data.begin(), u->data.end()))
-        << t.name;
+    EXPECT_TRUE(std::equal(t.data.begin(), t.data.end(), u->data.begin(), u->data.end())) << t.name;
   }
   EXPECT_EQ(*ReadTextFile(one / "config.json"), *ReadTextFile(many / "config.json"));
   std::string ka, kb;

@@ -693,16 +693,17 @@ Status CheckFolders(const fs::path& out_dir, const fs::path& src_dir, size_t lin
 }
 }  // namespace
 
-Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e, bool with_activations,
-                                                DType scale_dtype, std::optional<float> input_scale) {
+Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e,
+                                                bool with_activations, DType scale_dtype,
+                                                std::optional<float> input_scale) {
   if (!e.q) return Err("{} has no QuantizedTensor", e.module);
   Status valid = Validate(*e.q);
   if (!valid.ok()) return valid.error().Context(e.module);
   if (e.q->scheme.kind == QuantKind::kFp8E5M2)
     return Err("{}: compressed-tensors float weights are e4m3 only", e.module);
   TensorSink sink;
-  QF_TRY(AppendLinear(e, FormatFor(e.q->scheme, with_activations), scale_dtype, input_scale,
-                      &sink));
+  QF_TRY(
+      AppendLinear(e, FormatFor(e.q->scheme, with_activations), scale_dtype, input_scale, &sink));
   return std::move(sink.tensors);
 }
 
@@ -726,8 +727,8 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
     if (!ts.ok()) return ts.error().Context(where);
     for (EncodedTensor& t : *ts) {
       storage.push_back(std::move(t));
-      encoded.push_back({storage.back().name, storage.back().dtype, storage.back().shape,
-                         storage.back().bytes});
+      encoded.push_back(
+          {storage.back().name, storage.back().dtype, storage.back().shape, storage.back().bytes});
     }
     modules.push_back({e.module, e.q->scheme});
   }

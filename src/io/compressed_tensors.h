@@ -162,8 +162,9 @@ struct EncodedTensor {
   std::vector<int64_t> shape;
   std::vector<std::byte> bytes;
 };
-Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e, bool with_activations,
-                                                DType scale_dtype, std::optional<float> input_scale);
+Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e,
+                                                bool with_activations, DType scale_dtype,
+                                                std::optional<float> input_scale);
 
 // A linear whose tensors were encoded ahead (EncodeLinear), e.g. held in a TensorSpill.
 struct EncodedLinear {

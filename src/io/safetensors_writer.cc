@@ -105,8 +105,7 @@ Result<std::vector<std::string>> WriteSafetensorsShards(
     for (const TensorToWrite& t : part) weight_map[t.name] = names.back();
     QF_TRY(WriteSorted(dir / names.back(), part, metadata));
   }
-  const nlohmann::json index = {{"metadata", {{"total_size", total}}},
-                                {"weight_map", weight_map}};
+  const nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   QF_ASSIGN(AtomicFile out, AtomicFile::Create(dir / "model.safetensors.index.json"));
   QF_TRY(out.Write(index.dump(2) + "\n"));
   QF_TRY(out.Commit());
@@ -115,10 +114,14 @@ Result<std::vector<std::string>> WriteSafetensorsShards(
 }
 
 Result<uint64_t> ParseShardSize(const std::string& text) {
-  static constexpr std::pair<std::string_view, uint64_t> kUnits[] = {
-      {"GiB", uint64_t{1} << 30}, {"MiB", uint64_t{1} << 20}, {"KiB", uint64_t{1} << 10},
-      {"GB", 1'000'000'000},      {"MB", 1'000'000},          {"KB", 1'000},
-      {"B", 1},                   {"", 1}};
+  static constexpr std::pair<std::string_view, uint64_t> kUnits[] = {{"GiB", uint64_t{1} << 30},
+                                                                     {"MiB", uint64_t{1} << 20},
+                                                                     {"KiB", uint64_t{1} << 10},
+                                                                     {"GB", 1'000'000'000},
+                                                                     {"MB", 1'000'000},
+                                                                     {"KB", 1'000},
+                                                                     {"B", 1},
+                                                                     {"", 1}};
   for (const auto& [unit, mult] : kUnits) {
     if (!text.ends_with(unit)) continue;
     const std::string_view num(text.data(), text.size() - unit.size());
@@ -132,7 +135,8 @@ Result<uint64_t> ParseShardSize(const std::string& text) {
   return Err("--max-shard-size {}: expected a positive size such as 5GB, 500MB or 2GiB", text);
 }
 
-// ---- TensorSpill ---------------------------------------------------------------------------------
+// ---- TensorSpill
+// ---------------------------------------------------------------------------------
 
 struct TensorSpill::State {
   int fd = -1;
@@ -162,7 +166,8 @@ Result<TensorSpill> TensorSpill::Create(const fs::path& dir) {
   s->where = dir / ".spill-XXXXXX";
   std::string name = s->where.string();
   s->fd = ::mkstemp(name.data());
-  if (s->fd < 0) return Err("{}: cannot create a scratch file: {}", dir.string(), std::strerror(errno));
+  if (s->fd < 0)
+    return Err("{}: cannot create a scratch file: {}", dir.string(), std::strerror(errno));
   ::unlink(name.c_str());  // gone with the descriptor, whatever happens to the process
   s->where = dir;
   return TensorSpill(std::move(s));

@@ -194,7 +194,7 @@ double Sweep(std::vector<float>& wk, int64_t n, int64_t k, const std::vector<flo
     const int64_t rows = std::min(kRowChunk, n - r0);
     auto rc = rounder.ForChunk(r0, rows);
     std::vector<float> err(static_cast<size_t>(rows * std::min(block, k)));  // [rows, nb]
-    std::vector<float> upd(static_cast<size_t>(rows * k));                    // [rows, K - i2]
+    std::vector<float> upd(static_cast<size_t>(rows * k));                   // [rows, K - i2]
     for (int64_t i1 = 0; i1 < k; i1 += block) {
       const int64_t i2 = std::min(i1 + block, k);
       const int64_t nb = i2 - i1;

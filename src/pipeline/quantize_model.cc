@@ -151,7 +151,7 @@ struct Collected {
   std::vector<io::QuantizedLinearEntry> entries;          // of the held tensors
   std::vector<io::EncodedLinear> finished;                // in order of Finish()
   std::optional<io::TensorSpill> spill;
-  bool with_activations = false;  // the output's format (compressed-tensors)
+  bool with_activations = false;             // the output's format (compressed-tensors)
   std::map<std::string, bool> weight_names;  // "<module>.weight" of every quantized linear
   double bits = 0;                           // stored bits of every quantized linear
   double seconds = 0;                        // spent in Finish (encoding, the spill's writes)
@@ -174,10 +174,10 @@ struct Collected {
       finished.push_back({e.module, e.q->scheme});
       if (!spill) continue;
       const auto it = input_scales.find(e.module);
-      QF_ASSIGN(std::vector<io::EncodedTensor> ts,
-                io::EncodeLinear(e, with_activations, DType::kF32,
-                                 it == input_scales.end() ? std::nullopt
-                                                          : std::optional(it->second)));
+      QF_ASSIGN(
+          std::vector<io::EncodedTensor> ts,
+          io::EncodeLinear(e, with_activations, DType::kF32,
+                           it == input_scales.end() ? std::nullopt : std::optional(it->second)));
       for (io::EncodedTensor& t : ts) QF_TRY(spill->Add(t.name, t.dtype, t.shape, t.bytes));
     }
     tensors.clear();

@@ -38,7 +38,7 @@ struct QuantizeArgs {
   std::vector<std::string> ignore;
   uint64_t seed = 0;
   std::string max_shard_size;  // compressed-tensors output; empty: 5GB
-  methods::QatOptions qat;  // --epochs, --lr, --lr-q, --batch
+  methods::QatOptions qat;     // --epochs, --lr, --lr-q, --batch
   int e2e_epochs = 0;
   bool qat_given = false;
   CommonOptions common;

@@ -83,8 +83,8 @@ void EdgeRows(double s, int64_t j, int64_t n, int64_t k, const double* a, int64_
 // to one L1 set), then every R-row register tile runs over it.
 constexpr int64_t kPanel = kVecs * kLanes;
 template <int R>
-void TileRows(double s, int64_t k, const double* a, int64_t a_rs, int64_t a_cs,
-              const double* panel, double* c, int64_t ldc) {
+void TileRows(double s, int64_t k, const double* a, int64_t a_rs, int64_t a_cs, const double* panel,
+              double* c, int64_t ldc) {
   Tile<R>(s, k, a, a_rs, a_cs, panel, kPanel, c, ldc);
 }
 void RowsSerial(double s, int64_t m, int64_t n, int64_t k, const double* a, int64_t a_rs,
@@ -104,12 +104,24 @@ void RowsSerial(double s, int64_t m, int64_t n, int64_t k, const double* a, int6
       const double* ai = a + i * a_rs;
       double* ci = c + i * ldc + j;
       switch (std::min<int64_t>(kRows, m - i)) {
-        case 6: TileRows<6>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc); break;
-        case 5: TileRows<5>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc); break;
-        case 4: TileRows<4>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc); break;
-        case 3: TileRows<3>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc); break;
-        case 2: TileRows<2>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc); break;
-        default: TileRows<1>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc); break;
+        case 6:
+          TileRows<6>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
+          break;
+        case 5:
+          TileRows<5>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
+          break;
+        case 4:
+          TileRows<4>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
+          break;
+        case 3:
+          TileRows<3>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
+          break;
+        case 2:
+          TileRows<2>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
+          break;
+        default:
+          TileRows<1>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
+          break;
       }
     }
   }
@@ -117,7 +129,8 @@ void RowsSerial(double s, int64_t m, int64_t n, int64_t k, const double* a, int6
   int64_t i = 0;
   for (; i + kRows <= m; i += kRows)
     EdgeRows<kRows>(s, whole, n, k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc);
-  for (; i < m; ++i) EdgeRows<1>(s, whole, n, k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc);
+  for (; i < m; ++i)
+    EdgeRows<1>(s, whole, n, k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc);
 }
 
 void GemmAccImpl(double s, int64_t m, int64_t n, int64_t k, const double* a, int64_t a_rs,
@@ -128,8 +141,8 @@ void GemmAccImpl(double s, int64_t m, int64_t n, int64_t k, const double* a, int
 #pragma omp parallel for schedule(dynamic, 1) if (par)
   for (int64_t t = 0; t < strips; ++t) {
     const int64_t i = t * kStripRows;
-    RowsSerial(s, std::min(kStripRows, m - i), n, k, a + i * a_rs, a_rs, a_cs, b, ldb,
-               c + i * ldc, ldc);
+    RowsSerial(s, std::min(kStripRows, m - i), n, k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc,
+               ldc);
   }
 }
 #else  // no fused multiply-add in this target's vectors: the same chains, one entry at a time
@@ -138,7 +151,8 @@ void GemmAccImpl(double s, int64_t m, int64_t n, int64_t k, const double* a, int
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double acc = c[i * ldc + j];
-      for (int64_t p = 0; p < k; ++p) acc = std::fma(s * a[i * a_rs + p * a_cs], b[p * ldb + j], acc);
+      for (int64_t p = 0; p < k; ++p)
+        acc = std::fma(s * a[i * a_rs + p * a_cs], b[p * ldb + j], acc);
       c[i * ldc + j] = acc;
     }
 }
@@ -245,7 +259,8 @@ int CholeskyInverseLower(double* a, int64_t n) {
                    c.data() + i0 * jb, jb);
       }
       // X21 = c X11.
-      for (int64_t i = 0; i < rows; ++i) std::fill(a + (r0 + i) * n + j0, a + (r0 + i) * n + r0, 0.0);
+      for (int64_t i = 0; i < rows; ++i)
+        std::fill(a + (r0 + i) * n + j0, a + (r0 + i) * n + r0, 0.0);
       GemmAccF64(1.0, rows, jb, jb, c.data(), jb, 1, x11.data(), jb, a + r0 * n + j0, n);
     }
     for (int64_t i = 0; i < jb; ++i)
