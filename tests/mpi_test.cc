@@ -25,6 +25,7 @@ using qf::testing::RunCommand;
 // Root runs as in CI need --allow-run-as-root; two ranks on a 2-core machine, --oversubscribe
 // where it has fewer.
 const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root -np 2 ";
+const char* kMpirun3 = "mpirun --oversubscribe --allow-run-as-root -np 3 ";
 
 #define QF_NEED_MPI()                                                                  \
   do {                                                                                 \
@@ -111,7 +112,8 @@ TEST(Mpi, OtherCommandsAndQatRefuse) {
   std::string log;
   EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " generate " + Bundled() + " -p Hi -n 2", &log),
             0);
-  EXPECT_NE(log.find("under mpirun only 'quantize', 'ppl' and 'kld' run"), std::string::npos)
+  EXPECT_NE(log.find("under mpirun only 'quantize', 'imatrix', 'ppl' and 'kld' run"),
+            std::string::npos)
       << log;
   const fs::path out = qf::testing::TempDir() / "mpi_qat";
   EXPECT_NE(RunCommand(Quantize(kMpirun, out, "--scheme W4A16 --method qat"), &log), 0);
@@ -152,6 +154,26 @@ TEST(Mpi, TwoRanksScoreAsOneProcess) {
           if (j->contains(side)) (*j)[side].erase(key);
       }
     EXPECT_EQ(a, b);
+  }
+}
+
+// imatrix on three ranks (chunks split 3/3/3 of 9, sums in double-double folded in rank order)
+// writes the single process's file, GGUF and legacy .dat.
+TEST(Mpi, ImatrixOnRanksWritesTheSingleProcessFile) {
+  QF_NEED_MPI();
+  const fs::path dir = qf::testing::TempDir() / "mpi_imatrix";
+  fs::create_directories(dir);
+  for (const std::string ext : {".gguf", ".dat"}) {
+    SCOPED_TRACE(ext);
+    const std::string args = " imatrix " + Bundled() + " --calib " + Local() +
+                             " --ctx 64 --chunks 9 -t 1 -q" + (ext == ".dat" ? " --legacy" : "") +
+                             " -o " + (dir / "r").string();
+    std::string log;
+    ASSERT_EQ(RunCommand(Q() + args + "one" + ext, &log), 0) << log;
+    ASSERT_EQ(RunCommand(std::string(kMpirun3) + Q() + args + "three" + ext, &log), 0) << log;
+    const std::string one = Bytes(dir / ("rone" + ext));
+    ASSERT_FALSE(one.empty());
+    EXPECT_TRUE(one == Bytes(dir / ("rthree" + ext))) << "3 ranks differ from one process";
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "core/ddsum.h"
 #include "core/dist.h"
 #include "core/result.h"
 #include "kernels/cpu/f32_gemm.h"
@@ -15,19 +16,6 @@ namespace {
 // Index of (i, j), j >= i, in a row-by-row packed upper triangle of a K × K matrix.
 inline size_t Packed(int64_t k, int64_t i, int64_t j) {
   return size_t(i * k - i * (i - 1) / 2 + (j - i));
-}
-
-// (hi, lo) += x in double-double: hi the rounded sum, the exact rounding error (TwoSum) into lo.
-inline void DdAdd(double& hi, double& lo, double x) {
-  const double s = hi + x, b = s - hi;
-  lo += (hi - (s - b)) + (x - b);
-  hi = s;
-}
-
-// (hi, lo) += (x_hi, x_lo): another double-double sum.
-inline void DdAdd(double& hi, double& lo, double x_hi, double x_lo) {
-  DdAdd(hi, lo, x_hi);
-  lo += x_lo;
 }
 
 }  // namespace

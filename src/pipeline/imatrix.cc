@@ -1,6 +1,7 @@
 // Importance-matrix collection (see imatrix.h): the chunks run through the decoder walk, one
 // chunk per thread, a hook adding each linear input's Σx² (fp64) into the chunk's partial sums;
-// the totals add the chunks in chunk order.
+// the totals add the chunks in chunk order, in double-double, so that ranks under mpirun (each
+// with its share of the chunks, folded in rank order) give one process's totals.
 #include "pipeline/imatrix.h"
 
 #include <omp.h>
@@ -11,6 +12,8 @@
 #include <map>
 #include <optional>
 
+#include "core/ddsum.h"
+#include "core/dist.h"
 #include "core/mmap.h"
 #include "io/gguf.h"
 #include "pipeline/gguf_convert.h"
@@ -194,17 +197,24 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
                       &hooks);
   };
 
+  // Under mpirun each rank runs its share of the chunks; the sums are double-double, folded in
+  // rank order, so every rank count gives one process's sums (core/ddsum.h).
   const auto tf = Clock::now();
-  std::vector<double> total(static_cast<size_t>(width), 0.0);
+  const auto [c0, c1] = dist::Share(S);
+  std::vector<double> total(static_cast<size_t>(2 * width), 0.0);  // (hi, lo) per value
   const int64_t nt = int64_t(scratch.size());
-  for (int64_t s0 = 0; s0 < S; s0 += nt) {
-    const int64_t n = std::min(nt, S - s0);
+  for (int64_t s0 = c0; s0 < c1; s0 += nt) {
+    const int64_t n = std::min(nt, c1 - s0);
 #pragma omp parallel for num_threads(int(nt)) schedule(static, 1)
     for (int64_t i = 0; i < n; ++i) run_chunk(chunks[size_t(s0 + i)], scratch[size_t(i)]);
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < width; ++j) total[size_t(j)] += scratch[size_t(i)].sums[size_t(j)];
-    if (progress) progress(s0 + n, S);
+      for (int64_t j = 0; j < width; ++j)
+        DdAdd(total[size_t(2 * j)], total[size_t(2 * j + 1)], scratch[size_t(i)].sums[size_t(j)]);
+    if (progress) progress(s0 + n - c0, c1 - c0);
   }
+  dist::FoldInRankOrder(total, [](std::span<double> acc, std::span<const double> part) {
+    for (size_t q = 0; q + 1 < acc.size(); q += 2) DdAdd(acc[q], acc[q + 1], part[q], part[q + 1]);
+  });
   rep.seconds_forward = Seconds(tf);
 
   io::Imatrix m;
@@ -214,7 +224,10 @@ Result<io::Imatrix> ComputeImatrix(const fs::path& model_dir, const ImatrixOptio
   for (const Input& in : inputs) {
     io::ImatrixEntry e;
     e.sum2.resize(static_cast<size_t>(in.k));
-    for (int64_t j = 0; j < in.k; ++j) e.sum2[size_t(j)] = float(total[size_t(in.offset + j)]);
+    for (int64_t j = 0; j < in.k; ++j) {
+      const size_t q = size_t(2 * (in.offset + j));
+      e.sum2[size_t(j)] = float(total[q] + total[q + 1]);
+    }
     e.count = S * T;
     for (const std::string& t : in.tensors) m.entries[t] = e;
   }

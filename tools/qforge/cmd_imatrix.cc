@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "common.h"
+#include "core/dist.h"
 #include "core/progress.h"
 #include "io/imatrix.h"
 #include "pipeline/imatrix.h"
@@ -56,6 +57,7 @@ int RunImatrix(const ImatrixArgs& a) {
     std::fprintf(stderr,
                  "qforge: note: tied embeddings: llama.cpp multiplies by token_embd.weight and "
                  "collects nothing for the output\n");
+  if (!dist::IsRoot()) return 0;  // under mpirun rank 0 writes
   const Status st = a.legacy ? io::WriteImatrixLegacy(*m, a.out) : io::WriteImatrixGguf(*m, a.out);
   if (!st.ok()) return Fail(st.error().Context(a.out));
   const double tps =

@@ -78,17 +78,18 @@ int Run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Under mpirun (a build with Open MPI): one rank per process; calibration and the scoring of
-  // ppl / kld spread their windows over them (core/dist.h). The other commands would each run
-  // the whole job on every rank.
+  // Under mpirun (a build with Open MPI): one rank per process; calibration, imatrix chunks and
+  // the scoring of ppl / kld spread their windows over them (core/dist.h). The other commands would
+  // each run the whole job on every rank.
   qf::dist::Init(&argc, &argv);
   if (qf::dist::Size() > 1) {
     const std::string_view cmd = argc < 2 ? "" : argv[1];
     const bool info = cmd == "--help" || cmd == "-h" || cmd == "--version";
-    if (!info && cmd != "quantize" && cmd != "ppl" && cmd != "kld")
-      qf::dist::Abort("qforge: error: under mpirun only 'quantize', 'ppl' and 'kld' run (" +
-                          std::to_string(qf::dist::Size()) + " ranks)",
-                      qf::cli::kExitBadFlags);
+    if (!info && cmd != "quantize" && cmd != "imatrix" && cmd != "ppl" && cmd != "kld")
+      qf::dist::Abort(
+          "qforge: error: under mpirun only 'quantize', 'imatrix', 'ppl' and 'kld' run (" +
+              std::to_string(qf::dist::Size()) + " ranks)",
+          qf::cli::kExitBadFlags);
     // Rank 0 alone reports on stdout; every rank's errors reach stderr.
     if (!qf::dist::IsRoot() && !std::freopen("/dev/null", "w", stdout))
       qf::dist::Abort("qforge: error: cannot silence rank " + std::to_string(qf::dist::Rank()), 1);
