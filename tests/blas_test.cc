@@ -65,27 +65,6 @@ TEST(Blas, SgemmMatchesReferenceForEveryTransposeAndTile) {
   }
 }
 
-TEST(Blas, SyrkUpperMatchesReferenceAndKeepsTheLowerTriangle) {
-  SetThreads(2);
-  for (int64_t k : {5, 128, 300, 1030}) {
-    const int64_t m = 77;
-    const auto x = Random(size_t(m * k), uint64_t(k));
-    std::vector<float> c(size_t(k * k), -7.0f);
-    SyrkUpperXtX(x.data(), m, k, c.data());
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < k; ++j) {
-        const float got = c[size_t(i * k + j)];
-        if (j < i) {
-          ASSERT_EQ(got, -7.0f) << "lower (" << i << ", " << j << ") written, K=" << k;
-          continue;
-        }
-        double want = 0;
-        for (int64_t p = 0; p < m; ++p) want += double(x[size_t(p * k + i)]) * x[size_t(p * k + j)];
-        ASSERT_NEAR(got, want, Tolerance(m)) << "(" << i << ", " << j << ") K=" << k;
-      }
-  }
-}
-
 // Shared libraries of a BLAS or LAPACK kind mapped into this process (real paths).
 std::set<std::string> MappedBlasLibraries() {
   std::ifstream maps("/proc/self/maps");

@@ -691,19 +691,30 @@ Status CheckFolders(const fs::path& out_dir, const fs::path& src_dir, size_t lin
   if (linears == 0) return Err("{}: no quantized linears to write", out_dir.string());
   return Status::Ok();
 }
+Result<Json> ReadConfig(const fs::path& src_dir) {
+  QF_ASSIGN(Json config, ReadJsonFile(src_dir / "config.json"));
+  if (!config.is_object()) return Err("{}: not a JSON object", (src_dir / "config.json").string());
+  return config;
+}
+Status WriteEncoded(const fs::path& out_dir, const fs::path& src_dir, Json config,
+                    const std::vector<TensorToWrite>& passthrough,
+                    const std::vector<EncodedLinear>& linears,
+                    const std::vector<TensorToWrite>& encoded,
+                    const CompressedTensorsWriteOptions& opt);
 }  // namespace
 
 Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e,
                                                 bool with_activations, DType scale_dtype,
-                                                std::optional<float> input_scale) {
+                                                const std::map<std::string, float>& input_scales) {
   if (!e.q) return Err("{} has no QuantizedTensor", e.module);
   Status valid = Validate(*e.q);
   if (!valid.ok()) return valid.error().Context(e.module);
   if (e.q->scheme.kind == QuantKind::kFp8E5M2)
     return Err("{}: compressed-tensors float weights are e4m3 only", e.module);
+  const auto it = input_scales.find(e.module);
   TensorSink sink;
-  QF_TRY(
-      AppendLinear(e, FormatFor(e.q->scheme, with_activations), scale_dtype, input_scale, &sink));
+  QF_TRY(AppendLinear(e, FormatFor(e.q->scheme, with_activations), scale_dtype,
+                      it == input_scales.end() ? std::nullopt : std::optional(it->second), &sink));
   return std::move(sink.tensors);
 }
 
@@ -713,17 +724,14 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
                               const CompressedTensorsWriteOptions& opt) {
   const std::string where = out_dir.string();
   QF_TRY(CheckFolders(out_dir, src_dir, linears.size()));
-  QF_ASSIGN(Json config, ReadJsonFile(src_dir / "config.json"));
-  if (!config.is_object()) return Err("{}: not a JSON object", (src_dir / "config.json").string());
+  QF_ASSIGN(Json config, ReadConfig(src_dir));
   QF_ASSIGN(const DType scale_dtype, ResolveScaleDType(opt.scale_dtype, config));
   std::deque<EncodedTensor> storage;  // elements never move
   std::vector<TensorToWrite> encoded;
   std::vector<EncodedLinear> modules;
   for (const QuantizedLinearEntry& e : linears) {
-    const auto it = opt.input_scales.find(e.module);
     Result<std::vector<EncodedTensor>> ts =
-        EncodeLinear(e, opt.input_activations.has_value(), scale_dtype,
-                     it == opt.input_scales.end() ? std::nullopt : std::optional(it->second));
+        EncodeLinear(e, opt.input_activations.has_value(), scale_dtype, opt.input_scales);
     if (!ts.ok()) return ts.error().Context(where);
     for (EncodedTensor& t : *ts) {
       storage.push_back(std::move(t));
@@ -732,7 +740,7 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
     }
     modules.push_back({e.module, e.q->scheme});
   }
-  return WriteCompressedTensors(out_dir, src_dir, passthrough, modules, encoded, opt);
+  return WriteEncoded(out_dir, src_dir, std::move(config), passthrough, modules, encoded, opt);
 }
 
 Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
@@ -740,12 +748,20 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
                               const std::vector<EncodedLinear>& linears,
                               const std::vector<TensorToWrite>& encoded,
                               const CompressedTensorsWriteOptions& opt) {
+  QF_TRY(CheckFolders(out_dir, src_dir, linears.size()));
+  QF_ASSIGN(Json config, ReadConfig(src_dir));
+  return WriteEncoded(out_dir, src_dir, std::move(config), passthrough, linears, encoded, opt);
+}
+
+namespace {
+// Both WriteCompressedTensors, after their checks, with src_dir's config.json read.
+Status WriteEncoded(const fs::path& out_dir, const fs::path& src_dir, Json config,
+                    const std::vector<TensorToWrite>& passthrough,
+                    const std::vector<EncodedLinear>& linears,
+                    const std::vector<TensorToWrite>& encoded,
+                    const CompressedTensorsWriteOptions& opt) {
   const std::string where = out_dir.string();
   std::error_code ec;
-  QF_TRY(CheckFolders(out_dir, src_dir, linears.size()));
-  QF_ASSIGN(Json config, ReadJsonFile(src_dir / "config.json"));
-  if (!config.is_object()) return Err("{}: not a JSON object", (src_dir / "config.json").string());
-
   CompressedTensorsConfig ignore_only;
   ignore_only.ignore = opt.ignore;
   QF_TRY(CheckTargets(opt.ignore, where + ": ignore"));
@@ -795,7 +811,8 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
   int index = 1;
   for (const auto& [name, list] : by_scheme) {
     const QuantScheme& scheme = list.front()->scheme;
-    formats.insert(FormatFor(scheme, acts.has_value()));
+    const std::string format = FormatFor(scheme, acts.has_value());
+    formats.insert(format);
     std::vector<std::string> targets;
     for (const EncodedLinear* e : list) targets.push_back(e->module);
     std::sort(targets.begin(), targets.end());
@@ -806,7 +823,7 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
                           {"weights", ArgsFromScheme(scheme).ToJson()},
                           {"input_activations", acts ? acts->ToJson() : Json()},
                           {"output_activations", nullptr},
-                          {"format", FormatFor(scheme, acts.has_value())}};
+                          {"format", format}};
   }
   Json qc = {{"config_groups", groups},
              {"format", formats.size() == 1 ? *formats.begin() : std::string(kMixedPrecision)},
@@ -834,6 +851,7 @@ Status WriteCompressedTensors(const fs::path& out_dir, const fs::path& src_dir,
   }
   return Status::Ok();
 }
+}  // namespace
 
 int64_t LogicalParameterCount(const TensorStore& store) {
   auto ends_with = [](const std::string& s, std::string_view suf) {

@@ -152,10 +152,10 @@ Status WriteCompressedTensors(const std::filesystem::path& out_dir,
                               const std::vector<QuantizedLinearEntry>& linears,
                               const CompressedTensorsWriteOptions& opt);
 
-// One quantized linear's tensors in the layout of `format` (weight_packed + weight_shape, or
-// int8 / fp8 weight; weight_scale in scale_dtype; weight_zero_point when asymmetric;
-// input_scale when given), owned. Errors: an invalid QuantizedTensor, e5m2, scales not exact in
-// scale_dtype.
+// One quantized linear's tensors in the layout its scheme and with_activations select
+// (weight_packed + weight_shape, or int8 / fp8 weight; weight_scale in scale_dtype;
+// weight_zero_point when asymmetric; input_scale when input_scales has the module), owned. Errors:
+// an invalid QuantizedTensor, e5m2, scales not exact in scale_dtype.
 struct EncodedTensor {
   std::string name;
   DType dtype;
@@ -164,7 +164,7 @@ struct EncodedTensor {
 };
 Result<std::vector<EncodedTensor>> EncodeLinear(const QuantizedLinearEntry& e,
                                                 bool with_activations, DType scale_dtype,
-                                                std::optional<float> input_scale);
+                                                const std::map<std::string, float>& input_scales);
 
 // A linear whose tensors were encoded ahead (EncodeLinear), e.g. held in a TensorSpill.
 struct EncodedLinear {

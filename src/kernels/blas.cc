@@ -5,8 +5,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <utility>
-#include <vector>
 
 #include "core/result.h"
 
@@ -53,27 +51,6 @@ void Sgemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, con
     const float* b0 = b + (tb == Trans::kYes ? j0 * ldb : j0);
     cblas_sgemm(CblasRowMajor, Blas(ta), Blas(tb), int(rows), int(cols), int(k), alpha, a0,
                 int(lda), b0, int(ldb), beta, c + i0 * ldc + j0, int(ldc));
-  });
-}
-
-int64_t SyrkTile(int64_t k) { return k < 1024 ? std::min<int64_t>(k, 128) : 256; }
-
-void SyrkUpperXtX(const float* x, int64_t m, int64_t k, float* c) {
-  const int64_t tk = SyrkTile(k), blocks = (k + tk - 1) / tk;
-  std::vector<std::pair<int64_t, int64_t>> tiles;  // (block row, block col), upper triangle
-  for (int64_t bi = 0; bi < blocks; ++bi)
-    for (int64_t bj = bi; bj < blocks; ++bj) tiles.emplace_back(bi, bj);
-  ForTiles(int64_t(tiles.size()), [&](int64_t t) {
-    const auto [bi, bj] = tiles[size_t(t)];
-    const int64_t i0 = bi * tk, j0 = bj * tk;
-    const int64_t ni = std::min(tk, k - i0), nj = std::min(tk, k - j0);
-    if (bi == bj) {
-      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(ni), int(m), 1.0f, x + i0, int(k),
-                  0.0f, c + i0 * k + i0, int(k));
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ni), int(nj), int(m), 1.0f, x + i0,
-                  int(k), x + j0, int(k), 0.0f, c + i0 * k + j0, int(k));
-    }
   });
 }
 

@@ -29,12 +29,6 @@ void Sgemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, con
 int64_t GemmTileRows(int64_t m);
 int64_t GemmTileCols(int64_t n);
 
-// Upper triangle (j >= i) of C[K,K] (row-major, ldc = K) = Xᵀ X for X[M,K] (row-major): square
-// tiles of SyrkTile(K), ssyrk on the diagonal tiles and sgemm above them, spread over the
-// threads. The strict lower triangle of C is left as it was.
-void SyrkUpperXtX(const float* x, int64_t m, int64_t k, float* c);
-int64_t SyrkTile(int64_t k);
-
 // The kernel family OpenBLAS runs ("Haswell", "SkylakeX", ...: OPENBLAS_CORETYPE or its CPU
 // detection).
 std::string BlasCoreName();

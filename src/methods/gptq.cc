@@ -63,10 +63,10 @@ std::vector<int64_t> SweepOrder(const std::vector<double>& diag, ActOrder order,
 
 // U [k, k] row-major, upper triangular (zeros below), with UᵀU = (H + λI)⁻¹ where
 // λ = damp · mean(diag H), in fp64. The reference computes it as cholesky -> cholesky_inverse
-// -> cholesky(upper). With J the reversal permutation and J(H + λI)J = RᵀR (R upper), the
-// same factor is U = J R⁻ᵀ J: upper triangular, positive diagonal, UᵀU = J R⁻¹R⁻ᵀ J. One
-// potrf and one trtri, half the flops of the chain; agrees with it to ~1e-15 relative. As
-// column-major storage, J H J is the row-major H read backwards, and U is R⁻¹ read backwards.
+// -> cholesky(upper). With J the reversal permutation and J(H + λI)J = L Lᵀ (L lower), the
+// same factor is U = J L⁻¹ J: upper triangular, positive diagonal, UᵀU = J L⁻ᵀL⁻¹ J. One
+// factorization and one triangular inverse (kernels/cpu/cholesky), half the flops of the chain;
+// J H J is the row-major H read backwards, and U is L⁻¹ read backwards.
 // In place on h (consumed): memory is h, a packed copy of its upper triangle for damping retries
 // (dropped before u is made) and u.
 Result<std::vector<float>> InverseCholeskyUpper(std::vector<double> h, int64_t k, double damp,
@@ -79,11 +79,8 @@ Result<std::vector<float>> InverseCholeskyUpper(std::vector<double> h, int64_t k
     for (int64_t j = i; j < k; ++j) upper[size_t(p++)] = h[size_t(i * k + j)];
   std::vector<double>& a = h;
   for (double d = damp; d <= kDampMax; d = d > 0.0 ? d * kDampRetryFactor : kDampFirstRetry) {
-    // a = J H J (H with rows and columns in reverse order: the flat array read backwards), plus
-    // damping. With J H J = L Lᵀ, U = J L⁻¹ J is upper and H⁻¹ = UᵀU: the reference's
-    // cholesky(cholesky_inverse(cholesky(H)), upper=True) from one factorization.
-    // Only the lower triangle is read: a[r, c] (c <= r) = H[k-1-r, k-1-c], row k-1-r of the
-    // packed upper triangle read backwards.
+    // a = J H J + damping; only its lower triangle is read: a[r, c] (c <= r) = H[k-1-r, k-1-c],
+    // row k-1-r of the packed upper triangle read backwards.
     for (int64_t r = 0; r < k; ++r) {
       const int64_t i = k - 1 - r;
       const double* row = upper.data() + (i * k - i * (i - 1) / 2) - i;  // row[j] = H[i, j]
@@ -91,7 +88,6 @@ Result<std::vector<float>> InverseCholeskyUpper(std::vector<double> h, int64_t k
       for (int64_t c = 0; c <= r; ++c) out[c] = row[k - 1 - c];
     }
     for (int64_t i = 0; i < k; ++i) a[static_cast<size_t>(i * k + i)] += d * mean;
-    // L, then L⁻¹ in place, by qforge's own blocked kernels: the same bits on every CPU.
     if (kernels::CholeskyInverseLower(a.data(), k) != 0) continue;
     upper = {};
     std::vector<float> u(a.size(), 0.0f);

@@ -173,11 +173,8 @@ struct Collected {
     for (const io::QuantizedLinearEntry& e : entries) {
       finished.push_back({e.module, e.q->scheme});
       if (!spill) continue;
-      const auto it = input_scales.find(e.module);
-      QF_ASSIGN(
-          std::vector<io::EncodedTensor> ts,
-          io::EncodeLinear(e, with_activations, DType::kF32,
-                           it == input_scales.end() ? std::nullopt : std::optional(it->second)));
+      QF_ASSIGN(std::vector<io::EncodedTensor> ts,
+                io::EncodeLinear(e, with_activations, DType::kF32, input_scales));
       for (io::EncodedTensor& t : ts) QF_TRY(spill->Add(t.name, t.dtype, t.shape, t.bytes));
     }
     tensors.clear();

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cholesky.h"
@@ -82,10 +83,12 @@ void EdgeRows(double s, int64_t j, int64_t n, int64_t k, const double* a, int64_
 // contiguous [k][kPanel] block first (B's rows may lie far apart: a 64 KiB stride maps them all
 // to one L1 set), then every R-row register tile runs over it.
 constexpr int64_t kPanel = kVecs * kLanes;
-template <int R>
-void TileRows(double s, int64_t k, const double* a, int64_t a_rs, int64_t a_cs, const double* panel,
-              double* c, int64_t ldc) {
-  Tile<R>(s, k, a, a_rs, a_cs, panel, kPanel, c, ldc);
+// Tile<rows> for 1 <= rows <= kRows, B as a packed panel.
+template <int... I>
+void TileOfRows(int64_t rows, std::integer_sequence<int, I...>, double s, int64_t k,
+                const double* a, int64_t a_rs, int64_t a_cs, const double* panel, double* c,
+                int64_t ldc) {
+  ((rows == I + 1 ? Tile<I + 1>(s, k, a, a_rs, a_cs, panel, kPanel, c, ldc) : void()), ...);
 }
 void RowsSerial(double s, int64_t m, int64_t n, int64_t k, const double* a, int64_t a_rs,
                 int64_t a_cs, const double* b, int64_t ldb, double* c, int64_t ldc) {
@@ -100,30 +103,9 @@ void RowsSerial(double s, int64_t m, int64_t n, int64_t k, const double* a, int6
   for (int64_t j = 0; j < whole; j += kPanel) {
     for (int64_t p = 0; p < k; ++p)
       std::copy(b + p * ldb + j, b + p * ldb + j + kPanel, packed.data() + p * kPanel);
-    for (int64_t i = 0; i < m; i += kRows) {
-      const double* ai = a + i * a_rs;
-      double* ci = c + i * ldc + j;
-      switch (std::min<int64_t>(kRows, m - i)) {
-        case 6:
-          TileRows<6>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
-          break;
-        case 5:
-          TileRows<5>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
-          break;
-        case 4:
-          TileRows<4>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
-          break;
-        case 3:
-          TileRows<3>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
-          break;
-        case 2:
-          TileRows<2>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
-          break;
-        default:
-          TileRows<1>(s, k, ai, a_rs, a_cs, packed.data(), ci, ldc);
-          break;
-      }
-    }
+    for (int64_t i = 0; i < m; i += kRows)
+      TileOfRows(std::min<int64_t>(kRows, m - i), std::make_integer_sequence<int, kRows>(), s, k,
+                 a + i * a_rs, a_rs, a_cs, packed.data(), c + i * ldc + j, ldc);
   }
   if (whole == n) return;
   int64_t i = 0;
