@@ -14,7 +14,6 @@
 #include "bench_util.h"
 
 #include "formats/quantize.h"
-#include "kernels/blas.h"
 #include "kernels/cpu/a16_gemm.h"
 #include "kernels/cpu/fp8_gemm.h"
 #include "kernels/ops.h"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config git
   nlohmann-json3-dev libsentencepiece-dev libpcre2-dev
-  libopenblas-openmp-dev libhwy-dev libcli11-dev libfmt-dev
+  libhwy-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev jq
   # Open MPI: `mpirun -np N build/qforge quantize ...` (optional at build time; tests/mpi_test).
@@ -17,9 +17,6 @@ PACKAGES=(
   openssh-client
   # `qforge compare -o PREFIX` draws its plots with gnuplot (optional at run time).
   gnuplot-nox
-  # Not used by qforge: installed beside the OpenMP build (as numpy's dependencies do on many
-  # machines) so that blas_test's one-runtime check meets the case it guards against.
-  libopenblas0-pthread
 )
 
 missing=()

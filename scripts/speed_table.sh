@@ -7,7 +7,7 @@
 #   env: BASE_QFORGE=/path/to/qforge (optional), THREADS=2, PP=512, TG=32, REPS=2,
 #        LAYERS=N (random_model --layers; e.g. 4 for llama-3.1-8b),
 #        FORMATS="fp32 W4A16 W8A16 W8A8 FP8-dynamic Q4_0 Q8_0"
-# Run on an otherwise idle machine; the table names the CPU (lscpu) and OPENBLAS_CORETYPE.
+# Run on an otherwise idle machine; the table names the CPU (lscpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHAPE=${1:-llama-3.2-1b}
@@ -46,8 +46,7 @@ bench() {  # binary model -> "pp tg ratio bytes"
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }  # calc FORMAT EXPRESSION
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-echo "$SHAPE${LAYERS:+ ($LAYERS layers)}, $THREADS threads, pp$PP / tg$TG, $REPS reps; $cpu;" \
-  "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+echo "$SHAPE${LAYERS:+ ($LAYERS layers)}, $THREADS threads, pp$PP / tg$TG, $REPS reps; $cpu"
 echo
 if [[ -n ${BASE_QFORGE:-} ]]; then
   echo "| format | MiB/token | pp$PP before | pp$PP | × fp32 | tg$TG before | tg$TG | × fp32 | bandwidth used |"

@@ -597,7 +597,7 @@ Diff CheckEndToEnd(const Written& with_acts, const Written& weight_only, const A
     down.Apply(x.data(), out.data(), std::min<int64_t>(m, t + 2));
     ys[size_t(t)] = std::move(out);
   }
-  for (int t = 0; t < 4; ++t) {  // BLAS runs single-threaded there: not bit for bit
+  for (int t = 0; t < 4; ++t) {  // one thread each there: not bit for bit
     const size_t rows = size_t(std::min<int64_t>(m, t + 2));
     for (size_t i = 0; i < rows * size_t(down.n); ++i)
       EXPECT_NEAR(ys[size_t(t)][i], y[i], 1e-5 + 1e-5 * std::fabs(y[i])) << t;

@@ -1,8 +1,6 @@
-// Thread-count independence of every result qforge promises it for: BLAS products, Hessians,
-// GPTQ codes, the ggml prefill tiles, the forward pass (perplexity, KLD). Each is computed with
-// 1, 2 and 3 threads and compared bit for bit. ctest also runs this binary under
-// OPENBLAS_CORETYPE = Haswell, SkylakeX and unset (determinism_* tests), because OpenBLAS's
-// kernel families split and order work differently.
+// Thread-count independence of every result qforge promises it for: fp32 GEMM products,
+// Hessians, GPTQ codes, the ggml prefill tiles, the forward pass (perplexity, KLD). Each is
+// computed with 1, 2 and 3 threads and compared bit for bit.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -13,7 +11,7 @@
 #include "eval/perplexity.h"
 #include "formats/ggml_blocks.h"
 #include "formats/scheme.h"
-#include "kernels/blas.h"
+#include "kernels/cpu/f32_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
 #include "methods/gptq.h"
@@ -52,18 +50,22 @@ void ExpectSameForEveryThreadCount(const std::string& what, Fn&& fn) {
   kernels::SetThreads(before);
 }
 
-TEST(Determinism, Sgemm) {
+TEST(Determinism, F32Gemm) {
   struct Case {
     int64_t m, n, k;
   };
   for (const Case c : {Case{5, 300, 64}, Case{512, 1536, 512}, Case{700, 256, 1536}}) {
     const auto a = Random(size_t(c.m * c.k), 1), b = Random(size_t(c.n * c.k), 2);
-    ExpectSameForEveryThreadCount(fmt::format("sgemm {}x{}x{}", c.m, c.n, c.k), [&] {
-      std::vector<float> y(size_t(c.m * c.n));
-      kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kYes, c.m, c.n, c.k, 1.0f, a.data(), c.k,
-                     b.data(), c.k, 0.0f, y.data(), c.n);
-      return y;
-    });
+    for (const kernels::BLayout layout : {kernels::BLayout::kNT, kernels::BLayout::kNN}) {
+      const bool nt = layout == kernels::BLayout::kNT;
+      ExpectSameForEveryThreadCount(
+          fmt::format("F32Gemm {} {}x{}x{}", nt ? "NT" : "NN", c.m, c.n, c.k), [&] {
+            std::vector<float> y(size_t(c.m * c.n));
+            kernels::F32Gemm(layout, c.m, c.n, c.k, 1.0f, a.data(), c.k, b.data(), nt ? c.k : c.n,
+                             y.data(), c.n);
+            return y;
+          });
+    }
   }
 }
 
@@ -92,7 +94,7 @@ TEST(Determinism, HessianAndGptqCodes) {
   }
 }
 
-// Prefill on ggml blocks: decoded tiles times the activations by sgemm.
+// Prefill on ggml blocks: decoded tiles times the activations by F32Gemm (or the integer kernels).
 TEST(Determinism, GgmlPrefillTiles) {
   const GgmlBlockType* t = FindGgmlBlockType("Q4_K");
   ASSERT_NE(t, nullptr);

@@ -21,14 +21,11 @@ namespace {
 constexpr int64_t kAttnQueryTile = 64;
 }  // namespace
 
-void SetThreads(int threads) {
-  // OpenBLAS's OpenMP build follows OpenMP's count; kernels/blas keeps each call on one thread.
-  omp_set_num_threads(std::max(1, threads));
-}
+void SetThreads(int threads) { omp_set_num_threads(std::max(1, threads)); }
 
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
             int64_t ldy) {
-  if (m <= kGemmNTGemvTokens) {  // decode: sgemm would repack all of W for each call
+  if (m <= kGemmNTGemvTokens) {  // decode: the GEMM would pack all of W for each call
     ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
       for (int64_t i = 0; i < m; ++i)
         vec::GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
@@ -159,7 +156,7 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
         const float* qh = q + r0 * q_stride + h * head_dim;
         const float* kh = k_cache + first * kv_stride + (h / group) * head_dim;
         const float* vh = v_cache + first * kv_stride + (h / group) * head_dim;
-        if (rows == 1) {  // one query (decoding): dot products, no BLAS call to pack for
+        if (rows == 1) {  // one query (decoding): dot products, no GEMM to pack for
           float* row = scores.data();
           vec::DotKeys(qh, kh, kv_stride, span, head_dim, scale, row);
           SoftmaxRow(row, 0, span);  // span = the query's visible keys exactly

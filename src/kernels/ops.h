@@ -53,8 +53,7 @@ void AttentionRef(const float* q, const float* k_cache, const float* v_cache, fl
 double LogSumExp(const float* x, int64_t n);
 
 // Sets OpenMP's thread count (omp_set_num_threads), the one thread setting qforge has: library
-// code reads omp_get_max_threads() where it splits work, and keeps no count of its own. Each BLAS
-// call itself runs on one thread (kernels/blas.h).
+// code reads omp_get_max_threads() where it splits work, and keeps no count of its own.
 void SetThreads(int threads);
 
 }  // namespace qf::kernels

@@ -10,7 +10,7 @@
 
 #include "formats/quantize.h"
 #include "core/dtype.h"
-#include "kernels/blas.h"
+#include "kernels/cpu/f32_gemm.h"
 
 namespace qf::methods {
 
@@ -112,8 +112,8 @@ Result<AwqSearch> AwqScales(const ChannelObserver& x, const HessianAccumulator& 
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < k; ++j) d[i * k + j] = d[i * k + j] / s[j] - lin->weight[i * k + j];
       std::vector<float> e(d.size());
-      kernels::Sgemm(kernels::Trans::kNo, kernels::Trans::kNo, n, k, k, 1.0f, d.data(), k,
-                     hf.data(), k, 0.0f, e.data(), k);
+      kernels::F32Gemm(kernels::BLayout::kNN, n, k, k, 1.0f, d.data(), k, hf.data(), k, e.data(),
+                       k);
       double sum = 0;
       for (size_t i = 0; i < d.size(); ++i) sum += double(d[i]) * e[i];
       total += sum;

@@ -3,8 +3,8 @@
 # quantize_determinism.sh QFORGE MODEL SCRATCH [all|gptq] runs each case with -t 1 and -t 2 and
 # compares the outputs byte for byte: GPTQ to W4A16 and to Q4_K_M and the figures of ppl / kld
 # always; with `all` (default) also AWQ, SmoothQuant + static activation scales and imatrix
-# (their statistics run the same tiled BLAS as GPTQ's Hessians, which determinism_test checks
-# under every core type). Calibration text: sampled from the model (no ../shared needed).
+# (their statistics and AWQ's loss run on the same own kernels as GPTQ's Hessians, which
+# determinism_test checks). Calibration text: sampled from the model (no ../shared needed).
 # Exits non-zero on the first difference, naming it.
 set -euo pipefail
 qforge="$1"; model="$2"; scratch="$3"; cases="${4:-all}"

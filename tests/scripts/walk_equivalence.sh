@@ -4,8 +4,8 @@
 # from before a refactoring) and NEW, and compares the outputs byte for byte (JSON figures
 # without clock fields). A refactoring of model/, methods/ or the kernels that must not change
 # results is checked with it (issue 12: "every output byte-identical before and after"). Both
-# binaries must run on the same machine with the same OPENBLAS_CORETYPE: SIMD width and BLAS
-# kernels change bits, so no hash is kept in the repository. BASE outputs are cached in
+# binaries must run on the same machine: the SIMD width changes bits (ggml blocks' decoders,
+# Highway targets), so no hash is kept in the repository. BASE outputs are cached in
 # SCRATCH/base (delete it when BASE changes). Calibration text is sampled from the model, or
 # read from ../shared/data/calib.txt with CALIB=FILE. Exits non-zero on the first difference.
 set -euo pipefail

@@ -55,7 +55,7 @@ void PackA16Weights(const IntRows& w, int64_t span, A16Weights& out);
 // The paths this CPU runs, the portable one first; the last is the one A16Gemm takes.
 std::vector<Int8Path> A16Paths();
 // Whether A16Gemm has an integer instruction path here (AVX512-VNNI); elsewhere the tiles of
-// decoded floats and the BLAS are faster.
+// decoded floats and F32Gemm are faster.
 bool A16GemmFast();
 // y[t * ldy + r] for r < w.rows, t < x.m.
 void A16Gemm(const A16Weights& w, const A16Activations& x, float* y, int64_t ldy);
