@@ -1,7 +1,7 @@
 // `mpirun -np 2 qforge quantize ...` (core/dist.h): the calibration windows spread over two
 // ranks give the single process's bytes, run after run; a rank that dies
-// fails the job with no output under the final name; commands that do not spread their work
-// refuse to run under mpirun. Skips where the build has no MPI or mpirun is missing.
+// fails the job with no output under the final name; QAT trains on the ranks' windows;
+// commands that do not spread their work refuse to run under mpirun. Skips where the build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -105,9 +105,9 @@ TEST(Mpi, ADeadRankFailsTheJobWithoutOutput) {
   EXPECT_FALSE(fs::exists(out)) << log;
 }
 
-// Commands that would run whole on every rank, QAT and saving base logits (one process for
-// now) refuse.
-TEST(Mpi, OtherCommandsAndQatRefuse) {
+// Commands that would run whole on every rank and saving base logits (one process for now)
+// refuse.
+TEST(Mpi, OtherCommandsRefuse) {
   QF_NEED_MPI();
   std::string log;
   EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " generate " + Bundled() + " -p Hi -n 2", &log),
@@ -115,10 +115,6 @@ TEST(Mpi, OtherCommandsAndQatRefuse) {
   EXPECT_NE(log.find("under mpirun only 'quantize', 'imatrix', 'ppl' and 'kld' run"),
             std::string::npos)
       << log;
-  const fs::path out = qf::testing::TempDir() / "mpi_qat";
-  EXPECT_NE(RunCommand(Quantize(kMpirun, out, "--scheme W4A16 --method qat"), &log), 0);
-  EXPECT_NE(log.find("QAT runs in one process"), std::string::npos) << log;
-  EXPECT_FALSE(fs::exists(out));
   const fs::path logits = qf::testing::TempDir() / "mpi_base.logits";
   EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " kld " + Bundled() + " --text " + Local() +
                            " --ctx 64 --max-windows 4 --save-base-logits " + logits.string(),
@@ -126,6 +122,28 @@ TEST(Mpi, OtherCommandsAndQatRefuse) {
             0);
   EXPECT_NE(log.find("--save-base-logits runs in one process"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(logits));
+}
+
+// QAT on two ranks (methods/qat.h): each rank trains on the windows it holds and the
+// gradients of a step are summed over the ranks that ran its windows. One window per step
+// (the default) gives the single process's bytes, block-wise and end to end; with several
+// windows per step the sums group otherwise, and two 2-rank runs agree with each other.
+TEST(Mpi, QatOnTwoRanks) {
+  QF_NEED_MPI();
+  const fs::path dir = qf::testing::TempDir() / "mpi_qat";
+  const std::string flags = "--scheme W2A16 --method gptq+qat --e2e-epochs 1 -q";
+  std::string log;
+  ASSERT_EQ(RunCommand(Quantize("", dir / "one", flags, 2), &log), 0) << log;
+  ASSERT_EQ(RunCommand(Quantize(kMpirun, dir / "two", flags), &log), 0) << log;
+  const std::string one = Bytes(dir / "one" / "model.safetensors");
+  ASSERT_FALSE(one.empty());
+  EXPECT_TRUE(one == Bytes(dir / "two" / "model.safetensors")) << "2 ranks differ from one process";
+  for (const std::string run : {"b1", "b2"})
+    ASSERT_EQ(RunCommand(Quantize(kMpirun, dir / run, flags + " --batch 3"), &log), 0) << log;
+  const std::string b1 = Bytes(dir / "b1" / "model.safetensors");
+  ASSERT_FALSE(b1.empty());
+  EXPECT_TRUE(b1 == Bytes(dir / "b2" / "model.safetensors")) << "two 2-rank runs differ";
+  EXPECT_FALSE(b1 == one) << "--batch 3 trained as --batch 1";
 }
 
 // ppl and kld on two ranks (windows split, per-window results gathered and summed in window

@@ -117,6 +117,12 @@ std::pair<int64_t, int64_t> Share(int64_t n) { return ShareOf(g_rank, n); }
 
 std::pair<int64_t, int64_t> ShareRows(int64_t n, int64_t unit) { return RowsOf(g_rank, n, unit); }
 
+int HolderOf(int64_t n, int64_t i) {
+  for (int r = 0; r + 1 < g_size; ++r)
+    if (i < ShareOf(r, n).second) return r;
+  return g_size - 1;
+}
+
 void AllGatherRows(std::span<std::byte> data, int64_t n, int64_t unit) {
   if (g_size == 1 || n == 0) return;
   const size_t row_bytes = data.size() / size_t(n);
@@ -150,6 +156,24 @@ void SumInRankOrder(std::vector<double>& v) {
   FoldInRankOrder(v, [](std::span<double> acc, std::span<const double> part) {
     for (size_t i = 0; i < acc.size(); ++i) acc[i] += part[i];
   });
+}
+
+void SumOver(std::span<float> part, std::span<const int> from) {
+  if (g_size == 1 || from.empty()) return;
+  if (from.size() == 1) {
+    Broadcast(std::as_writable_bytes(part), from[0]);
+    return;
+  }
+  std::vector<float> acc(part.size()), got(part.size());
+  for (size_t j = 0; j < from.size(); ++j) {
+    const std::span<float> buf = from[j] == g_rank ? part : std::span<float>(got);
+    Broadcast(std::as_writable_bytes(buf), from[j]);
+    if (j == 0)
+      std::copy(buf.begin(), buf.end(), acc.begin());
+    else
+      for (size_t i = 0; i < acc.size(); ++i) acc[i] += buf[i];
+  }
+  std::copy(acc.begin(), acc.end(), part.begin());
 }
 
 void Broadcast(std::span<std::byte> data, int root) {

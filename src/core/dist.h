@@ -34,6 +34,9 @@ inline bool IsRoot() { return Rank() == 0; }
 // most one (rank r holds [n·r/N, n·(r+1)/N)).
 std::pair<int64_t, int64_t> Share(int64_t n);
 
+// The rank whose Share(n) holds item i (0 <= i < n).
+int HolderOf(int64_t n, int64_t i);
+
 // Rows dealt in units of `unit` rows (the last unit may be short): this rank's [begin, end), as
 // Share() deals the units. Empty on some ranks when there are fewer units than ranks.
 std::pair<int64_t, int64_t> ShareRows(int64_t n, int64_t unit);
@@ -51,6 +54,12 @@ using Fold = std::function<void(std::span<double> acc, std::span<const double> p
 void FoldInRankOrder(std::vector<double>& part, const Fold& fold);
 // Sums of each element over the ranks (FoldInRankOrder with +).
 void SumInRankOrder(std::vector<double>& v);
+// The sum of `part` over the ranks in `from` (ascending, the same list on every rank; empty:
+// nothing happens): each listed rank's part is broadcast in turn and added in that order, the
+// first one copied, so that one listed rank's part arrives bit for bit. Afterwards every rank
+// holds the sum in `part` (the parts of ranks not listed are ignored).
+void SumOver(std::span<float> part, std::span<const int> from);
+
 // Rank `root`'s bytes to every rank (sizes equal on all ranks).
 void Broadcast(std::span<std::byte> data, int root);
 template <class T>

@@ -10,6 +10,7 @@
 #include <optional>
 #include <random>
 
+#include "core/dist.h"
 #include "formats/fp8.h"
 #include "kernels/cpu/f32_gemm.h"
 #include "kernels/ops.h"
@@ -96,6 +97,24 @@ void Shuffle(std::vector<int64_t>& order, std::mt19937_64& rng) {
   for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
   for (int64_t i = n - 1; i > 0; --i)
     std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
+}
+
+// Under mpirun (core/dist.h): the ranks holding the windows order[b0, b0 + nb) of S, ascending.
+// Each rank computes the gradients of the windows it holds; the parts are summed over these
+// ranks only, so a batch held by one rank (always, with --batch 1) gives that rank's bits.
+std::vector<int> BatchHolders(std::span<const int64_t> batch, int64_t S) {
+  std::vector<int> h;
+  for (const int64_t s : batch) h.push_back(dist::HolderOf(S, s));
+  std::sort(h.begin(), h.end());
+  h.erase(std::unique(h.begin(), h.end()), h.end());
+  return h;
+}
+
+// A sum of per-window figures over the ranks (each rank's windows in order, then rank order).
+double SumOverRanks(double v) {
+  std::vector<double> one{v};
+  dist::SumInRankOrder(one);
+  return one[0];
 }
 
 double CosineLr(double lr, int64_t step, int64_t total) {
@@ -213,6 +232,9 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
     return Err("qat: bad --epochs / --batch / --lr");
   const auto t0 = Clock::now();
   const int64_t H = c.hidden, n_out = T * H;
+  // This rank's windows (all of them in one process): inputs/targets hold [w0, w1).
+  const auto [w0, w1] = dist::Share(S);
+  auto held = [w0 = w0, w1 = w1](int64_t s) { return s >= w0 && s < w1; };
   // The linears the walk runs: a fake-quantized fp32 copy for each trained one.
   std::array<model::Linear, 7> fq;
   train::BlockLinears lin{};
@@ -243,14 +265,15 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
     double total = 0;
     const int64_t e0 = V ? S_train : 0;
     for (int64_t s = e0; s < S; ++s) {
-      train::ForwardBlock(c, blk, layer, lin, inputs + s * n_out, cos, sin, tape);
-      const float* y = targets + s * n_out;
+      if (!held(s)) continue;
+      train::ForwardBlock(c, blk, layer, lin, inputs + (s - w0) * n_out, cos, sin, tape);
+      const float* y = targets + (s - w0) * n_out;
       for (int64_t i = 0; i < n_out; ++i) {
         const double d = double(tape.x[size_t(i)]) - y[i];
         total += d * d;
       }
     }
-    return total / double((S - e0) * n_out);
+    return SumOverRanks(total) / double((S - e0) * n_out);
   };
 
   QatBlockReport rep;
@@ -276,9 +299,10 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
       const double norm = 2.0 / double(nb * n_out);
       for (int64_t j = 0; j < nb; ++j) {
         const int64_t s = order[size_t(b0 + j)];
-        const float* x0 = inputs + s * n_out;
+        if (!held(s)) continue;
+        const float* x0 = inputs + (s - w0) * n_out;
         train::ForwardBlock(c, blk, layer, lin, x0, cos, sin, tape);
-        const float* y = targets + s * n_out;
+        const float* y = targets + (s - w0) * n_out;
         for (int64_t i = 0; i < n_out; ++i) {
           const double d = double(tape.x[size_t(i)]) - y[i];
           loss += d * d;
@@ -288,7 +312,11 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
         for (size_t i = 0; i < 7; ++i) g[i] = train[i] ? dwhat[i].data() : nullptr;
         train::BackwardBlock(c, blk, lin, tape, x0, dout.data(), cos, sin, g, nullptr, scratch);
       }
-      loss /= double(nb * n_out);
+      const std::vector<int> holders =
+          BatchHolders(std::span<const int64_t>(order).subspan(size_t(b0), size_t(nb)), S);
+      for (size_t i = 0; i < 7; ++i)
+        if (train[i]) dist::SumOver(dwhat[i], holders);
+      loss = SumOverRanks(loss) / double(nb * n_out);
       if (!std::isfinite(loss))
         return Err("qat: layer {}: the loss is not finite (lower --lr)", layer);
       epoch_loss += loss * double(nb);
@@ -475,11 +503,15 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   };
   const int64_t Vh = HeldOutWindows(S), S_train = S - Vh;
   const int64_t positions = kl ? T : T - 1;  // scored per window
+  // Under mpirun each window runs on the rank that holds it in dist::Share(S) (every rank has
+  // every window's tokens and the whole model).
+  auto mine = [S](int64_t s) { return dist::HolderOf(S, s) == dist::Rank(); };
   auto evaluate = [&] {
     double total = 0;
     const int64_t e0 = Vh ? S_train : 0;
-    for (int64_t s = e0; s < S; ++s) total += run(windows[size_t(s)], false, 0);
-    return total / double((S - e0) * positions);
+    for (int64_t s = e0; s < S; ++s)
+      if (mine(s)) total += run(windows[size_t(s)], false, 0);
+    return SumOverRanks(total) / double((S - e0) * positions);
   };
   QatE2eReport rep;
   rep.loss = kl ? E2eLoss::kKlToFp : E2eLoss::kNextToken;
@@ -501,8 +533,12 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       const double scale = 1.0 / double(nb * positions);
       double loss = 0;
       for (int64_t j = 0; j < nb; ++j)
-        loss += run(windows[size_t(order[size_t(b0 + j)])], true, scale);
-      loss *= scale;
+        if (mine(order[size_t(b0 + j)]))
+          loss += run(windows[size_t(order[size_t(b0 + j)])], true, scale);
+      const std::vector<int> holders =
+          BatchHolders(std::span<const int64_t>(order).subspan(size_t(b0), size_t(nb)), S);
+      for (Tuned& t : tuned) dist::SumOver(t.dw, holders);
+      loss = SumOverRanks(loss) * scale;
       if (!std::isfinite(loss)) return Err("qat e2e: the loss is not finite (lower --lr-q)");
       ++step;
       const double lr = CosineLr(opt.lr_q, step - 1, total);

@@ -90,8 +90,12 @@ struct QatBlockReport {
 using QatProgress = std::function<void(int64_t, int64_t, double)>;
 
 // Trains the non-null entries of `train` (in model::kBlockLinears order; the others run as
-// `blk` holds them) on S windows of T tokens: inputs [S, T, H] (the quantized model's block
-// inputs), targets [S, T, H] (the fp block's outputs), RoPE tables cos/sin of >= T rows.
+// `blk` holds them) on S windows of T tokens: inputs [S', T, H] (the quantized model's block
+// inputs), targets [S', T, H] (the fp block's outputs), RoPE tables cos/sin of >= T rows.
+// S' = S in one process; under mpirun the inputs and targets are this rank's share
+// dist::Share(S) of the windows: each step's windows run on the ranks that hold them, their
+// gradients are summed over those ranks in rank order, and every rank takes the same step (with
+// one window per step the result is the single process's, bit for bit).
 Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Layer& blk,
                                   int64_t layer, std::array<QatLinear*, 7> train,
                                   const float* inputs, const float* targets, int64_t S, int64_t T,
@@ -109,7 +113,9 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
 // `fp_layers` (the fp model's blocks; same final norm and lm_head) window by window.
 // `tensors[l][i]` is layer l's linear kBlockLinears[i] (null: kept as `layers` holds it); `layers`
 // must hold the dequantized weights of those tensors and is updated with the tuned ones. The last
-// eighth of the windows is held out as in TrainBlock.
+// eighth of the windows is held out as in TrainBlock. Under mpirun every rank passes all windows
+// and the whole model; each window runs on the rank holding it in dist::Share(S), gradients are
+// summed as in TrainBlock.
 struct QatE2eReport {
   E2eLoss loss = E2eLoss::kNextToken;
   double loss_start = 0, loss_end = 0;  // held-out loss (nats per token)

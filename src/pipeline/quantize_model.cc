@@ -260,8 +260,6 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                      Collected& col, const LinearSolver* external = nullptr, bool lm_head = false,
                      const GridWriter* write = nullptr) {
   const model::TensorNames& nm = *cfg.family->names;
-  if (method.qat && dist::Size() > 1)
-    return Err("--method {}: QAT runs in one process (not under mpirun yet)", opt.method);
   auto t0 = Clock::now();
   // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
   std::unique_ptr<text::Tokenizer> tok;
@@ -621,12 +619,12 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       }
       methods::QatOptions qo = opt.qat;
       qo.seed = opt.seed;
-      QF_ASSIGN(
-          methods::QatBlockReport qr,
-          methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(), S, T, cos.data(),
-                              sin.data(), qo, [&](int64_t step, int64_t total, double loss) {
-                                if (opt.qat_progress) opt.qat_progress(l, step, total, loss);
-                              }));
+      QF_ASSIGN(methods::QatBlockReport qr,
+                methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(),
+                                    rep.calib_samples, T, cos.data(), sin.data(), qo,
+                                    [&](int64_t step, int64_t total, double loss) {
+                                      if (opt.qat_progress) opt.qat_progress(l, step, total, loss);
+                                    }));
       for (size_t i = 0; i < 7; ++i) {
         if (!train[i]) continue;
         QatStart& qs = qat_start[i];
