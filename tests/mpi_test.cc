@@ -1,7 +1,8 @@
 // `mpirun -np 2 qforge quantize ...` (core/dist.h): the calibration windows spread over two
 // ranks give the single process's bytes, run after run; a rank that dies
 // fails the job with no output under the final name; QAT trains on the ranks' windows;
-// commands that do not spread their work refuse to run under mpirun. Skips where the build has no MPI or mpirun is missing.
+// commands that do not spread their work refuse to run under mpirun. Skips where the build has no
+// MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
 #include <filesystem>
