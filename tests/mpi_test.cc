@@ -1,6 +1,7 @@
 // `mpirun -np 2 qforge quantize ...` (core/dist.h): the calibration windows spread over two
 // ranks give the single process's bytes, run after run; a rank that dies
-// fails the job with no output under the final name; QAT trains on the ranks' windows;
+// fails the job with no output under the final name; QAT trains on the ranks' windows; kld
+// --save-base-logits writes the single process's file;
 // commands that do not spread their work refuse to run under mpirun. Skips where the build has no
 // MPI or mpirun is missing.
 #include <gtest/gtest.h>
@@ -106,8 +107,7 @@ TEST(Mpi, ADeadRankFailsTheJobWithoutOutput) {
   EXPECT_FALSE(fs::exists(out)) << log;
 }
 
-// Commands that would run whole on every rank and saving base logits (one process for now)
-// refuse.
+// Commands that would run whole on every rank refuse.
 TEST(Mpi, OtherCommandsRefuse) {
   QF_NEED_MPI();
   std::string log;
@@ -116,13 +116,47 @@ TEST(Mpi, OtherCommandsRefuse) {
   EXPECT_NE(log.find("under mpirun only 'quantize', 'imatrix', 'ppl' and 'kld' run"),
             std::string::npos)
       << log;
-  const fs::path logits = qf::testing::TempDir() / "mpi_base.logits";
-  EXPECT_NE(RunCommand(std::string(kMpirun) + Q() + " kld " + Bundled() + " --text " + Local() +
-                           " --ctx 64 --max-windows 4 --save-base-logits " + logits.string(),
-                       &log),
-            0);
-  EXPECT_NE(log.find("--save-base-logits runs in one process"), std::string::npos) << log;
-  EXPECT_FALSE(fs::exists(logits));
+}
+
+// kld --save-base-logits on two ranks (BASE alone, and BASE OTHER): rank 0 writes its windows,
+// rank 1 hands its windows over at the end: the single process's file, byte for byte; and
+// kld --base-logits reads it on two ranks with the single process's figures.
+TEST(Mpi, TwoRanksSaveTheSingleProcessBaseLogits) {
+  QF_NEED_MPI();
+  const fs::path dir = qf::testing::TempDir() / "mpi_base_logits";
+  fs::create_directories(dir);
+  const fs::path q = dir / "rtn";
+  std::string log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + q.string() + " --scheme W4A16 -q", &log),
+      0)
+      << log;
+  const std::string args = " --text " + Local() + " --ctx 64 --max-windows 5 -q -t 1";
+  for (const std::string other : {std::string(), " " + q.string()}) {
+    SCOPED_TRACE(other.empty() ? "BASE alone" : "BASE OTHER");
+    const std::string cmd = " kld " + Bundled() + other + args + " --save-base-logits ";
+    ASSERT_EQ(RunCommand(Q() + cmd + (dir / "one.qfbl").string(), &log), 0) << log;
+    ASSERT_EQ(RunCommand(std::string(kMpirun) + Q() + cmd + (dir / "two.qfbl").string(), &log), 0)
+        << log;
+    const std::string one = Bytes(dir / "one.qfbl");
+    ASSERT_FALSE(one.empty());
+    EXPECT_TRUE(one == Bytes(dir / "two.qfbl")) << "2 ranks differ from one process";
+    for (const auto& e : fs::directory_iterator(dir))  // the scratch file is gone
+      EXPECT_EQ(e.path().filename().string().find(".spill"), std::string::npos) << e.path();
+  }
+  std::string one, two;
+  const std::string read =
+      " kld --base-logits " + (dir / "two.qfbl").string() + " " + q.string() + args + " --json";
+  ASSERT_EQ(RunCommand(Q() + read, &one), 0) << one;
+  ASSERT_EQ(RunCommand(std::string(kMpirun) + Q() + read, &two), 0) << two;
+  auto a = JsonIn(one), b = JsonIn(two);
+  for (auto* j : {&a, &b})
+    for (const char* key : {"seconds", "tokens_per_second"}) {
+      j->erase(key);
+      for (const char* side : {"base_ppl", "other_ppl"})
+        if (j->contains(side)) (*j)[side].erase(key);
+    }
+  EXPECT_EQ(a, b);
 }
 
 // QAT on two ranks (methods/qat.h): each rank trains on the windows it holds and the

@@ -176,6 +176,22 @@ void SumOver(std::span<float> part, std::span<const int> from) {
   std::copy(acc.begin(), acc.end(), part.begin());
 }
 
+void Send(std::span<const std::byte> data, int to) {
+#if defined(QF_HAVE_MPI)
+  if (g_size > 1) SendBytes(data.data(), data.size(), to);
+#else
+  (void)data, (void)to;
+#endif
+}
+
+void Recv(std::span<std::byte> data, int from) {
+#if defined(QF_HAVE_MPI)
+  if (g_size > 1) RecvBytes(data.data(), data.size(), from);
+#else
+  (void)data, (void)from;
+#endif
+}
+
 void Broadcast(std::span<std::byte> data, int root) {
   if (g_size == 1) return;
 #if defined(QF_HAVE_MPI)

@@ -60,6 +60,10 @@ void SumInRankOrder(std::vector<double>& v);
 // holds the sum in `part` (the parts of ranks not listed are ignored).
 void SumOver(std::span<float> part, std::span<const int> from);
 
+// Point to point, for data only two ranks need (sizes equal on both sides).
+void Send(std::span<const std::byte> data, int to);
+void Recv(std::span<std::byte> data, int from);
+
 // Rank `root`'s bytes to every rank (sizes equal on all ranks).
 void Broadcast(std::span<std::byte> data, int root);
 template <class T>

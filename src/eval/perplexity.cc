@@ -16,6 +16,7 @@
 
 #include "core/dist.h"
 #include "core/mmap.h"
+#include "io/safetensors_writer.h"
 #include "pipeline/gguf_convert.h"
 #include "kernels/ops.h"
 
@@ -73,9 +74,7 @@ Status ForEachWindow(const std::vector<const model::Model*>& models, const int32
                      Sink sink) {
   const int64_t ctx = opt.ctx, first = FirstScored(opt);
   // Under mpirun each rank runs its share of the windows (callers gather the results by window:
-  // GatherWindows); the ordered sink (a file written in window order) runs in one process.
-  if (kOrdered && dist::Size() > 1)
-    return Err("--save-base-logits runs in one process (not under mpirun)");
+  // GatherWindows); the ordered sink sees this rank's windows in order.
   const auto [w0, w1] = dist::Share(windows);
   const int threads = std::max(1, omp_get_max_threads());
   const bool window_parallel = threads > 1 && (w1 - w0) >= threads;
@@ -115,7 +114,7 @@ Status ForEachWindow(const std::vector<const model::Model*>& models, const int32
     };
     if constexpr (kOrdered) {
 #pragma omp for schedule(dynamic, 1) ordered
-      for (int64_t win = 0; win < windows; ++win) {
+      for (int64_t win = w0; win < w1; ++win) {
         if (!failed) {
           const Status st = run(win);
           if (!st.ok()) fail(st);
@@ -166,6 +165,55 @@ BaseLogitsInfo MakeInfo(const WindowOptions& opt, int64_t vocab, int64_t windows
   h.bos_id = opt.scoring == Scoring::kLlamaCpp ? opt.bos_id : -1;
   return h;
 }
+
+// The saved base logits, window by window in window order. Under mpirun rank 0 writes its own
+// windows as they come, every other rank keeps its windows in a scratch file (unlinked, beside
+// the output) and Finish sends them to rank 0 in rank order: the single process's file.
+class RecordSink {
+ public:
+  static Result<RecordSink> Create(const std::filesystem::path& path, const BaseLogitsInfo& info) {
+    RecordSink s;
+    s.window_bytes_ = size_t(info.scored_per_window) * BaseLogitsRecordBytes(info.vocab);
+    s.windows_ = info.windows;
+    if (dist::IsRoot()) {
+      QF_ASSIGN(BaseLogitsWriter w, BaseLogitsWriter::Create(path, info));
+      s.writer_.emplace(std::move(w));
+    } else {
+      const std::filesystem::path dir =
+          path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+      QF_ASSIGN(io::TensorSpill sp, io::TensorSpill::Create(dir));
+      s.spill_.emplace(std::move(sp));
+    }
+    return s;
+  }
+  // The next window of this rank's share (ForEachWindow's ordered sink).
+  Status Add(const WindowWorker& w) {
+    if (writer_) return writer_->WriteWindow(w.records);
+    return spill_->Add("w", DType::kU8, {int64_t(w.records.size())}, w.records);
+  }
+  // After every rank's windows: the other ranks' windows to rank 0, then the file.
+  Status Finish() {
+    if (!writer_) {
+      QF_ASSIGN(const std::vector<io::TensorToWrite> mine, spill_->Tensors());
+      for (const io::TensorToWrite& t : mine) dist::Send(t.data, 0);
+      return Status::Ok();
+    }
+    std::vector<std::byte> buf(window_bytes_);
+    for (int r = 1; r < dist::Size(); ++r)
+      for (int64_t win = windows_ * r / dist::Size(); win < windows_ * (r + 1) / dist::Size();
+           ++win) {
+        dist::Recv(buf, r);
+        QF_TRY(writer_->WriteWindow(buf));
+      }
+    return writer_->Finish();
+  }
+
+ private:
+  size_t window_bytes_ = 0;
+  int64_t windows_ = 0;
+  std::optional<BaseLogitsWriter> writer_;
+  std::optional<io::TensorSpill> spill_;
+};
 
 // Encodes the window's n scored rows of base logits (nll: their exact NLLs) into w.records.
 void EncodeWindow(const float* logits, const double* nll, int64_t n, int64_t V, WindowWorker& w) {
@@ -322,12 +370,11 @@ Result<KldResult> KlDivergence(const model::Model& base, const model::Model& oth
     return Status::Ok();
   };
   if (save) {
-    QF_ASSIGN(BaseLogitsWriter writer,
-              BaseLogitsWriter::Create(save_base_logits, MakeInfo(opt, V, windows, tokens)));
-    QF_TRY(ForEachWindow<true>(
-        {&base, &other}, tokens.data(), windows, opt, progress, fn,
-        [&](int64_t, const WindowWorker& w) { return writer.WriteWindow(w.records); }));
-    QF_TRY(writer.Finish());
+    QF_ASSIGN(RecordSink sink,
+              RecordSink::Create(save_base_logits, MakeInfo(opt, V, windows, tokens)));
+    QF_TRY(ForEachWindow<true>({&base, &other}, tokens.data(), windows, opt, progress, fn,
+                               [&](int64_t, const WindowWorker& w) { return sink.Add(w); }));
+    QF_TRY(sink.Finish());
   } else {
     QF_TRY(
         ForEachWindow<false>({&base, &other}, tokens.data(), windows, opt, progress, fn, NoSink{}));
@@ -347,8 +394,7 @@ Result<PplResult> SaveBaseLogits(const model::Model& base, const std::vector<int
   const int64_t V = base.config().vocab_size, per = ScoredPerWindow(opt), first = FirstScored(opt);
   std::vector<double> nll(static_cast<size_t>(windows * per));
   double* nll_out = nll.data();
-  QF_ASSIGN(BaseLogitsWriter writer,
-            BaseLogitsWriter::Create(path, MakeInfo(opt, V, windows, tokens)));
+  QF_ASSIGN(RecordSink sink, RecordSink::Create(path, MakeInfo(opt, V, windows, tokens)));
   const auto t0 = Clock::now();
   QF_TRY(ForEachWindow<true>(
       {&base}, tokens.data(), windows, opt, progress,
@@ -358,8 +404,9 @@ Result<PplResult> SaveBaseLogits(const model::Model& base, const std::vector<int
         EncodeWindow(w.logits[0].data(), out, per, V, w);
         return Status::Ok();
       },
-      [&](int64_t, const WindowWorker& w) { return writer.WriteWindow(w.records); }));
-  QF_TRY(writer.Finish());
+      [&](int64_t, const WindowWorker& w) { return sink.Add(w); }));
+  QF_TRY(sink.Finish());
+  GatherWindows(windows, nll);
   PplResult r;
   FillTiming(r, windows, opt.ctx, std::chrono::duration<double>(Clock::now() - t0).count(), 1);
   NllStats stats;
