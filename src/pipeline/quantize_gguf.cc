@@ -16,6 +16,7 @@
 #include "io/gguf.h"
 #include "pipeline/gguf_convert.h"
 #include "io/safetensors.h"
+#include "io/safetensors_writer.h"
 #include "methods/gptq.h"
 #include "model/config.h"
 #include "model/gguf_model.h"
@@ -259,8 +260,24 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
           opt.mix->name);
   }
 
-  // GPTQ / QAT: the solved tensors' bytes, in Hugging Face row order, by plan index.
-  std::map<size_t, std::vector<std::byte>> solved;
+  // GPTQ / QAT: the solved tensors' bytes, in Hugging Face row order: by plan index, the entry
+  // of the scratch file they went to as each was solved (rank 0 only: memory stays bounded by a
+  // block; a tensor QAT trains again goes in once more and its latest entry counts).
+  std::map<size_t, size_t> solved;
+  std::optional<io::TensorSpill> spill;
+  size_t spilled = 0;
+  auto keep = [&](size_t i, const std::vector<std::byte>& q) -> Status {
+    if (!dist::IsRoot()) return Status::Ok();  // rank 0 writes
+    if (!spill) {
+      std::error_code ec;
+      const fs::path dir = fs::absolute(out, ec).parent_path();
+      QF_ASSIGN(io::TensorSpill sp, io::TensorSpill::Create(dir));
+      spill.emplace(std::move(sp));
+    }
+    QF_TRY(spill->Add(plan[i].name, DType::kU8, {int64_t(q.size())}, q));
+    solved[i] = spilled++;
+    return Status::Ok();
+  };
   const std::string method = opt.qat ? (opt.gptq ? "gptq+qat" : "qat") : "gptq";
   if ((opt.gptq || opt.qat) && !opt.dry_run) {
     const auto head = by_source.find(cfg.family->names->lm_head);
@@ -304,7 +321,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       if (opt.qat && GgmlUniformScheme(bt)) {
         QF_ASSIGN(out.grid, GgmlToQuantized(bt, q, r.n, r.k));
       }
-      solved[i] = std::move(q);
+      QF_TRY(keep(i, q));
       return out;
     };
     // QAT's trained grids back into their blocks (fp16 scales), and the values those hold.
@@ -319,7 +336,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       std::vector<float> held(size_t(g.rows * g.cols));
       QF_TRY(DequantizeRowsGgml(bt, q.data(), g.rows, g.cols, held.data()));
       rep.tensors[i].qat = true;
-      solved[i] = std::move(q);
+      QF_TRY(keep(i, q));
       return held;
     };
     QuantizeOptions qopt;
@@ -361,6 +378,10 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       QF_TRY(w.Set("quantize.qforge.e2e_epochs", io::GgufValue(int32_t(opt.e2e_epochs))));
     }
   }
+  std::vector<io::TensorToWrite> solved_bytes;  // the scratch file, mapped read-only
+  if (spill) {
+    QF_ASSIGN(solved_bytes, spill->Tensors());
+  }
   for (size_t i = 0; i < plan.size(); ++i) {
     const pipeline::GgufTensorPlan& p = plan[i];
     const io::GgmlType gt = types[i];
@@ -376,15 +397,15 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       continue;
     }
     if (const auto it = solved.find(i); it != solved.end()) {
-      const std::vector<std::byte>* q = &it->second;
+      const std::span<const std::byte> q = solved_bytes[it->second].data;
       QF_TRY(
           w.AddTensor(p.name, gt, p.shape, [&p, q, numel, cols](std::span<std::byte> o) -> Status {
             const int64_t rows = numel / cols;
-            const size_t row_bytes = q->size() / size_t(rows);
-            if (o.size() != q->size()) return Err("{}: size mismatch", p.name);
+            const size_t row_bytes = q.size() / size_t(rows);
+            if (o.size() != q.size()) return Err("{}: size mismatch", p.name);
             for (int64_t r = 0; r < rows; ++r)
               std::memcpy(o.data() + size_t(r) * row_bytes,
-                          q->data() + size_t(pipeline::GgufSourceRow(p, r, rows)) * row_bytes,
+                          q.data() + size_t(pipeline::GgufSourceRow(p, r, rows)) * row_bytes,
                           row_bytes);
             return Status::Ok();
           }));
