@@ -43,11 +43,11 @@ class HessianAccumulator {
   std::vector<double> Take();
 
  private:
-  // The upper triangle of the sum Σ XᵀX as double-double hi + lo (lo packed row by row).
+  // The upper triangle of the sum Σ XᵀX as double-double hi + lo, both packed row by row.
   void AddUpper(const float* part);
   int64_t k_;
   int64_t samples_ = 0;
-  mutable std::vector<double> hi_;  // [K, K]: the sum's high parts (upper), then H (full)
+  mutable std::vector<double> hi_;  // K(K+1)/2 high parts of the sum; then H, [K, K] full
   mutable std::vector<double> lo_;  // K(K+1)/2 low parts; empty once H is formed
   mutable bool final_ = false;
   bool taken_ = false;
