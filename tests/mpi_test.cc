@@ -61,7 +61,8 @@ std::string Quantize(const std::string& launcher, const fs::path& out, const std
 // Two ranks give the single process's bytes: the Hessians are summed in double-double
 // (methods/hessian.h), so folding the ranks' sums gives the bits of one process's sum; channel
 // maxima fold exactly; GPTQ's rows are solved in the same fixed chunks on whichever rank holds
-// them. GPTQ (W4A16), SmoothQuant with a static activation scale (W8A8-static) and
+// them; AWQ's scale candidates are scored on the ranks in shares and gathered. GPTQ (W4A16),
+// SmoothQuant with a static activation scale (W8A8-static), AWQ (W4A16) and
 // GPTQ into GGUF k-quants (Q4_K_M, solved on every rank); GPTQ also twice on two ranks.
 TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
   QF_NEED_MPI();
@@ -69,6 +70,7 @@ TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
   for (const auto& [name, flags] :
        {std::pair<std::string, std::string>{"gptq", "--scheme W4A16 --method gptq"},
         {"sq", "--scheme W8A8-static --method smoothquant"},
+        {"awq", "--scheme W4A16 --method awq"},
         {"q4km.gguf", "--scheme Q4_K_M --method gptq"}}) {
     SCOPED_TRACE(name);
     const bool gguf = name.ends_with(".gguf");

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "formats/quantize.h"
+#include "core/dist.h"
 #include "core/dtype.h"
 #include "kernels/cpu/f32_gemm.h"
 
@@ -94,8 +95,13 @@ Result<AwqSearch> AwqScales(const ChannelObserver& x, const HessianAccumulator& 
   };
   std::vector<double> loss(static_cast<size_t>(candidates), 0.0);
   std::vector<std::string> errors(static_cast<size_t>(candidates));
+  // Under mpirun each rank scores its share of the candidates (core/dist.h) and the losses are
+  // gathered: every rank then picks the same one (a candidate's loss does not depend on where
+  // it was computed); `failed` marks a candidate that could not be scored.
+  const auto [c0, c1] = dist::Share(candidates);
+  std::vector<double> failed(static_cast<size_t>(candidates), 0.0);
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int c = 0; c < candidates; ++c) {
+  for (int c = int(c0); c < int(c1); ++c) {
     const std::vector<float> s = scales_of(c);
     double total = 0;
     for (const model::Linear* lin : next) {
@@ -119,9 +125,14 @@ Result<AwqSearch> AwqScales(const ChannelObserver& x, const HessianAccumulator& 
       total += sum;
     }
     loss[c] = total;
+    failed[c] = errors[c].empty() ? 0.0 : 1.0;
   }
+  dist::AllGatherRows(loss, candidates, 1);
+  dist::AllGatherRows(failed, candidates, 1);
   for (const std::string& e : errors)
     if (!e.empty()) return Err("AWQ: {}", e);
+  for (int c = 0; c < candidates; ++c)
+    if (failed[c] != 0.0) return Err("AWQ: scale candidate {} failed on another rank", c);
   int best = 0;
   for (int c = 1; c < candidates; ++c)
     if (loss[c] < loss[best]) best = c;
