@@ -63,7 +63,7 @@ std::string Quantize(const std::string& launcher, const fs::path& out, const std
 // maxima fold exactly; GPTQ's rows are solved in the same fixed chunks on whichever rank holds
 // them; AWQ's scale candidates are scored on the ranks in shares and gathered. GPTQ (W4A16),
 // SmoothQuant with a static activation scale (W8A8-static), AWQ (W4A16) and
-// GPTQ into GGUF k-quants (Q4_K_M, solved on every rank); GPTQ also twice on two ranks.
+// GPTQ into GGUF k-quants (Q4_K_M, rows split as for W4A16); GPTQ also twice on two ranks.
 TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
   QF_NEED_MPI();
   const fs::path dir = qf::testing::TempDir() / "mpi";

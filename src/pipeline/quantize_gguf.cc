@@ -24,7 +24,6 @@
 namespace qf::pipeline {
 using methods::GptqGgml;
 using methods::GptqOptions;
-using methods::GptqStats;
 
 namespace {
 
@@ -308,9 +307,25 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       const GgmlBlockType& bt = *blocks[i];
       std::vector<std::byte> q;
       if (opt.gptq) {
-        GptqStats st;
-        QF_ASSIGN(q, GptqGgml(r.weight, r.n, r.k, std::span<const double>(r.hessian.matrix()), bt,
-                              {}, gopt, &st));
+        // Rows spread over the ranks under mpirun in the sweep's row chunks (a row's blocks do
+        // not depend on the slice it is solved in), then gathered; whole on one rank.
+        const std::span<const double> h(r.hessian.matrix());
+        const int64_t unit = methods::kGptqRowChunk;
+        if (dist::Size() > 1 && (r.n + unit - 1) / unit >= dist::Size()) {
+          const auto [r0, r1] = dist::ShareRows(r.n, unit);
+          QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(bt, r.n, r.k));
+          const size_t row_bytes = size_t(bytes) / size_t(r.n);
+          q.resize(size_t(bytes));
+          if (r1 > r0) {
+            QF_ASSIGN(const std::vector<std::byte> part,
+                      GptqGgml(r.weight.subspan(size_t(r0 * r.k), size_t((r1 - r0) * r.k)), r1 - r0,
+                               r.k, h, bt, {}, gopt));
+            std::copy(part.begin(), part.end(), q.begin() + r0 * int64_t(row_bytes));
+          }
+          dist::AllGatherRows(q, r.n, unit);
+        } else {
+          QF_ASSIGN(q, GptqGgml(r.weight, r.n, r.k, h, bt, {}, gopt));
+        }
         rep.tensors[i].gptq = true;
       } else {  // QAT's plain start: the type's own rounding, as llama-quantize without imatrix
         QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(bt, r.n, r.k));
