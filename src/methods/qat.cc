@@ -9,6 +9,7 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <tuple>
 
 #include "core/dist.h"
 #include "formats/fp8.h"
@@ -43,25 +44,28 @@ struct Adam {
     v[i] = float(vi);
     return (mi / b.c1) / (std::sqrt(vi / b.c2) + kEps);
   }
-  // unit(i): the size of a step of lr = 1 for p[i].
+  // unit(i): the size of a step of lr = 1 for p[i]. Entries [i0, i1) only.
   template <class Unit>
-  void Step(std::vector<float>& p, const float* g, double lr, double wd, int64_t t, Unit unit) {
+  void Step(std::vector<float>& p, const float* g, double lr, double wd, int64_t t, Unit unit,
+            int64_t i0, int64_t i1) {
     const Bias b(t);
-    const int64_t n = int64_t(p.size());
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) {
+#pragma omp parallel for if (i1 - i0 > 65536)
+    for (int64_t i = i0; i < i1; ++i) {
       const size_t j = size_t(i);
       p[j] = float(p[j] - lr * (double(unit(i)) * Direction(j, g[i], b) + wd * p[j]));
     }
   }
-  void StepLog(std::vector<float>& p, const float* g, double lr, int64_t t) {
+  void StepLog(std::vector<float>& p, const float* g, double lr, int64_t t, int64_t i0,
+               int64_t i1) {
     const Bias b(t);
-    const int64_t n = int64_t(p.size());
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) {
+#pragma omp parallel for if (i1 - i0 > 65536)
+    for (int64_t i = i0; i < i1; ++i) {
       const size_t j = size_t(i);
       p[j] = float(p[j] * std::exp(-lr * Direction(j, double(g[i]) * p[j], b)));
     }
+  }
+  void StepLog(std::vector<float>& p, const float* g, double lr, int64_t t) {
+    StepLog(p, g, lr, t, 0, int64_t(p.size()));
   }
 };
 
@@ -77,12 +81,37 @@ struct QatStepper {
         dw(q.w.size()),
         ds(q.s.size()),
         dz(q.z.size()) {}
-  // The gradients from ∂loss/∂ŵ, then step t of each (lr: weights; lr_q: scales and zeros).
-  void Step(QatLinear& q, const float* dwhat, double lr, double lr_q, double wd, int64_t t) {
-    q.Backward(dwhat, dw.data(), ds.data(), dz.data());
-    w.Step(q.w, dw.data(), lr, wd, t, [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); });
-    s.StepLog(q.s, ds.data(), lr_q, t);
-    z.Step(q.z, dz.data(), lr_q, 0, t, [](int64_t) { return 1.0f; });
+  // The gradients from ∂loss/∂ŵ, then step t of each (lr: weights; lr_q: scales and zeros),
+  // for rows [r0, r1) and their parameter sets.
+  void Step(QatLinear& q, const float* dwhat, double lr, double lr_q, double wd, int64_t t,
+            int64_t r0, int64_t r1) {
+    q.Backward(dwhat, dw.data(), ds.data(), dz.data(), r0, r1);
+    w.Step(
+        q.w, dw.data(), lr, wd, t, [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); },
+        r0 * q.cols(), r1 * q.cols());
+    const auto [p0, p1] = q.ParamsOfRows(r0, r1);
+    s.StepLog(q.s, ds.data(), lr_q, t, p0, p1);
+    z.Step(
+        q.z, dz.data(), lr_q, 0, t, [](int64_t) { return 1.0f; }, p0, p1);
+  }
+};
+
+// The rows of a linear whose optimizer step this rank takes: all of them in one process or
+// when one parameter set spans every row; under mpirun otherwise a share (dist::ShareRows),
+// and Gather() hands each rank's rows of a row-major array to every rank afterwards. Every
+// update is per element or per row, so the steps give the single process's bits.
+struct RowShare {
+  int64_t r0 = 0, r1 = 0, n = 0;
+  bool split = false;
+  RowShare() = default;
+  RowShare(int64_t rows, bool rows_own) : r1(rows), n(rows) {
+    if (dist::Size() > 1 && rows_own) {
+      std::tie(r0, r1) = dist::ShareRows(rows, 1);
+      split = true;
+    }
+  }
+  void Gather(std::span<float> v) const {
+    if (split) dist::AllGatherRows(std::as_writable_bytes(v), n, 1);
   }
 };
 
@@ -161,24 +190,33 @@ float QatLinear::Code(int64_t r, int64_t c) const {
   return std::clamp(RoundHalfEven(w[size_t(r * k_ + c)] / s[size_t(p)]) + Zero(p), 0.0f, maxq_);
 }
 
-void QatLinear::FakeQuantize(float* out) const {
-#pragma omp parallel for if (n_ * k_ > 65536)
-  for (int64_t r = 0; r < n_; ++r)
+std::pair<int64_t, int64_t> QatLinear::ParamsOfRows(int64_t r0, int64_t r1) const {
+  if (!RowsOwnParams()) return {0, int64_t(s.size())};
+  const int64_t per = int64_t(s.size()) / n_;
+  return {r0 * per, r1 * per};
+}
+
+void QatLinear::FakeQuantize(float* out, int64_t r0, int64_t r1) const {
+#pragma omp parallel for if ((r1 - r0) * k_ > 65536)
+  for (int64_t r = r0; r < r1; ++r)
     for (int64_t c = 0; c < k_; ++c) {
       const int64_t p = Param(r, c);
       out[r * k_ + c] = s[size_t(p)] * (Code(r, c) - Zero(p));
     }
 }
 
-void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz) const {
-  std::fill_n(ds, s.size(), 0.0f);
-  std::fill_n(dz, z.size(), 0.0f);
+void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz, int64_t r0,
+                         int64_t r1) const {
   const bool asym = !shape_.scheme.symmetric;
   // Rows in parallel own their parameters, except the one set of a per-tensor scheme.
-  const bool rows_own = shape_.scheme.granularity != Granularity::kTensor;
+  const bool rows_own = RowsOwnParams();
+  QF_CHECK(rows_own || (r0 == 0 && r1 == n_), "qat: a per-tensor scale needs every row");
+  const auto [p0, p1] = ParamsOfRows(r0, r1);
+  std::fill(ds + p0, ds + p1, 0.0f);
+  std::fill(dz + p0, dz + p1, 0.0f);
   std::vector<double> acc_s(size_t(rows_own ? s.size() : size_t(n_))), acc_z(acc_s.size());
-#pragma omp parallel for if (n_ * k_ > 65536)
-  for (int64_t r = 0; r < n_; ++r)
+#pragma omp parallel for if ((r1 - r0) * k_ > 65536)
+  for (int64_t r = r0; r < r1; ++r)
     for (int64_t c = 0; c < k_; ++c) {
       const int64_t p = Param(r, c);
       const size_t a = rows_own ? size_t(p) : size_t(r);
@@ -197,7 +235,7 @@ void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz) co
       }
     }
   if (rows_own) {
-    for (size_t p = 0; p < s.size(); ++p) {
+    for (size_t p = size_t(p0); p < size_t(p1); ++p) {
       ds[p] = float(acc_s[p]);
       dz[p] = asym ? float(acc_z[p]) : 0.0f;
     }
@@ -240,6 +278,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   train::BlockLinears lin{};
   std::array<std::vector<float>, 7> dwhat;
   std::array<std::optional<QatStepper>, 7> stepper;
+  std::array<RowShare, 7> share;  // the rows each rank steps
   for (size_t i = 0; i < 7; ++i) {
     const model::Linear& own = blk[model::kBlockLinears[i]];
     lin[i] = &own;
@@ -254,6 +293,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
     lin[i] = &fq[i];
     dwhat[i].resize(fq[i].weight.size());
     stepper[i].emplace(q);
+    share[i] = RowShare(own.n, q.RowsOwnParams());
   }
   train::BlockTape tape(c, T);
   train::BackwardScratch scratch(c, T);
@@ -326,14 +366,23 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
                    lr_q = CosineLr(opt.lr_q, step - 1, total);
       for (size_t i = 0; i < 7; ++i) {
         if (!train[i]) continue;
-        stepper[i]->Step(*train[i], dwhat[i].data(), lr, lr_q, opt.weight_decay, step);
-        train[i]->FakeQuantize(fq[i].weight.data());
+        const RowShare& sh = share[i];
+        stepper[i]->Step(*train[i], dwhat[i].data(), lr, lr_q, opt.weight_decay, step, sh.r0,
+                         sh.r1);
+        train[i]->FakeQuantize(fq[i].weight.data(), sh.r0, sh.r1);
+        sh.Gather(fq[i].weight);
       }
       if (progress) progress(step, total, loss);
     }
     rep.epoch_loss.push_back(epoch_loss / double(S_train));
   }
   rep.steps = step;
+  for (size_t i = 0; i < 7; ++i)
+    if (train[i]) {
+      share[i].Gather(train[i]->w);
+      share[i].Gather(train[i]->s);
+      share[i].Gather(train[i]->z);
+    }
   rep.loss_end = evaluate();
   if (!(rep.loss_end <= rep.loss_start)) {
     for (size_t i = 0; i < 7; ++i)
@@ -374,18 +423,25 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     Adam adam;
     std::optional<QatLinear> ql;
     std::optional<QatStepper> stepper;
-    Tuned(QuantizedTensor* qt, model::Linear* l) : q(qt), lin(l), adam(qt->scales.size()) {}
+    RowShare share;  // the rows this rank steps
+    Tuned(QuantizedTensor* qt, model::Linear* l)
+        : q(qt),
+          lin(l),
+          adam(qt->scales.size()),
+          share(qt->rows, qt->scheme.granularity != Granularity::kTensor) {}
     int64_t Param(int64_t e) const { return q->ParamIndex(e / q->cols, e % q->cols); }
-    void Install() {
+    // The weights the model runs with, rows [r0, r1).
+    void Install(int64_t r0, int64_t r1) {
       if (ql) {
-        ql->FakeQuantize(lin->weight.data());
+        ql->FakeQuantize(lin->weight.data(), r0, r1);
         return;
       }
-      const int64_t n = int64_t(level.size());
-#pragma omp parallel for if (n > 65536)
-      for (int64_t e = 0; e < n; ++e)
+      const int64_t k = q->cols;
+#pragma omp parallel for if ((r1 - r0) * k > 65536)
+      for (int64_t e = r0 * k; e < r1 * k; ++e)
         lin->weight[size_t(e)] = q->scales[size_t(Param(e))] * level[size_t(e)];
     }
+    void Install() { Install(0, q->rows); }
   };
   std::vector<Tuned> tuned;
   tuned.reserve(size_t(L) * 7);  // no reallocation: dw below points into the entries
@@ -544,24 +600,36 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       const double lr = CosineLr(opt.lr_q, step - 1, total);
       const double lr_w = CosineLr(opt.lr, step - 1, total);
       for (Tuned& t : tuned) {
+        const RowShare& sh = t.share;
         if (t.ql) {  // as a block's training step (TrainBlock)
-          t.stepper->Step(*t.ql, t.dw.data(), lr_w, lr, opt.weight_decay, step);
-          t.Install();
-          continue;
+          t.stepper->Step(*t.ql, t.dw.data(), lr_w, lr, opt.weight_decay, step, sh.r0, sh.r1);
+        } else {
+          // ds = Σ dŵ · (code − zero) over each parameter set of the rows stepped here.
+          const int64_t k = t.q->cols, per = sh.split ? int64_t(t.ds.size()) / t.q->rows : 0;
+          const int64_t p0 = sh.r0 * per, p1 = sh.split ? sh.r1 * per : int64_t(t.ds.size());
+          std::vector<double> acc(t.ds.size(), 0.0);
+          for (int64_t e = sh.r0 * k; e < sh.r1 * k; ++e)
+            acc[size_t(t.Param(e))] += double(t.dw[size_t(e)]) * t.level[size_t(e)];
+          for (int64_t p = p0; p < p1; ++p) t.ds[size_t(p)] = float(acc[size_t(p)]);
+          t.adam.StepLog(t.q->scales, t.ds.data(), lr, step, p0, p1);
         }
-        // ds = Σ dŵ · (code − zero) over each parameter set.
-        std::vector<double> acc(t.ds.size(), 0.0);
-        for (int64_t e = 0; e < int64_t(t.level.size()); ++e)
-          acc[size_t(t.Param(e))] += double(t.dw[size_t(e)]) * t.level[size_t(e)];
-        for (size_t p = 0; p < acc.size(); ++p) t.ds[p] = float(acc[p]);
-        t.adam.StepLog(t.q->scales, t.ds.data(), lr, step);
-        t.Install();
+        t.Install(sh.r0, sh.r1);
+        sh.Gather(t.lin->weight);
       }
       rep.step_loss.push_back(float(loss));
       if (progress) progress(step, total, loss);
     }
   }
   rep.steps = step;
+  for (Tuned& t : tuned) {  // every rank's rows of the trained parameters
+    if (t.ql) {
+      t.share.Gather(t.ql->w);
+      t.share.Gather(t.ql->s);
+      t.share.Gather(t.ql->z);
+    } else {
+      t.share.Gather(t.q->scales);
+    }
+  }
   rep.loss_end = evaluate();
   if (!(rep.loss_end <= rep.loss_start)) {
     for (size_t i = 0, j = 0; i < tuned.size(); ++i) {

@@ -34,9 +34,19 @@ class QatLinear {
   int64_t rows() const { return n_; }
   int64_t cols() const { return k_; }
   // ŵ [rows, cols], the values the block runs with.
-  void FakeQuantize(float* out) const;
+  void FakeQuantize(float* out) const { FakeQuantize(out, 0, n_); }
   // Gradients of the latent weights, scales and zeros (overwritten) from ∂loss/∂ŵ.
-  void Backward(const float* dwhat, float* dw, float* ds, float* dz) const;
+  void Backward(const float* dwhat, float* dw, float* ds, float* dz) const {
+    Backward(dwhat, dw, ds, dz, 0, n_);
+  }
+  // The same for rows [r0, r1) only: the other rows' entries of out, dw, and of ds / dz beyond
+  // ParamsOfRows(r0, r1), are left as they are (a per-tensor scheme's one set needs every row).
+  void FakeQuantize(float* out, int64_t r0, int64_t r1) const;
+  void Backward(const float* dwhat, float* dw, float* ds, float* dz, int64_t r0, int64_t r1) const;
+  // The parameter sets [p0, p1) of rows [r0, r1), when rows own their sets (channel and group
+  // schemes; else the one set of the tensor).
+  bool RowsOwnParams() const { return shape_.scheme.granularity != Granularity::kTensor; }
+  std::pair<int64_t, int64_t> ParamsOfRows(int64_t r0, int64_t r1) const;
   // The codes and parameters of the current state: Dequantize(Freeze()) equals FakeQuantize.
   QuantizedTensor Freeze() const;
   // The scale covering element e of w (row-major).
