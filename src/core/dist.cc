@@ -58,10 +58,7 @@ void MaybeDieForTest() {
     std::raise(SIGKILL);
 }
 
-// Rank r's share [begin, end) of n items, and of n rows dealt in units of `unit` rows.
-std::pair<int64_t, int64_t> ShareOf(int r, int64_t n) {
-  return {n * r / g_size, n * (r + 1) / g_size};
-}
+// Rank r's share of n rows dealt in units of `unit` rows.
 std::pair<int64_t, int64_t> RowsOf(int r, int64_t n, int64_t unit) {
   const auto [u0, u1] = ShareOf(r, (n + unit - 1) / unit);
   return {std::min(n, u0 * unit), std::min(n, u1 * unit)};
@@ -113,9 +110,15 @@ void Finalize() {
 int Rank() { return g_rank; }
 int Size() { return g_size; }
 
+std::pair<int64_t, int64_t> ShareOf(int r, int64_t n) {
+  return {n * r / g_size, n * (r + 1) / g_size};
+}
+
 std::pair<int64_t, int64_t> Share(int64_t n) { return ShareOf(g_rank, n); }
 
 std::pair<int64_t, int64_t> ShareRows(int64_t n, int64_t unit) { return RowsOf(g_rank, n, unit); }
+
+bool SplitsRows(int64_t n, int64_t unit) { return g_size > 1 && (n + unit - 1) / unit >= g_size; }
 
 int HolderOf(int64_t n, int64_t i) {
   for (int r = 0; r + 1 < g_size; ++r)

@@ -33,6 +33,8 @@ inline bool IsRoot() { return Rank() == 0; }
 // This rank's share [begin, end) of n items: contiguous, in rank order, sizes differing by at
 // most one (rank r holds [n·r/N, n·(r+1)/N)).
 std::pair<int64_t, int64_t> Share(int64_t n);
+// Rank r's share of n items (Share() of that rank).
+std::pair<int64_t, int64_t> ShareOf(int r, int64_t n);
 
 // The rank whose Share(n) holds item i (0 <= i < n).
 int HolderOf(int64_t n, int64_t i);
@@ -40,6 +42,9 @@ int HolderOf(int64_t n, int64_t i);
 // Rows dealt in units of `unit` rows (the last unit may be short): this rank's [begin, end), as
 // Share() deals the units. Empty on some ranks when there are fewer units than ranks.
 std::pair<int64_t, int64_t> ShareRows(int64_t n, int64_t unit);
+// Whether there is more than one rank and every rank gets at least one unit of n rows: the
+// condition for splitting a row-wise solve over the ranks (else each rank solves all rows).
+bool SplitsRows(int64_t n, int64_t unit);
 // data holds n rows of equal size; each rank has filled its ShareRows(n, unit) rows. Afterwards
 // every rank holds every row (each rank's rows broadcast from it, in rank order).
 void AllGatherRows(std::span<std::byte> data, int64_t n, int64_t unit);

@@ -199,12 +199,13 @@ class RecordSink {
       return Status::Ok();
     }
     std::vector<std::byte> buf(window_bytes_);
-    for (int r = 1; r < dist::Size(); ++r)
-      for (int64_t win = windows_ * r / dist::Size(); win < windows_ * (r + 1) / dist::Size();
-           ++win) {
+    for (int r = 1; r < dist::Size(); ++r) {
+      const auto [w0, w1] = dist::ShareOf(r, windows_);
+      for (int64_t win = w0; win < w1; ++win) {
         dist::Recv(buf, r);
         QF_TRY(writer_->WriteWindow(buf));
       }
+    }
     return writer_->Finish();
   }
 

@@ -311,7 +311,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
         // not depend on the slice it is solved in), then gathered; whole on one rank.
         const std::span<const double> h(r.hessian.matrix());
         const int64_t unit = methods::kGptqRowChunk;
-        if (dist::Size() > 1 && (r.n + unit - 1) / unit >= dist::Size()) {
+        if (dist::SplitsRows(r.n, unit)) {
           const auto [r0, r1] = dist::ShareRows(r.n, unit);
           QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(bt, r.n, r.k));
           const size_t row_bytes = size_t(bytes) / size_t(r.n);

@@ -111,9 +111,7 @@ Result<QuantizedTensor> SolveRowsAcrossRanks(
     int64_t n, int64_t k, int64_t unit, const QuantScheme& scheme,
     const std::function<Result<QuantizedTensor>(int64_t, int64_t)>& solve,
     double* summed = nullptr) {
-  if (dist::Size() == 1 || scheme.granularity == Granularity::kTensor ||
-      (n + unit - 1) / unit < dist::Size())
-    return solve(0, n);
+  if (scheme.granularity == Granularity::kTensor || !dist::SplitsRows(n, unit)) return solve(0, n);
   const auto [r0, r1] = dist::ShareRows(n, unit);
   QF_ASSIGN(QuantizedTensor part, solve(r0, r1));
   if (summed) {
