@@ -2,10 +2,12 @@
 // tolerances (K · eps · |x|·|w| bounds), for awkward sizes.
 #include <gtest/gtest.h>
 
+#include <barrier>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <thread>
 
 #include <hwy/targets.h>
 
@@ -287,6 +289,61 @@ TEST(CholeskyF64, ReportsTheFirstMinorThatIsNotPositiveDefinite) {
   }
   std::vector<double> nan = {std::nan(""), 0.0, 0.0, 1.0};
   EXPECT_EQ(CholeskyInverseLower(nan.data(), 2), 1);
+}
+
+// Factors made by `parts` parts together (as ranks do under mpirun): each part a thread with its
+// own copy of the matrix, rows handed over through a shared board. Returns each part's result
+// code; `out` gets each part's matrix.
+std::vector<int> FactorInParts(const std::vector<double>& a, int64_t n, int parts,
+                               std::vector<std::vector<double>>& out) {
+  out.assign(size_t(parts), a);
+  std::vector<double> board(a.size());
+  std::barrier sync(parts);
+  std::vector<int> rc(size_t(parts), -1);
+  std::vector<std::thread> threads;
+  for (int p = 0; p < parts; ++p) {
+    threads.emplace_back([&, p] {
+      CholeskySplit split{
+          p, parts, [&](double* m, int64_t k, int64_t r0, int64_t c0, int64_t c1) {
+            for (int64_t i = r0; i < k; ++i)
+              if (CholeskyStripPart(i, parts) == p)
+                std::copy(m + i * k + c0, m + i * k + c1, board.data() + i * k + c0);
+            sync.arrive_and_wait();
+            for (int64_t i = r0; i < k; ++i)
+              if (CholeskyStripPart(i, parts) != p)
+                std::copy(board.data() + i * k + c0, board.data() + i * k + c1, m + i * k + c0);
+            sync.arrive_and_wait();
+          }};
+      rc[size_t(p)] = CholeskyInverseLower(out[size_t(p)].data(), n, split);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return rc;
+}
+
+// Every part ends with the one-part bits (not if a part skipped a hand-over); a matrix that is
+// not positive definite fails on every part at the same order.
+TEST(CholeskyF64, SplitOverPartsGivesTheOnePartBits) {
+  for (const int parts : {2, 3}) {
+    for (const int64_t n : {5, 64, 129, 300, 449}) {
+      const std::vector<double> a = RandomSpd(n, uint64_t(n) + 7);
+      std::vector<double> whole = a;
+      ASSERT_EQ(CholeskyInverseLower(whole.data(), n), 0);
+      std::vector<std::vector<double>> got;
+      const std::vector<int> rc = FactorInParts(a, n, parts, got);
+      for (int p = 0; p < parts; ++p) {
+        ASSERT_EQ(rc[size_t(p)], 0) << parts << " parts, n " << n << ", part " << p;
+        EXPECT_EQ(std::memcmp(got[size_t(p)].data(), whole.data(), whole.size() * sizeof(double)),
+                  0)
+            << parts << " parts, n " << n << ", part " << p;
+      }
+    }
+  }
+  const int64_t n = 300, bad = 200;
+  std::vector<double> a(size_t(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) a[size_t(i * n + i)] = i == bad ? -1.0 : 2.0;
+  std::vector<std::vector<double>> got;
+  EXPECT_EQ(FactorInParts(a, n, 2, got), std::vector<int>({bad + 1, bad + 1}));
 }
 
 TEST(VecMath, MatchesReferenceOnEveryTarget) {

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/dist.h"
 #include "kernels/cpu/cholesky.h"
 #include "kernels/cpu/f32_gemm.h"
 
@@ -61,6 +62,38 @@ std::vector<int64_t> SweepOrder(const std::vector<double>& diag, ActOrder order,
   return perm;
 }
 
+// kernels::CholeskySplit over this job's ranks: each rank's strips broadcast from it, in rank
+// order.
+kernels::CholeskySplit RankSplit() {
+  kernels::CholeskySplit s{dist::Rank(), dist::Size(), {}};
+  s.share = [me = s.part, parts = s.parts](double* a, int64_t n, int64_t r0, int64_t c0,
+                                           int64_t c1) {
+    const int64_t w = c1 - c0;
+    std::vector<double> buf;
+    for (int q = 0; q < parts; ++q) {
+      buf.clear();
+      for (int64_t i = r0; i < n; ++i) {
+        if (kernels::CholeskyStripPart(i, parts) != q) continue;
+        if (q == me) {
+          buf.insert(buf.end(), a + i * n + c0, a + i * n + c1);
+        } else {
+          buf.resize(buf.size() + size_t(w));
+        }
+      }
+      if (buf.empty()) continue;
+      dist::Broadcast(buf, q);
+      if (q == me) continue;
+      const double* from = buf.data();
+      for (int64_t i = r0; i < n; ++i) {
+        if (kernels::CholeskyStripPart(i, parts) != q) continue;
+        std::copy(from, from + w, a + i * n + c0);
+        from += w;
+      }
+    }
+  };
+  return s;
+}
+
 // U [k, k] row-major, upper triangular (zeros below), with UᵀU = (H + λI)⁻¹ where
 // λ = damp · mean(diag H), in fp64. The reference computes it as cholesky -> cholesky_inverse
 // -> cholesky(upper). With J the reversal permutation and J(H + λI)J = L Lᵀ (L lower), the
@@ -68,9 +101,9 @@ std::vector<int64_t> SweepOrder(const std::vector<double>& diag, ActOrder order,
 // factorization and one triangular inverse (kernels/cpu/cholesky), half the flops of the chain;
 // J H J is the row-major H read backwards, and U is L⁻¹ read backwards.
 // In place on h (consumed): memory is h, a packed copy of its upper triangle for damping retries
-// (dropped before u is made) and u.
+// (dropped before u is made) and u. across_ranks: made by every rank together (RankSplit).
 Result<std::vector<float>> InverseCholeskyUpper(std::vector<double> h, int64_t k, double damp,
-                                                double* damp_used) {
+                                                bool across_ranks, double* damp_used) {
   double mean = 0.0;
   for (int64_t i = 0; i < k; ++i) mean += h[static_cast<size_t>(i * k + i)];
   mean /= static_cast<double>(k);
@@ -78,6 +111,7 @@ Result<std::vector<float>> InverseCholeskyUpper(std::vector<double> h, int64_t k
   for (int64_t i = 0, p = 0; i < k; ++i)
     for (int64_t j = i; j < k; ++j) upper[size_t(p++)] = h[size_t(i * k + j)];
   std::vector<double>& a = h;
+  const kernels::CholeskySplit split = across_ranks ? RankSplit() : kernels::CholeskySplit{};
   for (double d = damp; d <= kDampMax; d = d > 0.0 ? d * kDampRetryFactor : kDampFirstRetry) {
     // a = J H J + damping; only its lower triangle is read: a[r, c] (c <= r) = H[k-1-r, k-1-c],
     // row k-1-r of the packed upper triangle read backwards.
@@ -88,7 +122,7 @@ Result<std::vector<float>> InverseCholeskyUpper(std::vector<double> h, int64_t k
       for (int64_t c = 0; c <= r; ++c) out[c] = row[k - 1 - c];
     }
     for (int64_t i = 0; i < k; ++i) a[static_cast<size_t>(i * k + i)] += d * mean;
-    if (kernels::CholeskyInverseLower(a.data(), k) != 0) continue;
+    if (kernels::CholeskyInverseLower(a.data(), k, split) != 0) continue;
     upper = {};
     std::vector<float> u(a.size(), 0.0f);
     const double* back = a.data() + (a.size() - 1);  // back[-(i * k + j)] = U[i, j]
@@ -268,7 +302,8 @@ Result<GptqFactor> FactorHessian(std::vector<double> h, int64_t k, int64_t g,
     }
     hw = std::move(hp);
   }
-  QF_ASSIGN(f.u, InverseCholeskyUpper(std::move(hw), k, opt.damp, &f.damp));
+  QF_ASSIGN(f.u,
+            InverseCholeskyUpper(std::move(hw), k, opt.damp, opt.factor_across_ranks, &f.damp));
   return f;
 }
 

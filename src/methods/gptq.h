@@ -37,6 +37,10 @@ struct GptqOptions {
   bool static_groups = false;  // fit every group on the original W before the sweep (implied
                                // by kDescending); otherwise when the sweep reaches the group
   FitOptions fit;              // clip search etc. for Grid::Fit; importance has K entries
+  // Under mpirun: the inverse-Cholesky factor is made by all ranks together, each its share of
+  // the O(K³) updates (kernels::CholeskySplit), with the one-process bits. Every rank must then
+  // make the same factors in the same order (FactorHessian, Gptq, GptqGgml on the same H).
+  bool factor_across_ranks = false;
 };
 
 struct GptqStats {

@@ -284,6 +284,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
                          blocks[head->second] != nullptr;
     GptqOptions gopt;
     gopt.damp = opt.damp;
+    gopt.factor_across_ranks = dist::Size() > 1;  // every rank makes each factor
     auto solve = [&](const SolveRequest& r) -> Result<Solved> {
       const auto it = by_source.find(r.weight_name);
       if (it == by_source.end()) return Err("{}: not in the GGUF tensor plan", r.weight_name);

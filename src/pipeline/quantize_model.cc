@@ -317,6 +317,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   std::vector<Scratch> scratch(static_cast<size_t>(threads), Scratch(cfg, T));
   GptqOptions gopt;
   gopt.damp = opt.damp;
+  gopt.factor_across_ranks = dist::Size() > 1;  // every rank makes each factor
   gopt.act_order = opt.act_order ? ActOrder::kDescending : ActOrder::kOff;
   gopt.fit = Fit(method, opt);
   const FitOptions rtn_fit = Fit(method, opt);

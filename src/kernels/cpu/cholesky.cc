@@ -156,8 +156,8 @@ void GemmAccF64(double s, int64_t m, int64_t n, int64_t k, const double* a, int6
 
 namespace {
 
-constexpr int64_t kBlock = 128;  // columns per panel (a 128 x n panel of doubles: n KiB)
-constexpr int64_t kStrip = 64;   // rows of C per call in the updates, spread over the threads
+constexpr int64_t kBlock = 128;             // columns per panel (a 128 x n panel of doubles: n KiB)
+constexpr int64_t kStrip = kCholeskyStrip;  // rows of C per call in the updates, over the threads
 
 void ZeroStrictUpper(double* a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) std::fill(a + i * n + i + 1, a + (i + 1) * n, 0.0);
@@ -178,12 +178,23 @@ void InvertLowerSmall(const double* l, int64_t lda, int64_t b, double* x) {
 
 }  // namespace
 
-int CholeskyInverseLower(double* a, int64_t n) {
+int CholeskyInverseLower(double* a, int64_t n, const CholeskySplit& split) {
   if (n <= 0) return 0;
+  static_assert(kBlock % kStrip == 0, "panels start on a strip boundary");
+  const bool shared = split.parts > 1;
+  // The strips of rows [r0, n) this part updates (r0 on a strip boundary: a panel's end).
+  std::vector<int64_t> own;
+  const auto own_strips = [&](int64_t r0) {
+    own.clear();
+    for (int64_t i0 = 0; i0 < n - r0; i0 += kStrip)
+      if (!shared || CholeskyStripPart(r0 + i0, split.parts) == split.part) own.push_back(i0);
+  };
   ZeroStrictUpper(a, n);
   std::vector<double> pt(size_t(std::min(kBlock, n) * n));  // the panel below, transposed
   for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
     const int64_t jb = std::min(kBlock, n - j0), r0 = j0 + jb, rows = n - r0;
+    // Shared: the panel's columns as their rows' owners updated them.
+    if (shared && j0 > 0) split.share(a, n, j0, j0, r0);
     // The diagonal block (all earlier panels' updates applied), unblocked.
     for (int64_t j = j0; j < r0; ++j) {
       double acc = a[j * n + j];
@@ -211,17 +222,21 @@ int CholeskyInverseLower(double* a, int64_t n) {
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t jj = 0; jj < jb; ++jj) a[(r0 + i) * n + j0 + jj] = pt[size_t(jj * rows + i)];
     // The trailing matrix: A22 -= L21 L21ᵀ over its lower triangle, strips of rows (each strip
-    // also writes the upper part of its diagonal square, zeroed at the end).
-    const int64_t strips = (rows + kStrip - 1) / kStrip;
+    // also writes the upper part of its diagonal square, zeroed at the end); shared: this
+    // part's strips only (the others' rows here go stale until their columns are shared).
+    own_strips(r0);
+    const auto strips = int64_t(own.size());
 #pragma omp parallel for schedule(dynamic, 1) if (strips > 1)
     for (int64_t s = 0; s < strips; ++s) {
-      const int64_t i0 = s * kStrip, ib = std::min(kStrip, rows - i0);
+      const int64_t i0 = own[size_t(s)], ib = std::min(kStrip, rows - i0);
       GemmAccF64(-1.0, ib, i0 + ib, jb, a + (r0 + i0) * n + j0, n, 1, pt.data(), rows,
                  a + (r0 + i0) * n + r0, n);
     }
   }
   ZeroStrictUpper(a, n);
-  // L⁻¹ in place, panels from the last: with X22 = L22⁻¹ done, X21 = -X22 L21 L11⁻¹.
+  // L⁻¹ in place, panels from the last: with X22 = L22⁻¹ done, X21 = -X22 L21 L11⁻¹. A row of
+  // X21 needs only its own row of X22 and all of L, which every part holds: shared, each part
+  // makes its strips' rows (and every diagonal block), and the rows are shared at the end.
   std::vector<double> x11(size_t(kBlock * kBlock)), t, c;
   const int64_t last = (n - 1) / kBlock * kBlock;
   for (int64_t j0 = last; j0 >= 0; j0 -= kBlock) {
@@ -232,22 +247,27 @@ int CholeskyInverseLower(double* a, int64_t n) {
       c.assign(size_t(rows * jb), 0.0);
       for (int64_t i = 0; i < rows; ++i)
         std::copy(a + (r0 + i) * n + j0, a + (r0 + i) * n + r0, t.data() + i * jb);
-      // c = -(X22 t): strip i0 needs X22's columns up to its last row (X22 is lower).
-      const int64_t strips = (rows + kStrip - 1) / kStrip;
+      // Per strip: c = -(X22 t) (strip i0 needs X22's columns up to its last row: X22 is
+      // lower), then X21 = c X11.
+      own_strips(r0);
+      const auto strips = int64_t(own.size());
 #pragma omp parallel for schedule(dynamic, 1) if (strips > 1)
       for (int64_t s = 0; s < strips; ++s) {
-        const int64_t i0 = s * kStrip, ib = std::min(kStrip, rows - i0);
+        const int64_t i0 = own[size_t(s)], ib = std::min(kStrip, rows - i0);
         GemmAccF64(-1.0, ib, jb, i0 + ib, a + (r0 + i0) * n + r0, n, 1, t.data(), jb,
                    c.data() + i0 * jb, jb);
+        for (int64_t i = i0; i < i0 + ib; ++i)
+          std::fill(a + (r0 + i) * n + j0, a + (r0 + i) * n + r0, 0.0);
+        GemmAccF64(1.0, ib, jb, jb, c.data() + i0 * jb, jb, 1, x11.data(), jb,
+                   a + (r0 + i0) * n + j0, n);
       }
-      // X21 = c X11.
-      for (int64_t i = 0; i < rows; ++i)
-        std::fill(a + (r0 + i) * n + j0, a + (r0 + i) * n + r0, 0.0);
-      GemmAccF64(1.0, rows, jb, jb, c.data(), jb, 1, x11.data(), jb, a + r0 * n + j0, n);
     }
     for (int64_t i = 0; i < jb; ++i)
       std::copy(x11.data() + i * jb, x11.data() + i * jb + i + 1, a + (j0 + i) * n + j0);
   }
+  if (shared)
+    for (int64_t j0 = 0; j0 + kBlock < n; j0 += kBlock)
+      split.share(a, n, j0 + kBlock, j0, j0 + kBlock);
   return 0;
 }
 
