@@ -327,8 +327,9 @@ std::vector<Spec> TableRows() {
 }
 INSTANTIATE_TEST_SUITE_P(TableRow, Families, ::testing::ValuesIn(TableRows()));
 
-// The calibrated methods run unchanged on every family (biases, q/k norms, sliding window, GQA
-// and MHA, f16/bf16 storage, tied embeddings): the output loads and stays close to the fp model.
+// The calibrated methods, QAT included (block-wise and end to end), run unchanged on every family
+// (biases, q/k norms, sliding window, GQA and MHA, f16/bf16 storage, tied embeddings): the output
+// loads and stays close to the fp model.
 class FamiliesQuantize : public ::testing::TestWithParam<Spec> {};
 
 TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
@@ -353,10 +354,12 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
   struct Case {
     std::string scheme, method;
     double max_rel;  // mean |Δlogit| / mean |logit|; a wrong fold gives O(1)
+    int e2e_epochs = 0;
   };
   for (const Case& c :
        {Case{"W8A8", "smoothquant", 0.06}, Case{"int4-channel-asym", "awq", 0.5},
-        Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25}}) {
+        Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25},
+        Case{"int4-channel-asym", "gptq+qat", 0.5, 1}}) {
     SCOPED_TRACE(c.scheme + " " + c.method);
     pipeline::QuantizeOptions opt;
     opt.scheme = *ParseScheme(c.scheme);
@@ -367,6 +370,7 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     opt.clip = c.method != "smoothquant";
     opt.calib.nsamples = 4;
     opt.calib.seqlen = 16;
+    opt.e2e_epochs = c.e2e_epochs;
     const fs::path out = qf::testing::TempDir() / (name + "_" + c.method);
     auto r = pipeline::QuantizeModel(dir, out, opt);
     ASSERT_TRUE(r.ok()) << r.error().message();
@@ -374,7 +378,15 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     EXPECT_EQ(int64_t(r->linears.size()), 7 * s.layers);
     // AWQ folds v into o only without GQA.
     const bool v_to_o = c.method.rfind("awq", 0) == 0 && s.kv_heads == s.heads;
-    EXPECT_EQ(int64_t(r->transforms.size()), (v_to_o ? 4 : 3) * s.layers);
+    const bool transform = c.method.find("awq") != std::string::npos ||
+                           c.method.find("smoothquant") != std::string::npos;
+    EXPECT_EQ(int64_t(r->transforms.size()), transform ? (v_to_o ? 4 : 3) * s.layers : 0);
+    if (c.method.find("qat") != std::string::npos) {  // block-wise, then end to end
+      ASSERT_EQ(int64_t(r->qat.size()), s.layers);
+      for (const methods::QatBlockReport& b : r->qat) EXPECT_GT(b.steps, 0);
+      ASSERT_TRUE(r->qat_e2e.has_value());
+      EXPECT_GT(r->qat_e2e->steps, 0);
+    }
     auto q = Model::Load(out);
     ASSERT_TRUE(q.ok()) << q.error().message();
     ASSERT_TRUE(q->layers()[0].q.quant);

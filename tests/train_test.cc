@@ -151,10 +151,10 @@ struct SmallBlock {
   std::vector<float> cos, sin;
 };
 
-SmallBlock MakeSmallBlock(int64_t t, int64_t window, uint64_t seed) {
+SmallBlock MakeSmallBlock(int64_t t, int64_t window, uint64_t seed, bool qk_norm = false) {
   SmallBlock b;
   model::ModelConfig& c = b.c;
-  c.family = model::FindFamily("LlamaForCausalLM");
+  c.family = model::FindFamily(qk_norm ? "Qwen3ForCausalLM" : "LlamaForCausalLM");
   c.hidden = 32;
   c.intermediate = 48;
   c.heads = 4;
@@ -177,6 +177,10 @@ SmallBlock MakeSmallBlock(int64_t t, int64_t window, uint64_t seed) {
   };
   b.layer.attn_norm = Random(size_t(c.hidden), ++s, 0.2f, 1.0f);
   b.layer.ffn_norm = Random(size_t(c.hidden), ++s, 0.2f, 1.0f);
+  if (qk_norm) {
+    b.layer.q_norm = Random(size_t(c.head_dim), ++s, 0.2f, 1.0f);
+    b.layer.k_norm = Random(size_t(c.head_dim), ++s, 0.2f, 1.0f);
+  }
   b.layer.q = lin(c.q_dim(), c.hidden);
   b.layer.k = lin(c.kv_dim(), c.hidden);
   b.layer.v = lin(c.kv_dim(), c.hidden);
@@ -195,25 +199,31 @@ train::BlockLinears Own(const model::Layer& L) {
 }
 
 TEST(TrainBlock, ForwardIsTheInferenceWalk) {
-  const int64_t t = 9;
-  SmallBlock b = MakeSmallBlock(t, 0, 20);
-  const std::vector<float> x0 = Random(size_t(t * b.c.hidden), 21);
-  train::BlockTape tape(b.c, t);
-  train::ForwardBlock(b.c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
-  model::WalkScratch sc(b.c, t);
-  std::vector<float> x = x0;
-  const model::KvSlot kv = sc.Slot(b.cos.data(), b.sin.data());
-  model::WalkBlock(b.c, b.layer, 0, sc.Buffers(x.data()), t, {&kv, 1});
-  ASSERT_EQ(x.size(), tape.x.size());
-  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], tape.x[i]) << i;
-  for (size_t i = 0; i < sc.k.size(); ++i) ASSERT_EQ(sc.k[i], tape.k[i]) << i;
+  for (const bool qk_norm : {false, true}) {
+    SCOPED_TRACE(qk_norm);
+    const int64_t t = 9;
+    SmallBlock b = MakeSmallBlock(t, 0, 20, qk_norm);
+    const std::vector<float> x0 = Random(size_t(t * b.c.hidden), 21);
+    train::BlockTape tape(b.c, t);
+    train::ForwardBlock(b.c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
+    model::WalkScratch sc(b.c, t);
+    std::vector<float> x = x0;
+    const model::KvSlot kv = sc.Slot(b.cos.data(), b.sin.data());
+    model::WalkBlock(b.c, b.layer, 0, sc.Buffers(x.data()), t, {&kv, 1});
+    ASSERT_EQ(x.size(), tape.x.size());
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], tape.x[i]) << i;
+    for (size_t i = 0; i < sc.k.size(); ++i) ASSERT_EQ(sc.k[i], tape.k[i]) << i;
+  }
 }
 
 TEST(TrainBlock, BackwardMatchesFiniteDifferences) {
-  for (const int64_t window : {int64_t{0}, int64_t{4}}) {
+  // Llama without and with a sliding window; Qwen3's q/k norms.
+  for (const auto& [window, qk_norm] :
+       {std::pair<int64_t, bool>{0, false}, {4, false}, {0, true}}) {
     SCOPED_TRACE(window);
+    SCOPED_TRACE(qk_norm);
     const int64_t t = 7;
-    SmallBlock b = MakeSmallBlock(t, window, 30);
+    SmallBlock b = MakeSmallBlock(t, window, 30, qk_norm);
     const model::ModelConfig& c = b.c;
     std::vector<float> x0 = Random(size_t(t * c.hidden), 31);
     const std::vector<float> r = Random(x0.size(), 32);

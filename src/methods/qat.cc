@@ -265,7 +265,6 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
                                   const float* inputs, const float* targets, int64_t S, int64_t T,
                                   const float* cos, const float* sin, const QatOptions& opt,
                                   const QatProgress& progress) {
-  if (!blk.q_norm.empty()) return Err("qat: blocks with q/k norms (Qwen3) are not supported yet");
   if (opt.epochs < 0 || opt.batch < 1 || !(opt.lr >= 0) || !(opt.lr_q >= 0))
     return Err("qat: bad --epochs / --batch / --lr");
   const auto t0 = Clock::now();
@@ -407,8 +406,6 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   if (S == 0 || tensors.size() != layers.size()) return Err("qat e2e: no windows or bad layers");
   const int64_t T = int64_t(windows[0].size());
   if (T < 2) return Err("qat e2e: windows of at least 2 tokens");
-  for (const model::Layer& blk : layers)
-    if (!blk.q_norm.empty()) return Err("qat: blocks with q/k norms (Qwen3) are not supported yet");
   const bool kl = opt.e2e_loss == E2eLoss::kKlToFp;
   if (kl && (!fp_layers || fp_layers->size() != layers.size()))
     return Err("qat e2e: the KL loss needs the fp model's blocks");

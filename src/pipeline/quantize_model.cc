@@ -414,8 +414,6 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     QF_ASSIGN(model::Layer layer, model::ReadLayer(store, cfg, l, nullptr));
     auto module = [&](const char* pattern) { return ModuleOf(model::LayerTensorName(pattern, l)); };
     if (method.qat) {
-      if (!layer.q_norm.empty())
-        return Err("--method {}: blocks with q/k norms (Qwen3) are not supported yet", opt.method);
       // The fp block's outputs on the fp stream: this block's targets, the next block's inputs.
       observe(ByStage{}, [&](int64_t s, Scratch& sc, model::WalkHooks& hooks) {
         const model::KvSlot kv = sc.Slot(cos.data(), sin.data());

@@ -47,7 +47,6 @@ BlockTape::BlockTape(const model::ModelConfig& c, int64_t t_)
 void ForwardBlock(const model::ModelConfig& c, const model::Layer& blk, int64_t layer,
                   const BlockLinears& lin, const float* x0, const float* cos, const float* sin,
                   BlockTape& tape) {
-  QF_CHECK(blk.q_norm.empty(), "training: q/k norms are not supported");
   const int64_t t = tape.t;
   std::copy_n(x0, t * c.hidden, tape.x.data());
   TapeHooks hooks;
@@ -83,6 +82,11 @@ BackwardScratch::BackwardScratch(const model::ModelConfig& c, int64_t t) {
   dq.resize(datt.size());
   dk.resize(size_t(t * kvd));
   dv.resize(dk.size());
+  if (c.family && c.family->qk_norm) {  // q/k before their norms, recomputed by the backward
+    q_lin.resize(size_t(t * qd));
+    k_lin.resize(size_t(t * kvd));
+    dk_lin.resize(k_lin.size());
+  }
   dyt.resize(size_t(t * widest));
   tmp.resize(size_t(std::max(t, widest) * widest));
 }
@@ -113,6 +117,19 @@ void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const B
                     s.dk.data(), s.dv.data(), t, c.heads, c.kv_heads, c.head_dim, c.sliding_window);
   kernels::RopeInverse(s.dq.data(), t, c.heads, c.head_dim, 0, cos, sin);
   kernels::RopeInverse(s.dk.data(), t, c.kv_heads, c.head_dim, 0, cos, sin);
+  if (!blk.q_norm.empty()) {
+    // Qwen3: q and k are RMS-normed per head before RoPE; the norms' inputs are the projections,
+    // recomputed here (the walk normalises them in place). dq/dk become ∂loss/∂(projection).
+    QF_CHECK(s.q_lin.size() == size_t(t * c.q_dim()), "training: scratch without q/k norms");
+    lin[Index(LinearId::kQ)]->Apply(tape.attn_in.data(), s.q_lin.data(), t);
+    lin[Index(LinearId::kK)]->Apply(tape.attn_in.data(), s.k_lin.data(), t);
+    RmsNormBackward(s.q_lin.data(), blk.q_norm.data(), s.dq.data(), s.datt.data(), t * c.heads,
+                    c.head_dim, eps, false);  // datt is free again
+    RmsNormBackward(s.k_lin.data(), blk.k_norm.data(), s.dk.data(), s.dk_lin.data(), t * c.kv_heads,
+                    c.head_dim, eps, false);
+    std::swap(s.dq, s.datt);
+    std::swap(s.dk, s.dk_lin);
+  }
   float* dattn = dx0 ? s.dmlp.data() : nullptr;  // dmlp is free again: ∂loss/∂attn_in
   back(LinearId::kQ, tape.attn_in.data(), s.dq.data(), dattn, false);
   back(LinearId::kK, tape.attn_in.data(), s.dk.data(), dattn, true);

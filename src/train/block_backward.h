@@ -2,7 +2,8 @@
 // the block's linears and keep what the backward needs), so training sees exactly the forward
 // that inference runs; the backward follows the walk's dataflow in reverse with the ops of
 // train/backward_ops.h. One window of t tokens from position 0 at a time (calibration windows).
-// Llama-style blocks (no q/k norms); biases run in the forward and are not trained.
+// Llama-style blocks, with or without q/k norms (Qwen3); biases and norms run in the forward and
+// are not trained.
 #pragma once
 
 #include <array>
@@ -34,6 +35,7 @@ void ForwardBlock(const model::ModelConfig& c, const model::Layer& blk, int64_t 
 struct BackwardScratch {
   BackwardScratch(const model::ModelConfig& c, int64_t t);
   std::vector<float> dx1, dmlp, dh, dgate, dup, gate, datt, dq, dk, dv, dyt, tmp;
+  std::vector<float> q_lin, k_lin, dk_lin;  // families with q/k norms (Qwen3)
 };
 
 // Given dout = ∂loss/∂(block output) [t, H], adds ∂loss/∂W of each linear (as run: lin[i]'s
