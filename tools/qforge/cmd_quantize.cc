@@ -185,6 +185,14 @@ void PrintQat(const pipeline::QuantizeReport& r) {
                 e->reverted ? ", reverted: training ended worse" : "", e->seconds);
 }
 
+// The QAT flags (--epochs, --lr, --lr-q, --batch, --e2e-*): given only with a QAT method (`methods`
+// names the ones of the output's kind), and in range.
+Status CheckQatFlags(const QuantizeArgs& a, bool qat, std::string_view methods) {
+  if (a.qat_given && !qat)
+    return Err("--epochs/--lr/--lr-q/--batch/--e2e-* apply to --method {}", methods);
+  return qat ? pipeline::CheckQatOptions(a.qat, a.e2e_epochs) : Status::Ok();
+}
+
 // --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
 Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
                                                            const GgufMix& mix) {
@@ -195,11 +203,7 @@ Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a
         "gptq+qat)",
         a.method);
   const bool gptq = method->solver == pipeline::Solver::kGptq, qat = method->qat;
-  if (a.qat_given && !qat)
-    return Err(
-        "--epochs/--lr/--lr-q/--batch/--e2e-* apply to --method qat or "
-        "gptq+qat");
-  if (qat) QF_TRY(pipeline::CheckQatOptions(a.qat, a.e2e_epochs));
+  QF_TRY(CheckQatFlags(a, qat, "qat or gptq+qat"));
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given ||
       !a.ignore.empty())
     return Err(
@@ -387,12 +391,7 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   QF_ASSIGN(const pipeline::Method method, pipeline::ParseMethod(a.method));
   if (a.alpha_given && method.transform != pipeline::Transform::kSmoothQuant)
     return Err("--alpha applies to --method smoothquant[+gptq]");
-  if (a.qat_given && !method.qat)
-    return Err(
-        "--epochs/--lr/--lr-q/--batch/--e2e-* apply to --method qat (or "
-        "gptq+qat, "
-        "awq+qat, "
-        "...)");
+  QF_TRY(CheckQatFlags(a, method.qat, "qat (or gptq+qat, awq+qat, ...)"));
   opt.qat = a.qat;
   opt.e2e_epochs = a.e2e_epochs;
   opt.alpha = a.alpha;
