@@ -417,14 +417,14 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     model::Linear* lin;
     std::vector<float> level;   // code - zero, [n, k]
     std::vector<float> dw, ds;  // ∂loss/∂ŵ, ∂loss/∂s
-    Adam adam;
+    Adam adam;                  // the scales' (empty when the QatLinear trains)
     std::optional<QatLinear> ql;
     std::optional<QatStepper> stepper;
     RowShare share;  // the rows this rank steps
-    Tuned(QuantizedTensor* qt, model::Linear* l)
+    Tuned(QuantizedTensor* qt, model::Linear* l, bool weights)
         : q(qt),
           lin(l),
-          adam(qt->scales.size()),
+          adam(weights ? 0 : qt->scales.size()),
           share(qt->rows, qt->scheme.granularity != Granularity::kTensor) {}
     int64_t Param(int64_t e) const { return q->ParamIndex(e / q->cols, e % q->cols); }
     // The weights the model runs with, rows [r0, r1).
@@ -449,7 +449,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       if (!q) continue;
       if (!q->scheme.is_int()) return Err("qat e2e: {} is not an integer scheme", q->scheme.name);
       model::Linear& lin = layers[size_t(l)][model::kBlockLinears[i]];
-      tuned.emplace_back(q, &lin);
+      tuned.emplace_back(q, &lin, opt.e2e_weights);
       Tuned& t = tuned.back();
       t.dw.resize(q->codes.size());
       if (opt.e2e_weights) {
