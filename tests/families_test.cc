@@ -376,12 +376,13 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     ASSERT_TRUE(r.ok()) << r.error().message();
     EXPECT_TRUE(r->calib_from_model);
     EXPECT_EQ(int64_t(r->linears.size()), 7 * s.layers);
+    const auto method = pipeline::ParseMethod(c.method);
+    ASSERT_TRUE(method.ok());
     // AWQ folds v into o only without GQA.
-    const bool v_to_o = c.method.rfind("awq", 0) == 0 && s.kv_heads == s.heads;
-    const bool transform = c.method.find("awq") != std::string::npos ||
-                           c.method.find("smoothquant") != std::string::npos;
-    EXPECT_EQ(int64_t(r->transforms.size()), transform ? (v_to_o ? 4 : 3) * s.layers : 0);
-    if (c.method.find("qat") != std::string::npos) {  // block-wise, then end to end
+    const bool v_to_o = method->transform == pipeline::Transform::kAwq && s.kv_heads == s.heads;
+    EXPECT_EQ(int64_t(r->transforms.size()),
+              method->transform != pipeline::Transform::kNone ? (v_to_o ? 4 : 3) * s.layers : 0);
+    if (method->qat) {  // block-wise, then end to end
       ASSERT_EQ(int64_t(r->qat.size()), s.layers);
       for (const methods::QatBlockReport& b : r->qat) EXPECT_GT(b.steps, 0);
       ASSERT_TRUE(r->qat_e2e.has_value());

@@ -185,12 +185,12 @@ void PrintQat(const pipeline::QuantizeReport& r) {
                 e->reverted ? ", reverted: training ended worse" : "", e->seconds);
 }
 
-// The QAT flags (--epochs, --lr, --lr-q, --batch, --e2e-*): given only with a QAT method (`methods`
-// names the ones of the output's kind), and in range.
-Status CheckQatFlags(const QuantizeArgs& a, bool qat, std::string_view methods) {
+// The QAT flags (--epochs, --lr, --lr-q, --batch, --e2e-*) are given only with a QAT method
+// (`methods` names the ones of the output's kind). Their ranges: pipeline::CheckQatOptions.
+Status CheckQatFlagsGiven(const QuantizeArgs& a, bool qat, std::string_view methods) {
   if (a.qat_given && !qat)
     return Err("--epochs/--lr/--lr-q/--batch/--e2e-* apply to --method {}", methods);
-  return qat ? pipeline::CheckQatOptions(a.qat, a.e2e_epochs) : Status::Ok();
+  return Status::Ok();
 }
 
 // --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
@@ -203,7 +203,8 @@ Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a
         "gptq+qat)",
         a.method);
   const bool gptq = method->solver == pipeline::Solver::kGptq, qat = method->qat;
-  QF_TRY(CheckQatFlags(a, qat, "qat or gptq+qat"));
+  QF_TRY(CheckQatFlagsGiven(a, qat, "qat or gptq+qat"));
+  if (qat) QF_TRY(pipeline::CheckQatOptions(a.qat, a.e2e_epochs));  // a flag error here
   if (a.group || a.clip || a.no_clip || a.act_order || !a.act.empty() || a.alpha_given ||
       !a.ignore.empty())
     return Err(
@@ -391,7 +392,8 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   QF_ASSIGN(const pipeline::Method method, pipeline::ParseMethod(a.method));
   if (a.alpha_given && method.transform != pipeline::Transform::kSmoothQuant)
     return Err("--alpha applies to --method smoothquant[+gptq]");
-  QF_TRY(CheckQatFlags(a, method.qat, "qat (or gptq+qat, awq+qat, ...)"));
+  // (their ranges: CheckOptions below)
+  QF_TRY(CheckQatFlagsGiven(a, method.qat, "qat (or gptq+qat, awq+qat, ...)"));
   opt.qat = a.qat;
   opt.e2e_epochs = a.e2e_epochs;
   opt.alpha = a.alpha;
