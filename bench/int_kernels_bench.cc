@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "bench_util.h"
@@ -16,6 +17,7 @@
 #include "formats/quantize.h"
 #include "kernels/cpu/a16_gemm.h"
 #include "kernels/cpu/fp8_gemm.h"
+#include "kernels/cpu/int8_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/qgemm.h"
 
@@ -62,6 +64,23 @@ int main(int argc, char** argv) {
       "m=%lld: int8 GEMM (W8A8, activations quantized in) %.1f GMAC/s, fp32 sgemm %.1f "
       "GMAC/s (%.2fx)\n",
       static_cast<long long>(m), macs / ti * 1e-9, macs / tf * 1e-9, tf / ti);
+  {  // each int8 GEMM path alone (the same integers), on activation bytes of any value
+    const kernels::Int8Rows rows = mat8.Int8();
+    const int64_t cols4 = kernels::Int8Cols4(k);
+    std::vector<uint8_t> au(size_t(m * cols4));
+    for (size_t i = 0; i < au.size(); ++i) au[i] = uint8_t(i * 37 % 256);
+    std::vector<int32_t> acc(size_t(m * kernels::Int8Rows16(n)));
+    std::printf("m=%lld: int8 kernels:", static_cast<long long>(m));
+    for (kernels::Int8Path p : kernels::Int8GemmPaths()) {
+      if (p == kernels::Int8Path::kPortable) continue;
+      const double tp = BestSeconds(3, [&] {
+        kernels::Int8GemmOn(p, rows, au.data(), m, 0, n, acc.data(), kernels::Int8Rows16(n));
+      });
+      std::printf(" %s %.1f GMAC/s", std::string(kernels::Int8PathName(p)).c_str(),
+                  macs / tp * 1e-9);
+    }
+    std::printf("\n");
+  }
   // Weight-only integer prefill: the A16 GEMM (16-bit activations) where it runs, else the
   // decoded tiles + sgemm, activations quantized and weights packed in.
   for (const char* spec : {"int4-g128-sym", "int4-g128-asym", "int8-channel-sym"}) {
@@ -73,7 +92,7 @@ int main(int argc, char** argv) {
                 spec, kernels::A16GemmFast() ? "A16 GEMM" : "decoded tiles + sgemm",
                 macs / tw * 1e-9, tf / tw);
   }
-  // FP8 W8A8: the path Fp8GemmUsesBf16 picked (AVX512-BF16 or fp32 FMAs: the same bits),
+  // FP8 W8A8: the path Fp8Gemm runs (AMX where usable, else AVX512-BF16 or fp32 FMAs),
   // activations quantized in; then each path's kernel alone.
   auto qf8 = Quantize(w, n, k, *ParseScheme("fp8-e4m3-channel"));
   ActQuant af;
@@ -82,7 +101,10 @@ int main(int argc, char** argv) {
   const double t8 =
       BestSeconds(3, [&] { kernels::MatMulQuantNT(x.data(), matf, af, nullptr, y.data(), m); });
   std::printf("m=%lld: fp8 GEMM (%s) %.1f GMAC/s (%.2fx sgemm)\n", static_cast<long long>(m),
-              kernels::Fp8GemmUsesBf16() ? "AVX512-BF16" : "fp32 FMA", macs / t8 * 1e-9, tf / t8);
+              kernels::Fp8GemmAmxAvailable() ? "AMX-BF16"
+              : kernels::Fp8GemmUsesBf16()   ? "AVX512-BF16"
+                                             : "fp32 FMA",
+              macs / t8 * 1e-9, tf / t8);
   {
     const int64_t cols2 = kernels::Fp8GemmCols2(k);
     std::vector<uint16_t> a8(size_t(m * cols2), 0);
@@ -100,6 +122,11 @@ int main(int argc, char** argv) {
           BestSeconds(3, [&] { kernels::Fp8GemmBf16(rows, a8.data(), m, y.data(), n); });
       std::printf(", AVX512-BF16 %.1f GMAC/s (%s the contract's bits)", macs / tbf * 1e-9,
                   kernels::Fp8GemmBf16IsExact() ? "gives" : "does NOT give");
+    }
+    if (kernels::Fp8GemmAmxAvailable()) {
+      const double tamx =
+          BestSeconds(3, [&] { kernels::Fp8GemmAmx(rows, a8.data(), m, y.data(), n); });
+      std::printf(", AMX-BF16 %.1f GMAC/s", macs / tamx * 1e-9);
     }
     std::printf("\n");
   }

@@ -369,7 +369,8 @@ TEST(Fp8Kernels, ActivationValuesMatchTheFakeQuantization) {
 TEST(Fp8Kernels, GemmPathsAreTheContractBitForBit) {
   std::mt19937 rng(5);
   for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{
-           {16, 2}, {37, 71}, {64, 512}, {300, 130}, {20, 1}}) {
+           {16, 2}, {37, 71}, {64, 512}, {300, 130}, {20, 1}, {18, 8300}}) {  // 8300: K in chunks
+                                                                              // (AMX)
     std::vector<uint8_t> codes(static_cast<size_t>(n * k));
     for (auto& c : codes) c = uint8_t(rng() % 256);
     for (auto& c : codes)
@@ -387,16 +388,19 @@ TEST(Fp8Kernels, GemmPathsAreTheContractBitForBit) {
       const int64_t ld = n + 5;
       std::vector<float> ref(static_cast<size_t>(m * ld), -7.0f);
       kernels::Fp8GemmRef(rows, a.data(), m, ref.data(), ld);
+      std::vector<double> exact(static_cast<size_t>(m * n)), mag(exact.size());
       for (int64_t t = 0; t < m; ++t) {
         for (int64_t r = 0; r < n; ++r) {
-          double exact = 0.0, mag = 0.0;
+          double e = 0.0, g = 0.0;
           for (int64_t c = 0; c < k; ++c) {
             const double p = double(BF16ToF32(a[size_t(t * cols2 + c)])) *
                              F8E4M3Values()[codes[size_t(r * k + c)]];
-            exact += p;
-            mag += std::fabs(p);
+            e += p;
+            g += std::fabs(p);
           }
-          ASSERT_NEAR(ref[size_t(t * ld + r)], exact, 1e-6 * mag + 1e-30);
+          exact[size_t(t * n + r)] = e;
+          mag[size_t(t * n + r)] = g;
+          ASSERT_NEAR(ref[size_t(t * ld + r)], e, 1e-6 * g + 1e-30);
         }
       }
       auto same_as_ref =
@@ -414,7 +418,29 @@ TEST(Fp8Kernels, GemmPathsAreTheContractBitForBit) {
       // A CPU whose vdpbf16ps rounds otherwise than Intel's manual says never runs that path
       // (Fp8Gemm, checked next, is then the fp32 path); the CPUs this suite has run on do not.
       if (kernels::Fp8GemmBf16IsExact()) same_as_ref(kernels::Fp8GemmBf16, "AVX512-BF16 path");
-      same_as_ref(kernels::Fp8Gemm, "chosen path");
+      if (!kernels::Fp8GemmAmxAvailable()) {
+        same_as_ref(kernels::Fp8Gemm, "chosen path");
+        continue;
+      }
+      // AMX: fp32 sums of exact products within the bound of a K-term fp32 sum, and the same bits
+      // for a token and a row whatever else the call holds (token count, first row).
+      std::vector<float> amx(ref.size(), -7.0f);
+      kernels::Fp8GemmAmx(rows, a.data(), m, amx.data(), ld);
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t r = 0; r < n; ++r)
+          ASSERT_NEAR(amx[size_t(t * ld + r)], exact[size_t(t * n + r)],
+                      double(k) * 0x1p-24 * mag[size_t(t * n + r)] + 1e-30)
+              << "AMX path, token " << t << ", row " << r;
+      std::vector<float> chosen(ref.size(), -7.0f);
+      kernels::Fp8Gemm(rows, a.data(), m, chosen.data(), ld);
+      ASSERT_EQ(0, std::memcmp(chosen.data(), amx.data(), amx.size() * sizeof(float)))
+          << "Fp8Gemm runs the AMX path where it is available";
+      const int64_t t1 = m - 1, r1 = n > 16 ? 16 : 0;
+      const kernels::Fp8Rows tail{codes.data() + r1 * k, size_t(k), n - r1, k, scales.data()};
+      std::vector<float> one(static_cast<size_t>(n - r1), -7.0f);
+      kernels::Fp8GemmAmx(tail, a.data() + t1 * cols2, 1, one.data(), n - r1);
+      ASSERT_EQ(0, std::memcmp(one.data(), amx.data() + t1 * ld + r1, one.size() * sizeof(float)))
+          << "AMX path: token " << t1 << " alone, rows from " << r1;
     }
   }
 }
@@ -443,13 +469,14 @@ TEST(MatMulQuantNT, Fp8PrefillIsTheFloatPathWithinFp32Rounding) {
 // ---- int8 × int8 ----------------------------------------------------------------------------
 
 TEST(Int8Gemm, EveryPathEqualsTheReference) {
-  const std::vector<kernels::Int8Path> paths = kernels::Int8Paths();
+  const std::vector<kernels::Int8Path> paths = kernels::Int8GemmPaths();
   std::string names;
   for (auto p : paths) names += std::string(kernels::Int8PathName(p)) + " ";
   std::printf("int8 GEMM paths on this CPU: %s\n", names.c_str());
   std::mt19937 rng(17);
-  for (auto [n, k] :
-       std::vector<std::pair<int64_t, int64_t>>{{16, 4}, {37, 70}, {64, 512}, {50, 131}, {1, 9}}) {
+  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{
+           {16, 4}, {37, 70}, {64, 512}, {50, 131}, {1, 9}, {20, 9000}}) {  // 9000: K in chunks
+                                                                            // (AMX)
     std::vector<int8_t> w(static_cast<size_t>(n * k));
     for (auto& v : w) v = int8_t(int(rng() % 256) - 128);
     w[0] = -128;  // the extremes
@@ -461,7 +488,7 @@ TEST(Int8Gemm, EveryPathEqualsTheReference) {
     for (int64_t r = 0; r < n; ++r)
       for (int64_t c = 0; c < k; ++c)
         ASSERT_EQ(kernels::Int8Weight(rows, r, c), w[size_t(r * k + c)]);
-    for (int64_t m : {1, 2, 5, 6, 7, 13}) {
+    for (int64_t m : {1, 2, 5, 6, 7, 13, 40, 64}) {  // 40, 64: whole 32-token blocks
       const int64_t cols4 = kernels::Int8Cols4(k), ld = kernels::Int8Rows16(n);
       std::vector<uint8_t> au(static_cast<size_t>(m * cols4));
       for (auto& v : au) v = uint8_t(rng() % 256);

@@ -414,9 +414,9 @@ bool MatMulInt8(const float* x, const QuantMatrix& w, const ActQuant& act, const
   return true;
 }
 
-// FP8 weights × fp8 activations (kernels/cpu/fp8_gemm.h: exact products, one fp32 chain per
-// output, the same bits on every CPU): y = acc * scale_x * scale_w (+ bias); false when x has a
-// non-finite value.
+// FP8 weights × fp8 activations (kernels/cpu/fp8_gemm.h: exact products, fp32 sums; one fp32
+// chain per output with the same bits on every CPU, or the AMX tiles' own sums where they run):
+// y = acc * scale_x * scale_w (+ bias); false when x has a non-finite value.
 bool MatMulFp8(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                float* y, int64_t m) {
   const int64_t N = w.rows, K = w.cols, cols2 = Fp8GemmCols2(K);

@@ -89,10 +89,10 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w);
 //     codes), the int8 GEMM's exact sums acc, then y = float(acc) * scale_x * scale_w (+ bias):
 //     the exact integer product times the scales, one rounding each. A call whose x has a
 //     non-finite value takes the float path below instead.
-//   - fp8-e4m3 weights with fp8 activations, more than kQuantGemvTokens tokens, on a CPU with
-//     AVX512-BF16: x quantized per QuantizeActivationsBf16 (QuantizeActivations' fp8 values),
-//     kernels/cpu/fp8_gemm's exact fp8 × fp8 products summed in fp32, then y = acc * scale_x *
-//     scale_w (+ bias): within fp32 rounding of the float path below.
+//   - fp8-e4m3 weights with fp8 activations, more than kQuantGemvTokens tokens: x quantized per
+//     QuantizeActivationsBf16 (QuantizeActivations' fp8 values), kernels/cpu/fp8_gemm's exact
+//     fp8 × fp8 products summed in fp32 (AMX tiles, AVX512-BF16 or fp32 FMAs), then y = acc *
+//     scale_x * scale_w (+ bias): within fp32 rounding of the float path below.
 //   - otherwise x is quantized and dequantized (QuantizeActivations, when act is enabled), then
 //     integer weights run, up to kQuantGemvTokens tokens, the fixed-point GEMV of
 //     kernels/cpu/int_dot.h (its error bound); with more tokens, where A16GemmFast() and

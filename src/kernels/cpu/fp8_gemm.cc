@@ -1,7 +1,10 @@
 // The FP8 GEMM of fp8_gemm.h. AVX512-BF16 path: 16-row blocks widened to bf16 pairs ([k / 2][16
 // rows] of 32-bit pairs), then up to two blocks × 6 tokens of zmm accumulators over all of K.
 // fp32 path: activations and row tiles widened to fp32 with each pair's columns swapped, then
-// F32Gemm (one fma chain per output over k in order: the contract's order).
+// F32Gemm (one fma chain per output over k in order: the contract's order). AMX path
+// (kernels/cpu/amx.h's loop): the activations are the A tiles (16 tokens × 32 columns),
+// WidenBlock's layout the B tiles (16 column pairs × 16 rows), widened 32 columns × 16 rows at a
+// time in registers and transposed there.
 #include "kernels/cpu/fp8_gemm.h"
 
 #include <immintrin.h>
@@ -17,6 +20,7 @@
 #include "core/dtype.h"
 #include "core/result.h"
 #include "formats/fp8.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/f32_gemm.h"
 
 namespace qf::kernels {
@@ -109,6 +113,97 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void Tile(const uint32_t*
     }
 }
 
+// ---- AMX-BF16 path (tiles as kernels/cpu/amx.h lays them out) -----------------------------------
+// C[tb][rb] = tiles 0..3 (16 tokens × 16 rows of fp32), A[tb] = 4, 5 (16 tokens × 32 bf16
+// columns), B[rb] = 6, 7 (16 column pairs × 16 rows: a WidenBlock slice). Each step of 32 columns
+// is one tdpbf16ps per (token block, row block); C holds one sum per output across all steps.
+constexpr int kAmxCols = kAmxStepBytes / 2;
+
+// E4M3 codes -> bf16 bits, 32 at a time (the table's values: exact; NaN as F8E4M3ToF32's).
+__attribute__((target("avx512f,avx512bw"))) inline __m512i WidenE4M3x32(__m256i codes) {
+  const __m512i b = _mm512_cvtepu8_epi16(codes);
+  const __m512i mag = _mm512_and_si512(b, _mm512_set1_epi16(0x7f));
+  const __m512i sign = _mm512_slli_epi16(_mm512_and_si512(b, _mm512_set1_epi16(0x80)), 8);
+  // Normal: exponent e - 7 + 127 = e + 120, mantissa bits on top: (mag << 4) + (120 << 7).
+  __m512i v = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(120 << 7));
+  // Subnormal (exponent 0): m · 2^-9, m = 0..7, from a table (index = mag < 8).
+  alignas(64) static const uint16_t sub[32] = {0x0000, 0x3b00, 0x3b80, 0x3bc0,
+                                               0x3c00, 0x3c20, 0x3c40, 0x3c60};
+  v = _mm512_mask_mov_epi16(v, _mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)),
+                            _mm512_permutexvar_epi16(mag, _mm512_load_si512(sub)));
+  v = _mm512_mask_mov_epi16(v, _mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7f)),
+                            _mm512_set1_epi16(0x7fc0));
+  return _mm512_or_si512(v, sign);
+}
+
+// GCC 12 warns that the unpack/shuffle intrinsics' internal "undefined" operand may be used
+// uninitialised (a false positive: the unmasked forms ignore it).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// r[i] (16 dwords each) := column i of the 16 × 16 dword matrix whose rows are r[0..15].
+__attribute__((target("avx512f"))) inline void Transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4g + j] lane L now holds rows 4g..4g+3 of column 4L + j: for each j, transpose the 4 × 4
+  // lanes of r[j], r[4 + j], r[8 + j], r[12 + j].
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);      // lanes 0, 2 of each
+    t[4 + j] = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);  // lanes 1, 3
+    t[8 + j] = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
+  }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xdd);
+    r[4 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0xdd);
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+// WidenBlock's layout for the AMX B tiles, vectorised: steps [s0, s1) of rows [r0, r0 + 16)
+// (zeros past w.rows and w.cols): out[(q - 16 s0) * 16 + i] = columns 2q, 2q + 1 of row r0 + i.
+__attribute__((target("avx512f,avx512bw"))) void WidenBlockAmx(const Fp8Rows& w, int64_t r0,
+                                                               int64_t s0, int64_t s1,
+                                                               uint32_t* out) {
+  const int64_t full = w.cols / kAmxCols * kAmxCols;
+  alignas(32) uint8_t tail[kAmxCols];
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t k0 = s * kAmxCols;
+    __m512i r[16];
+    for (int i = 0; i < 16; ++i) {
+      const int64_t row = r0 + i;
+      if (row >= w.rows) {
+        r[i] = _mm512_setzero_si512();
+        continue;
+      }
+      const uint8_t* c = w.codes + size_t(row) * w.row_bytes + k0;
+      if (k0 < full) {
+        r[i] = WidenE4M3x32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+      } else {  // the last columns, zeros after them (zero codes widen to +0)
+        std::memset(tail, 0, kAmxCols);
+        if (k0 < w.cols) std::memcpy(tail, c, size_t(w.cols - k0));
+        r[i] = WidenE4M3x32(_mm256_load_si256(reinterpret_cast<const __m256i*>(tail)));
+      }
+    }
+    Transpose16x16(r);
+    for (int q = 0; q < 16; ++q) _mm512_storeu_si512(out + ((s - s0) * 16 + q) * 16, r[q]);
+  }
+}
+
 using TileFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t,
                         int64_t);
 template <int NB>
@@ -175,11 +270,42 @@ const Bf16Probe& ProbeBf16() {
 
 }  // namespace
 
+bool Fp8GemmAmxAvailable() {
+  static const bool v = AmxUsable(AmxUnit::kBf16);
+  return v;
+}
+
+void Fp8GemmAmx(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
+#if defined(__x86_64__)
+  QF_CHECK(Fp8GemmAmxAvailable(), "Fp8GemmAmx on a CPU or OS without AMX-BF16");
+  const AmxTokens tokens(a, m, Fp8GemmCols2(w.cols) * 2);
+  const int64_t row_blocks = (w.rows + 15) / 16;
+  // Per thread, grown to the largest call seen: the two blocks' widened tiles, the sums.
+  thread_local std::vector<uint32_t> widened[2], sums;
+  AmxGemm(
+      AmxUnit::kBf16, tokens, row_blocks,
+      [&](int64_t block, int64_t s0, int64_t s1, int slot) {
+        std::vector<uint32_t>& buf = widened[slot];
+        if (buf.size() < size_t((s1 - s0) * 256)) buf.resize(size_t((s1 - s0) * 256));
+        WidenBlockAmx(w, 16 * block, s0, s1, buf.data());
+        return reinterpret_cast<const uint8_t*>(buf.data());
+      },
+      sums);
+  AmxForEachSums(sums, m, row_blocks, [&](int64_t t, int64_t r0, const uint32_t* v) {
+    std::memcpy(acc + t * ldacc + r0, v, size_t(std::min<int64_t>(16, w.rows - r0)) * 4);
+  });
+#else
+  (void)w, (void)a, (void)m, (void)acc, (void)ldacc;
+  QF_CHECK(false, "Fp8GemmAmx on a CPU without AMX-BF16");
+#endif
+}
+
 bool Fp8GemmBf16IsExact() { return ProbeBf16().exact; }
 
 bool Fp8GemmUsesBf16() { return ProbeBf16().exact && ProbeBf16().faster; }
 
 void Fp8Gemm(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
+  if (Fp8GemmAmxAvailable()) return Fp8GemmAmx(w, a, m, acc, ldacc);
   (Fp8GemmUsesBf16() ? Fp8GemmBf16 : Fp8GemmFma)(w, a, m, acc, ldacc);
 }
 

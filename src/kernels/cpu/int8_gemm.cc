@@ -2,14 +2,16 @@
 // signed, exact in int32) and subtracts 128 · Σ_k w[r, k]: the sums with the signed
 // activations au - 128. Register blocking: up to two 16-row blocks times up to 6 tokens of
 // accumulators, the whole of K at once; the block's weights (16 · cols4 bytes) stay in L1/L2
-// while the tokens pass over them.
+// while the tokens pass over them. AMX: 2 × 2 tiles of 16 tokens × 16 rows over all of K.
 #include "kernels/cpu/int8_gemm.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/result.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/int8_x86.h"
 
 namespace qf::kernels {
@@ -147,6 +149,35 @@ void Tiled(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t 
     b += nb;
   }
 }
+// AMX-INT8 (kernels/cpu/amx.h's loop): the packed layout is the B operand as it lies - 16 column
+// quads × 16 rows of 4 bytes is one 64-column step of a row block - and tdpbusd multiplies the
+// unsigned activation bytes by it. A chunk that runs past the last whole step reads a
+// zero-padded copy of the block's last quads.
+void AmxTiled(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1, int32_t* acc,
+              int64_t ldacc) {
+  const int64_t quads = Int8Cols4(w.cols) / 4;
+  const AmxTokens tokens(au, m, quads * 4);
+  const int64_t end = std::min(Int8Rows16(w.rows), (r1 + 15) / 16 * 16);
+  const int64_t row_blocks = (end - r0) / 16;
+  thread_local std::vector<int8_t> padded[2];
+  thread_local std::vector<uint32_t> sums;
+  AmxGemm(
+      AmxUnit::kInt8, tokens, row_blocks,
+      [&](int64_t block, int64_t s0, int64_t s1, int slot) {
+        const int8_t* blk = w.data + (r0 / 16 + block) * quads * 64;
+        if (s1 * 16 <= quads) return reinterpret_cast<const uint8_t*>(blk + s0 * 1024);
+        std::vector<int8_t>& buf = padded[slot];
+        buf.assign(size_t((s1 - s0) * 1024), 0);
+        std::memcpy(buf.data(), blk + s0 * 1024, size_t((quads - s0 * 16) * 64));
+        return reinterpret_cast<const uint8_t*>(buf.data());
+      },
+      sums);
+  AmxForEachSums(sums, m, row_blocks, [&](int64_t t, int64_t b0, const uint32_t* v) {
+    int32_t* to = acc + t * ldacc + r0 + b0;
+    const int32_t* s = w.row_sums + r0 + b0;
+    for (int i = 0; i < 16; ++i) to[i] = int32_t(v[i]) - 128 * s[i];
+  });
+}
 #endif
 
 }  // namespace
@@ -172,6 +203,8 @@ std::string_view Int8PathName(Int8Path p) {
       return "avx2";
     case Int8Path::kAvx512Vnni:
       return "avx512vnni";
+    case Int8Path::kAmx:
+      return "amx";
   }
   return "?";
 }
@@ -188,10 +221,18 @@ std::vector<Int8Path> Int8Paths() {
   return p;
 }
 
+std::vector<Int8Path> Int8GemmPaths() {
+  std::vector<Int8Path> p = Int8Paths();
+  if (AmxUsable(AmxUnit::kInt8)) p.push_back(Int8Path::kAmx);
+  return p;
+}
+
 void Int8GemmOn(Int8Path path, const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0,
                 int64_t r1, int32_t* acc, int64_t ldacc) {
   switch (path) {
 #if defined(__x86_64__)
+    case Int8Path::kAmx:
+      return AmxTiled(w, au, m, r0, r1, acc, ldacc);
     case Int8Path::kAvx512Vnni:
       return Tiled<VnniK>(w, au, m, r0, r1, acc, ldacc);
     case Int8Path::kAvx2:
@@ -204,7 +245,7 @@ void Int8GemmOn(Int8Path path, const Int8Rows& w, const uint8_t* au, int64_t m, 
 
 void Int8Gemm(const Int8Rows& w, const uint8_t* au, int64_t m, int64_t r0, int64_t r1, int32_t* acc,
               int64_t ldacc) {
-  static const Int8Path best = Int8Paths().back();
+  static const Int8Path best = Int8GemmPaths().back();
   Int8GemmOn(best, w, au, m, r0, r1, acc, ldacc);
 }
 

@@ -3,8 +3,10 @@
 // from the CPU's features: AVX512-VNNI (vpdpbusd: unsigned activation bytes a + 128 times signed
 // weights, four products summed per int32 lane, 16 rows per vector), AVX2 (the same sums from
 // vpmaddubsw / vpmaddwd, the unsigned bytes split into 7 bits and 1 so that no 16-bit pair sum
-// saturates), and a portable plain loop. Every path returns the exact integer sums, so they
-// agree bit for bit (tests compare each path the CPU has with Int8GemmRef).
+// saturates), AMX-INT8 (tdpbusd on 16 × 64-byte tiles, where the OS allows them: the packed
+// layout below is its B operand), and a portable plain loop. Every path returns the exact
+// integer sums, so they agree bit for bit (tests compare each path the CPU has with
+// Int8GemmRef).
 //
 // Weight layout: rows in blocks of 16, columns padded with zeros to cols4 = a multiple of 4;
 // block b, column quad q holds 64 bytes, row i's four weights at byte 4 i: w[16 b + i, 4 q + j]
@@ -40,10 +42,13 @@ inline int Int8Weight(const Int8Rows& w, int64_t r, int64_t k) {
   return w.data[((r / 16) * quads + k / 4) * 64 + (r % 16) * 4 + k % 4];
 }
 
-enum class Int8Path : uint8_t { kPortable, kAvx2, kAvx512Vnni };
+enum class Int8Path : uint8_t { kPortable, kAvx2, kAvx512Vnni, kAmx };
 std::string_view Int8PathName(Int8Path p);
-// The paths this CPU runs, the portable one first; the last is the one Int8Gemm takes.
+// The vector paths this CPU runs, the portable one first (the integer GEMMs of q8_gemm.h and
+// a16_gemm.h choose among these; kAmx is never in it).
 std::vector<Int8Path> Int8Paths();
+// Int8Gemm's paths: Int8Paths() and kAmx where AmxUsable; the last is the one Int8Gemm takes.
+std::vector<Int8Path> Int8GemmPaths();
 
 // acc[t * ldacc + r] = Σ_k (au[t * cols4 + k] - 128) · w[r, k] for rows r in [r0, r1) (r0 a
 // multiple of 16; r1 a multiple of 16 or w.rows; rows up to the next 16 are written too, so acc
