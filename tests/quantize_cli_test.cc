@@ -318,6 +318,30 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
   std::string log;
   EXPECT_NE(RunCommand(Q() + " quantize /nonexistent -o " + out + " --scheme W4A16", &log), 0);
   EXPECT_NE(log.find("/nonexistent"), std::string::npos) << log;
+
+  // A checkpoint qforge (or llm-compressor) already quantized holds codes and scales, not
+  // weights: refused by name for every output (it gave a NaN Hessian or a duplicate tensor).
+  const fs::path quantized = qf::testing::TempDir() / "already_quantized";
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + quantized.string() +
+                           " --scheme FP8-dynamic -q",
+                       &log),
+            0)
+      << log;
+  const std::string text = quantized.string() + " -o ";
+  for (const std::string& args :
+       {text + out + " --scheme W4A16", text + out + " --scheme W4A16 --method gptq",
+        text + out + ".gguf --scheme Q4_0"}) {
+    const int rc = RunCommand(Q() + " quantize " + args, &log);
+    EXPECT_NE(rc, 0) << args;
+    EXPECT_LT(rc, 128) << args;
+    EXPECT_NE(log.find("a quantized checkpoint (quant_method 'compressed-tensors'); quantize "
+                       "takes unquantized weights"),
+              std::string::npos)
+        << args << ": " << log;
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+    EXPECT_FALSE(fs::exists(out)) << "half-written output for " << args;
+    EXPECT_FALSE(fs::exists(out + ".gguf")) << "half-written output for " << args;
+  }
 }
 
 // Block-wise QAT and end-to-end scale tuning on the bundled model (few short windows): every

@@ -285,4 +285,19 @@ Result<ModelConfig> LoadHfConfig(const std::filesystem::path& model_dir) {
   return ParseHfConfig(text, path.string());
 }
 
+Status CheckUnquantized(const std::filesystem::path& model_dir, std::string_view what) {
+  const auto path = model_dir / "config.json";
+  const Result<std::string> text = ReadTextFile(path);
+  if (!text.ok()) return Status::Ok();
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("quantization_config")) return Status::Ok();
+  const nlohmann::json& q = j["quantization_config"];
+  const std::string method =
+      q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
+          ? q["quant_method"].get<std::string>()
+          : "unknown";
+  return Err("{}: a quantized checkpoint (quant_method '{}'); {} takes unquantized weights",
+             path.string(), method, what);
+}
+
 }  // namespace qf::model

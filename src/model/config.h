@@ -99,6 +99,11 @@ Status CheckDimensions(const ModelConfig& c, const std::string& source);
 // Parses config.json text; `source` names the file in errors.
 Result<ModelConfig> ParseHfConfig(std::string_view json_text, const std::string& source);
 Result<ModelConfig> LoadHfConfig(const std::filesystem::path& model_dir);
+// An error naming the checkpoint's quant_method when model_dir/config.json has a
+// quantization_config (its linears are codes and scales, not weights): `what` ("quantize",
+// "convert") takes unquantized weights. Ok otherwise, and when config.json is unreadable (the
+// loader reports that).
+Status CheckUnquantized(const std::filesystem::path& model_dir, std::string_view what);
 
 // Expands a "{}" layer pattern.
 std::string LayerTensorName(const char* pattern, int64_t layer);

@@ -759,18 +759,7 @@ Result<GgufConvertReport> ConvertHfToGguf(const fs::path& model_dir, const fs::p
     return Err("{}: expected a model folder (config.json + *.safetensors)", model_dir.string());
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(model_dir));
   // Packed codes and scales are not weights llama.cpp could use as they are.
-  QF_ASSIGN(std::optional<Json> raw, ReadJson(model_dir / "config.json"));
-  if (raw && raw->is_object() && raw->contains("quantization_config")) {
-    const Json& q = (*raw)["quantization_config"];
-    const std::string method =
-        q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
-            ? q["quant_method"].get<std::string>()
-            : "unknown";
-    return Err(
-        "{}: a quantized checkpoint (quant_method '{}'); convert takes unquantized "
-        "weights",
-        (model_dir / "config.json").string(), method);
-  }
+  QF_TRY(model::CheckUnquantized(model_dir, "convert"));
   QF_ASSIGN(TensorStore store, TensorStore::Open(model_dir));
 
   GgufConvertReport report;

@@ -195,6 +195,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file",
                src.string());
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
+  QF_TRY(model::CheckUnquantized(src, "quantize"));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   QF_ASSIGN(std::vector<pipeline::GgufTensorPlan> plan, pipeline::PlanGgufTensors(cfg, store));
   // llama-quantize writes tensors in its loader's order: non-block tensors first, then block

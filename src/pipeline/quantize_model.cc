@@ -765,6 +765,7 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOp
     QF_TRY(CheckQatOptions(opt.qat, opt.e2e_epochs));
   }
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
+  QF_TRY(model::CheckUnquantized(src, "quantize"));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   RssWatch watch;
   QuantizeReport rep;
@@ -815,6 +816,7 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   QF_TRY(CheckOptions(opt));
   QF_ASSIGN(const Method method, ParseMethod(opt.method));
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
+  QF_TRY(model::CheckUnquantized(src, "quantize"));
   QF_ASSIGN(io::TensorStore store, io::TensorStore::Open(src));
   std::error_code eq_ec;
   if (fs::exists(out) && fs::equivalent(src, out, eq_ec))

@@ -261,6 +261,8 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
         Err("{}: --method {} needs the model folder (config.json + *.safetensors): its "
             "calibration pass runs the fp weights",
             a.model, a.method));
+  if (!model::IsGgufFile(a.model))
+    if (Status st = model::CheckUnquantized(a.model, "quantize"); !st.ok()) return Fail(st.error());
   if (opt.qat) opt.qat_progress = QatProgress(a);
   if (calibrated && a.calib.empty() && !a.dry_run)
     std::fprintf(stderr,
@@ -427,6 +429,7 @@ int RunQuantize(const QuantizeArgs& a) {
             a.model, a.scheme));
   if (!std::filesystem::is_directory(a.model))
     return Fail(Err("{}: expected a model folder (config.json + *.safetensors)", a.model));
+  if (Status st = model::CheckUnquantized(a.model, "quantize"); !st.ok()) return Fail(st.error());
   if (pipeline::NeedsCalibration(opt) && a.calib.empty())
     std::fprintf(stderr,
                  "qforge: warning: no --calib text: calibrating on %lld sequences sampled from the "
