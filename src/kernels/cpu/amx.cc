@@ -98,9 +98,11 @@ __attribute__((target("amx-tile"))) void Release() { _tile_release(); }
 // `steps` steps: A tiles 4, 5 from a0, a1 (1 KiB per step), B tiles 6, 7 from b0, b1 (1 KiB per
 // step); c loaded first unless `first`, stored after.
 template <AmxUnit U>
-__attribute__((target("amx-tile,amx-bf16,amx-int8"))) void Pass(
-    const uint8_t* a0, const uint8_t* a1, const uint8_t* b0, const uint8_t* b1, int64_t steps,
-    uint32_t* c, bool first) {
+__attribute__((target("amx-tile,amx-bf16,amx-int8"))) void Pass(const uint8_t* a0,
+                                                                const uint8_t* a1,
+                                                                const uint8_t* b0,
+                                                                const uint8_t* b1, int64_t steps,
+                                                                uint32_t* c, bool first) {
   if (first) {
     _tile_zero(0);
     _tile_zero(1);

@@ -47,8 +47,10 @@ std::string_view Int8PathName(Int8Path p);
 // The vector paths this CPU runs, the portable one first (the integer GEMMs of q8_gemm.h and
 // a16_gemm.h choose among these; kAmx is never in it).
 std::vector<Int8Path> Int8Paths();
-// Int8Gemm's paths: Int8Paths() and kAmx where AmxUsable; the last is the one Int8Gemm takes.
+// Int8Gemm's paths: Int8Paths() and kAmx where AmxUsable; the last is the one Int8Gemm takes
+// for kInt8AmxMinTokens tokens or more, the one before it for fewer (decoding).
 std::vector<Int8Path> Int8GemmPaths();
+constexpr int64_t kInt8AmxMinTokens = 16;
 
 // acc[t * ldacc + r] = Σ_k (au[t * cols4 + k] - 128) · w[r, k] for rows r in [r0, r1) (r0 a
 // multiple of 16; r1 a multiple of 16 or w.rows; rows up to the next 16 are written too, so acc
