@@ -138,7 +138,7 @@ __attribute__((target("amx-tile,amx-bf16,amx-int8"))) void Pass(const uint8_t* a
 }
 #endif
 
-// A tokens per chunk of K: the chunk's A tiles of every token fit in this many bytes (L2).
+// Steps per chunk of K: as many as let the chunk's A tiles of every token fit in this (L2).
 constexpr int64_t kChunkABytes = int64_t(512) << 10;
 
 }  // namespace

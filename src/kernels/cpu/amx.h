@@ -27,9 +27,9 @@ constexpr int64_t kAmxTileBytes = 16 * kAmxStepBytes;
 
 // The A operand: m token rows of row_bytes each, copied into whole tiles - token block b (16
 // tokens), step s at Tile(b, s), its rows 64 bytes apart - padded with zero bytes past the rows'
-// ends and with zero tokens to a multiple of 32. (Tiles read with the rows' own stride, a
-// multiple of 4 KiB for the models' widths, put all 16 rows in one L1 set: several times
-// slower, measured.) The copy is per thread and lives until that thread's next AmxTokens.
+// ends and with zero tokens to a multiple of 32. (Read with the rows' own stride, a multiple of
+// 4 KiB for the models' widths, a tile's 16 rows would all fall in one L1 set.) The copy is per
+// thread and lives until that thread's next AmxTokens.
 class AmxTokens {
  public:
   AmxTokens(const void* a, int64_t m, int64_t row_bytes);
@@ -50,8 +50,8 @@ using AmxBTiles = std::function<const uint8_t*(int64_t block, int64_t s0, int64_
 
 // The sums of every token (a.tokens(), padded to 32) and every row of row_blocks 16-row blocks
 // (padded to 32 rows: b_tiles is asked for blocks < row_blocks only; the padding block is zero)
-// over all a.Steps() steps, as 4-byte values (fp32 for kBf16, int32 for kInt8) in tiles:
-// AmxSum(out, t, r) reads them. Single-threaded; only where AmxUsable(unit).
+// over all a.Steps() steps, as 4-byte values (fp32 for kBf16, int32 for kInt8) in tiles, at
+// AmxSumIndex (AmxForEachSums reads them out). Single-threaded; only where AmxUsable(unit).
 void AmxGemm(AmxUnit unit, const AmxTokens& a, int64_t row_blocks, const AmxBTiles& b_tiles,
              std::vector<uint32_t>& out);
 // Where AmxGemm's sum for token t, row r lies in out (row_blocks as given to it).

@@ -113,10 +113,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void Tile(const uint32_t*
     }
 }
 
-// ---- AMX-BF16 path (tiles as kernels/cpu/amx.h lays them out) -----------------------------------
-// C[tb][rb] = tiles 0..3 (16 tokens × 16 rows of fp32), A[tb] = 4, 5 (16 tokens × 32 bf16
-// columns), B[rb] = 6, 7 (16 column pairs × 16 rows: a WidenBlock slice). Each step of 32 columns
-// is one tdpbf16ps per (token block, row block); C holds one sum per output across all steps.
+// ---- AMX-BF16 path: kernels/cpu/amx.h's loop; a step is 32 columns, its B tile a WidenBlock
+// slice of 16 column pairs × 16 rows.
 constexpr int kAmxCols = kAmxStepBytes / 2;
 
 // E4M3 codes -> bf16 bits, 32 at a time (the table's values: exact; NaN as F8E4M3ToF32's).

@@ -2,7 +2,7 @@
 // signed, exact in int32) and subtracts 128 · Σ_k w[r, k]: the sums with the signed
 // activations au - 128. Register blocking: up to two 16-row blocks times up to 6 tokens of
 // accumulators, the whole of K at once; the block's weights (16 · cols4 bytes) stay in L1/L2
-// while the tokens pass over them. AMX: 2 × 2 tiles of 16 tokens × 16 rows over all of K.
+// while the tokens pass over them. AMX: kernels/cpu/amx.h's loop on the packed blocks.
 #include "kernels/cpu/int8_gemm.h"
 
 #include <immintrin.h>
