@@ -46,7 +46,9 @@ bench() {  # binary model -> "pp tg ratio bytes"
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }  # calc FORMAT EXPRESSION
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+kernels=$($Q bench "$MODEL" -p 0 -n 1 -r 1 -q --json 2>/dev/null | jq -r .prefill_kernels)
 echo "$SHAPE${LAYERS:+ ($LAYERS layers)}, $THREADS threads, pp$PP / tg$TG, $REPS reps; $cpu"
+echo "(prefill kernels: $kernels)"
 echo
 if [[ -n ${BASE_QFORGE:-} ]]; then
   echo "| format | MiB/token | pp$PP before | pp$PP | × fp32 | tg$TG before | tg$TG | × fp32 | bandwidth used |"

@@ -20,6 +20,11 @@ TEST(BenchCli, ReportsRatesAndWeightBytes) {
   EXPECT_GT(j["prefill_tokens_per_second"].get<double>(), 0.0);
   EXPECT_GT(j["decode_tokens_per_second"].get<double>(), 0.0);
   EXPECT_GT(j["bandwidth_bytes_per_second"].get<double>(), 1e8);
+  // The prefill kernel of each quantized kind on this CPU, by name.
+  const std::string kernels = j["prefill_kernels"].get<std::string>();
+  EXPECT_EQ(kernels.rfind("W8A8 ", 0), 0u) << kernels;
+  for (const char* kind : {", FP8 ", ", W4A16/W8A16 ", ", ggml "})
+    EXPECT_NE(kernels.find(kind), std::string::npos) << kernels;
   // llama-27m in fp32: lm_head [8192, 512] + 6 x (q, o [512, 512]; k, v [256, 512];
   // gate, up [1536, 512]; down [512, 1536]), 4 bytes each.
   const int64_t weights = 8192 * 512 + 6 * (2 * 512 * 512 + 2 * 256 * 512 + 3 * 1536 * 512);

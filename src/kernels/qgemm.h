@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "core/memory.h"
 #include "formats/activation.h"
@@ -103,6 +104,10 @@ QuantizedTensor FromKernelLayout(const QuantMatrix& w);
 //     fp8-e4m3 bytes the same way with kernels/cpu/fp8_dot's GEMV and tile decoder (fp8-e5m2:
 //     tiles of the table decoder at every token count).
 constexpr int64_t kQuantGemvTokens = 8;
+// Which prefill kernel each quantized kind runs on this CPU, for reports (`qforge bench`), e.g.
+// "W8A8 amx, FP8 amx-bf16, W4A16/W8A16 avx512vnni, ggml avx512vnni" ("fp32 tiles" where the
+// float tiles + fp32 GEMM run).
+std::string PrefillKernels();
 void MatMulQuantNT(const float* x, const QuantMatrix& w, const ActQuant& act, const float* bias,
                    float* y, int64_t m);
 // The integer prefill of MatMulQuantNT for integer weights (kNibbles / kNibbles16 / kBytes): y =

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "eval/bench.h"
+#include "kernels/qgemm.h"
 
 namespace qf::cli {
 namespace {
@@ -33,7 +34,8 @@ int RunBenchCmd(const BenchArgs& a) {
                {"decode_stddev", r->decode.stddev},
                {"weight_bytes_per_token", r->weight_bytes_per_token},
                {"bandwidth_bytes_per_second", r->bandwidth},
-               {"decode_bandwidth_ratio", r->decode_bandwidth_ratio}});
+               {"decode_bandwidth_ratio", r->decode_bandwidth_ratio},
+               {"prefill_kernels", kernels::PrefillKernels()}});
     return 0;
   }
   std::printf("| %-40s | threads | %8s | %20s |\n", "model", "test", "t/s");
@@ -49,6 +51,7 @@ int RunBenchCmd(const BenchArgs& a) {
       "measured read bandwidth (%.0f%%)\n",
       mib, r->decode.mean, double(r->weight_bytes_per_token) * r->decode.mean / 1e9,
       r->bandwidth / 1e9, 100.0 * r->decode_bandwidth_ratio);
+  std::printf("prefill kernels on this CPU: %s\n", kernels::PrefillKernels().c_str());
   return 0;
 }
 
