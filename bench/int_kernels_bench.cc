@@ -101,10 +101,7 @@ int main(int argc, char** argv) {
   const double t8 =
       BestSeconds(3, [&] { kernels::MatMulQuantNT(x.data(), matf, af, nullptr, y.data(), m); });
   std::printf("m=%lld: fp8 GEMM (%s) %.1f GMAC/s (%.2fx sgemm)\n", static_cast<long long>(m),
-              kernels::Fp8GemmAmxAvailable() ? "AMX-BF16"
-              : kernels::Fp8GemmUsesBf16()   ? "AVX512-BF16"
-                                             : "fp32 FMA",
-              macs / t8 * 1e-9, tf / t8);
+              std::string(kernels::Fp8GemmPathName()).c_str(), macs / t8 * 1e-9, tf / t8);
   {
     const int64_t cols2 = kernels::Fp8GemmCols2(k);
     std::vector<uint16_t> a8(size_t(m * cols2), 0);

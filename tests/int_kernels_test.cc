@@ -368,9 +368,9 @@ TEST(Fp8Kernels, ActivationValuesMatchTheFakeQuantization) {
 // the chain is the exact sum within fp32 rounding.
 TEST(Fp8Kernels, GemmPathsAreTheContractBitForBit) {
   std::mt19937 rng(5);
+  // 18 × 8300: K in several chunks on the AMX path.
   for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{
-           {16, 2}, {37, 71}, {64, 512}, {300, 130}, {20, 1}, {18, 8300}}) {  // 8300: K in chunks
-                                                                              // (AMX)
+           {16, 2}, {37, 71}, {64, 512}, {300, 130}, {20, 1}, {18, 8300}}) {
     std::vector<uint8_t> codes(static_cast<size_t>(n * k));
     for (auto& c : codes) c = uint8_t(rng() % 256);
     for (auto& c : codes)
@@ -474,9 +474,9 @@ TEST(Int8Gemm, EveryPathEqualsTheReference) {
   for (auto p : paths) names += std::string(kernels::Int8PathName(p)) + " ";
   std::printf("int8 GEMM paths on this CPU: %s\n", names.c_str());
   std::mt19937 rng(17);
+  // 20 × 9000: K in several chunks on the AMX path.
   for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{
-           {16, 4}, {37, 70}, {64, 512}, {50, 131}, {1, 9}, {20, 9000}}) {  // 9000: K in chunks
-                                                                            // (AMX)
+           {16, 4}, {37, 70}, {64, 512}, {50, 131}, {1, 9}, {20, 9000}}) {
     std::vector<int8_t> w(static_cast<size_t>(n * k));
     for (auto& v : w) v = int8_t(int(rng() % 256) - 128);
     w[0] = -128;  // the extremes

@@ -168,15 +168,12 @@ bool UseQ8Prefill() {
 }  // namespace
 
 std::string PrefillKernels() {
-  const std::string fp8 = Fp8GemmAmxAvailable() ? "amx-bf16"
-                          : Fp8GemmUsesBf16()   ? "avx512-bf16"
-                                                : "fp32-fma";
   const std::string a16 =
       A16GemmFast() ? std::string(Int8PathName(A16Paths().back())) : "fp32 tiles";
   const std::string q8 =
       UseQ8Prefill() ? std::string(Int8PathName(Int8Paths().back())) : "fp32 tiles";
-  return "W8A8 " + std::string(Int8PathName(Int8GemmPaths().back())) + ", FP8 " + fp8 +
-         ", W4A16/W8A16 " + a16 + ", ggml " + q8;
+  return "W8A8 " + std::string(Int8PathName(Int8GemmPaths().back())) + ", FP8 " +
+         std::string(Fp8GemmPathName()) + ", W4A16/W8A16 " + a16 + ", ggml " + q8;
 }
 
 bool GgmlQ8Runs(const GgmlTensor& w) {

@@ -268,14 +268,10 @@ const Bf16Probe& ProbeBf16() {
 
 }  // namespace
 
-bool Fp8GemmAmxAvailable() {
-  static const bool v = AmxUsable(AmxUnit::kBf16);
-  return v;
-}
+bool Fp8GemmAmxAvailable() { return AmxUsable(AmxUnit::kBf16); }
 
 void Fp8GemmAmx(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
 #if defined(__x86_64__)
-  QF_CHECK(Fp8GemmAmxAvailable(), "Fp8GemmAmx on a CPU or OS without AMX-BF16");
   const AmxTokens tokens(a, m, Fp8GemmCols2(w.cols) * 2);
   const int64_t row_blocks = (w.rows + 15) / 16;
   // Per thread, grown to the largest call seen: the two blocks' widened tiles, the sums.
@@ -301,6 +297,10 @@ void Fp8GemmAmx(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int6
 bool Fp8GemmBf16IsExact() { return ProbeBf16().exact; }
 
 bool Fp8GemmUsesBf16() { return ProbeBf16().exact && ProbeBf16().faster; }
+
+std::string_view Fp8GemmPathName() {
+  return Fp8GemmAmxAvailable() ? "amx-bf16" : Fp8GemmUsesBf16() ? "avx512-bf16" : "fp32-fma";
+}
 
 void Fp8Gemm(const Fp8Rows& w, const uint16_t* a, int64_t m, float* acc, int64_t ldacc) {
   if (Fp8GemmAmxAvailable()) return Fp8GemmAmx(w, a, m, acc, ldacc);

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "kernels/cpu/fp8_dot.h"
 
@@ -41,6 +42,8 @@ bool Fp8GemmBf16IsExact();
 // Whether Fp8Gemm runs the AVX512-BF16 path: it is exact here and it was faster than the fp32
 // path on that problem (timed once per process, the first time it is asked).
 bool Fp8GemmUsesBf16();
+// The path Fp8Gemm runs on this CPU, for reports: "amx-bf16", "avx512-bf16" or "fp32-fma".
+std::string_view Fp8GemmPathName();
 // Columns of the activation rows: cols rounded up to even (pairs).
 inline int64_t Fp8GemmCols2(int64_t cols) { return (cols + 1) / 2 * 2; }
 // acc[t * ldacc + r] = Σ_k a[t, k] · e4m3(w[r, k]) for r < w.rows, t < m, without the weight
