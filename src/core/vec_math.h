@@ -29,8 +29,8 @@ double IntRoundErrorSum(const float* x, const float* w, int64_t n, float scale, 
                         float maxq, float p);
 
 // y[r] = Σ_j w[r * k + j] · x[j] for r < n: one token against n rows of fp32 weights (decoding's
-// GEMV for float weights: 4 rows at a time, x from L1, each row's products in four float
-// accumulators, summed in float). The reference is MatMulNTRef (kernels/ops.h) with m = 1.
+// GEMV for float weights: row after row in memory order, x from L1, each row's products in four
+// float accumulators, summed in float). The reference is MatMulNTRef (kernels/ops.h) with m = 1.
 void GemvRows(const float* w, const float* x, int64_t n, int64_t k, float* y);
 // The same with bf16 weights (bit patterns), widened in registers: GemvRows' bits on the
 // widened floats.
