@@ -89,8 +89,8 @@ TEST(ModelGolden, Stories260kLogitsMatchPyTorch) {
 }
 
 // Every weight row the GEMVs stream starts on a cache line (memory.h: a 16-byte aligned row
-// makes every vector load of it span two lines). Rows of 512 floats here, so the row starts
-// are aligned exactly when the storage is.
+// makes every vector load of it span two lines); large arrays on a huge-page boundary. Rows of 512
+// floats here, so the row starts are aligned exactly when the storage is.
 TEST(ModelWeights, StorageIsCacheLineAligned) {
   const Model& m = Bundled();
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % kCacheLine == 0; };
@@ -103,6 +103,11 @@ TEST(ModelWeights, StorageIsCacheLineAligned) {
   kernels::QuantMatrix q;
   q.codes.resize(1000);
   EXPECT_TRUE(aligned(q.codes.data()));
+  // 2 MiB and more start on a 2 MiB boundary, so transparent huge pages can back them whole
+  // (memory.h); the lm_head here is 8192 x 512 floats = 16 MiB.
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(m.lm_head().weight.data()) % kHugePage, 0u);
+  q.codes.resize(kHugePage + 1);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(q.codes.data()) % kHugePage, 0u);
 }
 
 TEST(ModelForward, IncrementalDecodeEqualsFullPass) {

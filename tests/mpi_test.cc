@@ -145,7 +145,7 @@ TEST(Mpi, TwoRanksSaveTheSingleProcessBaseLogits) {
       0)
       << log;
   const std::string args = " --text " + Local() + " --ctx 64 --max-windows 5 -q -t 1";
-  for (const std::string other : {std::string(), " " + q.string()}) {
+  for (const std::string& other : {std::string(), " " + q.string()}) {
     SCOPED_TRACE(other.empty() ? "BASE alone" : "BASE OTHER");
     const std::string cmd = " kld " + Bundled() + other + args + " --save-base-logits ";
     ASSERT_EQ(RunCommand(Q() + cmd + (dir / "one.qfbl").string(), &log), 0) << log;
