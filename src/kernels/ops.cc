@@ -26,7 +26,7 @@ void SetThreads(int threads) { omp_set_num_threads(std::max(1, threads)); }
 void GemmNT(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
             int64_t ldy) {
   if (m <= kGemmNTGemvTokens) {  // decode: the GEMM would pack all of W for each call
-    ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
+    ForEachThreadRows(n, 64, kGemvRowMultiple, [&](int64_t r0, int64_t r1) {
       for (int64_t i = 0; i < m; ++i)
         vec::GemvRows(w + r0 * k, x + i * k, r1 - r0, k, y + i * ldy + r0);
     });

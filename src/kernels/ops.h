@@ -24,6 +24,9 @@ void MatMulNTRef(const float* x, const float* w, const float* bias, float* y, in
 // Rows [0, n) as one contiguous range per thread (the GEMVs of decoding: each range streams its
 // own weights once): fn(r0, r1) for ranges of max(min_rows, n / threads) rows rounded up to a
 // multiple of `multiple`, in an OpenMP loop (serial inside a parallel region).
+// The fp32/bf16 GEMVs' row multiple: 16 floats of output per cache line, so no two threads write
+// one line of an aligned y.
+inline constexpr int64_t kGemvRowMultiple = 16;
 void ForEachThreadRows(int64_t n, int64_t min_rows, int64_t multiple,
                        const std::function<void(int64_t, int64_t)>& fn);
 

@@ -115,7 +115,7 @@ void MatMulDequantNT(const float* x, const QuantizedTensor& w, const float* bias
 void MatMulBf16NT(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m,
                   int64_t n, int64_t k) {
   if (m <= kGemmNTGemvTokens) {
-    ForEachThreadRows(n, 64, 4, [&](int64_t r0, int64_t r1) {
+    ForEachThreadRows(n, 64, kGemvRowMultiple, [&](int64_t r0, int64_t r1) {
       for (int64_t i = 0; i < m; ++i)
         vec::GemvRowsBf16(w + r0 * k, x + i * k, r1 - r0, k, y + i * n + r0);
       AddBias(bias, y, m, n, r0, r1);
