@@ -319,13 +319,29 @@ TEST(Fp8Kernels, DecodeEqualsTheTableAndGemvTheReference) {
         EXPECT_EQ(std::memcmp(&ref[i], &fast[i], 4), 0) << i << ": " << ref[i] << " " << fast[i];
       }
     }
+    // A NaN weight makes its row's output NaN; the other rows stay finite.
+    EXPECT_FALSE(kernels::Fp8NanFree(codes.data(), codes.size()));
     for (size_t i = 0; i < codes.size(); ++i)
-      if ((codes[i] & 0x7f) == 0x7f) codes[i] = 0;  // no NaN weights for the GEMV
+      if ((codes[i] & 0x7f) == 0x7f && i / size_t(k) != 4) codes[i] = 0;
+    {
+      const std::vector<float> x = Random(k, 3);
+      std::vector<float> y(static_cast<size_t>(n));
+      kernels::Fp8Gemv(rows, x.data(), 1, y.data(), n);
+      for (int64_t r = 0; r < n; ++r) EXPECT_EQ(std::isnan(y[size_t(r)]), r == 4) << r;
+    }
+    for (size_t i = 0; i < codes.size(); ++i)
+      if ((codes[i] & 0x7f) == 0x7f) codes[i] = 0;  // no NaN weights for the rest
+    ASSERT_TRUE(kernels::Fp8NanFree(codes.data(), codes.size()));
+    kernels::Fp8Rows nan_free = rows;
+    nan_free.nan_free = true;
     for (int64_t m : {1, 3, 4, 6}) {
       const std::vector<float> x = Random(m * k, 3);
-      std::vector<float> y(static_cast<size_t>(m * n)), yr(y.size());
+      std::vector<float> y(static_cast<size_t>(m * n)), yr(y.size()), yf(y.size());
       kernels::Fp8Gemv(rows, x.data(), m, y.data(), n);
       kernels::Fp8GemvRef(rows, x.data(), m, yr.data(), n);
+      // Without the NaN select (rows known to hold no NaN code): the same bits.
+      kernels::Fp8Gemv(nan_free, x.data(), m, yf.data(), n);
+      EXPECT_EQ(std::memcmp(y.data(), yf.data(), y.size() * 4), 0) << "m=" << m;
       std::vector<float> deq(static_cast<size_t>(n * k));
       kernels::Fp8DecodeRowsRef(rows, deq.data());
       for (int64_t t = 0; t < m; ++t)

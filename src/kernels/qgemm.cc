@@ -253,7 +253,12 @@ IntRows QuantMatrix::Rows(int64_t r0, int64_t r1) const {
 }
 
 Fp8Rows QuantMatrix::Fp8(int64_t r0, int64_t r1) const {
-  return {codes.data() + size_t(r0) * row_bytes, row_bytes, r1 - r0, cols, scales.data() + r0};
+  return {codes.data() + size_t(r0) * row_bytes,
+          row_bytes,
+          r1 - r0,
+          cols,
+          scales.data() + r0,
+          fp8_nan_free};
 }
 
 Int8Rows QuantMatrix::Int8() const {
@@ -314,6 +319,8 @@ QuantMatrix ToKernelLayout(const QuantizedTensor& q, const ActQuant& act) {
     w.layout = QuantMatrix::Layout::kBytes;
     w.row_bytes = size_t(K);
     w.codes.assign(q.codes.begin(), q.codes.end());
+    if (q.scheme.kind == QuantKind::kFp8E4M3)
+      w.fp8_nan_free = Fp8NanFree(w.codes.data(), w.codes.size());
   }
   return w;
 }

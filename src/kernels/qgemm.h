@@ -37,6 +37,7 @@ struct GgmlTensor {
   // Prefill on the float tiles even where the integer prefill (MatMulGgmlQ8) runs: the exact
   // products of the decoded weights (Model::UseFloatActivationGemm; tests).
   bool float_prefill = false;
+  bool fp8_nan_free = false;  // fp8: no NaN code among the codes (Fp8Rows::nan_free)
 };
 
 }  // namespace qf
@@ -67,6 +68,7 @@ struct QuantMatrix {
   // Prefill of integer weights on the float tiles even where the A16 integer GEMM runs: the
   // exact products of the decoded weights (Model::UseFloatActivationGemm; tests).
   bool float_prefill = false;
+  bool fp8_nan_free = false;  // fp8: no NaN code among the codes (Fp8Rows::nan_free)
 
   int64_t groups() const { return cols / group; }
   // Rows [r0, r1) for the integer kernels (kNibbles / kNibbles16 / kBytes of an integer scheme;

@@ -20,16 +20,22 @@ using DF = hn::ScalableTag<float>;
 using DU = hn::RebindToUnsigned<DF>;
 using D8 = hn::Rebind<uint8_t, DF>;
 
-// Lanes(DF) E4M3 bytes at p as floats, exactly.
+// Lanes(DF) E4M3 bytes at p as floats, exactly: the byte in a lane's top 8 bits, an arithmetic
+// shift by 4 puts the magnitude at a float's bits 20-26 (3 mantissa bits at its top, 4 exponent
+// bits at the bottom of its exponent) and copies the sign down, the mask keeps sign and
+// magnitude, and 2^120 rebiases the exponent (subnormals included). With kNan the codes 0x7f /
+// 0xff become NaN (without, ±480: only for rows known to hold none, Fp8Rows::nan_free).
+template <bool kNan = true>
 HWY_INLINE hn::Vec<DF> E4M3(const uint8_t* p) {
   const DF df;
   const DU du;
-  const auto v = hn::PromoteTo(du, hn::LoadU(D8(), p));
-  const auto mag = hn::And(v, hn::Set(du, 0x7Fu));
-  const auto bits =
-      hn::Or(hn::ShiftLeft<20>(mag), hn::ShiftLeft<24>(hn::And(v, hn::Set(du, 0x80u))));
+  const hn::RebindToSigned<DF> di;
+  const auto top = hn::BitCast(di, hn::ShiftLeft<24>(hn::PromoteTo(du, hn::LoadU(D8(), p))));
+  const auto bits = hn::And(hn::ShiftRight<4>(top), hn::Set(di, int32_t(0x87F00000u)));
   const auto f = hn::Mul(hn::BitCast(df, bits), hn::Set(df, 1.329227995784916e36f));  // 2^120
-  return hn::IfThenElse(hn::RebindMask(df, hn::Eq(mag, hn::Set(du, 0x7Fu))),
+  if constexpr (!kNan) return f;
+  const auto nan_code = hn::Eq(hn::And(bits, hn::Set(di, 0x07F00000)), hn::Set(di, 0x07F00000));
+  return hn::IfThenElse(hn::RebindMask(df, nan_code),
                         hn::Set(df, std::numeric_limits<float>::quiet_NaN()), f);
 }
 
@@ -47,7 +53,7 @@ void DecodeRowsImpl(const Fp8Rows& w, float* out) {
   }
 }
 
-template <int M>
+template <int M, bool kNan>
 void GemvT(const Fp8Rows& w, const float* x, float* y, int64_t ldy) {
   const DF df;
   const int64_t NF = int64_t(hn::Lanes(df)), K = w.cols;
@@ -59,7 +65,7 @@ void GemvT(const Fp8Rows& w, const float* x, float* y, int64_t ldy) {
     for (int t = 0; t < M; ++t) a0[t] = a1[t] = hn::Zero(df);
     int64_t k = 0;
     for (; k + 2 * NF <= K; k += 2 * NF) {
-      const auto v0 = E4M3(c + k), v1 = E4M3(c + k + NF);
+      const auto v0 = E4M3<kNan>(c + k), v1 = E4M3<kNan>(c + k + NF);
       HWY_UNROLL(8)
       for (int t = 0; t < M; ++t) {
         a0[t] = hn::MulAdd(v0, hn::LoadU(df, x + t * K + k), a0[t]);
@@ -74,26 +80,34 @@ void GemvT(const Fp8Rows& w, const float* x, float* y, int64_t ldy) {
   }
 }
 
-void GemvImpl(const Fp8Rows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+template <bool kNan>
+void GemvTokens(const Fp8Rows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   for (int64_t t0 = 0; t0 < m; t0 += 4) {
     const int64_t n = std::min<int64_t>(4, m - t0);
     const float* xt = x + t0 * w.cols;
     float* yt = y + t0 * ldy;
     switch (n) {
       case 1:
-        GemvT<1>(w, xt, yt, ldy);
+        GemvT<1, kNan>(w, xt, yt, ldy);
         break;
       case 2:
-        GemvT<2>(w, xt, yt, ldy);
+        GemvT<2, kNan>(w, xt, yt, ldy);
         break;
       case 3:
-        GemvT<3>(w, xt, yt, ldy);
+        GemvT<3, kNan>(w, xt, yt, ldy);
         break;
       default:
-        GemvT<4>(w, xt, yt, ldy);
+        GemvT<4, kNan>(w, xt, yt, ldy);
         break;
     }
   }
+}
+
+void GemvImpl(const Fp8Rows& w, const float* x, int64_t m, float* y, int64_t ldy) {
+  if (w.nan_free)
+    GemvTokens<false>(w, x, m, y, ldy);
+  else
+    GemvTokens<true>(w, x, m, y, ldy);
 }
 
 }  // namespace qf::kernels::HWY_NAMESPACE
@@ -108,6 +122,10 @@ void Fp8DecodeRows(const Fp8Rows& w, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRo
 
 void Fp8Gemv(const Fp8Rows& w, const float* x, int64_t m, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvImpl)(w, x, m, y, ldy);
+}
+
+bool Fp8NanFree(const uint8_t* codes, size_t n) {
+  return std::none_of(codes, codes + n, [](uint8_t b) { return (b & 0x7F) == 0x7F; });
 }
 
 void Fp8DecodeRowsRef(const Fp8Rows& w, float* out) {

@@ -19,7 +19,13 @@ struct Fp8Rows {
   size_t row_bytes = 0;
   int64_t rows = 0, cols = 0;
   const float* scales = nullptr;
+  // No NaN code (0x7f, 0xff) among the bytes: the kernels may skip their NaN select (the same
+  // floats; Fp8NanFree tells, once per matrix).
+  bool nan_free = false;
 };
+
+// Whether none of the n bytes is an E4M3 NaN code.
+bool Fp8NanFree(const uint8_t* codes, size_t n);
 
 void Fp8DecodeRows(const Fp8Rows& w, float* out);
 // y[t * ldy + r] = scale(r) · Σ_k e4m3(w[r, k]) · x[t * cols + k]. Single-threaded.
