@@ -4,7 +4,8 @@
 # Markdown table; with BASE_QFORGE set, the same benchmarks with that (older) binary run in the
 # same script, row by row beside this build's, so both see the same machine state.
 # Usage: scripts/speed_table.sh [SHAPE=llama-3.2-1b] [WORK=build/speed]
-#   env: BASE_QFORGE=/path/to/qforge (optional), THREADS=2, PP=512, TG=32, REPS=2,
+#   env: BASE_QFORGE=/path/to/qforge (optional), THREADS=2, PP=512, TG=32, REPS=2 (bench -r),
+#        ROUNDS=1 (rounds over all formats, alternating the binaries; each row its best round),
 #        LAYERS=N (random_model --layers; e.g. 4 for llama-3.1-8b),
 #        FORMATS="fp32 W4A16 W8A16 W8A8 FP8-dynamic Q4_0 Q8_0"
 # Run on an otherwise idle machine; the table names the CPU (lscpu).
@@ -16,6 +17,7 @@ THREADS=${THREADS:-2}
 PP=${PP:-512}
 TG=${TG:-32}
 REPS=${REPS:-2}
+ROUNDS=${ROUNDS:-1}
 FORMATS=${FORMATS:-fp32 W4A16 W8A16 W8A8 FP8-dynamic Q4_0 Q8_0}
 Q=build/qforge
 [[ -x $Q && -x build/random_model ]] || { echo "speed_table: build first (scripts/setup.sh)" >&2; exit 1; }
@@ -47,7 +49,7 @@ calc() { awk "BEGIN { printf \"$1\", $2 }"; }  # calc FORMAT EXPRESSION
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 kernels=$($Q bench "$MODEL" -p 0 -n 1 -r 1 -q --json 2>/dev/null | jq -r .prefill_kernels)
-echo "$SHAPE${LAYERS:+ ($LAYERS layers)}, $THREADS threads, pp$PP / tg$TG, $REPS reps; $cpu"
+echo "$SHAPE${LAYERS:+ ($LAYERS layers)}, $THREADS threads, pp$PP / tg$TG, $REPS reps, best of $ROUNDS rounds; $cpu"
 echo "(prefill kernels: $kernels)"
 echo
 if [[ -n ${BASE_QFORGE:-} ]]; then
@@ -57,18 +59,35 @@ else
   echo "| format | MiB/token | pp$PP | × fp32 | tg$TG | × fp32 | bandwidth used |"
   echo "|---|--:|--:|--:|--:|--:|--:|"
 fi
+# ROUNDS rounds over all formats (and binaries), each row keeping its best run: rows then see
+# the same machine states, as gguf_bench.sh alternates its tools.
+declare -A best_pp best_tg best_ratio bytes_of
+keep() {  # key pp tg ratio bytes: the best prefill and decode of key so far
+  local k=$1
+  if [[ -z ${best_pp[$k]:-} ]] || awk "BEGIN { exit !($2 > ${best_pp[$k]}) }"; then best_pp[$k]=$2; fi
+  if [[ -z ${best_tg[$k]:-} ]] || awk "BEGIN { exit !($3 > ${best_tg[$k]}) }"; then
+    best_tg[$k]=$3 best_ratio[$k]=$4
+  fi
+  bytes_of[$k]=$5
+}
+for ((round = 0; round < ROUNDS; ++round)); do
+  for f in $FORMATS; do
+    p=$(path_of "$f")
+    keep "new $f" $(bench $Q "$p")
+    if [[ -n ${BASE_QFORGE:-} ]]; then keep "base $f" $(bench "$BASE_QFORGE" "$p"); fi
+  done
+done
+
 fp_pp="" fp_tg=""
 for f in $FORMATS; do
-  p=$(path_of "$f")
-  read -r pp tg ratio bytes <<<"$(bench $Q "$p")"
+  pp=${best_pp["new $f"]} tg=${best_tg["new $f"]}
   if [[ -z $fp_pp ]]; then fp_pp=$pp fp_tg=$tg; fi
   xpp=$(calc %.2f "$pp / $fp_pp")
   xtg=$(calc %.2f "$tg / $fp_tg")
-  mib=$(calc %.0f "$bytes / 1048576")
-  pct=$(calc %.0f%% "$ratio * 100")
+  mib=$(calc %.0f "${bytes_of["new $f"]} / 1048576")
+  pct=$(calc %.0f%% "${best_ratio["new $f"]} * 100")
   if [[ -n ${BASE_QFORGE:-} ]]; then
-    read -r bpp btg _ _ <<<"$(bench "$BASE_QFORGE" "$p")"
-    echo "| $f | $mib | $bpp | $pp | $xpp | $btg | $tg | $xtg | $pct |"
+    echo "| $f | $mib | ${best_pp["base $f"]} | $pp | $xpp | ${best_tg["base $f"]} | $tg | $xtg | $pct |"
   else
     echo "| $f | $mib | $pp | $xpp | $tg | $xtg | $pct |"
   fi
