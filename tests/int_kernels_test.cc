@@ -47,7 +47,7 @@ struct Case {
 };
 // Every integer width, groups of 32/64/128, per channel and per tensor, sym and asym, with
 // cols that take the nibble layout (multiples of 64) and cols that do not, and rows in whole
-// groups of 16 (int2/3/4 with groups of 64 or more: the interleaved nibbles).
+// groups of 16 (int2/3/4 in groups of 32, 64 or more: the interleaved nibbles).
 std::vector<Case> WeightOnlyCases() {
   std::vector<Case> out;
   for (const char* bits : {"int2", "int3", "int4", "int8"})
@@ -57,8 +57,8 @@ std::vector<Case> WeightOnlyCases() {
         out.push_back({spec, 37, 256});
         if (std::string(gran) == "-channel" || std::string(gran) == "-tensor")
           out.push_back({spec, 19, 200});  // not a multiple of 64 (nor of 32): bytes, a tail
-        if (std::string(gran) == "-g32") out.push_back({spec, 5, 96});    // odd chunk count
-        if (std::string(gran) != "-g32") out.push_back({spec, 48, 384});  // interleaved nibbles
+        if (std::string(gran) == "-g32") out.push_back({spec, 5, 96});  // odd chunk count
+        out.push_back({spec, 48, 384});  // int2/3/4: interleaved nibbles
       }
   // Per-channel rows longer than one int32 span of the GEMV (kIntGemvSpan), interleaved and not.
   out.push_back({"int4-channel-asym", 16, 2240});
@@ -74,7 +74,7 @@ TEST(QuantMatrix, LayoutRoundTripsAndDecodesAsThePlainDecoder) {
       const QuantizedTensor q = QuantizeOrDie(w, c.n, c.k, c.spec);
       const kernels::QuantMatrix m = kernels::ToKernelLayout(q, ActQuant{});
       const bool nibbles = q.scheme.bits <= 4 && c.k % 64 == 0;
-      const bool interleaved = nibbles && c.n % 16 == 0 && m.group % 64 == 0;
+      const bool interleaved = nibbles && c.n % 16 == 0 && (m.group % 64 == 0 || m.group == 32);
       EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles, nibbles && !interleaved);
       EXPECT_EQ(m.layout == kernels::QuantMatrix::Layout::kNibbles16, interleaved);
       const QuantizedTensor back = kernels::FromKernelLayout(m);

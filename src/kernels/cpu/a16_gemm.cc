@@ -265,24 +265,31 @@ void PackA16Weights(const IntRows& w, int64_t span, A16Weights& out) {
     for (int64_t b = 0; b < R16 / 16; ++b) {
       const uint8_t* blk = w.codes + size_t(b * 16) * w.row_bytes;
       int16_t* dst = out.levels.data() + b * pairs * 32;
-      for (int64_t g = 0; g < groups; ++g) {
-        const size_t p0 = w.Param(b * 16, g);  // the 16 rows' parameters side by side
-        int16_t zz[32];
+      // A chunk's low nibbles are columns [k, k + 32), its high ones [k + 32, k + 64): with
+      // groups of 32 two groups, each with its own zero points.
+      auto zeros = [&](int64_t k, int16_t* zz) {
+        const size_t p0 = w.Param(b * 16, k / w.group);  // the 16 rows' parameters side by side
         for (int e = 0; e < 32; ++e) zz[e] = int16_t(w.zeros[p0 + size_t(e / 2)]);
-        for (int64_t k = g * w.group; k < (g + 1) * w.group; k += kNibbleChunk)
-          for (int64_t u = 0; u < H / 2; ++u) {
-            const uint8_t* src = blk + size_t(k / 2 + 2 * u) * 16;
-            int16_t* lo = dst + (k / 2 + u) * 32;
-            int16_t* hi = dst + (k / 2 + H / 2 + u) * 32;
+      };
+      int16_t zlo[32], zhi[32];
+      for (int64_t k = 0; k < K; k += kNibbleChunk) {
+        zeros(k, zlo);
+        zeros(k + H, zhi);
+        for (int64_t u = 0; u < H / 2; ++u) {
+          const uint8_t* src = blk + size_t(k / 2 + 2 * u) * 16;
+          int16_t* lo = dst + (k / 2 + u) * 32;
+          int16_t* hi = dst + (k / 2 + H / 2 + u) * 32;
 #pragma omp simd
-            for (int e = 0; e < 32; ++e) {
-              lo[e] = int16_t((src[e] & 15) - zz[e]);
-              hi[e] = int16_t((src[e] >> 4) - zz[e]);
-            }
+          for (int e = 0; e < 32; ++e) {
+            lo[e] = int16_t((src[e] & 15) - zlo[e]);
+            hi[e] = int16_t((src[e] >> 4) - zhi[e]);
           }
-        for (int64_t j = g * w.group / span; j < (g + 1) * w.group / span; ++j)
-          std::memcpy(out.a.data() + (b * spans + j) * 16, w.scales + p0, 16 * sizeof(float));
+        }
       }
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t j = g * w.group / span; j < (g + 1) * w.group / span; ++j)
+          std::memcpy(out.a.data() + (b * spans + j) * 16, w.scales + w.Param(b * 16, g),
+                      16 * sizeof(float));
     }
     return;
   }

@@ -194,18 +194,21 @@ void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float
   const DRF df;
   const hn::Rebind<uint8_t, DR16> d8;
   constexpr int64_t R = kIntInterleaveRows, H = kNibbleChunk / 2;
-  const int64_t K = w.cols, G = w.group, groups = K / G, chunks = K / kNibbleChunk;
-  // Σ xq over the chunks before each chunk, per token: a span's sum is a difference.
+  // Groups of 32 (half a chunk): a chunk's low nibbles are one group, its high ones the next;
+  // the loop then steps a chunk at a time and flushes the two halves apart.
+  const int64_t K = w.cols, G = w.group, step = std::max(G, kNibbleChunk), halves = K / H;
+  const bool half_groups = G < kNibbleChunk;
+  // Σ xq over the 32-column halves before each half, per token: a span's sum is a difference.
   thread_local std::vector<int32_t> pre;
-  pre.resize(size_t(M * (chunks + 1)));
+  pre.resize(size_t(M * (halves + 1)));
 #pragma GCC unroll 8
   for (int t = 0; t < M; ++t) {
-    int32_t* pt = pre.data() + t * (chunks + 1);
+    int32_t* pt = pre.data() + t * (halves + 1);
     pt[0] = 0;
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t h = 0; h < halves; ++h) {
       int32_t sum = 0;
-      for (int64_t k = c * kNibbleChunk; k < (c + 1) * kNibbleChunk; ++k) sum += xq[t * K + k];
-      pt[c + 1] = pt[c] + sum;
+      for (int64_t k = h * H; k < (h + 1) * H; ++k) sum += xq[t * K + k];
+      pt[h + 1] = pt[h] + sum;
     }
   }
   auto pair = [&](int t, int64_t k) {
@@ -221,10 +224,9 @@ void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float
     for (size_t v = 0; v < kG; ++v)
 #pragma GCC unroll 8
       for (int t = 0; t < M; ++t) acc[v][t] = hn::Zero(df);
-    for (int64_t g = 0; g < groups; ++g) {
-      const size_t p0 = w.Param(r0, g);  // the 16 rows' parameters side by side
-      for (int64_t ks = g * G; ks < (g + 1) * G; ks += kIntGemvSpan) {
-        const int64_t ke = std::min((g + 1) * G, ks + kIntGemvSpan);
+    for (int64_t s0 = 0; s0 < K; s0 += step) {
+      for (int64_t ks = s0; ks < s0 + step; ks += kIntGemvSpan) {
+        const int64_t ke = std::min(s0 + step, ks + kIntGemvSpan);
         // Low and high nibbles' sums apart (two dependency chains), each with its odd half.
         hn::Vec<DR> sum[2][kG][M], odd[2][kG][M];
 #pragma GCC unroll 8
@@ -260,21 +262,34 @@ void GemvInterleaved(const IntRows& w, const int16_t* xq, const float* dx, float
             }
           }
         }
+        // acc += scale · (Σ level products − zero · Σ xq) of group g over columns [k0, k1),
+        // from the nibble halves [h0, h1) of the sums.
+        auto flush = [&](int64_t g, int64_t k0, int64_t k1, int h0, int h1) HWY_ATTR {
+          const size_t p0 = w.Param(r0, g);  // the 16 rows' parameters side by side
 #pragma GCC unroll 8
-        for (int t = 0; t < M; ++t) {
-          const int32_t* pt = pre.data() + t * (chunks + 1);
-          const auto sx = hn::Set(dr, pt[ke / kNibbleChunk] - pt[ks / kNibbleChunk]);
+          for (int t = 0; t < M; ++t) {
+            const int32_t* pt = pre.data() + t * (halves + 1);
+            const auto sx = hn::Set(dr, pt[k1 / H] - pt[k0 / H]);
 #pragma GCC unroll 8
-          for (size_t v = 0; v < kG; ++v) {
-            const auto total = hn::Sub(
-                hn::Add(hn::RearrangeToOddPlusEven(sum[0][v][t], odd[0][v][t]),
-                        hn::RearrangeToOddPlusEven(sum[1][v][t], odd[1][v][t])),
-                hn::Mul(w.sym_zero != 0 ? hn::Set(dr, w.sym_zero)
-                                        : hn::ConvertTo(dr, hn::LoadU(df, w.zeros + p0 + kL * v)),
-                        sx));
-            acc[v][t] = hn::MulAdd(hn::ConvertTo(df, total), hn::LoadU(df, w.scales + p0 + kL * v),
-                                   acc[v][t]);
+            for (size_t v = 0; v < kG; ++v) {
+              auto dot = hn::RearrangeToOddPlusEven(sum[h0][v][t], odd[h0][v][t]);
+              if (h1 - h0 == 2)
+                dot = hn::Add(dot, hn::RearrangeToOddPlusEven(sum[1][v][t], odd[1][v][t]));
+              const auto total = hn::Sub(
+                  dot,
+                  hn::Mul(w.sym_zero != 0 ? hn::Set(dr, w.sym_zero)
+                                          : hn::ConvertTo(dr, hn::LoadU(df, w.zeros + p0 + kL * v)),
+                          sx));
+              acc[v][t] = hn::MulAdd(hn::ConvertTo(df, total),
+                                     hn::LoadU(df, w.scales + p0 + kL * v), acc[v][t]);
+            }
           }
+        };
+        if (half_groups) {  // one chunk [ks, ks + 64): groups ks / 32 and ks / 32 + 1
+          flush(ks / G, ks, ks + H, 0, 1);
+          flush(ks / G + 1, ks + H, ke, 1, 2);
+        } else {
+          flush(s0 / G, ks, ke, 0, 2);
         }
       }
     }

@@ -78,7 +78,7 @@ void IntGemvRef(const IntRows& w, const float* x, int64_t m, float* y, int64_t l
 // Whether IntInterleave applies to a nibble matrix: rows in whole groups of 16, and weight
 // groups of whole 64-weight chunks (a chunk's low and high nibbles share their group).
 inline bool IntInterleaves(int64_t rows, int64_t group) {
-  return rows % kIntInterleaveRows == 0 && group % kNibbleChunk == 0;
+  return rows % kIntInterleaveRows == 0 && (group % kNibbleChunk == 0 || group == kNibbleChunk / 2);
 }
 // Byte b of row i (< 16) of a group of interleaved rows, as an offset from the group's start.
 inline size_t IntInterleavedByte(int64_t i, size_t b) {
