@@ -175,8 +175,9 @@ void GemvInt(const IntRows& w, const int16_t* xq, const float* dx, float* y, int
 // The fixed-point GEMV on interleaved nibbles (IntInterleave): per group of 16 rows, kL rows
 // per int32 vector; each 2-byte unit of 16 rows widened to int16 lanes, its low nibbles times
 // the activation pair k, k + 1 and its high ones times k + 32, k + 33 of the 64-weight chunk, in
-// every lane. Per span (a group, at most kIntGemvSpan weights): sum - zero * Σ xq, exact in
-// int32 (at most 15 * 8191 * 2048 each), then times the row's scale into float lanes.
+// every lane. Per span (a group, at most kIntGemvSpan weights; groups of 32: each half of a
+// chunk): sum - zero * Σ xq, exact in int32 (at most 15 * 8191 * 2048 each), then times the
+// row's scale into float lanes.
 using DR = hn::ScalableTag<int32_t>;
 using DR16 = hn::Repartition<int16_t, DR>;
 using DRF = hn::Repartition<float, DR>;

@@ -76,7 +76,8 @@ void IntDecodeRows(const IntRows& w, float* out);
 void IntDecodeRowsRef(const IntRows& w, float* out);
 void IntGemvRef(const IntRows& w, const float* x, int64_t m, float* y, int64_t ldy);
 // Whether IntInterleave applies to a nibble matrix: rows in whole groups of 16, and weight
-// groups of whole 64-weight chunks (a chunk's low and high nibbles share their group).
+// groups of whole 64-weight chunks (a chunk's low and high nibbles share their group) or of 32
+// (a chunk's low nibbles are one group, its high ones the next).
 inline bool IntInterleaves(int64_t rows, int64_t group) {
   return rows % kIntInterleaveRows == 0 && (group % kNibbleChunk == 0 || group == kNibbleChunk / 2);
 }
