@@ -37,7 +37,6 @@ struct GgmlTensor {
   // Prefill on the float tiles even where the integer prefill (MatMulGgmlQ8) runs: the exact
   // products of the decoded weights (Model::UseFloatActivationGemm; tests).
   bool float_prefill = false;
-  bool fp8_nan_free = false;  // fp8: no NaN code among the codes (Fp8Rows::nan_free)
 };
 
 }  // namespace qf
