@@ -318,13 +318,18 @@ TEST(Qat, StraightThroughGradients) {
 struct QatRun {
   methods::QatBlockReport rep;
   std::vector<QuantizedTensor> frozen;
+  double hand_start = 0;  // the starting rounding's held-out loss, computed here
 };
 
-QatRun RunQat(int threads) {
+QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelative,
+              int epochs = 4) {
   const int64_t S = 17, T = 16;
   SmallBlock b = MakeSmallBlock(T, 0, 50);
   const model::ModelConfig& c = b.c;
-  const std::vector<float> inputs = Random(size_t(S * T * c.hidden), 51);
+  std::vector<float> inputs = Random(size_t(S * T * c.hidden), 51);
+  // Tokens of very different norms (as a residual stream has): every fifth 20 times larger.
+  for (int64_t t = 0; t < S * T; t += 5)
+    for (int64_t h = 0; h < c.hidden; ++h) inputs[size_t(t * c.hidden + h)] *= 20.0f;
   std::vector<float> targets(inputs.size());
   train::BlockTape tape(c, T);
   for (int64_t s = 0; s < S; ++s) {
@@ -345,17 +350,46 @@ QatRun RunQat(int threads) {
   std::array<methods::QatLinear*, 7> train{};
   for (size_t i = 0; i < 7; ++i) train[i] = &ql[i];
   methods::QatOptions opt;
-  opt.epochs = 4;
+  opt.epochs = epochs;
   opt.batch = 2;
   opt.lr = 0.02;
   opt.lr_q = 2e-3;
+  opt.block_loss = loss;
+  QatRun run;
+  // The loss of the starting rounding on the held-out windows (15, 16), by hand: the mean over
+  // elements of the squared error, each token's weighted by 1 / the mean square of its target.
+  {
+    std::array<model::Linear, 7> fq;
+    train::BlockLinears lin = Own(b.layer);
+    for (size_t i = 0; i < 7; ++i) {
+      fq[i] = b.layer[model::kBlockLinears[i]];
+      ql[i].FakeQuantize(fq[i].weight.data());
+      lin[i] = &fq[i];
+    }
+    const int64_t H = c.hidden;
+    double total = 0;
+    for (int64_t s = 15; s < S; ++s) {
+      train::ForwardBlock(c, b.layer, 0, lin, inputs.data() + s * T * H, b.cos.data(), b.sin.data(),
+                          tape);
+      for (int64_t t = 0; t < T; ++t) {
+        const float* y = targets.data() + (s * T + t) * H;
+        double ms = 0, e = 0;
+        for (int64_t h = 0; h < H; ++h) {
+          ms += double(y[h]) * y[h];
+          const double d = double(tape.x[size_t(t * H + h)]) - y[h];
+          e += d * d;
+        }
+        total += loss == methods::BlockLoss::kRelative ? e / (ms / double(H)) : e;
+      }
+    }
+    run.hand_start = total / double(2 * T * H);
+  }
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
   auto rep = methods::TrainBlock(c, b.layer, 0, train, inputs.data(), targets.data(), S, T,
                                  b.cos.data(), b.sin.data(), opt);
   omp_set_num_threads(before);
   EXPECT_TRUE(rep.ok()) << rep.error().message();
-  QatRun run;
   run.rep = *rep;
   for (auto& q : ql) run.frozen.push_back(q.Freeze());
   return run;
@@ -375,6 +409,27 @@ TEST(Qat, BlockTrainingLowersTheOutputErrorAndIsThreadCountInvariant) {
     EXPECT_EQ(one.frozen[i].scales, two.frozen[i].scales) << i;
     EXPECT_EQ(one.frozen[i].zeros, two.frozen[i].zeros) << i;
   }
+}
+
+// Each block loss is what the report says (the starting rounding's, computed by hand), and
+// training lowers that loss; the two losses weigh the tokens differently, so they train to
+// different codes.
+TEST(Qat, BlockLossIsTheChosenOneAndTrainingLowersIt) {
+  for (const auto loss : {methods::BlockLoss::kMse, methods::BlockLoss::kRelative}) {
+    const QatRun zero = RunQat(1, loss, 0);
+    EXPECT_EQ(zero.rep.steps, 0);
+    EXPECT_NEAR(zero.rep.loss_start, zero.hand_start, 1e-9 * zero.hand_start);
+    const QatRun run = RunQat(1, loss);
+    EXPECT_EQ(run.rep.loss_start, zero.rep.loss_start);
+    EXPECT_FALSE(run.rep.reverted);
+    EXPECT_LT(run.rep.loss_end, 0.9 * run.rep.loss_start) << int(loss);
+  }
+  const QatRun mse = RunQat(1, methods::BlockLoss::kMse),
+               rel = RunQat(1, methods::BlockLoss::kRelative);
+  EXPECT_NE(mse.rep.loss_start, rel.rep.loss_start);
+  bool differ = false;
+  for (size_t i = 0; i < 7; ++i) differ |= mse.frozen[i].codes != rel.frozen[i].codes;
+  EXPECT_TRUE(differ);
 }
 
 }  // namespace

@@ -298,7 +298,16 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   train::BackwardScratch scratch(c, T);
   std::vector<float> dout(static_cast<size_t>(n_out));
 
-  // Output MSE over the held-out windows (all of them when none is) with the current weights.
+  // Each token's weight in the loss (BlockLoss), [this rank's windows, T].
+  std::vector<double> tok_w(static_cast<size_t>((w1 - w0) * T), 1.0);
+  if (opt.block_loss == BlockLoss::kRelative)
+    for (int64_t t = 0; t < (w1 - w0) * T; ++t) {
+      double ms = 0;
+      for (int64_t h = 0; h < H; ++h) ms += double(targets[t * H + h]) * targets[t * H + h];
+      tok_w[size_t(t)] = 1.0 / std::max(ms / double(H), 1e-12);
+    }
+  // The loss (the mean over elements of the weighted squared error) over the held-out windows
+  // (all of them when none is) with the current weights.
   const int64_t V = HeldOutWindows(S), S_train = S - V;
   auto evaluate = [&] {
     double total = 0;
@@ -307,9 +316,10 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
       if (!held(s)) continue;
       train::ForwardBlock(c, blk, layer, lin, inputs + (s - w0) * n_out, cos, sin, tape);
       const float* y = targets + (s - w0) * n_out;
+      const double* tw = tok_w.data() + (s - w0) * T;
       for (int64_t i = 0; i < n_out; ++i) {
         const double d = double(tape.x[size_t(i)]) - y[i];
-        total += d * d;
+        total += d * d * tw[i / H];
       }
     }
     return SumOverRanks(total) / double((S - e0) * n_out);
@@ -317,6 +327,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
 
   QatBlockReport rep;
   rep.layer = layer;
+  rep.loss = opt.block_loss;
   rep.loss_start = evaluate();
   // The starting state, kept in case training ends worse than it started.
   std::array<QatLinear, 7> start;
@@ -342,10 +353,11 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
         const float* x0 = inputs + (s - w0) * n_out;
         train::ForwardBlock(c, blk, layer, lin, x0, cos, sin, tape);
         const float* y = targets + (s - w0) * n_out;
+        const double* tw = tok_w.data() + (s - w0) * T;
         for (int64_t i = 0; i < n_out; ++i) {
           const double d = double(tape.x[size_t(i)]) - y[i];
-          loss += d * d;
-          dout[size_t(i)] = float(norm * d);
+          loss += d * d * tw[i / H];
+          dout[size_t(i)] = float(norm * d * tw[i / H]);
         }
         std::array<float*, 7> g{};
         for (size_t i = 0; i < 7; ++i) g[i] = train[i] ? dwhat[i].data() : nullptr;

@@ -67,6 +67,12 @@ class QatLinear {
 // the KL divergence from the fp model's next-token distributions (every position).
 enum class E2eLoss : uint8_t { kNextToken, kKlToFp };
 
+// What block-wise training minimises over the block's output: the squared error (EfficientQAT's
+// MSE), or each token's squared error divided by the mean square of that token's fp output
+// (relative). The next block reads each token through an RMSNorm, i.e. its direction: under the
+// plain MSE the few tokens with a large residual-stream norm set most of the loss.
+enum class BlockLoss : uint8_t { kMse, kRelative };
+
 // Defaults measured on llama-27m (int2/3/4, 128 x 512 calibration tokens): one pass over the
 // windows, one window per step.
 struct QatOptions {
@@ -75,6 +81,7 @@ struct QatOptions {
                        // moves a weight by at most ~lr of one code step, at any bit width
   double lr_q = 1e-3;  // scales (relative: AdamW on log s) and zeros (code units)
   double weight_decay = 0;
+  BlockLoss block_loss = BlockLoss::kRelative;
   int64_t batch = 1;  // windows per step
   uint64_t seed = 0;  // window order
   // End-to-end tuning only: train the latent weights too (codes may change, lr; the zeros with
@@ -85,8 +92,9 @@ struct QatOptions {
 
 struct QatBlockReport {
   int64_t layer = 0;
-  // Output MSE on the held-out windows (the last eighth, at least one; all when S = 1): of the
-  // starting rounding, and of the frozen codes.
+  BlockLoss loss = BlockLoss::kRelative;
+  // The block loss on the held-out windows (the last eighth, at least one; all when S = 1): of
+  // the starting rounding, and of the frozen codes.
   double loss_start = 0;
   double loss_end = 0;
   bool reverted = false;           // training ended above loss_start: the starting rounding is kept

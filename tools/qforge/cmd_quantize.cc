@@ -153,6 +153,7 @@ void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
   nlohmann::json qat = nlohmann::json::array();
   for (const auto& q : r.qat)
     qat.push_back({{"layer", q.layer},
+                   {"loss", q.loss == methods::BlockLoss::kRelative ? "relative" : "mse"},
                    {"loss_start", q.loss_start},
                    {"loss_end", q.loss_end},
                    {"epoch_loss", q.epoch_loss},
@@ -175,9 +176,10 @@ void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
 }
 void PrintQat(const pipeline::QuantizeReport& r) {
   for (const auto& q : r.qat)
-    std::printf("qat layer %-3lld output MSE %.4g -> %.4g (%lld steps%s, %.1f s)\n",
-                (long long)q.layer, q.loss_start, q.loss_end, (long long)q.steps,
-                q.reverted ? ", reverted: training ended worse" : "", q.seconds);
+    std::printf(
+        "qat layer %-3lld output %s %.4g -> %.4g (%lld steps%s, %.1f s)\n", (long long)q.layer,
+        q.loss == methods::BlockLoss::kRelative ? "relative MSE" : "MSE", q.loss_start, q.loss_end,
+        (long long)q.steps, q.reverted ? ", reverted: training ended worse" : "", q.seconds);
   if (const auto& e = r.qat_e2e)
     std::printf("qat end to end: %s %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
                 e->loss == methods::E2eLoss::kKlToFp ? "KL to the fp model" : "next-token loss",
@@ -185,11 +187,12 @@ void PrintQat(const pipeline::QuantizeReport& r) {
                 e->reverted ? ", reverted: training ended worse" : "", e->seconds);
 }
 
-// The QAT flags (--epochs, --lr, --lr-q, --batch, --e2e-*) are given only with a QAT method
+// The QAT flags (--epochs, --lr, --lr-q, --batch, --block-loss, --e2e-*) are given only with a QAT
+// method
 // (`methods` names the ones of the output's kind). Their ranges: pipeline::CheckQatOptions.
 Status CheckQatFlagsGiven(const QuantizeArgs& a, bool qat, std::string_view methods) {
   if (a.qat_given && !qat)
-    return Err("--epochs/--lr/--lr-q/--batch/--e2e-* apply to --method {}", methods);
+    return Err("--epochs/--lr/--lr-q/--batch/--block-loss/--e2e-* apply to --method {}", methods);
   return Status::Ok();
 }
 
@@ -585,6 +588,14 @@ void RegisterQuantize(CLI::App& app, int* rc) {
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, methods::E2eLoss>{{"ce", methods::E2eLoss::kNextToken},
                                                   {"kl", methods::E2eLoss::kKlToFp}},
+          CLI::ignore_case))
+      ->each(qat_flag);
+  cmd->add_option("--block-loss", a->qat.block_loss,
+                  "qat: what block-wise training minimises: relative (each token's squared error "
+                  "over the mean square of its fp output; default) or mse (plain squared error)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, methods::BlockLoss>{{"relative", methods::BlockLoss::kRelative},
+                                                    {"mse", methods::BlockLoss::kMse}},
           CLI::ignore_case))
       ->each(qat_flag);
   cmd->add_option("--batch", a->qat.batch, "qat: calibration windows per training step")
