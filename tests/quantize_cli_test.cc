@@ -301,6 +301,8 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
       {"--epochs 2", "apply to --method qat"},
       {"--method gptq --lr 1e-3", "apply to --method qat"},
       {"--e2e-epochs 1", "apply to --method qat"},
+      {"--block-loss mse", "apply to --method qat"},
+      {"--method qat --block-loss l1", "--block-loss"},
       {"--method qat --scheme fp8", "integer schemes only"},
       {"--method qat --scheme W8A8", "weight-only schemes only"},
       {"--method qat --epochs -1", "--epochs"},
