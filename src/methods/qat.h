@@ -70,7 +70,7 @@ enum class E2eLoss : uint8_t { kNextToken, kKlToFp };
 // What block-wise training minimises over the block's output: the squared error (EfficientQAT's
 // MSE), or each token's squared error divided by the mean square of that token's fp output
 // (relative). The next block reads each token through an RMSNorm, i.e. its direction: under the
-// plain MSE the few tokens with a large residual-stream norm set most of the loss.
+// plain MSE a token weighs in proportion to its residual-stream norm squared.
 enum class BlockLoss : uint8_t { kMse, kRelative };
 
 // Defaults measured on llama-27m (int2/3/4, 128 x 512 calibration tokens): one pass over the

@@ -187,9 +187,9 @@ void PrintQat(const pipeline::QuantizeReport& r) {
                 e->reverted ? ", reverted: training ended worse" : "", e->seconds);
 }
 
-// The QAT flags (--epochs, --lr, --lr-q, --batch, --block-loss, --e2e-*) are given only with a QAT
-// method
-// (`methods` names the ones of the output's kind). Their ranges: pipeline::CheckQatOptions.
+// The QAT flags (--epochs, --lr, --lr-q, --batch, --block-loss, --e2e-*) are given only with a
+// QAT method (`methods` names the ones of the output's kind). Their ranges:
+// pipeline::CheckQatOptions.
 Status CheckQatFlagsGiven(const QuantizeArgs& a, bool qat, std::string_view methods) {
   if (a.qat_given && !qat)
     return Err("--epochs/--lr/--lr-q/--batch/--block-loss/--e2e-* apply to --method {}", methods);
