@@ -11,6 +11,7 @@
 #include <numbers>
 #include <random>
 
+#include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "kernels/ops.h"
 #include "formats/activation.h"
@@ -355,11 +356,13 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     std::string scheme, method;
     double max_rel;  // mean |Δlogit| / mean |logit|; a wrong fold gives O(1)
     int e2e_epochs = 0;
+    bool norms = false;  // QAT trains the norms too (block-wise and end to end)
   };
   for (const Case& c :
        {Case{"W8A8", "smoothquant", 0.06}, Case{"int4-channel-asym", "awq", 0.5},
         Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25},
-        Case{"int4-channel-asym", "gptq+qat", 0.5, 1}}) {
+        Case{"int4-channel-asym", "gptq+qat", 0.5, 1},
+        Case{"int4-channel-asym", "gptq+qat", 0.5, 1, true}}) {
     SCOPED_TRACE(c.scheme + " " + c.method);
     pipeline::QuantizeOptions opt;
     opt.scheme = *ParseScheme(c.scheme);
@@ -371,7 +374,10 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     opt.calib.nsamples = 4;
     opt.calib.seqlen = 16;
     opt.e2e_epochs = c.e2e_epochs;
-    const fs::path out = qf::testing::TempDir() / (name + "_" + c.method);
+    opt.qat.block_norms = opt.qat.e2e_norms = c.norms;
+    if (c.norms) opt.qat.lr_q = 0.01;  // steps that show after rounding to the norms' dtype
+    const fs::path out =
+        qf::testing::TempDir() / (name + "_" + c.method + (c.norms ? "_norms" : ""));
     auto r = pipeline::QuantizeModel(dir, out, opt);
     ASSERT_TRUE(r.ok()) << r.error().message();
     EXPECT_TRUE(r->calib_from_model);
@@ -387,6 +393,29 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
       for (const methods::QatBlockReport& b : r->qat) EXPECT_GT(b.steps, 0);
       ASSERT_TRUE(r->qat_e2e.has_value());
       EXPECT_GT(r->qat_e2e->steps, 0);
+    }
+    // Trained norms (a pass that reverts keeps its start): every block's two and the final
+    // norm after the end-to-end pass, else the block-wise ones; written in the source's dtype
+    // (the report holds the written values).
+    int64_t want_norms = 0;
+    if (c.norms) {
+      for (const methods::QatBlockReport& b : r->qat) want_norms += b.reverted ? 0 : 2;
+      if (!r->qat_e2e->reverted) want_norms = 2 * s.layers + 1;
+    }
+    EXPECT_EQ(int64_t(r->trained_norms.size()), want_norms);
+    if (c.norms) {
+      auto src = io::TensorStore::Open(dir), got = io::TensorStore::Open(out);
+      ASSERT_TRUE(src.ok() && got.ok());
+      int moved = 0;
+      for (const auto& [tname, v] : r->trained_norms) {
+        auto before = ReadTensorF32(*src, tname, {int64_t(v.size())});
+        auto after = ReadTensorF32(*got, tname, {int64_t(v.size())});
+        ASSERT_TRUE(before.ok() && after.ok()) << tname;
+        EXPECT_EQ(*after, v) << tname;
+        moved += *before != v;
+      }
+      EXPECT_EQ(moved, want_norms);
+      EXPECT_GT(want_norms, 0) << "every pass reverted: nothing checked";
     }
     auto q = Model::Load(out);
     ASSERT_TRUE(q.ok()) << q.error().message();

@@ -74,6 +74,13 @@ TEST(TrainOps, RmsNormBackwardMatchesFiniteDifferences) {
   std::vector<float> acc(x.size(), 1.0f);
   train::RmsNormBackward(x.data(), w.data(), r.data(), acc.data(), m, d, 1e-5f, true);
   for (size_t i = 0; i < acc.size(); ++i) EXPECT_FLOAT_EQ(acc[i], dx[i] + 1.0f);
+  // The weight's gradient, added to what is there.
+  std::vector<float> dw(w.size(), 0.0f);
+  train::RmsNormWeightBackward(x.data(), r.data(), dw.data(), m, d, 1e-5f);
+  CheckGradient(w, dw, loss, "rmsnorm dweight");
+  std::vector<float> dw2(w.size(), 2.0f);
+  train::RmsNormWeightBackward(x.data(), r.data(), dw2.data(), m, d, 1e-5f);
+  for (size_t i = 0; i < dw.size(); ++i) EXPECT_FLOAT_EQ(dw2[i], dw[i] + 2.0f);
 }
 
 TEST(TrainOps, RopeBackwardMatchesFiniteDifferences) {
@@ -240,10 +247,22 @@ TEST(TrainBlock, BackwardMatchesFiniteDifferences) {
       dwp[i] = dw[i].data();
     }
     std::vector<float> dx0(x0.size());
+    std::vector<float> dattn_norm(size_t(c.hidden), 0.0f), dffn_norm(dattn_norm);
     train::BackwardScratch scratch(c, t);
     train::BackwardBlock(c, b.layer, Own(b.layer), tape, x0.data(), r.data(), b.cos.data(),
-                         b.sin.data(), dwp, dx0.data(), scratch);
+                         b.sin.data(), dwp, dx0.data(), scratch,
+                         {dattn_norm.data(), dffn_norm.data()});
+    {  // without dx0 (the first block) the norms' gradients are the same
+      std::vector<float> a2(dattn_norm.size(), 0.0f), f2(a2);
+      std::array<float*, 7> none{};
+      train::BackwardBlock(c, b.layer, Own(b.layer), tape, x0.data(), r.data(), b.cos.data(),
+                           b.sin.data(), none, nullptr, scratch, {a2.data(), f2.data()});
+      EXPECT_EQ(a2, dattn_norm);
+      EXPECT_EQ(f2, dffn_norm);
+    }
     CheckGradient(x0, dx0, loss, "block dx0", 1e-2f, 3);
+    CheckGradient(b.layer.attn_norm, dattn_norm, loss, "attn_norm", 1e-2f, 3);
+    CheckGradient(b.layer.ffn_norm, dffn_norm, loss, "ffn_norm", 1e-2f, 3);
     const char* names[] = {"q", "k", "v", "o", "gate", "up", "down"};
     for (size_t i = 0; i < 7; ++i) {
       model::Linear& L = b.layer[model::kBlockLinears[i]];
@@ -319,10 +338,11 @@ struct QatRun {
   methods::QatBlockReport rep;
   std::vector<QuantizedTensor> frozen;
   double hand_start = 0;  // the starting rounding's held-out loss, computed here
+  std::vector<float> attn_norm, ffn_norm, start_attn_norm, start_ffn_norm;
 };
 
-QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelative,
-              int epochs = 4) {
+QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelative, int epochs = 4,
+              bool norms = false) {
   const int64_t S = 17, T = 16;
   SmallBlock b = MakeSmallBlock(T, 0, 50);
   const model::ModelConfig& c = b.c;
@@ -355,7 +375,10 @@ QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelati
   opt.lr = 0.02;
   opt.lr_q = 2e-3;
   opt.block_loss = loss;
+  opt.block_norms = norms;
   QatRun run;
+  run.start_attn_norm = b.layer.attn_norm;
+  run.start_ffn_norm = b.layer.ffn_norm;
   // The loss of the starting rounding on the held-out windows (15, 16), by hand: the mean over
   // elements of the squared error, each token's weighted by 1 / the mean square of its target.
   {
@@ -392,7 +415,31 @@ QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelati
   EXPECT_TRUE(rep.ok()) << rep.error().message();
   run.rep = *rep;
   for (auto& q : ql) run.frozen.push_back(q.Freeze());
+  run.attn_norm = b.layer.attn_norm;
+  run.ffn_norm = b.layer.ffn_norm;
   return run;
+}
+
+// --block-norms: the block's two input norms train too (in place); the training loss ends below
+// the linears-only training's from the same start (this small block overfits its 15 windows
+// either way: the held-out loss is only required to fall); the same on 1 and 2 threads.
+TEST(Qat, BlockNormTrainingMovesTheNormsAndBeatsLinearsOnly) {
+  const QatRun plain = RunQat(1), one = RunQat(1, methods::BlockLoss::kRelative, 4, true),
+               two = RunQat(2, methods::BlockLoss::kRelative, 4, true);
+  EXPECT_FALSE(plain.rep.norms);
+  EXPECT_EQ(plain.attn_norm, plain.start_attn_norm);
+  EXPECT_EQ(plain.ffn_norm, plain.start_ffn_norm);
+  EXPECT_TRUE(one.rep.norms);
+  EXPECT_FALSE(one.rep.reverted);
+  EXPECT_EQ(one.rep.loss_start, plain.rep.loss_start);
+  EXPECT_LT(one.rep.loss_end, one.rep.loss_start);
+  EXPECT_LT(one.rep.epoch_loss.back(), plain.rep.epoch_loss.back());  // more to fit with
+  EXPECT_NE(one.attn_norm, one.start_attn_norm);
+  EXPECT_NE(one.ffn_norm, one.start_ffn_norm);
+  EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
+  EXPECT_EQ(one.attn_norm, two.attn_norm);
+  EXPECT_EQ(one.ffn_norm, two.ffn_norm);
+  for (size_t i = 0; i < 7; ++i) EXPECT_EQ(one.frozen[i].codes, two.frozen[i].codes) << i;
 }
 
 TEST(Qat, BlockTrainingLowersTheOutputErrorAndIsThreadCountInvariant) {
@@ -443,11 +490,12 @@ namespace {
 struct E2eRun {
   methods::QatE2eReport rep;
   std::vector<std::vector<float>> scales;
+  std::vector<std::vector<float>> norms, start_norms;  // both blocks' two, then the final norm
   std::vector<std::vector<uint8_t>> codes, start_codes;
 };
 
 E2eRun RunE2e(int threads, bool weights = false,
-              methods::E2eLoss loss = methods::E2eLoss::kNextToken) {
+              methods::E2eLoss loss = methods::E2eLoss::kNextToken, bool norms = false) {
   const int64_t T = 16, S = 17;
   SmallBlock b0 = MakeSmallBlock(T, 0, 60), b1 = MakeSmallBlock(T, 0, 61);
   model::ModelConfig c = b0.c;
@@ -456,7 +504,7 @@ E2eRun RunE2e(int threads, bool weights = false,
   std::vector<model::Layer> layers = {b0.layer, b1.layer};
   const std::vector<model::Layer> fp = layers;  // the KL loss's reference
   const std::vector<float> embed = Random(size_t(c.vocab_size * c.hidden), 62);
-  const std::vector<float> norm = Random(size_t(c.hidden), 63, 0.1f, 1.0f);
+  std::vector<float> norm = Random(size_t(c.hidden), 63, 0.1f, 1.0f);
   model::Linear head;
   head.n = c.vocab_size;
   head.k = c.hidden;
@@ -484,6 +532,11 @@ E2eRun RunE2e(int threads, bool weights = false,
     }
   E2eRun run;
   for (const auto& q : owned) run.start_codes.push_back(q->codes);
+  auto all_norms = [&] {
+    return std::vector<std::vector<float>>{layers[0].attn_norm, layers[0].ffn_norm,
+                                           layers[1].attn_norm, layers[1].ffn_norm, norm};
+  };
+  run.start_norms = all_norms();
   methods::QatOptions opt;
   opt.epochs = 3;
   opt.batch = 2;
@@ -491,6 +544,7 @@ E2eRun RunE2e(int threads, bool weights = false,
   opt.lr = 0.05;
   opt.e2e_weights = weights;
   opt.e2e_loss = loss;
+  opt.e2e_norms = norms;
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
   auto rep = methods::TuneScalesEndToEnd(c, layers, tensors, embed, norm, head, windows,
@@ -498,6 +552,7 @@ E2eRun RunE2e(int threads, bool weights = false,
   omp_set_num_threads(before);
   EXPECT_TRUE(rep.ok()) << rep.error().message();
   run.rep = *rep;
+  run.norms = all_norms();
   for (const auto& q : owned) {
     run.scales.push_back(q->scales);
     run.codes.push_back(q->codes);
@@ -524,6 +579,29 @@ TEST(Qat, EndToEndScaleTuningLowersTheLossAndIsThreadCountInvariant) {
   EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
   EXPECT_EQ(one.scales, two.scales);
   EXPECT_EQ(one.codes, one.start_codes);  // scales only: the codes stay
+  EXPECT_EQ(one.norms, one.start_norms);  // and the norms
+  EXPECT_FALSE(one.rep.norms);
+}
+
+// --e2e-norms: every norm weight vector trains too (in place), the loss ends below the
+// scales-only tuning's from the same start (next-token loss and KL), and the result does not
+// depend on the thread count.
+TEST(Qat, EndToEndNormTrainingMovesEveryNormAndBeatsScalesOnly) {
+  for (const auto loss : {methods::E2eLoss::kNextToken, methods::E2eLoss::kKlToFp}) {
+    SCOPED_TRACE(int(loss));
+    const E2eRun scales = RunE2e(1, false, loss), one = RunE2e(1, false, loss, true),
+                 two = RunE2e(2, false, loss, true);
+    EXPECT_TRUE(one.rep.norms);
+    EXPECT_FALSE(one.rep.reverted);
+    EXPECT_DOUBLE_EQ(one.rep.loss_start, scales.rep.loss_start);
+    EXPECT_LT(one.rep.loss_end, scales.rep.loss_end);
+    ASSERT_EQ(one.norms.size(), 5u);
+    for (size_t i = 0; i < one.norms.size(); ++i) EXPECT_NE(one.norms[i], one.start_norms[i]) << i;
+    EXPECT_EQ(one.codes, one.start_codes);
+    EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
+    EXPECT_EQ(one.norms, two.norms);
+    EXPECT_EQ(one.scales, two.scales);
+  }
 }
 
 // --e2e-weights: the latent weights train too, so codes move, the loss ends below the

@@ -96,6 +96,23 @@ struct QatStepper {
   }
 };
 
+// An RMSNorm weight vector under training (trained in place): its gradient, starting values and
+// AdamW (no decay), a step of lr moving a weight by at most ~lr of its starting magnitude. Every
+// rank steps every norm (from the same summed gradients).
+struct TunedNorm {
+  std::vector<float>* p;
+  std::vector<float> g, start;
+  Adam adam;
+  explicit TunedNorm(std::vector<float>* v) : p(v), g(v->size()), start(*v), adam(v->size()) {}
+  void ZeroGrad() { std::fill(g.begin(), g.end(), 0.0f); }
+  void Step(double lr, int64_t t) {
+    adam.Step(
+        *p, g.data(), lr, 0.0, t, [this](int64_t i) { return std::fabs(start[size_t(i)]); }, 0,
+        int64_t(p->size()));
+  }
+  void Revert() { *p = start; }
+};
+
 // The rows of a linear whose optimizer step this rank takes: all of them in one process or
 // when one parameter set spans every row; under mpirun otherwise a share (dist::ShareRows),
 // and Gather() hands each rank's rows of a row-major array to every rank afterwards. Every
@@ -260,10 +277,10 @@ QuantizedTensor QatLinear::Freeze() const {
   return q;
 }
 
-Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Layer& blk,
-                                  int64_t layer, std::array<QatLinear*, 7> train,
-                                  const float* inputs, const float* targets, int64_t S, int64_t T,
-                                  const float* cos, const float* sin, const QatOptions& opt,
+Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
+                                  std::array<QatLinear*, 7> train, const float* inputs,
+                                  const float* targets, int64_t S, int64_t T, const float* cos,
+                                  const float* sin, const QatOptions& opt,
                                   const QatProgress& progress) {
   if (opt.epochs < 0 || opt.batch < 1 || !(opt.lr >= 0) || !(opt.lr_q >= 0))
     return Err("qat: bad --epochs / --batch / --lr");
@@ -293,6 +310,16 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
     dwhat[i].resize(fq[i].weight.size());
     stepper[i].emplace(q);
     share[i] = RowShare(own.n, q.RowsOwnParams());
+  }
+  // With block_norms, the block's two input norms train too (in place).
+  std::vector<TunedNorm> norms;
+  train::NormGrads dnorm;
+  if (opt.block_norms) {
+    if (int64_t(blk.attn_norm.size()) != H || int64_t(blk.ffn_norm.size()) != H)
+      return Err("qat: layer {} has no input norms of {} values", layer, H);
+    norms.reserve(2);  // no reallocation: dnorm points into the entries
+    dnorm.attn_norm = norms.emplace_back(&blk.attn_norm).g.data();
+    dnorm.ffn_norm = norms.emplace_back(&blk.ffn_norm).g.data();
   }
   train::BlockTape tape(c, T);
   train::BackwardScratch scratch(c, T);
@@ -328,6 +355,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   QatBlockReport rep;
   rep.layer = layer;
   rep.loss = opt.block_loss;
+  rep.norms = opt.block_norms;
   rep.loss_start = evaluate();
   // The starting state, kept in case training ends worse than it started.
   std::array<QatLinear, 7> start;
@@ -345,6 +373,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
       const int64_t nb = std::min(opt.batch, S_train - b0);
       for (size_t i = 0; i < 7; ++i)
         if (train[i]) std::fill(dwhat[i].begin(), dwhat[i].end(), 0.0f);
+      for (TunedNorm& n : norms) n.ZeroGrad();
       double loss = 0;
       const double norm = 2.0 / double(nb * n_out);
       for (int64_t j = 0; j < nb; ++j) {
@@ -361,12 +390,14 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
         }
         std::array<float*, 7> g{};
         for (size_t i = 0; i < 7; ++i) g[i] = train[i] ? dwhat[i].data() : nullptr;
-        train::BackwardBlock(c, blk, lin, tape, x0, dout.data(), cos, sin, g, nullptr, scratch);
+        train::BackwardBlock(c, blk, lin, tape, x0, dout.data(), cos, sin, g, nullptr, scratch,
+                             dnorm);
       }
       const std::vector<int> holders =
           BatchHolders(std::span<const int64_t>(order).subspan(size_t(b0), size_t(nb)), S);
       for (size_t i = 0; i < 7; ++i)
         if (train[i]) dist::SumOver(dwhat[i], holders);
+      for (TunedNorm& n : norms) dist::SumOver(n.g, holders);
       loss = SumOverRanks(loss) / double(nb * n_out);
       if (!std::isfinite(loss))
         return Err("qat: layer {}: the loss is not finite (lower --lr)", layer);
@@ -383,6 +414,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
         train[i]->FakeQuantize(fq[i].weight.data(), sh.r0, sh.r1);
         sh.Gather(fq[i].weight);
       }
+      for (TunedNorm& n : norms) n.Step(lr_q, step);
       if (progress) progress(step, total, loss);
     }
     rep.epoch_loss.push_back(epoch_loss / double(S_train));
@@ -398,6 +430,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
   if (!(rep.loss_end <= rep.loss_start)) {
     for (size_t i = 0; i < 7; ++i)
       if (train[i]) *train[i] = std::move(start[i]);
+    for (TunedNorm& n : norms) n.Revert();
     rep.reverted = true;
     rep.loss_end = rep.loss_start;
   }
@@ -408,7 +441,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
 Result<QatE2eReport> TuneScalesEndToEnd(
     const model::ModelConfig& c, std::vector<model::Layer>& layers,
     const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
-    std::span<const float> final_norm, const model::Linear& lm_head,
+    std::vector<float>& final_norm, const model::Linear& lm_head,
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
     const QatOptions& opt, const QatProgress& progress,
     const std::vector<model::Layer>* fp_layers) {
@@ -421,6 +454,24 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   const bool kl = opt.e2e_loss == E2eLoss::kKlToFp;
   if (kl && (!fp_layers || fp_layers->size() != layers.size()))
     return Err("qat e2e: the KL loss needs the fp model's blocks");
+  if (int64_t(final_norm.size()) != H)
+    return Err("qat e2e: final norm of {} values", final_norm.size());
+  const std::vector<float> fp_final_norm = final_norm;  // the KL reference's
+  // With e2e_norms, the trained norms: every block's two, then the final norm.
+  std::vector<TunedNorm> norms;
+  std::vector<train::NormGrads> dnorm(static_cast<size_t>(L));
+  float* dfinal = nullptr;
+  if (opt.e2e_norms) {
+    norms.reserve(size_t(2 * L + 1));  // no reallocation: dnorm points into the entries
+    for (int64_t l = 0; l < L; ++l) {
+      model::Layer& ly = layers[size_t(l)];
+      if (int64_t(ly.attn_norm.size()) != H || int64_t(ly.ffn_norm.size()) != H)
+        return Err("qat e2e: layer {} has no input norms of {} values", l, H);
+      dnorm[size_t(l)].attn_norm = norms.emplace_back(&ly.attn_norm).g.data();
+      dnorm[size_t(l)].ffn_norm = norms.emplace_back(&ly.ffn_norm).g.data();
+    }
+    dfinal = norms.emplace_back(&final_norm).g.data();
+  }
   // Each tuned linear: its codes as (code - zero) floats, the scale index of each element, the
   // scales' optimiser; with e2e_weights a QatLinear (latent weights, scales, zeros) and its
   // optimiser instead.
@@ -509,7 +560,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       train::ForwardBlock(c, (*fp_layers)[size_t(l)], l, fp_lin[size_t(l)], in, cos, sin, tp);
       in = tp.x.data();
     }
-    kernels::RmsNorm(in, final_norm.data(), h.data(), T, H, float(c.rms_eps));
+    kernels::RmsNorm(in, fp_final_norm.data(), h.data(), T, H, float(c.rms_eps));
     lm_head.Apply(h.data(), logp_fp.data(), T);
     for (int64_t t = 0; t < T; ++t) {
       float* row = logp_fp.data() + t * V;
@@ -558,10 +609,12 @@ Result<QatE2eReport> TuneScalesEndToEnd(
                      H, dh.data(), H);
     train::RmsNormBackward(xl, final_norm.data(), dh.data(), dx.data(), T, H, float(c.rms_eps),
                            false);
+    if (dfinal) train::RmsNormWeightBackward(xl, dh.data(), dfinal, T, H, float(c.rms_eps));
     for (int64_t l = L - 1; l >= 0; --l) {
       const float* in = l == 0 ? x0.data() : tapes[size_t(l - 1)].x.data();
       train::BackwardBlock(c, layers[size_t(l)], lin[size_t(l)], tapes[size_t(l)], in, dx.data(),
-                           cos, sin, dw[size_t(l)], l > 0 ? dx_next.data() : nullptr, scratch);
+                           cos, sin, dw[size_t(l)], l > 0 ? dx_next.data() : nullptr, scratch,
+                           dnorm[size_t(l)]);
       std::swap(dx, dx_next);
     }
     return ce;
@@ -580,6 +633,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   };
   QatE2eReport rep;
   rep.loss = kl ? E2eLoss::kKlToFp : E2eLoss::kNextToken;
+  rep.norms = opt.e2e_norms;
   rep.loss_start = evaluate();
   std::vector<std::vector<float>> start;
   for (const Tuned& t : tuned) start.push_back(t.q->scales);
@@ -595,6 +649,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     for (int64_t b0 = 0; b0 < S_train; b0 += opt.batch) {
       const int64_t nb = std::min(opt.batch, S_train - b0);
       for (Tuned& t : tuned) std::fill(t.dw.begin(), t.dw.end(), 0.0f);
+      for (TunedNorm& n : norms) n.ZeroGrad();
       const double scale = 1.0 / double(nb * positions);
       double loss = 0;
       for (int64_t j = 0; j < nb; ++j)
@@ -603,6 +658,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       const std::vector<int> holders =
           BatchHolders(std::span<const int64_t>(order).subspan(size_t(b0), size_t(nb)), S);
       for (Tuned& t : tuned) dist::SumOver(t.dw, holders);
+      for (TunedNorm& n : norms) dist::SumOver(n.g, holders);
       loss = SumOverRanks(loss) * scale;
       if (!std::isfinite(loss)) return Err("qat e2e: the loss is not finite (lower --lr-q)");
       ++step;
@@ -625,6 +681,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
         t.Install(sh.r0, sh.r1);
         sh.Gather(t.lin->weight);
       }
+      for (TunedNorm& n : norms) n.Step(lr, step);
       rep.step_loss.push_back(float(loss));
       if (progress) progress(step, total, loss);
     }
@@ -646,6 +703,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       if (tuned[i].ql) tuned[i].ql = std::move(start_ql[j++]);
       tuned[i].Install();
     }
+    for (TunedNorm& n : norms) n.Revert();
     rep.reverted = true;
     rep.loss_end = rep.loss_start;
   }

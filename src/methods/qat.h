@@ -82,11 +82,18 @@ struct QatOptions {
   double lr_q = 1e-3;  // scales (relative: AdamW on log s) and zeros (code units)
   double weight_decay = 0;
   BlockLoss block_loss = BlockLoss::kRelative;
+  // Block-wise training: train the block's attention and MLP input norm weights too (AdamW with
+  // lr_q, as e2e_norms). They stay fp in every output format.
+  bool block_norms = false;
   int64_t batch = 1;  // windows per step
   uint64_t seed = 0;  // window order
   // End-to-end tuning only: train the latent weights too (codes may change, lr; the zeros with
   // lr_q), not only the scales.
   bool e2e_weights = false;
+  // End-to-end tuning only: train the RMSNorm weights too (every block's attention and MLP input
+  // norms and the final norm; AdamW with lr_q, a step of lr_q moving a weight by at most ~lr_q
+  // of its starting value). They stay fp in every output format.
+  bool e2e_norms = false;
   E2eLoss e2e_loss = E2eLoss::kNextToken;  // end-to-end tuning only
 };
 
@@ -98,6 +105,7 @@ struct QatBlockReport {
   double loss_start = 0;
   double loss_end = 0;
   bool reverted = false;           // training ended above loss_start: the starting rounding is kept
+  bool norms = false;              // the block's input norms trained too
   std::vector<double> epoch_loss;  // mean training loss of each epoch (training windows)
   std::vector<float> step_loss;    // the loss of each step's batch: the loss curve
   int64_t steps = 0;
@@ -108,16 +116,16 @@ struct QatBlockReport {
 using QatProgress = std::function<void(int64_t, int64_t, double)>;
 
 // Trains the non-null entries of `train` (in model::kBlockLinears order; the others run as
-// `blk` holds them) on S windows of T tokens: inputs [S', T, H] (the quantized model's block
-// inputs), targets [S', T, H] (the fp block's outputs), RoPE tables cos/sin of >= T rows.
-// S' = S in one process; under mpirun the inputs and targets are this rank's share
-// dist::Share(S) of the windows: each step's windows run on the ranks that hold them, their
-// gradients are summed over those ranks in rank order, and every rank takes the same step (with
-// one window per step the result is the single process's, bit for bit).
-Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Layer& blk,
-                                  int64_t layer, std::array<QatLinear*, 7> train,
-                                  const float* inputs, const float* targets, int64_t S, int64_t T,
-                                  const float* cos, const float* sin, const QatOptions& opt,
+// `blk` holds them; with opt.block_norms blk's input norms too, in place) on S windows of T tokens:
+// inputs [S', T, H] (the quantized model's block inputs), targets [S', T, H] (the fp block's
+// outputs), RoPE tables cos/sin of >= T rows. S' = S in one process; under mpirun the inputs and
+// targets are this rank's share dist::Share(S) of the windows: each step's windows run on the ranks
+// that hold them, their gradients are summed over those ranks in rank order, and every rank takes
+// the same step (with one window per step the result is the single process's, bit for bit).
+Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
+                                  std::array<QatLinear*, 7> train, const float* inputs,
+                                  const float* targets, int64_t S, int64_t T, const float* cos,
+                                  const float* sin, const QatOptions& opt,
                                   const QatProgress& progress = {});
 
 // End-to-end tuning of the quantization scales (EfficientQAT's E2E-QP): the codes and zeros
@@ -128,7 +136,9 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, const model::Laye
 // (latent weights from the dequantized values with lr, scales and zeros with lr_q; codes
 // refrozen at the end): quantization-aware training of the whole model. With opt.e2e_loss =
 // kKlToFp the loss is the mean KL(p_fp || p_q) over every position instead, p_fp from
-// `fp_layers` (the fp model's blocks; same final norm and lm_head) window by window.
+// `fp_layers` (the fp model's blocks, final_norm as given and the same lm_head) window by
+// window. With opt.e2e_norms the norms of `layers` and `final_norm`
+// train too and are updated in place.
 // `tensors[l][i]` is layer l's linear kBlockLinears[i] (null: kept as `layers` holds it); `layers`
 // must hold the dequantized weights of those tensors and is updated with the tuned ones. The last
 // eighth of the windows is held out as in TrainBlock. Under mpirun every rank passes all windows
@@ -140,12 +150,13 @@ struct QatE2eReport {
   std::vector<float> step_loss;
   int64_t steps = 0;
   bool reverted = false;
+  bool norms = false;  // the norms trained too
   double seconds = 0;
 };
 Result<QatE2eReport> TuneScalesEndToEnd(
     const model::ModelConfig& c, std::vector<model::Layer>& layers,
     const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
-    std::span<const float> final_norm, const model::Linear& lm_head,
+    std::vector<float>& final_norm, const model::Linear& lm_head,
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
     const QatOptions& opt, const QatProgress& progress = {},
     const std::vector<model::Layer>* fp_layers = nullptr);

@@ -325,6 +325,14 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   DType norm_dtype = store.Find(model::LayerTensorName(nm.attn_norm, 0))->dtype;
   if (norm_dtype != DType::kBF16 && norm_dtype != DType::kF16) norm_dtype = DType::kF32;
 
+  // A norm trained by QAT (--block-norms, --e2e-norms): rounded in place to the dtype it is
+  // written in, and written instead of the source's (compressed-tensors and GGUF alike).
+  auto keep_trained_norm = [&](const std::string& name, std::vector<float>& v) {
+    for (float& x : v) x = RoundScaleForStorage(x, norm_dtype);
+    rep.trained_norms[name] = v;
+    col.AddNorm(name, v, norm_dtype);
+  };
+
   // What one group's input feeds: a Hessian (GPTQ, AWQ's loss) and/or channel statistics.
   struct Observed {
     std::optional<HessianAccumulator> hess;
@@ -634,6 +642,10 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         lr.snr_db = d.snr_db;
         layer[model::kBlockLinears[i]].weight.assign(deq.begin(), deq.end());
       }
+      if (qr.norms && !qr.reverted) {
+        keep_trained_norm(model::LayerTensorName(nm.attn_norm, l), layer.attn_norm);
+        keep_trained_norm(model::LayerTensorName(nm.ffn_norm, l), layer.ffn_norm);
+      }
       rep.qat.push_back(std::move(qr));
       rep.seconds_qat += Seconds(tq);
       x = std::move(x_in);
@@ -664,7 +676,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     g_cache = {};
     QF_ASSIGN(const std::vector<float> embed,
               model::ReadTensorF32(store, nm.embed, {cfg.vocab_size, H}));
-    QF_ASSIGN(const std::vector<float> norm, model::ReadTensorF32(store, nm.final_norm, {H}));
+    QF_ASSIGN(std::vector<float> norm, model::ReadTensorF32(store, nm.final_norm, {H}));
     model::Linear head;
     head.n = cfg.vocab_size;
     head.k = H;
@@ -688,6 +700,14 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                                                 opt.qat_progress(-1, step, total, loss);
                                             },
                                             fp_layers.empty() ? nullptr : &fp_layers));
+    if (er.norms && !er.reverted) {
+      for (int64_t l = 0; l < cfg.layers; ++l) {
+        keep_trained_norm(model::LayerTensorName(nm.attn_norm, l),
+                          kept_layers[size_t(l)].attn_norm);
+        keep_trained_norm(model::LayerTensorName(nm.ffn_norm, l), kept_layers[size_t(l)].ffn_norm);
+      }
+      keep_trained_norm(nm.final_norm, norm);
+    }
     rep.qat_e2e = std::move(er);
     if (write)  // the tuned scales, as the caller's format stores them
       for (size_t i = 0; i < col.tensors.size(); ++i) {
@@ -780,8 +800,9 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOp
 Status CheckQatOptions(const methods::QatOptions& q, int e2e_epochs) {
   if (q.epochs < 0 || q.batch < 1 || !(q.lr >= 0) || !(q.lr_q >= 0) || e2e_epochs < 0)
     return Err("--epochs and --e2e-epochs must be >= 0, --batch >= 1, --lr >= 0");
-  if ((q.e2e_weights || q.e2e_loss != methods::E2eLoss::kNextToken) && e2e_epochs == 0)
-    return Err("--e2e-weights and --e2e-loss need --e2e-epochs N");
+  if ((q.e2e_weights || q.e2e_norms || q.e2e_loss != methods::E2eLoss::kNextToken) &&
+      e2e_epochs == 0)
+    return Err("--e2e-weights, --e2e-norms and --e2e-loss need --e2e-epochs N");
   return Status::Ok();
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -92,6 +93,9 @@ struct QuantizeReport {
   std::vector<LinearReport> linears;
   std::vector<methods::QatBlockReport> qat;      // per block, --method *qat
   std::optional<methods::QatE2eReport> qat_e2e;  // --e2e-epochs
+  // --e2e-norms: the trained norm weights by source tensor name (fp32), written instead of the
+  // source's.
+  std::map<std::string, std::vector<float>> trained_norms;
   std::vector<TransformReport> transforms;
   std::vector<std::string> kept;  // modules left unquantized (ignored)
   int64_t quantized_params = 0;

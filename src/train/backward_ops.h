@@ -12,9 +12,12 @@
 namespace qf::train {
 
 // y = x / rms(x) · weight per row of d (kernels::RmsNorm). dx = (or +=, with accumulate) the
-// gradient with respect to x; the weight is not trained.
+// gradient with respect to x.
 void RmsNormBackward(const float* x, const float* weight, const float* dy, float* dx, int64_t m,
                      int64_t d, float eps, bool accumulate);
+// The same norm's weight gradient: dweight[j] += Σ_rows dy[i, j] · x[i, j] / rms(x_i).
+void RmsNormWeightBackward(const float* x, const float* dy, float* dweight, int64_t m, int64_t d,
+                           float eps);
 
 // h = silu(gate) · up (kernels::SiluMul, gate before the op): dgate and dup from dh.
 void SiluMulBackward(const float* gate, const float* up, const float* dh, float* dgate, float* dup,

@@ -93,7 +93,8 @@ BackwardScratch::BackwardScratch(const model::ModelConfig& c, int64_t t) {
 
 void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const BlockLinears& lin,
                    const BlockTape& tape, const float* x0, const float* dout, const float* cos,
-                   const float* sin, std::array<float*, 7> dw, float* dx0, BackwardScratch& s) {
+                   const float* sin, std::array<float*, 7> dw, float* dx0, BackwardScratch& s,
+                   NormGrads dnorm) {
   const int64_t t = tape.t, H = c.hidden, F = c.intermediate;
   const float eps = float(c.rms_eps);
   auto back = [&](LinearId id, const float* x, const float* dy, float* dx, bool acc) {
@@ -108,6 +109,8 @@ void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const B
   SiluMulBackward(s.gate.data(), tape.u.data(), s.dh.data(), s.dgate.data(), s.dup.data(), t, F);
   back(LinearId::kGate, tape.mlp_in.data(), s.dgate.data(), s.dmlp.data(), false);
   back(LinearId::kUp, tape.mlp_in.data(), s.dup.data(), s.dmlp.data(), true);
+  if (dnorm.ffn_norm)
+    RmsNormWeightBackward(tape.x1.data(), s.dmlp.data(), dnorm.ffn_norm, t, H, eps);
   std::copy_n(dout, t * H, s.dx1.data());
   RmsNormBackward(tape.x1.data(), blk.ffn_norm.data(), s.dmlp.data(), s.dx1.data(), t, H, eps,
                   true);
@@ -130,10 +133,12 @@ void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const B
     std::swap(s.dq, s.datt);
     std::swap(s.dk, s.dk_lin);
   }
-  float* dattn = dx0 ? s.dmlp.data() : nullptr;  // dmlp is free again: ∂loss/∂attn_in
+  // dmlp is free again: ∂loss/∂attn_in.
+  float* dattn = dx0 || dnorm.attn_norm ? s.dmlp.data() : nullptr;
   back(LinearId::kQ, tape.attn_in.data(), s.dq.data(), dattn, false);
   back(LinearId::kK, tape.attn_in.data(), s.dk.data(), dattn, true);
   back(LinearId::kV, tape.attn_in.data(), s.dv.data(), dattn, true);
+  if (dnorm.attn_norm) RmsNormWeightBackward(x0, s.dmlp.data(), dnorm.attn_norm, t, H, eps);
   if (dx0) {
     std::copy_n(s.dx1.data(), t * H, dx0);
     RmsNormBackward(x0, blk.attn_norm.data(), s.dmlp.data(), dx0, t, H, eps, true);

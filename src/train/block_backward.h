@@ -2,8 +2,8 @@
 // the block's linears and keep what the backward needs), so training sees exactly the forward
 // that inference runs; the backward follows the walk's dataflow in reverse with the ops of
 // train/backward_ops.h. One window of t tokens from position 0 at a time (calibration windows).
-// Llama-style blocks, with or without q/k norms (Qwen3); biases and norms run in the forward and
-// are not trained.
+// Llama-style blocks, with or without q/k norms (Qwen3); biases and q/k norms run in the forward
+// and are not trained; the attention and MLP input norms can be (NormGrads).
 #pragma once
 
 #include <array>
@@ -38,11 +38,20 @@ struct BackwardScratch {
   std::vector<float> q_lin, k_lin, dk_lin;  // families with q/k norms (Qwen3)
 };
 
+// The block's norms whose weight gradients a backward adds up (null: not wanted): attention
+// and MLP input norms, [H] each.
+struct NormGrads {
+  float* attn_norm = nullptr;
+  float* ffn_norm = nullptr;
+};
+
 // Given dout = ∂loss/∂(block output) [t, H], adds ∂loss/∂W of each linear (as run: lin[i]'s
-// weight) to dw[i] ([n, k] each; a null entry is skipped) and writes ∂loss/∂x0 to dx0 when it
-// is non-null. Linears must be fp32 (weight non-empty).
+// weight) to dw[i] ([n, k] each; a null entry is skipped), the norms' weight gradients to dnorm's
+// non-null entries, and writes ∂loss/∂x0 to dx0 when it is non-null. Linears must be fp32
+// (weight non-empty).
 void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const BlockLinears& lin,
                    const BlockTape& tape, const float* x0, const float* dout, const float* cos,
-                   const float* sin, std::array<float*, 7> dw, float* dx0, BackwardScratch& s);
+                   const float* sin, std::array<float*, 7> dw, float* dx0, BackwardScratch& s,
+                   NormGrads dnorm = {});
 
 }  // namespace qf::train

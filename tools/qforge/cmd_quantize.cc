@@ -154,6 +154,7 @@ void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
   for (const auto& q : r.qat)
     qat.push_back({{"layer", q.layer},
                    {"loss", q.loss == methods::BlockLoss::kRelative ? "relative" : "mse"},
+                   {"norms", q.norms},
                    {"loss_start", q.loss_start},
                    {"loss_end", q.loss_end},
                    {"epoch_loss", q.epoch_loss},
@@ -164,6 +165,7 @@ void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
   nlohmann::json e2e = nullptr;
   if (const auto& e = r.qat_e2e)
     e2e = {{"loss", e->loss == methods::E2eLoss::kKlToFp ? "kl" : "ce"},
+           {"norms", e->norms},
            {"loss_start", e->loss_start},
            {"loss_end", e->loss_end},
            {"step_loss", e->step_loss},
@@ -181,7 +183,8 @@ void PrintQat(const pipeline::QuantizeReport& r) {
         q.loss == methods::BlockLoss::kRelative ? "relative MSE" : "MSE", q.loss_start, q.loss_end,
         (long long)q.steps, q.reverted ? ", reverted: training ended worse" : "", q.seconds);
   if (const auto& e = r.qat_e2e)
-    std::printf("qat end to end: %s %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
+    std::printf("qat end to end%s: %s %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
+                e->norms ? " (norms too)" : "",
                 e->loss == methods::E2eLoss::kKlToFp ? "KL to the fp model" : "next-token loss",
                 e->loss_start, e->loss_end, (long long)e->steps,
                 e->reverted ? ", reverted: training ended worse" : "", e->seconds);
@@ -581,6 +584,14 @@ void RegisterQuantize(CLI::App& app, int* rc) {
   cmd->add_flag("--e2e-weights", a->qat.e2e_weights,
                 "qat: the end-to-end pass trains the latent weights too (codes may change), not "
                 "only the scales")
+      ->each(qat_flag);
+  cmd->add_flag("--block-norms", a->qat.block_norms,
+                "qat: block-wise training trains each block's RMSNorm weights too (they stay fp "
+                "in the output)")
+      ->each(qat_flag);
+  cmd->add_flag("--e2e-norms", a->qat.e2e_norms,
+                "qat: the end-to-end pass trains the RMSNorm weights too (every block's input "
+                "norms and the final norm; they stay fp in the output)")
       ->each(qat_flag);
   cmd->add_option("--e2e-loss", a->qat.e2e_loss,
                   "qat: what the end-to-end pass minimises: ce (next-token cross-entropy of the "
