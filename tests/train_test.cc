@@ -621,6 +621,24 @@ TEST(Qat, EndToEndWeightTrainingMovesCodesAndBeatsScalesOnly) {
 
 // --e2e-loss kl: the loss is the KL divergence from the fp model (positive at the start, lower
 // at the end, both on the held-out window), the same on 1 and 2 threads.
+// --e2e-loss ce+kl: the next-token loss plus the KL to the fp model on the same positions, so it
+// starts above the next-token loss alone (KL > 0 for a quantized model); training lowers it, to
+// scales neither loss alone reaches, the same on 1 and 2 threads.
+TEST(Qat, EndToEndMixedLossAddsTheKlAndIsThreadCountInvariant) {
+  const E2eRun ce = RunE2e(1), kl = RunE2e(1, false, methods::E2eLoss::kKlToFp),
+               one = RunE2e(1, false, methods::E2eLoss::kNextTokenAndKl),
+               two = RunE2e(2, false, methods::E2eLoss::kNextTokenAndKl);
+  EXPECT_EQ(one.rep.loss, methods::E2eLoss::kNextTokenAndKl);
+  EXPECT_GT(one.rep.loss_start, ce.rep.loss_start);
+  EXPECT_LT(one.rep.loss_start, ce.rep.loss_start + 2 * kl.rep.loss_start);
+  EXPECT_FALSE(one.rep.reverted);
+  EXPECT_LT(one.rep.loss_end, one.rep.loss_start);
+  EXPECT_NE(one.scales, ce.scales);
+  EXPECT_NE(one.scales, kl.scales);
+  EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
+  EXPECT_EQ(one.scales, two.scales);
+}
+
 TEST(Qat, EndToEndKlToTheFpModelLowersItAndIsThreadCountInvariant) {
   const E2eRun one = RunE2e(1, false, methods::E2eLoss::kKlToFp),
                two = RunE2e(2, false, methods::E2eLoss::kKlToFp);

@@ -451,7 +451,9 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   if (S == 0 || tensors.size() != layers.size()) return Err("qat e2e: no windows or bad layers");
   const int64_t T = int64_t(windows[0].size());
   if (T < 2) return Err("qat e2e: windows of at least 2 tokens");
-  const bool kl = opt.e2e_loss == E2eLoss::kKlToFp;
+  // The loss's parts: KL to the fp model (every position; with the next-token loss, every
+  // position that has a next token) and the next-token cross-entropy.
+  const bool kl = opt.e2e_loss != E2eLoss::kNextToken, ce = opt.e2e_loss != E2eLoss::kKlToFp;
   if (kl && (!fp_layers || fp_layers->size() != layers.size()))
     return Err("qat e2e: the KL loss needs the fp model's blocks");
   if (int64_t(final_norm.size()) != H)
@@ -568,9 +570,11 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       for (int64_t v = 0; v < V; ++v) row[v] -= lse;
     }
   };
-  // Forward of one window; returns its summed loss (cross-entropy of the next tokens, or KL to
-  // the fp model at every position); with `grad`, backpropagates it (scaled by `scale`) into
-  // the linears' dw.
+  // Positions scored per window: every one for the KL alone, else those with a next token.
+  const int64_t positions = ce ? T - 1 : T;
+  // Forward of one window; returns its summed loss over the scored positions (cross-entropy of
+  // the next tokens and/or KL to the fp model); with `grad`, backpropagates it (scaled by
+  // `scale`) into the linears' dw (and the norms' gradients).
   auto run = [&](const std::vector<int32_t>& ids, bool grad, double scale) -> double {
     if (kl) fp_log_probs(ids);
     model::Embed(embed, H, ids, x0.data());
@@ -581,28 +585,27 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     const float* xl = tapes[size_t(L - 1)].x.data();
     kernels::RmsNorm(xl, final_norm.data(), h.data(), T, H, float(c.rms_eps));
     lm_head.Apply(h.data(), logits.data(), T);
-    double ce = 0;
-    for (int64_t t = 0; t + 1 < T || (kl && t < T); ++t) {
+    double total = 0;
+    for (int64_t t = 0; t < positions; ++t) {
       float* row = logits.data() + t * V;
       const double lse = kernels::LogSumExp(row, V);
-      if (kl) {  // Σ p (log p − log q); d/d logits = q − p
-        const float* lp = logp_fp.data() + t * V;
-        for (int64_t v = 0; v < V; ++v) {
-          const double p = std::exp(double(lp[v]));
-          ce += p * (double(lp[v]) - (double(row[v]) - lse));
-          if (grad) row[v] = float(scale * (std::exp(double(row[v]) - lse) - p));
-        }
-        continue;
+      const float* lp = kl ? logp_fp.data() + t * V : nullptr;
+      const int32_t next = ce ? ids[size_t(t + 1)] : -1;
+      if (kl)  // Σ p (log p − log q)
+        for (int64_t v = 0; v < V; ++v)
+          total += std::exp(double(lp[v])) * (double(lp[v]) - (double(row[v]) - lse));
+      if (ce) total += lse - double(row[next]);
+      if (!grad) continue;
+      // d/d logits: KL q − p, cross-entropy q − onehot(next).
+      const double parts = double(kl) + double(ce);
+      for (int64_t v = 0; v < V; ++v) {
+        const double q = std::exp(double(row[v]) - lse);
+        row[v] = float(scale * (parts * q - (kl ? std::exp(double(lp[v])) : 0.0)));
       }
-      const int32_t next = ids[size_t(t + 1)];
-      ce += lse - double(row[next]);
-      if (grad) {  // d ce / d logits = softmax - onehot
-        for (int64_t v = 0; v < V; ++v) row[v] = float(scale * std::exp(double(row[v]) - lse));
-        row[next] -= float(scale);
-      }
+      if (ce) row[next] -= float(scale);
     }
-    if (!grad) return ce;
-    if (!kl)  // the last token scores nothing
+    if (!grad) return total;
+    if (positions < T)  // the last token scores nothing
       std::fill(logits.begin() + (T - 1) * V, logits.end(), 0.0f);
     // dh = dlogits · W_lm; then the final norm; then the blocks top-down.
     kernels::F32Gemm(kernels::BLayout::kNN, T, H, V, 1.0f, logits.data(), V, lm_head.weight.data(),
@@ -617,10 +620,9 @@ Result<QatE2eReport> TuneScalesEndToEnd(
                            dnorm[size_t(l)]);
       std::swap(dx, dx_next);
     }
-    return ce;
+    return total;
   };
   const int64_t Vh = HeldOutWindows(S), S_train = S - Vh;
-  const int64_t positions = kl ? T : T - 1;  // scored per window
   // Under mpirun each window runs on the rank that holds it in dist::Share(S) (every rank has
   // every window's tokens and the whole model).
   auto mine = [S](int64_t s) { return dist::HolderOf(S, s) == dist::Rank(); };
@@ -632,7 +634,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     return SumOverRanks(total) / double((S - e0) * positions);
   };
   QatE2eReport rep;
-  rep.loss = kl ? E2eLoss::kKlToFp : E2eLoss::kNextToken;
+  rep.loss = opt.e2e_loss;
   rep.norms = opt.e2e_norms;
   rep.loss_start = evaluate();
   std::vector<std::vector<float>> start;

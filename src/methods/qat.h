@@ -63,9 +63,10 @@ class QatLinear {
   float maxq_ = 0;
 };
 
-// What the end-to-end tuning minimises: the next-token cross-entropy of the calibration text, or
-// the KL divergence from the fp model's next-token distributions (every position).
-enum class E2eLoss : uint8_t { kNextToken, kKlToFp };
+// What the end-to-end tuning minimises: the next-token cross-entropy of the calibration text,
+// the KL divergence from the fp model's next-token distributions (every position), or their sum
+// (every position with a next token: distillation with the true next token mixed in).
+enum class E2eLoss : uint8_t { kNextToken, kKlToFp, kNextTokenAndKl };
 
 // What block-wise training minimises over the block's output: the squared error (EfficientQAT's
 // MSE), or each token's squared error divided by the mean square of that token's fp output
@@ -135,7 +136,8 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
 // in the same format. With opt.e2e_weights every linear trains as in TrainBlock instead
 // (latent weights from the dequantized values with lr, scales and zeros with lr_q; codes
 // refrozen at the end): quantization-aware training of the whole model. With opt.e2e_loss =
-// kKlToFp the loss is the mean KL(p_fp || p_q) over every position instead, p_fp from
+// kKlToFp the loss is the mean KL(p_fp || p_q) over every position instead (kNextTokenAndKl:
+// cross-entropy + KL, over the positions with a next token), p_fp from
 // `fp_layers` (the fp model's blocks, final_norm as given and the same lm_head) window by
 // window. With opt.e2e_norms the norms of `layers` and `final_norm`
 // train too and are updated in place.

@@ -687,7 +687,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     eo.epochs = opt.e2e_epochs;
     eo.seed = opt.seed;
     std::vector<model::Layer> fp_layers;  // the KL loss's reference: the source's blocks
-    if (eo.e2e_loss == methods::E2eLoss::kKlToFp)
+    if (eo.e2e_loss != methods::E2eLoss::kNextToken)  // kl, ce+kl
       for (int64_t l = 0; l < cfg.layers; ++l) {
         QF_ASSIGN(model::Layer fl, model::ReadLayer(store, cfg, l, nullptr));
         fp_layers.push_back(std::move(fl));

@@ -148,6 +148,17 @@ std::function<void(int64_t, int64_t, int64_t, double)> QatProgress(const Quantiz
   };
 }
 
+// The end-to-end losses by their --e2e-loss names (one table for the flag and the report).
+constexpr std::pair<const char*, methods::E2eLoss> kE2eLosses[] = {
+    {"ce", methods::E2eLoss::kNextToken},
+    {"kl", methods::E2eLoss::kKlToFp},
+    {"ce+kl", methods::E2eLoss::kNextTokenAndKl}};
+const char* E2eLossName(methods::E2eLoss l) {
+  for (const auto& [name, v] : kE2eLosses)
+    if (v == l) return name;
+  return "?";
+}
+
 // The QAT part of a report: --json's "qat" (per block) and "qat_e2e", or its text lines.
 void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
   nlohmann::json qat = nlohmann::json::array();
@@ -164,14 +175,10 @@ void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
                    {"seconds", q.seconds}});
   nlohmann::json e2e = nullptr;
   if (const auto& e = r.qat_e2e)
-    e2e = {{"loss", e->loss == methods::E2eLoss::kKlToFp ? "kl" : "ce"},
-           {"norms", e->norms},
-           {"loss_start", e->loss_start},
-           {"loss_end", e->loss_end},
-           {"step_loss", e->step_loss},
-           {"steps", e->steps},
-           {"reverted", e->reverted},
-           {"seconds", e->seconds}};
+    e2e = {{"loss", E2eLossName(e->loss)}, {"norms", e->norms},
+           {"loss_start", e->loss_start},  {"loss_end", e->loss_end},
+           {"step_loss", e->step_loss},    {"steps", e->steps},
+           {"reverted", e->reverted},      {"seconds", e->seconds}};
   j["qat"] = qat;
   j["qat_e2e"] = e2e;
   j["seconds_qat"] = r.seconds_qat;
@@ -185,7 +192,9 @@ void PrintQat(const pipeline::QuantizeReport& r) {
   if (const auto& e = r.qat_e2e)
     std::printf("qat end to end%s: %s %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
                 e->norms ? " (norms too)" : "",
-                e->loss == methods::E2eLoss::kKlToFp ? "KL to the fp model" : "next-token loss",
+                e->loss == methods::E2eLoss::kKlToFp           ? "KL to the fp model"
+                : e->loss == methods::E2eLoss::kNextTokenAndKl ? "next-token loss + KL"
+                                                               : "next-token loss",
                 e->loss_start, e->loss_end, (long long)e->steps,
                 e->reverted ? ", reverted: training ended worse" : "", e->seconds);
 }
@@ -595,10 +604,10 @@ void RegisterQuantize(CLI::App& app, int* rc) {
       ->each(qat_flag);
   cmd->add_option("--e2e-loss", a->qat.e2e_loss,
                   "qat: what the end-to-end pass minimises: ce (next-token cross-entropy of the "
-                  "calibration text) or kl (KL divergence from the fp model's distributions)")
+                  "calibration text), kl (KL divergence from the fp model's distributions) or "
+                  "ce+kl (their sum)")
       ->transform(CLI::CheckedTransformer(
-          std::map<std::string, methods::E2eLoss>{{"ce", methods::E2eLoss::kNextToken},
-                                                  {"kl", methods::E2eLoss::kKlToFp}},
+          std::map<std::string, methods::E2eLoss>(std::begin(kE2eLosses), std::end(kE2eLosses)),
           CLI::ignore_case))
       ->each(qat_flag);
   cmd->add_option("--block-loss", a->qat.block_loss,
