@@ -374,7 +374,7 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     opt.calib.nsamples = 4;
     opt.calib.seqlen = 16;
     opt.e2e_epochs = c.e2e_epochs;
-    opt.qat.block_norms = opt.qat.e2e_norms = c.norms;
+    opt.qat.block_norms = opt.qat.e2e_norms = opt.qat.e2e_final_norm = c.norms;
     if (c.norms) opt.qat.lr_q = 0.01;  // steps that show after rounding to the norms' dtype
     const fs::path out =
         qf::testing::TempDir() / (name + "_" + c.method + (c.norms ? "_norms" : ""));

@@ -304,6 +304,7 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
       {"--block-loss mse", "apply to --method qat"},
       {"--method qat --block-loss l1", "--block-loss"},
       {"--method qat --e2e-norms", "need --e2e-epochs"},
+      {"--method qat --e2e-final-norm", "need --e2e-epochs"},
       {"--method qat --scheme fp8", "integer schemes only"},
       {"--method qat --scheme W8A8", "weight-only schemes only"},
       {"--method qat --epochs -1", "--epochs"},

@@ -495,7 +495,8 @@ struct E2eRun {
 };
 
 E2eRun RunE2e(int threads, bool weights = false,
-              methods::E2eLoss loss = methods::E2eLoss::kNextToken, bool norms = false) {
+              methods::E2eLoss loss = methods::E2eLoss::kNextToken, bool norms = false,
+              bool final_norm = false) {
   const int64_t T = 16, S = 17;
   SmallBlock b0 = MakeSmallBlock(T, 0, 60), b1 = MakeSmallBlock(T, 0, 61);
   model::ModelConfig c = b0.c;
@@ -545,6 +546,7 @@ E2eRun RunE2e(int threads, bool weights = false,
   opt.e2e_weights = weights;
   opt.e2e_loss = loss;
   opt.e2e_norms = norms;
+  opt.e2e_final_norm = final_norm;
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
   auto rep = methods::TuneScalesEndToEnd(c, layers, tensors, embed, norm, head, windows,
@@ -583,24 +585,32 @@ TEST(Qat, EndToEndScaleTuningLowersTheLossAndIsThreadCountInvariant) {
   EXPECT_FALSE(one.rep.norms);
 }
 
-// --e2e-norms: every norm weight vector trains too (in place), the loss ends below the
-// scales-only tuning's from the same start (next-token loss and KL), and the result does not
-// depend on the thread count.
-TEST(Qat, EndToEndNormTrainingMovesEveryNormAndBeatsScalesOnly) {
+// --e2e-norms: every block's input norms train too (in place; --e2e-final-norm adds the final
+// norm), the loss ends below the scales-only tuning's from the same start (next-token loss and
+// KL), and the result does not depend on the thread count.
+TEST(Qat, EndToEndNormTrainingMovesTheNormsAndBeatsScalesOnly) {
   for (const auto loss : {methods::E2eLoss::kNextToken, methods::E2eLoss::kKlToFp}) {
     SCOPED_TRACE(int(loss));
     const E2eRun scales = RunE2e(1, false, loss), one = RunE2e(1, false, loss, true),
-                 two = RunE2e(2, false, loss, true);
+                 two = RunE2e(2, false, loss, true), fin = RunE2e(1, false, loss, true, true),
+                 fin2 = RunE2e(2, false, loss, true, true);
     EXPECT_TRUE(one.rep.norms);
+    EXPECT_FALSE(one.rep.final_norm);
     EXPECT_FALSE(one.rep.reverted);
     EXPECT_DOUBLE_EQ(one.rep.loss_start, scales.rep.loss_start);
     EXPECT_LT(one.rep.loss_end, scales.rep.loss_end);
-    ASSERT_EQ(one.norms.size(), 5u);
-    for (size_t i = 0; i < one.norms.size(); ++i) EXPECT_NE(one.norms[i], one.start_norms[i]) << i;
+    ASSERT_EQ(one.norms.size(), 5u);  // both blocks' two, then the final norm
+    for (size_t i = 0; i < 4; ++i) EXPECT_NE(one.norms[i], one.start_norms[i]) << i;
+    EXPECT_EQ(one.norms[4], one.start_norms[4]);
     EXPECT_EQ(one.codes, one.start_codes);
     EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
     EXPECT_EQ(one.norms, two.norms);
     EXPECT_EQ(one.scales, two.scales);
+    EXPECT_TRUE(fin.rep.final_norm);
+    EXPECT_FALSE(fin.rep.reverted);
+    for (size_t i = 0; i < 5; ++i) EXPECT_NE(fin.norms[i], fin.start_norms[i]) << i;
+    EXPECT_EQ(fin.norms, fin2.norms);
+    EXPECT_EQ(fin.scales, fin2.scales);
   }
 }
 

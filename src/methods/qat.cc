@@ -459,12 +459,12 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   if (int64_t(final_norm.size()) != H)
     return Err("qat e2e: final norm of {} values", final_norm.size());
   const std::vector<float> fp_final_norm = final_norm;  // the KL reference's
-  // With e2e_norms, the trained norms: every block's two, then the final norm.
+  // The trained norms: every block's two (e2e_norms), then the final norm (e2e_final_norm).
   std::vector<TunedNorm> norms;
+  norms.reserve(size_t(2 * L + 1));  // no reallocation: dnorm and dfinal point into the entries
   std::vector<train::NormGrads> dnorm(static_cast<size_t>(L));
   float* dfinal = nullptr;
-  if (opt.e2e_norms) {
-    norms.reserve(size_t(2 * L + 1));  // no reallocation: dnorm points into the entries
+  if (opt.e2e_norms)
     for (int64_t l = 0; l < L; ++l) {
       model::Layer& ly = layers[size_t(l)];
       if (int64_t(ly.attn_norm.size()) != H || int64_t(ly.ffn_norm.size()) != H)
@@ -472,8 +472,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       dnorm[size_t(l)].attn_norm = norms.emplace_back(&ly.attn_norm).g.data();
       dnorm[size_t(l)].ffn_norm = norms.emplace_back(&ly.ffn_norm).g.data();
     }
-    dfinal = norms.emplace_back(&final_norm).g.data();
-  }
+  if (opt.e2e_final_norm) dfinal = norms.emplace_back(&final_norm).g.data();
   // Each tuned linear: its codes as (code - zero) floats, the scale index of each element, the
   // scales' optimiser; with e2e_weights a QatLinear (latent weights, scales, zeros) and its
   // optimiser instead.
@@ -636,6 +635,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   QatE2eReport rep;
   rep.loss = opt.e2e_loss;
   rep.norms = opt.e2e_norms;
+  rep.final_norm = opt.e2e_final_norm;
   rep.loss_start = evaluate();
   std::vector<std::vector<float>> start;
   for (const Tuned& t : tuned) start.push_back(t.q->scales);

@@ -700,14 +700,13 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                                                 opt.qat_progress(-1, step, total, loss);
                                             },
                                             fp_layers.empty() ? nullptr : &fp_layers));
-    if (er.norms && !er.reverted) {
+    if (er.norms && !er.reverted)
       for (int64_t l = 0; l < cfg.layers; ++l) {
         keep_trained_norm(model::LayerTensorName(nm.attn_norm, l),
                           kept_layers[size_t(l)].attn_norm);
         keep_trained_norm(model::LayerTensorName(nm.ffn_norm, l), kept_layers[size_t(l)].ffn_norm);
       }
-      keep_trained_norm(nm.final_norm, norm);
-    }
+    if (er.final_norm && !er.reverted) keep_trained_norm(nm.final_norm, norm);
     rep.qat_e2e = std::move(er);
     if (write)  // the tuned scales, as the caller's format stores them
       for (size_t i = 0; i < col.tensors.size(); ++i) {
@@ -800,9 +799,10 @@ Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOp
 Status CheckQatOptions(const methods::QatOptions& q, int e2e_epochs) {
   if (q.epochs < 0 || q.batch < 1 || !(q.lr >= 0) || !(q.lr_q >= 0) || e2e_epochs < 0)
     return Err("--epochs and --e2e-epochs must be >= 0, --batch >= 1, --lr >= 0");
-  if ((q.e2e_weights || q.e2e_norms || q.e2e_loss != methods::E2eLoss::kNextToken) &&
+  if ((q.e2e_weights || q.e2e_norms || q.e2e_final_norm ||
+       q.e2e_loss != methods::E2eLoss::kNextToken) &&
       e2e_epochs == 0)
-    return Err("--e2e-weights, --e2e-norms and --e2e-loss need --e2e-epochs N");
+    return Err("--e2e-weights, --e2e-norms, --e2e-final-norm and --e2e-loss need --e2e-epochs N");
   return Status::Ok();
 }
 

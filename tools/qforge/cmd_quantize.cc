@@ -175,10 +175,15 @@ void AddQatJson(const pipeline::QuantizeReport& r, nlohmann::json& j) {
                    {"seconds", q.seconds}});
   nlohmann::json e2e = nullptr;
   if (const auto& e = r.qat_e2e)
-    e2e = {{"loss", E2eLossName(e->loss)}, {"norms", e->norms},
-           {"loss_start", e->loss_start},  {"loss_end", e->loss_end},
-           {"step_loss", e->step_loss},    {"steps", e->steps},
-           {"reverted", e->reverted},      {"seconds", e->seconds}};
+    e2e = {{"loss", E2eLossName(e->loss)},
+           {"norms", e->norms},
+           {"final_norm", e->final_norm},
+           {"loss_start", e->loss_start},
+           {"loss_end", e->loss_end},
+           {"step_loss", e->step_loss},
+           {"steps", e->steps},
+           {"reverted", e->reverted},
+           {"seconds", e->seconds}};
   j["qat"] = qat;
   j["qat_e2e"] = e2e;
   j["seconds_qat"] = r.seconds_qat;
@@ -191,7 +196,9 @@ void PrintQat(const pipeline::QuantizeReport& r) {
         (long long)q.steps, q.reverted ? ", reverted: training ended worse" : "", q.seconds);
   if (const auto& e = r.qat_e2e)
     std::printf("qat end to end%s: %s %.4f -> %.4f nats (%lld steps%s, %.1f s)\n",
-                e->norms ? " (norms too)" : "",
+                e->final_norm ? (e->norms ? " (norms and final norm too)" : " (final norm too)")
+                : e->norms    ? " (norms too)"
+                              : "",
                 e->loss == methods::E2eLoss::kKlToFp           ? "KL to the fp model"
                 : e->loss == methods::E2eLoss::kNextTokenAndKl ? "next-token loss + KL"
                                                                : "next-token loss",
@@ -599,8 +606,12 @@ void RegisterQuantize(CLI::App& app, int* rc) {
                 "in the output)")
       ->each(qat_flag);
   cmd->add_flag("--e2e-norms", a->qat.e2e_norms,
-                "qat: the end-to-end pass trains the RMSNorm weights too (every block's input "
-                "norms and the final norm; they stay fp in the output)")
+                "qat: the end-to-end pass trains every block's input RMSNorm weights too (they "
+                "stay fp in the output)")
+      ->each(qat_flag);
+  cmd->add_flag("--e2e-final-norm", a->qat.e2e_final_norm,
+                "qat: the end-to-end pass trains the final norm too: it sets the output's "
+                "temperature, so it tunes the model to the calibration text (README)")
       ->each(qat_flag);
   cmd->add_option("--e2e-loss", a->qat.e2e_loss,
                   "qat: what the end-to-end pass minimises: ce (next-token cross-entropy of the "
