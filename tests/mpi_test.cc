@@ -185,6 +185,15 @@ TEST(Mpi, QatOnTwoRanks) {
   ASSERT_FALSE(b1.empty());
   EXPECT_TRUE(b1 == Bytes(dir / "b2" / "model.safetensors")) << "two 2-rank runs differ";
   EXPECT_FALSE(b1 == one) << "--batch 3 trained as --batch 1";
+  // Trained norms (block-wise and end to end): every rank steps every norm from the summed
+  // gradients, so one window per step is again the single process's bytes.
+  const std::string nflags = flags + " --block-norms --e2e-norms --e2e-final-norm";
+  ASSERT_EQ(RunCommand(Quantize("", dir / "n1", nflags, 2), &log), 0) << log;
+  ASSERT_EQ(RunCommand(Quantize(kMpirun, dir / "n2", nflags), &log), 0) << log;
+  const std::string n1 = Bytes(dir / "n1" / "model.safetensors");
+  ASSERT_FALSE(n1.empty());
+  EXPECT_TRUE(n1 == Bytes(dir / "n2" / "model.safetensors")) << "norms: 2 ranks differ";
+  EXPECT_FALSE(n1 == one) << "the norms did not train";
 }
 
 // ppl and kld on two ranks (windows split, per-window results gathered and summed in window

@@ -293,6 +293,33 @@ TEST(QuantizeGguf, QatTrainsQ4_0BlocksAndBeatsItsStart) {
   const double k_plain = Kld16(plain), k_qat = Kld16(a);
   std::printf("Q4_0 mean KLD over 16 windows: QAT %.5f, its plain start %.5f\n", k_qat, k_plain);
   EXPECT_LT(k_qat, 0.95 * k_plain);  // measured 0.89x (0.024 vs 0.027)
+
+  // Trained norms go into the GGUF file in place of the source's (F32, as every norm there);
+  // a rate at which their steps show after rounding to the source's bf16.
+  const fs::path n = qf::testing::TempDir() / "qat_q40_norms.gguf";
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + n.string() + common +
+                           " --block-norms --e2e-norms --e2e-final-norm --lr-q 0.01 --json",
+                       &log),
+            0)
+      << log;
+  const auto rn = Json(log);
+  ASSERT_TRUE(rn["qat_e2e"]["final_norm"].get<bool>());
+  ASSERT_FALSE(rn["qat_e2e"]["reverted"].get<bool>()) << "nothing trained to compare";
+  auto fn = io::GgufFile::Open(n);
+  ASSERT_TRUE(fn.ok()) << fn.error().message();
+  int norms = 0, moved = 0;
+  for (const io::GgufTensorInfo& t : fn->tensors()) {
+    const io::GgufTensorInfo* before = f->FindTensor(t.name);
+    ASSERT_NE(before, nullptr) << t.name;
+    EXPECT_EQ(t.type, before->type) << t.name;
+    const bool norm = t.name.find("norm") != std::string::npos;
+    const bool same =
+        std::equal(t.data.begin(), t.data.end(), before->data.begin(), before->data.end());
+    norms += norm;
+    moved += norm && !same;
+  }
+  EXPECT_EQ(norms, 2 * 6 + 1);
+  EXPECT_EQ(moved, norms) << "every block's two norms and output_norm are the trained ones";
 }
 
 TEST(QuantizeGguf, FallsBackOnStories260k) {
