@@ -368,7 +368,8 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     for (const LinearReport& l : cr.linears)  // the pass measured each solved linear's error
       if (const auto it = by_source.find(l.module + ".weight"); it != by_source.end())
         rep.tensors[it->second].rel_mse = l.rel_mse;
-    // Norms trained end to end (--e2e-norms) replace the source's values in the plan.
+    // Norms QAT trained (--block-norms, --e2e-norms, --e2e-final-norm) replace the source's
+    // values in the plan.
     for (pipeline::GgufTensorPlan& p : plan)
       if (p.source)
         if (const auto it = cr.trained_norms.find(p.source->name); it != cr.trained_norms.end()) {

@@ -325,8 +325,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   DType norm_dtype = store.Find(model::LayerTensorName(nm.attn_norm, 0))->dtype;
   if (norm_dtype != DType::kBF16 && norm_dtype != DType::kF16) norm_dtype = DType::kF32;
 
-  // A norm trained by QAT (--block-norms, --e2e-norms): rounded in place to the dtype it is
-  // written in, and written instead of the source's (compressed-tensors and GGUF alike).
+  // A norm trained by QAT (--block-norms, --e2e-norms, --e2e-final-norm): rounded in place to the
+  // dtype it is written in, and written instead of the source's (compressed-tensors and GGUF).
   auto keep_trained_norm = [&](const std::string& name, std::vector<float>& v) {
     for (float& x : v) x = RoundScaleForStorage(x, norm_dtype);
     rep.trained_norms[name] = v;

@@ -93,8 +93,8 @@ struct QuantizeReport {
   std::vector<LinearReport> linears;
   std::vector<methods::QatBlockReport> qat;      // per block, --method *qat
   std::optional<methods::QatE2eReport> qat_e2e;  // --e2e-epochs
-  // --e2e-norms: the trained norm weights by source tensor name (fp32), written instead of the
-  // source's.
+  // The norm weights QAT trained (--block-norms, --e2e-norms, --e2e-final-norm) by source
+  // tensor name, as written (rounded to the source's dtype), instead of the source's.
   std::map<std::string, std::vector<float>> trained_norms;
   std::vector<TransformReport> transforms;
   std::vector<std::string> kept;  // modules left unquantized (ignored)
