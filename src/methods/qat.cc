@@ -113,6 +113,19 @@ struct TunedNorm {
   void Revert() { *p = start; }
 };
 
+// Puts block `layer`'s two input norms under training (appended to `norms`, whose capacity must
+// hold them: the returned gradients point into the entries). `what` names the pass in errors.
+Result<train::NormGrads> TuneBlockNorms(model::Layer& blk, int64_t layer, int64_t H,
+                                        std::vector<TunedNorm>& norms, const char* what) {
+  if (int64_t(blk.attn_norm.size()) != H || int64_t(blk.ffn_norm.size()) != H)
+    return Err("{}: layer {} has no input norms of {} values", what, layer, H);
+  QF_CHECK(norms.capacity() >= norms.size() + 2, "qat: norms would reallocate");
+  train::NormGrads g;
+  g.attn_norm = norms.emplace_back(&blk.attn_norm).g.data();
+  g.ffn_norm = norms.emplace_back(&blk.ffn_norm).g.data();
+  return g;
+}
+
 // The rows of a linear whose optimizer step this rank takes: all of them in one process or
 // when one parameter set spans every row; under mpirun otherwise a share (dist::ShareRows),
 // and Gather() hands each rank's rows of a row-major array to every rank afterwards. Every
@@ -315,11 +328,8 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
   std::vector<TunedNorm> norms;
   train::NormGrads dnorm;
   if (opt.block_norms) {
-    if (int64_t(blk.attn_norm.size()) != H || int64_t(blk.ffn_norm.size()) != H)
-      return Err("qat: layer {} has no input norms of {} values", layer, H);
-    norms.reserve(2);  // no reallocation: dnorm points into the entries
-    dnorm.attn_norm = norms.emplace_back(&blk.attn_norm).g.data();
-    dnorm.ffn_norm = norms.emplace_back(&blk.ffn_norm).g.data();
+    norms.reserve(2);
+    QF_ASSIGN(dnorm, TuneBlockNorms(blk, layer, H, norms, "qat"));
   }
   train::BlockTape tape(c, T);
   train::BackwardScratch scratch(c, T);
@@ -466,11 +476,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   float* dfinal = nullptr;
   if (opt.e2e_norms)
     for (int64_t l = 0; l < L; ++l) {
-      model::Layer& ly = layers[size_t(l)];
-      if (int64_t(ly.attn_norm.size()) != H || int64_t(ly.ffn_norm.size()) != H)
-        return Err("qat e2e: layer {} has no input norms of {} values", l, H);
-      dnorm[size_t(l)].attn_norm = norms.emplace_back(&ly.attn_norm).g.data();
-      dnorm[size_t(l)].ffn_norm = norms.emplace_back(&ly.ffn_norm).g.data();
+      QF_ASSIGN(dnorm[size_t(l)], TuneBlockNorms(layers[size_t(l)], l, H, norms, "qat e2e"));
     }
   if (opt.e2e_final_norm) dfinal = norms.emplace_back(&final_norm).g.data();
   // Each tuned linear: its codes as (code - zero) floats, the scale index of each element, the

@@ -332,6 +332,10 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     rep.trained_norms[name] = v;
     col.AddNorm(name, v, norm_dtype);
   };
+  auto keep_trained_block_norms = [&](int64_t l, model::Layer& layer) {
+    keep_trained_norm(model::LayerTensorName(nm.attn_norm, l), layer.attn_norm);
+    keep_trained_norm(model::LayerTensorName(nm.ffn_norm, l), layer.ffn_norm);
+  };
 
   // What one group's input feeds: a Hessian (GPTQ, AWQ's loss) and/or channel statistics.
   struct Observed {
@@ -642,10 +646,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         lr.snr_db = d.snr_db;
         layer[model::kBlockLinears[i]].weight.assign(deq.begin(), deq.end());
       }
-      if (qr.norms && !qr.reverted) {
-        keep_trained_norm(model::LayerTensorName(nm.attn_norm, l), layer.attn_norm);
-        keep_trained_norm(model::LayerTensorName(nm.ffn_norm, l), layer.ffn_norm);
-      }
+      if (qr.norms && !qr.reverted) keep_trained_block_norms(l, layer);
       rep.qat.push_back(std::move(qr));
       rep.seconds_qat += Seconds(tq);
       x = std::move(x_in);
@@ -701,11 +702,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                                             },
                                             fp_layers.empty() ? nullptr : &fp_layers));
     if (er.norms && !er.reverted)
-      for (int64_t l = 0; l < cfg.layers; ++l) {
-        keep_trained_norm(model::LayerTensorName(nm.attn_norm, l),
-                          kept_layers[size_t(l)].attn_norm);
-        keep_trained_norm(model::LayerTensorName(nm.ffn_norm, l), kept_layers[size_t(l)].ffn_norm);
-      }
+      for (int64_t l = 0; l < cfg.layers; ++l) keep_trained_block_norms(l, kept_layers[size_t(l)]);
     if (er.final_norm && !er.reverted) keep_trained_norm(nm.final_norm, norm);
     rep.qat_e2e = std::move(er);
     if (write)  // the tuned scales, as the caller's format stores them
