@@ -44,16 +44,18 @@ struct Adam {
     v[i] = float(vi);
     return (mi / b.c1) / (std::sqrt(vi / b.c2) + kEps);
   }
+  // One entry's step; unit: the size of a step of lr = 1 for p[j].
+  void Update(std::vector<float>& p, size_t j, float g, double lr, double unit, double wd,
+              const Bias& b) {
+    p[j] = float(p[j] - lr * (unit * Direction(j, g, b) + wd * p[j]));
+  }
   // unit(i): the size of a step of lr = 1 for p[i]. Entries [i0, i1) only.
   template <class Unit>
   void Step(std::vector<float>& p, const float* g, double lr, double wd, int64_t t, Unit unit,
             int64_t i0, int64_t i1) {
     const Bias b(t);
 #pragma omp parallel for if (i1 - i0 > 65536)
-    for (int64_t i = i0; i < i1; ++i) {
-      const size_t j = size_t(i);
-      p[j] = float(p[j] - lr * (double(unit(i)) * Direction(j, g[i], b) + wd * p[j]));
-    }
+    for (int64_t i = i0; i < i1; ++i) Update(p, size_t(i), g[i], lr, double(unit(i)), wd, b);
   }
   void StepLog(std::vector<float>& p, const float* g, double lr, int64_t t, int64_t i0,
                int64_t i1) {
@@ -86,9 +88,15 @@ struct QatStepper {
   void Step(QatLinear& q, const float* dwhat, double lr, double lr_q, double wd, int64_t t,
             int64_t r0, int64_t r1) {
     q.Backward(dwhat, dw.data(), ds.data(), dz.data(), r0, r1);
-    w.Step(
-        q.w, dw.data(), lr, wd, t, [&q](int64_t e) { return std::fabs(q.ScaleAt(e)); },
-        r0 * q.cols(), r1 * q.cols());
+    const Adam::Bias b(t);
+    const int64_t k = q.cols();
+#pragma omp parallel for if ((r1 - r0) * k > 65536)
+    for (int64_t r = r0; r < r1; ++r)
+      q.ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
+        const double unit = std::fabs(q.s[size_t(p)]);
+        for (int64_t i = r * k + c0; i < r * k + c1; ++i)
+          w.Update(q.w, size_t(i), dw[size_t(i)], lr, unit, wd, b);
+      });
     const auto [p0, p1] = q.ParamsOfRows(r0, r1);
     s.StepLog(q.s, ds.data(), lr_q, t, p0, p1);
     z.Step(
@@ -229,10 +237,11 @@ std::pair<int64_t, int64_t> QatLinear::ParamsOfRows(int64_t r0, int64_t r1) cons
 void QatLinear::FakeQuantize(float* out, int64_t r0, int64_t r1) const {
 #pragma omp parallel for if ((r1 - r0) * k_ > 65536)
   for (int64_t r = r0; r < r1; ++r)
-    for (int64_t c = 0; c < k_; ++c) {
-      const int64_t p = Param(r, c);
-      out[r * k_ + c] = s[size_t(p)] * (Code(r, c) - Zero(p));
-    }
+    ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
+      const float sc = s[size_t(p)], zi = Zero(p);
+      for (int64_t i = r * k_ + c0; i < r * k_ + c1; ++i)  // Code(), inlined: the same bits
+        out[i] = sc * (std::clamp(RoundHalfEven(w[size_t(i)] / sc) + zi, 0.0f, maxq_) - zi);
+    });
 }
 
 void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz, int64_t r0,
@@ -245,25 +254,31 @@ void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz, in
   std::fill(ds + p0, ds + p1, 0.0f);
   std::fill(dz + p0, dz + p1, 0.0f);
   std::vector<double> acc_s(size_t(rows_own ? s.size() : size_t(n_))), acc_z(acc_s.size());
+  // Each accumulator sums one span of one row (a parameter set's columns, or a per-tensor
+  // scheme's row), its columns in order.
 #pragma omp parallel for if ((r1 - r0) * k_ > 65536)
   for (int64_t r = r0; r < r1; ++r)
-    for (int64_t c = 0; c < k_; ++c) {
-      const int64_t p = Param(r, c);
+    ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
       const size_t a = rows_own ? size_t(p) : size_t(r);
       const float sc = s[size_t(p)], zi = Zero(p);
-      const size_t i = size_t(r * k_ + c);
-      const float rq = RoundHalfEven(w[i] / sc);
-      const float code = rq + zi;
-      const double g = dwhat[i];
-      if (code >= 0.0f && code <= maxq_) {
-        dw[i] = dwhat[i];
-        acc_s[a] += g * double(rq);
-      } else {
-        dw[i] = 0.0f;
-        acc_s[a] += g * (double(std::clamp(code, 0.0f, maxq_)) - zi);
-        if (asym) acc_z[a] -= g * sc;
+      double as = 0, az = 0;
+      for (int64_t c = c0; c < c1; ++c) {
+        const size_t i = size_t(r * k_ + c);
+        const float rq = RoundHalfEven(w[i] / sc);
+        const float code = rq + zi;
+        const double g = dwhat[i];
+        if (code >= 0.0f && code <= maxq_) {
+          dw[i] = dwhat[i];
+          as += g * double(rq);
+        } else {
+          dw[i] = 0.0f;
+          as += g * (double(std::clamp(code, 0.0f, maxq_)) - zi);
+          if (asym) az -= g * sc;
+        }
       }
-    }
+      acc_s[a] = as;
+      acc_z[a] = az;
+    });
   if (rows_own) {
     for (size_t p = size_t(p0); p < size_t(p1); ++p) {
       ds[p] = float(acc_s[p]);

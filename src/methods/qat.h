@@ -49,8 +49,13 @@ class QatLinear {
   std::pair<int64_t, int64_t> ParamsOfRows(int64_t r0, int64_t r1) const;
   // The codes and parameters of the current state: Dequantize(Freeze()) equals FakeQuantize.
   QuantizedTensor Freeze() const;
-  // The scale covering element e of w (row-major).
-  float ScaleAt(int64_t e) const { return s[size_t(Param(e / k_, e % k_))]; }
+  // Calls f(p, c0, c1) for each parameter set p of row r and the columns [c0, c1) it covers,
+  // in column order (a per-tensor scheme: the whole row, p = 0).
+  template <class F>
+  void ForEachParam(int64_t r, F&& f) const {
+    const int64_t g = shape_.scheme.granularity == Granularity::kGroup ? shape_.group_size() : k_;
+    for (int64_t c0 = 0; c0 < k_; c0 += g) f(Param(r, c0), c0, c0 + g);
+  }
 
   std::vector<float> w, s, z;  // z: code units (asymmetric schemes; fixed otherwise)
 
