@@ -10,6 +10,7 @@
 #include <memory>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "formats/quantize.h"
@@ -331,6 +332,65 @@ TEST(Qat, StraightThroughGradients) {
   EXPECT_FLOAT_EQ(fq[1], -0.1f);  // (0 − 1)·0.1
   EXPECT_FLOAT_EQ(fq[2], 0.0f);
   EXPECT_FLOAT_EQ(fq[3], 0.1f);
+}
+
+// Several rows and parameter sets of every granularity: each weight's gradient reaches the set
+// that covers it (QuantizedTensor::ParamIndex, independent of the trainer's span loops): ds[p] =
+// Σ dŵ · (code − zero) over the set's weights at the frozen codes, dz[p] = −s · Σ dŵ over its
+// clamped weights, dw = dŵ inside the grid and 0 where the code clamps. A row range leaves the
+// other rows' entries alone.
+TEST(Qat, ScaleAndZeroGradientsSumEachParameterSet) {
+  for (const char* name : {"int4-g32-asym", "int2-g32-asym", "int3-channel-asym",
+                           "int2-tensor-asym", "int8-g32-sym"}) {
+    SCOPED_TRACE(name);
+    const int64_t n = 5, k = 64;
+    const std::vector<float> w = Random(size_t(n * k), 41, 0.05f);
+    auto q = Quantize(w, n, k, *ParseScheme(name));
+    ASSERT_TRUE(q.ok());
+    auto ql = methods::QatLinear::Init(*q, w);
+    ASSERT_TRUE(ql.ok());
+    for (size_t p = 0; p < ql->s.size(); ++p) ql->s[p] *= 0.8f + 0.1f * float(p % 5);  // clamps
+    for (float& z : ql->z) z += 0.4f;
+    const QuantizedTensor f = ql->Freeze();
+    const std::vector<float> g = Random(w.size(), 42, 1.0f, 2.0f);  // nonzero (mean 2)
+    std::vector<double> ds(ql->s.size()), dz(ql->s.size());
+    std::vector<float> dw_ref(w.size());
+    const float maxq = float(f.scheme.MaxCode());
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < k; ++c) {
+        const size_t i = size_t(r * k + c), p = size_t(f.ParamIndex(r, c));
+        const float zero = f.Params(r, c).zero;
+        ds[p] += double(g[i]) * (double(f.codes[i]) - zero);
+        const float raw = std::nearbyint(w[i] / ql->s[p]) + zero;
+        const bool clamped = raw < 0.0f || raw > maxq;
+        if (clamped && !f.scheme.symmetric) dz[p] -= double(g[i]) * ql->s[p];
+        dw_ref[i] = clamped ? 0.0f : g[i];
+      }
+    std::vector<float> dw(w.size(), -1.0f), gs(ql->s.size(), -1.0f), gz(ql->z.size(), -1.0f);
+    ql->Backward(g.data(), dw.data(), gs.data(), gz.data());
+    EXPECT_EQ(dw, dw_ref);
+    int64_t clamped = 0;
+    for (size_t i = 0; i < dw.size(); ++i) clamped += dw_ref[i] == 0.0f;
+    if (std::string(name) != "int8-g32-sym") {
+      EXPECT_GT(clamped, 0) << "no weight clamps";
+    }
+    for (size_t p = 0; p < ds.size(); ++p) {
+      EXPECT_NEAR(gs[p], ds[p], 1e-4 * (1 + std::fabs(ds[p]))) << p;
+      EXPECT_NEAR(gz[p], dz[p], 1e-4 * (1 + std::fabs(dz[p]))) << p;
+    }
+    if (!ql->RowsOwnParams()) continue;
+    // Rows [2, 4) only: their entries as above, the others untouched.
+    std::vector<float> dw2(w.size(), -1.0f), gs2(gs.size(), -1.0f), gz2(gz.size(), -1.0f);
+    ql->Backward(g.data(), dw2.data(), gs2.data(), gz2.data(), 2, 4);
+    const auto [p0, p1] = ql->ParamsOfRows(2, 4);
+    for (size_t i = 0; i < dw2.size(); ++i)
+      EXPECT_EQ(dw2[i], i >= size_t(2 * k) && i < size_t(4 * k) ? dw[i] : -1.0f) << i;
+    for (int64_t p = 0; p < int64_t(gs2.size()); ++p) {
+      const bool in = p >= p0 && p < p1;
+      EXPECT_EQ(gs2[size_t(p)], in ? gs[size_t(p)] : -1.0f) << p;
+      EXPECT_EQ(gz2[size_t(p)], in ? gz[size_t(p)] : -1.0f) << p;
+    }
+  }
 }
 
 // Block-AP on the small block: int2 starting from RTN, targets the fp block's outputs.
