@@ -6,6 +6,10 @@
 # Calibrated methods use 128 x 512 tokens of ../shared/data/calib.txt, seed 0. Rows whose scheme
 # is a GGUF type (Q4_0, ...) write a .gguf file.
 # Usage: scripts/quant_table.sh [ROW-REGEX]   (only rows whose "scheme|method|flags" match)
+# SEEDS="0 1 2 3": each calibrated row runs once per seed (--seed: other calibration windows, and
+# QAT's window order); PPL and mean KLD print as mean ± sample standard deviation over the seeds,
+# top-1 as the mean, quantize seconds as the slowest run. One run's PPL moves by about a point
+# with the windows it draws (int3 GPTQ, seeds 0-3: 142.8 to 144.3): compare close rows over seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS=qforge bash scripts/setup.sh >/dev/null
@@ -76,23 +80,45 @@ ROWS=(
 
 echo "| scheme | method | bits/weight | file MiB | PPL | ΔPPL | reference | mean KLD | top-1 | quantize s | peak RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
+# "mean ± sd" of the numbers given (sample sd; the number alone when there is one), printf format $1.
+stats() {
+  local fmt=$1; shift
+  printf '%s\n' "$@" | awk -v f="$fmt" '{ x[NR] = $1; m += $1 } END {
+    m /= NR; if (NR == 1) { printf f, m; exit }
+    for (i = 1; i <= NR; ++i) v += (x[i] - m) ^ 2
+    printf f " ± " f, m, sqrt(v / (NR - 1)) }'
+}
+mean() { printf '%s\n' "$@" | awk '{ m += $1 } END { printf "%.17g", m / NR }'; }
+
 for row in "${ROWS[@]}"; do
   grep -qE -- "$FILTER" <<< "$row" || continue
   IFS='|' read -r scheme method flags ref <<< "$row"
   dir="$OUT/row"
   [[ $scheme == Q* ]] && dir="$OUT/row.gguf"
-  rm -rf "$dir"
   calib=""
   case "$method|$scheme" in
     rtn\|FP8|rtn\|W8A8-static|[!r]*) calib="--calib $CALIB" ;;
   esac
-  qj=$($Q quantize $MODEL -o "$dir" --scheme "$scheme" --method "$method" $calib $flags --json -q 2>/dev/null)
-  ppl=$($Q ppl "$dir" --text $TEXT --ctx 512 --json -q | jq .ppl)
-  kj=$($Q kld $MODEL "$dir" --text $TEXT --ctx 512 --max-windows "$KLD_WINDOWS" --json -q)
-  printf "| %s | %s%s | %.3f | %.2f | %.3f | %+.3f | %s | %.5f | %.2f%% | %.1f | %.0f |\n" \
+  seeds=(${SEEDS:-0})
+  [[ -z $calib ]] && seeds=(0)
+  ppls=() klds=() top1s=() secs=()
+  for seed in "${seeds[@]}"; do
+    rm -rf "$dir"
+    seedflag=""
+    [[ -n ${SEEDS:-} && -n $calib ]] && seedflag="--seed $seed"
+    qj=$($Q quantize $MODEL -o "$dir" --scheme "$scheme" --method "$method" $calib $flags \
+      $seedflag --json -q 2>/dev/null)
+    ppls+=("$($Q ppl "$dir" --text $TEXT --ctx 512 --json -q | jq .ppl)")
+    kj=$($Q kld $MODEL "$dir" --text $TEXT --ctx 512 --max-windows "$KLD_WINDOWS" --json -q)
+    klds+=("$(jq .kld_mean <<< "$kj")")
+    top1s+=("$(jq '.top1_agreement * 100' <<< "$kj")")
+    secs+=("$(jq '.seconds_write as $w | if $w == null then .seconds else .seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_qat + $w end' <<< "$qj")")
+  done
+  ppl=$(mean "${ppls[@]}")
+  printf "| %s | %s%s | %.3f | %.2f | %s | %+.3f | %s | %s | %.2f%% | %.1f | %.0f |\n" \
     "$scheme" "$method" "${flags:+ $flags}" "$(jq .bits_per_weight <<< "$qj")" \
-    "$(jq '.output_bytes / 1048576' <<< "$qj")" "$ppl" "$(jq -n "$ppl - $FP_PPL")" "${ref:-–}" \
-    "$(jq .kld_mean <<< "$kj")" "$(jq '.top1_agreement * 100' <<< "$kj")" \
-    "$(jq '.seconds_write as $w | if $w == null then .seconds else .seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_qat + $w end' <<< "$qj")" \
+    "$(jq '.output_bytes / 1048576' <<< "$qj")" "$(stats %.3f "${ppls[@]}")" \
+    "$(jq -n "$ppl - $FP_PPL")" "${ref:-–}" "$(stats %.5f "${klds[@]}")" \
+    "$(mean "${top1s[@]}")" "$(printf '%s\n' "${secs[@]}" | sort -g | tail -1)" \
     "$(jq '(.peak_rss_bytes // 0) / 1048576' <<< "$qj")"
 done
