@@ -223,11 +223,6 @@ float QatLinear::Zero(int64_t p) const {
   return std::clamp(RoundHalfEven(z[size_t(p)]), 0.0f, maxq_);
 }
 
-float QatLinear::Code(int64_t r, int64_t c) const {
-  const int64_t p = Param(r, c);
-  return std::clamp(RoundHalfEven(w[size_t(r * k_ + c)] / s[size_t(p)]) + Zero(p), 0.0f, maxq_);
-}
-
 std::pair<int64_t, int64_t> QatLinear::ParamsOfRows(int64_t r0, int64_t r1) const {
   if (!RowsOwnParams()) return {0, int64_t(s.size())};
   const int64_t per = int64_t(s.size()) / n_;
@@ -239,8 +234,8 @@ void QatLinear::FakeQuantize(float* out, int64_t r0, int64_t r1) const {
   for (int64_t r = r0; r < r1; ++r)
     ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
       const float sc = s[size_t(p)], zi = Zero(p);
-      for (int64_t i = r * k_ + c0; i < r * k_ + c1; ++i)  // Code(), inlined: the same bits
-        out[i] = sc * (std::clamp(RoundHalfEven(w[size_t(i)] / sc) + zi, 0.0f, maxq_) - zi);
+      for (int64_t i = r * k_ + c0; i < r * k_ + c1; ++i)
+        out[i] = sc * (Code(w[size_t(i)], sc, zi) - zi);
     });
 }
 
@@ -250,16 +245,12 @@ void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz, in
   // Rows in parallel own their parameters, except the one set of a per-tensor scheme.
   const bool rows_own = RowsOwnParams();
   QF_CHECK(rows_own || (r0 == 0 && r1 == n_), "qat: a per-tensor scale needs every row");
-  const auto [p0, p1] = ParamsOfRows(r0, r1);
-  std::fill(ds + p0, ds + p1, 0.0f);
-  std::fill(dz + p0, dz + p1, 0.0f);
-  std::vector<double> acc_s(size_t(rows_own ? s.size() : size_t(n_))), acc_z(acc_s.size());
-  // Each accumulator sums one span of one row (a parameter set's columns, or a per-tensor
-  // scheme's row), its columns in order.
+  // Each parameter set's sums run over its columns in order; a per-tensor scheme's one set sums
+  // each row's part first (rows in parallel), then the rows in order.
+  std::vector<double> row_s(rows_own ? 0 : size_t(n_)), row_z(row_s.size());
 #pragma omp parallel for if ((r1 - r0) * k_ > 65536)
   for (int64_t r = r0; r < r1; ++r)
     ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
-      const size_t a = rows_own ? size_t(p) : size_t(r);
       const float sc = s[size_t(p)], zi = Zero(p);
       double as = 0, az = 0;
       for (int64_t c = c0; c < c1; ++c) {
@@ -276,17 +267,17 @@ void QatLinear::Backward(const float* dwhat, float* dw, float* ds, float* dz, in
           if (asym) az -= g * sc;
         }
       }
-      acc_s[a] = as;
-      acc_z[a] = az;
+      if (rows_own) {
+        ds[p] = float(as);
+        dz[p] = asym ? float(az) : 0.0f;
+      } else {
+        row_s[size_t(r)] = as;
+        row_z[size_t(r)] = az;
+      }
     });
-  if (rows_own) {
-    for (size_t p = size_t(p0); p < size_t(p1); ++p) {
-      ds[p] = float(acc_s[p]);
-      dz[p] = asym ? float(acc_z[p]) : 0.0f;
-    }
-  } else {
+  if (!rows_own) {
     double ts = 0, tz = 0;
-    for (int64_t r = 0; r < n_; ++r) ts += acc_s[size_t(r)], tz += acc_z[size_t(r)];
+    for (int64_t r = 0; r < n_; ++r) ts += row_s[size_t(r)], tz += row_z[size_t(r)];
     ds[0] = float(ts);
     dz[0] = asym ? float(tz) : 0.0f;
   }
@@ -301,7 +292,11 @@ QuantizedTensor QatLinear::Freeze() const {
     for (size_t p = 0; p < z.size(); ++p) q.zeros[p] = int32_t(Zero(int64_t(p)));
   }
   for (int64_t r = 0; r < n_; ++r)
-    for (int64_t c = 0; c < k_; ++c) q.codes[size_t(r * k_ + c)] = uint8_t(Code(r, c));
+    ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
+      const float sc = s[size_t(p)], zi = Zero(p);
+      for (int64_t i = r * k_ + c0; i < r * k_ + c1; ++i)
+        q.codes[size_t(i)] = uint8_t(Code(w[size_t(i)], sc, zi));
+    });
   return q;
 }
 

@@ -12,6 +12,7 @@
 // run on kernels::F32Gemm; sums in fixed order).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "formats/fp8.h"
 #include "formats/quantize.h"
 #include "model/model.h"
 
@@ -62,8 +64,11 @@ class QatLinear {
  private:
   int64_t Param(int64_t row, int64_t col) const;
   float Zero(int64_t p) const;
-  float Code(int64_t row, int64_t col) const;  // clamp(rne(w/s) + zero, 0, maxq)
-  QuantizedTensor shape_;                      // scheme, rows, cols (codes/scales unused)
+  // The code of latent weight w in the set of scale sc and zero zi: clamp(rne(w/sc) + zi, 0, maxq).
+  float Code(float w, float sc, float zi) const {
+    return std::clamp(RoundHalfEven(w / sc) + zi, 0.0f, maxq_);
+  }
+  QuantizedTensor shape_;  // scheme, rows, cols (codes/scales unused)
   int64_t n_ = 0, k_ = 0;
   float maxq_ = 0;
 };
