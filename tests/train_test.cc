@@ -393,6 +393,46 @@ TEST(Qat, ScaleAndZeroGradientsSumEachParameterSet) {
   }
 }
 
+// The end-to-end pass at frozen codes (scales only): CodeLevels gives code − zero of each weight
+// and ScaleGradients ds[p] = Σ dŵ · level over the weights of set p (both checked against
+// QuantizedTensor::Params / ParamIndex per weight). Large enough (80 x 1024) for the row loop to
+// run on several threads; the same bits on 1 and 2 threads; a row range writes its own sets only.
+TEST(Qat, FrozenCodeScaleGradientsSumEachParameterSet) {
+  for (const char* name : {"int2-g64-asym", "int3-g128-asym", "int4-channel-asym",
+                           "int8-tensor-sym", "int4-g32-sym"}) {
+    SCOPED_TRACE(name);
+    const int64_t n = 80, k = 1024;
+    const std::vector<float> w = Random(size_t(n * k), 43, 0.05f);
+    auto q = Quantize(w, n, k, *ParseScheme(name));
+    ASSERT_TRUE(q.ok());
+    const std::vector<float> level = methods::CodeLevels(*q);
+    const std::vector<float> g = Random(w.size(), 44, 1.0f, 2.0f);
+    std::vector<double> ref(q->scales.size());
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < k; ++c) {
+        const size_t i = size_t(r * k + c);
+        ASSERT_EQ(level[i], float(q->codes[i]) - q->Params(r, c).zero) << i;
+        ref[size_t(q->ParamIndex(r, c))] += double(g[i]) * level[i];
+      }
+    std::vector<float> ds1(ref.size(), -1.0f), ds2(ref.size(), -1.0f);
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(1);
+    methods::ScaleGradients(*q, level, g.data(), 0, n, ds1.data());
+    omp_set_num_threads(2);
+    methods::ScaleGradients(*q, level, g.data(), 0, n, ds2.data());
+    omp_set_num_threads(before);
+    EXPECT_EQ(ds1, ds2);
+    for (size_t p = 0; p < ref.size(); ++p)
+      EXPECT_NEAR(ds1[p], ref[p], 1e-5 * (1 + std::fabs(ref[p]))) << p;
+    if (q->scheme.granularity == Granularity::kTensor) continue;
+    std::vector<float> part(ref.size(), -1.0f);
+    methods::ScaleGradients(*q, level, g.data(), 30, 50, part.data());
+    const int64_t per = int64_t(ref.size()) / n;
+    for (int64_t p = 0; p < int64_t(ref.size()); ++p)
+      EXPECT_EQ(part[size_t(p)], p >= 30 * per && p < 50 * per ? ds1[size_t(p)] : -1.0f) << p;
+  }
+}
+
 // Block-AP on the small block: int2 starting from RTN, targets the fp block's outputs.
 struct QatRun {
   methods::QatBlockReport rep;

@@ -29,6 +29,14 @@ struct QuantizedTensor {
   int64_t ParamIndex(int64_t row, int64_t col) const;
   // Parameters covering W[row, col].
   GroupParams Params(int64_t row, int64_t col) const;
+  // Calls f(p, c0, c1) for each parameter set p of row r and the columns [c0, c1) it covers,
+  // in column order (per-channel and per-tensor: the whole row). The loops of methods that
+  // touch every weight go set by set this way instead of calling ParamIndex per weight.
+  template <class F>
+  void ForEachParam(int64_t r, F&& f) const {
+    const int64_t g = group_size();
+    for (int64_t c0 = 0; c0 < cols; c0 += g) f(ParamIndex(r, c0), c0, c0 + g);
+  }
 };
 
 // Rounds W[n, k] (row-major, w.size() == n * k) to `scheme`. Group schemes whose G does not

@@ -216,8 +216,6 @@ Result<QatLinear> QatLinear::Init(const QuantizedTensor& start, std::span<const 
   return q;
 }
 
-int64_t QatLinear::Param(int64_t row, int64_t col) const { return shape_.ParamIndex(row, col); }
-
 float QatLinear::Zero(int64_t p) const {
   if (shape_.scheme.symmetric) return float(1 << (shape_.scheme.bits - 1));
   return std::clamp(RoundHalfEven(z[size_t(p)]), 0.0f, maxq_);
@@ -458,6 +456,37 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
   return rep;
 }
 
+std::vector<float> CodeLevels(const QuantizedTensor& q) {
+  std::vector<float> level(q.codes.size());
+  for (int64_t r = 0; r < q.rows; ++r)
+    q.ForEachParam(r, [&](int64_t, int64_t c0, int64_t c1) {
+      const float zero = q.Params(r, c0).zero;
+      for (int64_t e = r * q.cols + c0; e < r * q.cols + c1; ++e)
+        level[size_t(e)] = float(q.codes[size_t(e)]) - zero;
+    });
+  return level;
+}
+
+void ScaleGradients(const QuantizedTensor& q, std::span<const float> level, const float* dw,
+                    int64_t r0, int64_t r1, float* ds) {
+  const int64_t k = q.cols;
+  if (q.scheme.granularity == Granularity::kTensor) {
+    double a = 0;
+    for (int64_t e = r0 * k; e < r1 * k; ++e) a += double(dw[size_t(e)]) * level[size_t(e)];
+    ds[0] = float(a);
+    return;
+  }
+  // Rows own their sets: each set's sum is one row's, in element order, on any thread.
+#pragma omp parallel for if ((r1 - r0) * k > 65536)
+  for (int64_t r = r0; r < r1; ++r)
+    q.ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
+      double a = 0;
+      for (int64_t e = r * k + c0; e < r * k + c1; ++e)
+        a += double(dw[size_t(e)]) * level[size_t(e)];
+      ds[size_t(p)] = float(a);
+    });
+}
+
 Result<QatE2eReport> TuneScalesEndToEnd(
     const model::ModelConfig& c, std::vector<model::Layer>& layers,
     const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
@@ -506,7 +535,6 @@ Result<QatE2eReport> TuneScalesEndToEnd(
           lin(l),
           adam(weights ? 0 : qt->scales.size()),
           share(qt->rows, qt->scheme.granularity != Granularity::kTensor) {}
-    int64_t Param(int64_t e) const { return q->ParamIndex(e / q->cols, e % q->cols); }
     // The weights the model runs with, rows [r0, r1).
     void Install(int64_t r0, int64_t r1) {
       if (ql) {
@@ -515,9 +543,14 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       }
       const int64_t k = q->cols;
 #pragma omp parallel for if ((r1 - r0) * k > 65536)
-      for (int64_t e = r0 * k; e < r1 * k; ++e)
-        lin->weight[size_t(e)] = q->scales[size_t(Param(e))] * level[size_t(e)];
+      for (int64_t r = r0; r < r1; ++r)
+        q->ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
+          const float sc = q->scales[size_t(p)];
+          for (int64_t e = r * k + c0; e < r * k + c1; ++e)
+            lin->weight[size_t(e)] = sc * level[size_t(e)];
+        });
     }
+
     void Install() { Install(0, q->rows); }
   };
   std::vector<Tuned> tuned;
@@ -537,10 +570,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
         QF_ASSIGN(t.ql, QatLinear::Init(*q, w));
         t.stepper.emplace(*t.ql);
       } else {
-        t.level.resize(q->codes.size());
-        for (int64_t e = 0; e < int64_t(q->codes.size()); ++e)
-          t.level[size_t(e)] =
-              float(q->codes[size_t(e)]) - q->Params(e / q->cols, e % q->cols).zero;
+        t.level = CodeLevels(*q);
         t.ds.resize(q->scales.size());
       }
       t.Install();
@@ -687,13 +717,9 @@ Result<QatE2eReport> TuneScalesEndToEnd(
         if (t.ql) {  // as a block's training step (TrainBlock)
           t.stepper->Step(*t.ql, t.dw.data(), lr_w, lr, opt.weight_decay, step, sh.r0, sh.r1);
         } else {
-          // ds = Σ dŵ · (code − zero) over each parameter set of the rows stepped here.
-          const int64_t k = t.q->cols, per = sh.split ? int64_t(t.ds.size()) / t.q->rows : 0;
+          const int64_t per = sh.split ? int64_t(t.ds.size()) / t.q->rows : 0;
           const int64_t p0 = sh.r0 * per, p1 = sh.split ? sh.r1 * per : int64_t(t.ds.size());
-          std::vector<double> acc(t.ds.size(), 0.0);
-          for (int64_t e = sh.r0 * k; e < sh.r1 * k; ++e)
-            acc[size_t(t.Param(e))] += double(t.dw[size_t(e)]) * t.level[size_t(e)];
-          for (int64_t p = p0; p < p1; ++p) t.ds[size_t(p)] = float(acc[size_t(p)]);
+          ScaleGradients(*t.q, t.level, t.dw.data(), sh.r0, sh.r1, t.ds.data());
           t.adam.StepLog(t.q->scales, t.ds.data(), lr, step, p0, p1);
         }
         t.Install(sh.r0, sh.r1);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -55,14 +56,12 @@ class QatLinear {
   // in column order (a per-tensor scheme: the whole row, p = 0).
   template <class F>
   void ForEachParam(int64_t r, F&& f) const {
-    const int64_t g = shape_.scheme.granularity == Granularity::kGroup ? shape_.group_size() : k_;
-    for (int64_t c0 = 0; c0 < k_; c0 += g) f(Param(r, c0), c0, c0 + g);
+    shape_.ForEachParam(r, std::forward<F>(f));
   }
 
   std::vector<float> w, s, z;  // z: code units (asymmetric schemes; fixed otherwise)
 
  private:
-  int64_t Param(int64_t row, int64_t col) const;
   float Zero(int64_t p) const;
   // The code of latent weight w in the set of scale sc and zero zi: clamp(rne(w/sc) + zi, 0, maxq).
   float Code(float w, float sc, float zi) const {
@@ -144,6 +143,15 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
                                   const float* targets, int64_t S, int64_t T, const float* cos,
                                   const float* sin, const QatOptions& opt,
                                   const QatProgress& progress = {});
+
+// Frozen codes, trained scales (the end-to-end pass without e2e_weights): ŵ = s · level with
+// level = code − zero per weight. The levels of q [rows, cols] (integer schemes).
+std::vector<float> CodeLevels(const QuantizedTensor& q);
+// ∂loss/∂s of each parameter set of rows [r0, r1) (a per-tensor scheme: its one set over those
+// rows) from dw = ∂loss/∂ŵ [rows, cols]: Σ dw · level over the set's weights, summed in double
+// in element order, written to ds (indexed as q.scales); other entries of ds are left alone.
+void ScaleGradients(const QuantizedTensor& q, std::span<const float> level, const float* dw,
+                    int64_t r0, int64_t r1, float* ds);
 
 // End-to-end tuning of the quantization scales (EfficientQAT's E2E-QP): the codes and zeros
 // stay frozen, only the scales of every quantized linear are trained (AdamW on log s, cosine
