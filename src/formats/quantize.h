@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -29,6 +30,14 @@ struct QuantizedTensor {
   int64_t ParamIndex(int64_t row, int64_t col) const;
   // Parameters covering W[row, col].
   GroupParams Params(int64_t row, int64_t col) const;
+  // Whether each row has parameter sets of its own (channel and group schemes; a per-tensor
+  // scheme's one set covers every row), and the sets [p0, p1) of rows [r0, r1) (per-tensor: the
+  // one set).
+  bool RowsOwnParams() const { return scheme.granularity != Granularity::kTensor; }
+  std::pair<int64_t, int64_t> ParamsOfRows(int64_t r0, int64_t r1) const {
+    if (!RowsOwnParams()) return {0, 1};
+    return {r0 * groups(), r1 * groups()};
+  }
   // Calls f(p, c0, c1) for each parameter set p of row r and the columns [c0, c1) it covers,
   // in column order (per-channel and per-tensor: the whole row). The loops of methods that
   // touch every weight go set by set this way instead of calling ParamIndex per weight.

@@ -221,12 +221,6 @@ float QatLinear::Zero(int64_t p) const {
   return std::clamp(RoundHalfEven(z[size_t(p)]), 0.0f, maxq_);
 }
 
-std::pair<int64_t, int64_t> QatLinear::ParamsOfRows(int64_t r0, int64_t r1) const {
-  if (!RowsOwnParams()) return {0, int64_t(s.size())};
-  const int64_t per = int64_t(s.size()) / n_;
-  return {r0 * per, r1 * per};
-}
-
 void QatLinear::FakeQuantize(float* out, int64_t r0, int64_t r1) const {
 #pragma omp parallel for if ((r1 - r0) * k_ > 65536)
   for (int64_t r = r0; r < r1; ++r)
@@ -470,7 +464,7 @@ std::vector<float> CodeLevels(const QuantizedTensor& q) {
 void ScaleGradients(const QuantizedTensor& q, std::span<const float> level, const float* dw,
                     int64_t r0, int64_t r1, float* ds) {
   const int64_t k = q.cols;
-  if (q.scheme.granularity == Granularity::kTensor) {
+  if (!q.RowsOwnParams()) {
     double a = 0;
     for (int64_t e = r0 * k; e < r1 * k; ++e) a += double(dw[size_t(e)]) * level[size_t(e)];
     ds[0] = float(a);
@@ -534,7 +528,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
         : q(qt),
           lin(l),
           adam(weights ? 0 : qt->scales.size()),
-          share(qt->rows, qt->scheme.granularity != Granularity::kTensor) {}
+          share(qt->rows, qt->RowsOwnParams()) {}
     // The weights the model runs with, rows [r0, r1).
     void Install(int64_t r0, int64_t r1) {
       if (ql) {
@@ -550,7 +544,6 @@ Result<QatE2eReport> TuneScalesEndToEnd(
             lin->weight[size_t(e)] = sc * level[size_t(e)];
         });
     }
-
     void Install() { Install(0, q->rows); }
   };
   std::vector<Tuned> tuned;
@@ -717,8 +710,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
         if (t.ql) {  // as a block's training step (TrainBlock)
           t.stepper->Step(*t.ql, t.dw.data(), lr_w, lr, opt.weight_decay, step, sh.r0, sh.r1);
         } else {
-          const int64_t per = sh.split ? int64_t(t.ds.size()) / t.q->rows : 0;
-          const int64_t p0 = sh.r0 * per, p1 = sh.split ? sh.r1 * per : int64_t(t.ds.size());
+          const auto [p0, p1] = t.q->ParamsOfRows(sh.r0, sh.r1);
           ScaleGradients(*t.q, t.level, t.dw.data(), sh.r0, sh.r1, t.ds.data());
           t.adam.StepLog(t.q->scales, t.ds.data(), lr, step, p0, p1);
         }

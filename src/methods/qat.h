@@ -48,8 +48,10 @@ class QatLinear {
   void Backward(const float* dwhat, float* dw, float* ds, float* dz, int64_t r0, int64_t r1) const;
   // The parameter sets [p0, p1) of rows [r0, r1), when rows own their sets (channel and group
   // schemes; else the one set of the tensor).
-  bool RowsOwnParams() const { return shape_.scheme.granularity != Granularity::kTensor; }
-  std::pair<int64_t, int64_t> ParamsOfRows(int64_t r0, int64_t r1) const;
+  bool RowsOwnParams() const { return shape_.RowsOwnParams(); }
+  std::pair<int64_t, int64_t> ParamsOfRows(int64_t r0, int64_t r1) const {
+    return shape_.ParamsOfRows(r0, r1);
+  }
   // The codes and parameters of the current state: Dequantize(Freeze()) equals FakeQuantize.
   QuantizedTensor Freeze() const;
   // Calls f(p, c0, c1) for each parameter set p of row r and the columns [c0, c1) it covers,
