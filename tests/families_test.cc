@@ -328,7 +328,8 @@ std::vector<Spec> TableRows() {
 }
 INSTANTIATE_TEST_SUITE_P(TableRow, Families, ::testing::ValuesIn(TableRows()));
 
-// The calibrated methods, QAT included (block-wise and end to end), run unchanged on every family
+// The calibrated methods, QAT included (block-wise and end to end, weight-only and with quantized
+// activations), run unchanged on every family
 // (biases, q/k norms, sliding window, GQA and MHA, f16/bf16 storage, tied embeddings): the output
 // loads and stays close to the fp model.
 class FamiliesQuantize : public ::testing::TestWithParam<Spec> {};
@@ -354,7 +355,8 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
   for (float v : base) base_mean += std::abs(v) / double(base.size());
   struct Case {
     std::string scheme, method;
-    double max_rel;  // mean |Δlogit| / mean |logit|; a wrong fold gives O(1)
+    double max_rel;  // mean |Δlogit| / mean |logit|; a wrong fold gives O(1) (W8A8-static's
+                     // per-tensor int8 inputs alone reach 0.05-0.07 on these random blocks)
     int e2e_epochs = 0;
     bool norms = false;  // QAT trains the norms too (block-wise and end to end)
   };
@@ -362,7 +364,8 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
        {Case{"W8A8", "smoothquant", 0.06}, Case{"int4-channel-asym", "awq", 0.5},
         Case{"int4-channel-asym", "awq+gptq", 0.5}, Case{"FP8", "smoothquant+gptq", 0.25},
         Case{"int4-channel-asym", "gptq+qat", 0.5, 1},
-        Case{"int4-channel-asym", "gptq+qat", 0.5, 1, true}}) {
+        Case{"int4-channel-asym", "gptq+qat", 0.5, 1, true}, Case{"W8A8", "gptq+qat", 0.06, 1},
+        Case{"W8A8-static", "gptq+qat", 0.1, 1}}) {
     SCOPED_TRACE(c.scheme + " " + c.method);
     pipeline::QuantizeOptions opt;
     opt.scheme = *ParseScheme(c.scheme);
@@ -376,8 +379,8 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     opt.e2e_epochs = c.e2e_epochs;
     opt.qat.block_norms = opt.qat.e2e_norms = opt.qat.e2e_final_norm = c.norms;
     if (c.norms) opt.qat.lr_q = 0.01;  // steps that show after rounding to the norms' dtype
-    const fs::path out =
-        qf::testing::TempDir() / (name + "_" + c.method + (c.norms ? "_norms" : ""));
+    const fs::path out = qf::testing::TempDir() /
+                         (name + "_" + c.method + "_" + c.scheme + (c.norms ? "_norms" : ""));
     auto r = pipeline::QuantizeModel(dir, out, opt);
     ASSERT_TRUE(r.ok()) << r.error().message();
     EXPECT_TRUE(r->calib_from_model);

@@ -306,7 +306,6 @@ TEST(QuantizeCli, BadInputGivesOneLineErrors) {
       {"--method qat --e2e-norms", "need --e2e-epochs"},
       {"--method qat --e2e-final-norm", "need --e2e-epochs"},
       {"--method qat --scheme fp8", "integer schemes only"},
-      {"--method qat --scheme W8A8", "weight-only schemes only"},
       {"--method qat --epochs -1", "--epochs"},
       {"--method qat --batch 0", "--batch"},
   };

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/activation.h"
 #include "formats/quantize.h"
 #include "formats/scheme.h"
 #include "kernels/ops.h"
@@ -221,6 +222,70 @@ TEST(TrainBlock, ForwardIsTheInferenceWalk) {
     ASSERT_EQ(x.size(), tape.x.size());
     for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], tape.x[i]) << i;
     for (size_t i = 0; i < sc.k.size(); ++i) ASSERT_EQ(sc.k[i], tape.k[i]) << i;
+  }
+}
+
+// With activation quantization (W8A8-style schemes) the forward is still the inference walk, and
+// each linear's weight gradient is taken at its input as quantized: for the down projection
+// (nothing quantized after it, so the loss is smooth in its weights) the gradient is central
+// differences' and equals doutᵀ · QuantizeActivationsRef(its input), which differs from the
+// product with the unquantized input by more than the tolerance.
+TEST(TrainBlock, ActivationQuantizedLinearsTakeTheirWeightGradientAtTheQuantizedInput) {
+  ActQuant int8_token, fp8_tensor;
+  int8_token.scheme = *ParseActScheme("int8-token");
+  fp8_tensor.scheme = *ParseActScheme("fp8-tensor");
+  fp8_tensor.scale = 0.01f;
+  for (const ActQuant& act : {int8_token, fp8_tensor}) {
+    SCOPED_TRACE(act.scheme->name);
+    const int64_t t = 7;
+    SmallBlock b = MakeSmallBlock(t, 0, 40);
+    const model::ModelConfig& c = b.c;
+    for (const model::LinearId id : model::kBlockLinears) b.layer[id].act = act;
+    std::vector<float> x0 = Random(size_t(t * c.hidden), 41);
+    const std::vector<float> r = Random(x0.size(), 42);
+    train::BlockTape tape(c, t);
+    train::ForwardBlock(c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
+    {
+      model::WalkScratch sc(c, t);
+      std::vector<float> x = x0;
+      const model::KvSlot kv = sc.Slot(b.cos.data(), b.sin.data());
+      model::WalkBlock(c, b.layer, 0, sc.Buffers(x.data()), t, {&kv, 1});
+      for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], tape.x[i]) << i;
+    }
+    std::array<std::vector<float>, 7> dw;
+    std::array<float*, 7> dwp{};
+    for (size_t i = 0; i < 7; ++i) {
+      dw[i].assign(b.layer[model::kBlockLinears[i]].weight.size(), 0.0f);
+      dwp[i] = dw[i].data();
+    }
+    train::BackwardScratch scratch(c, t);
+    train::BackwardBlock(c, b.layer, Own(b.layer), tape, x0.data(), r.data(), b.cos.data(),
+                         b.sin.data(), dwp, nullptr, scratch);
+    model::Linear& down = b.layer.down;
+    const std::vector<float>& got = dw[size_t(model::LinearId::kDown)];
+    std::vector<float> gq(tape.g.size());
+    QuantizeActivationsRef(act, tape.g.data(), gq.data(), t, down.k);
+    double worst = 0, quantization = 0, scale = 0;
+    for (int64_t n = 0; n < down.n; ++n)
+      for (int64_t k = 0; k < down.k; ++k) {
+        double want = 0, plain = 0;
+        for (int64_t i = 0; i < t; ++i) {
+          want += double(r[size_t(i * c.hidden + n)]) * gq[size_t(i * down.k + k)];
+          plain += double(r[size_t(i * c.hidden + n)]) * tape.g[size_t(i * down.k + k)];
+        }
+        worst = std::max(worst, std::abs(want - got[size_t(n * down.k + k)]));
+        quantization = std::max(quantization, std::abs(want - plain));
+        scale = std::max(scale, std::abs(want));
+      }
+    EXPECT_LT(worst, 1e-5 * scale);
+    EXPECT_GT(quantization, 1e-3 * scale);  // the check can tell the two inputs apart
+    std::vector<float> w(down.weight.begin(), down.weight.end());
+    auto loss_w = [&] {
+      down.weight.assign(w.begin(), w.end());
+      train::ForwardBlock(c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
+      return Dot(r, tape.x);
+    };
+    CheckGradient(w, got, loss_w, "down", 1e-2f, 5);
   }
 }
 
@@ -441,8 +506,10 @@ struct QatRun {
   std::vector<float> attn_norm, ffn_norm, start_attn_norm, start_ffn_norm;
 };
 
+// act: the activation quantization every linear applies to its input (the targets are the fp
+// block's, without it).
 QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelative, int epochs = 4,
-              bool norms = false) {
+              bool norms = false, const ActQuant& act = {}) {
   const int64_t S = 17, T = 16;
   SmallBlock b = MakeSmallBlock(T, 0, 50);
   const model::ModelConfig& c = b.c;
@@ -457,6 +524,7 @@ QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelati
                         b.sin.data(), tape);
     std::copy(tape.x.begin(), tape.x.end(), targets.begin() + s * T * c.hidden);
   }
+  for (const model::LinearId id : model::kBlockLinears) b.layer[id].act = act;
   const QuantScheme scheme = *ParseScheme("int2-g32-asym");
   std::vector<methods::QatLinear> ql;
   for (size_t i = 0; i < 7; ++i) {
@@ -555,6 +623,31 @@ TEST(Qat, BlockTrainingLowersTheOutputErrorAndIsThreadCountInvariant) {
     EXPECT_EQ(one.frozen[i].codes, two.frozen[i].codes) << i;
     EXPECT_EQ(one.frozen[i].scales, two.frozen[i].scales) << i;
     EXPECT_EQ(one.frozen[i].zeros, two.frozen[i].zeros) << i;
+  }
+}
+
+// W8A8-style schemes: every linear quantizes its input in the training forward as inference
+// does (the report's starting loss is the hand-computed one, which runs the linears with their
+// activation quantization, and differs from the weight-only start); training lowers the loss
+// and is thread-count invariant, for a dynamic int8 row and a static fp8 one.
+TEST(Qat, BlockTrainingRunsTheActivationQuantizationAndLowersTheError) {
+  const QatRun plain = RunQat(1, methods::BlockLoss::kRelative, 0);
+  ActQuant int8_token, fp8_tensor;
+  int8_token.scheme = *ParseActScheme("int8-token");
+  fp8_tensor.scheme = *ParseActScheme("fp8-tensor");
+  fp8_tensor.scale = 0.05f;  // coarse: an input near 1 moves by up to 0.05 (E4M3 steps of 2 at 20)
+  for (const ActQuant& act : {int8_token, fp8_tensor}) {
+    SCOPED_TRACE(act.scheme->name);
+    const QatRun zero = RunQat(1, methods::BlockLoss::kRelative, 0, false, act);
+    EXPECT_NEAR(zero.rep.loss_start, zero.hand_start, 1e-9 * zero.hand_start);
+    EXPECT_NE(zero.rep.loss_start, plain.rep.loss_start);
+    const QatRun one = RunQat(1, methods::BlockLoss::kRelative, 4, false, act),
+                 two = RunQat(2, methods::BlockLoss::kRelative, 4, false, act);
+    EXPECT_EQ(one.rep.loss_start, zero.rep.loss_start);
+    EXPECT_FALSE(one.rep.reverted);
+    EXPECT_LT(one.rep.loss_end, 0.9 * one.rep.loss_start);
+    EXPECT_EQ(one.rep.loss_end, two.rep.loss_end);
+    for (size_t i = 0; i < 7; ++i) EXPECT_EQ(one.frozen[i].codes, two.frozen[i].codes) << i;
   }
 }
 

@@ -319,6 +319,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
     fq[i].n = own.n;
     fq[i].k = own.k;
     fq[i].bias = own.bias;
+    fq[i].act = own.act;  // activation schemes: the forward quantizes the input as inference does
     fq[i].weight.resize(size_t(own.n * own.k));
     q.FakeQuantize(fq[i].weight.data());
     lin[i] = &fq[i];

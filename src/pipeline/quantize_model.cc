@@ -814,9 +814,6 @@ Status CheckOptions(const QuantizeOptions& opt) {
   if (method.qat) {
     if (!opt.scheme.is_int())
       return Err("--method {}: integer schemes only, not {}", opt.method, opt.scheme.name);
-    if (opt.act)
-      return Err("--method {}: weight-only schemes only (activation quantization is not trained)",
-                 opt.method);
     QF_TRY(CheckQatOptions(opt.qat, opt.e2e_epochs));
   } else if (opt.e2e_epochs != 0) {
     return Err("--e2e-epochs applies to --method qat (or gptq+qat, awq+qat, ...)");

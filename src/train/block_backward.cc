@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/result.h"
+#include "formats/activation.h"
 #include "kernels/ops.h"
 #include "train/backward_ops.h"
 
@@ -88,6 +89,7 @@ BackwardScratch::BackwardScratch(const model::ModelConfig& c, int64_t t) {
     dk_lin.resize(k_lin.size());
   }
   dyt.resize(size_t(t * widest));
+  xq.resize(dyt.size());
   tmp.resize(size_t(std::max(t, widest) * widest));
 }
 
@@ -100,6 +102,10 @@ void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const B
   auto back = [&](LinearId id, const float* x, const float* dy, float* dx, bool acc) {
     const model::Linear& L = *lin[Index(id)];
     QF_CHECK(!L.weight.empty(), "training: linear {} is not fp32", int(id));
+    if (L.act.enabled()) {  // the weights multiplied the quantized input (dx: straight through)
+      QuantizeActivations(L.act, x, s.xq.data(), t, L.k);
+      x = s.xq.data();
+    }
     LinearBackward(x, L.weight.data(), dy, dx, dw[Index(id)], t, L.n, L.k, acc, s.dyt.data(),
                    s.tmp.data());
   };

@@ -36,6 +36,7 @@ struct BackwardScratch {
   BackwardScratch(const model::ModelConfig& c, int64_t t);
   std::vector<float> dx1, dmlp, dh, dgate, dup, gate, datt, dq, dk, dv, dyt, tmp;
   std::vector<float> q_lin, k_lin, dk_lin;  // families with q/k norms (Qwen3)
+  std::vector<float> xq;                    // a linear's quantized input (activation schemes)
 };
 
 // The block's norms whose weight gradients a backward adds up (null: not wanted): attention
@@ -46,9 +47,10 @@ struct NormGrads {
 };
 
 // Given dout = ∂loss/∂(block output) [t, H], adds ∂loss/∂W of each linear (as run: lin[i]'s
-// weight) to dw[i] ([n, k] each; a null entry is skipped), the norms' weight gradients to dnorm's
-// non-null entries, and writes ∂loss/∂x0 to dx0 when it is non-null. Linears must be fp32
-// (weight non-empty).
+// weight, times its input quantized as the forward did when lin[i]->act is enabled; the input's
+// gradient passes that quantization straight through) to dw[i] ([n, k] each; a null entry is
+// skipped), the norms' weight gradients to dnorm's non-null entries, and writes ∂loss/∂x0 to dx0
+// when it is non-null. Linears must be fp32 (weight non-empty).
 void BackwardBlock(const model::ModelConfig& c, const model::Layer& blk, const BlockLinears& lin,
                    const BlockTape& tape, const float* x0, const float* dout, const float* cos,
                    const float* sin, std::array<float*, 7> dw, float* dx0, BackwardScratch& s,
