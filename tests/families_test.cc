@@ -420,6 +420,19 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
       EXPECT_EQ(moved, want_norms);
       EXPECT_GT(want_norms, 0) << "every pass reverted: nothing checked";
     }
+    if (method->qat && act->has_value()) {  // with quantized activations: same bytes on 1 thread
+      kernels::SetThreads(1);
+      auto r1 = pipeline::QuantizeModel(dir, out.string() + "_t1", opt);
+      kernels::SetThreads(2);
+      ASSERT_TRUE(r1.ok()) << r1.error().message();
+      auto bytes = [](const fs::path& f) {
+        std::ifstream in(f, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+      };
+      const std::string a = bytes(out / "model.safetensors");
+      EXPECT_FALSE(a.empty());
+      EXPECT_TRUE(a == bytes(out.string() + "_t1/model.safetensors"));
+    }
     auto q = Model::Load(out);
     ASSERT_TRUE(q.ok()) << q.error().message();
     ASSERT_TRUE(q->layers()[0].q.quant);
