@@ -11,6 +11,7 @@
 #include <numbers>
 #include <random>
 
+#include "core/mmap.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "kernels/ops.h"
@@ -425,13 +426,11 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
       auto r1 = pipeline::QuantizeModel(dir, out.string() + "_t1", opt);
       kernels::SetThreads(2);
       ASSERT_TRUE(r1.ok()) << r1.error().message();
-      auto bytes = [](const fs::path& f) {
-        std::ifstream in(f, std::ios::binary);
-        return std::string(std::istreambuf_iterator<char>(in), {});
-      };
-      const std::string a = bytes(out / "model.safetensors");
-      EXPECT_FALSE(a.empty());
-      EXPECT_TRUE(a == bytes(out.string() + "_t1/model.safetensors"));
+      const auto a = ReadTextFile(out / "model.safetensors"),
+                 b = ReadTextFile(out.string() + "_t1/model.safetensors");
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_FALSE(a->empty());
+      EXPECT_TRUE(*a == *b);
     }
     auto q = Model::Load(out);
     ASSERT_TRUE(q.ok()) << q.error().message();

@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
 #include <functional>
@@ -225,17 +226,23 @@ TEST(TrainBlock, ForwardIsTheInferenceWalk) {
   }
 }
 
+// The activation rows the training tests run: dynamic int8 per token, and static fp8 per tensor
+// with the given scale.
+std::array<ActQuant, 2> ActRows(float static_scale) {
+  std::array<ActQuant, 2> rows;
+  rows[0].scheme = *ParseActScheme("int8-token");
+  rows[1].scheme = *ParseActScheme("fp8-tensor");
+  rows[1].scale = static_scale;
+  return rows;
+}
+
 // With activation quantization (W8A8-style schemes) the forward is still the inference walk, and
 // each linear's weight gradient is taken at its input as quantized: for the down projection
 // (nothing quantized after it, so the loss is smooth in its weights) the gradient is central
 // differences' and equals doutᵀ · QuantizeActivationsRef(its input), which differs from the
 // product with the unquantized input by more than the tolerance.
 TEST(TrainBlock, ActivationQuantizedLinearsTakeTheirWeightGradientAtTheQuantizedInput) {
-  ActQuant int8_token, fp8_tensor;
-  int8_token.scheme = *ParseActScheme("int8-token");
-  fp8_tensor.scheme = *ParseActScheme("fp8-tensor");
-  fp8_tensor.scale = 0.01f;
-  for (const ActQuant& act : {int8_token, fp8_tensor}) {
+  for (const ActQuant& act : ActRows(0.01f)) {
     SCOPED_TRACE(act.scheme->name);
     const int64_t t = 7;
     SmallBlock b = MakeSmallBlock(t, 0, 40);
@@ -632,11 +639,8 @@ TEST(Qat, BlockTrainingLowersTheOutputErrorAndIsThreadCountInvariant) {
 // and is thread-count invariant, for a dynamic int8 row and a static fp8 one.
 TEST(Qat, BlockTrainingRunsTheActivationQuantizationAndLowersTheError) {
   const QatRun plain = RunQat(1, methods::BlockLoss::kRelative, 0);
-  ActQuant int8_token, fp8_tensor;
-  int8_token.scheme = *ParseActScheme("int8-token");
-  fp8_tensor.scheme = *ParseActScheme("fp8-tensor");
-  fp8_tensor.scale = 0.05f;  // coarse: an input near 1 moves by up to 0.05 (E4M3 steps of 2 at 20)
-  for (const ActQuant& act : {int8_token, fp8_tensor}) {
+  // A coarse static scale: an input near 1 moves by up to 0.05 (E4M3 steps of 2 at 20).
+  for (const ActQuant& act : ActRows(0.05f)) {
     SCOPED_TRACE(act.scheme->name);
     const QatRun zero = RunQat(1, methods::BlockLoss::kRelative, 0, false, act);
     EXPECT_NEAR(zero.rep.loss_start, zero.hand_start, 1e-9 * zero.hand_start);
