@@ -61,6 +61,13 @@ struct GgmlCodeFormat {
   int (*fields)(int i, GgmlCodeField* f);
   // The lattice of every weight of one block ([block] entries).
   void (*lattice)(const std::byte* block, GgmlLattice* out);
+  // The block's header floats, which every lattice entry is linear in (what QAT trains):
+  // scale = d · a + m · a', offset = d · o + m · o', with a, o, a', o' fixed by the block's
+  // integers (sub-block scales and mins). `run`: weights sharing one lattice entry (a sub-block:
+  // 16 or 32; the whole block for the legacy types); d_at: byte offset of the fp16 d; m_at: of
+  // the fp16 min factor (Q4_1 / Q5_1 m, k-quant dmin), -1 where there is none.
+  int run;
+  int d_at, m_at;
 
   float Level(int code) const { return lut ? float(lut[code]) : float(code - zero); }
   float Value(GgmlLattice l, int code) const { return l.scale * Level(code) + l.offset; }

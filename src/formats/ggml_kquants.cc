@@ -164,7 +164,15 @@ void LatticeQ2_K(const std::byte* block, GgmlLattice* out) {
   }
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ2_K{2, 0, nullptr, 0, FieldsQ2_K, LatticeQ2_K};
+const GgmlCodeFormat kCodesQ2_K{2,
+                                0,
+                                nullptr,
+                                0,
+                                FieldsQ2_K,
+                                LatticeQ2_K,
+                                16,
+                                offsetof(BlockQ2_K, d),
+                                offsetof(BlockQ2_K, dmin)};
 
 // ---- Q3_K: hmask[32], qs[64], scales[12], d. x = d * s * (q - 4), q in [0, 7] ------------------
 // (low 2 bits in qs as Q2_K; the third bit of weight w in hmask[w % 32], bit w / 32).
@@ -270,7 +278,8 @@ void LatticeQ3_K(const std::byte* block, GgmlLattice* out) {
   for (int w = 0; w < kQK; ++w) out[w] = {d_all * float(ScaleQ3(w / 16, b->scales)), 0.f};
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ3_K{3, 4, nullptr, 0, FieldsQ3_K, LatticeQ3_K};
+const GgmlCodeFormat kCodesQ3_K{
+    3, 4, nullptr, 0, FieldsQ3_K, LatticeQ3_K, 16, offsetof(BlockQ3_K, d), -1};
 
 // ---- Q4_K / Q5_K: d, dmin, scales[12] (6-bit scale and min per 32), [qh[32]], qs[128] ---------
 // x = d * sc * q - dmin * m.
@@ -394,7 +403,15 @@ void LatticeQ4_K(const std::byte* block, GgmlLattice* out) {
   }
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ4_K{4, 0, nullptr, 0, FieldsQ4_K, LatticeQ4_K};
+const GgmlCodeFormat kCodesQ4_K{4,
+                                0,
+                                nullptr,
+                                0,
+                                FieldsQ4_K,
+                                LatticeQ4_K,
+                                32,
+                                offsetof(BlockQ4_K, d),
+                                offsetof(BlockQ4_K, dmin)};
 
 void EncodeQ5_K(const float* x, int64_t cols, const float* importance, std::byte* out) {
   BlockQ5_K* y = BlocksOf<BlockQ5_K>(out);
@@ -451,7 +468,15 @@ int FieldsQ5_K(int w, GgmlCodeField* f) {
   return 2;
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ5_K{5, 0, nullptr, 0, FieldsQ5_K, LatticeQ4_K};
+const GgmlCodeFormat kCodesQ5_K{5,
+                                0,
+                                nullptr,
+                                0,
+                                FieldsQ5_K,
+                                LatticeQ4_K,
+                                32,
+                                offsetof(BlockQ5_K, d),
+                                offsetof(BlockQ5_K, dmin)};
 
 // ---- Q6_K: ql[128], qh[64], scales[16] (int8), d. x = d * s * (q - 32), q in [0, 63] ----------
 // With importance ggml weights the sub-block fit by the importance alone (no sigma term).
@@ -541,7 +566,8 @@ void LatticeQ6_K(const std::byte* block, GgmlLattice* out) {
   for (int w = 0; w < kQK; ++w) out[w] = {d * float(b->scales[w / 16]), 0.f};
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ6_K{6, 32, nullptr, 0, FieldsQ6_K, LatticeQ6_K};
+const GgmlCodeFormat kCodesQ6_K{
+    6, 32, nullptr, 0, FieldsQ6_K, LatticeQ6_K, 16, offsetof(BlockQ6_K, d), -1};
 
 // ---- Q8_K: d (f32), qs[256] (int8), bsums[16] (int16 sums of 16 codes) ------------------------
 // The activation side of k-quant dot products; importance is ignored. An all-zero super-block

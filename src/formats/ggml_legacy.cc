@@ -138,7 +138,8 @@ void LatticeQ4_0(const std::byte* block, GgmlLattice* out) {
   for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ4_0{4, 8, nullptr, 0, FieldsQ4_0, LatticeQ4_0};
+const GgmlCodeFormat kCodesQ4_0{
+    4, 8, nullptr, 0, FieldsQ4_0, LatticeQ4_0, 32, offsetof(BlockQ4_0, d), -1};
 
 // ---- Q4_1: d, m; x = d * q + m ---------------------------------------------------------------
 
@@ -186,7 +187,8 @@ void LatticeQ4_1(const std::byte* block, GgmlLattice* out) {
   for (int i = 0; i < kQ; ++i) out[i] = {d, m};
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ4_1{4, 0, nullptr, 0, FieldsQ4_1, LatticeQ4_1};
+const GgmlCodeFormat kCodesQ4_1{
+    4, 0, nullptr, 0, FieldsQ4_1, LatticeQ4_1, 32, offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)};
 
 // ---- Q5_0: d, qh[4]; x = d * (q - 16) -------------------------------------------------------
 
@@ -233,7 +235,8 @@ void LatticeQ5_0(const std::byte* block, GgmlLattice* out) {
   for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ5_0{5, 16, nullptr, 0, FieldsQ5_0, LatticeQ5_0};
+const GgmlCodeFormat kCodesQ5_0{
+    5, 16, nullptr, 0, FieldsQ5_0, LatticeQ5_0, 32, offsetof(BlockQ5_0, d), -1};
 
 // ---- Q5_1: d, m, qh[4]; x = d * q + m -------------------------------------------------------
 
@@ -281,7 +284,8 @@ void LatticeQ5_1(const std::byte* block, GgmlLattice* out) {
   for (int i = 0; i < kQ; ++i) out[i] = {d, m};
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ5_1{5, 0, nullptr, 0, FieldsQ5_1, LatticeQ5_1};
+const GgmlCodeFormat kCodesQ5_1{
+    5, 0, nullptr, 0, FieldsQ5_1, LatticeQ5_1, 32, offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)};
 
 // ---- Q8_0: d; x = d * q (int8). Importance is ignored, as in ggml. ---------------------------
 
@@ -321,7 +325,8 @@ void LatticeQ8_0(const std::byte* block, GgmlLattice* out) {
   for (int i = 0; i < kQ; ++i) out[i] = {d, 0.f};
 }
 }  // namespace
-const GgmlCodeFormat kCodesQ8_0{8, 128, nullptr, 0x80, FieldsQ8_0, LatticeQ8_0};
+const GgmlCodeFormat kCodesQ8_0{
+    8, 128, nullptr, 0x80, FieldsQ8_0, LatticeQ8_0, 32, offsetof(BlockQ8_0, d), -1};
 
 // ---- Q8_1: d, s = d * sum(q); x = d * q. The activation side of Q4_1/Q5_1 dot products. ------
 
@@ -492,7 +497,8 @@ void DecodeIQ4_NL(const std::byte* in, int64_t cols, float* out) {
 
 // The layout and lattice of Q4_0 (codes and d where Q4_0 has them).
 static_assert(offsetof(BlockIQ4_NL, qs) == offsetof(BlockQ4_0, qs));
-const GgmlCodeFormat kCodesIQ4_NL{4, 0, kValuesIq4nl, 0, FieldsQ4_0, LatticeQ4_0};
+const GgmlCodeFormat kCodesIQ4_NL{
+    4, 0, kValuesIq4nl, 0, FieldsQ4_0, LatticeQ4_0, 32, offsetof(BlockIQ4_NL, d), -1};
 
 void EncodeIQ4_XS(const float* x, int64_t cols, const float* importance, std::byte* out) {
   BlockIQ4_XS* y = BlocksOf<BlockIQ4_XS>(out);
@@ -540,6 +546,7 @@ void LatticeIQ4_XS(const std::byte* block, GgmlLattice* out) {
   }
 }
 }  // namespace
-const GgmlCodeFormat kCodesIQ4_XS{4, 0, kValuesIq4nl, 0, FieldsIQ4_XS, LatticeIQ4_XS};
+const GgmlCodeFormat kCodesIQ4_XS{
+    4, 0, kValuesIq4nl, 0, FieldsIQ4_XS, LatticeIQ4_XS, 32, offsetof(BlockIQ4_XS, d), -1};
 
 }  // namespace qf::ggml

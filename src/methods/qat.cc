@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <random>
 #include <tuple>
 
 #include "core/dist.h"
+#include "core/dtype.h"
 #include "formats/fp8.h"
 #include "kernels/cpu/f32_gemm.h"
 #include "kernels/ops.h"
@@ -71,12 +73,15 @@ struct Adam {
   }
 };
 
-// One QatLinear's optimiser and gradient buffers: AdamW on the latent weights in units of their
-// group's |scale| (one code step), on log s (relative) and on the zeros (code units).
+// One trained linear's optimiser and gradient buffers (QatLinear or GgmlQatLinear): AdamW on the
+// latent weights in units of one code step of their run, on log s (relative) and on the zeros
+// (code units; GgmlQatLinear's min factors m as log(m / d)).
+template <class Q>
 struct QatStepper {
   Adam w, s, z;
   std::vector<float> dw, ds, dz;
-  explicit QatStepper(const QatLinear& q)
+  std::vector<float> s_before;  // the scales before a step (min factors follow them)
+  explicit QatStepper(const Q& q)
       : w(q.w.size()),
         s(q.s.size()),
         z(q.z.size()),
@@ -85,22 +90,31 @@ struct QatStepper {
         dz(q.z.size()) {}
   // The gradients from ∂loss/∂ŵ, then step t of each (lr: weights; lr_q: scales and zeros),
   // for rows [r0, r1) and their parameter sets.
-  void Step(QatLinear& q, const float* dwhat, double lr, double lr_q, double wd, int64_t t,
-            int64_t r0, int64_t r1) {
+  void Step(Q& q, const float* dwhat, double lr, double lr_q, double wd, int64_t t, int64_t r0,
+            int64_t r1) {
     q.Backward(dwhat, dw.data(), ds.data(), dz.data(), r0, r1);
     const Adam::Bias b(t);
     const int64_t k = q.cols();
 #pragma omp parallel for if ((r1 - r0) * k > 65536)
     for (int64_t r = r0; r < r1; ++r)
-      q.ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) {
-        const double unit = std::fabs(q.s[size_t(p)]);
+      q.ForEachRun(r, [&](int64_t c0, int64_t c1, double unit) {
         for (int64_t i = r * k + c0; i < r * k + c1; ++i)
           w.Update(q.w, size_t(i), dw[size_t(i)], lr, unit, wd, b);
       });
     const auto [p0, p1] = q.ParamsOfRows(r0, r1);
+    if constexpr (Q::kMinsFollowScales) s_before.assign(q.s.begin() + p0, q.s.begin() + p1);
     s.StepLog(q.s, ds.data(), lr_q, t, p0, p1);
-    z.Step(
-        q.z, dz.data(), lr_q, 0, t, [](int64_t) { return 1.0f; }, p0, p1);
+    if constexpr (Q::kMinsFollowScales) {
+      // Min factors m, trained as m / d: the gradient ∂/∂m at fixed d times m is ∂/∂log(m / d);
+      // then m follows d's step.
+      z.StepLog(q.z, dz.data(), lr_q, t, p0, p1);
+      for (int64_t p = p0; p < p1; ++p)
+        if (s_before[size_t(p - p0)] != 0)
+          q.z[size_t(p)] *= q.s[size_t(p)] / s_before[size_t(p - p0)];
+    } else {
+      z.Step(
+          q.z, dz.data(), lr_q, 0, t, [](int64_t) { return 1.0f; }, p0, p1);
+    }
   }
 };
 
@@ -292,11 +306,141 @@ QuantizedTensor QatLinear::Freeze() const {
   return q;
 }
 
-Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
-                                  std::array<QatLinear*, 7> train, const float* inputs,
-                                  const float* targets, int64_t S, int64_t T, const float* cos,
-                                  const float* sin, const QatOptions& opt,
-                                  const QatProgress& progress) {
+namespace {
+float HeaderField(const std::byte* block, int at) {
+  uint16_t h;
+  std::memcpy(&h, block + at, 2);
+  return F16ToF32(h);
+}
+void SetHeaderField(std::byte* block, int at, float v) {
+  const uint16_t h = F16BitsRne(v);
+  std::memcpy(block + at, &h, 2);
+}
+}  // namespace
+
+Result<GgmlQatLinear> GgmlQatLinear::Init(const GgmlBlockType& t, std::span<const std::byte> blocks,
+                                          int64_t rows, int64_t cols, std::span<const float> w) {
+  if (t.activation_only || !t.codes) return Err("qat: {} blocks hold no codes", t.name);
+  const GgmlCodeFormat& f = *t.codes;
+  QF_ASSIGN(const uint64_t bytes, GgmlRowsBytes(t, rows, cols));
+  if (blocks.size() != bytes)
+    return Err("qat: {} bytes of {} for {} x {} weights, expected {}", blocks.size(), t.name, rows,
+               cols, bytes);
+  if (int64_t(w.size()) != rows * cols) return Err("qat: weight shape mismatch");
+  GgmlQatLinear q;
+  q.t_ = &t;
+  q.n_ = rows;
+  q.k_ = cols;
+  q.blocks_per_row_ = cols / t.block;
+  q.runs_per_block_ = t.block / f.run;
+  const int top = (1 << f.bits) - 1;
+  q.spacing_ = (f.Level(top) - f.Level(0)) / float(top);
+  q.lo_ = f.Level(0) - (f.Level(1) - f.Level(0)) / 2;
+  q.hi_ = f.Level(top) + (f.Level(top) - f.Level(top - 1)) / 2;
+  q.start_.assign(blocks.begin(), blocks.end());
+  q.w.assign(w.begin(), w.end());
+  const size_t nb = size_t(rows * q.blocks_per_row_);
+  q.s.resize(nb);
+  q.z.assign(nb, 0.0f);
+  q.coef_.resize(nb * size_t(q.runs_per_block_) * 4);
+  std::vector<std::byte> unit(t.block_bytes);
+  std::vector<GgmlLattice> l1(size_t(t.block)), l2(size_t(t.block));
+  for (size_t b = 0; b < nb; ++b) {
+    const std::byte* block = blocks.data() + b * t.block_bytes;
+    q.s[b] = HeaderField(block, f.d_at);
+    if (f.m_at >= 0) q.z[b] = HeaderField(block, f.m_at);
+    if (!std::isfinite(q.s[b]) || !std::isfinite(q.z[b]))
+      return Err("qat: a {} block with a non-finite header", t.name);
+    // The lattice at d = 1, m = 0 and at d = 0, m = 1: its coefficients.
+    std::memcpy(unit.data(), block, t.block_bytes);
+    SetHeaderField(unit.data(), f.d_at, 1.0f);
+    if (f.m_at >= 0) SetHeaderField(unit.data(), f.m_at, 0.0f);
+    f.lattice(unit.data(), l1.data());
+    if (f.m_at >= 0) {
+      SetHeaderField(unit.data(), f.d_at, 0.0f);
+      SetHeaderField(unit.data(), f.m_at, 1.0f);
+      f.lattice(unit.data(), l2.data());
+    }
+    for (int64_t j = 0; j < q.runs_per_block_; ++j) {
+      const size_t e = size_t(j * f.run);
+      float* k = q.coef_.data() + 4 * (b * size_t(q.runs_per_block_) + size_t(j));
+      k[0] = l1[e].scale;
+      k[1] = l1[e].offset;
+      k[2] = f.m_at >= 0 ? l2[e].scale : 0.0f;
+      k[3] = f.m_at >= 0 ? l2[e].offset : 0.0f;
+    }
+  }
+  return q;
+}
+
+void GgmlQatLinear::FakeQuantize(float* out, int64_t r0, int64_t r1) const {
+  const GgmlCodeFormat& f = *t_->codes;
+#pragma omp parallel for if ((r1 - r0) * k_ > 65536)
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c0 = 0; c0 < k_; c0 += f.run) {
+      const GgmlLattice l = Lattice(r, c0);
+      for (int64_t i = r * k_ + c0; i < r * k_ + c0 + f.run; ++i)
+        out[i] = f.Value(l, f.Nearest(l, w[size_t(i)]));
+    }
+}
+
+void GgmlQatLinear::Backward(const float* dwhat, float* dw, float* dd, float* dm, int64_t r0,
+                             int64_t r1) const {
+  const GgmlCodeFormat& f = *t_->codes;
+  const int64_t B = t_->block;
+#pragma omp parallel for if ((r1 - r0) * k_ > 65536)
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c0 = 0; c0 < k_; c0 += B) {  // block by block, its runs in order
+      const int64_t b = r * blocks_per_row_ + c0 / B;
+      const double d = s[size_t(b)], ratio = d != 0 ? z[size_t(b)] / d : 0.0;
+      double gd = 0, gm = 0;
+      for (int64_t j = 0; j < runs_per_block_; ++j) {
+        const int64_t c = c0 + j * f.run;
+        const GgmlLattice l = Lattice(r, c);
+        const float* k = coef_.data() + 4 * (b * runs_per_block_ + j);
+        for (int64_t i = r * k_ + c; i < r * k_ + c + f.run; ++i) {
+          const float lev = f.Level(f.Nearest(l, w[size_t(i)]));
+          const float u = (w[size_t(i)] - l.offset) / l.scale;  // level units
+          const double g = dwhat[i];
+          const bool in = u >= lo_ && u <= hi_;  // false for a zero or NaN scale
+          dw[i] = in ? dwhat[i] : 0.0f;
+          // ŵ = d · ((a + r a') · level + o + r o') with r = m / d: ∂/∂d at fixed codes and r;
+          // ∂/∂m at fixed d where the weight is out of the grid only, as QatLinear's zeros.
+          const double ma = double(k[2]) * lev + k[3];
+          gd += g * (double(k[0]) * lev + k[1] + ratio * ma);
+          if (!in) gm += g * ma;
+        }
+      }
+      dd[b] = float(gd);
+      dm[b] = float(gm);
+    }
+}
+
+std::vector<std::byte> GgmlQatLinear::Freeze() const {
+  const GgmlCodeFormat& f = *t_->codes;
+  std::vector<std::byte> out = start_;
+  std::vector<GgmlLattice> l(size_t(t_->block));
+  std::vector<uint8_t> codes(size_t(t_->block));
+  for (size_t b = 0; b < s.size(); ++b) {
+    std::byte* block = out.data() + b * t_->block_bytes;
+    SetHeaderField(block, f.d_at, s[b]);
+    if (f.m_at >= 0) SetHeaderField(block, f.m_at, z[b]);
+    f.lattice(block, l.data());
+    const float* wb = w.data() + b * size_t(t_->block);  // blocks are consecutive in row order
+    for (int64_t i = 0; i < t_->block; ++i)
+      codes[size_t(i)] = uint8_t(f.Nearest(l[size_t(i)], wb[i]));
+    GgmlSetCodes(*t_, codes.data(), block);
+  }
+  return out;
+}
+
+namespace {
+template <class Q>
+Result<QatBlockReport> TrainBlockOf(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
+                                    std::array<Q*, 7> train, const float* inputs,
+                                    const float* targets, int64_t S, int64_t T, const float* cos,
+                                    const float* sin, const QatOptions& opt,
+                                    const QatProgress& progress) {
   if (opt.epochs < 0 || opt.batch < 1 || !(opt.lr >= 0) || !(opt.lr_q >= 0))
     return Err("qat: bad --epochs / --batch / --lr");
   const auto t0 = Clock::now();
@@ -308,13 +452,13 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
   std::array<model::Linear, 7> fq;
   train::BlockLinears lin{};
   std::array<std::vector<float>, 7> dwhat;
-  std::array<std::optional<QatStepper>, 7> stepper;
+  std::array<std::optional<QatStepper<Q>>, 7> stepper;
   std::array<RowShare, 7> share;  // the rows each rank steps
   for (size_t i = 0; i < 7; ++i) {
     const model::Linear& own = blk[model::kBlockLinears[i]];
     lin[i] = &own;
     if (!train[i]) continue;
-    QatLinear& q = *train[i];
+    Q& q = *train[i];
     if (q.rows() != own.n || q.cols() != own.k) return Err("qat: linear {} shape mismatch", i);
     fq[i].n = own.n;
     fq[i].k = own.k;
@@ -371,7 +515,7 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
   rep.norms = opt.block_norms;
   rep.loss_start = evaluate();
   // The starting state, kept in case training ends worse than it started.
-  std::array<QatLinear, 7> start;
+  std::array<std::optional<Q>, 7> start;
   for (size_t i = 0; i < 7; ++i)
     if (train[i]) start[i] = *train[i];
   const int64_t steps_per_epoch = (S_train + opt.batch - 1) / opt.batch;
@@ -442,13 +586,30 @@ Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk
   rep.loss_end = evaluate();
   if (!(rep.loss_end <= rep.loss_start)) {
     for (size_t i = 0; i < 7; ++i)
-      if (train[i]) *train[i] = std::move(start[i]);
+      if (train[i]) *train[i] = std::move(*start[i]);
     for (TunedNorm& n : norms) n.Revert();
     rep.reverted = true;
     rep.loss_end = rep.loss_start;
   }
   rep.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return rep;
+}
+}  // namespace
+
+Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
+                                  std::array<QatLinear*, 7> train, const float* inputs,
+                                  const float* targets, int64_t S, int64_t T, const float* cos,
+                                  const float* sin, const QatOptions& opt,
+                                  const QatProgress& progress) {
+  return TrainBlockOf(c, blk, layer, train, inputs, targets, S, T, cos, sin, opt, progress);
+}
+
+Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
+                                  std::array<GgmlQatLinear*, 7> train, const float* inputs,
+                                  const float* targets, int64_t S, int64_t T, const float* cos,
+                                  const float* sin, const QatOptions& opt,
+                                  const QatProgress& progress) {
+  return TrainBlockOf(c, blk, layer, train, inputs, targets, S, T, cos, sin, opt, progress);
 }
 
 std::vector<float> CodeLevels(const QuantizedTensor& q) {
@@ -523,7 +684,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     std::vector<float> dw, ds;  // ∂loss/∂ŵ, ∂loss/∂s
     Adam adam;                  // the scales' (empty when the QatLinear trains)
     std::optional<QatLinear> ql;
-    std::optional<QatStepper> stepper;
+    std::optional<QatStepper<QatLinear>> stepper;
     RowShare share;  // the rows this rank steps
     Tuned(QuantizedTensor* qt, model::Linear* l, bool weights)
         : q(qt),

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -22,6 +23,7 @@
 
 #include "core/result.h"
 #include "formats/fp8.h"
+#include "formats/ggml_blocks.h"
 #include "formats/quantize.h"
 #include "model/model.h"
 
@@ -72,6 +74,82 @@ class QatLinear {
   QuantizedTensor shape_;  // scheme, rows, cols (codes/scales unused)
   int64_t n_ = 0, k_ = 0;
   float maxq_ = 0;
+
+ public:
+  // What the optimiser steps (QatStepper): each parameter set's columns with the size of one
+  // code step there (f(c0, c1, unit)), and how the zeros train (code units, not as
+  // GgmlQatLinear's min factors).
+  template <class F>
+  void ForEachRun(int64_t r, F&& f) const {
+    ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) { f(c0, c1, std::fabs(s[size_t(p)])); });
+  }
+  static constexpr bool kMinsFollowScales = false;
+};
+
+// A linear stored as ggml blocks of any type with codes (Q4_1, Q5_0, Q5_1, the k-quants, IQ4_NL,
+// IQ4_XS; Q4_0 and Q8_0 too), under training: latent weights and each block's fp16 header floats
+// d and m (Q4_1 / Q5_1 m, k-quant dmin; 0 where the type has none), as d and m / d. Weight i of a
+// block runs as S · level(code_i) + O where its run's lattice (GgmlCodeFormat::run) is linear in
+// the header, S = d · a + m · a', O = d · o + m · o', the coefficients read once from the starting
+// blocks' integers (sub-block scales and mins, which keep the values the start chose), and code_i
+// is the nearest code to the latent weight on that lattice (GgmlCodeFormat::Nearest). Gradients as
+// QatLinear's scales and zeros: the latent weights straight through inside the grid (0 beyond half
+// a level step past its ends), d the exact derivative at fixed codes (and m / d), m / d through the
+// weights out of the grid only (inside it rounding passes the move straight to the value's code).
+// The optimiser trains d and m / d in log space (relative; the sign kept, a zero stays zero) and
+// the latent weights in units of one level step of their run.
+class GgmlQatLinear {
+ public:
+  // blocks: rows x cols weights of type t (GgmlRowsBytes bytes, e.g. GPTQ's or the type's own
+  // rounding); w [rows, cols]: the latent weights to start from.
+  static Result<GgmlQatLinear> Init(const GgmlBlockType& t, std::span<const std::byte> blocks,
+                                    int64_t rows, int64_t cols, std::span<const float> w);
+
+  const GgmlBlockType& type() const { return *t_; }
+  int64_t rows() const { return n_; }
+  int64_t cols() const { return k_; }
+  void FakeQuantize(float* out) const { FakeQuantize(out, 0, n_); }
+  void FakeQuantize(float* out, int64_t r0, int64_t r1) const;
+  // ∂loss/∂w (dw [rows, cols]) and ∂loss/∂d, ∂loss/∂m (dd, dm, one per block) of rows [r0, r1)
+  // from ∂loss/∂ŵ; other entries are left as they are.
+  void Backward(const float* dwhat, float* dw, float* dd, float* dm, int64_t r0, int64_t r1) const;
+  bool RowsOwnParams() const { return true; }
+  std::pair<int64_t, int64_t> ParamsOfRows(int64_t r0, int64_t r1) const {
+    return {r0 * blocks_per_row_, r1 * blocks_per_row_};
+  }
+  template <class F>
+  void ForEachRun(int64_t r, F&& f) const {
+    const int64_t run = t_->codes->run;
+    for (int64_t c0 = 0; c0 < k_; c0 += run) {
+      const GgmlLattice l = Lattice(r, c0);
+      f(c0, c0 + run, std::fabs(l.scale) * spacing_);
+    }
+  }
+  static constexpr bool kMinsFollowScales = true;
+  // The blocks of the current state: d and m rounded to fp16 (nearest even) into the starting
+  // blocks, every code the nearest to its latent weight on the rounded lattice. Decoded, they
+  // are FakeQuantize's values up to that rounding (exactly, when d and m are fp16 values).
+  std::vector<std::byte> Freeze() const;
+
+  // Latent weights [rows, cols]; d and m per block. They train as d and m / d (kMinsFollowScales:
+  // a step of d scales the block's values about zero, as QatLinear's scales do, and m with it;
+  // m's own step moves the offsets).
+  std::vector<float> w, s, z;
+
+ private:
+  // The lattice of row r's run starting at column c.
+  GgmlLattice Lattice(int64_t r, int64_t c) const {
+    const int64_t b = r * blocks_per_row_ + c / t_->block;
+    const float* k = coef_.data() + 4 * (b * runs_per_block_ + (c % t_->block) / t_->codes->run);
+    const float d = s[size_t(b)], m = z[size_t(b)];
+    return {d * k[0] + m * k[2], d * k[1] + m * k[3]};
+  }
+  const GgmlBlockType* t_ = nullptr;
+  int64_t n_ = 0, k_ = 0, blocks_per_row_ = 0, runs_per_block_ = 0;
+  float spacing_ = 1;             // mean distance of adjacent levels
+  float lo_ = 0, hi_ = 0;         // the grid's ends in level units, half a step beyond
+  std::vector<std::byte> start_;  // the starting blocks (their integers are kept)
+  std::vector<float> coef_;       // per run: a, o, a', o'
 };
 
 // What the end-to-end tuning minimises: the next-token cross-entropy of the calibration text,
@@ -142,6 +220,12 @@ using QatProgress = std::function<void(int64_t, int64_t, double)>;
 // the same step (with one window per step the result is the single process's, bit for bit).
 Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
                                   std::array<QatLinear*, 7> train, const float* inputs,
+                                  const float* targets, int64_t S, int64_t T, const float* cos,
+                                  const float* sin, const QatOptions& opt,
+                                  const QatProgress& progress = {});
+// The same for linears stored as ggml blocks.
+Result<QatBlockReport> TrainBlock(const model::ModelConfig& c, model::Layer& blk, int64_t layer,
+                                  std::array<GgmlQatLinear*, 7> train, const float* inputs,
                                   const float* targets, int64_t S, int64_t T, const float* cos,
                                   const float* sin, const QatOptions& opt,
                                   const QatProgress& progress = {});

@@ -256,7 +256,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                      const model::ModelConfig& cfg, const Method& method,
                      const QuantizeOptions& opt, const LayerProgress& progress, QuantizeReport& rep,
                      Collected& col, const LinearSolver* external = nullptr, bool lm_head = false,
-                     const GridWriter* write = nullptr) {
+                     const TrainedWriter* write = nullptr) {
   const model::TensorNames& nm = *cfg.family->names;
   auto t0 = Clock::now();
   // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
@@ -436,21 +436,24 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     // QAT's starting point per linear (kBlockLinears order): its rounding in `col`, the latent
     // weights (the fp weights after RTN, GPTQ's result after GPTQ) and its report line.
     struct QatStart {
-      QuantizedTensor* tensor = nullptr;
+      QuantizedTensor* tensor = nullptr;          // a grid (held by col)
+      const GgmlBlockType* block_type = nullptr;  // or ggml blocks
+      std::vector<std::byte> blocks;
       std::vector<float> latent, fp;
       size_t report = 0;
       std::string name;  // of the weight
     };
     std::array<QatStart, 7> qat_start;
-    // Records linear `id`'s start: its rounding just added to `col`, `solved` its values.
+    // Records linear `id`'s start: its rounding (a grid just added to `col`, or ggml blocks),
+    // `solved` its values.
     auto keep_start = [&](model::LinearId id, const std::string& name, const model::Linear& lin,
-                          const std::vector<float>& solved) {
+                          const std::vector<float>& solved) -> QatStart& {
       QatStart& qs = qat_start[size_t(id)];
       qs.fp.assign(lin.weight.begin(), lin.weight.end());
       qs.latent = method.solver == Solver::kGptq ? solved : qs.fp;
       qs.report = rep.linears.size() - 1;
       qs.name = name;
-      qs.tensor = col.tensors.back().get();
+      return qs;
     };
     // The true-sequential walks below update x in place (o's residual); QAT trains on the
     // block's inputs and then walks the whole block again from them.
@@ -544,7 +547,11 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
           rep.quantized_params += lin->n * lin->k;
           if (method.qat && sv.grid) {
             col.Add(name, std::move(*sv.grid));
-            keep_start(id, name, *lin, sv.weights);
+            keep_start(id, name, *lin, sv.weights).tensor = col.tensors.back().get();
+          } else if (method.qat && sv.block_type) {
+            QatStart& qs = keep_start(id, name, *lin, sv.weights);
+            qs.block_type = sv.block_type;
+            qs.blocks = std::move(sv.blocks);
           }
           lin->weight.assign(sv.weights.begin(), sv.weights.end());
           continue;
@@ -589,7 +596,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         rep.linears.push_back(lr);
         rep.quantized_params += lin->n * lin->k;
         col.Add(name, std::move(qt));
-        if (method.qat) keep_start(id, name, *lin, deq);
+        if (method.qat) keep_start(id, name, *lin, deq).tensor = col.tensors.back().get();
         // Later stages run on the quantized values, as fp32.
         lin->weight.assign(deq.begin(), deq.end());
         lin->act = aq;
@@ -619,32 +626,64 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       // Block-AP: train the block's linears from their rounding on the quantized stream's
       // inputs against the fp block's outputs, then freeze the codes in place.
       const auto tq = Clock::now();
-      std::array<methods::QatLinear, 7> ql;
-      std::array<methods::QatLinear*, 7> train{};
-      for (size_t i = 0; i < 7; ++i) {
-        if (!qat_start[i].tensor) continue;
-        QF_ASSIGN(ql[i], methods::QatLinear::Init(*qat_start[i].tensor, qat_start[i].latent));
-        train[i] = &ql[i];
-      }
       methods::QatOptions qo = opt.qat;
       qo.seed = opt.seed;
-      QF_ASSIGN(methods::QatBlockReport qr,
-                methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(),
-                                    rep.calib_samples, T, cos.data(), sin.data(), qo,
-                                    [&](int64_t step, int64_t total, double loss) {
-                                      if (opt.qat_progress) opt.qat_progress(l, step, total, loss);
-                                    }));
-      for (size_t i = 0; i < 7; ++i) {
-        if (!train[i]) continue;
-        QatStart& qs = qat_start[i];
-        *qs.tensor = ql[i].Freeze();
-        QF_ASSIGN(std::vector<float> deq,
-                  write ? (*write)(qs.name, *qs.tensor) : Dequantize(*qs.tensor));
+      const methods::QatProgress block_progress = [&](int64_t step, int64_t total, double loss) {
+        if (opt.qat_progress) opt.qat_progress(l, step, total, loss);
+      };
+      // The trained values into the block and the report.
+      auto install = [&](size_t i, const std::vector<float>& deq) {
+        const QatStart& qs = qat_start[i];
         LinearReport& lr = rep.linears[qs.report];
         const LinearReport d = Distortion(lr.module, qs.fp, lr.n, lr.k, deq);
         lr.rel_mse = d.rel_mse;
         lr.snr_db = d.snr_db;
         layer[model::kBlockLinears[i]].weight.assign(deq.begin(), deq.end());
+      };
+      bool grids = false, blocks = false;
+      for (const QatStart& qs : qat_start) grids |= qs.tensor != nullptr, blocks |= !!qs.block_type;
+      if (grids && blocks)
+        return Err("qat: layer {} mixes grids and ggml blocks (train them apart)", l);
+      methods::QatBlockReport qr;
+      if (blocks) {
+        if (!write || !write->blocks) return Err("qat: no writer for trained ggml blocks");
+        std::array<methods::GgmlQatLinear, 7> gl;
+        std::array<methods::GgmlQatLinear*, 7> train{};
+        for (size_t i = 0; i < 7; ++i) {
+          const QatStart& qs = qat_start[i];
+          if (!qs.block_type) continue;
+          const model::Linear& lin = layer[model::kBlockLinears[i]];
+          QF_ASSIGN(gl[i], methods::GgmlQatLinear::Init(*qs.block_type, qs.blocks, lin.n, lin.k,
+                                                        qs.latent));
+          train[i] = &gl[i];
+        }
+        QF_ASSIGN(qr, methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(),
+                                          rep.calib_samples, T, cos.data(), sin.data(), qo,
+                                          block_progress));
+        for (size_t i = 0; i < 7; ++i) {
+          if (!train[i]) continue;
+          QF_ASSIGN(const std::vector<float> deq, write->blocks(qat_start[i].name, gl[i].Freeze()));
+          install(i, deq);
+        }
+      } else {
+        std::array<methods::QatLinear, 7> ql;
+        std::array<methods::QatLinear*, 7> train{};
+        for (size_t i = 0; i < 7; ++i) {
+          if (!qat_start[i].tensor) continue;
+          QF_ASSIGN(ql[i], methods::QatLinear::Init(*qat_start[i].tensor, qat_start[i].latent));
+          train[i] = &ql[i];
+        }
+        QF_ASSIGN(qr, methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(),
+                                          rep.calib_samples, T, cos.data(), sin.data(), qo,
+                                          block_progress));
+        for (size_t i = 0; i < 7; ++i) {
+          if (!train[i]) continue;
+          QatStart& qs = qat_start[i];
+          *qs.tensor = ql[i].Freeze();
+          QF_ASSIGN(const std::vector<float> deq,
+                    write ? write->grid(qs.name, *qs.tensor) : Dequantize(*qs.tensor));
+          install(i, deq);
+        }
       }
       if (qr.norms && !qr.reverted) keep_trained_block_norms(l, layer);
       rep.qat.push_back(std::move(qr));
@@ -658,6 +697,12 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                                            : Stage::kMlpOut;
     observe(ByStage{}, walk_block(layer, l, {resume, Stage::kBlockOut}, false));
     if (e2e) {
+      for (const QatStart& qs : qat_start)
+        if (qs.block_type)
+          return Err(
+              "--e2e-epochs: the end-to-end pass trains grids (GGUF Q4_0, Q8_0); {} "
+              "blocks train block-wise only",
+              qs.block_type->name);
       std::array<QuantizedTensor*, 7> ts{};
       for (size_t i = 0; i < 7; ++i) ts[i] = qat_start[i].tensor;
       kept_tensors.push_back(ts);
@@ -708,7 +753,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     if (write)  // the tuned scales, as the caller's format stores them
       for (size_t i = 0; i < col.tensors.size(); ++i) {
         QF_ASSIGN(const std::vector<float> held,
-                  (*write)(col.entries[i].module + ".weight", *col.tensors[i]));
+                  write->grid(col.entries[i].module + ".weight", *col.tensors[i]));
         (void)held;
       }
     QF_TRY(col.Finish());
@@ -772,12 +817,14 @@ std::string_view TransformName(Transform t) {
 
 Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOptions& opt,
                                            bool lm_head, const LinearSolver& solve,
-                                           const GridWriter& write, const LayerProgress& progress) {
+                                           const TrainedWriter& write,
+                                           const LayerProgress& progress) {
   QF_ASSIGN(const Method method, ParseMethod(opt.method));
   if (method.transform != Transform::kNone)
     return Err("--method {}: an external solver takes gptq, qat or gptq+qat", opt.method);
   if (method.qat) {
-    if (!write) return Err("--method {}: no writer for the trained grids", opt.method);
+    if (!write.grid || !write.blocks)
+      return Err("--method {}: no writer for the trained linears", opt.method);
     QF_TRY(CheckQatOptions(opt.qat, opt.e2e_epochs));
   }
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));

@@ -18,6 +18,7 @@
 
 #include "core/result.h"
 #include "formats/activation.h"
+#include "formats/ggml_blocks.h"
 #include "formats/scheme.h"
 #include "io/safetensors_writer.h"
 #include "pipeline/calibration.h"
@@ -132,11 +133,13 @@ bool NeedsCalibration(const QuantizeOptions& opt);
 // `lm_head`, the output projection follows last (input: the final-norm output). opt.method is
 // gptq, qat or gptq+qat (no transform); opt.calib, damp, seed and the QAT options apply. With
 // QAT, the linears whose result comes with a grid (codes and scales of a scheme row: GGUF Q4_0,
-// Q8_0) are trained block by block (and end to end with opt.e2e_epochs) starting from it; each
-// trained grid goes to `write`, which stores it in the caller's format, may round its scales to
-// what the format holds, and returns the values it holds (after each block's training, and again
-// after the end-to-end tuning). The report holds calibration figures, times, the QAT losses and
-// peak RSS; its linears have no scheme.
+// Q8_0) or as ggml blocks (any type with codes: the k-quants, Q4_1, Q5_*, IQ4_*) are trained
+// block by block starting from it (grids also end to end with opt.e2e_epochs; one block's linears
+// come all as grids or all as blocks); each trained grid goes to `write.grid`, which stores it in
+// the caller's format, may round its scales to what the format holds, and returns the values it
+// holds (after each block's training, and again after the end-to-end tuning), each trained
+// linear's blocks to `write.blocks` likewise. The report holds calibration figures, times, the
+// QAT losses and peak RSS; its linears have no scheme.
 struct SolveRequest {
   const std::string& weight_name;  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
   std::span<const float> weight;   // [n, k] as the model holds it (fp32)
@@ -146,13 +149,21 @@ struct SolveRequest {
 struct Solved {
   std::vector<float> weights;           // [n, k]: what the model runs with
   std::optional<QuantizedTensor> grid;  // the same values as a scheme row's codes, when they are
+  // Or the same values as ggml blocks of this type (when not null), for QAT to train as such.
+  const GgmlBlockType* block_type = nullptr;
+  std::vector<std::byte> blocks;
 };
 using LinearSolver = std::function<Result<Solved>(const SolveRequest&)>;
-using GridWriter =
-    std::function<Result<std::vector<float>>(const std::string& weight_name, QuantizedTensor&)>;
+struct TrainedWriter {
+  std::function<Result<std::vector<float>>(const std::string& weight_name, QuantizedTensor&)> grid;
+  std::function<Result<std::vector<float>>(const std::string& weight_name,
+                                           std::span<const std::byte> blocks)>
+      blocks;
+};
 Result<QuantizeReport> RunCalibratedSolver(const std::filesystem::path& src,
                                            const QuantizeOptions& opt, bool lm_head,
-                                           const LinearSolver& solve, const GridWriter& write = {},
+                                           const LinearSolver& solve,
+                                           const TrainedWriter& write = {},
                                            const LayerProgress& progress = {});
 
 Result<QuantizeReport> QuantizeModel(const std::filesystem::path& src,

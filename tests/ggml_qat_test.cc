@@ -1,0 +1,186 @@
+// QAT on ggml blocks (methods::GgmlQatLinear): for every block type with codes, the training
+// forward starts at the blocks' own values and freezes back to blocks that decode to what it
+// runs; the header gradients are the derivatives of ggml's own decoder (checked by decoding the
+// frozen blocks with d and m moved); Q4_0 trains exactly as its grid (int4-g32-sym, QatLinear);
+// training a block of such linears lowers its output error and gives the same bytes on 1 and 2
+// threads.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "formats/ggml_blocks.h"
+#include "formats/ggml_grid.h"
+#include "methods/qat.h"
+
+namespace qf {
+namespace {
+
+std::vector<float> Random(size_t n, uint64_t seed, float sd = 1.0f, float center = 0.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(center, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+// The model-file block types (every row with codes).
+std::vector<const GgmlBlockType*> Types() {
+  std::vector<const GgmlBlockType*> out;
+  for (const GgmlBlockType& t : GgmlBlockTypes())
+    if (!t.activation_only && t.codes) out.push_back(&t);
+  return out;
+}
+
+std::vector<float> Decode(const GgmlBlockType& t, const std::vector<std::byte>& q, int64_t n,
+                          int64_t k) {
+  std::vector<float> v(size_t(n * k));
+  EXPECT_TRUE(DequantizeRowsGgml(t, q.data(), n, k, v.data()).ok());
+  return v;
+}
+
+// n x k weights of type t: the type's own rounding of random weights, and its values.
+struct Start {
+  std::vector<float> w, values;
+  std::vector<std::byte> blocks;
+};
+Start Quantized(const GgmlBlockType& t, int64_t n, int64_t k, uint64_t seed) {
+  Start s;
+  s.w = Random(size_t(n * k), seed, 0.05f);
+  s.blocks.resize(*GgmlRowsBytes(t, n, k));
+  EXPECT_TRUE(QuantizeRowsGgml(t, s.w.data(), n, k, nullptr, s.blocks.data()).ok());
+  s.values = Decode(t, s.blocks, n, k);
+  return s;
+}
+
+float F16(float x) { return F16ToF32(F16BitsRne(x)); }
+
+TEST(GgmlQat, StartsAtTheBlocksValuesAndFreezesToWhatItRuns) {
+  for (const GgmlBlockType* t : Types()) {
+    SCOPED_TRACE(t->name);
+    const int64_t n = 3, k = 512;
+    const Start st = Quantized(*t, n, k, 7);
+    // Latent weights at the blocks' values: the forward is the decoder's, bit for bit.
+    auto q = methods::GgmlQatLinear::Init(*t, st.blocks, n, k, st.values);
+    ASSERT_TRUE(q.ok()) << q.error().message();
+    std::vector<float> fq(st.values.size());
+    q->FakeQuantize(fq.data());
+    EXPECT_EQ(fq, st.values);
+    EXPECT_EQ(Decode(*t, q->Freeze(), n, k), st.values);
+    // Moved latent weights and fp16-exact moved headers: the frozen blocks decode to the
+    // forward's values, and those moved (the codes follow the latent weights).
+    q = methods::GgmlQatLinear::Init(*t, st.blocks, n, k, st.w);
+    ASSERT_TRUE(q.ok());
+    for (size_t b = 0; b < q->s.size(); ++b) {
+      q->s[b] = F16(q->s[b] * (b % 2 ? 1.125f : 0.875f));
+      q->z[b] = F16(q->z[b] * 1.25f);
+    }
+    q->FakeQuantize(fq.data());
+    EXPECT_EQ(Decode(*t, q->Freeze(), n, k), fq);
+    EXPECT_NE(fq, st.values);
+  }
+}
+
+// The header gradients of loss = Σ g · ŵ against ggml's decoder: at fixed codes ŵ is linear in
+// the header floats d and m, so the difference of two decodings of the frozen blocks with d (or
+// m) moved to other fp16 values, divided by the move, is ∂ŵ/∂d (∂ŵ/∂m) exactly. The trainer
+// moves d with r = m / d fixed: ∂/∂d = Σ g (∂ŵ/∂d + r ∂ŵ/∂m); and m at fixed d through the
+// weights out of the grid (those whose latent-weight gradient is 0): Σ g ∂ŵ/∂m over them.
+TEST(GgmlQat, HeaderGradientsAreTheDecodersDerivatives) {
+  for (const GgmlBlockType* t : Types()) {
+    SCOPED_TRACE(t->name);
+    const GgmlCodeFormat& f = *t->codes;
+    const int64_t n = 2, k = 512;
+    const Start st = Quantized(*t, n, k, 11);
+    auto q = methods::GgmlQatLinear::Init(*t, st.blocks, n, k, st.w);
+    ASSERT_TRUE(q.ok());
+    for (size_t b = 0; b < q->s.size(); ++b)  // fp16 values (the frozen blocks hold them)
+      q->s[b] = F16(q->s[b] * (b % 2 ? 1.0625f : 0.875f));  // some weights out of the grid
+    const std::vector<std::byte> frozen = q->Freeze();
+    const std::vector<float> g = Random(st.w.size(), 12, 1.0f, 0.5f);
+    std::vector<float> dw(st.w.size()), dd(q->s.size(), -1.0f), dr(q->s.size(), -1.0f);
+    q->Backward(g.data(), dw.data(), dd.data(), dr.data(), 0, n);
+    // ∂ŵ/∂d and ∂ŵ/∂m of every weight, from the decoder; the header values the blocks hold.
+    std::vector<float> dv_dd(st.w.size(), 0.0f), dv_dm(st.w.size(), 0.0f);
+    std::vector<float> held_d(q->s.size()), held_m(q->s.size(), 0.0f);
+    for (const int at : {f.d_at, f.m_at}) {
+      if (at < 0) continue;
+      std::vector<std::byte> up = frozen, down = frozen;
+      std::vector<float> step(q->s.size());
+      for (size_t b = 0; b < q->s.size(); ++b) {
+        uint16_t h;
+        std::memcpy(&h, frozen.data() + b * t->block_bytes + at, 2);
+        const float v = F16ToF32(h), hi = F16(v * 1.5f + 0.001f), lo = F16(v * 0.5f - 0.001f);
+        (at == f.d_at ? held_d : held_m)[b] = v;
+        const uint16_t hu = F16BitsRne(hi), lu = F16BitsRne(lo);
+        std::memcpy(up.data() + b * t->block_bytes + at, &hu, 2);
+        std::memcpy(down.data() + b * t->block_bytes + at, &lu, 2);
+        step[b] = hi - lo;
+      }
+      const std::vector<float> vu = Decode(*t, up, n, k), vd = Decode(*t, down, n, k);
+      std::vector<float>& dv = at == f.d_at ? dv_dd : dv_dm;
+      for (size_t i = 0; i < dv.size(); ++i)
+        dv[i] = (vu[i] - vd[i]) / step[i / size_t(t->block)];
+    }
+    int64_t out = 0;
+    for (size_t b = 0; b < q->s.size(); ++b) {
+      const double d = held_d[b], r = d != 0 ? held_m[b] / d : 0;
+      double ref_d = 0, ref_r = 0;
+      for (size_t i = b * size_t(t->block); i < (b + 1) * size_t(t->block); ++i) {
+        ref_d += double(g[i]) * (dv_dd[i] + r * dv_dm[i]);
+        if (dw[i] == 0.0f) ref_r += double(g[i]) * dv_dm[i], ++out;
+      }
+      EXPECT_NEAR(dd[b], ref_d, 2e-3 * (1 + std::fabs(ref_d))) << "d " << b;
+      EXPECT_NEAR(dr[b], ref_r, 2e-3 * (1 + std::fabs(ref_r))) << "m " << b;
+    }
+    if (f.m_at < 0) {
+      for (const float v : dr) EXPECT_EQ(v, 0.0f);
+    }
+    // The latent weights: straight through, except out of the grid.
+    int64_t passed = 0;
+    for (size_t i = 0; i < dw.size(); ++i) {
+      EXPECT_TRUE(dw[i] == g[i] || dw[i] == 0.0f) << i;
+      passed += dw[i] == g[i];
+    }
+    EXPECT_GT(passed, int64_t(dw.size()) / 2);
+    EXPECT_GT(out, 0) << "no weight out of the grid";
+  }
+}
+
+// Q4_0 is int4-g32-sym (formats/ggml_grid): the two trainers give the same forward and gradients.
+TEST(GgmlQat, Q4_0TrainsAsItsGrid) {
+  const GgmlBlockType& t = *FindGgmlBlockType("Q4_0");
+  const int64_t n = 4, k = 256;
+  const Start st = Quantized(t, n, k, 21);
+  auto grid = GgmlToQuantized(t, st.blocks, n, k);
+  ASSERT_TRUE(grid.ok());
+  auto a = methods::QatLinear::Init(*grid, st.w);
+  auto b = methods::GgmlQatLinear::Init(t, st.blocks, n, k, st.w);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (size_t p = 0; p < a->s.size(); ++p) {
+    a->s[p] *= 0.8f + 0.1f * float(p % 4);  // some weights clamp
+    b->s[p] = a->s[p];
+  }
+  std::vector<float> fa(st.w.size()), fb(st.w.size());
+  a->FakeQuantize(fa.data());
+  b->FakeQuantize(fb.data());
+  EXPECT_EQ(fa, fb);
+  const std::vector<float> g = Random(st.w.size(), 22);
+  std::vector<float> dwa(g.size()), dwb(g.size()), dsa(a->s.size()), dsb(a->s.size()),
+      dza(a->s.size()), dzb(a->s.size());
+  a->Backward(g.data(), dwa.data(), dsa.data(), dza.data());
+  b->Backward(g.data(), dwb.data(), dsb.data(), dzb.data(), 0, n);
+  EXPECT_EQ(dwa, dwb);
+  for (size_t p = 0; p < dsa.size(); ++p) EXPECT_NEAR(dsa[p], dsb[p], 1e-5 * (1 + std::fabs(dsa[p])));
+  int64_t clamped = 0;
+  for (const float v : dwa) clamped += v == 0.0f;
+  EXPECT_GT(clamped, 0);
+}
+
+}  // namespace
+}  // namespace qf
