@@ -23,7 +23,6 @@
 
 #include "core/dtype.h"
 #include "formats/ggml_blocks.h"
-#include "formats/ggml_grid.h"
 #include "formats/quantize.h"
 #include "io/gguf.h"
 
@@ -686,61 +685,6 @@ TEST(GgmlBlocks, CodesAndLatticeMatchTheDecoder) {
       }
     }
   }
-}
-
-// ---- blocks that are scheme rows (formats/ggml_grid) ------------------------------------------
-
-TEST(GgmlGrid, Q4_0AndQ8_0AreTheSymmetricG32RowsAndConvertExactly) {
-  for (const GgmlBlockType& t : GgmlBlockTypes()) {
-    const std::optional<QuantScheme> s = GgmlUniformScheme(t);
-    if (t.name == "Q4_0" || t.name == "Q8_0") {
-      ASSERT_TRUE(s.has_value()) << t.name;
-      EXPECT_EQ(s->name, t.name == "Q4_0" ? "int4-g32-sym" : "int8-g32-sym");
-    } else {
-      EXPECT_FALSE(s.has_value()) << t.name;  // Q4_1's min, Q5_0's 5 bits, IQ4's grid, k-quants
-    }
-  }
-  for (const char* name : {"Q4_0", "Q8_0"}) {
-    const GgmlBlockType& t = *FindGgmlBlockType(name);
-    for (int ti = 0; ti < 4; ++ti) {  // "special" has zero blocks, subnormal and large scales
-      const Tensor& x = TestTensor(ti);
-      SCOPED_TRACE(std::string(name) + " " + std::string(x.name));
-      std::vector<std::byte> b(*GgmlRowsBytes(t, x.rows, x.cols));
-      ASSERT_TRUE(QuantizeRowsGgml(t, x.x.data(), x.rows, x.cols, nullptr, b.data()).ok());
-      auto q = GgmlToQuantized(t, b, x.rows, x.cols);
-      ASSERT_TRUE(q.ok()) << q.error().message();
-      ASSERT_TRUE(Validate(*q).ok());
-      std::vector<float> want(x.x.size());
-      ASSERT_TRUE(DequantizeRowsGgml(t, b.data(), x.rows, x.cols, want.data()).ok());
-      auto got = Dequantize(*q);
-      ASSERT_TRUE(got.ok());
-      ASSERT_EQ(std::memcmp(got->data(), want.data(), want.size() * sizeof(float)), 0);
-      auto back = QuantizedToGgml(t, *q);
-      ASSERT_TRUE(back.ok()) << back.error().message();
-      EXPECT_EQ(*back, b);
-    }
-  }
-}
-
-TEST(GgmlGrid, WritingRoundsTheScalesToFp16AndChecksTheRow) {
-  const GgmlBlockType& t = *FindGgmlBlockType("Q4_0");
-  const QuantScheme row = *GgmlUniformScheme(t);
-  std::vector<float> w(64);
-  for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(float(i)) * 0.1f;
-  auto q = Quantize(w, 1, 64, row);  // fp32 scales
-  ASSERT_TRUE(q.ok());
-  q->scales[1] = -q->scales[1];  // ggml's Q4_0 scales are often negative
-  auto b = QuantizedToGgml(t, *q);
-  ASSERT_TRUE(b.ok());
-  auto r = GgmlToQuantized(t, *b, 1, 64);
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ(r->codes, q->codes);
-  for (size_t g = 0; g < 2; ++g) EXPECT_EQ(r->scales[g], F16ToF32(F16BitsRne(q->scales[g])));
-  auto wrong = Quantize(w, 1, 64, *ParseScheme("int4-g32-asym"));
-  ASSERT_TRUE(wrong.ok());
-  EXPECT_FALSE(QuantizedToGgml(t, *wrong).ok());
-  EXPECT_FALSE(QuantizedToGgml(*FindGgmlBlockType("Q4_K"), *q).ok());
-  EXPECT_FALSE(GgmlToQuantized(t, std::span(*b).first(10), 1, 64).ok());  // truncated
 }
 
 }  // namespace

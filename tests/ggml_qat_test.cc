@@ -15,7 +15,8 @@
 
 #include "core/dtype.h"
 #include "formats/ggml_blocks.h"
-#include "formats/ggml_grid.h"
+#include "formats/quantize.h"
+#include "formats/scheme.h"
 #include "methods/qat.h"
 
 namespace qf {
@@ -124,8 +125,7 @@ TEST(GgmlQat, HeaderGradientsAreTheDecodersDerivatives) {
       }
       const std::vector<float> vu = Decode(*t, up, n, k), vd = Decode(*t, down, n, k);
       std::vector<float>& dv = at == f.d_at ? dv_dd : dv_dm;
-      for (size_t i = 0; i < dv.size(); ++i)
-        dv[i] = (vu[i] - vd[i]) / step[i / size_t(t->block)];
+      for (size_t i = 0; i < dv.size(); ++i) dv[i] = (vu[i] - vd[i]) / step[i / size_t(t->block)];
     }
     int64_t out = 0;
     for (size_t b = 0; b < q->s.size(); ++b) {
@@ -152,14 +152,60 @@ TEST(GgmlQat, HeaderGradientsAreTheDecodersDerivatives) {
   }
 }
 
-// Q4_0 is int4-g32-sym (formats/ggml_grid): the two trainers give the same forward and gradients.
+// The end-to-end pass's scale-only mode: codes frozen where the latent weights were, so moving
+// those changes nothing; only d gets a gradient (m follows it: ∂/∂d at fixed m / d, the
+// decoder's derivative along the values), and the frozen blocks hold those codes.
+TEST(GgmlQat, FrozenCodesTrainOnlyTheScale) {
+  for (const char* name : {"Q4_K", "Q2_K", "Q5_1", "IQ4_XS"}) {
+    SCOPED_TRACE(name);
+    const GgmlBlockType& t = *FindGgmlBlockType(name);
+    const int64_t n = 2, k = 256;
+    const Start st = Quantized(t, n, k, 31);
+    auto q = methods::GgmlQatLinear::Init(t, st.blocks, n, k, st.values);
+    ASSERT_TRUE(q.ok());
+    q->FreezeCodes();
+    for (float& w : q->w) w *= 3.0f;  // far from the grid: the codes stay
+    std::vector<float> fq(st.values.size());
+    q->FakeQuantize(fq.data());
+    EXPECT_EQ(fq, st.values);
+    EXPECT_EQ(Decode(t, q->Freeze(), n, k), st.values);
+    const std::vector<float> g = Random(fq.size(), 32, 1.0f, 0.5f);
+    std::vector<float> dw(fq.size(), -1.0f), dd(q->s.size()), dm(q->s.size(), -1.0f);
+    q->Backward(g.data(), dw.data(), dd.data(), dm.data(), 0, n);
+    for (const float v : dw) EXPECT_EQ(v, 0.0f);
+    for (const float v : dm) EXPECT_EQ(v, 0.0f);
+    // d and m scaled together by (1 + e) scale every value by (1 + e): ∂/∂d = Σ g ŵ / d.
+    for (size_t b = 0; b < dd.size(); ++b) {
+      double ref = 0;
+      for (size_t i = b * size_t(t.block); i < (b + 1) * size_t(t.block); ++i)
+        ref += double(g[i]) * st.values[i] / q->s[b];
+      EXPECT_NEAR(dd[b], ref, 1e-3 * (1 + std::fabs(ref))) << b;
+    }
+  }
+}
+
+// Q4_0's blocks hold int4-g32-sym (x = d · (code − 8), one fp16 d per 32 weights): trained as
+// ggml blocks and as that scheme's grid (methods::QatLinear), the forward and gradients agree.
 TEST(GgmlQat, Q4_0TrainsAsItsGrid) {
   const GgmlBlockType& t = *FindGgmlBlockType("Q4_0");
   const int64_t n = 4, k = 256;
   const Start st = Quantized(t, n, k, 21);
-  auto grid = GgmlToQuantized(t, st.blocks, n, k);
-  ASSERT_TRUE(grid.ok());
-  auto a = methods::QatLinear::Init(*grid, st.w);
+  QuantizedTensor grid;
+  grid.scheme = *ParseScheme("int4-g32-sym");
+  grid.rows = n;
+  grid.cols = k;
+  grid.codes.resize(size_t(n * k));
+  for (size_t b = 0; b < size_t(n * k / 32); ++b) {
+    const std::byte* block = st.blocks.data() + b * t.block_bytes;
+    GgmlGetCodes(t, block, grid.codes.data() + b * 32);
+    uint16_t d;
+    std::memcpy(&d, block + t.codes->d_at, 2);
+    grid.scales.push_back(F16ToF32(d));
+  }
+  auto deq = Dequantize(grid);
+  ASSERT_TRUE(deq.ok());
+  ASSERT_EQ(*deq, st.values);  // the same values
+  auto a = methods::QatLinear::Init(grid, st.w);
   auto b = methods::GgmlQatLinear::Init(t, st.blocks, n, k, st.w);
   ASSERT_TRUE(a.ok() && b.ok());
   for (size_t p = 0; p < a->s.size(); ++p) {
@@ -176,7 +222,8 @@ TEST(GgmlQat, Q4_0TrainsAsItsGrid) {
   a->Backward(g.data(), dwa.data(), dsa.data(), dza.data());
   b->Backward(g.data(), dwb.data(), dsb.data(), dzb.data(), 0, n);
   EXPECT_EQ(dwa, dwb);
-  for (size_t p = 0; p < dsa.size(); ++p) EXPECT_NEAR(dsa[p], dsb[p], 1e-5 * (1 + std::fabs(dsa[p])));
+  for (size_t p = 0; p < dsa.size(); ++p)
+    EXPECT_NEAR(dsa[p], dsb[p], 1e-5 * (1 + std::fabs(dsa[p])));
   int64_t clamped = 0;
   for (const float v : dwa) clamped += v == 0.0f;
   EXPECT_GT(clamped, 0);

@@ -375,6 +375,34 @@ TEST(QuantizeGguf, QatTrainsKQuantBlocksAndBeatsItsStart) {
   const double k_plain = Kld16(plain), k_qat = Kld16(a);
   std::printf("Q2_K mean KLD over 16 windows: QAT %.5f, its plain start %.5f\n", k_qat, k_plain);
   EXPECT_LT(k_qat, 0.95 * k_plain);
+
+  // The end-to-end pass over the blocks' d (codes frozen): its loss ends at or below its start,
+  // the tensor types stay, and only the trained linears' blocks change (their d).
+  const fs::path e = qf::testing::TempDir() / "qat_q2k_e2e.gguf";
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + e.string() + common +
+                           " --e2e-epochs 1 --lr-q 0.01 --json",
+                       &log),
+            0)
+      << log;
+  const auto re = Json(log);
+  ASSERT_TRUE(re["qat_e2e"].is_object()) << log;
+  EXPECT_LE(re["qat_e2e"]["loss_end"].get<double>(), re["qat_e2e"]["loss_start"].get<double>());
+  ASSERT_FALSE(re["qat_e2e"]["reverted"].get<bool>()) << "nothing trained to compare";
+  auto fa = io::GgufFile::Open(a);
+  auto fe = io::GgufFile::Open(e);
+  ASSERT_TRUE(fa.ok() && fe.ok());
+  int changed = 0;
+  for (const io::GgufTensorInfo& t : fe->tensors()) {
+    const io::GgufTensorInfo* before = fa->FindTensor(t.name);
+    ASSERT_NE(before, nullptr) << t.name;
+    EXPECT_EQ(t.type, before->type) << t.name;
+    const bool same =
+        std::equal(t.data.begin(), t.data.end(), before->data.begin(), before->data.end());
+    const bool trained = t.name.rfind("blk.", 0) == 0 && t.name.find("norm") == std::string::npos;
+    if (!trained) EXPECT_TRUE(same) << t.name;
+    changed += !same;
+  }
+  EXPECT_EQ(changed, 6 * 7) << "every trained linear's d moved";
 }
 
 TEST(QuantizeGguf, FallsBackOnStories260k) {
@@ -478,8 +506,8 @@ TEST(QuantizeGguf, BadFlagsGiveOneLineErrors) {
              "--imatrix does not apply"},
         Case{"--scheme Q4_0 -o " + out + " --epochs 2", "apply to --method qat"},
         Case{"--scheme Q4_0 -o " + out + " --method qat --batch 0", "--batch"},
-        Case{"--scheme Q4_K_M -o " + out + " --method qat --e2e-epochs 1 --calib x.txt",
-             "block-wise only"}}) {
+        Case{"--scheme Q4_K_M -o " + out + " --method qat --tensor-type blk=F16 --calib x.txt",
+             "no quantized type"}}) {
     std::string log;
     const int rc = RunCommand(Q() + " quantize " + Bundled() + " " + c.args, &log);
     EXPECT_NE(rc, 0) << c.args;

@@ -380,7 +380,7 @@ void GgmlQatLinear::FakeQuantize(float* out, int64_t r0, int64_t r1) const {
     for (int64_t c0 = 0; c0 < k_; c0 += f.run) {
       const GgmlLattice l = Lattice(r, c0);
       for (int64_t i = r * k_ + c0; i < r * k_ + c0 + f.run; ++i)
-        out[i] = f.Value(l, f.Nearest(l, w[size_t(i)]));
+        out[i] = f.Value(l, CodeOf(size_t(i), l));
     }
 }
 
@@ -393,27 +393,39 @@ void GgmlQatLinear::Backward(const float* dwhat, float* dw, float* dd, float* dm
     for (int64_t c0 = 0; c0 < k_; c0 += B) {  // block by block, its runs in order
       const int64_t b = r * blocks_per_row_ + c0 / B;
       const double d = s[size_t(b)], ratio = d != 0 ? z[size_t(b)] / d : 0.0;
+      const bool frozen = codes_frozen();
       double gd = 0, gm = 0;
       for (int64_t j = 0; j < runs_per_block_; ++j) {
         const int64_t c = c0 + j * f.run;
         const GgmlLattice l = Lattice(r, c);
         const float* k = coef_.data() + 4 * (b * runs_per_block_ + j);
         for (int64_t i = r * k_ + c; i < r * k_ + c + f.run; ++i) {
-          const float lev = f.Level(f.Nearest(l, w[size_t(i)]));
+          const float lev = f.Level(CodeOf(size_t(i), l));
           const float u = (w[size_t(i)] - l.offset) / l.scale;  // level units
           const double g = dwhat[i];
           const bool in = u >= lo_ && u <= hi_;  // false for a zero or NaN scale
-          dw[i] = in ? dwhat[i] : 0.0f;
+          dw[i] = in && !frozen ? dwhat[i] : 0.0f;
           // ŵ = d · ((a + r a') · level + o + r o') with r = m / d: ∂/∂d at fixed codes and r;
           // ∂/∂m at fixed d where the weight is out of the grid only, as QatLinear's zeros.
           const double ma = double(k[2]) * lev + k[3];
           gd += g * (double(k[0]) * lev + k[1] + ratio * ma);
-          if (!in) gm += g * ma;
+          if (!in && !frozen) gm += g * ma;
         }
       }
       dd[b] = float(gd);
       dm[b] = float(gm);
     }
+}
+
+void GgmlQatLinear::FreezeCodes() {
+  std::vector<uint8_t> c(w.size());
+  for (int64_t r = 0; r < n_; ++r)
+    for (int64_t c0 = 0; c0 < k_; c0 += t_->codes->run) {
+      const GgmlLattice l = Lattice(r, c0);
+      for (size_t i = size_t(r * k_ + c0); i < size_t(r * k_ + c0 + t_->codes->run); ++i)
+        c[i] = uint8_t(t_->codes->Nearest(l, w[i]));
+    }
+  codes_ = std::move(c);
 }
 
 std::vector<std::byte> GgmlQatLinear::Freeze() const {
@@ -426,9 +438,8 @@ std::vector<std::byte> GgmlQatLinear::Freeze() const {
     SetHeaderField(block, f.d_at, s[b]);
     if (f.m_at >= 0) SetHeaderField(block, f.m_at, z[b]);
     f.lattice(block, l.data());
-    const float* wb = w.data() + b * size_t(t_->block);  // blocks are consecutive in row order
-    for (int64_t i = 0; i < t_->block; ++i)
-      codes[size_t(i)] = uint8_t(f.Nearest(l[size_t(i)], wb[i]));
+    const size_t i0 = b * size_t(t_->block);  // blocks are consecutive in row order
+    for (size_t i = 0; i < size_t(t_->block); ++i) codes[i] = uint8_t(CodeOf(i0 + i, l[i]));
     GgmlSetCodes(*t_, codes.data(), block);
   }
   return out;
@@ -648,8 +659,8 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     const std::vector<std::array<QuantizedTensor*, 7>>& tensors, std::span<const float> embed,
     std::vector<float>& final_norm, const model::Linear& lm_head,
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
-    const QatOptions& opt, const QatProgress& progress,
-    const std::vector<model::Layer>* fp_layers) {
+    const QatOptions& opt, const QatProgress& progress, const std::vector<model::Layer>* fp_layers,
+    const std::vector<std::array<GgmlTensor*, 7>>* ggml) {
   const auto t0 = Clock::now();
   const int64_t L = int64_t(layers.size()), H = c.hidden, V = c.vocab_size;
   const int64_t S = int64_t(windows.size());
@@ -678,7 +689,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   // scales' optimiser; with e2e_weights a QatLinear (latent weights, scales, zeros) and its
   // optimiser instead.
   struct Tuned {
-    QuantizedTensor* q;
+    QuantizedTensor* q;  // null for ggml blocks
     model::Linear* lin;
     std::vector<float> level;   // code - zero, [n, k]
     std::vector<float> dw, ds;  // ∂loss/∂ŵ, ∂loss/∂s
@@ -686,15 +697,25 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     std::optional<QatLinear> ql;
     std::optional<QatStepper<QatLinear>> stepper;
     RowShare share;  // the rows this rank steps
+    // ggml blocks: their trainer (codes frozen unless e2e_weights) and its optimiser.
+    GgmlTensor* g = nullptr;
+    std::optional<GgmlQatLinear> gl;
+    std::optional<QatStepper<GgmlQatLinear>> gstepper;
     Tuned(QuantizedTensor* qt, model::Linear* l, bool weights)
         : q(qt),
           lin(l),
           adam(weights ? 0 : qt->scales.size()),
           share(qt->rows, qt->RowsOwnParams()) {}
+    Tuned(GgmlTensor* gt, model::Linear* l)
+        : q(nullptr), lin(l), adam(0), share(gt->rows, true), g(gt) {}
     // The weights the model runs with, rows [r0, r1).
     void Install(int64_t r0, int64_t r1) {
       if (ql) {
         ql->FakeQuantize(lin->weight.data(), r0, r1);
+        return;
+      }
+      if (gl) {
+        gl->FakeQuantize(lin->weight.data(), r0, r1);
         return;
       }
       const int64_t k = q->cols;
@@ -706,7 +727,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
             lin->weight[size_t(e)] = sc * level[size_t(e)];
         });
     }
-    void Install() { Install(0, q->rows); }
+    void Install() { Install(0, lin->n); }
   };
   std::vector<Tuned> tuned;
   tuned.reserve(size_t(L) * 7);  // no reallocation: dw below points into the entries
@@ -731,6 +752,29 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       t.Install();
       dw[size_t(l)][i] = t.dw.data();
     }
+  // Linears stored as ggml blocks: a GgmlQatLinear from their values (scale-only: codes frozen,
+  // each block's d trains and m follows it; with e2e_weights as in TrainBlock).
+  if (ggml) {
+    if (ggml->size() != layers.size()) return Err("qat e2e: bad ggml layers");
+    for (int64_t l = 0; l < L; ++l)
+      for (size_t i = 0; i < 7; ++i) {
+        GgmlTensor* g = (*ggml)[size_t(l)][i];
+        if (!g) continue;
+        if (tensors[size_t(l)][i]) return Err("qat e2e: layer {} linear {} given twice", l, i);
+        model::Linear& lin = layers[size_t(l)][model::kBlockLinears[i]];
+        if (g->rows != lin.n || g->cols != lin.k) return Err("qat e2e: ggml shape mismatch");
+        std::vector<float> v(size_t(lin.n * lin.k));
+        QF_TRY(DequantizeRowsGgml(*g->type, g->bytes.data(), lin.n, lin.k, v.data()));
+        tuned.emplace_back(g, &lin);
+        Tuned& t = tuned.back();
+        t.dw.resize(v.size());
+        QF_ASSIGN(t.gl, GgmlQatLinear::Init(*g->type, g->bytes, lin.n, lin.k, v));
+        if (!opt.e2e_weights) t.gl->FreezeCodes();
+        t.gstepper.emplace(*t.gl);
+        t.Install();
+        dw[size_t(l)][i] = t.dw.data();
+      }
+  }
   std::vector<train::BlockLinears> lin(static_cast<size_t>(L));
   for (int64_t l = 0; l < L; ++l)
     for (size_t i = 0; i < 7; ++i) lin[size_t(l)][i] = &layers[size_t(l)][model::kBlockLinears[i]];
@@ -839,10 +883,13 @@ Result<QatE2eReport> TuneScalesEndToEnd(
   rep.final_norm = opt.e2e_final_norm;
   rep.loss_start = evaluate();
   std::vector<std::vector<float>> start;
-  for (const Tuned& t : tuned) start.push_back(t.q->scales);
+  for (const Tuned& t : tuned) start.push_back(t.q ? t.q->scales : std::vector<float>{});
   std::vector<QatLinear> start_ql;
-  for (const Tuned& t : tuned)
+  std::vector<GgmlQatLinear> start_gl;
+  for (const Tuned& t : tuned) {
     if (t.ql) start_ql.push_back(*t.ql);
+    if (t.gl) start_gl.push_back(*t.gl);
+  }
   const int64_t total = (S_train + opt.batch - 1) / opt.batch * opt.epochs;
   std::mt19937_64 rng(opt.seed ^ 0x5851f42d4c957f2dull);
   std::vector<int64_t> order(static_cast<size_t>(S_train));
@@ -871,6 +918,8 @@ Result<QatE2eReport> TuneScalesEndToEnd(
         const RowShare& sh = t.share;
         if (t.ql) {  // as a block's training step (TrainBlock)
           t.stepper->Step(*t.ql, t.dw.data(), lr_w, lr, opt.weight_decay, step, sh.r0, sh.r1);
+        } else if (t.gl) {
+          t.gstepper->Step(*t.gl, t.dw.data(), lr_w, lr, opt.weight_decay, step, sh.r0, sh.r1);
         } else {
           const auto [p0, p1] = t.q->ParamsOfRows(sh.r0, sh.r1);
           ScaleGradients(*t.q, t.level, t.dw.data(), sh.r0, sh.r1, t.ds.data());
@@ -890,23 +939,30 @@ Result<QatE2eReport> TuneScalesEndToEnd(
       t.share.Gather(t.ql->w);
       t.share.Gather(t.ql->s);
       t.share.Gather(t.ql->z);
+    } else if (t.gl) {
+      t.share.Gather(t.gl->w);
+      t.share.Gather(t.gl->s);
+      t.share.Gather(t.gl->z);
     } else {
       t.share.Gather(t.q->scales);
     }
   }
   rep.loss_end = evaluate();
   if (!(rep.loss_end <= rep.loss_start)) {
-    for (size_t i = 0, j = 0; i < tuned.size(); ++i) {
-      tuned[i].q->scales = start[i];
+    for (size_t i = 0, j = 0, k = 0; i < tuned.size(); ++i) {
+      if (tuned[i].q) tuned[i].q->scales = start[i];
       if (tuned[i].ql) tuned[i].ql = std::move(start_ql[j++]);
+      if (tuned[i].gl) tuned[i].gl = std::move(start_gl[k++]);
       tuned[i].Install();
     }
     for (TunedNorm& n : norms) n.Revert();
     rep.reverted = true;
     rep.loss_end = rep.loss_start;
   }
-  for (Tuned& t : tuned)  // the codes of the trained state (Dequantize gives what ran)
+  for (Tuned& t : tuned) {  // the codes of the trained state (Dequantize gives what ran)
     if (t.ql) *t.q = t.ql->Freeze();
+    if (t.gl) t.g->bytes = t.gl->Freeze();
+  }
   rep.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return rep;
 }

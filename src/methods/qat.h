@@ -129,7 +129,14 @@ class GgmlQatLinear {
   // The blocks of the current state: d and m rounded to fp16 (nearest even) into the starting
   // blocks, every code the nearest to its latent weight on the rounded lattice. Decoded, they
   // are FakeQuantize's values up to that rounding (exactly, when d and m are fp16 values).
+  // With FreezeCodes: the starting blocks with d and m rounded in, and the frozen codes.
   std::vector<std::byte> Freeze() const;
+  // The end-to-end pass's scale-only mode (QatLinear's frozen codes and zeros): every code is
+  // fixed at the nearest to its latent weight now; from then on the values are S · level + O of
+  // those codes, the latent weights and m / d get no gradient (m follows d) and only d trains:
+  // each block's values scale about zero.
+  void FreezeCodes();
+  bool codes_frozen() const { return !codes_.empty(); }
 
   // Latent weights [rows, cols]; d and m per block. They train as d and m / d (kMinsFollowScales:
   // a step of d scales the block's values about zero, as QatLinear's scales do, and m with it;
@@ -150,6 +157,11 @@ class GgmlQatLinear {
   float lo_ = 0, hi_ = 0;         // the grid's ends in level units, half a step beyond
   std::vector<std::byte> start_;  // the starting blocks (their integers are kept)
   std::vector<float> coef_;       // per run: a, o, a', o'
+  std::vector<uint8_t> codes_;    // [rows, cols] once frozen (FreezeCodes)
+  // Weight i's code: the frozen one, else the nearest to its latent weight on lattice l.
+  int CodeOf(size_t i, GgmlLattice l) const {
+    return codes_.empty() ? t_->codes->Nearest(l, w[i]) : codes_[i];
+  }
 };
 
 // What the end-to-end tuning minimises: the next-token cross-entropy of the calibration text,
@@ -256,6 +268,12 @@ void ScaleGradients(const QuantizedTensor& q, std::span<const float> level, cons
 // eighth of the windows is held out as in TrainBlock. Under mpirun every rank passes all windows
 // and the whole model; each window runs on the rank holding it in dist::Share(S), gradients are
 // summed as in TrainBlock.
+// A linear stored as ggml blocks (rows x cols weights of `type`, GgmlRowsBytes bytes).
+struct GgmlTensor {
+  const GgmlBlockType* type = nullptr;
+  int64_t rows = 0, cols = 0;
+  std::vector<std::byte> bytes;
+};
 struct QatE2eReport {
   E2eLoss loss = E2eLoss::kNextToken;
   double loss_start = 0, loss_end = 0;  // held-out loss (nats per token)
@@ -272,6 +290,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     std::vector<float>& final_norm, const model::Linear& lm_head,
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
     const QatOptions& opt, const QatProgress& progress = {},
-    const std::vector<model::Layer>* fp_layers = nullptr);
+    const std::vector<model::Layer>* fp_layers = nullptr,
+    const std::vector<std::array<GgmlTensor*, 7>>* ggml = nullptr);
 
 }  // namespace qf::methods

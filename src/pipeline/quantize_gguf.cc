@@ -12,7 +12,6 @@
 #include "core/dist.h"
 #include "core/dtype.h"
 #include "formats/ggml_blocks.h"
-#include "formats/ggml_grid.h"
 #include "io/gguf.h"
 #include "pipeline/gguf_convert.h"
 #include "io/safetensors.h"
@@ -249,26 +248,13 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
     if (p.source) by_source[p.source->name] = types.size() - 1;
   }
   rep.bits_per_weight = rep.quantized_params ? qbits / double(rep.quantized_params) : 0.0;
-  // QAT trains the decoder linears' blocks: as grids of a scheme row when every trained type is
-  // one (Q4_0, Q8_0: the end-to-end pass can tune them too), else as ggml blocks of any type
-  // with codes (methods::GgmlQatLinear; block-wise only).
-  bool qat_blocks = false;
+  // QAT trains the decoder linears' blocks (methods::GgmlQatLinear: any type with codes).
   if (opt.qat) {
     bool trainable = false;
-    const GgmlBlockType* other = nullptr;
-    for (size_t i = 0; i < plan.size(); ++i) {
-      if (LayerOf(plan[i].name) < 0 || !blocks[i] || !blocks[i]->codes) continue;
-      trainable = true;
-      if (!GgmlUniformScheme(*blocks[i])) other = blocks[i];
-    }
+    for (size_t i = 0; i < plan.size(); ++i)
+      trainable |= LayerOf(plan[i].name) >= 0 && blocks[i] && blocks[i]->codes;
     if (!trainable)
       return Err("--method qat: {} gives the decoder linears no quantized type", opt.mix->name);
-    qat_blocks = other != nullptr;
-    if (qat_blocks && opt.e2e_epochs > 0)
-      return Err(
-          "--e2e-epochs: the end-to-end pass tunes Q4_0 / Q8_0 blocks; {} has {} blocks, which "
-          "QAT trains block-wise only (drop --e2e-epochs)",
-          opt.mix->name, other->name);
   }
 
   // GPTQ / QAT: the solved tensors' bytes, in Hugging Face row order: by plan index, the entry
@@ -346,22 +332,16 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
         QF_TRY(QuantizeRowsGgml(bt, r.weight.data(), r.n, r.k, nullptr, q.data()));
       }
       QF_TRY(DequantizeRowsGgml(bt, q.data(), r.n, r.k, deq.data()));
-      if (opt.qat && LayerOf(plan[i].name) >= 0) {
-        if (qat_blocks) {
-          out.block_type = &bt;
-          out.blocks = q;
-        } else if (GgmlUniformScheme(bt)) {
-          QF_ASSIGN(out.grid, GgmlToQuantized(bt, q, r.n, r.k));
-        }
+      if (opt.qat && LayerOf(plan[i].name) >= 0) {  // QAT trains the blocks from here
+        out.block_type = &bt;
+        out.blocks = q;
       }
       QF_TRY(keep(i, q));
       return out;
     };
-    // QAT's trained grids back into their blocks (fp16 scales), and the values those hold; or
-    // its trained blocks.
-    TrainedWriter write;
-    write.blocks = [&](const std::string& weight_name,
-                       std::span<const std::byte> q) -> Result<std::vector<float>> {
+    // QAT's trained blocks, and the values those hold.
+    auto write = [&](const std::string& weight_name,
+                     std::span<const std::byte> q) -> Result<std::vector<float>> {
       const auto it = by_source.find(weight_name);
       if (it == by_source.end()) return Err("{}: not in the GGUF tensor plan", weight_name);
       const size_t i = it->second;
@@ -370,20 +350,6 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       QF_TRY(DequantizeRowsGgml(*blocks[i], q.data(), n, k, held.data()));
       rep.tensors[i].qat = true;
       QF_TRY(keep(i, std::vector<std::byte>(q.begin(), q.end())));
-      return held;
-    };
-    write.grid = [&](const std::string& weight_name,
-                     QuantizedTensor& g) -> Result<std::vector<float>> {
-      const auto it = by_source.find(weight_name);
-      if (it == by_source.end()) return Err("{}: not in the GGUF tensor plan", weight_name);
-      const size_t i = it->second;
-      const GgmlBlockType& bt = *blocks[i];
-      QF_ASSIGN(std::vector<std::byte> q, QuantizedToGgml(bt, g));
-      QF_ASSIGN(g, GgmlToQuantized(bt, q, g.rows, g.cols));
-      std::vector<float> held(size_t(g.rows * g.cols));
-      QF_TRY(DequantizeRowsGgml(bt, q.data(), g.rows, g.cols, held.data()));
-      rep.tensors[i].qat = true;
-      QF_TRY(keep(i, q));
       return held;
     };
     QuantizeOptions qopt;

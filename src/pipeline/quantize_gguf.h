@@ -42,10 +42,10 @@ struct GgufQuantizeOptions {
   // by methods::GptqGgml in a calibrated true-sequential pass (RunCalibratedSolver), their
   // importance being diag(H); token_embd is encoded plainly. No imatrix then.
   bool gptq = false;
-  // QAT (--method qat | gptq+qat): the linears whose type is a scheme row (Q4_0, Q8_0:
-  // formats/ggml_grid) are trained block by block (methods/qat) from their rounding (plain, or
-  // GPTQ's with gptq) and then, with e2e_epochs, their scales end to end; the others are solved
-  // as without QAT. Needs the folder, as GPTQ.
+  // QAT (--method qat | gptq+qat): the decoder linears' blocks (every type with codes) are
+  // trained block by block (methods::GgmlQatLinear) from their rounding (plain, or GPTQ's with
+  // gptq) and then, with e2e_epochs, their d end to end; the others are solved as without QAT.
+  // Needs the folder, as GPTQ.
   bool qat = false;
   methods::QatOptions qat_options;  // seed: calib.seed
   int e2e_epochs = 0;

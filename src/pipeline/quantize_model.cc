@@ -256,7 +256,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                      const model::ModelConfig& cfg, const Method& method,
                      const QuantizeOptions& opt, const LayerProgress& progress, QuantizeReport& rep,
                      Collected& col, const LinearSolver* external = nullptr, bool lm_head = false,
-                     const TrainedWriter* write = nullptr) {
+                     const BlocksWriter* write = nullptr) {
   const model::TensorNames& nm = *cfg.family->names;
   auto t0 = Clock::now();
   // The tokenizer is needed for a calibration text; sampling from the model only uses its BOS.
@@ -422,6 +422,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   const bool e2e = method.qat && opt.e2e_epochs > 0;
   std::vector<model::Layer> kept_layers;
   std::vector<std::array<QuantizedTensor*, 7>> kept_tensors;
+  // The same for linears stored as ggml blocks (their frozen blocks, by weight name).
+  std::vector<std::array<methods::GgmlTensor*, 7>> kept_ggml;
+  std::vector<std::pair<std::string, std::unique_ptr<methods::GgmlTensor>>> ggml_held;
   for (int64_t l = 0; l < cfg.layers; ++l) {
     QF_ASSIGN(model::Layer layer, model::ReadLayer(store, cfg, l, nullptr));
     auto module = [&](const char* pattern) { return ModuleOf(model::LayerTensorName(pattern, l)); };
@@ -545,10 +548,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
           rep.linears.push_back(
               Distortion(ModuleOf(name), lin->weight, lin->n, lin->k, sv.weights));
           rep.quantized_params += lin->n * lin->k;
-          if (method.qat && sv.grid) {
-            col.Add(name, std::move(*sv.grid));
-            keep_start(id, name, *lin, sv.weights).tensor = col.tensors.back().get();
-          } else if (method.qat && sv.block_type) {
+          if (method.qat && sv.block_type) {
             QatStart& qs = keep_start(id, name, *lin, sv.weights);
             qs.block_type = sv.block_type;
             qs.blocks = std::move(sv.blocks);
@@ -640,13 +640,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         lr.snr_db = d.snr_db;
         layer[model::kBlockLinears[i]].weight.assign(deq.begin(), deq.end());
       };
-      bool grids = false, blocks = false;
-      for (const QatStart& qs : qat_start) grids |= qs.tensor != nullptr, blocks |= !!qs.block_type;
-      if (grids && blocks)
-        return Err("qat: layer {} mixes grids and ggml blocks (train them apart)", l);
       methods::QatBlockReport qr;
-      if (blocks) {
-        if (!write || !write->blocks) return Err("qat: no writer for trained ggml blocks");
+      if (external) {  // the solver's ggml blocks
+        if (!write) return Err("qat: no writer for trained ggml blocks");
         std::array<methods::GgmlQatLinear, 7> gl;
         std::array<methods::GgmlQatLinear*, 7> train{};
         for (size_t i = 0; i < 7; ++i) {
@@ -662,7 +658,9 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                                           block_progress));
         for (size_t i = 0; i < 7; ++i) {
           if (!train[i]) continue;
-          QF_ASSIGN(const std::vector<float> deq, write->blocks(qat_start[i].name, gl[i].Freeze()));
+          std::vector<std::byte> frozen = gl[i].Freeze();
+          QF_ASSIGN(const std::vector<float> deq, (*write)(qat_start[i].name, frozen));
+          qat_start[i].blocks = std::move(frozen);  // the end-to-end pass starts from them
           install(i, deq);
         }
       } else {
@@ -680,8 +678,7 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
           if (!train[i]) continue;
           QatStart& qs = qat_start[i];
           *qs.tensor = ql[i].Freeze();
-          QF_ASSIGN(const std::vector<float> deq,
-                    write ? write->grid(qs.name, *qs.tensor) : Dequantize(*qs.tensor));
+          QF_ASSIGN(const std::vector<float> deq, Dequantize(*qs.tensor));
           install(i, deq);
         }
       }
@@ -697,15 +694,20 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
                                            : Stage::kMlpOut;
     observe(ByStage{}, walk_block(layer, l, {resume, Stage::kBlockOut}, false));
     if (e2e) {
-      for (const QatStart& qs : qat_start)
-        if (qs.block_type)
-          return Err(
-              "--e2e-epochs: the end-to-end pass trains grids (GGUF Q4_0, Q8_0); {} "
-              "blocks train block-wise only",
-              qs.block_type->name);
       std::array<QuantizedTensor*, 7> ts{};
-      for (size_t i = 0; i < 7; ++i) ts[i] = qat_start[i].tensor;
+      std::array<methods::GgmlTensor*, 7> gs{};
+      for (size_t i = 0; i < 7; ++i) {
+        QatStart& qs = qat_start[i];
+        ts[i] = qs.tensor;
+        if (!qs.block_type) continue;
+        const model::Linear& lin = layer[model::kBlockLinears[i]];
+        auto g = std::make_unique<methods::GgmlTensor>(
+            methods::GgmlTensor{qs.block_type, lin.n, lin.k, std::move(qs.blocks)});
+        gs[i] = g.get();
+        ggml_held.emplace_back(qs.name, std::move(g));
+      }
       kept_tensors.push_back(ts);
+      kept_ggml.push_back(gs);
       kept_layers.push_back(std::move(layer));
     } else {
       QF_TRY(col.Finish());
@@ -738,22 +740,21 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
         QF_ASSIGN(model::Layer fl, model::ReadLayer(store, cfg, l, nullptr));
         fp_layers.push_back(std::move(fl));
       }
-    QF_ASSIGN(methods::QatE2eReport er, methods::TuneScalesEndToEnd(
-                                            cfg, kept_layers, kept_tensors, embed, norm, head,
-                                            windows, cos.data(), sin.data(), eo,
-                                            [&](int64_t step, int64_t total, double loss) {
-                                              if (opt.qat_progress)
-                                                opt.qat_progress(-1, step, total, loss);
-                                            },
-                                            fp_layers.empty() ? nullptr : &fp_layers));
+    QF_ASSIGN(
+        methods::QatE2eReport er,
+        methods::TuneScalesEndToEnd(
+            cfg, kept_layers, kept_tensors, embed, norm, head, windows, cos.data(), sin.data(), eo,
+            [&](int64_t step, int64_t total, double loss) {
+              if (opt.qat_progress) opt.qat_progress(-1, step, total, loss);
+            },
+            fp_layers.empty() ? nullptr : &fp_layers, ggml_held.empty() ? nullptr : &kept_ggml));
     if (er.norms && !er.reverted)
       for (int64_t l = 0; l < cfg.layers; ++l) keep_trained_block_norms(l, kept_layers[size_t(l)]);
     if (er.final_norm && !er.reverted) keep_trained_norm(nm.final_norm, norm);
     rep.qat_e2e = std::move(er);
-    if (write)  // the tuned scales, as the caller's format stores them
-      for (size_t i = 0; i < col.tensors.size(); ++i) {
-        QF_ASSIGN(const std::vector<float> held,
-                  write->grid(col.entries[i].module + ".weight", *col.tensors[i]));
+    if (write)  // the tuned blocks, to the caller's file
+      for (const auto& [name, g] : ggml_held) {
+        QF_ASSIGN(const std::vector<float> held, (*write)(name, g->bytes));
         (void)held;
       }
     QF_TRY(col.Finish());
@@ -817,14 +818,13 @@ std::string_view TransformName(Transform t) {
 
 Result<QuantizeReport> RunCalibratedSolver(const fs::path& src, const QuantizeOptions& opt,
                                            bool lm_head, const LinearSolver& solve,
-                                           const TrainedWriter& write,
+                                           const BlocksWriter& write,
                                            const LayerProgress& progress) {
   QF_ASSIGN(const Method method, ParseMethod(opt.method));
   if (method.transform != Transform::kNone)
     return Err("--method {}: an external solver takes gptq, qat or gptq+qat", opt.method);
   if (method.qat) {
-    if (!write.grid || !write.blocks)
-      return Err("--method {}: no writer for the trained linears", opt.method);
+    if (!write) return Err("--method {}: no writer for the trained linears", opt.method);
     QF_TRY(CheckQatOptions(opt.qat, opt.e2e_epochs));
   }
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));

@@ -132,14 +132,11 @@ bool NeedsCalibration(const QuantizeOptions& opt);
 // returns the weights the model runs with from then on (its dequantized result). With
 // `lm_head`, the output projection follows last (input: the final-norm output). opt.method is
 // gptq, qat or gptq+qat (no transform); opt.calib, damp, seed and the QAT options apply. With
-// QAT, the linears whose result comes with a grid (codes and scales of a scheme row: GGUF Q4_0,
-// Q8_0) or as ggml blocks (any type with codes: the k-quants, Q4_1, Q5_*, IQ4_*) are trained
-// block by block starting from it (grids also end to end with opt.e2e_epochs; one block's linears
-// come all as grids or all as blocks); each trained grid goes to `write.grid`, which stores it in
-// the caller's format, may round its scales to what the format holds, and returns the values it
-// holds (after each block's training, and again after the end-to-end tuning), each trained
-// linear's blocks to `write.blocks` likewise. The report holds calibration figures, times, the
-// QAT losses and peak RSS; its linears have no scheme.
+// QAT, the linears whose result comes as ggml blocks (any type with codes) are trained block by
+// block starting from them (and end to end with opt.e2e_epochs); each linear's trained blocks go
+// to `write`, which stores them in the caller's file and returns the values they hold (after
+// each block's training, and again after the end-to-end tuning). The report holds calibration
+// figures, times, the QAT losses and peak RSS; its linears have no scheme.
 struct SolveRequest {
   const std::string& weight_name;  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
   std::span<const float> weight;   // [n, k] as the model holds it (fp32)
@@ -147,23 +144,18 @@ struct SolveRequest {
   const methods::HessianAccumulator& hessian;
 };
 struct Solved {
-  std::vector<float> weights;           // [n, k]: what the model runs with
-  std::optional<QuantizedTensor> grid;  // the same values as a scheme row's codes, when they are
-  // Or the same values as ggml blocks of this type (when not null), for QAT to train as such.
+  std::vector<float> weights;  // [n, k]: what the model runs with
+  // The same values as ggml blocks of this type (when not null), for QAT to train.
   const GgmlBlockType* block_type = nullptr;
   std::vector<std::byte> blocks;
 };
 using LinearSolver = std::function<Result<Solved>(const SolveRequest&)>;
-struct TrainedWriter {
-  std::function<Result<std::vector<float>>(const std::string& weight_name, QuantizedTensor&)> grid;
-  std::function<Result<std::vector<float>>(const std::string& weight_name,
-                                           std::span<const std::byte> blocks)>
-      blocks;
-};
+using BlocksWriter = std::function<Result<std::vector<float>>(const std::string& weight_name,
+                                                              std::span<const std::byte> blocks)>;
 Result<QuantizeReport> RunCalibratedSolver(const std::filesystem::path& src,
                                            const QuantizeOptions& opt, bool lm_head,
                                            const LinearSolver& solve,
-                                           const TrainedWriter& write = {},
+                                           const BlocksWriter& write = {},
                                            const LayerProgress& progress = {});
 
 Result<QuantizeReport> QuantizeModel(const std::filesystem::path& src,
