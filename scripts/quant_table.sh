@@ -85,6 +85,15 @@ ROWS=(
   "Q4_0|gptq||"
   "Q4_0|gptq+qat||"
   "Q4_0|gptq+qat|--e2e-epochs 1|"
+  "Q2_K|gptq||"
+  "Q2_K|gptq+qat||"
+  "Q2_K|gptq+qat|--e2e-epochs 1|"
+  "Q2_K|gptq+qat|--block-norms --e2e-epochs 1 --e2e-norms --e2e-loss ce+kl|"
+  "Q3_K_M|gptq||"
+  "Q3_K_M|gptq+qat||"
+  "Q4_K_M|gptq||"
+  "Q4_K_M|gptq+qat||"
+  "Q4_K_M|gptq+qat|--e2e-epochs 1|"
 )
 
 echo "| scheme | method | bits/weight | file MiB | PPL | ΔPPL | reference | mean KLD | top-1 | quantize s | peak RSS MiB |"

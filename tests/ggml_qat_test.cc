@@ -50,9 +50,12 @@ struct Start {
   std::vector<float> w, values;
   std::vector<std::byte> blocks;
 };
+// Row 0 is all zeros and row 1 constant where n > 2 (blocks whose d is zero).
 Start Quantized(const GgmlBlockType& t, int64_t n, int64_t k, uint64_t seed) {
   Start s;
   s.w = Random(size_t(n * k), seed, 0.05f);
+  if (n > 2)
+    for (int64_t c = 0; c < k; ++c) s.w[size_t(c)] = 0.0f, s.w[size_t(k + c)] = 0.03f;
   s.blocks.resize(*GgmlRowsBytes(t, n, k));
   EXPECT_TRUE(QuantizeRowsGgml(t, s.w.data(), n, k, nullptr, s.blocks.data()).ok());
   s.values = Decode(t, s.blocks, n, k);
@@ -64,7 +67,7 @@ float F16(float x) { return F16ToF32(F16BitsRne(x)); }
 TEST(GgmlQat, StartsAtTheBlocksValuesAndFreezesToWhatItRuns) {
   for (const GgmlBlockType* t : Types()) {
     SCOPED_TRACE(t->name);
-    const int64_t n = 3, k = 512;
+    const int64_t n = 4, k = 512;
     const Start st = Quantized(*t, n, k, 7);
     // Latent weights at the blocks' values: the forward is the decoder's, bit for bit.
     auto q = methods::GgmlQatLinear::Init(*t, st.blocks, n, k, st.values);

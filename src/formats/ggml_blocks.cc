@@ -54,20 +54,6 @@ Status CheckImportance(const GgmlBlockType& t, const float* importance, int64_t 
 
 }  // namespace
 
-int GgmlCodeFormat::Nearest(GgmlLattice l, float x) const {
-  const int top = (1 << bits) - 1;
-  const float t = (x - l.offset) / l.scale;                          // in level units
-  if (!std::isfinite(t)) return lut ? 0 : std::clamp(zero, 0, top);  // zero or NaN scale
-  if (!lut) {
-    const float c = std::nearbyint(t) + float(zero);
-    return c <= 0.f ? 0 : c >= float(top) ? top : int(c);
-  }
-  int best = 0;
-  for (int c = 1; c <= top; ++c)
-    if (std::fabs(float(lut[c]) - t) < std::fabs(float(lut[best]) - t)) best = c;
-  return best;
-}
-
 void GgmlGetCodes(const GgmlBlockType& t, const std::byte* block, uint8_t* codes) {
   const auto* b = reinterpret_cast<const uint8_t*>(block);
   GgmlCodeField f[2];

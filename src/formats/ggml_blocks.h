@@ -31,6 +31,8 @@
 //   IQ4_XS 256 w, 136 B, 4.25     8 sub-blocks of 32 with 6-bit signed scales, same grid
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -72,7 +74,19 @@ struct GgmlCodeFormat {
   float Level(int code) const { return lut ? float(lut[code]) : float(code - zero); }
   float Value(GgmlLattice l, int code) const { return l.scale * Level(code) + l.offset; }
   // The code whose value is nearest x (a fixed code when the scale is 0 or not finite).
-  int Nearest(GgmlLattice l, float x) const;
+  int Nearest(GgmlLattice l, float x) const {  // inline: QAT calls it per weight and step
+    const int top = (1 << bits) - 1;
+    const float t = (x - l.offset) / l.scale;                          // in level units
+    if (!std::isfinite(t)) return lut ? 0 : std::clamp(zero, 0, top);  // zero or NaN scale
+    if (!lut) {
+      const float c = std::nearbyint(t) + float(zero);
+      return c <= 0.f ? 0 : c >= float(top) ? top : int(c);
+    }
+    int best = 0;
+    for (int c = 1; c <= top; ++c)
+      if (std::fabs(float(lut[c]) - t) < std::fabs(float(lut[best]) - t)) best = c;
+    return best;
+  }
 };
 
 // One row of `cols` weights (a multiple of the block size); importance is null or [cols].

@@ -264,7 +264,10 @@ void ScaleGradients(const QuantizedTensor& q, std::span<const float> level, cons
 // window. With opt.e2e_norms the input norms of `layers` train too, with opt.e2e_final_norm
 // `final_norm`; both are updated in place.
 // `tensors[l][i]` is layer l's linear kBlockLinears[i] (null: kept as `layers` holds it); `layers`
-// must hold the dequantized weights of those tensors and is updated with the tuned ones. The last
+// must hold the dequantized weights of those tensors and is updated with the tuned ones.
+// `ggml[l][i]` (optional) is a linear stored as ggml blocks instead (its `tensors` entry null):
+// it tunes each block's d with the codes frozen (GgmlQatLinear::FreezeCodes; with e2e_weights it
+// trains as in TrainBlock) and its bytes are replaced by the tuned blocks. The last
 // eighth of the windows is held out as in TrainBlock. Under mpirun every rank passes all windows
 // and the whole model; each window runs on the rank holding it in dist::Share(S), gradients are
 // summed as in TrainBlock.
