@@ -194,6 +194,13 @@ TEST(Mpi, QatOnTwoRanks) {
   ASSERT_FALSE(n1.empty());
   EXPECT_TRUE(n1 == Bytes(dir / "n2" / "model.safetensors")) << "norms: 2 ranks differ";
   EXPECT_FALSE(n1 == one) << "the norms did not train";
+  // QAT into GGUF k-quant blocks (GgmlQatLinear: rows and their blocks' d, m split as above).
+  const std::string gflags = "--scheme Q2_K --method gptq+qat --e2e-epochs 1 -q";
+  ASSERT_EQ(RunCommand(Quantize("", dir / "g1.gguf", gflags, 2), &log), 0) << log;
+  ASSERT_EQ(RunCommand(Quantize(kMpirun, dir / "g2.gguf", gflags), &log), 0) << log;
+  const std::string g1 = Bytes(dir / "g1.gguf");
+  ASSERT_FALSE(g1.empty());
+  EXPECT_TRUE(g1 == Bytes(dir / "g2.gguf")) << "Q2_K QAT: 2 ranks differ from one process";
 }
 
 // ppl and kld on two ranks (windows split, per-window results gathered and summed in window
