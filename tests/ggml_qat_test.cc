@@ -64,6 +64,45 @@ Start Quantized(const GgmlBlockType& t, int64_t n, int64_t k, uint64_t seed) {
 
 float F16(float x) { return F16ToF32(F16BitsRne(x)); }
 
+// The format table's header fields (GgmlCodeFormat d_at, m_at, run): d scales the values about
+// zero (m = 0: doubling d doubles every value) and m only offsets them (d = 0: one value per run
+// of `run` weights, and the runs differ where the type has sub-block mins).
+TEST(GgmlQat, TheTableNamesTheScaleAndTheMinField) {
+  for (const GgmlBlockType* t : Types()) {
+    SCOPED_TRACE(t->name);
+    const GgmlCodeFormat& f = *t->codes;
+    const int64_t k = 512;
+    const Start st = Quantized(*t, 1, k, 5);
+    auto set = [&](std::vector<std::byte>& q, int at, float v) {
+      const uint16_t h = F16BitsRne(v);
+      for (size_t b = 0; b < q.size() / t->block_bytes; ++b)
+        std::memcpy(q.data() + b * t->block_bytes + at, &h, 2);
+    };
+    std::vector<std::byte> a = st.blocks, b = st.blocks;
+    if (f.m_at >= 0) set(a, f.m_at, 0.0f), set(b, f.m_at, 0.0f);
+    for (size_t blk = 0; blk < b.size() / t->block_bytes; ++blk) {
+      uint16_t h;
+      std::memcpy(&h, b.data() + blk * t->block_bytes + f.d_at, 2);
+      const uint16_t h2 = F16BitsRne(2.0f * F16ToF32(h));
+      std::memcpy(b.data() + blk * t->block_bytes + f.d_at, &h2, 2);
+    }
+    const std::vector<float> va = Decode(*t, a, 1, k), vb = Decode(*t, b, 1, k);
+    int64_t nonzero = 0;
+    for (size_t i = 0; i < va.size(); ++i) {
+      EXPECT_EQ(vb[i], 2.0f * va[i]) << i;
+      nonzero += va[i] != 0.0f;
+    }
+    EXPECT_GT(nonzero, k / 2);
+    if (f.m_at < 0) continue;
+    std::vector<std::byte> m = st.blocks;
+    set(m, f.d_at, 0.0f);
+    set(m, f.m_at, 1.0f);
+    const std::vector<float> vm = Decode(*t, m, 1, k);
+    for (size_t i = 0; i < vm.size(); ++i) EXPECT_EQ(vm[i], vm[i - i % size_t(f.run)]) << i;
+    EXPECT_NE(vm[0], 0.0f);
+  }
+}
+
 TEST(GgmlQat, StartsAtTheBlocksValuesAndFreezesToWhatItRuns) {
   for (const GgmlBlockType* t : Types()) {
     SCOPED_TRACE(t->name);
