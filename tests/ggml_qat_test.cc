@@ -18,17 +18,10 @@
 #include "formats/quantize.h"
 #include "formats/scheme.h"
 #include "methods/qat.h"
+#include "test_util.h"
 
 namespace qf {
 namespace {
-
-std::vector<float> Random(size_t n, uint64_t seed, float sd = 1.0f, float center = 0.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(center, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 // The model-file block types (every row with codes).
 std::vector<const GgmlBlockType*> Types() {
@@ -53,7 +46,7 @@ struct Start {
 // Row 0 is all zeros and row 1 constant where n > 2 (blocks whose d is zero).
 Start Quantized(const GgmlBlockType& t, int64_t n, int64_t k, uint64_t seed) {
   Start s;
-  s.w = Random(size_t(n * k), seed, 0.05f);
+  s.w = testing::RandomNormal(size_t(n * k), seed, 0.05f);
   if (n > 2)
     for (int64_t c = 0; c < k; ++c) s.w[size_t(c)] = 0.0f, s.w[size_t(k + c)] = 0.03f;
   s.blocks.resize(*GgmlRowsBytes(t, n, k));
@@ -145,7 +138,7 @@ TEST(GgmlQat, HeaderGradientsAreTheDecodersDerivatives) {
     for (size_t b = 0; b < q->s.size(); ++b)  // fp16 values (the frozen blocks hold them)
       q->s[b] = F16(q->s[b] * (b % 2 ? 1.0625f : 0.875f));  // some weights out of the grid
     const std::vector<std::byte> frozen = q->Freeze();
-    const std::vector<float> g = Random(st.w.size(), 12, 1.0f, 0.5f);
+    const std::vector<float> g = testing::RandomNormal(st.w.size(), 12, 1.0f, 0.5f);
     std::vector<float> dw(st.w.size()), dd(q->s.size(), -1.0f), dr(q->s.size(), -1.0f);
     q->Backward(g.data(), dw.data(), dd.data(), dr.data(), 0, n);
     // ∂ŵ/∂d and ∂ŵ/∂m of every weight, from the decoder; the header values the blocks hold.
@@ -211,7 +204,7 @@ TEST(GgmlQat, FrozenCodesTrainOnlyTheScale) {
     q->FakeQuantize(fq.data());
     EXPECT_EQ(fq, st.values);
     EXPECT_EQ(Decode(t, q->Freeze(), n, k), st.values);
-    const std::vector<float> g = Random(fq.size(), 32, 1.0f, 0.5f);
+    const std::vector<float> g = testing::RandomNormal(fq.size(), 32, 1.0f, 0.5f);
     std::vector<float> dw(fq.size(), -1.0f), dd(q->s.size()), dm(q->s.size(), -1.0f);
     q->Backward(g.data(), dw.data(), dd.data(), dm.data(), 0, n);
     for (const float v : dw) EXPECT_EQ(v, 0.0f);
@@ -258,7 +251,7 @@ TEST(GgmlQat, Q4_0TrainsAsItsGrid) {
   a->FakeQuantize(fa.data());
   b->FakeQuantize(fb.data());
   EXPECT_EQ(fa, fb);
-  const std::vector<float> g = Random(st.w.size(), 22);
+  const std::vector<float> g = testing::RandomNormal(st.w.size(), 22);
   std::vector<float> dwa(g.size()), dwb(g.size()), dsa(a->s.size()), dsb(a->s.size()),
       dza(a->s.size()), dzb(a->s.size());
   a->Backward(g.data(), dwa.data(), dsa.data(), dza.data());

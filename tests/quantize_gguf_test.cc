@@ -238,36 +238,50 @@ TEST(QuantizeGguf, GptqKQuantsKeepTheMixAndLowerTheKld) {
   EXPECT_LT(k_gptq, 0.9 * k_plain) << "plain " << k_plain << " gptq " << k_gptq;
 }
 
-// QAT into GGUF blocks (Q4_0 = int4-g32-sym): the decoder linears are trained from the type's
+// The plain file of GGUF type `type` and a QAT one (`flags` after --scheme type, calibrated on
+// 8 x 128 tokens of calib.txt), the QAT one twice: on 2 threads and on 1, whose bytes must agree;
+// the two --json reports.
+struct QatRun {
+  fs::path plain, qat;
+  nlohmann::json plain_report, report;
+  std::string common;  // the QAT run's flags after the model and -o (--scheme on)
+};
+void RunQat(const std::string& type, const std::string& flags, const std::string& tag,
+            QatRun* out) {
+  out->plain = qf::testing::TempDir() / ("plain_" + tag + ".gguf");
+  out->qat = qf::testing::TempDir() / ("qat_" + tag + ".gguf");
+  const fs::path again = qf::testing::TempDir() / ("qat_" + tag + "_1t.gguf");
+  out->common = " --scheme " + type + " " + flags + " --calib " +
+                (qf::testing::SharedDir() / "data/calib.txt").string() +
+                " --nsamples 8 --seqlen 128 -q";
+  const std::string& common = out->common;
+  std::string log;
+  const std::string quantize = Q() + " quantize " + Bundled() + " -o ";
+  ASSERT_EQ(RunCommand(quantize + out->plain.string() + " --scheme " + type + " --json -q", &log),
+            0)
+      << log;
+  out->plain_report = Json(log);
+  ASSERT_EQ(RunCommand(quantize + out->qat.string() + common + " --json", &log), 0) << log;
+  out->report = Json(log);
+  ASSERT_EQ(RunCommand(quantize + again.string() + common + " -t 1", &log), 0) << log;
+  EXPECT_TRUE(*ReadTextFile(out->qat) == *ReadTextFile(again))
+      << type << " QAT output differs (2 threads vs 1)";
+  ASSERT_EQ(out->report["qat"].size(), 6u);
+}
+
+// QAT into GGUF Q4_0 blocks: the decoder linears are trained from the type's
 // own rounding, the rest of the file is the plain Q4_0 mix's, every block's output error and the
 // next-token loss end at or below their starts, the bytes are the same on 1 and 2 threads, and
 // the file is closer to the fp model than the rounding it started from.
 TEST(QuantizeGguf, QatTrainsQ4_0BlocksAndBeatsItsStart) {
   QF_NEED_SHARED("data/calib.txt");
   QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
-  const fs::path plain = qf::testing::TempDir() / "plain_q40.gguf";
-  const fs::path a = qf::testing::TempDir() / "qat_q40.gguf",
-                 b = qf::testing::TempDir() / "qat_q40_b.gguf";
-  const std::string common = " --scheme Q4_0 --method qat --calib " +
-                             (qf::testing::SharedDir() / "data/calib.txt").string() +
-                             " --nsamples 8 --seqlen 128 --epochs 1 --e2e-epochs 1 -q";
+  QatRun run;
+  ASSERT_NO_FATAL_FAILURE(RunQat("Q4_0", "--method qat --epochs 1 --e2e-epochs 1", "q40", &run));
+  const fs::path &plain = run.plain, &a = run.qat;
+  const auto &rp = run.plain_report, &ra = run.report;
+  const std::string& common = run.common;
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + plain.string() +
-                           " --scheme Q4_0 --json -q",
-                       &log),
-            0)
-      << log;
-  const auto rp = Json(log);
-  ASSERT_EQ(
-      RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log),
-      0)
-      << log;
-  const auto ra = Json(log);
-  ASSERT_EQ(
-      RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0)
-      << log;
-  EXPECT_TRUE(*ReadTextFile(a) == *ReadTextFile(b)) << "QAT GGUF output differs (2 threads vs 1)";
-  ASSERT_EQ(ra["qat"].size(), 6u) << log;
   for (const auto& blk : ra["qat"]) {
     EXPECT_EQ(blk["steps"], 7);  // 7 training windows (one held out), one epoch
     EXPECT_LE(blk["loss_end"].get<double>(), blk["loss_start"].get<double>());
@@ -331,29 +345,12 @@ TEST(QuantizeGguf, QatTrainsQ4_0BlocksAndBeatsItsStart) {
 TEST(QuantizeGguf, QatTrainsKQuantBlocksAndBeatsItsStart) {
   QF_NEED_SHARED("data/calib.txt");
   QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
-  const fs::path plain = qf::testing::TempDir() / "plain_q2k.gguf";
-  const fs::path a = qf::testing::TempDir() / "qat_q2k.gguf",
-                 b = qf::testing::TempDir() / "qat_q2k_b.gguf";
-  const std::string common = " --scheme Q2_K --method qat --calib " +
-                             (qf::testing::SharedDir() / "data/calib.txt").string() +
-                             " --nsamples 8 --seqlen 128 -q";
+  QatRun run;
+  ASSERT_NO_FATAL_FAILURE(RunQat("Q2_K", "--method qat", "q2k", &run));
+  const fs::path &plain = run.plain, &a = run.qat;
+  const auto &rp = run.plain_report, &ra = run.report;
+  const std::string& common = run.common;
   std::string log;
-  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + plain.string() +
-                           " --scheme Q2_K --json -q",
-                       &log),
-            0)
-      << log;
-  const auto rp = Json(log);
-  ASSERT_EQ(
-      RunCommand(Q() + " quantize " + Bundled() + " -o " + a.string() + common + " --json", &log),
-      0)
-      << log;
-  const auto ra = Json(log);
-  ASSERT_EQ(
-      RunCommand(Q() + " quantize " + Bundled() + " -o " + b.string() + common + " -t 1", &log), 0)
-      << log;
-  EXPECT_TRUE(*ReadTextFile(a) == *ReadTextFile(b)) << "QAT GGUF output differs (2 threads vs 1)";
-  ASSERT_EQ(ra["qat"].size(), 6u) << log;
   int improved = 0;
   for (const auto& blk : ra["qat"]) {
     EXPECT_EQ(blk["steps"], 7);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <sys/wait.h>
 
@@ -110,6 +111,14 @@ int RunCommand(const std::string& cmd, std::string* output) {
   while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) output->append(buf.data(), n);
   const int st = ::pclose(p);
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+std::vector<float> RandomNormal(size_t n, uint64_t seed, float sd, float center) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(center, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
 }
 
 QuantizedTensor QuantizeOrDie(const std::vector<float>& w, int64_t n, int64_t k,

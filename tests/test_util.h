@@ -48,6 +48,9 @@ void ForEachTarget(Fn&& fn) {
 // Runs a shell command; returns its exit status and fills `output` with stdout+stderr.
 int RunCommand(const std::string& cmd, std::string* output);
 
+// n floats drawn from N(center, sd^2) by a std::mt19937_64 seeded with `seed`.
+std::vector<float> RandomNormal(size_t n, uint64_t seed, float sd = 1.0f, float center = 0.0f);
+
 // Quantize(w[n, k]) to the scheme `spec` (ParseScheme), adding a test failure (with the spec and
 // the error) when either fails.
 QuantizedTensor QuantizeOrDie(const std::vector<float>& w, int64_t n, int64_t k,

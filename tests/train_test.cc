@@ -19,6 +19,7 @@
 #include "formats/scheme.h"
 #include "kernels/ops.h"
 #include "methods/qat.h"
+#include "test_util.h"
 #include "model/config.h"
 #include "model/decoder_walk.h"
 #include "train/backward_ops.h"
@@ -26,14 +27,6 @@
 
 namespace qf {
 namespace {
-
-std::vector<float> Random(size_t n, uint64_t seed, float sd = 1.0f, float center = 0.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(center, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 double Dot(const std::vector<float>& a, const std::vector<float>& b) {
   double s = 0;
@@ -65,7 +58,9 @@ void CheckGradient(std::vector<float>& p, const std::vector<float>& grad,
 
 TEST(TrainOps, RmsNormBackwardMatchesFiniteDifferences) {
   const int64_t m = 3, d = 12;
-  std::vector<float> x = Random(m * d, 1), w = Random(d, 2, 0.3f, 1.0f), r = Random(m * d, 3);
+  std::vector<float> x = testing::RandomNormal(m * d, 1),
+                     w = testing::RandomNormal(d, 2, 0.3f, 1.0f),
+                     r = testing::RandomNormal(m * d, 3);
   std::vector<float> y(x.size()), dx(x.size(), 5.0f);
   auto loss = [&] {
     kernels::RmsNorm(x.data(), w.data(), y.data(), m, d, 1e-5f);
@@ -93,7 +88,8 @@ TEST(TrainOps, RopeBackwardMatchesFiniteDifferences) {
   c.rope_theta = 100.0;
   std::vector<float> cos, sin;
   model::RopeTables(c, pos0 + m, &cos, &sin);
-  std::vector<float> x = Random(m * heads * D, 4), r = Random(x.size(), 5);
+  std::vector<float> x = testing::RandomNormal(m * heads * D, 4),
+                     r = testing::RandomNormal(x.size(), 5);
   auto loss = [&] {
     std::vector<float> y = x;
     kernels::Rope(y.data(), m, heads, D, pos0, cos.data(), sin.data());
@@ -106,7 +102,8 @@ TEST(TrainOps, RopeBackwardMatchesFiniteDifferences) {
 
 TEST(TrainOps, SiluMulBackwardMatchesFiniteDifferences) {
   const int64_t m = 2, f = 9;
-  std::vector<float> gate = Random(m * f, 6, 2.0f), up = Random(m * f, 7), r = Random(m * f, 8);
+  std::vector<float> gate = testing::RandomNormal(m * f, 6, 2.0f),
+                     up = testing::RandomNormal(m * f, 7), r = testing::RandomNormal(m * f, 8);
   auto loss = [&] {
     std::vector<float> h = gate;
     kernels::SiluMul(h.data(), up.data(), m, f);
@@ -122,8 +119,10 @@ TEST(TrainOps, AttentionBackwardMatchesFiniteDifferences) {
   for (const int64_t window : {int64_t{0}, int64_t{3}}) {
     SCOPED_TRACE(window);
     const int64_t t = 6, heads = 4, kvh = 2, D = 8;
-    std::vector<float> q = Random(t * heads * D, 9), k = Random(t * kvh * D, 10),
-                       v = Random(t * kvh * D, 11), r = Random(q.size(), 12);
+    std::vector<float> q = testing::RandomNormal(t * heads * D, 9),
+                       k = testing::RandomNormal(t * kvh * D, 10),
+                       v = testing::RandomNormal(t * kvh * D, 11),
+                       r = testing::RandomNormal(q.size(), 12);
     auto loss = [&] {
       std::vector<float> out(q.size());
       kernels::Attention(q.data(), k.data(), v.data(), out.data(), t, 0, heads, kvh, D, window);
@@ -140,7 +139,8 @@ TEST(TrainOps, AttentionBackwardMatchesFiniteDifferences) {
 
 TEST(TrainOps, LinearBackwardMatchesFiniteDifferences) {
   const int64_t m = 5, n = 7, k = 6;
-  std::vector<float> x = Random(m * k, 13), w = Random(n * k, 14), r = Random(m * n, 15);
+  std::vector<float> x = testing::RandomNormal(m * k, 13), w = testing::RandomNormal(n * k, 14),
+                     r = testing::RandomNormal(m * n, 15);
   auto loss = [&] {
     std::vector<float> y(size_t(m * n));
     kernels::MatMulNT(x.data(), w.data(), nullptr, y.data(), m, n, k);
@@ -181,15 +181,15 @@ SmallBlock MakeSmallBlock(int64_t t, int64_t window, uint64_t seed, bool qk_norm
     model::Linear L;
     L.n = n;
     L.k = k;
-    const std::vector<float> w = Random(size_t(n * k), ++s, 0.2f);
+    const std::vector<float> w = testing::RandomNormal(size_t(n * k), ++s, 0.2f);
     L.weight.assign(w.begin(), w.end());
     return L;
   };
-  b.layer.attn_norm = Random(size_t(c.hidden), ++s, 0.2f, 1.0f);
-  b.layer.ffn_norm = Random(size_t(c.hidden), ++s, 0.2f, 1.0f);
+  b.layer.attn_norm = testing::RandomNormal(size_t(c.hidden), ++s, 0.2f, 1.0f);
+  b.layer.ffn_norm = testing::RandomNormal(size_t(c.hidden), ++s, 0.2f, 1.0f);
   if (qk_norm) {
-    b.layer.q_norm = Random(size_t(c.head_dim), ++s, 0.2f, 1.0f);
-    b.layer.k_norm = Random(size_t(c.head_dim), ++s, 0.2f, 1.0f);
+    b.layer.q_norm = testing::RandomNormal(size_t(c.head_dim), ++s, 0.2f, 1.0f);
+    b.layer.k_norm = testing::RandomNormal(size_t(c.head_dim), ++s, 0.2f, 1.0f);
   }
   b.layer.q = lin(c.q_dim(), c.hidden);
   b.layer.k = lin(c.kv_dim(), c.hidden);
@@ -213,7 +213,7 @@ TEST(TrainBlock, ForwardIsTheInferenceWalk) {
     SCOPED_TRACE(qk_norm);
     const int64_t t = 9;
     SmallBlock b = MakeSmallBlock(t, 0, 20, qk_norm);
-    const std::vector<float> x0 = Random(size_t(t * b.c.hidden), 21);
+    const std::vector<float> x0 = testing::RandomNormal(size_t(t * b.c.hidden), 21);
     train::BlockTape tape(b.c, t);
     train::ForwardBlock(b.c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
     model::WalkScratch sc(b.c, t);
@@ -248,8 +248,8 @@ TEST(TrainBlock, ActivationQuantizedLinearsTakeTheirWeightGradientAtTheQuantized
     SmallBlock b = MakeSmallBlock(t, 0, 40);
     const model::ModelConfig& c = b.c;
     for (const model::LinearId id : model::kBlockLinears) b.layer[id].act = act;
-    std::vector<float> x0 = Random(size_t(t * c.hidden), 41);
-    const std::vector<float> r = Random(x0.size(), 42);
+    std::vector<float> x0 = testing::RandomNormal(size_t(t * c.hidden), 41);
+    const std::vector<float> r = testing::RandomNormal(x0.size(), 42);
     train::BlockTape tape(c, t);
     train::ForwardBlock(c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
     {
@@ -305,8 +305,8 @@ TEST(TrainBlock, BackwardMatchesFiniteDifferences) {
     const int64_t t = 7;
     SmallBlock b = MakeSmallBlock(t, window, 30, qk_norm);
     const model::ModelConfig& c = b.c;
-    std::vector<float> x0 = Random(size_t(t * c.hidden), 31);
-    const std::vector<float> r = Random(x0.size(), 32);
+    std::vector<float> x0 = testing::RandomNormal(size_t(t * c.hidden), 31);
+    const std::vector<float> r = testing::RandomNormal(x0.size(), 32);
     train::BlockTape tape(c, t);
     auto loss = [&] {
       train::ForwardBlock(c, b.layer, 0, Own(b.layer), x0.data(), b.cos.data(), b.sin.data(), tape);
@@ -357,7 +357,7 @@ TEST(Qat, FakeQuantizeStartsAtTheRoundingAndFreezesToIt) {
     auto scheme = ParseScheme(name);
     ASSERT_TRUE(scheme.ok());
     const int64_t n = 6, k = 64;
-    const std::vector<float> w = Random(size_t(n * k), 40, 0.05f);
+    const std::vector<float> w = testing::RandomNormal(size_t(n * k), 40, 0.05f);
     auto q = Quantize(w, n, k, *scheme);
     ASSERT_TRUE(q.ok());
     auto deq = Dequantize(*q);
@@ -416,7 +416,7 @@ TEST(Qat, ScaleAndZeroGradientsSumEachParameterSet) {
                            "int2-tensor-asym", "int8-g32-sym"}) {
     SCOPED_TRACE(name);
     const int64_t n = 5, k = 64;
-    const std::vector<float> w = Random(size_t(n * k), 41, 0.05f);
+    const std::vector<float> w = testing::RandomNormal(size_t(n * k), 41, 0.05f);
     auto q = Quantize(w, n, k, *ParseScheme(name));
     ASSERT_TRUE(q.ok());
     auto ql = methods::QatLinear::Init(*q, w);
@@ -424,7 +424,8 @@ TEST(Qat, ScaleAndZeroGradientsSumEachParameterSet) {
     for (size_t p = 0; p < ql->s.size(); ++p) ql->s[p] *= 0.8f + 0.1f * float(p % 5);  // clamps
     for (float& z : ql->z) z += 0.4f;
     const QuantizedTensor f = ql->Freeze();
-    const std::vector<float> g = Random(w.size(), 42, 1.0f, 2.0f);  // nonzero (mean 2)
+    const std::vector<float> g =
+        testing::RandomNormal(w.size(), 42, 1.0f, 2.0f);  // nonzero (mean 2)
     std::vector<double> ds(ql->s.size()), dz(ql->s.size());
     std::vector<float> dw_ref(w.size());
     const float maxq = float(f.scheme.MaxCode());
@@ -474,11 +475,11 @@ TEST(Qat, FrozenCodeScaleGradientsSumEachParameterSet) {
                            "int8-tensor-sym", "int4-g32-sym"}) {
     SCOPED_TRACE(name);
     const int64_t n = 80, k = 1024;
-    const std::vector<float> w = Random(size_t(n * k), 43, 0.05f);
+    const std::vector<float> w = testing::RandomNormal(size_t(n * k), 43, 0.05f);
     auto q = Quantize(w, n, k, *ParseScheme(name));
     ASSERT_TRUE(q.ok());
     const std::vector<float> level = methods::CodeLevels(*q);
-    const std::vector<float> g = Random(w.size(), 44, 1.0f, 2.0f);
+    const std::vector<float> g = testing::RandomNormal(w.size(), 44, 1.0f, 2.0f);
     std::vector<double> ref(q->scales.size());
     for (int64_t r = 0; r < n; ++r)
       for (int64_t c = 0; c < k; ++c) {
@@ -520,7 +521,7 @@ QatRun RunQat(int threads, methods::BlockLoss loss = methods::BlockLoss::kRelati
   const int64_t S = 17, T = 16;
   SmallBlock b = MakeSmallBlock(T, 0, 50);
   const model::ModelConfig& c = b.c;
-  std::vector<float> inputs = Random(size_t(S * T * c.hidden), 51);
+  std::vector<float> inputs = testing::RandomNormal(size_t(S * T * c.hidden), 51);
   // Tokens of very different norms (as a residual stream has): every fifth 20 times larger.
   for (int64_t t = 0; t < S * T; t += 5)
     for (int64_t h = 0; h < c.hidden; ++h) inputs[size_t(t * c.hidden + h)] *= 20.0f;
@@ -701,12 +702,12 @@ E2eRun RunE2e(int threads, bool weights = false,
   c.vocab_size = 24;
   std::vector<model::Layer> layers = {b0.layer, b1.layer};
   const std::vector<model::Layer> fp = layers;  // the KL loss's reference
-  const std::vector<float> embed = Random(size_t(c.vocab_size * c.hidden), 62);
-  std::vector<float> norm = Random(size_t(c.hidden), 63, 0.1f, 1.0f);
+  const std::vector<float> embed = testing::RandomNormal(size_t(c.vocab_size * c.hidden), 62);
+  std::vector<float> norm = testing::RandomNormal(size_t(c.hidden), 63, 0.1f, 1.0f);
   model::Linear head;
   head.n = c.vocab_size;
   head.k = c.hidden;
-  const std::vector<float> hw = Random(size_t(c.vocab_size * c.hidden), 64, 0.3f);
+  const std::vector<float> hw = testing::RandomNormal(size_t(c.vocab_size * c.hidden), 64, 0.3f);
   head.weight.assign(hw.begin(), hw.end());
   // Token windows with structure to learn: each next token is a function of the current one.
   std::vector<std::vector<int32_t>> windows(static_cast<size_t>(S));

@@ -628,59 +628,58 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
       const auto tq = Clock::now();
       methods::QatOptions qo = opt.qat;
       qo.seed = opt.seed;
-      const methods::QatProgress block_progress = [&](int64_t step, int64_t total, double loss) {
-        if (opt.qat_progress) opt.qat_progress(l, step, total, loss);
-      };
-      // The trained values into the block and the report.
-      auto install = [&](size_t i, const std::vector<float>& deq) {
-        const QatStart& qs = qat_start[i];
-        LinearReport& lr = rep.linears[qs.report];
-        const LinearReport d = Distortion(lr.module, qs.fp, lr.n, lr.k, deq);
-        lr.rel_mse = d.rel_mse;
-        lr.snr_db = d.snr_db;
-        layer[model::kBlockLinears[i]].weight.assign(deq.begin(), deq.end());
+      // Trains the block's linears (QatLinear or GgmlQatLinear), then freezes each (`freeze(i)`
+      // returns the values it holds) into the block and the report.
+      auto train_block = [&](auto& trainers, auto freeze) -> Result<methods::QatBlockReport> {
+        std::array<std::remove_reference_t<decltype(trainers[0])>*, 7> train{};
+        for (size_t i = 0; i < 7; ++i)
+          if (qat_start[i].tensor || qat_start[i].block_type) train[i] = &trainers[i];
+        QF_ASSIGN(methods::QatBlockReport r,
+                  methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(),
+                                      rep.calib_samples, T, cos.data(), sin.data(), qo,
+                                      [&](int64_t step, int64_t total, double loss) {
+                                        if (opt.qat_progress)
+                                          opt.qat_progress(l, step, total, loss);
+                                      }));
+        for (size_t i = 0; i < 7; ++i) {
+          if (!train[i]) continue;
+          QF_ASSIGN(const std::vector<float> deq, freeze(i));
+          const QatStart& qs = qat_start[i];
+          LinearReport& lr = rep.linears[qs.report];
+          const LinearReport d = Distortion(lr.module, qs.fp, lr.n, lr.k, deq);
+          lr.rel_mse = d.rel_mse;
+          lr.snr_db = d.snr_db;
+          layer[model::kBlockLinears[i]].weight.assign(deq.begin(), deq.end());
+        }
+        return r;
       };
       methods::QatBlockReport qr;
-      if (external) {  // the solver's ggml blocks
+      if (external) {  // the solver's ggml blocks, to `write`
         if (!write) return Err("qat: no writer for trained ggml blocks");
         std::array<methods::GgmlQatLinear, 7> gl;
-        std::array<methods::GgmlQatLinear*, 7> train{};
         for (size_t i = 0; i < 7; ++i) {
           const QatStart& qs = qat_start[i];
           if (!qs.block_type) continue;
           const model::Linear& lin = layer[model::kBlockLinears[i]];
           QF_ASSIGN(gl[i], methods::GgmlQatLinear::Init(*qs.block_type, qs.blocks, lin.n, lin.k,
                                                         qs.latent));
-          train[i] = &gl[i];
         }
-        QF_ASSIGN(qr, methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(),
-                                          rep.calib_samples, T, cos.data(), sin.data(), qo,
-                                          block_progress));
-        for (size_t i = 0; i < 7; ++i) {
-          if (!train[i]) continue;
-          std::vector<std::byte> frozen = gl[i].Freeze();
-          QF_ASSIGN(const std::vector<float> deq, (*write)(qat_start[i].name, frozen));
-          qat_start[i].blocks = std::move(frozen);  // the end-to-end pass starts from them
-          install(i, deq);
-        }
-      } else {
+        QF_ASSIGN(qr, train_block(gl, [&](size_t i) -> Result<std::vector<float>> {
+                    std::vector<std::byte> frozen = gl[i].Freeze();
+                    QF_ASSIGN(std::vector<float> deq, (*write)(qat_start[i].name, frozen));
+                    qat_start[i].blocks = std::move(frozen);  // the end-to-end pass starts here
+                    return deq;
+                  }));
+      } else {  // grids held by col
         std::array<methods::QatLinear, 7> ql;
-        std::array<methods::QatLinear*, 7> train{};
-        for (size_t i = 0; i < 7; ++i) {
-          if (!qat_start[i].tensor) continue;
-          QF_ASSIGN(ql[i], methods::QatLinear::Init(*qat_start[i].tensor, qat_start[i].latent));
-          train[i] = &ql[i];
-        }
-        QF_ASSIGN(qr, methods::TrainBlock(cfg, layer, l, train, x_in.data(), x_fp.data(),
-                                          rep.calib_samples, T, cos.data(), sin.data(), qo,
-                                          block_progress));
-        for (size_t i = 0; i < 7; ++i) {
-          if (!train[i]) continue;
-          QatStart& qs = qat_start[i];
-          *qs.tensor = ql[i].Freeze();
-          QF_ASSIGN(const std::vector<float> deq, Dequantize(*qs.tensor));
-          install(i, deq);
-        }
+        for (size_t i = 0; i < 7; ++i)
+          if (qat_start[i].tensor) {
+            QF_ASSIGN(ql[i], methods::QatLinear::Init(*qat_start[i].tensor, qat_start[i].latent));
+          }
+        QF_ASSIGN(qr, train_block(ql, [&](size_t i) {
+                    *qat_start[i].tensor = ql[i].Freeze();
+                    return Dequantize(*qat_start[i].tensor);
+                  }));
       }
       if (qr.norms && !qr.reverted) keep_trained_block_norms(l, layer);
       rep.qat.push_back(std::move(qr));
