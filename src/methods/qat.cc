@@ -95,12 +95,15 @@ struct QatStepper {
     q.Backward(dwhat, dw.data(), ds.data(), dz.data(), r0, r1);
     const Adam::Bias b(t);
     const int64_t k = q.cols();
+    // Frozen codes: the latent weights get no gradient and decide nothing; no step for them.
+    if (!q.codes_frozen()) {
 #pragma omp parallel for if ((r1 - r0) * k > 65536)
-    for (int64_t r = r0; r < r1; ++r)
-      q.ForEachRun(r, [&](int64_t c0, int64_t c1, double unit) {
-        for (int64_t i = r * k + c0; i < r * k + c1; ++i)
-          w.Update(q.w, size_t(i), dw[size_t(i)], lr, unit, wd, b);
-      });
+      for (int64_t r = r0; r < r1; ++r)
+        q.ForEachRun(r, [&](int64_t c0, int64_t c1, double unit) {
+          for (int64_t i = r * k + c0; i < r * k + c1; ++i)
+            w.Update(q.w, size_t(i), dw[size_t(i)], lr, unit, wd, b);
+        });
+    }
     const auto [p0, p1] = q.ParamsOfRows(r0, r1);
     if constexpr (Q::kMinsFollowScales) s_before.assign(q.s.begin() + p0, q.s.begin() + p1);
     s.StepLog(q.s, ds.data(), lr_q, t, p0, p1);
@@ -388,12 +391,12 @@ void GgmlQatLinear::Backward(const float* dwhat, float* dw, float* dd, float* dm
                              int64_t r1) const {
   const GgmlCodeFormat& f = *t_->codes;
   const int64_t B = t_->block;
+  const bool frozen = codes_frozen();
 #pragma omp parallel for if ((r1 - r0) * k_ > 65536)
   for (int64_t r = r0; r < r1; ++r)
     for (int64_t c0 = 0; c0 < k_; c0 += B) {  // block by block, its runs in order
       const int64_t b = r * blocks_per_row_ + c0 / B;
       const double d = s[size_t(b)], ratio = d != 0 ? z[size_t(b)] / d : 0.0;
-      const bool frozen = codes_frozen();
       double gd = 0, gm = 0;
       for (int64_t j = 0; j < runs_per_block_; ++j) {
         const int64_t c = c0 + j * f.run;
@@ -660,7 +663,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     std::vector<float>& final_norm, const model::Linear& lm_head,
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
     const QatOptions& opt, const QatProgress& progress, const std::vector<model::Layer>* fp_layers,
-    const std::vector<std::array<GgmlTensor*, 7>>* ggml) {
+    const std::vector<std::array<GgmlBlocks*, 7>>* ggml) {
   const auto t0 = Clock::now();
   const int64_t L = int64_t(layers.size()), H = c.hidden, V = c.vocab_size;
   const int64_t S = int64_t(windows.size());
@@ -698,7 +701,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     std::optional<QatStepper<QatLinear>> stepper;
     RowShare share;  // the rows this rank steps
     // ggml blocks: their trainer (codes frozen unless e2e_weights) and its optimiser.
-    GgmlTensor* g = nullptr;
+    GgmlBlocks* g = nullptr;
     std::optional<GgmlQatLinear> gl;
     std::optional<QatStepper<GgmlQatLinear>> gstepper;
     Tuned(QuantizedTensor* qt, model::Linear* l, bool weights)
@@ -706,7 +709,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
           lin(l),
           adam(weights ? 0 : qt->scales.size()),
           share(qt->rows, qt->RowsOwnParams()) {}
-    Tuned(GgmlTensor* gt, model::Linear* l)
+    Tuned(GgmlBlocks* gt, model::Linear* l)
         : q(nullptr), lin(l), adam(0), share(gt->rows, true), g(gt) {}
     // The weights the model runs with, rows [r0, r1).
     void Install(int64_t r0, int64_t r1) {
@@ -758,7 +761,7 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     if (ggml->size() != layers.size()) return Err("qat e2e: bad ggml layers");
     for (int64_t l = 0; l < L; ++l)
       for (size_t i = 0; i < 7; ++i) {
-        GgmlTensor* g = (*ggml)[size_t(l)][i];
+        GgmlBlocks* g = (*ggml)[size_t(l)][i];
         if (!g) continue;
         if (tensors[size_t(l)][i]) return Err("qat e2e: layer {} linear {} given twice", l, i);
         model::Linear& lin = layers[size_t(l)][model::kBlockLinears[i]];

@@ -84,6 +84,8 @@ class QatLinear {
     ForEachParam(r, [&](int64_t p, int64_t c0, int64_t c1) { f(c0, c1, std::fabs(s[size_t(p)])); });
   }
   static constexpr bool kMinsFollowScales = false;
+  // Its codes follow the latent weights (the end-to-end pass's frozen codes use CodeLevels).
+  static constexpr bool codes_frozen() { return false; }
 };
 
 // A linear stored as ggml blocks of any type with codes (Q4_1, Q5_0, Q5_1, the k-quants, IQ4_NL,
@@ -251,6 +253,14 @@ std::vector<float> CodeLevels(const QuantizedTensor& q);
 void ScaleGradients(const QuantizedTensor& q, std::span<const float> level, const float* dw,
                     int64_t r0, int64_t r1, float* ds);
 
+// A linear stored as ggml blocks (rows x cols weights of `type`, GgmlRowsBytes bytes), owned and
+// rewritten by the end-to-end pass (qf::GgmlTensor is the kernels' read-only view of such bytes).
+struct GgmlBlocks {
+  const GgmlBlockType* type = nullptr;
+  int64_t rows = 0, cols = 0;
+  std::vector<std::byte> bytes;
+};
+
 // End-to-end tuning of the quantization scales (EfficientQAT's E2E-QP): the codes and zeros
 // stay frozen, only the scales of every quantized linear are trained (AdamW on log s, cosine
 // schedule, `opt.epochs` passes, `opt.batch` windows per step, lr_q) to minimise the
@@ -271,12 +281,6 @@ void ScaleGradients(const QuantizedTensor& q, std::span<const float> level, cons
 // eighth of the windows is held out as in TrainBlock. Under mpirun every rank passes all windows
 // and the whole model; each window runs on the rank holding it in dist::Share(S), gradients are
 // summed as in TrainBlock.
-// A linear stored as ggml blocks (rows x cols weights of `type`, GgmlRowsBytes bytes).
-struct GgmlTensor {
-  const GgmlBlockType* type = nullptr;
-  int64_t rows = 0, cols = 0;
-  std::vector<std::byte> bytes;
-};
 struct QatE2eReport {
   E2eLoss loss = E2eLoss::kNextToken;
   double loss_start = 0, loss_end = 0;  // held-out loss (nats per token)
@@ -294,6 +298,6 @@ Result<QatE2eReport> TuneScalesEndToEnd(
     const std::vector<std::vector<int32_t>>& windows, const float* cos, const float* sin,
     const QatOptions& opt, const QatProgress& progress = {},
     const std::vector<model::Layer>* fp_layers = nullptr,
-    const std::vector<std::array<GgmlTensor*, 7>>* ggml = nullptr);
+    const std::vector<std::array<GgmlBlocks*, 7>>* ggml = nullptr);
 
 }  // namespace qf::methods

@@ -423,8 +423,8 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
   std::vector<model::Layer> kept_layers;
   std::vector<std::array<QuantizedTensor*, 7>> kept_tensors;
   // The same for linears stored as ggml blocks (their frozen blocks, by weight name).
-  std::vector<std::array<methods::GgmlTensor*, 7>> kept_ggml;
-  std::vector<std::pair<std::string, std::unique_ptr<methods::GgmlTensor>>> ggml_held;
+  std::vector<std::array<methods::GgmlBlocks*, 7>> kept_ggml;
+  std::vector<std::pair<std::string, std::unique_ptr<methods::GgmlBlocks>>> ggml_held;
   for (int64_t l = 0; l < cfg.layers; ++l) {
     QF_ASSIGN(model::Layer layer, model::ReadLayer(store, cfg, l, nullptr));
     auto module = [&](const char* pattern) { return ModuleOf(model::LayerTensorName(pattern, l)); };
@@ -694,14 +694,14 @@ Status RunCalibrated(const fs::path& src, const io::TensorStore& store,
     observe(ByStage{}, walk_block(layer, l, {resume, Stage::kBlockOut}, false));
     if (e2e) {
       std::array<QuantizedTensor*, 7> ts{};
-      std::array<methods::GgmlTensor*, 7> gs{};
+      std::array<methods::GgmlBlocks*, 7> gs{};
       for (size_t i = 0; i < 7; ++i) {
         QatStart& qs = qat_start[i];
         ts[i] = qs.tensor;
         if (!qs.block_type) continue;
         const model::Linear& lin = layer[model::kBlockLinears[i]];
-        auto g = std::make_unique<methods::GgmlTensor>(
-            methods::GgmlTensor{qs.block_type, lin.n, lin.k, std::move(qs.blocks)});
+        auto g = std::make_unique<methods::GgmlBlocks>(
+            methods::GgmlBlocks{qs.block_type, lin.n, lin.k, std::move(qs.blocks)});
         gs[i] = g.get();
         ggml_held.emplace_back(qs.name, std::move(g));
       }
