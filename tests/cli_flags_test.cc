@@ -194,6 +194,9 @@ constexpr Row kRows[] = {
      "--output-tensor-type: unknown type 'q7'"},
     {"quantize {model} -o {out}.gguf --scheme Q4_K_M --token-embedding-type zz",
      "--token-embedding-type: unknown type 'zz'"},
+    {"quantize {model} -o {out}.gguf --scheme Q4_K_M --rotate hadamard --imatrix {text}",
+     "--imatrix does not apply with --rotate"},
+    {"quantize {model} -o {out} --rotate r3", "--rotate: r3 not in {hadamard,hadamard+heads}"},
     {"quantize {model} -o {out} --scheme Q4_K_M", "-o must end in .gguf"},
     {"quantize {model} --scheme Q4_K_M", "-o OUTPUT is required"},
 

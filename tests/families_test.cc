@@ -455,5 +455,109 @@ INSTANTIATE_TEST_SUITE_P(
         Spec{.arch = "Qwen2ForCausalLM", .bias = true, .tied = true},
         Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true, .dtype = DType::kBF16}));
 
+// --rotate (pipeline/rotate): on every family (biases, q/k norms, GQA and MHA, 16-bit storage,
+// tied embeddings, head and hidden sizes that are not powers of two) the rotated checkpoint
+// computes the fp model's logits, with its norms folded to ones, the linears in fp32 and tied
+// embeddings untied; the same seed gives the same bytes; quantize with opt.rotate is quantizing
+// that checkpoint, and leaves no scratch folder behind.
+class FamiliesRotate : public ::testing::TestWithParam<Spec> {};
+
+TEST_P(FamiliesRotate, RotatedCheckpointComputesTheSameLogits) {
+  const Spec& s = GetParam();
+  kernels::SetThreads(2);
+  Weights w;
+  const std::string name =
+      "rot_" + s.arch + "_" + std::string(Name(s.dtype)) + "_kv" + std::to_string(s.kv_heads);
+  const fs::path dir = WriteModel(s, name, &w);
+  auto fp = Model::Load(dir);
+  ASSERT_TRUE(fp.ok()) << fp.error().message();
+  const std::vector<int32_t> ids = {1, 5, 9, 33, 2, 17, 8, 8, 39, 0, 21, 4, 11, 30};
+  auto logits = [&](const Model& m) {
+    std::vector<float> out(ids.size() * size_t(s.vocab));
+    KVCache cache = m.NewCache(int64_t(ids.size()));
+    EXPECT_TRUE(m.Forward(ids, cache, out.data(), true).ok());
+    return out;
+  };
+  const std::vector<float> base = logits(*fp);
+  double base_mean = 0;
+  for (float v : base) base_mean += std::abs(v) / double(base.size());
+  // fp32 rounding only; 16-bit sources also round the rotated embedding and lm_head to 16 bits.
+  const double tol = s.dtype == DType::kF32 ? 1e-5 : s.dtype == DType::kF16 ? 2e-3 : 1e-2;
+  for (const bool heads : {false, true}) {
+    SCOPED_TRACE(heads ? "hadamard+heads" : "hadamard");
+    const pipeline::RotateOptions ropt{.heads = heads, .seed = 5};
+    const fs::path out = qf::testing::TempDir() / (name + (heads ? "_heads" : "_r1"));
+    auto r = pipeline::RotateModel(dir, out, ropt);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    EXPECT_EQ(r->untied, s.tied);
+    auto m = Model::Load(out);
+    ASSERT_TRUE(m.ok()) << m.error().message();
+    const std::vector<float> got = logits(*m);
+    double diff = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      diff += std::abs(double(got[i]) - base[i]) / double(got.size());
+    std::printf("%s %s: mean |dlogit| / mean |logit| = %.2e\n", name.c_str(),
+                heads ? "hadamard+heads" : "hadamard", diff / base_mean);
+    EXPECT_LT(diff / base_mean, tol);
+    // What was written: norms as ones, linears fp32 and changed, lm_head its own tensor.
+    auto store = io::TensorStore::Open(out);
+    ASSERT_TRUE(store.ok());
+    for (const std::string n : {"model.norm.weight", "model.layers.1.input_layernorm.weight",
+                                "model.layers.0.post_attention_layernorm.weight"}) {
+      auto v = ReadTensorF32(*store, n, {s.hidden});
+      ASSERT_TRUE(v.ok()) << n;
+      EXPECT_EQ(*v, std::vector<float>(size_t(s.hidden), 1.0f)) << n;
+    }
+    const io::TensorInfo* q = store->Find("model.layers.0.self_attn.q_proj.weight");
+    ASSERT_TRUE(q);
+    EXPECT_EQ(q->dtype, DType::kF32);
+    auto qv = ReadTensorF32(*store, q->name, q->shape);
+    ASSERT_TRUE(qv.ok());
+    EXPECT_NE(*qv, w(q->name));
+    EXPECT_TRUE(store->Find("lm_head.weight"));
+    EXPECT_EQ(store->Find("model.embed_tokens.weight")->dtype, s.dtype);
+    auto cfg = model::LoadHfConfig(out);
+    ASSERT_TRUE(cfg.ok());
+    EXPECT_FALSE(cfg->tie_embeddings);
+    // Same seed, same bytes.
+    const fs::path again = out.string() + "_again";
+    ASSERT_TRUE(pipeline::RotateModel(dir, again, ropt).ok());
+    const auto a = ReadTextFile(out / "model.safetensors"),
+               b = ReadTextFile(again / "model.safetensors");
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_TRUE(*a == *b);
+
+    // quantize with rotate = quantizing the rotated checkpoint (RTN: no calibration).
+    pipeline::QuantizeOptions opt;
+    opt.scheme = *ParseScheme("int4-channel-asym");
+    opt.method = "rtn";
+    const fs::path plain = out.string() + "_q_plain", via = out.string() + "_q_rotate";
+    ASSERT_TRUE(pipeline::QuantizeModel(out, plain, opt).ok());
+    opt.rotate = ropt;
+    auto rq = pipeline::QuantizeModel(dir, via, opt);
+    ASSERT_TRUE(rq.ok()) << rq.error().message();
+    EXPECT_GT(rq->seconds_rotate, 0.0);
+    const auto qa = ReadTextFile(plain / "model.safetensors"),
+               qb = ReadTextFile(via / "model.safetensors");
+    ASSERT_TRUE(qa.ok() && qb.ok());
+    EXPECT_FALSE(qa->empty());
+    EXPECT_TRUE(*qa == *qb);
+    for (const auto& e : fs::directory_iterator(qf::testing::TempDir()))
+      EXPECT_EQ(e.path().filename().string().find(".rotated-"), std::string::npos)
+          << e.path() << " left behind";
+    auto mq = Model::Load(via);
+    ASSERT_TRUE(mq.ok()) << mq.error().message();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, FamiliesRotate,
+    ::testing::Values(
+        Spec{.arch = "LlamaForCausalLM", .kv_heads = 4, .dtype = DType::kBF16},
+        Spec{.arch = "LlamaForCausalLM", .hidden = 32, .head_dim = 8},
+        Spec{.arch = "MistralForCausalLM", .window = 4, .dtype = DType::kF16},
+        Spec{.arch = "Qwen2ForCausalLM", .bias = true, .tied = true},
+        Spec{.arch = "Qwen3ForCausalLM", .kv_heads = 1, .qk_norm = true, .dtype = DType::kBF16}));
+
 }  // namespace
 }  // namespace qf::model

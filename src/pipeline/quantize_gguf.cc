@@ -189,6 +189,21 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
         "--imatrix does not apply to --method gptq or qat (they calibrate on the model's "
         "activations)");
   std::error_code ec;
+  if (opt.rotate) {
+    if (model::IsGgufFile(src))
+      return Err("{}: --rotate needs the model folder (config.json + *.safetensors)", src.string());
+    if (!opt.imatrix.empty())
+      return Err("--imatrix does not apply with --rotate (it was measured on the unrotated model)");
+    if (!opt.dry_run) {  // the types chosen do not depend on the rotation
+      QF_ASSIGN(const RotatedCopy rotated, RotatedCopy::Make(src, out, *opt.rotate));
+      GgufQuantizeOptions on_rotated = opt;
+      on_rotated.rotate.reset();
+      QF_ASSIGN(GgufQuantizeReport rep, QuantizeToGguf(rotated.path(), out, on_rotated, progress));
+      rep.seconds_rotate = rotated.report().seconds;
+      rep.seconds += rep.seconds_rotate;
+      return rep;
+    }
+  }
   if (model::IsGgufFile(src)) return QuantizeGgufFile(src, out, opt, progress);
   if (!fs::is_directory(src, ec))
     return Err("{}: expected a model folder (config.json + *.safetensors) or a .gguf file",

@@ -52,6 +52,9 @@ struct GgufQuantizeOptions {
   std::function<void(int64_t, int64_t, int64_t, double)> qat_progress;  // as QuantizeOptions'
   CalibrationOptions calib;
   double damp = 0.01;
+  // --rotate: the model's norms folded and its residual stream rotated first (pipeline/rotate.h;
+  // needs the folder, and no imatrix: one measured on the source does not fit the rotated one).
+  std::optional<RotateOptions> rotate;
 };
 
 struct GgufTensorReport {
@@ -72,6 +75,7 @@ struct GgufQuantizeReport {
   int64_t quantized_params = 0, total_params = 0;
   double bits_per_weight = 0;  // over the quantized tensors
   double seconds = 0;
+  double seconds_rotate = 0;                 // --rotate: writing the rotated copy (within seconds)
   std::optional<QuantizeReport> calibrated;  // the GPTQ / QAT pass (calibration, times, peak RSS)
 };
 

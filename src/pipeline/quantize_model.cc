@@ -872,9 +872,11 @@ bool NeedsCalibration(const QuantizeOptions& opt) {
   return method.ok() && NeedsCalibration(*method, opt);
 }
 
-Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
-                                     const QuantizeOptions& opt, const LayerProgress& progress) {
-  QF_TRY(CheckOptions(opt));
+namespace {
+
+// QuantizeModel on `src`, the source or its rotated copy (opt.rotate is only recorded).
+Result<QuantizeReport> QuantizeFolder(const fs::path& src, const fs::path& out,
+                                      const QuantizeOptions& opt, const LayerProgress& progress) {
   QF_ASSIGN(const Method method, ParseMethod(opt.method));
   QF_ASSIGN(model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_TRY(model::CheckUnquantized(src, "quantize"));
@@ -949,6 +951,8 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
       {"damp", opt.damp},
       {"calibration", calib},
       {"seed", opt.seed},
+      {"rotate",
+       opt.rotate ? nlohmann::json(std::string(RotateName(*opt.rotate))) : nlohmann::json(nullptr)},
       {"version", QF_VERSION}};
   if (opt.act) wopt.input_activations = io::CtArgsFromActScheme(*opt.act);
   wopt.input_scales = col.input_scales;
@@ -964,6 +968,21 @@ Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
   for (const auto& e : fs::directory_iterator(out))
     if (e.is_regular_file()) rep.output_bytes += e.file_size();
   RecordPeakRss(watch, rep);
+  return rep;
+}
+
+}  // namespace
+
+Result<QuantizeReport> QuantizeModel(const fs::path& src, const fs::path& out,
+                                     const QuantizeOptions& opt, const LayerProgress& progress) {
+  QF_TRY(CheckOptions(opt));
+  if (!opt.rotate) return QuantizeFolder(src, out, opt, progress);
+  std::error_code ec;
+  if (fs::exists(out) && fs::equivalent(src, out, ec))
+    return Err("{}: output folder must differ from the input", out.string());
+  QF_ASSIGN(const RotatedCopy rotated, RotatedCopy::Make(src, out, *opt.rotate));
+  QF_ASSIGN(QuantizeReport rep, QuantizeFolder(rotated.path(), out, opt, progress));
+  rep.seconds_rotate = rotated.report().seconds;
   return rep;
 }
 

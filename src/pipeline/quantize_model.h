@@ -22,6 +22,7 @@
 #include "formats/scheme.h"
 #include "io/safetensors_writer.h"
 #include "pipeline/calibration.h"
+#include "pipeline/rotate.h"
 #include "methods/hessian.h"
 #include "methods/qat.h"
 
@@ -60,6 +61,9 @@ struct QuantizeOptions {
   CalibrationOptions calib;         // GPTQ: calibration windows
   std::vector<std::string> ignore;  // module names, or "re:REGEX"; lm_head always kept
   uint64_t seed = 0;
+  // --rotate: the model's norms folded and its residual stream rotated first (pipeline/rotate.h);
+  // the method then runs on that equivalent model.
+  std::optional<RotateOptions> rotate;
   uint64_t max_shard_bytes = io::kDefaultMaxShardBytes;  // --max-shard-size
   methods::QatOptions qat;  // --method *qat: epochs, learning rates, batch (seed: seed)
   int e2e_epochs = 0;       // --method *qat: then end-to-end scale tuning (lr_q, batch)
@@ -108,6 +112,7 @@ struct QuantizeReport {
   // Time breakdown: calibration data, forward passes over it, Hessians, solving/rounding, write.
   double seconds_calib_data = 0, seconds_forward = 0, seconds_statistics = 0;
   double seconds_quantize = 0, seconds_write = 0, seconds_qat = 0;
+  double seconds_rotate = 0;  // --rotate: writing the rotated copy
   // Under mpirun: the ranks, and the time spent folding statistics across them (and waiting).
   int ranks = 1;
   double seconds_reduce = 0;

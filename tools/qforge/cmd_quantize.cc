@@ -37,6 +37,7 @@ struct QuantizeArgs {
   int64_t nsamples = 128, seqlen = 512;
   std::vector<std::string> ignore;
   uint64_t seed = 0;
+  std::string rotate;          // "", hadamard, hadamard+heads
   std::string max_shard_size;  // compressed-tensors output; empty: 5GB
   methods::QatOptions qat;     // --epochs, --lr, --lr-q, --batch
   int e2e_epochs = 0;
@@ -215,6 +216,12 @@ Status CheckQatFlagsGiven(const QuantizeArgs& a, bool qat, std::string_view meth
   return Status::Ok();
 }
 
+// --rotate MODE (CLI11 checks the value): the rotation, seeded with --seed.
+std::optional<pipeline::RotateOptions> RotateFromFlag(const QuantizeArgs& a) {
+  if (a.rotate.empty()) return std::nullopt;
+  return pipeline::RotateOptions{.heads = a.rotate == "hadamard+heads", .seed = a.seed};
+}
+
 // --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
 Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
                                                            const GgufMix& mix) {
@@ -269,6 +276,9 @@ Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a
   opt.e2e_epochs = a.e2e_epochs;
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.damp = a.damp;
+  opt.rotate = RotateFromFlag(a);
+  if (opt.rotate && !a.imatrix.empty())
+    return Err("--imatrix does not apply with --rotate (it was measured on the unrotated model)");
   return opt;
 }
 
@@ -334,6 +344,8 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
                         {"total_params", r->total_params},
                         {"bits_per_weight", r->bits_per_weight},
                         {"output_bytes", r->file_bytes},
+                        {"rotate", a.rotate},
+                        {"seconds_rotate", r->seconds_rotate},
                         {"seconds", r->seconds}};
     if (const auto& c = r->calibrated) {
       j["calib_samples"] = c->calib_samples;
@@ -428,6 +440,7 @@ Result<pipeline::QuantizeOptions> OptionsFromFlags(const QuantizeArgs& a) {
   opt.calib = {a.calib, a.nsamples, a.seqlen, a.seed};
   opt.ignore = a.ignore;
   opt.seed = a.seed;
+  opt.rotate = RotateFromFlag(a);
   if (!a.max_shard_size.empty()) {
     QF_ASSIGN(opt.max_shard_bytes, io::ParseShardSize(a.max_shard_size));
   }
@@ -520,6 +533,8 @@ int RunQuantize(const QuantizeArgs& a) {
                         {"seconds_reduce", r->seconds_reduce},
                         {"seconds_quantize", r->seconds_quantize},
                         {"seconds_write", r->seconds_write},
+                        {"rotate", a.rotate},
+                        {"seconds_rotate", r->seconds_rotate},
                         {"peak_rss_bytes", r->peak_rss_bytes},
                         {"peak_rss_anon_bytes", r->peak_rss_anon_bytes},
                         {"peak_rss_file_bytes", r->peak_rss_file_bytes}};
@@ -679,6 +694,11 @@ void RegisterQuantize(CLI::App& app, int* rc) {
       "GGUF: a .gguf MODEL whose tensors are already quantized is decoded and quantized again");
   cmd->add_option("--imatrix", a->imatrix,
                   "GGUF: importance matrix (qforge imatrix / llama-imatrix, GGUF or .dat)");
+  cmd->add_option("--rotate", a->rotate,
+                  "fold the norms and rotate the residual stream by a random Hadamard matrix "
+                  "first (QuaRot/SpinQuant R1; the output is a plain checkpoint): hadamard, or "
+                  "hadamard+heads to rotate each attention head's values too (R2); seed: --seed")
+      ->check(CLI::IsMember({"hadamard", "hadamard+heads"}));
   cmd->add_option("--seed", a->seed, "random seed (recorded in the output)")
       ->capture_default_str()
       ->check(Seed());
