@@ -687,5 +687,36 @@ TEST(GgmlBlocks, CodesAndLatticeMatchTheDecoder) {
   }
 }
 
+// Nearest on a look-up grid (IQ4_NL, IQ4_XS) is the first code of least distance, as a scan
+// finds it, for values at and beside every level and midpoint, outside the grid and between.
+TEST(GgmlCodes, LookupNearestIsTheFirstClosestLevel) {
+  int checked = 0;
+  for (const GgmlBlockType& t : GgmlBlockTypes()) {
+    if (!t.codes || !t.codes->lut) continue;
+    const GgmlCodeFormat& f = *t.codes;
+    const int top = (1 << f.bits) - 1;
+    std::vector<float> ts = {-1e6f, -200.f, 200.f, 1e6f, 0.f, -0.f};
+    for (int c = 0; c <= top; ++c) {
+      const float v = float(f.lut[c]);
+      for (const float d : {-1.f, -0.5f, -1e-3f, 0.f, 1e-3f, 0.5f, 1.f}) ts.push_back(v + d);
+      if (c < top) {
+        const float mid = 0.5f * (v + float(f.lut[c + 1]));
+        ts.push_back(mid);
+        ts.push_back(std::nextafter(mid, -1e9f));
+        ts.push_back(std::nextafter(mid, 1e9f));
+      }
+    }
+    for (float x = -140.f; x <= 140.f; x += 0.37f) ts.push_back(x);
+    for (const float x : ts) {
+      int best = 0;
+      for (int c = 1; c <= top; ++c)
+        if (std::fabs(float(f.lut[c]) - x) < std::fabs(float(f.lut[best]) - x)) best = c;
+      ASSERT_EQ(f.Nearest(GgmlLattice{1.f, 0.f}, x), best) << t.name << " at " << x;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 1000);
+}
+
 }  // namespace
 }  // namespace qf

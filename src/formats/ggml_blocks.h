@@ -82,10 +82,18 @@ struct GgmlCodeFormat {
       const float c = std::nearbyint(t) + float(zero);
       return c <= 0.f ? 0 : c >= float(top) ? top : int(c);
     }
-    int best = 0;
-    for (int c = 1; c <= top; ++c)
-      if (std::fabs(float(lut[c]) - t) < std::fabs(float(lut[best]) - t)) best = c;
-    return best;
+    // The first code of least |lut[c] − t|: the distances fall strictly, then rise (ascending
+    // integer levels, correctly rounded differences), so the first c with d(c) <= d(c + 1) is it.
+    int lo = 0, hi = top;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (std::fabs(float(lut[mid]) - t) <= std::fabs(float(lut[mid + 1]) - t)) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    return lo;
   }
 };
 
