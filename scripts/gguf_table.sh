@@ -8,6 +8,8 @@
 # (tests/ggml_blocks_test.cc), so the "none" row is the anchor.
 # Needs llama-perplexity built outside the repository:
 #   LLAMA_PERPLEXITY=/path/to/llama-perplexity scripts/gguf_table.sh [TYPE-REGEX]
+# EXTRA="--method gptq --rotate hadamard;--method gptq+qat": after each type's GPTQ row, one row
+# per ';'-separated set of quantize flags (calibrated as the GPTQ row).
 # Calibration: 128 x 512 tokens of ../shared/data/calib.txt, seed 0 (the imatrix: 128 chunks of
 # 512, as the anchors' llama-imatrix run).
 set -euo pipefail
@@ -22,6 +24,7 @@ ANCHORS=../shared/anchors/llamacpp_llama-27m.txt
 FILTER=${1:-.}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+IFS=';' read -ra EXTRA_ROWS <<< "${EXTRA:-}"
 TYPES=(Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_0 Q4_1 Q4_K_S Q4_K_M Q5_0 Q5_1 Q5_K_S Q5_K_M Q6_K Q8_0 IQ4_NL IQ4_XS)
 
 $Q convert $MODEL -o "$OUT/f32.gguf" --outtype f32 -q >/dev/null
@@ -64,4 +67,10 @@ for t in "${TYPES[@]}"; do
   read -r ppl kld top <<< "$(score "$OUT/x.gguf")"
   printf "| %s | **qforge GPTQ** | %s | %.3f | %s | %s | %s%% | %.1f |\n" "$t" \
     "$(stat -c %s "$OUT/x.gguf")" "$(jq .bits_per_weight <<< "$j")" "$ppl" "$kld" "$top" "$(jq .seconds <<< "$j")"
+  for e in "${EXTRA_ROWS[@]}"; do
+    j=$($Q quantize $MODEL -o "$OUT/x.gguf" --scheme "$t" --calib $CALIB $e --json -q)
+    read -r ppl kld top <<< "$(score "$OUT/x.gguf")"
+    printf "| %s | qforge \`%s\` | %s | %.3f | %s | %s | %s%% | %.1f |\n" "$t" "$e" \
+      "$(stat -c %s "$OUT/x.gguf")" "$(jq .bits_per_weight <<< "$j")" "$ppl" "$kld" "$top" "$(jq .seconds <<< "$j")"
+  done
 done

@@ -94,6 +94,21 @@ ROWS=(
   "Q4_K_M|gptq||"
   "Q4_K_M|gptq+qat||"
   "Q4_K_M|gptq+qat|--e2e-epochs 1|"
+  "int4-g128-asym|rtn|--rotate hadamard|"
+  "int4-g128-asym|gptq|--rotate hadamard|"
+  "int3-g128-asym|gptq|--rotate hadamard|"
+  "int2-g64-asym|gptq|--rotate hadamard|"
+  "int2-g64-asym|gptq+qat|--rotate hadamard|"
+  "int2-g64-asym|gptq+qat|--rotate hadamard --e2e-epochs 1|"
+  "int2-g64-asym|gptq+qat|--rotate hadamard+heads --e2e-epochs 1|"
+  "int3-g128-asym|gptq+qat|--rotate hadamard --block-norms --e2e-epochs 1 --e2e-norms --e2e-loss ce+kl|"
+  "W8A8|rtn|--rotate hadamard|"
+  "W8A8|gptq|--rotate hadamard|"
+  "int4-g128-asym|gptq|--rotate hadamard --act int8-token|"
+  "int3-g128-asym|gptq|--rotate hadamard --act int8-token|"
+  "Q2_K|gptq|--rotate hadamard|"
+  "Q3_K_M|gptq|--rotate hadamard|"
+  "Q4_K_M|gptq|--rotate hadamard|"
 )
 
 echo "| scheme | method | bits/weight | file MiB | PPL | ΔPPL | reference | mean KLD | top-1 | quantize s | peak RSS MiB |"
@@ -130,7 +145,7 @@ for row in "${ROWS[@]}"; do
     kj=$($Q kld $MODEL "$dir" --text $TEXT --ctx 512 --max-windows "$KLD_WINDOWS" --json -q)
     klds+=("$(jq .kld_mean <<< "$kj")")
     top1s+=("$(jq '.top1_agreement * 100' <<< "$kj")")
-    secs+=("$(jq '.seconds_write as $w | if $w == null then .seconds else .seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_qat + $w end' <<< "$qj")")
+    secs+=("$(jq '.seconds_write as $w | if $w == null then .seconds else .seconds_calib_data + .seconds_forward + .seconds_statistics + .seconds_quantize + .seconds_qat + $w + (.seconds_rotate // 0) end' <<< "$qj")")
   done
   ppl=$(mean "${ppls[@]}")
   printf "| %s | %s%s | %.3f | %.2f | %s | %+.3f | %s | %s | %.2f%% | %.1f | %.0f |\n" \
