@@ -30,13 +30,14 @@ namespace {
 
 // What the rotation does to one tensor of the checkpoint.
 enum class Role : uint8_t {
-  kReads,   // a linear reading the stream after `norm` (norm folded in, rows rotated)
-  kWrites,  // a linear writing the stream (columns rotated; o_proj: heads too)
-  kValues,  // v_proj: reads the stream, and its head rows rotated with --heads
-  kVBias,   // v_proj's bias (heads rotated with --heads)
-  kEmbed,   // embedding rows rotated
-  kHead,    // lm_head: final norm folded, rows rotated
-  kNorm,    // written as ones
+  kReads,    // a linear reading the stream after `norm` (norm folded in, rows rotated)
+  kWrites,   // a linear writing the stream (columns rotated): down_proj
+  kAttnOut,  // o_proj: writes the stream, and reads each head's values (heads with --heads)
+  kValues,   // v_proj: reads the stream, and its head rows rotated with --heads
+  kVBias,    // v_proj's bias (heads rotated with --heads)
+  kEmbed,    // embedding rows rotated
+  kHead,     // lm_head: final norm folded, rows rotated
+  kNorm,     // written as ones
 };
 struct Plan {
   Role role;
@@ -85,7 +86,9 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
   std::map<std::string, Plan> plan;
   plan[nm.embed] = {Role::kEmbed, ""};
   plan[nm.final_norm] = {Role::kNorm, ""};
-  const bool tied = store.Find(nm.lm_head) == nullptr;
+  // Tied embeddings: lm_head is the embedding (as transformers ties them, whatever the files
+  // hold), written as its own tensor with the final norm folded in.
+  const bool tied = cfg.tie_embeddings;
   plan[nm.lm_head] = {Role::kHead, nm.final_norm};
   for (int64_t l = 0; l < cfg.layers; ++l) {
     auto name = [&](const char* pattern) { return model::LayerTensorName(pattern, l); };
@@ -96,7 +99,7 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
     plan[name(nm.k)] = {Role::kReads, attn_norm};
     plan[name(nm.v)] = {Role::kValues, attn_norm};
     if (nm.v_bias && store.Find(name(nm.v_bias))) plan[name(nm.v_bias)] = {Role::kVBias, ""};
-    plan[name(nm.o)] = {Role::kWrites, ""};
+    plan[name(nm.o)] = {Role::kAttnOut, ""};
     plan[name(nm.gate)] = {Role::kReads, ffn_norm};
     plan[name(nm.up)] = {Role::kReads, ffn_norm};
     plan[name(nm.down)] = {Role::kWrites, ""};
@@ -177,11 +180,12 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
         break;
       }
       case Role::kWrites:
+      case Role::kAttnOut:
         if (shape.size() != 2 || rows != H)
           return Err("{}: tensor '{}' has shape {}, expected [{}, *]", t->file, name,
                      io::ShapeString(shape), H);
         methods::RotateColumns(r, w, H, cols);
-        if (rh && name.find(".o_proj.") != std::string::npos) {  // o reads each head's values
+        if (p.role == Role::kAttnOut && rh) {
           if (cols % D)
             return Err("{}: '{}' columns {} not whole heads of {}", t->file, name, cols, D);
           for (int64_t i = 0; i < H; ++i)
