@@ -402,6 +402,40 @@ TEST(QuantizeGguf, QatTrainsKQuantBlocksAndBeatsItsStart) {
   EXPECT_EQ(changed, 6 * 7) << "every trained linear's d moved";
 }
 
+// --rotate into GGUF: the rotated model quantized to Q8_0 is as close to the fp model as the
+// plain Q8_0 file (a wrong fold or rotation would be far off), its bytes differ from the plain
+// file's and repeat exactly, and the scratch folder beside the output is gone.
+TEST(QuantizeGguf, RotatedQ8_0IsAsCloseAsThePlainFile) {
+  QF_NEED_SHARED("data/wikitext-2/wiki.test.raw");
+  const fs::path dir = qf::testing::TempDir() / "rotate_gguf";
+  fs::create_directories(dir);
+  const fs::path plain = dir / "plain.gguf", rot = dir / "rot.gguf", again = dir / "again.gguf";
+  std::string log;
+  ASSERT_EQ(
+      RunCommand(Q() + " quantize " + Bundled() + " -o " + plain.string() + " --scheme Q8_0 -q",
+                 &log),
+      0)
+      << log;
+  for (const fs::path& out : {rot, again}) {
+    ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + out.string() +
+                             " --scheme Q8_0 --rotate hadamard --json -q",
+                         &log),
+              0)
+        << log;
+    EXPECT_GT(Json(log)["seconds_rotate"].get<double>(), 0.0);
+  }
+  const auto a = ReadTextFile(rot), b = ReadTextFile(again), p = ReadTextFile(plain);
+  ASSERT_TRUE(a.ok() && b.ok() && p.ok());
+  EXPECT_TRUE(*a == *b);
+  EXPECT_EQ(a->size(), p->size());
+  EXPECT_FALSE(*a == *p);
+  const double k_plain = Kld16(plain), k_rot = Kld16(rot);
+  std::printf("Q8_0 mean KLD: plain %.6f, rotated %.6f\n", k_plain, k_rot);
+  EXPECT_LT(k_rot, 1.25 * k_plain);
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".rotated-"), std::string::npos) << e.path();
+}
+
 TEST(QuantizeGguf, FallsBackOnStories260k) {
   QF_NEED_SHARED("models/stories260k");
   const std::string src = (qf::testing::SharedDir() / "models/stories260k").string();

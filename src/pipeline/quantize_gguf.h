@@ -55,6 +55,7 @@ struct GgufQuantizeOptions {
   // --rotate: the model's norms folded and its residual stream rotated first (pipeline/rotate.h;
   // needs the folder, and no imatrix: one measured on the source does not fit the rotated one).
   std::optional<RotateOptions> rotate;
+  std::string general_name;  // general.name; empty: the source folder's name
 };
 
 struct GgufTensorReport {

@@ -387,6 +387,9 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
         opt.qat ? fmt::format(", qat {:.2f} s", c->seconds_qat).c_str() : "",
         PeakRssText(*c).c_str());
   }
+  if (!a.rotate.empty() && !a.dry_run)
+    std::printf("rotated first: norms folded, residual stream by %s (%.2f s)\n", a.rotate.c_str(),
+                r->seconds_rotate);
   std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
               a.dry_run ? "would write" : "wrote", a.out.c_str(), double(r->file_bytes) / (1 << 20),
               r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params,
@@ -560,6 +563,9 @@ int RunQuantize(const QuantizeArgs& a) {
             ? ""
             : (l.input_scale > 0 ? fmt::format("{} scale {:.4g}", l.act, l.input_scale) : l.act)
                   .c_str());
+  if (!a.rotate.empty())
+    std::printf("rotated first: norms folded, residual stream by %s (%.2f s)\n", a.rotate.c_str(),
+                r->seconds_rotate);
   std::printf("quantized %lld of %lld parameters at %.3f bits/weight (scales and zeros included)\n",
               (long long)r->quantized_params, (long long)r->total_params, r->bits_per_weight);
   if (r->calib_samples)
