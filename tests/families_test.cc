@@ -329,6 +329,24 @@ std::vector<Spec> TableRows() {
 }
 INSTANTIATE_TEST_SUITE_P(TableRow, Families, ::testing::ValuesIn(TableRows()));
 
+// Logits [14, vocab] of every position of a fixed prompt (ids below the Specs' vocabulary).
+std::vector<float> PromptLogits(const Model& m, int64_t vocab) {
+  const std::vector<int32_t> ids = {1, 5, 9, 33, 2, 17, 8, 8, 39, 0, 21, 4, 11, 30};
+  std::vector<float> out(ids.size() * size_t(vocab));
+  KVCache cache = m.NewCache(int64_t(ids.size()));
+  EXPECT_TRUE(m.Forward(ids, cache, out.data(), true).ok());
+  return out;
+}
+// mean |got − base| / mean |base|.
+double RelativeDiff(const std::vector<float>& got, const std::vector<float>& base) {
+  double diff = 0, mean = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += std::abs(double(got[i]) - base[i]);
+    mean += std::abs(double(base[i]));
+  }
+  return diff / mean;
+}
+
 // The calibrated methods, QAT included (block-wise and end to end, weight-only and with quantized
 // activations), run unchanged on every family
 // (biases, q/k norms, sliding window, GQA and MHA, f16/bf16 storage, tied embeddings): the output
@@ -344,16 +362,7 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
   const fs::path dir = WriteModel(s, name, &w);
   auto fp = Model::Load(dir);
   ASSERT_TRUE(fp.ok()) << fp.error().message();
-  const std::vector<int32_t> ids = {1, 5, 9, 33, 2, 17, 8, 8, 39, 0, 21, 4, 11, 30};
-  auto logits = [&](const Model& m) {
-    std::vector<float> out(ids.size() * size_t(s.vocab));
-    KVCache cache = m.NewCache(int64_t(ids.size()));
-    EXPECT_TRUE(m.Forward(ids, cache, out.data(), true).ok());
-    return out;
-  };
-  const std::vector<float> base = logits(*fp);
-  double base_mean = 0;
-  for (float v : base) base_mean += std::abs(v) / double(base.size());
+  const std::vector<float> base = PromptLogits(*fp, s.vocab);
   struct Case {
     std::string scheme, method;
     double max_rel;  // mean |Δlogit| / mean |logit|; a wrong fold gives O(1) (W8A8-static's
@@ -436,14 +445,11 @@ TEST_P(FamiliesQuantize, CalibratedMethodsRunOnEveryFamily) {
     ASSERT_TRUE(q.ok()) << q.error().message();
     ASSERT_TRUE(q->layers()[0].q.quant);
     EXPECT_EQ(q->layers()[0].q.act.enabled(), act->has_value());
-    const std::vector<float> got = logits(*q);
-    double diff = 0;
-    for (size_t i = 0; i < got.size(); ++i)
-      diff += std::abs(double(got[i]) - base[i]) / double(got.size());
+    const double rel = RelativeDiff(PromptLogits(*q, s.vocab), base);
     std::printf("%s %s %s: mean |dlogit| / mean |logit| = %.4f\n", name.c_str(), c.scheme.c_str(),
-                c.method.c_str(), diff / base_mean);
-    EXPECT_GT(diff, 0.0);
-    EXPECT_LT(diff / base_mean, c.max_rel);
+                c.method.c_str(), rel);
+    EXPECT_GT(rel, 0.0);
+    EXPECT_LT(rel, c.max_rel);
   }
 }
 
@@ -471,16 +477,7 @@ TEST_P(FamiliesRotate, RotatedCheckpointComputesTheSameLogits) {
   const fs::path dir = WriteModel(s, name, &w);
   auto fp = Model::Load(dir);
   ASSERT_TRUE(fp.ok()) << fp.error().message();
-  const std::vector<int32_t> ids = {1, 5, 9, 33, 2, 17, 8, 8, 39, 0, 21, 4, 11, 30};
-  auto logits = [&](const Model& m) {
-    std::vector<float> out(ids.size() * size_t(s.vocab));
-    KVCache cache = m.NewCache(int64_t(ids.size()));
-    EXPECT_TRUE(m.Forward(ids, cache, out.data(), true).ok());
-    return out;
-  };
-  const std::vector<float> base = logits(*fp);
-  double base_mean = 0;
-  for (float v : base) base_mean += std::abs(v) / double(base.size());
+  const std::vector<float> base = PromptLogits(*fp, s.vocab);
   // fp32 rounding only; 16-bit sources also round the rotated embedding and lm_head to 16 bits.
   const double tol = s.dtype == DType::kF32 ? 1e-5 : s.dtype == DType::kF16 ? 2e-3 : 1e-2;
   for (const bool heads : {false, true}) {
@@ -492,13 +489,10 @@ TEST_P(FamiliesRotate, RotatedCheckpointComputesTheSameLogits) {
     EXPECT_EQ(r->untied, s.tied);
     auto m = Model::Load(out);
     ASSERT_TRUE(m.ok()) << m.error().message();
-    const std::vector<float> got = logits(*m);
-    double diff = 0;
-    for (size_t i = 0; i < got.size(); ++i)
-      diff += std::abs(double(got[i]) - base[i]) / double(got.size());
+    const double rel = RelativeDiff(PromptLogits(*m, s.vocab), base);
     std::printf("%s %s: mean |dlogit| / mean |logit| = %.2e\n", name.c_str(),
-                heads ? "hadamard+heads" : "hadamard", diff / base_mean);
-    EXPECT_LT(diff / base_mean, tol);
+                heads ? "hadamard+heads" : "hadamard", rel);
+    EXPECT_LT(rel, tol);
     // What was written: norms as ones, linears fp32 and changed, lm_head its own tensor.
     auto store = io::TensorStore::Open(out);
     ASSERT_TRUE(store.ok());
