@@ -74,7 +74,8 @@ std::string Quantize(const std::string& launcher, const fs::path& out, const std
 // maxima fold exactly; GPTQ's rows are solved in the same fixed chunks on whichever rank holds
 // them; AWQ's scale candidates are scored on the ranks in shares and gathered. GPTQ (W4A16),
 // SmoothQuant with a static activation scale (W8A8-static), AWQ (W4A16) and
-// GPTQ into GGUF k-quants (Q4_K_M, rows split as for W4A16); GPTQ also twice on two ranks.
+// GPTQ into GGUF k-quants (Q4_K_M, rows split as for W4A16), GPTQ on the rotated model (each
+// rank writes its own rotated copy); GPTQ also twice on two ranks.
 TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
   QF_NEED_MPI();
   const fs::path dir = qf::testing::TempDir() / "mpi";
@@ -82,7 +83,8 @@ TEST(Mpi, TwoRanksGiveTheSingleProcessBytes) {
        {std::pair<std::string, std::string>{"gptq", "--scheme W4A16 --method gptq"},
         {"sq", "--scheme W8A8-static --method smoothquant"},
         {"awq", "--scheme W4A16 --method awq"},
-        {"q4km.gguf", "--scheme Q4_K_M --method gptq"}}) {
+        {"q4km.gguf", "--scheme Q4_K_M --method gptq"},
+        {"rot", "--scheme W4A16 --method gptq --rotate hadamard"}}) {
     SCOPED_TRACE(name);
     const bool gguf = name.ends_with(".gguf");
     const auto file = [&](const std::string& run) {
