@@ -53,6 +53,30 @@ Status AtomicFile::Commit() {
   return Status::Ok();
 }
 
+Result<ScratchFolder> ScratchFolder::Create(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Err("{}: cannot create: {}", dir.string(), ec.message());
+  ScratchFolder f;
+  f.dir_ = dir;
+  return f;
+}
+
+ScratchFolder& ScratchFolder::operator=(ScratchFolder&& o) noexcept {
+  if (this != &o) {
+    Remove();
+    dir_ = std::exchange(o.dir_, {});
+  }
+  return *this;
+}
+
+void ScratchFolder::Remove() {
+  std::error_code ec;
+  if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  dir_.clear();
+}
+
 Status ReplaceFolder(const std::filesystem::path& tmp, const std::filesystem::path& out) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "core/result.h"
 
@@ -30,6 +31,27 @@ class AtomicFile {
   std::filesystem::path path_, tmp_;
   std::FILE* file_ = nullptr;
   bool committed_ = false;
+};
+
+// A scratch folder that lives as long as this object: Create makes it afresh (a leftover of the
+// same name is removed first) and the destructor removes it with its content, unless Release()
+// was called (the folder was moved into place, e.g. by ReplaceFolder). Move-only; a
+// default-constructed one owns nothing.
+class ScratchFolder {
+ public:
+  static Result<ScratchFolder> Create(const std::filesystem::path& dir);
+  ScratchFolder() = default;
+  ScratchFolder(ScratchFolder&& o) noexcept : dir_(std::exchange(o.dir_, {})) {}
+  ScratchFolder& operator=(ScratchFolder&& o) noexcept;
+  ScratchFolder(const ScratchFolder&) = delete;
+  ~ScratchFolder() { Remove(); }
+
+  const std::filesystem::path& path() const { return dir_; }
+  void Release() { dir_.clear(); }
+
+ private:
+  void Remove();
+  std::filesystem::path dir_;
 };
 
 // Puts the finished folder `tmp` in place of `out` (a sibling path). When `out` exists the two

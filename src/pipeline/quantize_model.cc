@@ -889,23 +889,13 @@ Result<QuantizeReport> QuantizeFolder(const fs::path& src, const fs::path& out,
   // as each block is done. The folder is removed on every error.
   fs::path tmp = out;
   tmp += ".tmp-" + std::to_string(::getpid());
-  struct RemoveUnlessKept {
-    fs::path dir;
-    ~RemoveUnlessKept() {
-      std::error_code ec;
-      if (!dir.empty()) fs::remove_all(dir, ec);
-    }
-  } cleanup;
+  ScratchFolder scratch;
   RssWatch watch;
   QuantizeReport rep;
   Collected col;
   col.with_activations = opt.act.has_value();
   if (dist::IsRoot()) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    fs::create_directories(tmp, ec);
-    if (ec) return Err("{}: cannot create: {}", tmp.string(), ec.message());
-    cleanup.dir = tmp;
+    QF_ASSIGN(scratch, ScratchFolder::Create(tmp));
     QF_ASSIGN(col.spill, io::TensorSpill::Create(tmp));
   }
   if (NeedsCalibration(method, opt)) {
@@ -963,7 +953,7 @@ Result<QuantizeReport> QuantizeFolder(const fs::path& src, const fs::path& out,
   QF_TRY(io::WriteCompressedTensors(tmp, src, passthrough, col.finished, encoded, wopt));
   col.spill.reset();  // its scratch file, unlinked already, goes
   QF_TRY(ReplaceFolder(tmp, out));
-  cleanup.dir.clear();
+  scratch.Release();
   rep.seconds_write = Seconds(t1) + col.seconds;
   for (const auto& e : fs::directory_iterator(out))
     if (e.is_regular_file()) rep.output_bytes += e.file_size();

@@ -4,11 +4,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <span>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +14,7 @@
 
 #include "core/atomic_file.h"
 #include "core/dtype.h"
+#include "core/mmap.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "methods/rotation.h"
@@ -34,7 +33,7 @@ enum class Role : uint8_t {
   kWrites,   // a linear writing the stream (columns rotated): down_proj
   kAttnOut,  // o_proj: writes the stream, and reads each head's values (heads with --heads)
   kValues,   // v_proj: reads the stream, and its head rows rotated with --heads
-  kVBias,    // v_proj's bias (heads rotated with --heads)
+  kVBias,    // v_proj's bias, with --heads (its heads rotated; otherwise left as it is)
   kEmbed,    // embedding rows rotated
   kHead,     // lm_head: final norm folded, rows rotated
   kNorm,     // written as ones
@@ -52,10 +51,8 @@ std::vector<std::byte> Encode(std::span<const float> v, DType dtype) {
 
 // config.json with tie_word_embeddings false (its other keys as they were).
 Status WriteUntiedConfig(const fs::path& from, const fs::path& to) {
-  std::ifstream in(from);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  QF_ASSIGN(const std::string text, ReadTextFile(from));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return Err("{}: not a JSON object", from.string());
   j["tie_word_embeddings"] = false;
   QF_ASSIGN(AtomicFile f, AtomicFile::Create(to));
@@ -98,7 +95,8 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
     plan[name(nm.q)] = {Role::kReads, attn_norm};
     plan[name(nm.k)] = {Role::kReads, attn_norm};
     plan[name(nm.v)] = {Role::kValues, attn_norm};
-    if (nm.v_bias && store.Find(name(nm.v_bias))) plan[name(nm.v_bias)] = {Role::kVBias, ""};
+    if (opt.heads && nm.v_bias && store.Find(name(nm.v_bias)))
+      plan[name(nm.v_bias)] = {Role::kVBias, ""};
     plan[name(nm.o)] = {Role::kAttnOut, ""};
     plan[name(nm.gate)] = {Role::kReads, ffn_norm};
     plan[name(nm.up)] = {Role::kReads, ffn_norm};
@@ -119,17 +117,7 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
 
   fs::path tmp = dst;
   tmp += ".tmp-" + std::to_string(::getpid());
-  struct Remove {
-    fs::path dir;
-    ~Remove() {
-      std::error_code e;
-      if (!dir.empty()) fs::remove_all(dir, e);
-    }
-  } cleanup;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) return Err("{}: cannot create: {}", tmp.string(), ec.message());
-  cleanup.dir = tmp;
+  QF_ASSIGN(ScratchFolder scratch, ScratchFolder::Create(tmp));
   QF_ASSIGN(io::TensorSpill spill, io::TensorSpill::Create(tmp));
 
   RotateReport rep;
@@ -141,7 +129,6 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
     const auto it = plan.find(name);
     if (it == plan.end()) {  // not touched by the rotation
       QF_TRY(spill.Add(name, info->dtype, info->shape, info->data));
-      ++rep.tensors;
       continue;
     }
     const Plan& p = it->second;
@@ -192,19 +179,12 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
             for (int64_t h = 0; h < cols / D; ++h) rh->Apply(w.data() + i * cols + h * D);
         }
         break;
-      case Role::kVBias:
-        if (rh) {
-          if (rows % D)
-            return Err("{}: '{}' size {} not whole heads of {}", t->file, name, rows, D);
-          for (int64_t h = 0; h < rows / D; ++h) rh->Apply(w.data() + h * D);
-        } else {
-          out = t->dtype;  // unchanged
-        }
+      case Role::kVBias:  // planned with --heads only
+        if (rows % D) return Err("{}: '{}' size {} not whole heads of {}", t->file, name, rows, D);
+        for (int64_t h = 0; h < rows / D; ++h) rh->Apply(w.data() + h * D);
         break;
     }
     QF_TRY(spill.Add(name, out, shape, Encode(w, out)));
-    ++rep.tensors;
-    ++rep.rotated;
   }
   QF_ASSIGN(const std::vector<io::TensorToWrite> tensors, spill.Tensors());
   QF_TRY(io::WriteSafetensorsShards(tmp, tensors, {{"format", "pt"}}, io::kDefaultMaxShardBytes));
@@ -221,24 +201,19 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
     if (ec) return Err("{}: cannot copy to {}: {}", e.path().string(), tmp.string(), ec.message());
   }
   QF_TRY(ReplaceFolder(tmp, dst));
-  cleanup.dir.clear();
+  scratch.Release();
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }
 
 Result<RotatedCopy> RotatedCopy::Make(const fs::path& src, const fs::path& near,
                                       const RotateOptions& opt) {
-  RotatedCopy c;
   fs::path dir = near;
   dir += ".rotated-" + std::to_string(::getpid());
+  RotatedCopy c;
+  QF_ASSIGN(c.dir_, ScratchFolder::Create(dir));  // RotateModel replaces it when complete
   QF_ASSIGN(c.report_, RotateModel(src, dir, opt));
-  c.dir_ = dir;
   return c;
-}
-
-RotatedCopy::~RotatedCopy() {
-  std::error_code ec;
-  if (!dir_.empty()) fs::remove_all(dir_, ec);
 }
 
 }  // namespace qf::pipeline

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string_view>
 
+#include "core/atomic_file.h"
 #include "core/result.h"
 
 namespace qf::pipeline {
@@ -27,8 +28,6 @@ struct RotateOptions {
 std::string_view RotateName(const RotateOptions& opt);
 
 struct RotateReport {
-  int64_t tensors = 0;  // tensors written
-  int64_t rotated = 0;  // of them, changed by the rotation or the norm folding
   bool untied = false;  // tied embeddings: lm_head written as its own tensor
   double seconds = 0;
 };
@@ -48,17 +47,12 @@ class RotatedCopy {
  public:
   static Result<RotatedCopy> Make(const std::filesystem::path& src,
                                   const std::filesystem::path& near, const RotateOptions& opt);
-  RotatedCopy(RotatedCopy&& o) noexcept : dir_(std::move(o.dir_)), report_(o.report_) {
-    o.dir_.clear();
-  }
-  RotatedCopy& operator=(RotatedCopy&&) = delete;
-  ~RotatedCopy();
-  const std::filesystem::path& path() const { return dir_; }
+  const std::filesystem::path& path() const { return dir_.path(); }
   const RotateReport& report() const { return report_; }
 
  private:
   RotatedCopy() = default;
-  std::filesystem::path dir_;
+  ScratchFolder dir_;  // removed with the object
   RotateReport report_;
 };
 

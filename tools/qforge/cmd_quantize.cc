@@ -222,6 +222,13 @@ std::optional<pipeline::RotateOptions> RotateFromFlag(const QuantizeArgs& a) {
   return pipeline::RotateOptions{.heads = a.rotate == "hadamard+heads", .seed = a.seed};
 }
 
+// The report's line for --rotate (nothing without it).
+void PrintRotated(const QuantizeArgs& a, double seconds) {
+  if (!a.rotate.empty())
+    std::printf("rotated first: norms folded, residual stream by %s (%.2f s)\n", a.rotate.c_str(),
+                seconds);
+}
+
 // --scheme Q4_K_M etc.: the GGUF options the flags ask for. Every error is a flag error.
 Result<pipeline::GgufQuantizeOptions> GgufOptionsFromFlags(const QuantizeArgs& a,
                                                            const GgufMix& mix) {
@@ -387,9 +394,7 @@ int RunQuantizeGguf(const QuantizeArgs& a, const GgufMix& mix) {
         opt.qat ? fmt::format(", qat {:.2f} s", c->seconds_qat).c_str() : "",
         PeakRssText(*c).c_str());
   }
-  if (!a.rotate.empty() && !a.dry_run)
-    std::printf("rotated first: norms folded, residual stream by %s (%.2f s)\n", a.rotate.c_str(),
-                r->seconds_rotate);
+  if (!a.dry_run) PrintRotated(a, r->seconds_rotate);
   std::printf("%s %s: %.2f MiB, %.3f bits/weight over %lld quantized of %lld parameters; %.2f s\n",
               a.dry_run ? "would write" : "wrote", a.out.c_str(), double(r->file_bytes) / (1 << 20),
               r->bits_per_weight, (long long)r->quantized_params, (long long)r->total_params,
@@ -563,9 +568,7 @@ int RunQuantize(const QuantizeArgs& a) {
             ? ""
             : (l.input_scale > 0 ? fmt::format("{} scale {:.4g}", l.act, l.input_scale) : l.act)
                   .c_str());
-  if (!a.rotate.empty())
-    std::printf("rotated first: norms folded, residual stream by %s (%.2f s)\n", a.rotate.c_str(),
-                r->seconds_rotate);
+  PrintRotated(a, r->seconds_rotate);
   std::printf("quantized %lld of %lld parameters at %.3f bits/weight (scales and zeros included)\n",
               (long long)r->quantized_params, (long long)r->total_params, r->bits_per_weight);
   if (r->calib_samples)
