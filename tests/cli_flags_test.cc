@@ -206,6 +206,13 @@ constexpr Row kRows[] = {
     {"convert {model} -o {out}.gguf --outtype F16", "--outtype: 'F16' is not allowed"},
     {"convert {model} -o {out}.gguf -t 2", "convert: unknown flag -t"},
 
+    // rotate: the mode, the seed; it takes no --threads.
+    {"rotate {model} -o {out} --mode r3",
+     "--mode: 'r3' is not allowed; allowed: hadamard, hadamard+heads"},
+    {"rotate {model} -o {out} --seed -1", "--seed: -1 is out of range"},
+    {"rotate {model} -o {out} -t 2", "rotate: unknown flag -t"},
+    {"rotate {model}", "--output is required"},
+
     // imatrix: chunks, context, threads.
     {"imatrix {model} --calib {text} -o {out}.gguf --chunks 0",
      "--chunks: 0 is out of range; allowed: integers >= 1"},

@@ -100,6 +100,66 @@ TEST(QuantizeCli, OutputIsDeterministicAndRunsEveryCommand) {
   EXPECT_EQ(Json(log)["generated_ids"].size(), 8u);
 }
 
+// `qforge rotate`: a folder that runs as the model (mean KLD to it at bf16 rounding level, the
+// same top-1 token nearly everywhere), the same bytes for the same seed and other bytes for
+// another, and the folder `quantize --rotate` quantizes (RTN of it == quantize --rotate's bytes).
+// Bad input: one line, exit 1, nothing written.
+TEST(QuantizeCli, RotateWritesTheFolderQuantizeRotateQuantizes) {
+  const fs::path dir = qf::testing::TempDir() / "rotate_cli";
+  fs::create_directories(dir);
+  const fs::path a = dir / "a", b = dir / "b", other = dir / "seed1";
+  std::string log;
+  for (const fs::path& p : {a, b}) {
+    ASSERT_EQ(RunCommand(Q() + " rotate " + Bundled() + " -o " + p.string() + " --json", &log), 0)
+        << log;
+    const auto j = Json(log);
+    EXPECT_EQ(j["rotate"], "hadamard");
+    EXPECT_EQ(j["untied"], false);
+  }
+  ASSERT_EQ(
+      RunCommand(Q() + " rotate " + Bundled() + " -o " + other.string() + " --seed 1 -q", &log), 0)
+      << log;
+  EXPECT_TRUE(log.empty()) << log;
+  const auto fa = ReadTextFile(a / "model.safetensors"), fb = ReadTextFile(b / "model.safetensors"),
+             fo = ReadTextFile(other / "model.safetensors");
+  ASSERT_TRUE(fa.ok() && fb.ok() && fo.ok());
+  EXPECT_TRUE(*fa == *fb) << "same seed, different bytes";
+  EXPECT_FALSE(*fa == *fo) << "--seed 1 gave seed 0's rotation";
+
+  ASSERT_EQ(RunCommand(Q() + " kld " + Bundled() + " " + a.string() + " --text " +
+                           qf::testing::Local() + " --max-windows 4 --json",
+                       &log),
+            0)
+      << log;
+  const double kld = Json(log)["kld_mean"].get<double>(),
+               top1 = Json(log)["top1_agreement"].get<double>();
+  std::printf("rotated checkpoint: mean KLD to the model %.2e, top-1 %.4f\n", kld, top1);
+  EXPECT_LT(kld, 1e-4);  // 5e-6 here: the embedding and lm_head rounded to bf16 once more
+  EXPECT_GT(top1, 0.99);
+  const fs::path via_flag = dir / "q_flag", via_folder = dir / "q_folder";
+  ASSERT_EQ(RunCommand(Q() + " quantize " + Bundled() + " -o " + via_flag.string() +
+                           " --scheme W4A16 --rotate hadamard -q",
+                       &log),
+            0)
+      << log;
+  ASSERT_EQ(RunCommand(Q() + " quantize " + a.string() + " -o " + via_folder.string() +
+                           " --scheme W4A16 -q",
+                       &log),
+            0)
+      << log;
+  EXPECT_TRUE(*ReadTextFile(via_flag / "model.safetensors") ==
+              *ReadTextFile(via_folder / "model.safetensors"));
+
+  const fs::path out = dir / "bad_out";
+  for (const std::string& src : {std::string("/nonexistent"), via_flag.string()}) {
+    const int rc = RunCommand(Q() + " rotate " + src + " -o " + out.string(), &log);
+    EXPECT_EQ(rc, 1) << src << ": " << log;
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+    EXPECT_NE(log.find(src), std::string::npos) << log;
+    EXPECT_FALSE(fs::exists(out)) << "half-written output for " << src;
+  }
+}
+
 // --max-shard-size: save_pretrained's shards and index, the same tensors as one file, and every
 // command reads the sharded folder.
 TEST(QuantizeCli, ShardsOutputsAsSavePretrainedDoes) {

@@ -71,7 +71,7 @@ Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
   const auto t0 = std::chrono::steady_clock::now();
   std::error_code ec;
   if (!fs::is_directory(src, ec))
-    return Err("{}: --rotate needs a model folder (config.json + *.safetensors)", src.string());
+    return Err("{}: rotation needs a model folder (config.json + *.safetensors)", src.string());
   QF_ASSIGN(const model::ModelConfig cfg, model::LoadHfConfig(src));
   QF_TRY(model::CheckUnquantized(src, "rotate"));
   QF_ASSIGN(const io::TensorStore store, io::TensorStore::Open(src));

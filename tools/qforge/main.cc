@@ -11,6 +11,7 @@
 namespace qf::cli {
 void RegisterImatrix(CLI::App& app, int* rc);  // cmd_imatrix.cc
 void RegisterBench(CLI::App& app, int* rc);    // cmd_bench.cc
+void RegisterRotate(CLI::App& app, int* rc);   // cmd_rotate.cc
 }  // namespace qf::cli
 
 namespace {
@@ -27,6 +28,7 @@ int Run(int argc, char** argv) {
   qf::cli::RegisterGenerate(app, &rc);
   qf::cli::RegisterQuantize(app, &rc);
   qf::cli::RegisterConvert(app, &rc);
+  qf::cli::RegisterRotate(app, &rc);
   qf::cli::RegisterImatrix(app, &rc);
   qf::cli::RegisterBench(app, &rc);
   if (argc > 1 && argv[1][0] != '-') {  // name an unknown command instead of CLI11's generic text
