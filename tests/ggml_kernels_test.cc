@@ -233,7 +233,7 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
   }
 }
 
-// ---- interleaved rows (GgmlInterleave: Q4_0, Q4_K) -------------------------------------------
+// ---- interleaved rows (GgmlInterleave: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) ----------------------------
 
 std::vector<const GgmlBlockType*> InterleavedTypes() {
   std::vector<const GgmlBlockType*> out;
@@ -251,11 +251,12 @@ kernels::GgmlRows Interleaved(const GgmlBlockType& t, const std::vector<std::byt
 
 TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
   const auto types = InterleavedTypes();
-  ASSERT_EQ(types.size(), 4u);
+  ASSERT_EQ(types.size(), 5u);
   EXPECT_EQ(types[0]->name, "Q4_0");
   EXPECT_EQ(types[1]->name, "Q8_0");
   EXPECT_EQ(types[2]->name, "Q4_K");
-  EXPECT_EQ(types[3]->name, "Q6_K");
+  EXPECT_EQ(types[3]->name, "Q5_K");
+  EXPECT_EQ(types[4]->name, "Q6_K");
   for (const auto* t : types) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 32, cols = 512;
@@ -336,8 +337,9 @@ TEST(GgmlKernels, InterleavedGemvAgreesWithTheReferenceOnEveryTarget) {
 }
 
 // The integer sums' worst case: every code and scale at its largest magnitude (Q4_0, Q4_K: 15,
-// Q6_K: 63, Q8_0: -128; Q4_K's scales and mins 63, Q6_K's -128), every activation at the
-// fixed-point maximum (Q4_K's super-block sum 63 * 15 * 8191 * 256 is just under 2^31).
+// Q5_K: 31, Q6_K: 63, Q8_0: -128; Q4_K's and Q5_K's scales and mins 63, Q6_K's -128), every
+// activation at the fixed-point maximum (Q4_K's super-block sum 63 * 15 * 8191 * 256 is just
+// under 2^31; Q5_K's, 63 * 31 * 8191 * 256, would not be: it sums pairs of sub-blocks).
 TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
   for (const auto* t : InterleavedTypes()) {
     SCOPED_TRACE(std::string(t->name));
@@ -356,7 +358,7 @@ TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
       } else {
         std::memcpy(blk, &one, 2);
       }
-      if (t->name == "Q4_K") {
+      if (t->name == "Q4_K" || t->name == "Q5_K") {
         std::memcpy(blk + 2, &one, 2);   // dmin
         std::memset(blk + 4, 0xff, 12);  // every 6-bit scale and min 63
       }

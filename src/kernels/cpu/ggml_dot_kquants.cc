@@ -1,5 +1,5 @@
 // Highway kernels of ggml's k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and the 16-row interleaved
-// GEMVs of Q4_K and Q6_K, compiled once per SIMD target (foreach_target).
+// GEMVs of Q4_K, Q5_K and Q6_K, compiled once per SIMD target (foreach_target).
 // Contract: as ggml_dot.h; the drivers and the dispatch are ggml_dot-inl.h's.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/ggml_dot_kquants.cc"
@@ -15,12 +15,16 @@ namespace qf::kernels::HWY_NAMESPACE {
 #if HWY_TARGET != HWY_SCALAR
 // The interleaved kernels, named <type>x16 (16 rows side by side; not ggml's i-quants): see
 // ggml_dot_legacy.cc's Q4_0x16 for Block's contract.
-// [d x16][dmin x16][scale byte i x16, i < 12][unit u: codes 2u, 2u+1 x16, u < 64]; unit 16 j + c
-// holds weights 2c, 2c+1 of sub-blocks 2j (low nibbles) and 2j + 1 (high). Integer sums per
-// super-block: A = Σ_sub sc Σ q xq (|A| <= 63 * 15 * 8191 * 256 < 2^31) and B = Σ_sub m Σ xq;
-// then acc += d A - dmin B.
-struct Q4_Kx16 {
-  static constexpr size_t kW = 256, kB = sizeof(ggml::BlockQ4_K);
+// [d x16][dmin x16][scale byte i x16, i < 12]([Q5_K: unit c: qh 2c, 2c+1 x16, c < 16])[unit u:
+// codes 2u, 2u+1 x16, u < 64]; unit 16 j + c holds weights 2c, 2c+1 of sub-blocks 2j (low
+// nibbles) and 2j + 1 (high), and Q5_K's qh unit c their fifth bits (bits 2j and 2j + 1).
+// Integer sums: A = Σ_sub sc Σ q xq and B = Σ_sub m Σ xq; then acc += d A - dmin B. Q4_K sums A
+// over the super-block (|A| <= 63 * 15 * 8191 * 256 < 2^31); Q5_K's codes reach 31, so its A is
+// summed per pair of sub-blocks (63 * 31 * 8191 * 64 < 2^31) and the four pairs in float.
+template <bool kFive>
+struct QK45x16 {
+  static constexpr size_t kW = 256;
+  static constexpr size_t kB = kFive ? sizeof(ggml::BlockQ5_K) : sizeof(ggml::BlockQ4_K);
   // Scale and min of sub-block j for rows kL g ..: ggml's get_scale_min_k4 on kL rows at once.
   static HWY_INLINE void ScaleMin(const uint8_t* S, size_t j, size_t g, VR& sc, VR& m) {
     const auto b = [&](size_t i) HWY_ATTR { return RowBytes(S + 16 * i + kL * g); };
@@ -37,10 +41,16 @@ struct Q4_Kx16 {
   template <int M>
   static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
     const uint8_t* S = p + 64;
-    const uint8_t* q = p + 256;
+    const uint8_t* qh = p + 256;  // Q5_K's fifth bits
+    const uint8_t* q = p + (kFive ? 256 + 32 * 16 : 256);
+    const VR16 k16 = hn::Set(DR16(), 16);
     VR A[kG][M], Bm[kG][M];
+    VRF Af[kG][M];  // Q5_K: A's pairs of sub-blocks, summed in float
     for (size_t g = 0; g < kG; ++g)
-      for (int t = 0; t < M; ++t) A[g][t] = Bm[g][t] = hn::Zero(DR());
+      for (int t = 0; t < M; ++t) {
+        A[g][t] = Bm[g][t] = hn::Zero(DR());
+        Af[g][t] = hn::Zero(DRF());
+      }
     HWY_UNROLL(1)
     for (size_t j = 0; j < 4; ++j, q += 32 * 16) {
       VR s[4][kG][M];  // low nibbles' sums and odd halves, then the high nibbles'
@@ -54,7 +64,12 @@ struct Q4_Kx16 {
         }
         for (size_t g = 0; g < kG; ++g) {
           const VR16 v = RowPairs(q + 32 * c + 2 * kL * g);
-          const VR16 lo = hn::And(v, hn::Set(DR16(), 15)), hi = hn::ShiftRight<4>(v);
+          VR16 lo = hn::And(v, hn::Set(DR16(), 15)), hi = hn::ShiftRight<4>(v);
+          if constexpr (kFive) {  // bit 2j (low nibbles) or 2j + 1 (high) of qh, to bit 4
+            const VR16 h = hn::ShiftRightSame(RowPairs(qh + 32 * c + 2 * kL * g), int(2 * j));
+            lo = hn::Or(lo, hn::And(hn::ShiftLeft<4>(h), k16));
+            hi = hn::Or(hi, hn::And(hn::ShiftLeft<3>(h), k16));
+          }
           for (int t = 0; t < M; ++t) {
             MulPairs(lo, xl[t], s[0][g][t], s[1][g][t]);
             MulPairs(hi, xh[t], s[2][g][t], s[3][g][t]);
@@ -66,8 +81,13 @@ struct Q4_Kx16 {
         ScaleMin(S, 2 * j, g, scl, ml);
         ScaleMin(S, 2 * j + 1, g, sch, mh);
         for (int t = 0; t < M; ++t) {
-          A[g][t] = hn::Add(A[g][t], hn::Add(hn::Mul(Total(s[0][g][t], s[1][g][t]), scl),
-                                             hn::Mul(Total(s[2][g][t], s[3][g][t]), sch)));
+          const VR a = hn::Add(hn::Mul(Total(s[0][g][t], s[1][g][t]), scl),
+                               hn::Mul(Total(s[2][g][t], s[3][g][t]), sch));
+          if constexpr (kFive) {
+            Af[g][t] = hn::Add(Af[g][t], hn::ConvertTo(DRF(), a));
+          } else {
+            A[g][t] = hn::Add(A[g][t], a);
+          }
           Bm[g][t] = hn::Add(Bm[g][t], hn::Add(hn::Mul(ml, hn::Set(DR(), x.Sum32(t, 2 * j))),
                                                hn::Mul(mh, hn::Set(DR(), x.Sum32(t, 2 * j + 1)))));
         }
@@ -76,12 +96,15 @@ struct Q4_Kx16 {
     for (size_t g = 0; g < kG; ++g) {
       const VRF d = RowHalves(p + 2 * kL * g), dmin = RowHalves(p + 32 + 2 * kL * g);
       for (int t = 0; t < M; ++t) {
-        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), A[g][t]), d, acc[g][t]);
+        const VRF a = kFive ? Af[g][t] : hn::ConvertTo(DRF(), A[g][t]);
+        acc[g][t] = hn::MulAdd(a, d, acc[g][t]);
         acc[g][t] = hn::NegMulAdd(hn::ConvertTo(DRF(), Bm[g][t]), dmin, acc[g][t]);
       }
     }
   }
 };
+using Q4_Kx16 = QK45x16<false>;
+using Q5_Kx16 = QK45x16<true>;
 
 // [d x16][int8 scale i x16, i < 16][per quarter 2n + h and c < 8: the pairs ql[l], ql[l + 32],
 // qh[l - 32n] x16, l = 64n + 16h + 2c] (InterleaveUnits: the order read here). ql[l] holds the
@@ -168,6 +191,7 @@ struct Q6_Kx16 {
 };
 #else
 struct Q4_Kx16 {};
+struct Q5_Kx16 {};
 struct Q6_Kx16 {};
 #endif
 
@@ -309,7 +333,9 @@ struct BQK45 {
 struct BQ4_K : BQK45<false> {
   using Interleaved = Q4_Kx16;
 };
-struct BQ5_K : BQK45<true> {};
+struct BQ5_K : BQK45<true> {
+  using Interleaved = Q5_Kx16;
+};
 
 struct BQ6_K {  // x = d*sc * (q - 32)
   using Block = ggml::BlockQ6_K;
@@ -386,7 +412,7 @@ GgmlLevelsInfo DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return HWY_DYNAMIC_DISPATCH(DecodeLevelsKQuant)(w, q, a, c);
 }
 
-// The order Q4_Kx16 and Q6_Kx16 read the units in.
+// The order Q4_Kx16, Q5_Kx16 and Q6_Kx16 read the units in.
 std::vector<Unit> InterleaveUnits(int id) {
   std::vector<Unit> u;
   const auto run = [&](size_t from, size_t to, size_t size) {
@@ -397,6 +423,16 @@ std::vector<Unit> InterleaveUnits(int id) {
       using B = ggml::BlockQ4_K;
       run(offsetof(B, d), offsetof(B, scales), 2);
       run(offsetof(B, scales), offsetof(B, qs), 1);
+      run(offsetof(B, qs), sizeof(B), 2);
+      break;
+    }
+    case ggml::GgmlId("Q5_K"): {  // as Q4_K, with the fifth bits' qh in pairs before the codes
+      using B = ggml::BlockQ5_K;
+      static_assert(offsetof(B, scales) + 12 == offsetof(B, qh) &&
+                    offsetof(B, qh) + 32 == offsetof(B, qs));
+      run(offsetof(B, d), offsetof(B, scales), 2);
+      run(offsetof(B, scales), offsetof(B, qh), 1);
+      run(offsetof(B, qh), offsetof(B, qs), 2);
       run(offsetof(B, qs), sizeof(B), 2);
       break;
     }
