@@ -233,7 +233,7 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
   }
 }
 
-// ---- interleaved rows (GgmlInterleave: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) ----------------------------
+// ---- interleaved rows (GgmlInterleave: Q4_0, Q8_0, the k-quants) --------------------------------
 
 std::vector<const GgmlBlockType*> InterleavedTypes() {
   std::vector<const GgmlBlockType*> out;
@@ -251,12 +251,10 @@ kernels::GgmlRows Interleaved(const GgmlBlockType& t, const std::vector<std::byt
 
 TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
   const auto types = InterleavedTypes();
-  ASSERT_EQ(types.size(), 5u);
-  EXPECT_EQ(types[0]->name, "Q4_0");
-  EXPECT_EQ(types[1]->name, "Q8_0");
-  EXPECT_EQ(types[2]->name, "Q4_K");
-  EXPECT_EQ(types[3]->name, "Q5_K");
-  EXPECT_EQ(types[4]->name, "Q6_K");
+  std::vector<std::string> names;
+  for (const auto* t : types) names.emplace_back(t->name);
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"Q4_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}));
   for (const auto* t : types) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 32, cols = 512;
@@ -264,8 +262,12 @@ TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
     std::vector<std::byte> inter;
     const auto w = Interleaved(*t, plain, inter, rows, cols);
     EXPECT_NE(inter, plain);
-    // The 16 rows' d come first, row 1's beside row 0's (d: the block's first fp16, Q6_K's last).
-    const size_t d_at = t->name == "Q6_K" ? 208 : 0;
+    // The 16 rows' d come first, row 1's beside row 0's (d: the block's first fp16, Q2_K's
+    // second-last, Q3_K's and Q6_K's last).
+    const size_t d_at = t->name == "Q6_K"   ? 208
+                        : t->name == "Q3_K" ? 108
+                        : t->name == "Q2_K" ? 80
+                                            : 0;
     EXPECT_EQ(std::memcmp(w.data + 2, plain.data() + w.row_bytes + d_at, 2), 0);
     auto sorted = [](std::vector<std::byte> v) {
       std::sort(v.begin(), v.end());
@@ -337,16 +339,18 @@ TEST(GgmlKernels, InterleavedGemvAgreesWithTheReferenceOnEveryTarget) {
 }
 
 // The integer sums' worst case: every code and scale at its largest magnitude (Q4_0, Q4_K: 15,
-// Q5_K: 31, Q6_K: 63, Q8_0: -128; Q4_K's and Q5_K's scales and mins 63, Q6_K's -128), every
-// activation at the fixed-point maximum (Q4_K's super-block sum 63 * 15 * 8191 * 256 is just
-// under 2^31; Q5_K's, 63 * 31 * 8191 * 256, would not be: it sums pairs of sub-blocks).
+// Q2_K: 3, Q3_K: level -4, Q5_K: 31, Q6_K: 63, Q8_0: -128; Q4_K's and Q5_K's scales and mins 63,
+// Q2_K's 15, Q3_K's -32, Q6_K's -128), every activation at the fixed-point maximum (Q4_K's
+// super-block sum 63 * 15 * 8191 * 256 is just under 2^31; Q5_K's, 63 * 31 * 8191 * 256, would
+// not be: it sums pairs of sub-blocks).
 TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
   for (const auto* t : InterleavedTypes()) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 16, cols = 4 * 256;
     auto plain = MakeBlocks(*t, rows, cols, 23);
-    // The largest raw code the kernels multiply (Q8_0: code 0 is level -128).
-    const uint8_t code = t->name == "Q8_0" ? 0 : uint8_t((1u << t->codes->bits) - 1);
+    // The largest raw code the kernels multiply (Q8_0: code 0 is level -128, Q3_K's level -4).
+    const uint8_t code =
+        t->name == "Q8_0" || t->name == "Q3_K" ? 0 : uint8_t((1u << t->codes->bits) - 1);
     const std::vector<uint8_t> codes(static_cast<size_t>(t->block), code);
     const uint16_t one = 0x3c00;  // fp16 1.0
     for (int64_t b = 0; b < rows * cols / t->block; ++b) {
@@ -355,6 +359,13 @@ TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
       if (t->name == "Q6_K") {
         std::memcpy(blk + 208, &one, 2);
         std::memset(blk + 192, 0x80, 16);  // int8 scales -128
+      } else if (t->name == "Q3_K") {
+        std::memcpy(blk + 108, &one, 2);  // d
+        std::memset(blk + 96, 0, 12);     // every 6-bit scale 0: -32
+      } else if (t->name == "Q2_K") {
+        std::memcpy(blk + 80, &one, 2);  // d
+        std::memcpy(blk + 82, &one, 2);  // dmin
+        std::memset(blk, 0xff, 16);      // every 4-bit scale and min 15
       } else {
         std::memcpy(blk, &one, 2);
       }

@@ -1,5 +1,5 @@
 // Highway kernels of ggml's k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and the 16-row interleaved
-// GEMVs of Q4_K, Q5_K and Q6_K, compiled once per SIMD target (foreach_target).
+// GEMVs of all five, compiled once per SIMD target (foreach_target).
 // Contract: as ggml_dot.h; the drivers and the dispatch are ggml_dot-inl.h's.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/ggml_dot_kquants.cc"
@@ -15,6 +15,140 @@ namespace qf::kernels::HWY_NAMESPACE {
 #if HWY_TARGET != HWY_SCALAR
 // The interleaved kernels, named <type>x16 (16 rows side by side; not ggml's i-quants): see
 // ggml_dot_legacy.cc's Q4_0x16 for Block's contract.
+// [d x16][dmin x16][scale byte i x16, i < 16][unit u: codes 2u, 2u+1 x16, u < 32]; unit 16 n + c
+// holds weights 128 n + 32 k + 2c, 2c + 1 at bits 2k (k < 4), of sub-block 8 n + 2 k + (c >= 8).
+// Integer sums per super-block: A = Σ_sub sc Σ q xq (|A| <= 15 * 3 * 8191 * 256 < 2^27) and
+// B = Σ_sub m Σ xq; then acc += d A - dmin B.
+struct Q2_Kx16 {
+  static constexpr size_t kW = 256, kB = sizeof(ggml::BlockQ2_K);
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    const uint8_t* S = p + 64;
+    const uint8_t* q = p + 64 + 16 * 16;
+    const VR16 k3 = hn::Set(DR16(), 3);
+    VR A[kG][M], Bm[kG][M];
+    for (size_t g = 0; g < kG; ++g)
+      for (int t = 0; t < M; ++t) A[g][t] = Bm[g][t] = hn::Zero(DR());
+    HWY_UNROLL(1)
+    for (size_t n = 0; n < 2; ++n) {
+      HWY_UNROLL(1)
+      for (size_t h = 0; h < 2; ++h, q += 8 * 32) {  // sub-blocks 8 n + 2 k + h, k < 4
+        VR s[8][kG][M];                              // per k: the sums and their odd halves
+        ZeroAll(s);
+        HWY_UNROLL(2)
+        for (size_t c = 0; c < 8; ++c) {
+          const size_t o = 128 * n + 16 * h + 2 * c;
+          VR16 xk[4][M];
+          for (int t = 0; t < M; ++t)
+            for (size_t k = 0; k < 4; ++k) xk[k][t] = x.Pair(t, o + 32 * k);
+          for (size_t g = 0; g < kG; ++g) {
+            const VR16 v = RowPairs(q + 32 * c + 2 * kL * g);
+            const VR16 q0 = hn::And(v, k3), q1 = hn::And(hn::ShiftRight<2>(v), k3);
+            const VR16 q2 = hn::And(hn::ShiftRight<4>(v), k3), q3 = hn::ShiftRight<6>(v);
+            for (int t = 0; t < M; ++t) {
+              MulPairs(q0, xk[0][t], s[0][g][t], s[1][g][t]);
+              MulPairs(q1, xk[1][t], s[2][g][t], s[3][g][t]);
+              MulPairs(q2, xk[2][t], s[4][g][t], s[5][g][t]);
+              MulPairs(q3, xk[3][t], s[6][g][t], s[7][g][t]);
+            }
+          }
+        }
+        for (size_t g = 0; g < kG; ++g) {
+          for (size_t k = 0; k < 4; ++k) {
+            const size_t is = 8 * n + 2 * k + h;
+            const VR b = RowBytes(S + 16 * is + kL * g);
+            const VR sc = hn::And(b, hn::Set(DR(), 15)), m = hn::ShiftRight<4>(b);
+            for (int t = 0; t < M; ++t) {
+              A[g][t] = hn::Add(A[g][t], hn::Mul(Total(s[2 * k][g][t], s[2 * k + 1][g][t]), sc));
+              Bm[g][t] = hn::Add(Bm[g][t], hn::Mul(m, hn::Set(DR(), x.Sum16(t, is))));
+            }
+          }
+        }
+      }
+    }
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g), dmin = RowHalves(p + 32 + 2 * kL * g);
+      for (int t = 0; t < M; ++t) {
+        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), A[g][t]), d, acc[g][t]);
+        acc[g][t] = hn::NegMulAdd(hn::ConvertTo(DRF(), Bm[g][t]), dmin, acc[g][t]);
+      }
+    }
+  }
+};
+
+// [d x16][scale byte i x16, i < 12][unit c: hmask 2c, 2c+1 x16, c < 16][unit u: codes 2u, 2u+1
+// x16, u < 32]: the low 2 bits as Q2_Kx16's, the third bit of weight 128 n + 32 k + l at bit
+// 4 n + k of hmask[l]. Per sub-block Σ q xq - 4 Σ xq (q in [0, 7]), times its signed scale:
+// |A| <= 32 * 16 * (7 + 4) * 8191 * 16 < 2^30; then acc += d A.
+struct Q3_Kx16 {
+  static constexpr size_t kW = 256, kB = sizeof(ggml::BlockQ3_K);
+  // The signed scale of sub-block j for rows kL g ..: ggml::ScaleQ3 on kL rows at once.
+  static HWY_INLINE VR Scale(const uint8_t* S, size_t j, size_t g) {
+    const auto b = [&](size_t i) HWY_ATTR { return RowBytes(S + 16 * i + kL * g); };
+    const VR low = j < 8 ? hn::And(b(j), hn::Set(DR(), 15)) : hn::ShiftRight<4>(b(j - 8));
+    const VR high = hn::And(hn::ShiftRightSame(b(8 + j % 4), int(2 * (j / 4))), hn::Set(DR(), 3));
+    return hn::Sub(hn::Or(low, hn::ShiftLeft<4>(high)), hn::Set(DR(), 32));
+  }
+  template <int M>
+  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    const uint8_t* S = p + 32;
+    const uint8_t* hm = p + 32 + 12 * 16;
+    const uint8_t* q = hm + 16 * 32;
+    const VR16 k3 = hn::Set(DR16(), 3), k4 = hn::Set(DR16(), 4);
+    VR A[kG][M];
+    for (size_t g = 0; g < kG; ++g)
+      for (int t = 0; t < M; ++t) A[g][t] = hn::Zero(DR());
+    HWY_UNROLL(1)
+    for (size_t n = 0; n < 2; ++n) {
+      HWY_UNROLL(1)
+      for (size_t h = 0; h < 2; ++h, q += 8 * 32) {  // sub-blocks 8 n + 2 k + h, k < 4
+        VR s[8][kG][M];                              // per k: the sums and their odd halves
+        ZeroAll(s);
+        HWY_UNROLL(2)
+        for (size_t c = 0; c < 8; ++c) {
+          const size_t o = 128 * n + 16 * h + 2 * c;
+          VR16 xk[4][M];
+          for (int t = 0; t < M; ++t)
+            for (size_t k = 0; k < 4; ++k) xk[k][t] = x.Pair(t, o + 32 * k);
+          for (size_t g = 0; g < kG; ++g) {
+            const VR16 v = RowPairs(q + 32 * c + 2 * kL * g);
+            // The third bits of the four k, at bit 2 (bit 4 n + k of hmask moved there).
+            const VR16 hb =
+                hn::ShiftRightSame(RowPairs(hm + 32 * (8 * h + c) + 2 * kL * g), int(4 * n));
+            const VR16 q0 = hn::Or(hn::And(v, k3), hn::And(hn::ShiftLeft<2>(hb), k4));
+            const VR16 q1 =
+                hn::Or(hn::And(hn::ShiftRight<2>(v), k3), hn::And(hn::ShiftLeft<1>(hb), k4));
+            const VR16 q2 = hn::Or(hn::And(hn::ShiftRight<4>(v), k3), hn::And(hb, k4));
+            const VR16 q3 = hn::Or(hn::ShiftRight<6>(v), hn::And(hn::ShiftRight<1>(hb), k4));
+            for (int t = 0; t < M; ++t) {
+              MulPairs(q0, xk[0][t], s[0][g][t], s[1][g][t]);
+              MulPairs(q1, xk[1][t], s[2][g][t], s[3][g][t]);
+              MulPairs(q2, xk[2][t], s[4][g][t], s[5][g][t]);
+              MulPairs(q3, xk[3][t], s[6][g][t], s[7][g][t]);
+            }
+          }
+        }
+        for (size_t g = 0; g < kG; ++g) {
+          for (size_t k = 0; k < 4; ++k) {
+            const size_t is = 8 * n + 2 * k + h;
+            const VR sc = Scale(S, is, g);
+            for (int t = 0; t < M; ++t) {
+              const VR sum = hn::Sub(Total(s[2 * k][g][t], s[2 * k + 1][g][t]),
+                                     hn::Set(DR(), 4 * x.Sum16(t, is)));
+              A[g][t] = hn::Add(A[g][t], hn::Mul(sum, sc));
+            }
+          }
+        }
+      }
+    }
+    for (size_t g = 0; g < kG; ++g) {
+      const VRF d = RowHalves(p + 2 * kL * g);
+      for (int t = 0; t < M; ++t)
+        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), A[g][t]), d, acc[g][t]);
+    }
+  }
+};
+
 // [d x16][dmin x16][scale byte i x16, i < 12]([Q5_K: unit c: qh 2c, 2c+1 x16, c < 16])[unit u:
 // codes 2u, 2u+1 x16, u < 64]; unit 16 j + c holds weights 2c, 2c+1 of sub-blocks 2j (low
 // nibbles) and 2j + 1 (high), and Q5_K's qh unit c their fifth bits (bits 2j and 2j + 1).
@@ -190,6 +324,8 @@ struct Q6_Kx16 {
   }
 };
 #else
+struct Q2_Kx16 {};
+struct Q3_Kx16 {};
 struct Q4_Kx16 {};
 struct Q5_Kx16 {};
 struct Q6_Kx16 {};
@@ -200,6 +336,7 @@ struct Q6_Kx16 {};
 // emit one vector at a time (the second of the pair all zero codes).
 struct BQ2_K {  // x = d*sc * q - dmin*m
   using Block = ggml::BlockQ2_K;
+  using Interleaved = Q2_Kx16;
   static constexpr size_t kW = 256, kB = sizeof(Block);
   static constexpr bool kMin = true;
   static constexpr bool kSuper = true;
@@ -240,6 +377,7 @@ struct BQ2_K {  // x = d*sc * q - dmin*m
 
 struct BQ3_K {  // x = d*sc * (q - (high bit ? 0 : 4))
   using Block = ggml::BlockQ3_K;
+  using Interleaved = Q3_Kx16;
   static constexpr size_t kW = 256, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = true;
@@ -412,13 +550,28 @@ GgmlLevelsInfo DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return HWY_DYNAMIC_DISPATCH(DecodeLevelsKQuant)(w, q, a, c);
 }
 
-// The order Q4_Kx16, Q5_Kx16 and Q6_Kx16 read the units in.
+// The order Q2_Kx16, Q3_Kx16, Q4_Kx16, Q5_Kx16 and Q6_Kx16 read the units in.
 std::vector<Unit> InterleaveUnits(int id) {
   std::vector<Unit> u;
   const auto run = [&](size_t from, size_t to, size_t size) {
     for (size_t o = from; o < to; o += size) u.push_back({o, size});
   };
   switch (uint32_t(id)) {
+    case ggml::GgmlId("Q2_K"): {  // d, dmin; the 16 scale bytes; codes in pairs
+      using B = ggml::BlockQ2_K;
+      run(offsetof(B, d), sizeof(B), 2);
+      run(offsetof(B, scales), offsetof(B, qs), 1);
+      run(offsetof(B, qs), offsetof(B, d), 2);
+      break;
+    }
+    case ggml::GgmlId("Q3_K"): {  // d; the 12 scale bytes; the third bits, then codes, in pairs
+      using B = ggml::BlockQ3_K;
+      run(offsetof(B, d), sizeof(B), 2);
+      run(offsetof(B, scales), offsetof(B, d), 1);
+      run(offsetof(B, hmask), offsetof(B, qs), 2);
+      run(offsetof(B, qs), offsetof(B, scales), 2);
+      break;
+    }
     case ggml::GgmlId("Q4_K"): {  // d, dmin; the 12 scale bytes; codes in pairs
       using B = ggml::BlockQ4_K;
       run(offsetof(B, d), offsetof(B, scales), 2);
