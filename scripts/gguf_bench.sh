@@ -6,6 +6,8 @@
 # best mean (the machine is shared; the best run is the least disturbed one).
 # Needs llama-bench built outside the repository:
 #   LLAMA_BENCH=/path/to/llama-bench scripts/gguf_bench.sh [TYPE-REGEX]
+#   env: TYPES="F32 Q8_0 Q4_0 Q4_K_M" (any --scheme of quantize, or F32), REPS=3, THREADS="1 NPROC",
+#        QFORGE=/path/to/qforge (another build, e.g. an older one, instead of build/qforge)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LLAMA_BENCH:?set LLAMA_BENCH to a llama-bench binary (llama.cpp built outside the repository)}"
@@ -13,12 +15,13 @@ if [[ -z "${QFORGE:-}" ]]; then TARGETS=qforge bash scripts/setup.sh >/dev/null;
 Q=${QFORGE:-build/qforge}
 MODEL=models/llama-27m
 FILTER=${1:-.}
+TYPES=${TYPES:-F32 Q8_0 Q4_0 Q4_K_M}
 REPS=${REPS:-3}
 THREADS=${THREADS:-"1 $(nproc)"}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
-for t in F32 Q8_0 Q4_0 Q4_K_M; do
+for t in $TYPES; do
   grep -qE -- "$FILTER" <<< "$t" || continue
   if [[ $t == F32 ]]; then
     $Q convert $MODEL -o "$OUT/$t.gguf" --outtype f32 -q >/dev/null
@@ -30,7 +33,7 @@ done
 best() { sort -g | tail -1; }
 echo "| file | threads | test | qforge t/s | llama.cpp t/s | qforge / llama.cpp | qforge decode bandwidth use |"
 echo "|---|---|---|---|---|---|---|"
-for t in F32 Q8_0 Q4_0 Q4_K_M; do
+for t in $TYPES; do
   [[ -f "$OUT/$t.gguf" ]] || continue
   for th in $THREADS; do
     : > "$OUT/q_pp"; : > "$OUT/q_tg"; : > "$OUT/l_pp"; : > "$OUT/l_tg"; : > "$OUT/q_bw"

@@ -233,7 +233,8 @@ TEST(GgmlKernels, MatMulGgmlAgreesWithItsReference) {
   }
 }
 
-// ---- interleaved rows (GgmlInterleave: Q4_0, Q8_0, the k-quants) --------------------------------
+// ---- interleaved rows (GgmlInterleave: the legacy blocks, the k-quants)
+// --------------------------
 
 std::vector<const GgmlBlockType*> InterleavedTypes() {
   std::vector<const GgmlBlockType*> out;
@@ -253,8 +254,8 @@ TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
   const auto types = InterleavedTypes();
   std::vector<std::string> names;
   for (const auto* t : types) names.emplace_back(t->name);
-  EXPECT_EQ(names,
-            (std::vector<std::string>{"Q4_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K",
+                                             "Q4_K", "Q5_K", "Q6_K"}));
   for (const auto* t : types) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 32, cols = 512;
@@ -338,9 +339,9 @@ TEST(GgmlKernels, InterleavedGemvAgreesWithTheReferenceOnEveryTarget) {
   }
 }
 
-// The integer sums' worst case: every code and scale at its largest magnitude (Q4_0, Q4_K: 15,
-// Q2_K: 3, Q3_K: level -4, Q5_K: 31, Q6_K: 63, Q8_0: -128; Q4_K's and Q5_K's scales and mins 63,
-// Q2_K's 15, Q3_K's -32, Q6_K's -128), every activation at the fixed-point maximum (Q4_K's
+// The integer sums' worst case: every code and scale at its largest magnitude (Q4_0/1, Q4_K: 15,
+// Q5_0/1: 31, Q2_K: 3, Q3_K: level -4, Q5_K: 31, Q6_K: 63, Q8_0: -128; Q4_K's and Q5_K's scales and
+// mins 63, Q2_K's 15, Q3_K's -32, Q6_K's -128), every activation at the fixed-point maximum (Q4_K's
 // super-block sum 63 * 15 * 8191 * 256 is just under 2^31; Q5_K's, 63 * 31 * 8191 * 256, would
 // not be: it sums pairs of sub-blocks).
 TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
@@ -369,6 +370,7 @@ TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
       } else {
         std::memcpy(blk, &one, 2);
       }
+      if (t->name == "Q4_1" || t->name == "Q5_1") std::memcpy(blk + 2, &one, 2);  // m
       if (t->name == "Q4_K" || t->name == "Q5_K") {
         std::memcpy(blk + 2, &one, 2);   // dmin
         std::memset(blk + 4, 0xff, 12);  // every 6-bit scale and min 63

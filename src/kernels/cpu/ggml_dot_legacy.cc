@@ -1,5 +1,5 @@
 // Highway kernels of ggml's legacy blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and the 16-row
-// interleaved GEMVs of Q4_0 and Q8_0, compiled once per SIMD target (foreach_target).
+// interleaved GEMVs of all five, compiled once per SIMD target (foreach_target).
 // Contract: as ggml_dot.h; the drivers and the dispatch are ggml_dot-inl.h's.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/ggml_dot_legacy.cc"
@@ -16,12 +16,36 @@ namespace qf::kernels::HWY_NAMESPACE {
 // The interleaved kernels, named <type>x16 (16 rows side by side; not ggml's i-quants).
 // Block(p, x, acc): a block column of 16 interleaved rows at p; acc[g][t] += Σ_k w[row][k]
 // x[t][k] in float with the block's scales applied (lane = row, before the token's dx).
-struct Q4_0x16 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] c < 8
-  static constexpr size_t kW = 32, kB = sizeof(ggml::BlockQ4_0);
+// Q4_0, Q4_1, Q5_0, Q5_1: [d x16]([m x16])([qh bytes 0-1 x16][qh bytes 2-3 x16])[unit c: codes
+// 2c, 2c+1 (weights 2c, 2c+1 | +16) x16] c < 8, the fifth bit of weight j at bit j of qh. Σ q xq
+// in int32 (|.| <= 31 * 8191 * 32); then acc += d (Σ q xq - 8 or 16 Σ xq), or with a min
+// acc += d Σ q xq + m Σ xq.
+template <bool kMin, bool kFive>
+struct QLegacyx16 {
+  using Plain =
+      std::conditional_t<kMin, std::conditional_t<kFive, ggml::BlockQ5_1, ggml::BlockQ4_1>,
+                         std::conditional_t<kFive, ggml::BlockQ5_0, ggml::BlockQ4_0>>;
+  static constexpr size_t kW = 32, kB = sizeof(Plain);
+  static constexpr size_t kQh = kMin ? 64 : 32, kCodes = kQh + (kFive ? 64 : 0);
+  // kL rows' 16 fifth bits at p as int16 lanes [bits, bits >> 1] per row: bit 2c of both lanes
+  // is then the fifth bit of weight 2c (even lane) and 2c + 1 (odd lane).
+  static HWY_INLINE VR16 FifthBitPairs(const uint8_t* p) {
+    const VR h = hn::PromoteTo(
+        DR(), hn::LoadU(hn::Rebind<uint16_t, DR>(), reinterpret_cast<const uint16_t*>(p)));
+    return hn::BitCast(DR16(), hn::Or(h, hn::ShiftLeft<16>(hn::ShiftRight<1>(h))));
+  }
   template <int M>
   static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
+    const VR16 k15 = hn::Set(DR16(), 15), k16 = hn::Set(DR16(), 16);
     VR s[2][kG][M];  // sums and odd halves
     ZeroAll(s);
+    VR16 hl[kG], hh[kG];  // the fifth bits of weights 0-15 and 16-31
+    if constexpr (kFive) {
+      for (size_t g = 0; g < kG; ++g) {
+        hl[g] = FifthBitPairs(p + kQh + 2 * kL * g);
+        hh[g] = FifthBitPairs(p + kQh + 32 + 2 * kL * g);
+      }
+    }
     HWY_UNROLL(8)
     for (size_t c = 0; c < 8; ++c) {
       VR16 xl[M], xh[M];
@@ -30,8 +54,12 @@ struct Q4_0x16 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16
         xh[t] = x.Pair(t, 16 + 2 * c);
       }
       for (size_t g = 0; g < kG; ++g) {
-        const VR16 v = RowPairs(p + 32 + 32 * c + 2 * kL * g);
-        const VR16 lo = hn::And(v, hn::Set(DR16(), 15)), hi = hn::ShiftRight<4>(v);
+        const VR16 v = RowPairs(p + kCodes + 32 * c + 2 * kL * g);
+        VR16 lo = hn::And(v, k15), hi = hn::ShiftRight<4>(v);
+        if constexpr (kFive) {
+          lo = hn::Or(lo, hn::And(hn::ShiftLeft<4>(hn::ShiftRightSame(hl[g], int(2 * c))), k16));
+          hi = hn::Or(hi, hn::And(hn::ShiftLeft<4>(hn::ShiftRightSame(hh[g], int(2 * c))), k16));
+        }
         for (int t = 0; t < M; ++t) {
           MulPairs(lo, xl[t], s[0][g][t], s[1][g][t]);
           MulPairs(hi, xh[t], s[0][g][t], s[1][g][t]);
@@ -41,13 +69,23 @@ struct Q4_0x16 {  // [d x16][unit c: codes 2c, 2c+1 (weights 2c, 2c+1 | +16) x16
     for (size_t g = 0; g < kG; ++g) {
       const VRF d = RowHalves(p + 2 * kL * g);
       for (int t = 0; t < M; ++t) {
-        // Σ (q - 8) xq = Σ q xq - 8 Σ xq, exact in int32.
-        const VR sum = hn::Sub(Total(s[0][g][t], s[1][g][t]), hn::Set(DR(), 8 * x.Sum32(t, 0)));
-        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), sum), d, acc[g][t]);
+        const VR sum = Total(s[0][g][t], s[1][g][t]);
+        if constexpr (kMin) {
+          const VRF m = RowHalves(p + 32 + 2 * kL * g);
+          acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), sum), d, acc[g][t]);
+          acc[g][t] = hn::MulAdd(hn::Set(DRF(), float(x.Sum32(t, 0))), m, acc[g][t]);
+        } else {  // Σ (q - 8 or 16) xq = Σ q xq - (8 or 16) Σ xq, exact in int32
+          const VR off = hn::Set(DR(), (kFive ? 16 : 8) * x.Sum32(t, 0));
+          acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), hn::Sub(sum, off)), d, acc[g][t]);
+        }
       }
     }
   }
 };
+using Q4_0x16 = QLegacyx16<false, false>;
+using Q4_1x16 = QLegacyx16<true, false>;
+using Q5_0x16 = QLegacyx16<false, true>;
+using Q5_1x16 = QLegacyx16<true, true>;
 
 struct Q8_0x16 {  // [d x16][unit c: codes 2c, 2c+1 x16] c < 16
   static constexpr size_t kW = 32, kB = sizeof(ggml::BlockQ8_0);
@@ -75,6 +113,9 @@ struct Q8_0x16 {  // [d x16][unit c: codes 2c, 2c+1 x16] c < 16
 };
 #else
 struct Q4_0x16 {};
+struct Q4_1x16 {};
+struct Q5_0x16 {};
+struct Q5_1x16 {};
 struct Q8_0x16 {};
 #endif
 
@@ -102,6 +143,7 @@ struct BQ4_0 {  // x = (q - 8) * d
 
 struct BQ4_1 {  // x = q * d + m
   using Block = ggml::BlockQ4_1;
+  using Interleaved = Q4_1x16;
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = true;
   static constexpr bool kSuper = false;
@@ -134,6 +176,7 @@ HWY_INLINE VI FifthBits(uint32_t qh, size_t j) {
 
 struct BQ5_0 {  // x = (q - 16) * d
   using Block = ggml::BlockQ5_0;
+  using Interleaved = Q5_0x16;
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = false;
   static constexpr bool kSuper = false;
@@ -157,6 +200,7 @@ struct BQ5_0 {  // x = (q - 16) * d
 
 struct BQ5_1 {  // x = q * d + m
   using Block = ggml::BlockQ5_1;
+  using Interleaved = Q5_1x16;
   static constexpr size_t kW = 32, kB = sizeof(Block);
   static constexpr bool kMin = true;
   static constexpr bool kSuper = false;
@@ -227,8 +271,8 @@ GgmlLevelsInfo DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
   return HWY_DYNAMIC_DISPATCH(DecodeLevelsLegacy)(w, q, a, c);
 }
 
-// Q4_0: d, then the codes in pairs (weights 2c, 2c + 1 | 16 + 2c, 17 + 2c); Q8_0: d, then the
-// codes in pairs.
+// Every legacy block is 2-byte units in file order: d (m) (qh's two halves), then the codes in
+// pairs (Q4/Q5: weights 2c, 2c + 1 | 16 + 2c, 17 + 2c).
 std::vector<Unit> InterleaveUnits(int id) {
   std::vector<Unit> u;
   const auto run = [&](size_t from, size_t to, size_t size) {
@@ -237,6 +281,15 @@ std::vector<Unit> InterleaveUnits(int id) {
   switch (uint32_t(id)) {
     case ggml::GgmlId("Q4_0"):
       run(0, sizeof(ggml::BlockQ4_0), 2);
+      break;
+    case ggml::GgmlId("Q4_1"):
+      run(0, sizeof(ggml::BlockQ4_1), 2);
+      break;
+    case ggml::GgmlId("Q5_0"):
+      run(0, sizeof(ggml::BlockQ5_0), 2);
+      break;
+    case ggml::GgmlId("Q5_1"):
+      run(0, sizeof(ggml::BlockQ5_1), 2);
       break;
     case ggml::GgmlId("Q8_0"):
       run(0, sizeof(ggml::BlockQ8_0), 2);
