@@ -15,17 +15,36 @@ namespace qf::kernels::HWY_NAMESPACE {
 #if HWY_TARGET != HWY_SCALAR
 // The interleaved kernels, named <type>x16 (16 rows side by side; not ggml's i-quants): see
 // ggml_dot_legacy.cc's Q4_0x16 for Block's contract.
-// [d x16][dmin x16][scale byte i x16, i < 16][unit u: codes 2u, 2u+1 x16, u < 32]; unit 16 n + c
-// holds weights 128 n + 32 k + 2c, 2c + 1 at bits 2k (k < 4), of sub-block 8 n + 2 k + (c >= 8).
-// Integer sums per super-block: A = Σ_sub sc Σ q xq (|A| <= 15 * 3 * 8191 * 256 < 2^27) and
-// B = Σ_sub m Σ xq; then acc += d A - dmin B.
-struct Q2_Kx16 {
-  static constexpr size_t kW = 256, kB = sizeof(ggml::BlockQ2_K);
+// Q2_K: [d x16][dmin x16][scale byte i x16, i < 16][unit u: codes 2u, 2u+1 x16, u < 32]; unit
+// 16 n + c holds weights 128 n + 32 k + 2c, 2c + 1 at bits 2k (k < 4), of sub-block
+// 8 n + 2 k + (c >= 8). Integer sums per super-block: A = Σ_sub sc Σ q xq (|A| <= 15 * 3 * 8191
+// * 256 < 2^27) and B = Σ_sub m Σ xq; then acc += d A - dmin B.
+// Q3_K (kThree): [d x16][scale byte i x16, i < 12][unit c: hmask 2c, 2c+1 x16, c < 16][the codes
+// as Q2_K's]: the third bit of weight 128 n + 32 k + l at bit 4 n + k of hmask[l]. Per sub-block
+// Σ q xq - 4 Σ xq (q in [0, 7]) times its signed scale: |A| <= 32 * 16 * (7 + 4) * 8191 * 16
+// < 2^30; then acc += d A.
+template <bool kThree>
+struct QK23x16 {
+  static constexpr size_t kW = 256;
+  static constexpr size_t kB = kThree ? sizeof(ggml::BlockQ3_K) : sizeof(ggml::BlockQ2_K);
+  // Sub-block j's scale for rows kL g ..: Q3_K's signed one (ggml::ScaleQ3 on kL rows at once),
+  // or Q2_K's low nibble, with its min (the high nibble) in m.
+  static HWY_INLINE VR Scale(const uint8_t* S, size_t j, size_t g, VR& m) {
+    const auto b = [&](size_t i) HWY_ATTR { return RowBytes(S + 16 * i + kL * g); };
+    if constexpr (!kThree) {
+      m = hn::ShiftRight<4>(b(j));
+      return hn::And(b(j), hn::Set(DR(), 15));
+    }
+    const VR low = j < 8 ? hn::And(b(j), hn::Set(DR(), 15)) : hn::ShiftRight<4>(b(j - 8));
+    const VR high = hn::And(hn::ShiftRightSame(b(8 + j % 4), int(2 * (j / 4))), hn::Set(DR(), 3));
+    return hn::Sub(hn::Or(low, hn::ShiftLeft<4>(high)), hn::Set(DR(), 32));
+  }
   template <int M>
   static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
-    const uint8_t* S = p + 64;
-    const uint8_t* q = p + 64 + 16 * 16;
-    const VR16 k3 = hn::Set(DR16(), 3);
+    const uint8_t* S = p + (kThree ? 32 : 64);
+    const uint8_t* hm = S + 12 * 16;  // Q3_K's third bits
+    const uint8_t* q = kThree ? hm + 16 * 32 : S + 16 * 16;
+    const VR16 k3 = hn::Set(DR16(), 3), k4 = hn::Set(DR16(), 4);
     VR A[kG][M], Bm[kG][M];
     for (size_t g = 0; g < kG; ++g)
       for (int t = 0; t < M; ++t) A[g][t] = Bm[g][t] = hn::Zero(DR());
@@ -43,8 +62,16 @@ struct Q2_Kx16 {
             for (size_t k = 0; k < 4; ++k) xk[k][t] = x.Pair(t, o + 32 * k);
           for (size_t g = 0; g < kG; ++g) {
             const VR16 v = RowPairs(q + 32 * c + 2 * kL * g);
-            const VR16 q0 = hn::And(v, k3), q1 = hn::And(hn::ShiftRight<2>(v), k3);
-            const VR16 q2 = hn::And(hn::ShiftRight<4>(v), k3), q3 = hn::ShiftRight<6>(v);
+            VR16 q0 = hn::And(v, k3), q1 = hn::And(hn::ShiftRight<2>(v), k3);
+            VR16 q2 = hn::And(hn::ShiftRight<4>(v), k3), q3 = hn::ShiftRight<6>(v);
+            if constexpr (kThree) {  // the third bits of the four k (bit 4 n + k), to bit 2
+              const VR16 hb =
+                  hn::ShiftRightSame(RowPairs(hm + 32 * (8 * h + c) + 2 * kL * g), int(4 * n));
+              q0 = hn::Or(q0, hn::And(hn::ShiftLeft<2>(hb), k4));
+              q1 = hn::Or(q1, hn::And(hn::ShiftLeft<1>(hb), k4));
+              q2 = hn::Or(q2, hn::And(hb, k4));
+              q3 = hn::Or(q3, hn::And(hn::ShiftRight<1>(hb), k4));
+            }
             for (int t = 0; t < M; ++t) {
               MulPairs(q0, xk[0][t], s[0][g][t], s[1][g][t]);
               MulPairs(q1, xk[1][t], s[2][g][t], s[3][g][t]);
@@ -56,85 +83,15 @@ struct Q2_Kx16 {
         for (size_t g = 0; g < kG; ++g) {
           for (size_t k = 0; k < 4; ++k) {
             const size_t is = 8 * n + 2 * k + h;
-            const VR b = RowBytes(S + 16 * is + kL * g);
-            const VR sc = hn::And(b, hn::Set(DR(), 15)), m = hn::ShiftRight<4>(b);
+            VR m = hn::Zero(DR());
+            const VR sc = Scale(S, is, g, m);
             for (int t = 0; t < M; ++t) {
-              A[g][t] = hn::Add(A[g][t], hn::Mul(Total(s[2 * k][g][t], s[2 * k + 1][g][t]), sc));
-              Bm[g][t] = hn::Add(Bm[g][t], hn::Mul(m, hn::Set(DR(), x.Sum16(t, is))));
-            }
-          }
-        }
-      }
-    }
-    for (size_t g = 0; g < kG; ++g) {
-      const VRF d = RowHalves(p + 2 * kL * g), dmin = RowHalves(p + 32 + 2 * kL * g);
-      for (int t = 0; t < M; ++t) {
-        acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), A[g][t]), d, acc[g][t]);
-        acc[g][t] = hn::NegMulAdd(hn::ConvertTo(DRF(), Bm[g][t]), dmin, acc[g][t]);
-      }
-    }
-  }
-};
-
-// [d x16][scale byte i x16, i < 12][unit c: hmask 2c, 2c+1 x16, c < 16][unit u: codes 2u, 2u+1
-// x16, u < 32]: the low 2 bits as Q2_Kx16's, the third bit of weight 128 n + 32 k + l at bit
-// 4 n + k of hmask[l]. Per sub-block Σ q xq - 4 Σ xq (q in [0, 7]), times its signed scale:
-// |A| <= 32 * 16 * (7 + 4) * 8191 * 16 < 2^30; then acc += d A.
-struct Q3_Kx16 {
-  static constexpr size_t kW = 256, kB = sizeof(ggml::BlockQ3_K);
-  // The signed scale of sub-block j for rows kL g ..: ggml::ScaleQ3 on kL rows at once.
-  static HWY_INLINE VR Scale(const uint8_t* S, size_t j, size_t g) {
-    const auto b = [&](size_t i) HWY_ATTR { return RowBytes(S + 16 * i + kL * g); };
-    const VR low = j < 8 ? hn::And(b(j), hn::Set(DR(), 15)) : hn::ShiftRight<4>(b(j - 8));
-    const VR high = hn::And(hn::ShiftRightSame(b(8 + j % 4), int(2 * (j / 4))), hn::Set(DR(), 3));
-    return hn::Sub(hn::Or(low, hn::ShiftLeft<4>(high)), hn::Set(DR(), 32));
-  }
-  template <int M>
-  static HWY_INLINE void Block(const uint8_t* p, const IActs& x, VRF (&acc)[kG][M]) {
-    const uint8_t* S = p + 32;
-    const uint8_t* hm = p + 32 + 12 * 16;
-    const uint8_t* q = hm + 16 * 32;
-    const VR16 k3 = hn::Set(DR16(), 3), k4 = hn::Set(DR16(), 4);
-    VR A[kG][M];
-    for (size_t g = 0; g < kG; ++g)
-      for (int t = 0; t < M; ++t) A[g][t] = hn::Zero(DR());
-    HWY_UNROLL(1)
-    for (size_t n = 0; n < 2; ++n) {
-      HWY_UNROLL(1)
-      for (size_t h = 0; h < 2; ++h, q += 8 * 32) {  // sub-blocks 8 n + 2 k + h, k < 4
-        VR s[8][kG][M];                              // per k: the sums and their odd halves
-        ZeroAll(s);
-        HWY_UNROLL(2)
-        for (size_t c = 0; c < 8; ++c) {
-          const size_t o = 128 * n + 16 * h + 2 * c;
-          VR16 xk[4][M];
-          for (int t = 0; t < M; ++t)
-            for (size_t k = 0; k < 4; ++k) xk[k][t] = x.Pair(t, o + 32 * k);
-          for (size_t g = 0; g < kG; ++g) {
-            const VR16 v = RowPairs(q + 32 * c + 2 * kL * g);
-            // The third bits of the four k, at bit 2 (bit 4 n + k of hmask moved there).
-            const VR16 hb =
-                hn::ShiftRightSame(RowPairs(hm + 32 * (8 * h + c) + 2 * kL * g), int(4 * n));
-            const VR16 q0 = hn::Or(hn::And(v, k3), hn::And(hn::ShiftLeft<2>(hb), k4));
-            const VR16 q1 =
-                hn::Or(hn::And(hn::ShiftRight<2>(v), k3), hn::And(hn::ShiftLeft<1>(hb), k4));
-            const VR16 q2 = hn::Or(hn::And(hn::ShiftRight<4>(v), k3), hn::And(hb, k4));
-            const VR16 q3 = hn::Or(hn::ShiftRight<6>(v), hn::And(hn::ShiftRight<1>(hb), k4));
-            for (int t = 0; t < M; ++t) {
-              MulPairs(q0, xk[0][t], s[0][g][t], s[1][g][t]);
-              MulPairs(q1, xk[1][t], s[2][g][t], s[3][g][t]);
-              MulPairs(q2, xk[2][t], s[4][g][t], s[5][g][t]);
-              MulPairs(q3, xk[3][t], s[6][g][t], s[7][g][t]);
-            }
-          }
-        }
-        for (size_t g = 0; g < kG; ++g) {
-          for (size_t k = 0; k < 4; ++k) {
-            const size_t is = 8 * n + 2 * k + h;
-            const VR sc = Scale(S, is, g);
-            for (int t = 0; t < M; ++t) {
-              const VR sum = hn::Sub(Total(s[2 * k][g][t], s[2 * k + 1][g][t]),
-                                     hn::Set(DR(), 4 * x.Sum16(t, is)));
+              VR sum = Total(s[2 * k][g][t], s[2 * k + 1][g][t]);
+              if constexpr (kThree) {
+                sum = hn::Sub(sum, hn::Set(DR(), 4 * x.Sum16(t, is)));
+              } else {
+                Bm[g][t] = hn::Add(Bm[g][t], hn::Mul(m, hn::Set(DR(), x.Sum16(t, is))));
+              }
               A[g][t] = hn::Add(A[g][t], hn::Mul(sum, sc));
             }
           }
@@ -143,11 +100,18 @@ struct Q3_Kx16 {
     }
     for (size_t g = 0; g < kG; ++g) {
       const VRF d = RowHalves(p + 2 * kL * g);
-      for (int t = 0; t < M; ++t)
+      for (int t = 0; t < M; ++t) {
         acc[g][t] = hn::MulAdd(hn::ConvertTo(DRF(), A[g][t]), d, acc[g][t]);
+        if constexpr (!kThree) {
+          const VRF dmin = RowHalves(p + 32 + 2 * kL * g);
+          acc[g][t] = hn::NegMulAdd(hn::ConvertTo(DRF(), Bm[g][t]), dmin, acc[g][t]);
+        }
+      }
     }
   }
 };
+using Q2_Kx16 = QK23x16<false>;
+using Q3_Kx16 = QK23x16<true>;
 
 // [d x16][dmin x16][scale byte i x16, i < 12]([Q5_K: unit c: qh 2c, 2c+1 x16, c < 16])[unit u:
 // codes 2u, 2u+1 x16, u < 64]; unit 16 j + c holds weights 2c, 2c+1 of sub-blocks 2j (low

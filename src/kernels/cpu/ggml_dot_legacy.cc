@@ -274,30 +274,25 @@ GgmlLevelsInfo DecodeLevels(const GgmlRows& w, int8_t* q, float* a, float* c) {
 // Every legacy block is 2-byte units in file order: d (m) (qh's two halves), then the codes in
 // pairs (Q4/Q5: weights 2c, 2c + 1 | 16 + 2c, 17 + 2c).
 std::vector<Unit> InterleaveUnits(int id) {
-  std::vector<Unit> u;
-  const auto run = [&](size_t from, size_t to, size_t size) {
-    for (size_t o = from; o < to; o += size) u.push_back({o, size});
+  const auto pairs = [](size_t bytes) {
+    std::vector<Unit> u;
+    for (size_t o = 0; o < bytes; o += 2) u.push_back({o, 2});
+    return u;
   };
   switch (uint32_t(id)) {
     case ggml::GgmlId("Q4_0"):
-      run(0, sizeof(ggml::BlockQ4_0), 2);
-      break;
+      return pairs(sizeof(ggml::BlockQ4_0));
     case ggml::GgmlId("Q4_1"):
-      run(0, sizeof(ggml::BlockQ4_1), 2);
-      break;
+      return pairs(sizeof(ggml::BlockQ4_1));
     case ggml::GgmlId("Q5_0"):
-      run(0, sizeof(ggml::BlockQ5_0), 2);
-      break;
+      return pairs(sizeof(ggml::BlockQ5_0));
     case ggml::GgmlId("Q5_1"):
-      run(0, sizeof(ggml::BlockQ5_1), 2);
-      break;
+      return pairs(sizeof(ggml::BlockQ5_1));
     case ggml::GgmlId("Q8_0"):
-      run(0, sizeof(ggml::BlockQ8_0), 2);
-      break;
+      return pairs(sizeof(ggml::BlockQ8_0));
     default:
-      break;
+      return {};
   }
-  return u;
 }
 
 }  // namespace
