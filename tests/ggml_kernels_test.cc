@@ -255,7 +255,7 @@ TEST(GgmlKernels, InterleaveIsAPermutationUndoneByDeinterleave) {
   std::vector<std::string> names;
   for (const auto* t : types) names.emplace_back(t->name);
   EXPECT_EQ(names, (std::vector<std::string>{"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K",
-                                             "Q4_K", "Q5_K", "Q6_K"}));
+                                             "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}));
   for (const auto* t : types) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 32, cols = 512;
@@ -340,18 +340,19 @@ TEST(GgmlKernels, InterleavedGemvAgreesWithTheReferenceOnEveryTarget) {
 }
 
 // The integer sums' worst case: every code and scale at its largest magnitude (Q4_0/1, Q4_K: 15,
-// Q5_0/1: 31, Q2_K: 3, Q3_K: level -4, Q5_K: 31, Q6_K: 63, Q8_0: -128; Q4_K's and Q5_K's scales and
-// mins 63, Q2_K's 15, Q3_K's -32, Q6_K's -128), every activation at the fixed-point maximum (Q4_K's
-// super-block sum 63 * 15 * 8191 * 256 is just under 2^31; Q5_K's, 63 * 31 * 8191 * 256, would
-// not be: it sums pairs of sub-blocks).
+// Q5_0/1: 31, Q2_K: 3, Q3_K: level -4, IQ4: level -127, Q5_K: 31, Q6_K: 63, Q8_0: -128; Q4_K's and
+// Q5_K's scales and mins 63, Q2_K's 15, Q3_K's and IQ4_XS's -32, Q6_K's -128), every activation at
+// the fixed-point maximum (Q4_K's super-block sum 63 * 15 * 8191 * 256 is just under 2^31; Q5_K's,
+// 63 * 31 * 8191 * 256, would not be: it sums pairs of sub-blocks).
 TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
   for (const auto* t : InterleavedTypes()) {
     SCOPED_TRACE(std::string(t->name));
     const int64_t rows = 16, cols = 4 * 256;
     auto plain = MakeBlocks(*t, rows, cols, 23);
-    // The largest raw code the kernels multiply (Q8_0: code 0 is level -128, Q3_K's level -4).
-    const uint8_t code =
-        t->name == "Q8_0" || t->name == "Q3_K" ? 0 : uint8_t((1u << t->codes->bits) - 1);
+    // The largest raw code the kernels multiply (Q8_0: code 0 is level -128, Q3_K's -4, IQ4's
+    // -127).
+    const bool code0 = t->name == "Q8_0" || t->name == "Q3_K" || t->name.starts_with("IQ4");
+    const uint8_t code = code0 ? 0 : uint8_t((1u << t->codes->bits) - 1);
     const std::vector<uint8_t> codes(static_cast<size_t>(t->block), code);
     const uint16_t one = 0x3c00;  // fp16 1.0
     for (int64_t b = 0; b < rows * cols / t->block; ++b) {
@@ -371,6 +372,7 @@ TEST(GgmlKernels, InterleavedGemvAtTheIntegerLimits) {
         std::memcpy(blk, &one, 2);
       }
       if (t->name == "Q4_1" || t->name == "Q5_1") std::memcpy(blk + 2, &one, 2);  // m
+      if (t->name == "IQ4_XS") std::memset(blk + 2, 0, 6);  // every 6-bit ls 0: scale -32
       if (t->name == "Q4_K" || t->name == "Q5_K") {
         std::memcpy(blk + 2, &one, 2);   // dmin
         std::memset(blk + 4, 0xff, 12);  // every 6-bit scale and min 63
