@@ -528,6 +528,12 @@ Status AddGgufQuantizedFileType(uint32_t file_type, GgufWriter* w) {
   return w->Set("general.file_type", GgufValue(file_type));
 }
 
+std::string GgufFolderName(const fs::path& dir) {
+  std::error_code ec;
+  const fs::path abs = fs::absolute(dir, ec).lexically_normal();
+  return (abs.has_filename() ? abs : abs.parent_path()).filename().string();
+}
+
 Status AddGgufModelMetadata(const model::ModelConfig& cfg, const std::string& name,
                             std::optional<uint32_t> file_type, GgufWriter* w) {
   const std::string arch = GgufArchitecture(cfg);
@@ -776,11 +782,7 @@ Result<GgufConvertReport> ConvertHfToGguf(const fs::path& model_dir, const fs::p
   }
   QF_ASSIGN(uint32_t file_type, GgufFileType(report.outtype));
 
-  std::string name = options.name;
-  if (name.empty()) {
-    const fs::path abs = fs::absolute(model_dir, ec).lexically_normal();
-    name = (abs.has_filename() ? abs : abs.parent_path()).filename().string();
-  }
+  const std::string name = options.name.empty() ? GgufFolderName(model_dir) : options.name;
 
   GgufWriter w;
   QF_ASSIGN(std::vector<GgufTensorPlan> plan, PlanGgufTensors(cfg, store));

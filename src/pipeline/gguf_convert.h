@@ -35,6 +35,9 @@ Result<uint32_t> GgufFileType(io::GgmlType type);
 // "llama" for Llama and Mistral, "qwen2", "qwen3".
 std::string GgufArchitecture(const model::ModelConfig& cfg);
 
+// The general.name of a model folder when none is given: the folder's own name ("." and
+// trailing slashes resolved), as convert_hf_to_gguf.py names it.
+std::string GgufFolderName(const std::filesystem::path& dir);
 // general.* and <arch>.* keys, in the order convert_hf_to_gguf.py writes them. Without a
 // file_type, general.file_type and general.quantization_version are left out: a quantizer adds
 // them after the tokenizer, where llama-quantize puts them (AddGgufQuantizedFileType).

@@ -177,15 +177,6 @@ Result<GgufQuantizeReport> QuantizeGgufFile(const fs::path& src, const fs::path&
   return rep;
 }
 
-// A model folder's own name (the GGUF general.name), "." and trailing slashes resolved.
-std::string FolderName(const fs::path& dir) {
-  std::error_code ec;
-  const fs::path abs = fs::absolute(dir, ec).lexically_normal();
-  std::string name = abs.filename().string();
-  if (name.empty()) name = abs.parent_path().filename().string();
-  return name;
-}
-
 }  // namespace
 
 Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& out,
@@ -207,7 +198,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
       QF_ASSIGN(const RotatedCopy rotated, RotatedCopy::Make(src, out, *opt.rotate));
       GgufQuantizeOptions on_rotated = opt;
       on_rotated.rotate.reset();
-      if (on_rotated.general_name.empty()) on_rotated.general_name = FolderName(src);
+      if (on_rotated.general_name.empty()) on_rotated.general_name = GgufFolderName(src);
       QF_ASSIGN(GgufQuantizeReport rep, QuantizeToGguf(rotated.path(), out, on_rotated, progress));
       rep.seconds_rotate = rotated.report().seconds;
       rep.seconds += rep.seconds_rotate;
@@ -402,7 +393,7 @@ Result<GgufQuantizeReport> QuantizeToGguf(const fs::path& src, const fs::path& o
 
   io::GgufWriter w;
   QF_TRY(pipeline::AddGgufModelMetadata(
-      cfg, opt.general_name.empty() ? FolderName(src) : opt.general_name, std::nullopt, &w));
+      cfg, opt.general_name.empty() ? GgufFolderName(src) : opt.general_name, std::nullopt, &w));
   QF_TRY(pipeline::AddGgufTokenizer(src, cfg, &w));
   QF_TRY(pipeline::AddGgufQuantizedFileType(uint32_t(opt.mix->ftype), &w));
   QF_TRY(AddImatrixKeys(opt, &w));

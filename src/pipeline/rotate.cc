@@ -66,6 +66,14 @@ std::string_view RotateName(const RotateOptions& opt) {
   return opt.heads ? "hadamard+heads" : "hadamard";
 }
 
+std::optional<RotateOptions> RotateFromName(std::string_view name, uint64_t seed) {
+  for (const bool heads : {false, true}) {
+    const RotateOptions opt{.heads = heads, .seed = seed};
+    if (name == RotateName(opt)) return opt;
+  }
+  return std::nullopt;
+}
+
 Result<RotateReport> RotateModel(const fs::path& src, const fs::path& dst,
                                  const RotateOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();

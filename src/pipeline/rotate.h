@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 
 #include "core/atomic_file.h"
@@ -26,6 +27,8 @@ struct RotateOptions {
 
 // "hadamard", or "hadamard+heads" with heads (the --rotate values).
 std::string_view RotateName(const RotateOptions& opt);
+// RotateName's inverse, with the seed: nullopt for any other name.
+std::optional<RotateOptions> RotateFromName(std::string_view name, uint64_t seed);
 
 struct RotateReport {
   bool untied = false;  // tied embeddings: lm_head written as its own tensor

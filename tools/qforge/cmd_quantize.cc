@@ -218,8 +218,7 @@ Status CheckQatFlagsGiven(const QuantizeArgs& a, bool qat, std::string_view meth
 
 // --rotate MODE (CLI11 checks the value): the rotation, seeded with --seed.
 std::optional<pipeline::RotateOptions> RotateFromFlag(const QuantizeArgs& a) {
-  if (a.rotate.empty()) return std::nullopt;
-  return pipeline::RotateOptions{.heads = a.rotate == "hadamard+heads", .seed = a.seed};
+  return pipeline::RotateFromName(a.rotate, a.seed);  // nullopt without --rotate
 }
 
 // The report's line for --rotate (nothing without it).

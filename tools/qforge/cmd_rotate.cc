@@ -18,7 +18,7 @@ struct RotateArgs {
 };
 
 int RunRotate(const RotateArgs& a) {
-  const pipeline::RotateOptions opt{.heads = a.mode == "hadamard+heads", .seed = a.seed};
+  const pipeline::RotateOptions opt = *pipeline::RotateFromName(a.mode, a.seed);  // --mode checked
   auto r = pipeline::RotateModel(a.model, a.out, opt);
   if (!r.ok()) return Fail(r.error());
   if (a.common.json) {
